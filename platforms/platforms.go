@@ -1,0 +1,224 @@
+// Package platforms holds the contract between rollbot's runbook steps
+// (package handlers) and the systems it acts on. Every adapter lives in
+// its own sub-package (kube, swarm, compose, vm, bluegreen, sim, ...) and
+// is bound to one service target when it is constructed.
+package platforms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Revision is one deployable version of a service as the platform knows it:
+// a Kubernetes ReplicaSet revision, a Swarm image, a release directory on a
+// VM, a target group behind a load balancer.
+type Revision struct {
+	// ID is what a user types after --to: "3" for a Kubernetes revision,
+	// "v1.2.3" for an image tag or release, "green" for a target group.
+	ID string `json:"id"`
+	// Artifact is the concrete thing that runs: an image reference,
+	// a package version, a binary path, a target group ARN.
+	Artifact    string    `json:"artifact"`
+	CreatedAt   time.Time `json:"created_at,omitzero"`
+	ChangeCause string    `json:"change_cause,omitempty"`
+	// DoNotDeploy is set when the platform itself carries the mark
+	// (e.g. a Kubernetes annotation). rollbot's own marks live in state.
+	DoNotDeploy   bool   `json:"do_not_deploy,omitempty"`
+	DoNotDeployBy string `json:"do_not_deploy_by,omitempty"`
+}
+
+// Label is the short human form: "revision 3 (myapp:v1)".
+func (r Revision) Label() string {
+	if r.Artifact == "" || r.Artifact == r.ID {
+		return r.ID
+	}
+	return fmt.Sprintf("%s (%s)", r.ID, r.Artifact)
+}
+
+// Health is the platform's view of the running units (pods, tasks,
+// containers, hosts, targets).
+type Health struct {
+	Desired int `json:"desired"`
+	Ready   int `json:"ready"`
+	// Restarts counts container restarts within RestartWindow.
+	Restarts      int           `json:"restarts"`
+	RestartWindow time.Duration `json:"restart_window"`
+	// Known is false when the platform could not tell (no data is not healthy).
+	Known bool `json:"known"`
+	// Detail is a short free-text line, e.g. "2/3 pods Ready, 1 CrashLoopBackOff".
+	Detail string `json:"detail,omitempty"`
+}
+
+// UnreadyRatio is the share of desired units that are not ready.
+func (h Health) UnreadyRatio() float64 {
+	if h.Desired == 0 {
+		return 0
+	}
+	return float64(h.Desired-h.Ready) / float64(h.Desired)
+}
+
+// Snapshot is what the assessment step reads from a platform.
+type Snapshot struct {
+	Current Revision `json:"current"`
+	// History is newest first and includes Current.
+	History []Revision `json:"history"`
+	Health  Health     `json:"health"`
+	// RolloutInProgress is true while the platform is still moving units to Current.
+	RolloutInProgress bool `json:"rollout_in_progress"`
+	Paused            bool `json:"paused"`
+	// DeployedAt is when Current started rolling out; the metrics baseline
+	// is taken from a window that ends here.
+	DeployedAt time.Time `json:"deployed_at,omitzero"`
+	// MigrationLog is the tail of an init-migrate style container's log,
+	// when the platform has one.
+	MigrationLog string `json:"migration_log,omitempty"`
+}
+
+// Outcome says what a write did.
+type Outcome string
+
+const (
+	Done    Outcome = "done"
+	Skipped Outcome = "skipped" // already in the requested state; not an error
+	Planned Outcome = "planned" // dry run: nothing changed
+)
+
+// Result describes a write. Detail is shown to users as is.
+type Result struct {
+	Outcome Outcome `json:"outcome"`
+	Detail  string  `json:"detail"`
+	// Plan lists each change the write makes (or would make on a dry run),
+	// one line each, e.g. "deployment prod/myapp: image myapp:v2 -> myapp:v1".
+	Plan []string `json:"plan,omitempty"`
+}
+
+// Progress is reported while a write converges.
+type Progress struct {
+	Message string `json:"message"` // kubectl-rollout-status style line
+	Updated int    `json:"updated"`
+	Ready   int    `json:"ready"`
+	Desired int    `json:"desired"`
+	Done    bool   `json:"done"`
+}
+
+// ProgressFunc receives progress; it must not block for long.
+type ProgressFunc func(Progress)
+
+// Platform is one service's deployment target.
+//
+// Writes take dryRun: when true they validate against the real system
+// (server-side dry run where the platform has one) and change nothing,
+// returning Outcome Planned with the exact Plan.
+type Platform interface {
+	// Kind is the adapter name: "kubernetes", "swarm", "compose", "vm", "bluegreen", "simulated".
+	Kind() string
+	// Target names what this adapter acts on, for messages:
+	// "deployment prod/myapp (cluster east)". Never contains secrets.
+	Target() string
+	// Snapshot reads the current revision, history and health.
+	Snapshot(ctx context.Context) (*Snapshot, error)
+	// Stop halts an in-progress rollout (runbook §2) so the rollback does
+	// not fight it. Already stopped → Skipped.
+	Stop(ctx context.Context, dryRun bool) (Result, error)
+	// Rollback moves the service to the given revision (runbook §3) and
+	// waits until it has converged, reporting progress. The rollback must be
+	// a compare-and-set against the state read when it starts, so a
+	// concurrent deploy makes it fail instead of fighting it. Already at
+	// the target → Skipped.
+	Rollback(ctx context.Context, to Revision, dryRun bool, progress ProgressFunc) (Result, error)
+	// MarkDoNotDeploy records on the platform, where it can, that rev must
+	// never be deployed again, and who said so. Platforms without a place
+	// for such a mark return Skipped.
+	MarkDoNotDeploy(ctx context.Context, rev Revision, by string) (Result, error)
+}
+
+// Fallbacks are the runbook FAQ's "what if the rollback also fails" steps.
+// Adapters implement it where the platform supports them.
+type Fallbacks interface {
+	// SetArtifact sets the artifact (image) explicitly, bypassing history.
+	SetArtifact(ctx context.Context, artifact string, dryRun bool, progress ProgressFunc) (Result, error)
+	// ScaleToZero stops every unit of the service.
+	ScaleToZero(ctx context.Context, dryRun bool) (Result, error)
+}
+
+// Metrics is a source of the two request-level numbers of the assessment.
+// Implementations: Prometheus HTTP API, direct scrape of /metrics, simulated.
+type Metrics interface {
+	// ErrorRatio is failed requests / all requests over [from, to].
+	ErrorRatio(ctx context.Context, from, to time.Time) (Measurement, error)
+	// LatencyP95 is the 95th percentile request latency in seconds over [from, to].
+	LatencyP95(ctx context.Context, from, to time.Time) (Measurement, error)
+}
+
+// Measurement is one number with where it came from. NoData means the
+// source answered but had nothing usable (no series, NaN, too little
+// traffic); a verdict built on it is inconclusive, never healthy.
+type Measurement struct {
+	Value    float64 `json:"value"`
+	NoData   bool    `json:"no_data,omitempty"`
+	Reason   string  `json:"reason,omitempty"`   // why NoData, for users
+	Source   string  `json:"source"`             // "prometheus", "scrape http://…/metrics"
+	Query    string  `json:"query,omitempty"`    // the PromQL or metric names used
+	Requests float64 `json:"requests,omitempty"` // traffic seen in the window, when known
+}
+
+// UserError carries a message that is safe and useful to show in Slack,
+// apart from the underlying cause, which goes to the log only.
+type UserError struct {
+	Msg   string // what happened and what to do next
+	Cause error
+}
+
+func (e *UserError) Error() string {
+	if e.Cause == nil {
+		return e.Msg
+	}
+	return e.Msg + ": " + e.Cause.Error()
+}
+
+func (e *UserError) Unwrap() error { return e.Cause }
+
+// Userf wraps cause with a user-facing message.
+func Userf(cause error, format string, args ...any) error {
+	return &UserError{Msg: fmt.Sprintf(format, args...), Cause: cause}
+}
+
+// UserMessage returns the user-facing text of err, if it carries one.
+func UserMessage(err error) (string, bool) {
+	var ue *UserError
+	if errors.As(err, &ue) {
+		return ue.Msg, true
+	}
+	return "", false
+}
+
+// ErrConflict is wrapped by writes whose compare-and-set precondition failed
+// because someone else changed the target concurrently.
+var ErrConflict = errors.New("concurrent change")
+
+// ErrNotFound is wrapped when the requested revision or target does not exist.
+var ErrNotFound = errors.New("not found")
+
+// LastKnownGood picks the rollback target from a newest-first history:
+// the newest revision older than current whose artifact differs from the
+// current one and that is not marked DO_NOT_DEPLOY, either on the platform
+// (Revision.DoNotDeploy) or by rollbot (marked). It is not blindly N-1.
+func LastKnownGood(history []Revision, current Revision, marked func(Revision) bool) (Revision, bool) {
+	seenCurrent := false
+	for _, r := range history {
+		if r.ID == current.ID {
+			seenCurrent = true
+			continue
+		}
+		if !seenCurrent {
+			continue // newer than current (e.g. a rollback renumbered it)
+		}
+		if r.Artifact == current.Artifact || r.DoNotDeploy || (marked != nil && marked(r)) {
+			continue
+		}
+		return r, true
+	}
+	return Revision{}, false
+}
