@@ -1,0 +1,82 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Mark records that an artifact must not be deployed again.
+type Mark struct {
+	Artifact string    `json:"artifact"`
+	Revision string    `json:"revision"`
+	By       string    `json:"by"`
+	Incident string    `json:"incident"`
+	At       time.Time `json:"at"`
+}
+
+// MarkDoNotDeploy records a DO_NOT_DEPLOY mark for a service's artifact.
+func (s *Store) MarkDoNotDeploy(ctx context.Context, service string, m Mark) error {
+	if m.At.IsZero() {
+		m.At = s.now()
+	}
+	b, _ := json.Marshal(m)
+	if err := s.rdb.HSet(ctx, s.key("dnd", service), m.Artifact, b).Err(); err != nil {
+		return fmt.Errorf("mark %s %s DO_NOT_DEPLOY: %w", service, m.Artifact, err)
+	}
+	return nil
+}
+
+// Marks returns the service's DO_NOT_DEPLOY marks by artifact.
+func (s *Store) Marks(ctx context.Context, service string) (map[string]Mark, error) {
+	raw, err := s.rdb.HGetAll(ctx, s.key("dnd", service)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read DO_NOT_DEPLOY marks of %s: %w", service, err)
+	}
+	out := make(map[string]Mark, len(raw))
+	for k, v := range raw {
+		var m Mark
+		if json.Unmarshal([]byte(v), &m) == nil {
+			out[k] = m
+		}
+	}
+	return out, nil
+}
+
+// Approve records user's approval of an incident's step, valid for ttl,
+// and returns the approvers whose approval is still valid, oldest first.
+func (s *Store) Approve(ctx context.Context, incident, step, user string, ttl time.Duration) ([]string, error) {
+	k := s.key("approvals", incident, step)
+	now := s.now()
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, k, redis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: user})
+		p.Expire(ctx, k, 24*time.Hour)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record approval: %w", err)
+	}
+	return s.Approvals(ctx, incident, step)
+}
+
+// Approvals returns the approvers of a step whose approval has not expired.
+func (s *Store) Approvals(ctx context.Context, incident, step string) ([]string, error) {
+	min := strconv.FormatInt(s.now().UnixMilli(), 10)
+	out, err := s.rdb.ZRangeByScore(ctx, s.key("approvals", incident, step), &redis.ZRangeBy{Min: "(" + min, Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read approvals: %w", err)
+	}
+	return out, nil
+}
+
+// ClearApprovals removes every approval of a step (after it ran, or on refusal).
+func (s *Store) ClearApprovals(ctx context.Context, incident, step string) error {
+	return s.rdb.Del(ctx, s.key("approvals", incident, step)).Err()
+}
+
+// SetClock replaces the store's clock (tests of expiry).
+func (s *Store) SetClock(now func() time.Time) { s.now = now }

@@ -1,0 +1,289 @@
+// Package state keeps rollbot's durable state in Redis: incident records,
+// each incident's timeline (a Redis Stream), the per-service rollback lock,
+// idempotency keys for clicks and redelivered envelopes, approvals with
+// expiry, and the versions marked DO_NOT_DEPLOY.
+//
+// Keys (all under a configurable prefix, default "rollbot"):
+//
+//	<p>:incident:<id>            JSON incident record
+//	<p>:incidents                zset of incident ids by creation time
+//	<p>:incidents:<service>      zset of a service's incident ids
+//	<p>:active                   set of incidents not yet finished
+//	<p>:timeline:<id>            stream: time, actor, step, detail
+//	<p>:lock:<service>           JSON lock holder, with expiry
+//	<p>:once:<key>               idempotency marker, with expiry
+//	<p>:approvals:<id>:<step>    zset approver -> expiry (unix ms)
+//	<p>:dnd:<service>            hash artifact -> JSON mark
+//	<p>:seq                      incident counter
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"rollbot/platforms"
+)
+
+// Store is the Redis-backed state. It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+	now    func() time.Time
+}
+
+// New returns a Store using rdb; prefix namespaces every key.
+func New(rdb redis.UniversalClient, prefix string) *Store {
+	if prefix == "" {
+		prefix = "rollbot"
+	}
+	return &Store{rdb: rdb, prefix: prefix, now: time.Now}
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("ping redis: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) key(parts ...string) string {
+	k := s.prefix
+	for _, p := range parts {
+		k += ":" + p
+	}
+	return k
+}
+
+// Status is where an incident stands in the runbook.
+type Status string
+
+const (
+	Assessing         Status = "assessing"
+	AwaitingConfirm   Status = "awaiting_confirmation"
+	AwaitingDBApprove Status = "awaiting_db_approval"
+	RollingBackDB     Status = "rolling_back_database"
+	Stopping          Status = "stopping"
+	RollingBack       Status = "rolling_back"
+	Verifying         Status = "verifying"
+	RollbackFailed    Status = "rollback_failed"
+	Completed         Status = "completed"
+	VerifyFailed      Status = "verification_failed"
+	Cancelled         Status = "cancelled"
+	Planned           Status = "dry_run"
+	Interrupted       Status = "interrupted"
+)
+
+// InFlight reports whether the status is a step that acts on a system;
+// a bot restart during it leaves the system in an unknown state.
+func (s Status) InFlight() bool {
+	switch s {
+	case Assessing, RollingBackDB, Stopping, RollingBack, Verifying:
+		return true
+	}
+	return false
+}
+
+// Final reports whether nothing more will happen to the incident.
+func (s Status) Final() bool {
+	switch s {
+	case Completed, Cancelled, Planned, Interrupted:
+		return true
+	}
+	return false
+}
+
+// Incident is one /rollback run.
+type Incident struct {
+	ID          string             `json:"id"`
+	Service     string             `json:"service"`
+	Channel     string             `json:"channel"`
+	ThreadTS    string             `json:"thread_ts,omitempty"` // the assessment message, root of the thread
+	RequestedBy string             `json:"requested_by"`
+	Reason      string             `json:"reason,omitempty"`
+	DryRun      bool               `json:"dry_run,omitempty"`
+	To          string             `json:"to,omitempty"` // the --to the user asked for
+	Status      Status             `json:"status"`
+	CreatedAt   time.Time          `json:"created_at"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+	Bad         platforms.Revision `json:"bad"`
+	Target      platforms.Revision `json:"target"`
+	DeployedAt  time.Time          `json:"deployed_at,omitzero"`
+	Platform    string             `json:"platform"`
+	PlatformTgt string             `json:"platform_target"`
+	// MigrationsRan is the decision gate: the DB step comes first.
+	MigrationsRan bool   `json:"migrations_ran,omitempty"`
+	DBDestructive bool   `json:"db_destructive,omitempty"`
+	DBPlan        string `json:"db_plan,omitempty"`
+	DecidedBy     string `json:"decided_by,omitempty"`
+	// Messages maps a role ("assessment", "progress", "verify", "db",
+	// "postactions") to the ts of the message that shows it.
+	Messages map[string]string `json:"messages,omitempty"`
+	// Lock is the token of the service lock this incident holds.
+	Lock string `json:"lock,omitempty"`
+	// Done lists post-rollback checklist items ticked off, by key.
+	Done map[string]string `json:"done,omitempty"`
+}
+
+// ErrNotFound is returned for a missing incident.
+var ErrNotFound = errors.New("not found")
+
+// NextID allocates an incident id like "RB-42".
+func (s *Store) NextID(ctx context.Context) (string, error) {
+	n, err := s.rdb.Incr(ctx, s.key("seq")).Result()
+	if err != nil {
+		return "", fmt.Errorf("allocate incident id: %w", err)
+	}
+	return "RB-" + strconv.FormatInt(n, 10), nil
+}
+
+// Save writes the incident record and its indexes.
+func (s *Store) Save(ctx context.Context, in *Incident) error {
+	in.UpdatedAt = s.now()
+	if in.CreatedAt.IsZero() {
+		in.CreatedAt = in.UpdatedAt
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encode incident %s: %w", in.ID, err)
+	}
+	score := float64(in.CreatedAt.UnixMilli())
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, s.key("incident", in.ID), b, 0)
+		p.ZAdd(ctx, s.key("incidents"), redis.Z{Score: score, Member: in.ID})
+		p.ZAdd(ctx, s.key("incidents", in.Service), redis.Z{Score: score, Member: in.ID})
+		if in.Status.Final() {
+			p.SRem(ctx, s.key("active"), in.ID)
+		} else {
+			p.SAdd(ctx, s.key("active"), in.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("save incident %s: %w", in.ID, err)
+	}
+	return nil
+}
+
+// Get reads one incident.
+func (s *Store) Get(ctx context.Context, id string) (*Incident, error) {
+	b, err := s.rdb.Get(ctx, s.key("incident", id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("incident %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read incident %s: %w", id, err)
+	}
+	var in Incident
+	if err := json.Unmarshal(b, &in); err != nil {
+		return nil, fmt.Errorf("decode incident %s: %w", id, err)
+	}
+	return &in, nil
+}
+
+// ErrStale is returned by Transition when the incident is not in any of
+// the expected states (someone else moved it first).
+var ErrStale = errors.New("incident changed concurrently")
+
+// Transition atomically moves an incident from one of the from states to
+// to, applying mutate to the record. It is how rollbot makes a double
+// click or a redelivered envelope act once: the second caller gets
+// ErrStale and the current record.
+func (s *Store) Transition(ctx context.Context, id string, from []Status, to Status, mutate func(*Incident)) (*Incident, error) {
+	key := s.key("incident", id)
+	var out *Incident
+	txf := func(tx *redis.Tx) error {
+		b, err := tx.Get(ctx, key).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return fmt.Errorf("incident %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		var in Incident
+		if err := json.Unmarshal(b, &in); err != nil {
+			return fmt.Errorf("decode incident %s: %w", id, err)
+		}
+		out = &in
+		ok := false
+		for _, f := range from {
+			ok = ok || in.Status == f
+		}
+		if !ok {
+			return ErrStale
+		}
+		in.Status = to
+		in.UpdatedAt = s.now()
+		if mutate != nil {
+			mutate(&in)
+		}
+		nb, err := json.Marshal(&in)
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, key, nb, 0)
+			if to.Final() {
+				p.SRem(ctx, s.key("active"), id)
+			} else {
+				p.SAdd(ctx, s.key("active"), id)
+			}
+			return nil
+		})
+		return err
+	}
+	for range 10 {
+		err := s.rdb.Watch(ctx, txf, key)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		return out, nil
+	}
+	return out, fmt.Errorf("transition incident %s: too much contention", id)
+}
+
+// Active lists incidents that have not reached a final status.
+func (s *Store) Active(ctx context.Context) ([]*Incident, error) {
+	ids, err := s.rdb.SMembers(ctx, s.key("active")).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list active incidents: %w", err)
+	}
+	return s.getAll(ctx, ids)
+}
+
+// Recent lists up to n incidents, newest first; service "" means all.
+func (s *Store) Recent(ctx context.Context, service string, n int) ([]*Incident, error) {
+	k := s.key("incidents")
+	if service != "" {
+		k = s.key("incidents", service)
+	}
+	ids, err := s.rdb.ZRevRange(ctx, k, 0, int64(n-1)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list incidents: %w", err)
+	}
+	return s.getAll(ctx, ids)
+}
+
+func (s *Store) getAll(ctx context.Context, ids []string) ([]*Incident, error) {
+	out := make([]*Incident, 0, len(ids))
+	for _, id := range ids {
+		in, err := s.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}

@@ -1,0 +1,187 @@
+package state_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"rollbot/platforms"
+	"rollbot/state"
+	"rollbot/state/redistest"
+)
+
+func newStore(t *testing.T) *state.Store {
+	c, prefix := redistest.Client(t)
+	return state.New(c, prefix)
+}
+
+func TestIncidentRoundTripAndIndexes(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	id, err := s.NextID(ctx)
+	if err != nil || !strings.HasPrefix(id, "RB-") {
+		t.Fatalf("NextID = %q, %v", id, err)
+	}
+	in := &state.Incident{ID: id, Service: "myapp", Channel: "C1", RequestedBy: "U1", Status: state.AwaitingConfirm,
+		Bad: platforms.Revision{ID: "2", Artifact: "app:v2"}}
+	if err := s.Save(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Bad.Artifact != "app:v2" || got.Status != state.AwaitingConfirm || got.CreatedAt.IsZero() {
+		t.Fatalf("round trip lost data: %+v", got)
+	}
+	active, err := s.Active(ctx)
+	if err != nil || len(active) != 1 || active[0].ID != id {
+		t.Fatalf("Active = %v, %v", active, err)
+	}
+	if _, err := s.Transition(ctx, id, []state.Status{state.AwaitingConfirm}, state.Cancelled, nil); err != nil {
+		t.Fatal(err)
+	}
+	active, _ = s.Active(ctx)
+	if len(active) != 0 {
+		t.Fatalf("cancelled incident still active: %v", active)
+	}
+	recent, err := s.Recent(ctx, "myapp", 5)
+	if err != nil || len(recent) != 1 {
+		t.Fatalf("Recent = %v, %v", recent, err)
+	}
+	if _, err := s.Get(ctx, "RB-999999"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("missing incident err = %v", err)
+	}
+}
+
+func TestTransitionActsOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	in := &state.Incident{ID: "RB-1", Service: "myapp", Status: state.AwaitingConfirm}
+	if err := s.Save(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			_, err := s.Transition(ctx, "RB-1", []state.Status{state.AwaitingConfirm}, state.Stopping, func(in *state.Incident) { in.DecidedBy = "U2" })
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, state.ErrStale):
+			default:
+				t.Errorf("Transition: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d concurrent transitions won, want exactly 1", wins.Load())
+	}
+	got, _ := s.Get(ctx, "RB-1")
+	if got.Status != state.Stopping || got.DecidedBy != "U2" {
+		t.Fatalf("after transition: %+v", got)
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	steps := []string{"assess", "confirm", "rollback"}
+	for i, st := range steps {
+		if err := s.Append(ctx, "RB-7", state.Event{Actor: "U1", Step: st, Detail: "detail | " + st, Time: time.Date(2026, 1, 1, 10, i, 0, 0, time.UTC)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, err := s.Timeline(ctx, "RB-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 3 || evs[0].Step != "assess" || evs[2].Step != "rollback" || evs[1].Time.Minute() != 1 {
+		t.Fatalf("timeline = %+v", evs)
+	}
+	md := state.Markdown(&state.Incident{ID: "RB-7", Service: "myapp", RequestedBy: "U1", Status: state.Completed}, evs,
+		func(a string) string { return "@" + a })
+	for _, want := range []string{"# Incident timeline RB-7", "| 2026-01-01 10:02:00 | @U1 | rollback | detail \\| rollback |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func TestLock(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	l, err := s.AcquireLock(ctx, "myapp", "RB-1", "U1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := s.AcquireLock(ctx, "myapp", "RB-2", "U2", time.Minute)
+	if !errors.Is(err, state.ErrLocked) || held.Holder != "U1" || held.Incident != "RB-1" {
+		t.Fatalf("second acquire = %+v, %v; want ErrLocked held by U1/RB-1", held, err)
+	}
+	if err := s.ReleaseLock(ctx, "myapp", "not-the-token"); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.LockHolder(ctx, "myapp"); h == nil {
+		t.Fatal("release with a wrong token freed the lock")
+	}
+	if err := s.RefreshLock(ctx, "myapp", l.Token, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseLock(ctx, "myapp", l.Token); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcquireLock(ctx, "myapp", "RB-2", "U2", 50*time.Millisecond); err != nil {
+		t.Fatalf("acquire after release: %v", err)
+	}
+	// expiry frees the lock
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := s.AcquireLock(ctx, "myapp", "RB-3", "U3", time.Minute); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lock never expired")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestOnceAndApprovals(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	first, _ := s.Once(ctx, "env:1", time.Minute)
+	second, _ := s.Once(ctx, "env:1", time.Minute)
+	if !first || second {
+		t.Fatalf("Once = %v then %v; want true then false", first, second)
+	}
+	now := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	s.SetClock(func() time.Time { return now })
+	got, err := s.Approve(ctx, "RB-1", "db", "U1", 15*time.Minute)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Approve = %v, %v", got, err)
+	}
+	now = now.Add(10 * time.Minute)
+	got, _ = s.Approve(ctx, "RB-1", "db", "U2", 15*time.Minute)
+	if len(got) != 2 {
+		t.Fatalf("two fresh approvals, got %v", got)
+	}
+	now = now.Add(6 * time.Minute) // U1's approval is 16 min old now
+	got, _ = s.Approvals(ctx, "RB-1", "db")
+	if len(got) != 1 || got[0] != "U2" {
+		t.Fatalf("expired approval still counted: %v", got)
+	}
+	if err := s.MarkDoNotDeploy(ctx, "myapp", state.Mark{Artifact: "app:v2", By: "U2", Incident: "RB-1"}); err != nil {
+		t.Fatal(err)
+	}
+	marks, err := s.Marks(ctx, "myapp")
+	if err != nil || marks["app:v2"].By != "U2" {
+		t.Fatalf("Marks = %v, %v", marks, err)
+	}
+}

@@ -1,0 +1,91 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Event is one timeline entry.
+type Event struct {
+	ID     string    `json:"id"` // stream entry id
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"` // Slack user id, or "rollbot"
+	Step   string    `json:"step"`  // assess, confirm, stop, rollback, database, verify, postactions, ...
+	Detail string    `json:"detail"`
+}
+
+// Append adds an event to the incident's timeline. rollbot appends before
+// each step acts, so a crash mid-step still leaves its trace.
+func (s *Store) Append(ctx context.Context, incident string, ev Event) error {
+	if ev.Time.IsZero() {
+		ev.Time = s.now()
+	}
+	err := s.rdb.XAdd(ctx, &redis.XAddArgs{
+		Stream: s.key("timeline", incident),
+		Values: map[string]any{
+			"time":   ev.Time.UTC().Format(time.RFC3339Nano),
+			"actor":  ev.Actor,
+			"step":   ev.Step,
+			"detail": ev.Detail,
+		},
+	}).Err()
+	if err != nil {
+		return fmt.Errorf("append timeline %s: %w", incident, err)
+	}
+	return nil
+}
+
+// Timeline returns the incident's events, oldest first.
+func (s *Store) Timeline(ctx context.Context, incident string) ([]Event, error) {
+	msgs, err := s.rdb.XRange(ctx, s.key("timeline", incident), "-", "+").Result()
+	if err != nil {
+		return nil, fmt.Errorf("read timeline %s: %w", incident, err)
+	}
+	out := make([]Event, 0, len(msgs))
+	for _, m := range msgs {
+		ev := Event{ID: m.ID}
+		ev.Actor, _ = m.Values["actor"].(string)
+		ev.Step, _ = m.Values["step"].(string)
+		ev.Detail, _ = m.Values["detail"].(string)
+		if ts, ok := m.Values["time"].(string); ok {
+			ev.Time, _ = time.Parse(time.RFC3339Nano, ts)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// Markdown renders a timeline as a Markdown document for a postmortem.
+func Markdown(in *Incident, events []Event, name func(actor string) string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Incident timeline %s: rollback of %s\n\n", in.ID, in.Service)
+	fmt.Fprintf(&b, "- Requested by: %s\n", name(in.RequestedBy))
+	if in.Reason != "" {
+		fmt.Fprintf(&b, "- Reason: %s\n", in.Reason)
+	}
+	if in.Bad.ID != "" {
+		fmt.Fprintf(&b, "- Bad version: %s\n", in.Bad.Label())
+	}
+	if in.Target.ID != "" {
+		fmt.Fprintf(&b, "- Rolled back to: %s\n", in.Target.Label())
+	}
+	if !in.DeployedAt.IsZero() {
+		fmt.Fprintf(&b, "- Bad deploy started: %s\n", in.DeployedAt.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(&b, "- Status: %s\n\n", in.Status)
+	b.WriteString("| Time (UTC) | Actor | Step | Detail |\n|---|---|---|---|\n")
+	for _, ev := range events {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", ev.Time.UTC().Format("2006-01-02 15:04:05"),
+			mdCell(name(ev.Actor)), mdCell(ev.Step), mdCell(ev.Detail))
+	}
+	return b.String()
+}
+
+func mdCell(s string) string {
+	s = strings.ReplaceAll(s, "|", `\|`)
+	return strings.ReplaceAll(s, "\n", "<br>")
+}
