@@ -42,9 +42,9 @@ type Target struct {
 // Prometheus is a running Prometheus server.
 type Prometheus struct {
 	// URL is the base URL of its HTTP API, e.g. http://127.0.0.1:41234.
-	URL  string
-	Addr string
-	Dir  string // config, storage and log live here
+	URL    string
+	Addr   string
+	Dir    string // config, storage and log live here
 	cmd    *exec.Cmd
 	exited chan struct{}
 	log    string
