@@ -1,0 +1,5 @@
+package slackemu
+
+import "net/http"
+
+func (s *Server) routePage(mux *http.ServeMux) {}
