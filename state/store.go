@@ -127,6 +127,9 @@ type Incident struct {
 	Messages map[string]string `json:"messages,omitempty"`
 	// Lock is the token of the service lock this incident holds.
 	Lock string `json:"lock,omitempty"`
+	// Assessment is the step-1 result as rendered, so the message can be
+	// re-rendered with the decision after a restart.
+	Assessment json.RawMessage `json:"assessment,omitempty"`
 	// Done lists post-rollback checklist items ticked off, by key.
 	Done map[string]string `json:"done,omitempty"`
 }
@@ -196,6 +199,28 @@ var ErrStale = errors.New("incident changed concurrently")
 // click or a redelivered envelope act once: the second caller gets
 // ErrStale and the current record.
 func (s *Store) Transition(ctx context.Context, id string, from []Status, to Status, mutate func(*Incident)) (*Incident, error) {
+	return s.update(ctx, id, func(in *Incident) error {
+		ok := false
+		for _, f := range from {
+			ok = ok || in.Status == f
+		}
+		if !ok {
+			return ErrStale
+		}
+		in.Status = to
+		if mutate != nil {
+			mutate(in)
+		}
+		return nil
+	})
+}
+
+// Update applies mutate to the incident atomically, whatever its status.
+func (s *Store) Update(ctx context.Context, id string, mutate func(*Incident)) (*Incident, error) {
+	return s.update(ctx, id, func(in *Incident) error { mutate(in); return nil })
+}
+
+func (s *Store) update(ctx context.Context, id string, apply func(*Incident) error) (*Incident, error) {
 	key := s.key("incident", id)
 	var out *Incident
 	txf := func(tx *redis.Tx) error {
@@ -211,25 +236,19 @@ func (s *Store) Transition(ctx context.Context, id string, from []Status, to Sta
 			return fmt.Errorf("decode incident %s: %w", id, err)
 		}
 		out = &in
-		ok := false
-		for _, f := range from {
-			ok = ok || in.Status == f
+		cp := in
+		if err := apply(&cp); err != nil {
+			return err
 		}
-		if !ok {
-			return ErrStale
-		}
-		in.Status = to
-		in.UpdatedAt = s.now()
-		if mutate != nil {
-			mutate(&in)
-		}
-		nb, err := json.Marshal(&in)
+		cp.UpdatedAt = s.now()
+		out = &cp
+		nb, err := json.Marshal(&cp)
 		if err != nil {
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, key, nb, 0)
-			if to.Final() {
+			if cp.Status.Final() {
 				p.SRem(ctx, s.key("active"), id)
 			} else {
 				p.SAdd(ctx, s.key("active"), id)

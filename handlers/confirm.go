@@ -1,0 +1,124 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"rollbot/state"
+)
+
+// confirm is runbook step 2: an allowed user presses "Roll back". The
+// assessment message is edited to show who decided; then either the
+// database step (decision gate) or the app rollback starts.
+func (e *Engine) confirm(ctx context.Context, a Action) {
+	in, svc, ok := e.incidentFor(ctx, a)
+	if !ok {
+		return
+	}
+	if !e.allowed(ctx, svc.Approvers, a.UserID) {
+		e.record(ctx, in.ID, a.UserID, "confirm", "refused: not allowed to roll back "+svc.Name)
+		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "roll back", who(svc.Approvers)))
+		return
+	}
+	// The lock may have expired while the buttons waited; then another
+	// rollback may be running and this assessment is stale.
+	if err := e.store.RefreshLock(ctx, svc.Name, in.Lock, e.opt.LockTTL); err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("this assessment expired (the rollback lock was released). Run `/rollback "+svc.Name+"` again."))
+		return
+	}
+	next := state.Stopping
+	if in.MigrationsRan {
+		next = state.AwaitingDBApprove
+	}
+	if err := e.record(ctx, in.ID, a.UserID, "confirm", "confirmed rollback to "+in.Target.Label()); err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("could not write the timeline, so nothing was done; try again"))
+		return
+	}
+	in, err := e.store.Transition(ctx, in.ID, []state.Status{state.AwaitingConfirm}, next, func(in *state.Incident) {
+		in.DecidedBy = a.UserID
+	})
+	if errors.Is(err, state.ErrStale) {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
+		return
+	}
+	if err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "record the decision", "incident", in.ID)))
+		return
+	}
+	e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
+	if in.MigrationsRan {
+		e.requestDBApproval(ctx, in, svc)
+		return
+	}
+	e.spawn("rollback", e.opt.StepTimeout, func(ctx context.Context) { e.rollBackApp(ctx, in, svc) })
+}
+
+// cancel ends the incident before anything changed.
+func (e *Engine) cancel(ctx context.Context, a Action) {
+	in, svc, ok := e.incidentFor(ctx, a)
+	if !ok {
+		return
+	}
+	if a.UserID != in.RequestedBy && !e.allowed(ctx, svc.Approvers, a.UserID) {
+		e.record(ctx, in.ID, a.UserID, "cancel", "refused: not allowed")
+		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "cancel this rollback", who(svc.Approvers)+" or the requester"))
+		return
+	}
+	e.record(ctx, in.ID, a.UserID, "cancel", "cancelled before any change")
+	in, err := e.store.Transition(ctx, in.ID, []state.Status{state.AwaitingConfirm, state.AwaitingDBApprove}, state.Cancelled, func(in *state.Incident) {
+		in.DecidedBy = a.UserID
+	})
+	if errors.Is(err, state.ErrStale) {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
+		return
+	}
+	if err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "cancel", "incident", in.ID)))
+		return
+	}
+	e.store.ReleaseLock(ctx, in.Service, in.Lock)
+	e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
+	if ts := in.Messages["db"]; ts != "" {
+		e.update(ctx, in.Channel, ts, dbClosedMsg(in, "Cancelled by <@"+a.UserID+">: the database was not touched."))
+	}
+}
+
+// incidentFor loads the incident a button belongs to.
+func (e *Engine) incidentFor(ctx context.Context, a Action) (*state.Incident, *Service, bool) {
+	id := a.Value
+	if i := indexByte(id, '|'); i >= 0 {
+		id = id[:i]
+	}
+	in, err := e.store.Get(ctx, id)
+	if err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "load incident "+id)))
+		return nil, nil, false
+	}
+	svc := e.services[in.Service]
+	if svc == nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("service "+in.Service+" is no longer in rollbot's config"))
+		return nil, nil, false
+	}
+	return in, svc, true
+}
+
+// assessmentOf decodes the stored assessment of an incident.
+func (e *Engine) assessmentOf(in *state.Incident) *Assessment {
+	a := &Assessment{Service: in.Service, Target: in.PlatformTgt, Bad: in.Bad, Good: in.Target, HasGood: in.Target.ID != ""}
+	if len(in.Assessment) > 0 {
+		if err := json.Unmarshal(in.Assessment, a); err != nil {
+			e.log.Warn("decode stored assessment", "incident", in.ID, "err", err)
+		}
+	}
+	return a
+}
+
+func indexByte(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,245 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/slack-go/slack"
+
+	"rollbot/state"
+)
+
+// DowntimeWarning is the runbook §4 warning, shown verbatim.
+const DowntimeWarning = "WARNING: Database rollbacks cause downtime. Coordinate with stakeholders before proceeding."
+
+const dbStep = "database"
+
+// requiredApprovals is how many distinct DB approvers the step needs.
+func requiredApprovals(in *state.Incident, svc *Service) int {
+	if in.DBDestructive {
+		return svc.DestructiveApprovals
+	}
+	return 1
+}
+
+// requestDBApproval posts the decision-gate message (runbook §1: if
+// migrations ran, the database step comes before the app rollback).
+func (e *Engine) requestDBApproval(ctx context.Context, in *state.Incident, svc *Service) {
+	plan := "no database is configured for " + svc.Name + ": roll the migrations back by hand, then press Approve to continue with the app"
+	if svc.Database != nil {
+		if in.DBDestructive {
+			plan = svc.Database.RestorePlan(in.DeployedAt)
+		} else {
+			rep, err := svc.Database.Detect(ctx, in.DeployedAt)
+			if err == nil {
+				plan = svc.Database.DownPlan(rep)
+			} else {
+				plan = "re-reading the migrations failed: " + e.userText(err, "detect migrations", "incident", in.ID)
+			}
+		}
+	}
+	e.store.Update(ctx, in.ID, func(i *state.Incident) { i.DBPlan = plan })
+	in.DBPlan = plan
+	e.record(ctx, in.ID, "rollbot", dbStep, fmt.Sprintf("waiting for %d DB approval(s): %s", requiredApprovals(in, svc), plan))
+	ts := e.post(ctx, in.Channel, in.ThreadTS, dbApprovalMsg(in, svc.DBApprovers, requiredApprovals(in, svc), nil, e.opt.ApprovalTTL))
+	e.setMessage(ctx, in, "db", ts)
+}
+
+// dbApproveClicked checks who clicked, then opens the confirm modal where
+// the approver types the service name.
+func (e *Engine) dbApproveClicked(ctx context.Context, a Action) {
+	in, svc, ok := e.incidentFor(ctx, a)
+	if !ok {
+		return
+	}
+	if msg := e.dbApproverProblem(ctx, in, svc, a.UserID); msg != "" {
+		e.record(ctx, in.ID, a.UserID, dbStep, "approval refused: "+msg)
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(msg))
+		return
+	}
+	if in.Status != state.AwaitingDBApprove {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
+		return
+	}
+	if err := e.chat.OpenModal(ctx, a.TriggerID, dbApproveModal(in)); err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "open the approval dialog")))
+	}
+}
+
+// dbApproverProblem says why user may not approve, or "".
+func (e *Engine) dbApproverProblem(ctx context.Context, in *state.Incident, svc *Service, user string) string {
+	if !e.allowed(ctx, svc.DBApprovers, user) {
+		return "only " + svc.Name + "'s DB approvers may approve the database step: " + who(svc.DBApprovers)
+	}
+	if user == in.RequestedBy {
+		return "you requested this rollback; another DB approver must approve the database step (requester ≠ approver)"
+	}
+	return ""
+}
+
+// dbApproveSubmitted records an approval from the modal; when enough
+// distinct approvers agree within the approval window, the step runs.
+func (e *Engine) dbApproveSubmitted(ctx context.Context, v ViewSubmission) map[string]string {
+	in, err := e.store.Get(ctx, v.PrivateMetadata)
+	if err != nil {
+		return map[string]string{"confirm": "this rollback no longer exists"}
+	}
+	svc := e.services[in.Service]
+	if svc == nil {
+		return map[string]string{"confirm": "service " + in.Service + " is no longer configured"}
+	}
+	typed := strings.TrimSpace(v.Values["confirm"]["service"])
+	if typed != in.Service {
+		return map[string]string{"confirm": fmt.Sprintf("type the service name exactly (%s) to approve", in.Service)}
+	}
+	if msg := e.dbApproverProblem(ctx, in, svc, v.UserID); msg != "" {
+		e.record(ctx, in.ID, v.UserID, dbStep, "approval refused: "+msg)
+		return map[string]string{"confirm": msg}
+	}
+	if in.Status != state.AwaitingDBApprove {
+		return map[string]string{"confirm": "this step is no longer waiting for approval (status: " + string(in.Status) + ")"}
+	}
+	if err := e.record(ctx, in.ID, v.UserID, dbStep, "approved the database step: "+in.DBPlan); err != nil {
+		return map[string]string{"confirm": "could not write the timeline; nothing was recorded, try again"}
+	}
+	approvers, err := e.store.Approve(ctx, in.ID, dbStep, v.UserID, e.opt.ApprovalTTL)
+	if err != nil {
+		return map[string]string{"confirm": e.userText(err, "record approval")}
+	}
+	need := requiredApprovals(in, svc)
+	if len(approvers) < need {
+		e.update(ctx, in.Channel, in.Messages["db"], dbApprovalMsg(in, svc.DBApprovers, need, approvers, e.opt.ApprovalTTL))
+		return nil
+	}
+	in, err = e.store.Transition(ctx, in.ID, []state.Status{state.AwaitingDBApprove}, state.RollingBackDB, nil)
+	if err != nil {
+		if errors.Is(err, state.ErrStale) {
+			return nil // another approval got there first
+		}
+		return map[string]string{"confirm": e.userText(err, "start the database step")}
+	}
+	e.update(ctx, in.Channel, in.Messages["db"], dbApprovedMsg(in, approvers))
+	e.spawn("database", e.opt.StepTimeout, func(ctx context.Context) { e.runDB(ctx, in, svc, approvers) })
+	return nil
+}
+
+// dbRefuse stops the incident: the app rollback waits for the DB step.
+func (e *Engine) dbRefuse(ctx context.Context, a Action) {
+	in, svc, ok := e.incidentFor(ctx, a)
+	if !ok {
+		return
+	}
+	if !e.allowed(ctx, svc.DBApprovers, a.UserID) {
+		e.record(ctx, in.ID, a.UserID, dbStep, "refusal refused: not a DB approver")
+		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "refuse the database step", who(svc.DBApprovers)))
+		return
+	}
+	e.record(ctx, in.ID, a.UserID, dbStep, "refused the database step; the app rollback does not run without it")
+	in, err := e.store.Transition(ctx, in.ID, []state.Status{state.AwaitingDBApprove}, state.Cancelled, nil)
+	if err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
+		return
+	}
+	e.store.ClearApprovals(ctx, in.ID, dbStep)
+	e.store.ReleaseLock(ctx, in.Service, in.Lock)
+	e.update(ctx, in.Channel, in.Messages["db"], dbClosedMsg(in, "Refused by <@"+a.UserID+">: neither the database nor the app was rolled back (the app rollback waits for the database step). Run `/rollback "+in.Service+"` again when decided."))
+}
+
+// runDB is runbook §4, then (only on success) the app rollback.
+func (e *Engine) runDB(ctx context.Context, in *state.Incident, svc *Service, approvers []string) {
+	stop := e.keepLock(ctx, in)
+	defer stop()
+	e.store.ClearApprovals(ctx, in.ID, dbStep)
+	title := "Database rollback"
+	ts := e.post(ctx, in.Channel, in.ThreadTS, dbOutputMsg(in, title, "starting…", ""))
+	live := newLiveMessage(ctx, e.chat, in.Channel, ts, e.opt.UpdateInterval, nil)
+	out := &tailWriter{max: 30, onLine: func(tail string) { live.Set(dbOutputMsg(in, title, "running…", tail)) }}
+
+	var (
+		result string
+		err    error
+	)
+	switch {
+	case svc.Database == nil:
+		result = "approved as done by hand by " + mentions(approvers)
+	case in.DBDestructive:
+		e.record(ctx, in.ID, "rollbot", dbStep, "restoring the database: "+in.DBPlan)
+		result, err = svc.Database.Restore(ctx, in.DeployedAt, func(s string) { out.Write([]byte(s + "\n")) })
+	default:
+		e.record(ctx, in.ID, "rollbot", dbStep, "running the down migration: "+in.DBPlan)
+		rep, derr := svc.Database.Detect(ctx, in.DeployedAt)
+		if derr != nil {
+			err = derr
+			break
+		}
+		result, err = svc.Database.RollBack(ctx, rep, in.Bad, out)
+	}
+	if err != nil {
+		msg := e.userText(err, "database rollback", "incident", in.ID)
+		e.record(ctx, in.ID, "rollbot", dbStep, "failed: "+msg+"; the app was not rolled back")
+		live.Close(dbOutputMsg(in, title, "failed: "+msg+"\nThe app was *not* rolled back: the app rollback runs only after the database step succeeds.", out.Tail()))
+		if cur, terr := e.store.Transition(ctx, in.ID, []state.Status{state.RollingBackDB}, state.RollbackFailed, nil); terr == nil {
+			in = cur
+		}
+		return
+	}
+	e.record(ctx, in.ID, "rollbot", dbStep, "done: "+result)
+	live.Close(dbOutputMsg(in, title, "done: "+result, out.Tail()))
+	if cur, terr := e.store.Transition(ctx, in.ID, []state.Status{state.RollingBackDB}, state.Stopping, nil); terr == nil {
+		in = cur
+	}
+	e.rollBackApp(ctx, in, svc)
+}
+
+func mentions(users []string) string {
+	var parts []string
+	for _, u := range users {
+		parts = append(parts, "<@"+u+">")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// tailWriter keeps the last lines written, for streaming command output
+// into a Slack message.
+type tailWriter struct {
+	mu      sync.Mutex
+	max     int
+	lines   []string
+	partial string
+	onLine  func(tail string)
+}
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	s := t.partial + string(p)
+	parts := strings.Split(s, "\n")
+	t.partial = parts[len(parts)-1]
+	t.lines = append(t.lines, parts[:len(parts)-1]...)
+	if len(t.lines) > t.max {
+		t.lines = t.lines[len(t.lines)-t.max:]
+	}
+	tail := strings.Join(t.lines, "\n")
+	t.mu.Unlock()
+	if t.onLine != nil && len(parts) > 1 {
+		t.onLine(tail)
+	}
+	return len(p), nil
+}
+
+// Tail returns the kept lines.
+func (t *tailWriter) Tail() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.lines
+	if t.partial != "" {
+		l = append(append([]string{}, l...), t.partial)
+	}
+	return strings.Join(l, "\n")
+}
+
+func dbApproveModal(in *state.Incident) slack.ModalViewRequest {
+	return dbApproveModalView(in)
+}

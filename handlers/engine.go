@@ -1,0 +1,446 @@
+// Package handlers runs the rollback runbook (shared RUNBOOK.md) from an
+// incident channel: one file per runbook step (assess, confirm, rollback,
+// database, verify, postactions), all Block Kit in messages.go. It knows
+// Slack only through the small Chat interface, and platforms only through
+// the platforms package's interfaces.
+package handlers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"rollbot/platforms"
+	"rollbot/state"
+)
+
+// Msg is a Slack message: fallback text plus Block Kit blocks.
+type Msg struct {
+	Text   string
+	Blocks []slack.Block
+}
+
+// Chat is what the runbook needs from Slack.
+type Chat interface {
+	Post(ctx context.Context, channel, threadTS string, m Msg) (ts string, err error)
+	Update(ctx context.Context, channel, ts string, m Msg) error
+	Ephemeral(ctx context.Context, channel, user string, m Msg) error
+	Schedule(ctx context.Context, channel string, at time.Time, m Msg) error
+	OpenModal(ctx context.Context, triggerID string, v slack.ModalViewRequest) error
+	GroupMembers(ctx context.Context, group string) ([]string, error)
+}
+
+// Access lists who may do something: Slack user ids and user group ids.
+type Access struct {
+	Users  []string `yaml:"users"`
+	Groups []string `yaml:"groups"`
+}
+
+// Empty reports whether nobody is listed.
+func (a Access) Empty() bool { return len(a.Users) == 0 && len(a.Groups) == 0 }
+
+// Thresholds are the runbook §1 limits.
+type Thresholds struct {
+	ErrorRate     float64       `yaml:"error_rate"`     // ratio, 0.01 = 1%
+	LatencyFactor float64       `yaml:"latency_factor"` // p95 > factor × baseline
+	Restarts      int           `yaml:"restarts"`       // > n in RestartWindow
+	UnreadyRatio  float64       `yaml:"unready_ratio"`  // > ratio of pods not ready
+	BaselineP95   time.Duration `yaml:"baseline_p95"`   // fixed baseline instead of a measured one
+}
+
+// DefaultThresholds are the runbook's values.
+func DefaultThresholds() Thresholds {
+	return Thresholds{ErrorRate: 0.01, LatencyFactor: 2, Restarts: 3, UnreadyRatio: 0.5}
+}
+
+// Migration is one database migration that ran.
+type Migration struct {
+	ID          string    `json:"id"`
+	Description string    `json:"description,omitempty"`
+	AppliedAt   time.Time `json:"applied_at,omitzero"`
+	Reversible  bool      `json:"reversible"`
+	Destructive bool      `json:"destructive"`
+	Why         string    `json:"why,omitempty"` // e.g. "DROP COLUMN email"
+}
+
+// MigrationReport says which migrations ran since the bad deploy started.
+type MigrationReport struct {
+	Tool   string      `json:"tool"`
+	Ran    []Migration `json:"ran"`
+	Notes  []string    `json:"notes,omitempty"`
+	Source string      `json:"source"`
+}
+
+// Destructive reports whether any migration that ran looks destructive or
+// cannot be reversed; those need a snapshot or point-in-time restore.
+func (r MigrationReport) Destructive() bool {
+	for _, m := range r.Ran {
+		if m.Destructive || !m.Reversible {
+			return true
+		}
+	}
+	return false
+}
+
+// Database is a service's database as the runbook §4 needs it.
+type Database interface {
+	// Detect reports migrations applied since the bad deploy started.
+	Detect(ctx context.Context, since time.Time) (MigrationReport, error)
+	// DownPlan describes the reversible rollback command, for the approval message.
+	DownPlan(r MigrationReport) string
+	// RollBack runs the reversible down migration(s), streaming output to
+	// out, and checks the migration table afterwards.
+	RollBack(ctx context.Context, r MigrationReport, bad platforms.Revision, out io.Writer) (string, error)
+	// RestorePlan describes the snapshot / point-in-time restore.
+	RestorePlan(before time.Time) string
+	// Restore restores the database to before the deploy (a new instance)
+	// and returns what the team must do next (endpoint switch, data-loss window).
+	Restore(ctx context.Context, before time.Time, progress func(string)) (string, error)
+}
+
+// Prober runs the verification probes of runbook §5.
+type Prober interface {
+	// Health checks the service's health endpoints; ok=false with a detail when failing.
+	Health(ctx context.Context) (ok bool, detail string, err error)
+	// Smoke runs the critical-user-flow smoke test.
+	Smoke(ctx context.Context) (ok bool, detail string, err error)
+}
+
+// Service is one service rollbot may roll back.
+type Service struct {
+	Name       string
+	Platform   platforms.Platform
+	Metrics    platforms.Metrics // nil: no request metrics
+	Database   Database          // nil: no database configured
+	Health     Prober            // nil: no health URL / smoke test configured
+	HasHealth  bool
+	HasSmoke   bool
+	Thresholds Thresholds
+	Approvers  Access
+	// DBApprovers may approve the database step; DestructiveApprovals
+	// distinct ones are needed for a destructive restore (N of M).
+	DBApprovers          Access
+	DestructiveApprovals int
+	AssessWindow         time.Duration // current-value window, default 5m
+	BaselineWindow       time.Duration // baseline window before the deploy, default 30m
+}
+
+// Options tune the engine; zero values take defaults.
+type Options struct {
+	IncidentChannels []string      // ids or names (without #); empty = any channel
+	LockTTL          time.Duration // 30m
+	ApprovalTTL      time.Duration // 15m
+	PostmortemAfter  time.Duration // 20h, at most 24h
+	VerifyTimeout    time.Duration // 5m
+	VerifyInterval   time.Duration // 10s
+	QueryTimeout     time.Duration // 5s per metric query
+	StepTimeout      time.Duration // 15m for a platform write + wait
+	UpdateInterval   time.Duration // 1s between chat.update of one message
+	BotID            string        // rollbot's instance name for logs
+}
+
+// Engine runs the runbook.
+type Engine struct {
+	chat     Chat
+	store    *state.Store
+	services map[string]*Service
+	log      *slog.Logger
+	opt      Options
+	now      func() time.Time
+
+	base    context.Context // Run's context; background work derives from it
+	wg      sync.WaitGroup
+	groupMu sync.Mutex
+	groups  map[string]groupCache
+}
+
+type groupCache struct {
+	members []string
+	at      time.Time
+}
+
+// New builds an engine. base is the bot's run context: background steps
+// derive from it so they stop when the bot stops.
+func New(base context.Context, chat Chat, store *state.Store, services []*Service, opt Options, log *slog.Logger) *Engine {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opt.LockTTL, 30*time.Minute)
+	def(&opt.ApprovalTTL, 15*time.Minute)
+	def(&opt.PostmortemAfter, 20*time.Hour)
+	def(&opt.VerifyTimeout, 5*time.Minute)
+	def(&opt.VerifyInterval, 10*time.Second)
+	def(&opt.QueryTimeout, 5*time.Second)
+	def(&opt.StepTimeout, 15*time.Minute)
+	def(&opt.UpdateInterval, time.Second)
+	m := make(map[string]*Service, len(services))
+	for _, s := range services {
+		def(&s.AssessWindow, 5*time.Minute)
+		def(&s.BaselineWindow, 30*time.Minute)
+		if s.Thresholds == (Thresholds{}) {
+			s.Thresholds = DefaultThresholds()
+		}
+		if s.DestructiveApprovals <= 0 {
+			s.DestructiveApprovals = 2
+		}
+		m[s.Name] = s
+	}
+	return &Engine{chat: chat, store: store, services: m, log: log, opt: opt, now: time.Now, base: base, groups: map[string]groupCache{}}
+}
+
+// SetClock replaces the engine's clock (tests).
+func (e *Engine) SetClock(now func() time.Time) { e.now = now }
+
+// Wait blocks until background steps have finished.
+func (e *Engine) Wait() { e.wg.Wait() }
+
+// spawn runs fn in the background with a context derived from the bot's
+// run context, so an ack never waits for a platform.
+func (e *Engine) spawn(name string, timeout time.Duration, fn func(ctx context.Context)) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithTimeout(e.base, timeout)
+		defer cancel()
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.Error("panic in background step", "op", name, "panic", r)
+			}
+		}()
+		fn(ctx)
+	}()
+}
+
+// SlashCommand is an incoming /rollback.
+type SlashCommand struct {
+	UserID, ChannelID, ChannelName, Text, TriggerID string
+}
+
+// Action is a button click.
+type Action struct {
+	UserID, ChannelID, MessageTS, ActionID, Value, TriggerID string
+}
+
+// ViewSubmission is a submitted modal.
+type ViewSubmission struct {
+	UserID, CallbackID, PrivateMetadata string
+	// Values[blockID][actionID] is the submitted text.
+	Values map[string]map[string]string
+}
+
+// Action ids: a button's value is always an incident id (an operation id),
+// never a command line.
+const (
+	ActConfirm       = "rollback_confirm"
+	ActCancel        = "rollback_cancel"
+	ActDBApprove     = "db_approve"
+	ActDBRefuse      = "db_refuse"
+	ActFallbackImage = "fallback_set_image"
+	ActFallbackZero  = "fallback_scale_zero"
+	ActRetryVerify   = "verify_retry"
+	ActPostDone      = "postaction_done" // value: incident id + "|" + item key
+
+	viewDBApprove = "db_approve_modal"
+)
+
+// HandleCommand serves a /rollback slash command.
+func (e *Engine) HandleCommand(ctx context.Context, sc SlashCommand) {
+	cmd, err := ParseCommand(sc.Text)
+	if err != nil {
+		var pe *ParseError
+		msg := "internal error"
+		if errors.As(err, &pe) {
+			msg = pe.Msg
+		}
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, usageMsg(msg))
+		return
+	}
+	if cmd.Kind == CmdHelp {
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, helpMsg(e.serviceNames()))
+		return
+	}
+	if !e.incidentChannel(sc.ChannelID, sc.ChannelName) {
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, notIncidentChannelMsg(e.opt.IncidentChannels))
+		return
+	}
+	if cmd.Service != "" && e.services[cmd.Service] == nil {
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, unknownServiceMsg(cmd.Service, suggest(cmd.Service, e.serviceNames()), e.serviceNames()))
+		return
+	}
+	switch cmd.Kind {
+	case CmdRollback:
+		e.startRollback(ctx, sc, cmd)
+	case CmdStatus:
+		e.status(ctx, sc, cmd)
+	case CmdHistory:
+		e.history(ctx, sc, cmd)
+	case CmdTimeline:
+		e.timeline(ctx, sc, cmd)
+	}
+}
+
+// HandleAction serves a button click.
+func (e *Engine) HandleAction(ctx context.Context, a Action) {
+	switch a.ActionID {
+	case ActConfirm:
+		e.confirm(ctx, a)
+	case ActCancel:
+		e.cancel(ctx, a)
+	case ActDBApprove:
+		e.dbApproveClicked(ctx, a)
+	case ActDBRefuse:
+		e.dbRefuse(ctx, a)
+	case ActFallbackImage, ActFallbackZero:
+		e.fallback(ctx, a)
+	case ActRetryVerify:
+		e.retryVerify(ctx, a)
+	case ActPostDone:
+		e.postActionDone(ctx, a)
+	default:
+		e.log.Warn("unknown action", "action", a.ActionID)
+	}
+}
+
+// HandleView serves a modal submission and returns inline errors by block id.
+func (e *Engine) HandleView(ctx context.Context, v ViewSubmission) map[string]string {
+	if v.CallbackID == viewDBApprove {
+		return e.dbApproveSubmitted(ctx, v)
+	}
+	return nil
+}
+
+func (e *Engine) serviceNames() []string {
+	out := make([]string, 0, len(e.services))
+	for n := range e.services {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (e *Engine) incidentChannel(id, name string) bool {
+	if len(e.opt.IncidentChannels) == 0 {
+		return true
+	}
+	for _, c := range e.opt.IncidentChannels {
+		c = strings.TrimPrefix(c, "#")
+		if c == id || (name != "" && c == name) {
+			return true
+		}
+	}
+	return false
+}
+
+// allowed reports whether user is in acc, resolving user groups.
+func (e *Engine) allowed(ctx context.Context, acc Access, user string) bool {
+	for _, u := range acc.Users {
+		if u == user {
+			return true
+		}
+	}
+	for _, g := range acc.Groups {
+		for _, m := range e.groupMembers(ctx, g) {
+			if m == user {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (e *Engine) groupMembers(ctx context.Context, g string) []string {
+	e.groupMu.Lock()
+	c, ok := e.groups[g]
+	e.groupMu.Unlock()
+	if ok && e.now().Sub(c.at) < time.Minute {
+		return c.members
+	}
+	ms, err := e.chat.GroupMembers(ctx, g)
+	if err != nil {
+		e.log.Warn("resolve user group", "group", g, "err", err)
+		return c.members // stale beats nothing; empty denies
+	}
+	e.groupMu.Lock()
+	e.groups[g] = groupCache{members: ms, at: e.now()}
+	e.groupMu.Unlock()
+	return ms
+}
+
+// who renders an access list for messages: "<@U1>, @oncall".
+func who(acc Access) string {
+	var parts []string
+	for _, u := range acc.Users {
+		parts = append(parts, "<@"+u+">")
+	}
+	for _, g := range acc.Groups {
+		parts = append(parts, "<!subteam^"+g+">")
+	}
+	if len(parts) == 0 {
+		return "nobody (configure approvers)"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// record appends a timeline event; a failure to record is logged, and
+// reported to the caller so a step does not act without its trace.
+func (e *Engine) record(ctx context.Context, id, actor, step, detail string) error {
+	err := e.store.Append(ctx, id, state.Event{Actor: actor, Step: step, Detail: detail, Time: e.now()})
+	if err != nil {
+		e.log.Error("timeline append failed", "incident", id, "op", step, "err", err)
+	}
+	return err
+}
+
+func (e *Engine) ephemeral(ctx context.Context, channel, user string, m Msg) {
+	if err := e.chat.Ephemeral(ctx, channel, user, m); err != nil {
+		e.log.Error("post ephemeral", "err", err)
+	}
+}
+
+func (e *Engine) post(ctx context.Context, channel, thread string, m Msg) string {
+	ts, err := e.chat.Post(ctx, channel, thread, m)
+	if err != nil {
+		e.log.Error("post message", "err", err)
+	}
+	return ts
+}
+
+func (e *Engine) update(ctx context.Context, channel, ts string, m Msg) {
+	if ts == "" {
+		return
+	}
+	if err := e.chat.Update(ctx, channel, ts, m); err != nil {
+		e.log.Error("update message", "err", err)
+	}
+}
+
+// userText is what a Slack user may see of err: its user message, or a
+// short reference into the bot's log. Raw SDK errors (which may carry
+// hosts, ARNs or worse) stay in the log.
+func (e *Engine) userText(err error, op string, attrs ...any) string {
+	if msg, ok := platforms.UserMessage(err); ok {
+		e.log.Warn(op+" failed", append(attrs, "err", err)...)
+		return msg
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		e.log.Warn(op+" timed out", append(attrs, "err", err)...)
+		return op + " timed out"
+	}
+	ref := make([]byte, 4)
+	rand.Read(ref)
+	id := hex.EncodeToString(ref)
+	e.log.Error(op+" failed", append(attrs, "ref", id, "err", err)...)
+	return fmt.Sprintf("internal error during %s (see the bot log, ref %s)", op, id)
+}

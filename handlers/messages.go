@@ -1,0 +1,683 @@
+package handlers
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/slack-go/slack"
+
+	"rollbot/platforms"
+	"rollbot/state"
+)
+
+// All of rollbot's Block Kit lives here, built from domain values and
+// checked by golden tests (testdata/golden). Limits kept: 50 blocks per
+// message, 3000 characters per section, one table per message.
+
+const (
+	maxSection = 3000
+	maxCell    = 300
+)
+
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+func md(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.MarkdownType, clip(s, maxSection), false, false)
+}
+
+func plain(s string, n int) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, clip(s, n), true, false)
+}
+
+func section(id, text string) *slack.SectionBlock {
+	return slack.NewSectionBlock(md(text), nil, nil, slack.SectionBlockOptionBlockID(id))
+}
+
+func contextBlock(id string, texts ...string) *slack.ContextBlock {
+	var els []slack.MixedElement
+	for _, t := range texts {
+		if t != "" {
+			els = append(els, md(t))
+		}
+	}
+	return slack.NewContextBlock(id, els...)
+}
+
+func header(id, text string) *slack.HeaderBlock {
+	return slack.NewHeaderBlock(plain(text, 150), slack.HeaderBlockOptionBlockID(id))
+}
+
+func button(actionID, value, text string, style slack.Style, confirm *slack.ConfirmationBlockObject) *slack.ButtonBlockElement {
+	b := slack.NewButtonBlockElement(actionID, value, plain(text, 75))
+	b.Style = style
+	b.Confirm = confirm
+	return b
+}
+
+func confirmDialog(title, text, yes string) *slack.ConfirmationBlockObject {
+	c := slack.NewConfirmationBlockObject(plain(title, 100), md(clip(text, 300)), plain(yes, 30), plain("Not now", 30))
+	c.WithStyle(slack.StyleDanger)
+	return c
+}
+
+func simple(text string) Msg {
+	return Msg{Text: text, Blocks: []slack.Block{section("msg", text)}}
+}
+
+func errorMsg(text string) Msg { return simple(":warning: " + text) }
+
+func usageMsg(problem string) Msg {
+	return Msg{Text: problem, Blocks: []slack.Block{
+		section("problem", ":warning: "+problem),
+		contextBlock("usage", "Type `/rollback help` for every command."),
+	}}
+}
+
+func helpMsg(services []string) Msg {
+	text := strings.Join([]string{
+		"*`/rollback <service>`* assess the service, then roll it back to its last known good version after you confirm",
+		"*`/rollback <service> --to <revision|tag>`* roll back to a specific revision or image tag",
+		"*`/rollback <service> --dry-run`* show exactly what would change, change nothing",
+		"*`/rollback <service> --reason \"…\"`* record why, on the incident timeline",
+		"*`/rollback status [service]`* open rollbacks, or one service's state",
+		"*`/rollback history <service>`* revisions, DO_NOT_DEPLOY marks and past rollbacks",
+		"*`/rollback timeline [RB-n] [--markdown]`* an incident's timeline, or its Markdown export",
+	}, "\n")
+	return Msg{Text: "rollbot commands", Blocks: []slack.Block{
+		header("title", "rollbot: deployment rollbacks from the incident channel"),
+		section("commands", text),
+		contextBlock("services", "Services: "+codeList(services)),
+	}}
+}
+
+func codeList(xs []string) string {
+	if len(xs) == 0 {
+		return "none configured"
+	}
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = "`" + x + "`"
+	}
+	return strings.Join(out, ", ")
+}
+
+func notIncidentChannelMsg(channels []string) Msg {
+	var names []string
+	for _, c := range channels {
+		if strings.HasPrefix(c, "C") || strings.HasPrefix(c, "G") {
+			names = append(names, "<#"+c+">")
+		} else {
+			names = append(names, "#"+strings.TrimPrefix(c, "#"))
+		}
+	}
+	return errorMsg("rollbot only acts in incident channels: " + strings.Join(names, ", ") + ". Run the command there, so the team sees it.")
+}
+
+func unknownServiceMsg(name, suggestion string, all []string) Msg {
+	t := fmt.Sprintf("rollbot does not know a service called `%s`.", name)
+	if suggestion != "" {
+		t += fmt.Sprintf(" Did you mean `%s`?", suggestion)
+	}
+	return Msg{Text: t, Blocks: []slack.Block{
+		section("problem", ":warning: "+t),
+		contextBlock("services", "Known services: "+codeList(all)),
+	}}
+}
+
+// suggest returns the known name closest to name, if it is close.
+func suggest(name string, names []string) string {
+	best, bestD := "", 1<<30
+	for _, n := range names {
+		if d := levenshtein(name, n); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	if bestD <= max(2, len(name)/3) {
+		return best
+	}
+	return ""
+}
+
+func levenshtein(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur := make([]int, len(rb)+1)
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(rb)]
+}
+
+func clock(t time.Time) string { return t.UTC().Format("15:04:05 UTC") }
+
+func lockedMsg(service string, l *state.Lock, holder *state.Incident) Msg {
+	t := fmt.Sprintf(":no_entry: A rollback of *%s* is already running: *%s*, started by <@%s> at %s.", service, l.Incident, l.Holder, clock(l.Since))
+	if holder != nil {
+		t += fmt.Sprintf(" Status: %s.", strings.ReplaceAll(string(holder.Status), "_", " "))
+	}
+	t += " Only one rollback per service runs at a time; follow it in its thread, or `/rollback status " + service + "`."
+	return simple(t)
+}
+
+func incidentTitle(in *state.Incident) string {
+	if in.DryRun {
+		return fmt.Sprintf("Dry run: rollback of %s (%s)", in.Service, in.ID)
+	}
+	return fmt.Sprintf("Rollback of %s (%s)", in.Service, in.ID)
+}
+
+func requestLine(in *state.Incident) string {
+	t := fmt.Sprintf("Requested by <@%s> · %s `%s`", in.RequestedBy, in.Platform, in.PlatformTgt)
+	if in.Reason != "" {
+		t += " · _" + in.Reason + "_"
+	}
+	return t
+}
+
+func assessingMsg(in *state.Incident) Msg {
+	return Msg{Text: incidentTitle(in) + ": assessing", Blocks: []slack.Block{
+		header("title", incidentTitle(in)),
+		section("status", ":mag: Assessing the failure: error rate, p95 latency against baseline, restarts, readiness, migrations…"),
+		contextBlock("request", requestLine(in)),
+	}}
+}
+
+func verdictCell(v Verdict) string {
+	switch v {
+	case Pass:
+		return "✅ pass"
+	case Fail:
+		return "❌ fail"
+	}
+	return "❔ inconclusive"
+}
+
+func assessmentTable(a *Assessment) *slack.TableBlock {
+	t := slack.NewTableBlock("checks")
+	cell := func(s string) slack.TableCell { return slack.NewTableRawTextCell(clip(s, maxCell)) }
+	t.AddRow(cell("Check"), cell("Measured"), cell("Threshold"), cell("Verdict"), cell("Source"))
+	for _, c := range a.Checks {
+		t.AddRow(cell(c.Name), cell(c.Measured), cell(c.Threshold), cell(verdictCell(c.Verdict)), cell(c.Source))
+	}
+	t.WithColumnSettings(
+		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft},
+		slack.ColumnSetting{Align: slack.ColumnAlignmentRight},
+		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft},
+		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft},
+		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft, IsWrapped: true},
+	)
+	return t
+}
+
+func versionsText(a *Assessment) string {
+	var b strings.Builder
+	if a.Bad.ID != "" {
+		fmt.Fprintf(&b, "*Bad version:* %s", a.Bad.Label())
+		if a.Snapshot != nil && !a.Snapshot.DeployedAt.IsZero() {
+			fmt.Fprintf(&b, ", deployed %s", a.Snapshot.DeployedAt.UTC().Format("2006-01-02 15:04 UTC"))
+		}
+		b.WriteString("\n")
+	}
+	switch {
+	case a.HasGood && a.AlreadyAt:
+		fmt.Fprintf(&b, "*Target:* %s is already running: the rollback will be skipped", a.Good.Label())
+	case a.HasGood:
+		fmt.Fprintf(&b, "*Last known good:* %s (%s)", a.Good.Label(), a.GoodWhy)
+	default:
+		fmt.Fprintf(&b, ":no_entry: *No rollback target:* %s", a.GoodWhy)
+	}
+	return b.String()
+}
+
+func migrationsText(in *state.Incident, a *Assessment) string {
+	switch {
+	case a.MigErr != "":
+		return ":warning: *Database migrations:* could not check (" + a.MigErr + "). Check the migration table by hand before rolling back the app."
+	case a.Migrations == nil && a.MigLog != "":
+		return ":warning: *Database migrations:* no database is configured for rollbot to check, but the migration container logged:\n```" + clip(a.MigLog, 1200) + "```"
+	case a.Migrations == nil:
+		return "*Database migrations:* no database configured for this service."
+	case len(a.Migrations.Ran) == 0:
+		return fmt.Sprintf("*Database migrations:* none ran since the deploy (%s, %s).", a.Migrations.Tool, a.Migrations.Source)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, ":octagonal_sign: *Decision gate: %d migration(s) ran since the deploy* (%s). The database step comes first; the app rollback waits for it.\n", len(a.Migrations.Ran), a.Migrations.Tool)
+	for i, m := range a.Migrations.Ran {
+		if i == 10 {
+			fmt.Fprintf(&b, "…and %d more\n", len(a.Migrations.Ran)-10)
+			break
+		}
+		kind := "reversible"
+		if !m.Reversible {
+			kind = "*not reversible*"
+		}
+		if m.Destructive {
+			kind += ", *destructive*"
+		}
+		fmt.Fprintf(&b, "• `%s` %s: %s", m.ID, m.Description, kind)
+		if m.Why != "" {
+			fmt.Fprintf(&b, " (%s)", m.Why)
+		}
+		b.WriteString("\n")
+	}
+	if in.DBDestructive {
+		b.WriteString("A destructive migration cannot be undone by a down migration: the database step is a snapshot or point-in-time restore.")
+	}
+	return b.String()
+}
+
+// assessmentMsg is the root message of an incident: the table, versions,
+// migrations, recommendation and the decision (buttons, plan, or who decided).
+func assessmentMsg(in *state.Incident, a *Assessment, plan []string) Msg {
+	blocks := []slack.Block{
+		header("title", incidentTitle(in)),
+		contextBlock("request", requestLine(in)),
+	}
+	if a.SnapshotErr != "" {
+		blocks = append(blocks, section("platform", ":warning: *Could not read the platform:* "+a.SnapshotErr))
+	}
+	blocks = append(blocks,
+		assessmentTable(a),
+		section("recommendation", "*Recommendation:* "+a.Recommendation()),
+		section("versions", versionsText(a)),
+		section("migrations", migrationsText(in, a)),
+	)
+	blocks = append(blocks, decisionBlocks(in, a, plan)...)
+	blocks = append(blocks, contextBlock("took", fmt.Sprintf("Assessed in %s · `/rollback timeline %s`", a.Took.Round(time.Millisecond), in.ID)))
+	return Msg{Text: fmt.Sprintf("%s: %s", incidentTitle(in), a.Recommendation()), Blocks: blocks}
+}
+
+func decisionBlocks(in *state.Incident, a *Assessment, plan []string) []slack.Block {
+	switch in.Status {
+	case state.Planned:
+		return []slack.Block{section("plan", "*Plan (dry run: nothing was changed):*\n"+bullets(plan))}
+	case state.AwaitingConfirm:
+		what := fmt.Sprintf("Roll back %s from %s to %s.", in.PlatformTgt, in.Bad.Label(), in.Target.Label())
+		if in.MigrationsRan {
+			what += " The database step comes first and needs DB approval."
+		}
+		return []slack.Block{
+			section("question", "*Roll back now?* "+what),
+			slack.NewActionBlock("decision",
+				button(ActConfirm, in.ID, "Roll back", slack.StyleDanger, confirmDialog("Roll back "+in.Service+"?", what+" The rollout is paused first.", "Roll back")),
+				button(ActCancel, in.ID, "Cancel", "", nil),
+			),
+		}
+	case state.Cancelled:
+		if in.DecidedBy == "" {
+			return []slack.Block{section("decision", ":no_entry: Nothing to roll back to, or the platform could not be read: no change was made.")}
+		}
+		return []slack.Block{section("decision", fmt.Sprintf(":x: Cancelled by <@%s>. No change was made.", in.DecidedBy))}
+	default:
+		return []slack.Block{section("decision", fmt.Sprintf(":white_check_mark: Rollback confirmed by <@%s> at %s. Progress in the thread.", in.DecidedBy, clock(in.UpdatedAt)))}
+	}
+}
+
+func bullets(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString("• " + l + "\n")
+	}
+	return b.String()
+}
+
+// decidedMsg re-renders the assessment with the decision instead of buttons.
+func decidedMsg(in *state.Incident, a *Assessment) Msg {
+	return assessmentMsg(in, a, nil)
+}
+
+func notAllowedMsg(service, what, allowed string) Msg {
+	return errorMsg(fmt.Sprintf("You are not allowed to %s for *%s*. Allowed: %s. Ask one of them to do it.", what, service, allowed))
+}
+
+func alreadyDecidedMsg(in *state.Incident) Msg {
+	if in == nil {
+		return errorMsg("this rollback no longer exists")
+	}
+	by := ""
+	if in.DecidedBy != "" {
+		by = " by <@" + in.DecidedBy + ">"
+	}
+	return simple(fmt.Sprintf(":information_source: %s was already handled%s (status: %s). Nothing more was done.", in.ID, by, strings.ReplaceAll(string(in.Status), "_", " ")))
+}
+
+func progressMsg(in *state.Incident, title string, lines []string, stopLine string) Msg {
+	blocks := []slack.Block{
+		section("title", fmt.Sprintf(":hourglass_flowing_sand: *%s* %s → %s", title, in.Bad.Label(), in.Target.Label())),
+	}
+	if stopLine != "" {
+		blocks = append(blocks, contextBlock("stop", "Rollout stopped: "+stopLine))
+	}
+	if len(lines) > 0 {
+		blocks = append(blocks, section("progress", "```"+strings.Join(lines, "\n")+"```"))
+	}
+	return Msg{Text: title, Blocks: blocks}
+}
+
+func rolledBackMsg(in *state.Incident, res platforms.Result, took time.Duration, lines []string, stopLine string) Msg {
+	icon, word := ":white_check_mark:", "Rolled back"
+	if res.Outcome == platforms.Skipped {
+		icon, word = ":next_track_button:", "Skipped"
+	}
+	t := fmt.Sprintf("%s *%s:* %s", icon, word, res.Detail)
+	if took > 0 {
+		t += fmt.Sprintf(" (%s)", took)
+	}
+	blocks := []slack.Block{section("title", t)}
+	if stopLine != "" {
+		blocks = append(blocks, contextBlock("stop", "Rollout stopped: "+stopLine))
+	}
+	if len(lines) > 0 {
+		blocks = append(blocks, section("progress", "```"+strings.Join(lines, "\n")+"```"))
+	}
+	blocks = append(blocks, contextBlock("next", "Verifying next (runbook §5)."))
+	return Msg{Text: word + ": " + res.Detail, Blocks: blocks}
+}
+
+func fallbackButtons(in *state.Incident) *slack.ActionBlock {
+	return slack.NewActionBlock("fallbacks",
+		button(ActFallbackImage, in.ID, "Set image to "+clip(in.Target.Artifact, 50), slack.StyleDanger,
+			confirmDialog("Set the image explicitly?", "Set "+in.PlatformTgt+" to `"+in.Target.Artifact+"`, bypassing the rollout history (runbook FAQ).", "Set image")),
+		button(ActFallbackZero, in.ID, "Scale to zero", slack.StyleDanger,
+			confirmDialog("Scale to zero?", "Stop every instance of "+in.PlatformTgt+". The service will be DOWN until someone brings it back.", "Scale to zero")),
+	)
+}
+
+func rollbackFailedMsg(in *state.Incident, msg string, fallbacks bool) Msg {
+	blocks := []slack.Block{section("failed", ":x: *The rollback failed:* "+msg)}
+	if fallbacks {
+		blocks = append(blocks,
+			section("faq", "*What now?* The runbook's fallbacks: set the previous image explicitly; if that fails too, scale to zero and investigate."),
+			fallbackButtons(in))
+	} else {
+		blocks = append(blocks, section("faq", "*What now?* This platform has no automatic fallback: investigate; you may need to rebuild the previous version from source."))
+	}
+	return Msg{Text: "The rollback failed: " + msg, Blocks: blocks}
+}
+
+func fallbackChosenMsg(in *state.Incident, user, what string) Msg {
+	return simple(fmt.Sprintf(":arrow_forward: <@%s> chose the fallback: %s.", user, what))
+}
+
+func itemIcon(s ItemState) string {
+	switch s {
+	case ItemPass:
+		return ":white_check_mark:"
+	case ItemFail:
+		return ":x:"
+	case ItemSkipped:
+		return ":white_circle:"
+	}
+	return ":hourglass_flowing_sand:"
+}
+
+func verifyMsg(in *state.Incident, v *Verification) Msg {
+	var b strings.Builder
+	for _, it := range v.Items {
+		fmt.Fprintf(&b, "%s *%s*", itemIcon(it.State), it.Name)
+		if it.State == ItemPass && !it.At.IsZero() {
+			fmt.Fprintf(&b, " · %s (+%s)", clock(it.At), it.At.Sub(v.Started).Round(time.Second))
+		}
+		if it.Detail != "" {
+			fmt.Fprintf(&b, " · %s", it.Detail)
+		}
+		b.WriteString("\n")
+	}
+	title := ":mag: *Verifying the rollback* (runbook §5)"
+	verdict := "Checking until every item passes…"
+	if v.Done {
+		if v.Passed() {
+			title = ":white_check_mark: *Rollback verified*"
+			verdict = fmt.Sprintf("Every check passed by %s (%s after the rollback).", clock(v.Finished), v.Finished.Sub(v.Started).Round(time.Second))
+		} else {
+			title = ":x: *Verification failed*"
+			verdict = "Not every check passed before the timeout; see below for the next step."
+		}
+	}
+	return Msg{Text: "Verification", Blocks: []slack.Block{
+		section("title", title+" "+in.Target.Label()),
+		section("checklist", b.String()),
+		contextBlock("verdict", verdict),
+	}}
+}
+
+func verifyFailedMsg(in *state.Incident, why string, fallbacks bool) Msg {
+	blocks := []slack.Block{
+		section("failed", ":x: *The service did not recover after the rollback.* "+clip(why, 1500)),
+		section("next", "*Next step:* check whether the failure is deployment-related at all (infrastructure, a dependency, data). Re-run the verification when you have acted, or use a fallback."),
+	}
+	acts := []slack.BlockElement{button(ActRetryVerify, in.ID, "Re-run verification", slack.StylePrimary, nil)}
+	if fallbacks {
+		fb := fallbackButtons(in)
+		acts = append(acts, fb.Elements.ElementSet...)
+	}
+	blocks = append(blocks, slack.NewActionBlock("next_actions", acts...))
+	return Msg{Text: "Verification failed", Blocks: blocks}
+}
+
+func postmortemReminderMsg(in *state.Incident, at time.Time) Msg {
+	return simple(fmt.Sprintf(":memo: *Postmortem reminder for %s* (rollback of %s from %s): hold the postmortem within 24 hours of the incident. Timeline: `/rollback timeline %s --markdown`.",
+		in.ID, in.Service, in.Bad.Label(), in.ID))
+}
+
+func postActionsMsg(in *state.Incident) Msg {
+	blocks := []slack.Block{section("title", "*Post-rollback actions* (runbook §6)")}
+	for _, it := range postItems {
+		detail, done := in.Done[it.Key]
+		text := ":white_large_square: " + it.Text
+		if done {
+			text = ":white_check_mark: ~" + it.Text + "~ · " + detail
+		}
+		if it.Key == "dnd" && !done && in.Bad.Artifact != "" {
+			text += " (`" + in.Bad.Artifact + "`)"
+		}
+		s := section("item_"+it.Key, text)
+		if !done {
+			s.Accessory = slack.NewAccessory(button(ActPostDone, in.ID+"|"+it.Key, "Done", "", nil))
+		}
+		blocks = append(blocks, s)
+	}
+	return Msg{Text: "Post-rollback actions", Blocks: blocks}
+}
+
+func dbApprovalMsg(in *state.Incident, dbApprovers Access, need int, approvers []string, ttl time.Duration) Msg {
+	kind := "reversible: run the down migration"
+	if in.DBDestructive {
+		kind = "destructive: restore from a snapshot / point in time"
+	}
+	blocks := []slack.Block{
+		section("title", fmt.Sprintf(":octagonal_sign: *Database step first* (%s)", kind)),
+		section("warning", ":warning: *"+DowntimeWarning+"*"),
+		section("plan", "*Plan:* "+in.DBPlan),
+		section("who", fmt.Sprintf("Needs %d distinct DB approver(s) from %s, not the requester <@%s>. Each approval is valid for %s.", need, who(dbApprovers), in.RequestedBy, window(ttl))),
+	}
+	if len(approvers) > 0 {
+		blocks = append(blocks, contextBlock("approvals", fmt.Sprintf("Approved so far (%d of %d): %s", len(approvers), need, mentions(approvers))))
+	}
+	blocks = append(blocks, slack.NewActionBlock("db_decision",
+		button(ActDBApprove, in.ID, "Approve database rollback", slack.StyleDanger, confirmDialog("Approve the database step?", DowntimeWarning, "Continue")),
+		button(ActDBRefuse, in.ID, "Refuse", "", nil),
+	))
+	return Msg{Text: "Database step needs approval", Blocks: blocks}
+}
+
+func dbApprovedMsg(in *state.Incident, approvers []string) Msg {
+	return Msg{Text: "Database step approved", Blocks: []slack.Block{
+		section("title", ":white_check_mark: *Database step approved* by "+mentions(approvers)+"."),
+		section("warning", ":warning: *"+DowntimeWarning+"*"),
+		section("plan", "*Plan:* "+in.DBPlan),
+	}}
+}
+
+func dbClosedMsg(in *state.Incident, text string) Msg {
+	return Msg{Text: text, Blocks: []slack.Block{
+		section("title", ":octagonal_sign: *Database step*"),
+		section("plan", "*Plan was:* "+in.DBPlan),
+		section("closed", text),
+	}}
+}
+
+func dbOutputMsg(in *state.Incident, title, status, tail string) Msg {
+	blocks := []slack.Block{section("title", fmt.Sprintf(":floppy_disk: *%s* %s", title, status))}
+	if tail != "" {
+		blocks = append(blocks, section("output", "```"+clip(tail, maxSection-10)+"```"))
+	}
+	return Msg{Text: title + " " + status, Blocks: blocks}
+}
+
+func dbApproveModalView(in *state.Incident) slack.ModalViewRequest {
+	input := slack.NewPlainTextInputBlockElement(plain(in.Service, 150), "service")
+	return slack.ModalViewRequest{
+		Type:            slack.VTModal,
+		CallbackID:      viewDBApprove,
+		PrivateMetadata: in.ID,
+		Title:           plain("Approve database step", 24),
+		Submit:          plain("Approve", 24),
+		Close:           plain("Cancel", 24),
+		Blocks: slack.Blocks{BlockSet: []slack.Block{
+			section("warning", ":warning: *"+DowntimeWarning+"*"),
+			section("plan", "*"+in.ID+":* "+in.DBPlan),
+			slack.NewInputBlock("confirm", plain("Type the service name to approve", 2000), nil, input),
+		}},
+	}
+}
+
+func statusMsg(active []*state.Incident, services []string) Msg {
+	if len(active) == 0 {
+		return simple(":white_check_mark: No rollback is running. Services: " + codeList(services))
+	}
+	var b strings.Builder
+	for _, in := range active {
+		fmt.Fprintf(&b, "• *%s* %s: %s (by <@%s>, %s)\n", in.ID, in.Service, strings.ReplaceAll(string(in.Status), "_", " "), in.RequestedBy, clock(in.CreatedAt))
+	}
+	return Msg{Text: "Open rollbacks", Blocks: []slack.Block{section("title", "*Open rollbacks*"), section("list", b.String())}}
+}
+
+func serviceStatusMsg(name, kind, target string, snap *platforms.Snapshot, snapErr string, lock *state.Lock, active []*state.Incident) Msg {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%s* on %s `%s`\n", name, kind, target)
+	if snap != nil {
+		fmt.Fprintf(&b, "Running: %s\n", snap.Current.Label())
+		h := snap.Health
+		if h.Known {
+			fmt.Fprintf(&b, "Health: %d/%d ready, %d restarts", h.Ready, h.Desired, h.Restarts)
+			if h.Detail != "" {
+				b.WriteString(" · " + h.Detail)
+			}
+			b.WriteString("\n")
+		}
+		if snap.Paused {
+			b.WriteString("Rollout: paused\n")
+		} else if snap.RolloutInProgress {
+			b.WriteString("Rollout: in progress\n")
+		}
+	} else {
+		b.WriteString(":warning: Could not read the platform: " + snapErr + "\n")
+	}
+	if lock != nil {
+		fmt.Fprintf(&b, ":lock: Locked by %s (<@%s>, since %s)\n", lock.Incident, lock.Holder, clock(lock.Since))
+	}
+	for _, in := range active {
+		fmt.Fprintf(&b, "• *%s*: %s\n", in.ID, strings.ReplaceAll(string(in.Status), "_", " "))
+	}
+	return simple(b.String())
+}
+
+func historyMsg(name, target string, snap *platforms.Snapshot, marks map[string]state.Mark, past []*state.Incident) Msg {
+	t := slack.NewTableBlock("history")
+	cell := func(s string) slack.TableCell { return slack.NewTableRawTextCell(clip(s, maxCell)) }
+	t.AddRow(cell("Revision"), cell("Artifact"), cell("Created"), cell("Change cause"), cell("Mark"))
+	for i, r := range snap.History {
+		if i == 50 {
+			break
+		}
+		mark := ""
+		if m, ok := marks[r.Artifact]; ok {
+			mark = "DO_NOT_DEPLOY (" + m.Incident + ")"
+		} else if r.DoNotDeploy {
+			mark = "DO_NOT_DEPLOY"
+		}
+		id := r.ID
+		if r.ID == snap.Current.ID {
+			id += " (current)"
+		}
+		created := ""
+		if !r.CreatedAt.IsZero() {
+			created = r.CreatedAt.UTC().Format("2006-01-02 15:04")
+		}
+		t.AddRow(cell(id), cell(r.Artifact), cell(created), cell(r.ChangeCause), cell(mark))
+	}
+	blocks := []slack.Block{section("title", fmt.Sprintf("*History of %s* (`%s`)", name, target)), t}
+	if len(past) > 0 {
+		var b strings.Builder
+		for _, in := range past {
+			fmt.Fprintf(&b, "• *%s* %s: %s → %s, %s\n", in.ID, in.CreatedAt.UTC().Format("2006-01-02 15:04"), in.Bad.Label(), in.Target.Label(), strings.ReplaceAll(string(in.Status), "_", " "))
+		}
+		blocks = append(blocks, section("past", "*Past rollbacks*\n"+b.String()))
+	}
+	return Msg{Text: "History of " + name, Blocks: blocks}
+}
+
+func timelineMsg(in *state.Incident, events []state.Event) Msg {
+	var lines []string
+	for _, ev := range events {
+		actor := ev.Actor
+		if strings.HasPrefix(actor, "U") {
+			actor = "<@" + actor + ">"
+		}
+		lines = append(lines, fmt.Sprintf("`%s` *%s* %s: %s", ev.Time.UTC().Format("15:04:05"), ev.Step, actor, ev.Detail))
+	}
+	blocks := []slack.Block{
+		header("title", "Timeline "+in.ID+": "+in.Service),
+		contextBlock("meta", fmt.Sprintf("Status: %s · bad %s · target %s · `--markdown` to export", strings.ReplaceAll(string(in.Status), "_", " "), in.Bad.Label(), in.Target.Label())),
+	}
+	// Sections of at most ~2900 characters, at most 45 of them.
+	var cur strings.Builder
+	flush := func() {
+		if cur.Len() > 0 && len(blocks) < 48 {
+			blocks = append(blocks, section(fmt.Sprintf("events_%d", len(blocks)), cur.String()))
+		}
+		cur.Reset()
+	}
+	for _, l := range lines {
+		l = clip(l, 2000)
+		if cur.Len()+len(l)+1 > 2900 {
+			flush()
+		}
+		cur.WriteString(l + "\n")
+	}
+	flush()
+	return Msg{Text: "Timeline " + in.ID, Blocks: blocks}
+}
+
+func markdownMsg(in *state.Incident, mdText string) Msg {
+	return Msg{Text: "Timeline " + in.ID + " (Markdown)", Blocks: []slack.Block{
+		section("title", "*Timeline "+in.ID+" as Markdown* (copy into the postmortem):"),
+		section("markdown", "```"+clip(mdText, maxSection-10)+"```"),
+	}}
+}
+
+func interruptedMsg(in *state.Incident, was state.Status) Msg {
+	return simple(fmt.Sprintf(":warning: *rollbot restarted while %s was %s.* That step did not finish under rollbot's watch: the platform may be mid-change. Check `/rollback status %s`, then run `/rollback %s` again to re-assess. The timeline keeps everything that happened: `/rollback timeline %s`.",
+		in.ID, strings.ReplaceAll(string(was), "_", " "), in.Service, in.Service, in.ID))
+}
+

@@ -1,0 +1,141 @@
+package handlers
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"rollbot/platforms"
+	"rollbot/state"
+)
+
+// PostItem is one line of the runbook §6 checklist.
+type PostItem struct {
+	Key    string
+	Text   string
+	Done   bool
+	Detail string // who/when, or what rollbot did
+}
+
+// postItems are runbook §6, in its order. The ones rollbot does itself
+// are ticked as it does them; the rest get a "Done" button.
+var postItems = []PostItem{
+	{Key: "dnd", Text: "Tag the bad deployment DO_NOT_DEPLOY"},
+	{Key: "timeline", Text: "Create incident timeline with deployment and rollback times"},
+	{Key: "rootcause", Text: "Document root cause in incident channel"},
+	{Key: "postmortem", Text: "Schedule postmortem within 24 hours"},
+	{Key: "checklist", Text: "Update deployment checklist to prevent recurrence"},
+	{Key: "registry", Text: "Remove bad image from registry or mark as deprecated"},
+}
+
+// finish ends the rollback: final status, lock released, then runbook §6
+// (once per incident, even if verification is re-run).
+func (e *Engine) finish(ctx context.Context, in *state.Incident, svc *Service, st state.Status, why string) {
+	if cur, err := e.store.Transition(ctx, in.ID, []state.Status{state.Verifying, state.RollingBack}, st, nil); err == nil {
+		in = cur
+	} else {
+		e.log.Warn("final transition", "incident", in.ID, "err", err)
+	}
+	if st == state.VerifyFailed {
+		e.post(ctx, in.Channel, in.ThreadTS, verifyFailedMsg(in, why, e.hasFallbacks(svc)))
+	}
+	e.store.ReleaseLock(ctx, in.Service, in.Lock)
+	first, err := e.store.Once(ctx, "postactions:"+in.ID, 30*24*time.Hour)
+	if err != nil || !first {
+		return
+	}
+	e.postActions(ctx, in, svc)
+}
+
+// postActions is runbook §6.
+func (e *Engine) postActions(ctx context.Context, in *state.Incident, svc *Service) {
+	done := map[string]string{}
+	// Mark the bad version, in rollbot's state and on the platform.
+	if in.Bad.Artifact != "" {
+		e.record(ctx, in.ID, "rollbot", "postactions", "marking "+in.Bad.Label()+" DO_NOT_DEPLOY")
+		err := e.store.MarkDoNotDeploy(ctx, svc.Name, state.Mark{Artifact: in.Bad.Artifact, Revision: in.Bad.ID, By: in.DecidedBy, Incident: in.ID})
+		detail := "marked by rollbot for <@" + in.DecidedBy + ">; rollbot refuses rollbacks to it"
+		if err != nil {
+			detail = "could not record the mark: " + e.userText(err, "mark DO_NOT_DEPLOY")
+		} else if res, err := svc.Platform.MarkDoNotDeploy(ctx, in.Bad, in.DecidedBy); err != nil {
+			detail += "; on the platform it failed: " + e.userText(err, "mark DO_NOT_DEPLOY on the platform", "incident", in.ID)
+		} else {
+			detail += "; platform: " + res.Detail
+		}
+		e.record(ctx, in.ID, "rollbot", "postactions", detail)
+		done["dnd"] = detail
+	}
+	done["timeline"] = "`/rollback timeline " + in.ID + "` (export: `--markdown`)"
+
+	at := e.now().Add(e.opt.PostmortemAfter)
+	e.record(ctx, in.ID, "rollbot", "postactions", "scheduling the postmortem reminder for "+at.UTC().Format(time.RFC3339))
+	if err := e.chat.Schedule(ctx, in.Channel, at, postmortemReminderMsg(in, at)); err != nil {
+		done["postmortem"] = "" // left for a person
+		e.record(ctx, in.ID, "rollbot", "postactions", "postmortem reminder not scheduled: "+e.userText(err, "schedule reminder"))
+	} else {
+		done["postmortem"] = "reminder scheduled for <!date^" + itoa(at.Unix()) + "^{date_short_pretty} {time}|" + at.UTC().Format("2006-01-02 15:04 UTC") + ">"
+	}
+	updated, _ := e.store.Update(ctx, in.ID, func(in *state.Incident) {
+		if in.Done == nil {
+			in.Done = map[string]string{}
+		}
+		for k, v := range done {
+			if v != "" {
+				in.Done[k] = v
+			}
+		}
+	})
+	if updated != nil {
+		in = updated
+	}
+	ts := e.post(ctx, in.Channel, in.ThreadTS, postActionsMsg(in))
+	e.setMessage(ctx, in, "postactions", ts)
+}
+
+// postActionDone ticks a §6 item a person did.
+func (e *Engine) postActionDone(ctx context.Context, a Action) {
+	_, key, _ := strings.Cut(a.Value, "|")
+	in, _, ok := e.incidentFor(ctx, a)
+	if !ok {
+		return
+	}
+	valid := false
+	for _, it := range postItems {
+		valid = valid || it.Key == key
+	}
+	if !valid {
+		return
+	}
+	detail := "done by <@" + a.UserID + "> at " + e.now().UTC().Format("15:04 UTC")
+	in, err := e.store.Update(ctx, in.ID, func(in *state.Incident) {
+		if in.Done == nil {
+			in.Done = map[string]string{}
+		}
+		if _, ok := in.Done[key]; !ok {
+			in.Done[key] = detail
+		}
+	})
+	if err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "record checklist item")))
+		return
+	}
+	e.record(ctx, in.ID, a.UserID, "postactions", itemText(key)+": "+in.Done[key])
+	e.update(ctx, in.Channel, in.Messages["postactions"], postActionsMsg(in))
+}
+
+func itemText(key string) string {
+	for _, it := range postItems {
+		if it.Key == key {
+			return it.Text
+		}
+	}
+	return key
+}
+
+func (e *Engine) hasFallbacks(svc *Service) bool {
+	_, ok := svc.Platform.(platforms.Fallbacks)
+	return ok
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -1,0 +1,255 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"rollbot/state"
+)
+
+// ItemState is where one verification item stands.
+type ItemState string
+
+const (
+	ItemPending ItemState = "pending"
+	ItemPass    ItemState = "pass"
+	ItemFail    ItemState = "fail"
+	ItemSkipped ItemState = "not configured"
+)
+
+// VerifyItem is one row of the runbook §5 checklist.
+type VerifyItem struct {
+	Name   string
+	State  ItemState
+	Detail string
+	At     time.Time // when it turned green
+}
+
+// Verification is the checklist and its verdict.
+type Verification struct {
+	Items    []VerifyItem
+	Started  time.Time
+	Finished time.Time
+	Done     bool
+}
+
+// Passed reports whether every configured item passed.
+func (v *Verification) Passed() bool {
+	for _, it := range v.Items {
+		if it.State != ItemPass && it.State != ItemSkipped {
+			return false
+		}
+	}
+	return true
+}
+
+// verify is runbook §5: post the checklist, poll every item until all pass
+// or the timeout, tick items live with their times, end with a verdict.
+func (e *Engine) verify(ctx context.Context, in *state.Incident, svc *Service) {
+	if cur, err := e.store.Transition(ctx, in.ID, []state.Status{state.RollingBack}, state.Verifying, nil); err == nil {
+		in = cur
+	}
+	e.record(ctx, in.ID, "rollbot", "verify", "verifying for up to "+window(e.opt.VerifyTimeout))
+	v := &Verification{Started: e.now(), Items: []VerifyItem{
+		{Name: "All pods healthy"},
+		{Name: "Health checks passing"},
+		{Name: "Error rate < baseline"},
+		{Name: "Latency p95 normal"},
+		{Name: "Critical user flows working"},
+	}}
+	for i := range v.Items {
+		v.Items[i].State = ItemPending
+	}
+	if !svc.HasHealth {
+		v.Items[1].State, v.Items[1].Detail = ItemSkipped, "no health_urls configured"
+	}
+	if !svc.HasSmoke {
+		v.Items[4].State, v.Items[4].Detail = ItemSkipped, "no smoke_test configured"
+	}
+	if svc.Metrics == nil {
+		v.Items[2].State, v.Items[2].Detail = ItemFail, "no metrics source configured: check the error rate by hand"
+		v.Items[3].State, v.Items[3].Detail = ItemFail, "no metrics source configured: check latency by hand"
+	}
+	ts := e.post(ctx, in.Channel, in.ThreadTS, verifyMsg(in, v))
+	e.setMessage(ctx, in, "verify", ts)
+	live := newLiveMessage(ctx, e.chat, in.Channel, ts, e.opt.UpdateInterval, nil)
+
+	since := e.now()
+	baseErr, baseP95 := e.verifyBaselines(ctx, svc, in.DeployedAt)
+	deadline := since.Add(e.opt.VerifyTimeout)
+	for {
+		e.verifyRound(ctx, svc, in, v, since, baseErr, baseP95)
+		if v.Passed() || !e.now().Before(deadline) || ctx.Err() != nil {
+			break
+		}
+		live.Set(verifyMsg(in, v))
+		t := time.NewTimer(e.opt.VerifyInterval)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	for i := range v.Items {
+		if v.Items[i].State == ItemPending {
+			v.Items[i].State = ItemFail
+			if v.Items[i].Detail == "" {
+				v.Items[i].Detail = "no answer before the timeout"
+			}
+		}
+	}
+	v.Done, v.Finished = true, e.now()
+	live.Close(verifyMsg(in, v))
+
+	if v.Passed() {
+		e.record(ctx, in.ID, "rollbot", "verify", "verified: "+verifySummary(v))
+		e.finish(ctx, in, svc, state.Completed, "")
+		return
+	}
+	e.record(ctx, in.ID, "rollbot", "verify", "verification failed: "+verifySummary(v))
+	e.finish(ctx, in, svc, state.VerifyFailed, verifySummary(v))
+}
+
+func verifySummary(v *Verification) string {
+	var parts []string
+	for _, it := range v.Items {
+		s := it.Name + " " + string(it.State)
+		if it.Detail != "" && it.State != ItemPass {
+			s += " (" + it.Detail + ")"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// verifyBaselines reads the error ratio and p95 before the bad deploy once.
+func (e *Engine) verifyBaselines(ctx context.Context, svc *Service, deployedAt time.Time) (float64, float64) {
+	if svc.Metrics == nil {
+		return math.NaN(), math.NaN()
+	}
+	qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
+	defer cancel()
+	errBase := math.NaN()
+	if !deployedAt.IsZero() {
+		if m, err := svc.Metrics.ErrorRatio(qctx, deployedAt.Add(-svc.BaselineWindow), deployedAt); err == nil && !m.NoData {
+			errBase = m.Value
+		}
+	}
+	p95, _, err := e.baselineP95(qctx, svc, deployedAt)
+	if err != nil {
+		p95 = math.NaN()
+	}
+	return errBase, p95
+}
+
+// verifyRound evaluates every item that has not passed yet, concurrently.
+func (e *Engine) verifyRound(ctx context.Context, svc *Service, in *state.Incident, v *Verification, since time.Time, baseErr, baseP95 float64) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	set := func(i int, ok bool, detail string) {
+		mu.Lock()
+		defer mu.Unlock()
+		v.Items[i].Detail = detail
+		if ok {
+			v.Items[i].State, v.Items[i].At = ItemPass, e.now()
+		}
+	}
+	run := func(i int, f func(context.Context) (bool, string)) {
+		if v.Items[i].State != ItemPending {
+			return
+		}
+		wg.Go(func() {
+			qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
+			defer cancel()
+			ok, d := f(qctx)
+			set(i, ok, d)
+		})
+	}
+	run(0, func(ctx context.Context) (bool, string) {
+		snap, err := svc.Platform.Snapshot(ctx)
+		if err != nil {
+			return false, e.userText(err, "read platform state", "incident", in.ID)
+		}
+		h := snap.Health
+		if snap.Current.Artifact != in.Target.Artifact && snap.Current.ID != in.Target.ID {
+			return false, "running " + snap.Current.Label() + ", expected " + in.Target.Label()
+		}
+		detail := fmt.Sprintf("%d/%d ready, %d restarts", h.Ready, h.Desired, h.Restarts)
+		if h.Detail != "" {
+			detail = h.Detail
+		}
+		return h.Known && h.Desired > 0 && h.Ready >= h.Desired && !snap.RolloutInProgress, detail
+	})
+	run(1, func(ctx context.Context) (bool, string) {
+		ok, d, err := svc.Health.Health(ctx)
+		if err != nil {
+			return false, e.userText(err, "health check", "incident", in.ID)
+		}
+		return ok, d
+	})
+	run(2, func(ctx context.Context) (bool, string) {
+		m, err := svc.Metrics.ErrorRatio(ctx, since, e.now())
+		if err != nil {
+			return false, e.userText(err, "query error rate", "incident", in.ID)
+		}
+		if m.NoData || math.IsNaN(m.Value) {
+			return false, "waiting for data since the rollback: " + firstNonEmpty(m.Reason, "no samples yet")
+		}
+		limit := svc.Thresholds.ErrorRate
+		ref := pct(limit) + " threshold"
+		if !math.IsNaN(baseErr) && baseErr > limit {
+			limit, ref = baseErr, pct(baseErr)+" baseline"
+		}
+		return m.Value <= limit, pct(m.Value) + " (≤ " + ref + ")"
+	})
+	run(3, func(ctx context.Context) (bool, string) {
+		if math.IsNaN(baseP95) {
+			return false, "no baseline p95 (set thresholds.baseline_p95 or use Prometheus)"
+		}
+		m, err := svc.Metrics.LatencyP95(ctx, since, e.now())
+		if err != nil {
+			return false, e.userText(err, "query latency", "incident", in.ID)
+		}
+		if m.NoData || math.IsNaN(m.Value) {
+			return false, "waiting for data since the rollback: " + firstNonEmpty(m.Reason, "no samples yet")
+		}
+		limit := svc.Thresholds.LatencyFactor * baseP95
+		return m.Value <= limit, fmt.Sprintf("%s (≤ %s = %g× baseline)", ms(m.Value), ms(limit), svc.Thresholds.LatencyFactor)
+	})
+	run(4, func(ctx context.Context) (bool, string) {
+		ok, d, err := svc.Health.Smoke(ctx)
+		if err != nil {
+			return false, e.userText(err, "smoke test", "incident", in.ID)
+		}
+		return ok, d
+	})
+	wg.Wait()
+}
+
+// retryVerify re-runs the verification after a failed one.
+func (e *Engine) retryVerify(ctx context.Context, a Action) {
+	in, svc, ok := e.incidentFor(ctx, a)
+	if !ok {
+		return
+	}
+	if !e.allowed(ctx, svc.Approvers, a.UserID) {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "re-run verification", who(svc.Approvers)))
+		return
+	}
+	in, err := e.store.Transition(ctx, in.ID, []state.Status{state.VerifyFailed}, state.RollingBack, nil)
+	if errors.Is(err, state.ErrStale) {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
+		return
+	}
+	if err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "re-run verification")))
+		return
+	}
+	e.record(ctx, in.ID, a.UserID, "verify", "re-running verification")
+	e.spawn("verify", e.opt.StepTimeout, func(ctx context.Context) { e.verify(ctx, in, svc) })
+}
