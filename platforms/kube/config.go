@@ -1,0 +1,92 @@
+package kube
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// DefaultMigrationContainer is the init container whose log Snapshot reads
+// for the runbook's migration check when Config.MigrationContainer is empty.
+const DefaultMigrationContainer = "init-migrate"
+
+// Config binds one rollbot service to one Deployment on one cluster. It is
+// embedded in the bot's YAML under services.<name>.kubernetes:. Several
+// clusters in one bot config are simply several services, each with its own
+// kubeconfig and/or context.
+type Config struct {
+	// Kubeconfig is the path of a kubeconfig file. Empty means the usual
+	// loading rules ($KUBECONFIG, then ~/.kube/config). The file holds
+	// credentials; rollbot never logs its contents.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Context selects a context of the kubeconfig; empty means its current context.
+	Context string `yaml:"context"`
+	// InCluster uses the pod's ServiceAccount (rollbot running in the cluster).
+	InCluster bool `yaml:"in_cluster"`
+	// Cluster is a display name for messages ("east"); defaults to Context.
+	Cluster string `yaml:"cluster"`
+
+	Namespace  string `yaml:"namespace"`
+	Deployment string `yaml:"deployment"`
+	// Container is the container whose image is the service's artifact.
+	// Empty means the first container of the pod template.
+	Container string `yaml:"container"`
+	// MigrationContainer is the init container that runs database
+	// migrations; its log tail goes into Snapshot.MigrationLog.
+	MigrationContainer string `yaml:"migration_container"`
+	// MigrationLogLines is how many log lines to keep (default 20).
+	MigrationLogLines int `yaml:"migration_log_lines"`
+	// RolloutTimeout caps how long a write waits for the rollout to finish,
+	// in addition to the Deployment's own progressDeadlineSeconds, which is
+	// what normally ends a stuck rollout. Zero means progress deadline + 1m.
+	RolloutTimeout time.Duration `yaml:"rollout_timeout"`
+}
+
+// Validate reports every invalid field, each error naming its field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Namespace == "" {
+		errs = append(errs, errors.New("namespace: required"))
+	} else if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("namespace: %q is not a valid namespace name: %s", c.Namespace, strings.Join(msgs, "; ")))
+	}
+	if c.Deployment == "" {
+		errs = append(errs, errors.New("deployment: required"))
+	} else if msgs := validation.IsDNS1123Subdomain(c.Deployment); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("deployment: %q is not a valid Deployment name: %s", c.Deployment, strings.Join(msgs, "; ")))
+	}
+	if c.InCluster && c.Kubeconfig != "" {
+		errs = append(errs, errors.New("in_cluster: cannot be combined with kubeconfig"))
+	}
+	if c.InCluster && c.Context != "" {
+		errs = append(errs, errors.New("in_cluster: cannot be combined with context"))
+	}
+	if c.Container != "" {
+		if msgs := validation.IsDNS1123Label(c.Container); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("container: %q is not a valid container name", c.Container))
+		}
+	}
+	if c.MigrationLogLines < 0 {
+		errs = append(errs, errors.New("migration_log_lines: must not be negative"))
+	}
+	if c.RolloutTimeout < 0 {
+		errs = append(errs, errors.New("rollout_timeout: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.MigrationContainer == "" {
+		c.MigrationContainer = DefaultMigrationContainer
+	}
+	if c.MigrationLogLines == 0 {
+		c.MigrationLogLines = 20
+	}
+	if c.Cluster == "" {
+		c.Cluster = c.Context
+	}
+	return c
+}
