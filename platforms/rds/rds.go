@@ -1,0 +1,578 @@
+// Package rds restores an Amazon RDS DB instance to its state before a bad
+// deploy: the runbook's "If Migration Was Destructive" step, run only after
+// the DB approvals (package handlers decides when).
+//
+// Both ways the runbook names create a NEW instance next to the damaged
+// one and never touch the original:
+//   - snapshot: the newest available snapshot (automated or manual) of the
+//     instance taken before the deploy → RestoreDBInstanceFromDBSnapshot;
+//   - point_in_time: RestoreDBInstanceToPointInTime to just before the
+//     deploy (deploy start minus a margin), if the source's backups reach
+//     that far and it is not later than its LatestRestorableTime.
+//
+// RDS restores with its defaults (default security group, default
+// parameter group, default subnet group) unless told otherwise, which
+// leaves a restored instance unreachable by the app; the restore copies
+// the source's instance class, subnet group, VPC security groups,
+// parameter group, Multi-AZ and public-access settings.
+//
+// The flow is Plan (read-only: which snapshot or time, the new name, the
+// data-loss window, shown to approvers) → Restore (the API call) → Wait
+// (poll DescribeDBInstances until "available") → Restored.Summary (the
+// endpoint switch the team must make, with the data-loss window spelled
+// out). Only RDS DB instances are handled, not Aurora clusters.
+//
+// AWS access uses aws-sdk-go-v2 with the default credential chain, an
+// optional endpoint override and the SDK's standard retryer (throttling is
+// retried with backoff). The tests run the real SDK against
+// rollbot/platforms/awsfake, a local server speaking the RDS query API.
+package rds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	awsrds "github.com/aws/aws-sdk-go-v2/service/rds"
+	rdstypes "github.com/aws/aws-sdk-go-v2/service/rds/types"
+	"github.com/aws/smithy-go"
+
+	"rollbot/platforms"
+)
+
+// Method is how the database is restored.
+type Method string
+
+const (
+	// FromSnapshot restores the newest snapshot taken before the deploy.
+	FromSnapshot Method = "snapshot"
+	// PointInTime restores to just before the deploy from automated backups.
+	PointInTime Method = "point_in_time"
+)
+
+// Config is the RDS part of a service's database configuration.
+type Config struct {
+	Region   string `yaml:"region,omitempty"`
+	Endpoint string `yaml:"endpoint,omitempty"`
+	// Instance is the source DB instance identifier (e.g. myapp-db).
+	Instance string `yaml:"instance"`
+	// Method: snapshot (default) or point_in_time.
+	Method Method `yaml:"method,omitempty"`
+	// PITRMargin: a point-in-time restore goes to Before minus this (default 1m).
+	PITRMargin time.Duration `yaml:"pitr_margin,omitempty"`
+	// PollInterval between DescribeDBInstances while waiting (default 30s).
+	PollInterval time.Duration `yaml:"poll_interval,omitempty"`
+	// WaitTimeout bounds Wait (default 2h; restores of big databases are slow).
+	WaitTimeout time.Duration `yaml:"wait_timeout,omitempty"`
+	// MaxAttempts per AWS call, throttling retries included (default 5).
+	MaxAttempts int `yaml:"max_attempts,omitempty"`
+	// MaxBackoff caps the delay between retries (default 20s).
+	MaxBackoff time.Duration `yaml:"max_backoff,omitempty"`
+}
+
+var instanceIDRe = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{0,62}$`)
+
+func validInstanceID(id string) bool {
+	return instanceIDRe.MatchString(id) && !strings.Contains(id, "--") && !strings.HasSuffix(id, "-")
+}
+
+// Validate checks the fields; errors name the field.
+func (c Config) Validate() error {
+	var errs []error
+	switch {
+	case c.Instance == "":
+		errs = append(errs, errors.New("instance: required"))
+	case !validInstanceID(c.Instance):
+		errs = append(errs, errors.New("instance: not an RDS DB instance identifier (letters, digits, hyphens; starts with a letter)"))
+	}
+	switch c.Method {
+	case "", FromSnapshot, PointInTime:
+	default:
+		errs = append(errs, fmt.Errorf("method: %q is not snapshot or point_in_time", c.Method))
+	}
+	if c.Endpoint != "" && !strings.HasPrefix(c.Endpoint, "http://") && !strings.HasPrefix(c.Endpoint, "https://") {
+		errs = append(errs, errors.New("endpoint: must be an http(s) URL"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"pitr_margin", c.PITRMargin}, {"poll_interval", c.PollInterval}, {"wait_timeout", c.WaitTimeout}, {"max_backoff", c.MaxBackoff}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative", d.name))
+		}
+	}
+	if c.MaxAttempts < 0 {
+		errs = append(errs, errors.New("max_attempts: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// rdsAPI is the part of the RDS client the adapter uses.
+type rdsAPI interface {
+	DescribeDBSnapshots(context.Context, *awsrds.DescribeDBSnapshotsInput, ...func(*awsrds.Options)) (*awsrds.DescribeDBSnapshotsOutput, error)
+	DescribeDBInstances(context.Context, *awsrds.DescribeDBInstancesInput, ...func(*awsrds.Options)) (*awsrds.DescribeDBInstancesOutput, error)
+	RestoreDBInstanceFromDBSnapshot(context.Context, *awsrds.RestoreDBInstanceFromDBSnapshotInput, ...func(*awsrds.Options)) (*awsrds.RestoreDBInstanceFromDBSnapshotOutput, error)
+	RestoreDBInstanceToPointInTime(context.Context, *awsrds.RestoreDBInstanceToPointInTimeInput, ...func(*awsrds.Options)) (*awsrds.RestoreDBInstanceToPointInTimeOutput, error)
+}
+
+// Adapter restores one service's DB instance.
+type Adapter struct {
+	cfg Config
+	api rdsAPI
+	log *slog.Logger
+	now func() time.Time
+}
+
+// New loads AWS configuration through the default chain. No AWS call.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Adapter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = withDefaults(cfg)
+	opts := []func(*config.LoadOptions) error{
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = cfg.MaxAttempts
+				o.MaxBackoff = cfg.MaxBackoff
+			})
+		}),
+	}
+	if cfg.Region != "" {
+		opts = append(opts, config.WithRegion(cfg.Region))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("load aws config: %w", err)
+	}
+	if awsCfg.Region == "" {
+		return nil, errors.New("region: not set here nor in AWS_REGION or the shared AWS config")
+	}
+	client := awsrds.NewFromConfig(awsCfg, func(o *awsrds.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+	})
+	return newAdapter(cfg, client, log), nil
+}
+
+func withDefaults(cfg Config) Config {
+	if cfg.Method == "" {
+		cfg.Method = FromSnapshot
+	}
+	if cfg.PITRMargin == 0 {
+		cfg.PITRMargin = time.Minute
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 30 * time.Second
+	}
+	if cfg.WaitTimeout == 0 {
+		cfg.WaitTimeout = 2 * time.Hour
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 20 * time.Second
+	}
+	return cfg
+}
+
+func newAdapter(cfg Config, api rdsAPI, log *slog.Logger) *Adapter {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Adapter{cfg: withDefaults(cfg), api: api, now: time.Now,
+		log: log.With("platform", "rds", "target", "db instance "+cfg.Instance)}
+}
+
+// Target names the source instance for messages.
+func (a *Adapter) Target() string { return "RDS instance " + a.cfg.Instance }
+
+// Request says what to restore.
+type Request struct {
+	// Before is the earliest moment the bad change could have touched the
+	// data: the migration's applied time when known, else the deploy start.
+	// The restored data is from strictly before it.
+	Before time.Time
+	// Method overrides the configured method when set.
+	Method Method
+	// Target is the new instance's identifier; empty means
+	// <instance>-rb-<yyyymmddhhmm> (UTC, now).
+	Target string
+	// Incident is recorded as a tag on the new instance, when set.
+	Incident string
+}
+
+// Plan is a restore decided but not started. Show Lines() to approvers.
+type Plan struct {
+	Method   Method
+	Source   string
+	Target   string
+	Snapshot string    // snapshot identifier (snapshot method)
+	DataAsOf time.Time // snapshot creation time or the restore time
+	// SourceEndpoint is "host:port" of the instance the app uses today.
+	SourceEndpoint string
+	Incident       string
+	settings       sourceSettings
+}
+
+type sourceSettings struct {
+	class          string
+	subnetGroup    string
+	securityGroups []string
+	paramGroup     string
+	multiAZ        bool
+	public         bool
+}
+
+// Lines describes the plan, one change per line.
+func (p Plan) Lines() []string {
+	var what string
+	if p.Method == FromSnapshot {
+		what = fmt.Sprintf("restore snapshot %s of %s (taken %s) into a new instance %s", p.Snapshot, p.Source, utc(p.DataAsOf), p.Target)
+	} else {
+		what = fmt.Sprintf("restore %s as of %s (point in time) into a new instance %s", p.Source, utc(p.DataAsOf), p.Target)
+	}
+	return []string{
+		what,
+		fmt.Sprintf("%s itself is not changed; the app must be switched to the new instance's endpoint afterwards", p.Source),
+		fmt.Sprintf("data written to %s after %s will NOT be in %s", p.Source, utc(p.DataAsOf), p.Target),
+	}
+}
+
+func utc(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
+
+// DefaultTarget is <instance>-rb-<yyyymmddhhmm>, shortened to RDS's 63
+// characters.
+func DefaultTarget(instance string, now time.Time) string {
+	suffix := "-rb-" + now.UTC().Format("200601021504")
+	base := strings.ToLower(instance)
+	if len(base)+len(suffix) > 63 {
+		base = strings.TrimRight(base[:63-len(suffix)], "-")
+	}
+	return base + suffix
+}
+
+// Plan decides what to restore. It reads only.
+func (a *Adapter) Plan(ctx context.Context, req Request) (Plan, error) {
+	if req.Before.IsZero() {
+		return Plan{}, errors.New("plan restore: Before is required")
+	}
+	method := req.Method
+	if method == "" {
+		method = a.cfg.Method
+	}
+	if method != FromSnapshot && method != PointInTime {
+		return Plan{}, platforms.Userf(nil, "unknown restore method %q; use snapshot or point_in_time", method)
+	}
+	target := req.Target
+	if target == "" {
+		target = DefaultTarget(a.cfg.Instance, a.now())
+	}
+	if !validInstanceID(target) {
+		return Plan{}, platforms.Userf(nil, "%q is not a valid RDS instance name (letters, digits, single hyphens; starts with a letter; at most 63)", target)
+	}
+	src, err := a.describe(ctx, a.cfg.Instance)
+	if err != nil {
+		return Plan{}, err
+	}
+	if src == nil {
+		return Plan{}, platforms.Userf(platforms.ErrNotFound, "%s not found; check the database instance in the config", a.Target())
+	}
+	if existing, err := a.describe(ctx, target); err != nil {
+		return Plan{}, err
+	} else if existing != nil {
+		return Plan{}, platforms.Userf(platforms.ErrConflict, "an RDS instance named %s already exists (an earlier restore?); use it or choose another name", target)
+	}
+	p := Plan{Method: method, Source: a.cfg.Instance, Target: target, Incident: req.Incident, settings: settingsOf(src)}
+	if src.Endpoint != nil {
+		p.SourceEndpoint = fmt.Sprintf("%s:%d", aws.ToString(src.Endpoint.Address), aws.ToInt32(src.Endpoint.Port))
+	}
+	switch method {
+	case FromSnapshot:
+		sn, err := a.newestSnapshotBefore(ctx, req.Before)
+		if err != nil {
+			return Plan{}, err
+		}
+		p.Snapshot, p.DataAsOf = aws.ToString(sn.DBSnapshotIdentifier), aws.ToTime(sn.SnapshotCreateTime)
+	case PointInTime:
+		at := req.Before.Add(-a.cfg.PITRMargin).UTC().Truncate(time.Second)
+		if aws.ToInt32(src.BackupRetentionPeriod) == 0 {
+			return Plan{}, platforms.Userf(nil, "%s has automated backups turned off, so it cannot be restored to a point in time; use a snapshot", a.Target())
+		}
+		latest := aws.ToTime(src.LatestRestorableTime)
+		if latest.IsZero() || at.After(latest) {
+			return Plan{}, platforms.Userf(nil, "%s cannot be restored to %s yet: its latest restorable time is %s. Wait a few minutes, or restore a snapshot", a.Target(), utc(at), utc(latest))
+		}
+		earliest := latest.Add(-time.Duration(aws.ToInt32(src.BackupRetentionPeriod)) * 24 * time.Hour)
+		if at.Before(earliest) {
+			return Plan{}, platforms.Userf(nil, "%s cannot be restored to %s: its backups reach back only to about %s; restore a snapshot", a.Target(), utc(at), utc(earliest))
+		}
+		p.DataAsOf = at
+	}
+	return p, nil
+}
+
+func settingsOf(in *rdstypes.DBInstance) sourceSettings {
+	s := sourceSettings{class: aws.ToString(in.DBInstanceClass), multiAZ: aws.ToBool(in.MultiAZ), public: aws.ToBool(in.PubliclyAccessible)}
+	if in.DBSubnetGroup != nil {
+		s.subnetGroup = aws.ToString(in.DBSubnetGroup.DBSubnetGroupName)
+	}
+	for _, sg := range in.VpcSecurityGroups {
+		s.securityGroups = append(s.securityGroups, aws.ToString(sg.VpcSecurityGroupId))
+	}
+	if len(in.DBParameterGroups) > 0 {
+		s.paramGroup = aws.ToString(in.DBParameterGroups[0].DBParameterGroupName)
+	}
+	return s
+}
+
+// newestSnapshotBefore pages through the instance's snapshots.
+func (a *Adapter) newestSnapshotBefore(ctx context.Context, before time.Time) (rdstypes.DBSnapshot, error) {
+	pages := awsrds.NewDescribeDBSnapshotsPaginator(a.api, &awsrds.DescribeDBSnapshotsInput{DBInstanceIdentifier: aws.String(a.cfg.Instance)})
+	var best rdstypes.DBSnapshot
+	found, seen := false, 0
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return best, a.awsErr(err, "DescribeDBSnapshots")
+		}
+		for _, sn := range page.DBSnapshots {
+			seen++
+			created := aws.ToTime(sn.SnapshotCreateTime)
+			if aws.ToString(sn.Status) != "available" || created.IsZero() || !created.Before(before) {
+				continue
+			}
+			if !found || created.After(aws.ToTime(best.SnapshotCreateTime)) {
+				best, found = sn, true
+			}
+		}
+	}
+	if !found {
+		return best, platforms.Userf(platforms.ErrNotFound, "no available snapshot of %s was taken before %s (%d snapshots looked at); consider a point-in-time restore", a.cfg.Instance, utc(before), seen)
+	}
+	return best, nil
+}
+
+// describe returns the instance, or nil when it does not exist.
+func (a *Adapter) describe(ctx context.Context, id string) (*rdstypes.DBInstance, error) {
+	out, err := a.api.DescribeDBInstances(ctx, &awsrds.DescribeDBInstancesInput{DBInstanceIdentifier: aws.String(id)})
+	if err != nil {
+		var nf *rdstypes.DBInstanceNotFoundFault
+		if errors.As(err, &nf) {
+			return nil, nil
+		}
+		return nil, a.awsErr(err, "DescribeDBInstances")
+	}
+	if len(out.DBInstances) == 0 {
+		return nil, nil
+	}
+	return &out.DBInstances[0], nil
+}
+
+// Restore starts the restore the plan describes. With dryRun it checks the
+// plan against AWS again (source and snapshot still there, target name
+// free) and returns Planned. The new instance's name is p.Target.
+func (a *Adapter) Restore(ctx context.Context, p Plan, dryRun bool) (platforms.Result, error) {
+	log := a.log.With("op", "restore", "method", string(p.Method), "new_instance", p.Target)
+	if existing, err := a.describe(ctx, p.Target); err != nil {
+		return platforms.Result{}, err
+	} else if existing != nil {
+		return platforms.Result{}, platforms.Userf(platforms.ErrConflict, "an RDS instance named %s already exists (an earlier restore?); use it or choose another name", p.Target)
+	}
+	if dryRun {
+		return platforms.Result{Outcome: platforms.Planned, Detail: "would create " + p.Target, Plan: p.Lines()}, nil
+	}
+	tags := []rdstypes.Tag{
+		{Key: aws.String("rollbot:restored-from"), Value: aws.String(p.Source)},
+		{Key: aws.String("rollbot:data-as-of"), Value: aws.String(p.DataAsOf.UTC().Format(time.RFC3339))},
+	}
+	if p.Incident != "" {
+		tags = append(tags, rdstypes.Tag{Key: aws.String("rollbot:incident"), Value: aws.String(p.Incident)})
+	}
+	s := p.settings
+	var err error
+	switch p.Method {
+	case FromSnapshot:
+		_, err = a.api.RestoreDBInstanceFromDBSnapshot(ctx, &awsrds.RestoreDBInstanceFromDBSnapshotInput{
+			DBInstanceIdentifier: aws.String(p.Target),
+			DBSnapshotIdentifier: aws.String(p.Snapshot),
+			DBInstanceClass:      nonEmpty(s.class),
+			DBSubnetGroupName:    nonEmpty(s.subnetGroup),
+			VpcSecurityGroupIds:  s.securityGroups,
+			DBParameterGroupName: nonEmpty(s.paramGroup),
+			MultiAZ:              aws.Bool(s.multiAZ),
+			PubliclyAccessible:   aws.Bool(s.public),
+			Tags:                 tags,
+		})
+		err = a.awsErr(err, "RestoreDBInstanceFromDBSnapshot")
+	case PointInTime:
+		_, err = a.api.RestoreDBInstanceToPointInTime(ctx, &awsrds.RestoreDBInstanceToPointInTimeInput{
+			SourceDBInstanceIdentifier: aws.String(p.Source),
+			TargetDBInstanceIdentifier: aws.String(p.Target),
+			RestoreTime:                aws.Time(p.DataAsOf),
+			DBInstanceClass:            nonEmpty(s.class),
+			DBSubnetGroupName:          nonEmpty(s.subnetGroup),
+			VpcSecurityGroupIds:        s.securityGroups,
+			DBParameterGroupName:       nonEmpty(s.paramGroup),
+			MultiAZ:                    aws.Bool(s.multiAZ),
+			PubliclyAccessible:         aws.Bool(s.public),
+			Tags:                       tags,
+		})
+		err = a.awsErr(err, "RestoreDBInstanceToPointInTime")
+	default:
+		return platforms.Result{}, fmt.Errorf("restore %s: unknown method %q", p.Source, p.Method)
+	}
+	if err != nil {
+		return platforms.Result{}, err
+	}
+	log.Info("restore started", "data_as_of", p.DataAsOf)
+	return platforms.Result{Outcome: platforms.Done, Detail: fmt.Sprintf("restore started: new instance %s is being created", p.Target), Plan: p.Lines()}, nil
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return aws.String(s)
+}
+
+// Restored is a finished restore.
+type Restored struct {
+	Plan
+	// Endpoint is "host:port" of the new instance.
+	Endpoint    string
+	AvailableAt time.Time
+}
+
+// LossWindow is how much writing the restored data misses, counted up to
+// when the instance became available (writes continue until the app is
+// switched, so the real window is longer).
+func (r Restored) LossWindow() time.Duration { return r.AvailableAt.Sub(r.DataAsOf) }
+
+// Summary is the text to post in the incident thread.
+func (r Restored) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "New RDS instance %s is available at %s (restored from ", r.Target, r.Endpoint)
+	if r.Method == FromSnapshot {
+		fmt.Fprintf(&b, "snapshot %s).\n", r.Snapshot)
+	} else {
+		fmt.Fprintf(&b, "%s as of %s).\n", r.Source, utc(r.DataAsOf))
+	}
+	from := r.SourceEndpoint
+	if from == "" {
+		from = r.Source
+	}
+	fmt.Fprintf(&b, "Switch the app's database endpoint from %s to %s, then roll back the app.\n", from, r.Endpoint)
+	fmt.Fprintf(&b, "Data loss: everything written to %s after %s is not in %s — %s of writes up to %s, plus whatever is written until the app is switched. %s is left untouched, so lost rows can still be copied from it.",
+		r.Source, utc(r.DataAsOf), r.Target, roundDuration(r.LossWindow()), utc(r.AvailableAt), r.Source)
+	return b.String()
+}
+
+// roundDuration is a short human duration: "45s", "52m", "3h5m", "2d4h".
+func roundDuration(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Round(time.Minute).Minutes()))
+	case d < 48*time.Hour:
+		d = d.Round(time.Minute)
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	d = d.Round(time.Hour)
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+var failedStatuses = map[string]bool{
+	"failed": true, "incompatible-restore": true, "incompatible-parameters": true,
+	"incompatible-network": true, "storage-full": true, "inaccessible-encryption-credentials": true,
+	"restore-error": true, "deleting": true,
+}
+
+// Wait polls the new instance until it is available, reporting each status
+// change, and returns where it is. Bounded by ctx and wait_timeout.
+func (a *Adapter) Wait(ctx context.Context, p Plan, progress platforms.ProgressFunc) (Restored, error) {
+	if progress == nil {
+		progress = func(platforms.Progress) {}
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.WaitTimeout)
+	defer cancel()
+	start := a.now()
+	last, seen := "", false
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return Restored{}, platforms.Userf(ctx.Err(), "stopped waiting for %s after %s (last status %q); it may still become available — check the RDS console", p.Target, roundDuration(a.now().Sub(start)), last)
+		case <-timer.C:
+		}
+		in, err := a.describe(ctx, p.Target)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue // reported by the select above
+			}
+			return Restored{}, err
+		}
+		switch {
+		case in == nil && seen:
+			return Restored{}, platforms.Userf(platforms.ErrNotFound, "%s disappeared while being restored (deleted?)", p.Target)
+		case in == nil:
+			// Not visible yet right after the restore call (eventual consistency).
+		default:
+			seen = true
+			status := aws.ToString(in.DBInstanceStatus)
+			if status != last {
+				last = status
+				progress(platforms.Progress{Message: fmt.Sprintf("%s: %s (%s)", p.Target, status, roundDuration(a.now().Sub(start))), Desired: 1})
+			}
+			if failedStatuses[status] {
+				return Restored{}, platforms.Userf(nil, "restoring %s failed: RDS reports status %q; see the RDS console", p.Target, status)
+			}
+			if status == "available" && in.Endpoint != nil && aws.ToString(in.Endpoint.Address) != "" {
+				r := Restored{Plan: p, Endpoint: fmt.Sprintf("%s:%d", aws.ToString(in.Endpoint.Address), aws.ToInt32(in.Endpoint.Port)), AvailableAt: a.now()}
+				progress(platforms.Progress{Message: fmt.Sprintf("%s is available at %s", p.Target, r.Endpoint), Updated: 1, Ready: 1, Desired: 1, Done: true})
+				a.log.Info("restore available", "op", "wait", "new_instance", p.Target, "took", a.now().Sub(start))
+				return r, nil
+			}
+		}
+		timer.Reset(a.cfg.PollInterval)
+	}
+}
+
+// awsErr turns an SDK error into one a user can act on, keeping the raw
+// error as the cause for the log.
+func (a *Adapter) awsErr(err error, op string) error {
+	if err == nil {
+		return nil
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch code := ae.ErrorCode(); code {
+		case "AccessDenied", "AccessDeniedException", "UnauthorizedOperation":
+			return platforms.Userf(err, "AWS denied rds:%s for %s: grant rollbot's IAM role that action, then retry", op, a.Target())
+		case "Throttling", "ThrottlingException", "RequestLimitExceeded":
+			return platforms.Userf(err, "AWS kept throttling rds:%s after %d attempts; wait a minute and retry", op, a.cfg.MaxAttempts)
+		case "DBInstanceNotFound":
+			return platforms.Userf(fmt.Errorf("%w: %w", platforms.ErrNotFound, err), "%s not found", a.Target())
+		case "DBSnapshotNotFound":
+			return platforms.Userf(fmt.Errorf("%w: %w", platforms.ErrNotFound, err), "the chosen snapshot of %s no longer exists; plan the restore again", a.cfg.Instance)
+		case "DBInstanceAlreadyExists":
+			return platforms.Userf(fmt.Errorf("%w: %w", platforms.ErrConflict, err), "an RDS instance with the new name already exists; use it or choose another name")
+		case "InvalidRestoreFault", "InvalidDBSnapshotState", "InvalidDBInstanceState", "InvalidParameterValue", "InvalidParameterCombination",
+			"StorageQuotaExceeded", "InstanceQuotaExceeded", "InsufficientDBInstanceCapacity":
+			return platforms.Userf(err, "AWS refused rds:%s for %s (%s); see the bot log for AWS's explanation", op, a.Target(), code)
+		case "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "UnrecognizedClientException":
+			return platforms.Userf(err, "AWS rejected rollbot's credentials (%s); check its AWS credentials", code)
+		}
+	}
+	return fmt.Errorf("%s %s: %w", op, a.cfg.Instance, err)
+}
