@@ -1,0 +1,199 @@
+package migrations
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"rollbot/platforms"
+)
+
+// RunDown runs a kind: command down configuration on this host: the
+// command (no shell) with $(NAME) references replaced from its environment,
+// which is PATH and HOME of the bot, cfg.Env, cfg.SecretEnv read from the
+// bot's environment, and vars (Report.DownVars). The bot's other variables
+// (its tokens) are not passed on. Combined stdout and stderr go to out line
+// by line as they come (one Write per line, newline included), with secret
+// values replaced by [REDACTED], so the caller can post them into the
+// incident thread. It stops the command's whole process group when ctx
+// ends or cfg.Timeout passes. Errors name Command[0] only, never the
+// expanded arguments.
+func RunDown(ctx context.Context, cfg DownConfig, vars map[string]string, out io.Writer) error {
+	if cfg.Kind != DownCommand {
+		return fmt.Errorf("run down: kind %q: RunDown runs kind command; use JobRunner for kubernetes_job", cfg.Kind)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("run down: %w", err)
+	}
+	name := cfg.Command[0]
+	env, secrets, err := commandEnv(cfg, vars)
+	if err != nil {
+		return err
+	}
+	argv := make([]string, len(cfg.Command))
+	for i, a := range cfg.Command {
+		argv[i] = expandRefs(a, env)
+	}
+	path, err := lookPath(argv[0], env["PATH"])
+	if err != nil {
+		return platforms.Userf(fmt.Errorf("run down %s: %w", name, err), "the down command %s is not installed on the bot's host", name)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Dir = cfg.Dir
+	cmd.Env = envList(env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("run down %s: %w", name, err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return redact(fmt.Errorf("run down %s: %w", name, err), secrets)
+	}
+	pw.Close()
+	copyErr := copyLines(out, pr, secrets)
+	pr.Close()
+	err = cmd.Wait()
+	// Kill whatever the command left behind in its group.
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	switch {
+	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return platforms.Userf(fmt.Errorf("run down %s: timed out after %s: %w", name, cfg.timeout(), ctx.Err()),
+			"the down command %s did not finish within %s and was stopped: check the migration table before anything else", name, cfg.timeout())
+	case ctx.Err() != nil:
+		return fmt.Errorf("run down %s: %w", name, ctx.Err())
+	case err != nil:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return platforms.Userf(fmt.Errorf("run down %s: %s", name, ee.ProcessState),
+				"the down command %s failed (%s): see its output above", name, ee.ProcessState)
+		}
+		return redact(fmt.Errorf("run down %s: %w", name, err), secrets)
+	case copyErr != nil:
+		return fmt.Errorf("run down %s: write output: %w", name, copyErr)
+	}
+	return nil
+}
+
+// commandEnv builds the child's environment and the list of secret values.
+func commandEnv(cfg DownConfig, vars map[string]string) (map[string]string, []string, error) {
+	env := map[string]string{}
+	for _, k := range []string{"PATH", "HOME", "LANG", "TZ"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	for k, v := range vars {
+		env[k] = v
+	}
+	for k, v := range cfg.Env {
+		env[k] = v
+	}
+	var secrets []string
+	for _, k := range sortedKeys(cfg.SecretEnv) {
+		ref := cfg.SecretEnv[k]
+		v := os.Getenv(ref.Env)
+		if v == "" {
+			return nil, nil, platforms.Userf(fmt.Errorf("run down: secret_env.%s: variable %s is not set", k, ref.Env),
+				"the down command needs %s, but the variable %s is not set on the bot", k, ref.Env)
+		}
+		env[k] = v
+		secrets = append(secrets, v)
+		for _, p := range secretParts(v) {
+			if p != "" {
+				secrets = append(secrets, p)
+			}
+		}
+	}
+	return env, secrets, nil
+}
+
+var refRe = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// expandRefs replaces $(NAME) like Kubernetes does: unknown names stay as
+// written, $$ is a literal $.
+func expandRefs(s string, env map[string]string) string {
+	return refRe.ReplaceAllStringFunc(s, func(m string) string {
+		if m == "$$" {
+			return "$"
+		}
+		if v, ok := env[m[2:len(m)-1]]; ok {
+			return v
+		}
+		return m
+	})
+}
+
+func envList(env map[string]string) []string {
+	out := make([]string, 0, len(env))
+	for _, k := range sortedKeys(env) {
+		out = append(out, k+"="+env[k])
+	}
+	return out
+}
+
+// lookPath resolves name against the child's PATH, not the bot's.
+func lookPath(name, path string) (string, error) {
+	if strings.Contains(name, "/") {
+		return exec.LookPath(name)
+	}
+	for _, dir := range strings.Split(path, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		p := dir + "/" + name
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
+}
+
+// copyLines writes r to w one redacted line at a time.
+func copyLines(w io.Writer, r io.Reader, secrets []string) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var werr error
+	for {
+		line, err := br.ReadString('\n')
+		if line != "" && werr == nil {
+			if !strings.HasSuffix(line, "\n") {
+				line += "\n"
+			}
+			_, werr = io.WriteString(w, redactString(line, secrets))
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) {
+				return werr
+			}
+			if werr == nil {
+				werr = err
+			}
+			return werr
+		}
+	}
+}
+
+func redactString(s string, secrets []string) string {
+	for _, sec := range secrets {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, redactedMark)
+		}
+	}
+	return s
+}
