@@ -680,4 +680,3 @@ func interruptedMsg(in *state.Incident, was state.Status) Msg {
 	return simple(fmt.Sprintf(":warning: *rollbot restarted while %s was %s.* That step did not finish under rollbot's watch: the platform may be mid-change. Check `/rollback status %s`, then run `/rollback %s` again to re-assess. The timeline keeps everything that happened: `/rollback timeline %s`.",
 		in.ID, strings.ReplaceAll(string(was), "_", " "), in.Service, in.Service, in.ID))
 }
-

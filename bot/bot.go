@@ -1,0 +1,227 @@
+// Package bot wires rollbot to Slack (Socket Mode) and Redis and runs the
+// runbook engine of package handlers. It is the only package that imports
+// slack-go's socketmode.
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/socketmode"
+
+	"rollbot/handlers"
+	"rollbot/state"
+)
+
+// Options build a Bot.
+type Options struct {
+	Env      Env
+	Redis    redis.UniversalClient
+	Prefix   string
+	Services []*handlers.Service
+	Engine   handlers.Options
+	Log      *slog.Logger
+}
+
+// Bot is a running rollbot.
+type Bot struct {
+	api    *slack.Client
+	sm     *socketmode.Client
+	store  *state.Store
+	engine *handlers.Engine
+	log    *slog.Logger
+	opts   Options
+}
+
+// Serve runs the production bot from a config and the environment until
+// ctx ends.
+func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
+	if err := errors.Join(cfg.Validate(), env.Validate()); err != nil {
+		return err
+	}
+	log = slog.New(NewRedactHandler(log.Handler(), env.Secrets()...))
+	ropt, err := redis.ParseURL(env.RedisURL)
+	if err != nil {
+		return errors.New("REDIS_URL: not a valid redis URL")
+	}
+	rdb := redis.NewClient(ropt)
+	defer rdb.Close()
+	services, err := BuildServices(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log})
+	if err != nil {
+		return err
+	}
+	return b.Run(ctx)
+}
+
+// New connects the pieces; Run starts serving.
+func New(ctx context.Context, o Options) (*Bot, error) {
+	api := slack.New(o.Env.BotToken, slack.OptionAPIURL(o.Env.APIURL), slack.OptionAppLevelToken(o.Env.AppToken))
+	store := state.New(o.Redis, o.Prefix)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := store.Ping(pctx); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	b := &Bot{api: api, store: store, log: o.Log, opts: o}
+	b.sm = socketmode.New(api, socketmode.OptionPingInterval(20*time.Second))
+	b.engine = handlers.New(ctx, &slackChat{api: api}, store, o.Services, o.Engine, o.Log)
+	return b, nil
+}
+
+// Engine exposes the runbook engine (tests).
+func (b *Bot) Engine() *handlers.Engine { return b.engine }
+
+// Run checks the Slack token, reports incidents interrupted by a previous
+// stop, then serves Socket Mode until ctx ends and background steps finish.
+func (b *Bot) Run(ctx context.Context) error {
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	auth, err := b.api.AuthTestContext(actx)
+	cancel()
+	if err != nil {
+		var se slack.SlackErrorResponse
+		if errors.As(err, &se) {
+			return fmt.Errorf("slack auth.test: %s (check SLACK_BOT_TOKEN)", se.Err)
+		}
+		return fmt.Errorf("slack auth.test: %w", err)
+	}
+	b.log.Info("connected to slack", "team", auth.Team, "bot_user", auth.UserID)
+	if err := b.engine.Resume(ctx); err != nil {
+		b.log.Error("resume interrupted incidents", "err", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- b.sm.RunContext(ctx) }()
+	for {
+		select {
+		case <-ctx.Done():
+			b.engine.Wait()
+			return nil
+		case err := <-errc:
+			b.engine.Wait()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("socket mode: %w", err)
+		case evt := <-b.sm.Events:
+			b.dispatch(ctx, evt)
+		}
+	}
+}
+
+// dispatch acks first, then hands the work to the engine in the background.
+func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
+	switch evt.Type {
+	case socketmode.EventTypeConnecting, socketmode.EventTypeConnected, socketmode.EventTypeHello:
+		b.log.Debug("socket mode", "event", string(evt.Type))
+		return
+	case socketmode.EventTypeConnectionError, socketmode.EventTypeInvalidAuth, socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage:
+		b.log.Warn("socket mode", "event", string(evt.Type))
+		return
+	case socketmode.EventTypeDisconnect:
+		b.log.Info("socket mode disconnect; reconnecting")
+		return
+	}
+	if evt.Request == nil {
+		return
+	}
+	req := *evt.Request
+	switch evt.Type {
+	case socketmode.EventTypeSlashCommand:
+		b.sm.Ack(req)
+		cmd, ok := evt.Data.(slack.SlashCommand)
+		if !ok || !b.first(ctx, req.EnvelopeID) {
+			return
+		}
+		b.work("command", func(ctx context.Context) {
+			b.engine.HandleCommand(ctx, handlers.SlashCommand{UserID: cmd.UserID, ChannelID: cmd.ChannelID,
+				ChannelName: cmd.ChannelName, Text: cmd.Text, TriggerID: cmd.TriggerID})
+		})
+	case socketmode.EventTypeInteractive:
+		cb, ok := evt.Data.(slack.InteractionCallback)
+		if !ok {
+			b.sm.Ack(req)
+			return
+		}
+		switch cb.Type {
+		case slack.InteractionTypeViewSubmission:
+			// Inline errors must travel in the ack, so this one runs first.
+			vctx, cancel := context.WithTimeout(ctx, 2500*time.Millisecond)
+			errs := b.engine.HandleView(vctx, viewSubmission(cb))
+			cancel()
+			if len(errs) > 0 {
+				b.sm.Ack(req, map[string]any{"response_action": "errors", "errors": errs})
+				return
+			}
+			b.sm.Ack(req)
+		case slack.InteractionTypeBlockActions:
+			b.sm.Ack(req)
+			if !b.first(ctx, req.EnvelopeID) {
+				return
+			}
+			for _, act := range cb.ActionCallback.BlockActions {
+				a := handlers.Action{UserID: cb.User.ID, ChannelID: cb.Channel.ID, MessageTS: cb.Container.MessageTs,
+					ActionID: act.ActionID, Value: act.Value, TriggerID: cb.TriggerID}
+				if a.ChannelID == "" {
+					a.ChannelID = cb.Container.ChannelID
+				}
+				b.work("action", func(ctx context.Context) { b.engine.HandleAction(ctx, a) })
+			}
+		default:
+			b.sm.Ack(req)
+		}
+	default:
+		b.sm.Ack(req)
+	}
+}
+
+// first reports whether an envelope is new; redeliveries act once.
+func (b *Bot) first(ctx context.Context, envelopeID string) bool {
+	if envelopeID == "" {
+		return true
+	}
+	ok, err := b.store.Once(ctx, "envelope:"+envelopeID, time.Hour)
+	if err != nil {
+		b.log.Warn("envelope dedup", "err", err)
+		return true
+	}
+	if !ok {
+		b.log.Info("duplicate envelope ignored", "envelope", envelopeID)
+	}
+	return ok
+}
+
+// work runs a handler off the socket loop with a bounded context.
+func (b *Bot) work(op string, f func(ctx context.Context)) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		defer func() {
+			if r := recover(); r != nil {
+				b.log.Error("handler panic", "op", op, "panic", r)
+			}
+		}()
+		f(ctx)
+	}()
+}
+
+func viewSubmission(cb slack.InteractionCallback) handlers.ViewSubmission {
+	v := handlers.ViewSubmission{UserID: cb.User.ID, CallbackID: cb.View.CallbackID, PrivateMetadata: cb.View.PrivateMetadata,
+		Values: map[string]map[string]string{}}
+	if cb.View.State != nil {
+		for bid, acts := range cb.View.State.Values {
+			v.Values[bid] = map[string]string{}
+			for aid, val := range acts {
+				v.Values[bid][aid] = val.Value
+			}
+		}
+	}
+	return v
+}

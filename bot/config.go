@@ -1,0 +1,366 @@
+package bot
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"rollbot/handlers"
+	"rollbot/platforms/prom"
+	"rollbot/platforms/sim"
+)
+
+// Config is rollbot.yaml. Secrets never live here: they come from the
+// environment (Env) or from variables the config names (*_env fields).
+type Config struct {
+	// IncidentChannels are the channels (ids like C0123, or names) where
+	// /rollback acts. Required: a rollback belongs where the team sees it.
+	IncidentChannels []string `yaml:"incident_channels"`
+	// RedisPrefix namespaces rollbot's keys; default "rollbot".
+	RedisPrefix     string        `yaml:"redis_prefix"`
+	LockTTL         time.Duration `yaml:"lock_ttl"`
+	ApprovalTTL     time.Duration `yaml:"approval_ttl"`
+	PostmortemAfter time.Duration `yaml:"postmortem_after"`
+	VerifyTimeout   time.Duration `yaml:"verify_timeout"`
+	VerifyInterval  time.Duration `yaml:"verify_interval"`
+	QueryTimeout    time.Duration `yaml:"query_timeout"`
+	StepTimeout     time.Duration `yaml:"step_timeout"`
+
+	Services map[string]ServiceConfig `yaml:"services"`
+}
+
+// ServiceConfig is one service under services.<name>.
+type ServiceConfig struct {
+	// Platform selects the adapter: kubernetes, swarm, compose, vm,
+	// bluegreen or simulated; its section of the same name configures it.
+	Platform  string      `yaml:"platform"`
+	Simulated *sim.Config `yaml:"simulated"`
+	PlatformSections `yaml:",inline"`
+
+	Approvers  handlers.Access   `yaml:"approvers"`
+	Thresholds ThresholdsConfig  `yaml:"thresholds"`
+	Windows    WindowsConfig     `yaml:"windows"`
+	Metrics    MetricsConfig     `yaml:"metrics"`
+	HealthURLs []string          `yaml:"health_urls"`
+	SmokeTest  SmokeTestConfig   `yaml:"smoke_test"`
+	Database   *DatabaseSettings `yaml:"database"`
+}
+
+// ThresholdsConfig overrides the runbook's defaults; unset fields keep them.
+type ThresholdsConfig struct {
+	ErrorRate     *float64      `yaml:"error_rate"`
+	LatencyFactor *float64      `yaml:"latency_factor"`
+	Restarts      *int          `yaml:"restarts"`
+	UnreadyRatio  *float64      `yaml:"unready_ratio"`
+	BaselineP95   time.Duration `yaml:"baseline_p95"`
+}
+
+// WindowsConfig sets the metric windows.
+type WindowsConfig struct {
+	Assess   time.Duration `yaml:"assess"`
+	Baseline time.Duration `yaml:"baseline"`
+}
+
+// MetricsConfig picks the request-metrics source.
+type MetricsConfig struct {
+	Prometheus *prom.Config `yaml:"prometheus"`
+	MetricsSources `yaml:",inline"`
+	// Simulated uses the simulated platform's own metrics (demo only).
+	Simulated bool `yaml:"simulated"`
+}
+
+// SmokeTestConfig is the critical-user-flow test of runbook §5.
+type SmokeTestConfig struct {
+	Command []string      `yaml:"command"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Env is what rollbot reads from the environment.
+type Env struct {
+	BotToken string // SLACK_BOT_TOKEN, xoxb-…
+	AppToken string // SLACK_APP_TOKEN, xapp-…
+	APIURL   string // SLACK_API_URL, default https://slack.com/api/
+	RedisURL string // REDIS_URL
+}
+
+// DefaultSlackAPIURL is Slack's Web API base.
+const DefaultSlackAPIURL = "https://slack.com/api/"
+
+// EnvFromOS reads Env.
+func EnvFromOS() Env {
+	e := Env{
+		BotToken: os.Getenv("SLACK_BOT_TOKEN"),
+		AppToken: os.Getenv("SLACK_APP_TOKEN"),
+		APIURL:   os.Getenv("SLACK_API_URL"),
+		RedisURL: os.Getenv("REDIS_URL"),
+	}
+	if e.APIURL == "" {
+		e.APIURL = DefaultSlackAPIURL
+	}
+	return e
+}
+
+// Validate checks the environment; errors name the variable, never its value.
+func (e Env) Validate() error {
+	var errs []error
+	switch {
+	case e.BotToken == "":
+		errs = append(errs, errors.New("SLACK_BOT_TOKEN: required (the bot token, xoxb-…)"))
+	case !strings.HasPrefix(e.BotToken, "xoxb-"):
+		errs = append(errs, errors.New("SLACK_BOT_TOKEN: must be a bot token starting with xoxb-"))
+	}
+	switch {
+	case e.AppToken == "":
+		errs = append(errs, errors.New("SLACK_APP_TOKEN: required (an app-level token with connections:write, xapp-…)"))
+	case !strings.HasPrefix(e.AppToken, "xapp-"):
+		errs = append(errs, errors.New("SLACK_APP_TOKEN: must be an app-level token starting with xapp-"))
+	}
+	if u, err := url.Parse(e.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, errors.New("SLACK_API_URL: must be an http(s) URL such as https://slack.com/api/"))
+	} else if !strings.HasSuffix(e.APIURL, "/") {
+		errs = append(errs, errors.New("SLACK_API_URL: must end with / (e.g. https://slack.com/api/)"))
+	}
+	if e.RedisURL == "" {
+		errs = append(errs, errors.New("REDIS_URL: required, e.g. redis://redis:6379/0"))
+	} else if !strings.HasPrefix(e.RedisURL, "redis://") && !strings.HasPrefix(e.RedisURL, "rediss://") {
+		errs = append(errs, errors.New("REDIS_URL: must start with redis:// or rediss://"))
+	}
+	return errors.Join(errs...)
+}
+
+// Secrets returns the secret values of the environment, for redaction.
+func (e Env) Secrets() []string {
+	out := []string{e.BotToken, e.AppToken}
+	if u, err := url.Parse(e.RedisURL); err == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// LoadConfig reads and strictly decodes a config file: unknown fields are
+// errors with their line, so a typo never silently disables a check.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig decodes YAML config text.
+func ParseConfig(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return &c, nil
+}
+
+var (
+	serviceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	channelRE     = regexp.MustCompile(`^([CG][A-Z0-9]{2,}|#?[a-z0-9][a-z0-9_-]{0,79})$`)
+	slackUserRE   = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
+	slackGroupRE  = regexp.MustCompile(`^S[A-Z0-9]{2,}$`)
+)
+
+// Validate checks the whole config; every error names its field path.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(path string, err error) {
+		if err == nil {
+			return
+		}
+		for _, e := range unjoin(err) {
+			errs = append(errs, fmt.Errorf("%s.%s", path, e))
+		}
+	}
+	if len(c.IncidentChannels) == 0 {
+		errs = append(errs, errors.New("incident_channels: at least one channel id (C…) or name is required"))
+	}
+	for i, ch := range c.IncidentChannels {
+		if !channelRE.MatchString(ch) {
+			errs = append(errs, fmt.Errorf("incident_channels[%d]: %q is not a channel id (C…) or name", i, ch))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"lock_ttl", c.LockTTL}, {"approval_ttl", c.ApprovalTTL}, {"postmortem_after", c.PostmortemAfter},
+		{"verify_timeout", c.VerifyTimeout}, {"verify_interval", c.VerifyInterval}, {"query_timeout", c.QueryTimeout}, {"step_timeout", c.StepTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative", d.name))
+		}
+	}
+	if c.PostmortemAfter > 24*time.Hour {
+		errs = append(errs, errors.New("postmortem_after: at most 24h (the runbook schedules the postmortem within 24 hours)"))
+	}
+	if len(c.Services) == 0 {
+		errs = append(errs, errors.New("services: at least one service is required"))
+	}
+	names := make([]string, 0, len(c.Services))
+	for n := range c.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		s := c.Services[name]
+		p := "services." + name
+		if !serviceNameRE.MatchString(name) {
+			errs = append(errs, fmt.Errorf("%s: service names are lowercase letters, digits, '.', '_' and '-'", p))
+		}
+		errs = append(errs, s.validate(p, add)...)
+	}
+	return errors.Join(errs...)
+}
+
+func (s ServiceConfig) validate(p string, add func(string, error)) []error {
+	var errs []error
+	sections := s.sections()
+	if s.Simulated != nil {
+		sections["simulated"] = validator(s.Simulated)
+	}
+	set := 0
+	for name, v := range sections {
+		if v == nil {
+			continue
+		}
+		set++
+		if name != s.Platform {
+			errs = append(errs, fmt.Errorf("%s.%s: set, but platform is %q", p, name, s.Platform))
+			continue
+		}
+		add(p+"."+name, v.Validate())
+	}
+	switch {
+	case s.Platform == "":
+		errs = append(errs, fmt.Errorf("%s.platform: required, one of %s", p, strings.Join(platformNames, ", ")))
+	case !contains(platformNames, s.Platform):
+		errs = append(errs, fmt.Errorf("%s.platform: %q is not one of %s", p, s.Platform, strings.Join(platformNames, ", ")))
+	case sections[s.Platform] == nil:
+		errs = append(errs, fmt.Errorf("%s.%s: required for platform %s", p, s.Platform, s.Platform))
+	}
+	if s.Approvers.Empty() {
+		errs = append(errs, fmt.Errorf("%s.approvers: list the users or user groups allowed to confirm a rollback", p))
+	}
+	errs = append(errs, validateAccess(p+".approvers", s.Approvers)...)
+	t := s.Thresholds
+	if t.ErrorRate != nil && (*t.ErrorRate <= 0 || *t.ErrorRate >= 1) {
+		errs = append(errs, fmt.Errorf("%s.thresholds.error_rate: a ratio between 0 and 1 (0.01 = 1%%)", p))
+	}
+	if t.LatencyFactor != nil && *t.LatencyFactor <= 1 {
+		errs = append(errs, fmt.Errorf("%s.thresholds.latency_factor: must be greater than 1 (the runbook uses 2)", p))
+	}
+	if t.Restarts != nil && *t.Restarts < 0 {
+		errs = append(errs, fmt.Errorf("%s.thresholds.restarts: must not be negative", p))
+	}
+	if t.UnreadyRatio != nil && (*t.UnreadyRatio <= 0 || *t.UnreadyRatio >= 1) {
+		errs = append(errs, fmt.Errorf("%s.thresholds.unready_ratio: a ratio between 0 and 1 (0.5 = 50%%)", p))
+	}
+	if s.Metrics.Prometheus != nil {
+		add(p+".metrics.prometheus", s.Metrics.Prometheus.Validate())
+	}
+	errs = append(errs, s.Metrics.validate(p+".metrics", add)...)
+	if s.Metrics.Simulated && s.Platform != "simulated" {
+		errs = append(errs, fmt.Errorf("%s.metrics.simulated: only for platform simulated", p))
+	}
+	for i, u := range s.HealthURLs {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			errs = append(errs, fmt.Errorf("%s.health_urls[%d]: not an http(s) URL", p, i))
+		} else if pu.User != nil {
+			errs = append(errs, fmt.Errorf("%s.health_urls[%d]: must not contain credentials", p, i))
+		}
+	}
+	if s.SmokeTest.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("%s.smoke_test.timeout: must not be negative", p))
+	}
+	if s.Database != nil {
+		errs = append(errs, s.Database.validate(p+".database", add)...)
+	}
+	return errs
+}
+
+func validateAccess(p string, a handlers.Access) []error {
+	var errs []error
+	for i, u := range a.Users {
+		if !slackUserRE.MatchString(u) {
+			errs = append(errs, fmt.Errorf("%s.users[%d]: %q is not a Slack user id (U…)", p, i, u))
+		}
+	}
+	for i, g := range a.Groups {
+		if !slackGroupRE.MatchString(g) {
+			errs = append(errs, fmt.Errorf("%s.groups[%d]: %q is not a Slack user group id (S…)", p, i, g))
+		}
+	}
+	return errs
+}
+
+type validatable interface{ Validate() error }
+
+// validator returns v as a validatable, or nil for a nil pointer.
+func validator[T validatable](v *T) validatable {
+	if v == nil {
+		return nil
+	}
+	return *v
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// unjoin splits an errors.Join result back into its errors.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// EngineOptions maps the config's timings onto the engine's.
+func (c *Config) EngineOptions() handlers.Options {
+	return handlers.Options{
+		IncidentChannels: c.IncidentChannels, LockTTL: c.LockTTL, ApprovalTTL: c.ApprovalTTL,
+		PostmortemAfter: c.PostmortemAfter, VerifyTimeout: c.VerifyTimeout, VerifyInterval: c.VerifyInterval,
+		QueryTimeout: c.QueryTimeout, StepTimeout: c.StepTimeout,
+	}
+}
+
+// thresholds applies overrides to the runbook's defaults.
+func (t ThresholdsConfig) thresholds() handlers.Thresholds {
+	h := handlers.DefaultThresholds()
+	if t.ErrorRate != nil {
+		h.ErrorRate = *t.ErrorRate
+	}
+	if t.LatencyFactor != nil {
+		h.LatencyFactor = *t.LatencyFactor
+	}
+	if t.Restarts != nil {
+		h.Restarts = *t.Restarts
+	}
+	if t.UnreadyRatio != nil {
+		h.UnreadyRatio = *t.UnreadyRatio
+	}
+	h.BaselineP95 = t.BaselineP95
+	return h
+}

@@ -1,0 +1,440 @@
+package bot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"rollbot/bot/slackemu"
+	"rollbot/handlers"
+	"rollbot/platforms"
+	"rollbot/platforms/sim"
+	"rollbot/state"
+	"rollbot/state/redistest"
+)
+
+// harness is rollbot connected to the local Slack server and a real Redis.
+type harness struct {
+	t      *testing.T
+	emu    *slackemu.Server
+	store  *state.Store
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+	opts   Options
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func fastEngine() handlers.Options {
+	return handlers.Options{
+		IncidentChannels: []string{slackemu.ChannelIncident},
+		VerifyInterval:   100 * time.Millisecond,
+		VerifyTimeout:    5 * time.Second,
+		UpdateInterval:   50 * time.Millisecond,
+	}
+}
+
+func newHarness(t *testing.T, services []*handlers.Service, eng handlers.Options) *harness {
+	t.Helper()
+	emu, err := slackemu.New(slackemu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	rdb, prefix := redistest.Client(t)
+	h := &harness{t: t, emu: emu, store: state.New(rdb, prefix), logs: &syncBuffer{}}
+	h.opts = Options{
+		Env:      Env{BotToken: slackemu.BotToken, AppToken: slackemu.AppToken, APIURL: emu.APIURL()},
+		Redis:    rdb,
+		Prefix:   prefix,
+		Services: services,
+		Engine:   eng,
+		Log:      slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	h.start()
+	return h
+}
+
+// start runs a bot process against the harness's Slack and Redis.
+func (h *harness) start() {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := New(ctx, h.opts)
+	if err != nil {
+		cancel()
+		h.t.Fatal(err)
+	}
+	h.cancel, h.done = cancel, make(chan error, 1)
+	before := h.emu.ConnectionsAccepted()
+	go func() { h.done <- b.Run(ctx) }()
+	h.t.Cleanup(h.stop)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	for h.emu.ConnectionsAccepted() <= before {
+		if wctx.Err() != nil {
+			h.t.Fatal("the bot never connected to the local Slack server")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stop ends the bot process (like a crash, background steps included).
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		h.t.Error("bot did not stop within 10s")
+	}
+	h.cancel = nil
+}
+
+func (h *harness) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	h.t.Cleanup(cancel)
+	return ctx
+}
+
+func (h *harness) slash(user, text string) {
+	h.t.Helper()
+	if err := h.emu.SlashCommand(h.ctx(), user, slackemu.ChannelIncident, "/rollback", text); err != nil {
+		h.t.Fatalf("/rollback %s: %v", text, err)
+	}
+}
+
+func (h *harness) waitFor(what string, pred func(slackemu.Message) bool) slackemu.Message {
+	h.t.Helper()
+	m, err := h.emu.WaitForMessage(h.ctx(), pred)
+	if err != nil {
+		h.t.Fatalf("waiting for %s: %v\nmessages:\n%s\nlog:\n%s", what, err, h.dump(), h.logs.String())
+	}
+	return m
+}
+
+func (h *harness) dump() string {
+	var b strings.Builder
+	for _, m := range h.emu.Messages(slackemu.ChannelIncident) {
+		b.WriteString("--- " + m.TS + " eph=" + m.EphemeralFor + "\n" + m.PlainText() + "\n")
+	}
+	return b.String()
+}
+
+func hasAction(id string) func(slackemu.Message) bool {
+	return func(m slackemu.Message) bool { return slices.Contains(m.ActionIDs(), id) }
+}
+
+func textHas(s string) func(slackemu.Message) bool {
+	return func(m slackemu.Message) bool { return strings.Contains(m.PlainText(), s) }
+}
+
+func ephemeralFor(user, s string) func(slackemu.Message) bool {
+	return func(m slackemu.Message) bool {
+		return m.Ephemeral && m.EphemeralFor == user && strings.Contains(m.PlainText(), s)
+	}
+}
+
+func (h *harness) click(user, ts, action string) {
+	h.t.Helper()
+	if err := h.emu.ClickButton(h.ctx(), user, slackemu.ChannelIncident, ts, action); err != nil {
+		h.t.Fatalf("click %s as %s: %v", action, user, err)
+	}
+}
+
+func simService(t *testing.T, name string, step time.Duration) (*handlers.Service, *sim.Sim) {
+	t.Helper()
+	s, err := sim.New(name, sim.Config{
+		Versions:  []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:v2"}, {Artifact: "app:v3", Bad: true}},
+		StepDelay: step,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &handlers.Service{Name: name, Platform: s, Metrics: s, Health: s, HasHealth: true, HasSmoke: true,
+		Approvers: handlers.Access{Groups: []string{slackemu.GroupOnCall}}}, s
+}
+
+func current(t *testing.T, s platforms.Platform) string {
+	t.Helper()
+	snap, err := s.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap.Current.Artifact
+}
+
+func TestFlowHappyPath(t *testing.T) {
+	svc, s := simService(t, "myapp", 20*time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, `myapp --reason "5xx spike after deploy"`)
+
+	a := h.waitFor("assessment with buttons", hasAction(handlers.ActConfirm))
+	for _, want := range []string{"Error rate", "7.40%", "❌ fail", "Pod restarts", "Failed readiness", "Latency p95",
+		"Last known good:* 2 (app:v2)", "Bad version:* 3 (app:v3)", "Proceed to rollback", "5xx spike after deploy"} {
+		if !strings.Contains(a.PlainText(), want) {
+			t.Errorf("assessment lacks %q:\n%s", want, a.PlainText())
+		}
+	}
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+
+	h.waitFor("verified", textHas("Rollback verified"))
+	if got := current(t, s); got != "app:v2" {
+		t.Fatalf("after rollback the service runs %s, want app:v2", got)
+	}
+	decided, _ := h.emu.Message(slackemu.ChannelIncident, a.TS)
+	if len(decided.ActionIDs()) != 0 || !strings.Contains(decided.PlainText(), "confirmed by <@"+slackemu.UserBob+">") {
+		t.Errorf("assessment not edited to show the decision:\n%s\nactions %v", decided.PlainText(), decided.ActionIDs())
+	}
+	post := h.waitFor("post-rollback checklist", textHas("Post-rollback actions"))
+	if !strings.Contains(post.PlainText(), "rollbot refuses rollbacks to it") || !slices.Contains(post.ActionIDs(), handlers.ActPostDone) {
+		t.Errorf("post-rollback checklist:\n%s", post.PlainText())
+	}
+	sched := h.emu.Scheduled()
+	if len(sched) != 1 || !strings.Contains(sched[0].Text+string(sched[0].Blocks), "Postmortem reminder") ||
+		sched[0].PostAt.After(time.Now().Add(24*time.Hour)) || sched[0].PostAt.Before(time.Now()) {
+		t.Errorf("postmortem reminder not scheduled within 24h: %+v", sched)
+	}
+	marks, err := h.store.Marks(context.Background(), "myapp")
+	if err != nil || marks["app:v3"].Incident == "" {
+		t.Errorf("bad version not marked DO_NOT_DEPLOY: %v %v", marks, err)
+	}
+	// The lock is free again and the timeline has every step, in order.
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
+		t.Errorf("lock still held after the rollback: %+v", l)
+	}
+	evs, err := h.store.Timeline(context.Background(), "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, e := range evs {
+		if len(steps) == 0 || steps[len(steps)-1] != e.Step {
+			steps = append(steps, e.Step)
+		}
+	}
+	want := []string{"request", "assess", "confirm", "stop", "rollback", "verify", "postactions"}
+	if !slices.Equal(steps, want) {
+		t.Errorf("timeline steps = %v, want %v", steps, want)
+	}
+	// A later rollback TO the bad version is refused.
+	h.slash(slackemu.UserAlice, "myapp --to v3")
+	h.waitFor("refusal to roll back to a DO_NOT_DEPLOY version", textHas("is marked DO_NOT_DEPLOY"))
+
+	// Tick a §6 item by hand.
+	h.click(slackemu.UserAlice, post.TS, handlers.ActPostDone)
+	h.waitFor("ticked item", func(m slackemu.Message) bool {
+		return m.TS == post.TS && strings.Contains(m.PlainText(), "done by <@"+slackemu.UserAlice+">")
+	})
+}
+
+func TestFlowCancel(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActCancel))
+	h.click(slackemu.UserAlice, a.TS, handlers.ActCancel)
+	h.waitFor("cancelled", func(m slackemu.Message) bool { return m.TS == a.TS && strings.Contains(m.PlainText(), "Cancelled by") })
+	if got := current(t, s); got != "app:v3" {
+		t.Fatalf("cancel changed the service: runs %s", got)
+	}
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
+		t.Fatalf("lock held after cancel: %+v", l)
+	}
+}
+
+func TestFlowUnauthorizedUser(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserEve, a.TS, handlers.ActConfirm)
+	h.waitFor("refusal for eve", ephemeralFor(slackemu.UserEve, "not allowed to roll back"))
+	if got := current(t, s); got != "app:v3" {
+		t.Fatalf("an unauthorized click changed the service: runs %s", got)
+	}
+	cur, _ := h.emu.Message(slackemu.ChannelIncident, a.TS)
+	if !slices.Contains(cur.ActionIDs(), handlers.ActConfirm) {
+		t.Fatal("the buttons disappeared after an unauthorized click")
+	}
+	evs, _ := h.store.Timeline(context.Background(), "RB-1")
+	if !slices.ContainsFunc(evs, func(e state.Event) bool { return e.Actor == slackemu.UserEve && strings.Contains(e.Detail, "refused") }) {
+		t.Errorf("refusal not on the timeline: %+v", evs)
+	}
+}
+
+func TestFlowSecondRollbackRefusedWithHolder(t *testing.T) {
+	svc, _ := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.slash(slackemu.UserBob, "myapp")
+	m := h.waitFor("refusal naming the holder", ephemeralFor(slackemu.UserBob, "already running"))
+	if !strings.Contains(m.PlainText(), "RB-1") || !strings.Contains(m.PlainText(), "<@"+slackemu.UserAlice+">") {
+		t.Fatalf("refusal does not name the holder:\n%s", m.PlainText())
+	}
+}
+
+// countingPlatform counts rollbacks, to prove a double click acts once.
+type countingPlatform struct {
+	*sim.Sim
+	mu        sync.Mutex
+	rollbacks int
+}
+
+func (c *countingPlatform) Rollback(ctx context.Context, to platforms.Revision, dryRun bool, p platforms.ProgressFunc) (platforms.Result, error) {
+	if !dryRun {
+		c.mu.Lock()
+		c.rollbacks++
+		c.mu.Unlock()
+	}
+	return c.Sim.Rollback(ctx, to, dryRun, p)
+}
+
+func TestFlowDoubleClickExecutesOnce(t *testing.T) {
+	svc, s := simService(t, "myapp", 10*time.Millisecond)
+	cp := &countingPlatform{Sim: s}
+	svc.Platform = cp
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	var wg sync.WaitGroup
+	for _, u := range []string{slackemu.UserBob, slackemu.UserBob, slackemu.UserAlice} {
+		wg.Go(func() { h.emu.ClickButton(h.ctx(), u, slackemu.ChannelIncident, a.TS, handlers.ActConfirm) })
+	}
+	wg.Wait()
+	h.waitFor("verified", textHas("Rollback verified"))
+	cp.mu.Lock()
+	n := cp.rollbacks
+	cp.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d rollbacks ran for three clicks, want 1", n)
+	}
+}
+
+func TestFlowRestartMidRollbackIsReported(t *testing.T) {
+	svc, _ := simService(t, "myapp", 2*time.Second) // slow: the bot stops mid-rollback
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("rollback in progress", textHas("Rolling back"))
+	h.stop() // the bot dies mid-rollback
+	h.start()
+	m := h.waitFor("interruption report", textHas("rollbot restarted while RB-1 was rolling back"))
+	if m.ThreadTS != a.TS {
+		t.Errorf("interruption reported outside the incident thread (thread %q, want %q)", m.ThreadTS, a.TS)
+	}
+	in, err := h.store.Get(context.Background(), "RB-1")
+	if err != nil || in.Status != state.Interrupted {
+		t.Fatalf("incident after restart: %+v, %v", in, err)
+	}
+	// The lock was released, so the team can start again.
+	h.slash(slackemu.UserAlice, "myapp")
+	h.waitFor("new assessment", func(m slackemu.Message) bool {
+		return slices.Contains(m.ActionIDs(), handlers.ActConfirm) && strings.Contains(m.PlainText(), "RB-2")
+	})
+}
+
+func TestFlowMalformedCommands(t *testing.T) {
+	svc, _ := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	for _, tc := range []struct{ text, want string }{
+		{"myap", "Did you mean `myapp`?"},
+		{"myapp --force", "unknown option `--force`"},
+		{`myapp --reason "unterminated`, "a quote is not closed"},
+		{"myapp --to", "`--to` needs a value"},
+		{"history", "usage: `/rollback history <service>`"},
+	} {
+		h.slash(slackemu.UserAlice, tc.text)
+		h.waitFor("answer to "+tc.text, ephemeralFor(slackemu.UserAlice, tc.want))
+	}
+	if err := h.emu.SlashCommand(h.ctx(), slackemu.UserAlice, slackemu.ChannelGeneral, "/rollback", "myapp"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("not an incident channel", func(m slackemu.Message) bool {
+		return m.Channel == slackemu.ChannelGeneral && m.Ephemeral && strings.Contains(m.PlainText(), "only acts in incident channels")
+	})
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
+		t.Fatalf("a malformed command took the lock: %+v", l)
+	}
+}
+
+func TestFlowRollbackFailureOffersFallbacks(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	s.FailNextRollback(platforms.Userf(errors.New("ImagePullBackOff"), "image app:v2 cannot be pulled on the nodes"))
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	f := h.waitFor("failure with fallbacks", hasAction(handlers.ActFallbackImage))
+	if !strings.Contains(f.PlainText(), "image app:v2 cannot be pulled") || !slices.Contains(f.ActionIDs(), handlers.ActFallbackZero) {
+		t.Fatalf("failure message:\n%s", f.PlainText())
+	}
+	h.click(slackemu.UserBob, f.TS, handlers.ActFallbackImage)
+	h.waitFor("verified after fallback", textHas("Rollback verified"))
+	if got := current(t, s); got != "app:v2" {
+		t.Fatalf("after the fallback the service runs %s", got)
+	}
+}
+
+func TestFlowDryRunChangesNothing(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp --dry-run")
+	m := h.waitFor("plan", textHas("Plan (dry run: nothing was changed)"))
+	for _, want := range []string{"rollback: deployment myapp (simulated): template app:v3 -> app:v2", "stop: deployment myapp (simulated): pause the rollout"} {
+		if !strings.Contains(m.PlainText(), want) {
+			t.Errorf("plan lacks %q:\n%s", want, m.PlainText())
+		}
+	}
+	if len(m.ActionIDs()) != 0 {
+		t.Errorf("a dry run offers buttons: %v", m.ActionIDs())
+	}
+	if got := current(t, s); got != "app:v3" {
+		t.Fatalf("dry run changed the service: %s", got)
+	}
+	snap, _ := s.Snapshot(context.Background())
+	if snap.Paused {
+		t.Fatal("dry run paused the rollout")
+	}
+}
+
+func TestFlowTimelineAndMarkdown(t *testing.T) {
+	svc, _ := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("verified", textHas("Rollback verified"))
+	h.slash(slackemu.UserAlice, "timeline")
+	h.waitFor("timeline", textHas("Timeline RB-1: myapp"))
+	h.slash(slackemu.UserAlice, "timeline RB-1 --markdown")
+	m := h.waitFor("markdown export", textHas("# Incident timeline RB-1"))
+	if !strings.Contains(m.PlainText(), "| Time (UTC) | Actor | Step | Detail |") {
+		t.Fatalf("markdown export:\n%s", m.PlainText())
+	}
+}

@@ -1,0 +1,140 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"rollbot/handlers"
+	"rollbot/platforms"
+	"rollbot/platforms/bluegreen"
+	"rollbot/platforms/kube"
+	"rollbot/platforms/prom"
+	"rollbot/platforms/scrape"
+	"rollbot/platforms/sim"
+	"rollbot/platforms/swarm"
+)
+
+// platformNames are the values of services.<name>.platform.
+var platformNames = []string{"kubernetes", "swarm", "compose", "vm", "bluegreen", "simulated"}
+
+// PlatformSections are the per-platform blocks of a service; exactly the
+// one named by platform must be set.
+type PlatformSections struct {
+	Kubernetes *kube.Config      `yaml:"kubernetes"`
+	Swarm      *swarm.Config     `yaml:"swarm"`
+	BlueGreen  *bluegreen.Config `yaml:"bluegreen"`
+}
+
+func (s ServiceConfig) sections() map[string]validatable {
+	return map[string]validatable{
+		"kubernetes": validator(s.Kubernetes),
+		"swarm":      validator(s.Swarm),
+		"bluegreen":  validator(s.BlueGreen),
+	}
+}
+
+// MetricsSources are the request-metric sources besides Prometheus.
+type MetricsSources struct {
+	Scrape *scrape.Config `yaml:"scrape"`
+}
+
+func (m MetricsConfig) validate(p string, add func(string, error)) []error {
+	var errs []error
+	if m.Scrape != nil {
+		add(p+".scrape", m.Scrape.Validate())
+	}
+	n := 0
+	for _, set := range []bool{m.Prometheus != nil, m.Scrape != nil, m.Simulated} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		errs = append(errs, fmt.Errorf("%s: choose one source (prometheus, scrape or simulated)", p))
+	}
+	return errs
+}
+
+// DatabaseSettings is services.<name>.database.
+type DatabaseSettings struct {
+	Approvers            handlers.Access `yaml:"approvers"`
+	DestructiveApprovals int             `yaml:"destructive_approvals"`
+}
+
+func (d DatabaseSettings) validate(p string, add func(string, error)) []error {
+	var errs []error
+	if d.Approvers.Empty() {
+		errs = append(errs, fmt.Errorf("%s.approvers: list the DB approvers (users or groups)", p))
+	}
+	errs = append(errs, validateAccess(p+".approvers", d.Approvers)...)
+	if d.DestructiveApprovals < 0 {
+		errs = append(errs, fmt.Errorf("%s.destructive_approvals: must not be negative", p))
+	}
+	return errs
+}
+
+// BuildServices constructs every configured service's adapters.
+func BuildServices(ctx context.Context, c *Config, log *slog.Logger) ([]*handlers.Service, error) {
+	var out []*handlers.Service
+	for name, sc := range c.Services {
+		svc, err := buildService(ctx, name, sc, log.With("service", name))
+		if err != nil {
+			return nil, fmt.Errorf("services.%s: %w", name, err)
+		}
+		out = append(out, svc)
+	}
+	return out, nil
+}
+
+func buildService(ctx context.Context, name string, sc ServiceConfig, log *slog.Logger) (*handlers.Service, error) {
+	svc := &handlers.Service{
+		Name: name, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
+		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline,
+	}
+	var err error
+	switch sc.Platform {
+	case "kubernetes":
+		svc.Platform, err = kube.New(*sc.Kubernetes, log.With("platform", "kubernetes"))
+	case "swarm":
+		svc.Platform, err = swarm.New(*sc.Swarm, log.With("platform", "swarm"))
+	case "bluegreen":
+		svc.Platform, err = bluegreen.New(ctx, *sc.BlueGreen, log.With("platform", "bluegreen"))
+	case "simulated":
+		var s *sim.Sim
+		s, err = sim.New(name, *sc.Simulated)
+		svc.Platform = s
+		if err == nil && sc.Metrics.Simulated {
+			svc.Metrics = s
+		}
+	default:
+		return nil, fmt.Errorf("platform %q is not available in this build", sc.Platform)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", sc.Platform, err)
+	}
+	switch {
+	case sc.Metrics.Prometheus != nil:
+		svc.Metrics, err = prom.New(*sc.Metrics.Prometheus, log.With("source", "prometheus"))
+	case sc.Metrics.Scrape != nil:
+		svc.Metrics, err = scrape.New(*sc.Metrics.Scrape, log.With("source", "scrape"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	svc.Health, svc.HasHealth, svc.HasSmoke = newProber(sc, svc.Platform)
+	if sc.Database != nil {
+		svc.DBApprovers = sc.Database.Approvers
+		svc.DestructiveApprovals = sc.Database.DestructiveApprovals
+	}
+	return svc, nil
+}
+
+// newProber builds the §5 health and smoke probes.
+func newProber(sc ServiceConfig, p platforms.Platform) (handlers.Prober, bool, bool) {
+	if s, ok := p.(*sim.Sim); ok && len(sc.HealthURLs) == 0 && len(sc.SmokeTest.Command) == 0 {
+		return s, true, true // the simulated service's own probes
+	}
+	pr := &httpProber{urls: sc.HealthURLs, smoke: sc.SmokeTest.Command, smokeTimeout: sc.SmokeTest.Timeout}
+	return pr, len(sc.HealthURLs) > 0, len(sc.SmokeTest.Command) > 0
+}

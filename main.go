@@ -1,0 +1,74 @@
+// Command rollbot is a Slack bot that takes an on-call team through a
+// deployment rollback from the incident channel.
+//
+//	rollbot serve --config rollbot.yaml   run the bot (Socket Mode)
+//	rollbot check --config rollbot.yaml   validate a config
+//	rollbot demo [--addr 127.0.0.1:8080]  local Slack server + simulated services
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"rollbot/bot"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "rollbot:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage:
+  rollbot serve --config rollbot.yaml   run the bot (env: SLACK_BOT_TOKEN, SLACK_APP_TOKEN, REDIS_URL, SLACK_API_URL)
+  rollbot check --config rollbot.yaml   validate a config and say what is wrong, by field
+  rollbot demo [--addr 127.0.0.1:8080]  local Slack-compatible server, the bot and simulated services`
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	config := fs.String("config", "rollbot.yaml", "config file")
+	addr := fs.String("addr", "127.0.0.1:8080", "demo: address of the local Slack server and its page")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	switch args[0] {
+	case "serve":
+		cfg, err := bot.LoadConfig(*config)
+		if err != nil {
+			return err
+		}
+		return bot.Serve(ctx, cfg, bot.EnvFromOS(), log)
+	case "check":
+		cfg, err := bot.LoadConfig(*config)
+		if err != nil {
+			return err
+		}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("%s is not valid:\n%w", *config, err)
+		}
+		fmt.Printf("%s is valid: %d service(s)\n", *config, len(cfg.Services))
+		return nil
+	case "demo":
+		return bot.Demo(ctx, bot.DemoOptions{Addr: *addr, RedisURL: os.Getenv("REDIS_URL"), Out: os.Stdout,
+			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	}
+	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+}
