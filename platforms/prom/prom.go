@@ -235,7 +235,7 @@ func (a *Adapter) measure(ctx context.Context, what, tmpl string, from, to time.
 
 	budget := a.cfg.Timeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < budget {
-		budget = time.Until(dl)
+		budget = max(time.Until(dl), 0)
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
