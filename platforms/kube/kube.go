@@ -28,6 +28,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	appsclient "k8s.io/client-go/kubernetes/typed/apps/v1"
+	authorizationclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	coreclient "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -62,6 +63,7 @@ type Adapter struct {
 	replicaSets appsclient.ReplicaSetInterface
 	pods        coreclient.PodInterface
 	logs        logReader
+	access      authorizationclient.SelfSubjectAccessReviewInterface
 	now         func() time.Time
 }
 
@@ -128,6 +130,7 @@ func NewWithClient(cs kubernetes.Interface, cfg Config, log *slog.Logger) *Adapt
 		deployments: cs.AppsV1().Deployments(cfg.Namespace),
 		replicaSets: cs.AppsV1().ReplicaSets(cfg.Namespace),
 		pods:        cs.CoreV1().Pods(cfg.Namespace),
+		access:      cs.AuthorizationV1().SelfSubjectAccessReviews(),
 		now:         time.Now,
 	}
 	a.logs = podLogs{pods: a.pods}

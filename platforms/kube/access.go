@@ -1,0 +1,59 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"rollbot/platforms"
+)
+
+// Permission is one verb on one resource of the target namespace.
+type Permission struct {
+	Group    string // "" for the core group
+	Resource string // "deployments", "pods/log"
+	Verb     string
+}
+
+func (p Permission) String() string { return "`" + p.Verb + "` on " + p.Resource }
+
+// RequiredPermissions is every permission the adapter uses, exactly the
+// rules of the Role in deploy/kubernetes/rbac.yaml (a test keeps them equal).
+var RequiredPermissions = []Permission{
+	{"apps", "deployments", "get"},
+	{"apps", "deployments", "watch"},
+	{"apps", "deployments", "patch"},
+	{"apps", "replicasets", "list"},
+	{"apps", "replicasets", "patch"},
+	{"", "pods", "list"},
+	{"", "pods/log", "get"},
+}
+
+// CheckAccess asks the API server (SelfSubjectAccessReview, which every
+// authenticated identity may do) whether rollbot's credentials have every
+// RequiredPermissions entry in the target namespace. A user error lists
+// what is missing. The bot can run it at start-up, before an incident.
+func (a *Adapter) CheckAccess(ctx context.Context) error {
+	var missing []string
+	for _, p := range RequiredPermissions {
+		res, sub, _ := strings.Cut(p.Resource, "/")
+		r, err := a.access.Create(ctx, &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: a.cfg.Namespace, Group: p.Group, Resource: res, Subresource: sub, Verb: p.Verb},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			return a.apiError("create", "selfsubjectaccessreviews", err)
+		}
+		if !r.Status.Allowed {
+			missing = append(missing, p.String())
+		}
+	}
+	if len(missing) > 0 {
+		return platforms.Userf(fmt.Errorf("check access for %s: missing %s", a.Target(), strings.Join(missing, ", ")),
+			"rollbot's ServiceAccount lacks permissions in %s: add %s to its Role (%s)",
+			a.cfg.Namespace, strings.Join(missing, ", "), RBACFile)
+	}
+	return nil
+}

@@ -1,0 +1,436 @@
+// Package kubetest runs a real Kubernetes control plane for tests: etcd,
+// kube-apiserver (RBAC enforced), kube-controller-manager (deployment,
+// replicaset, serviceaccount, garbage collector and namespace
+// controllers), kube-scheduler and kwok, which plays the kubelet of one
+// fake node. Every process listens on a random 127.0.0.1 port, has a start
+// deadline, is watched for an early exit, and is stopped (SIGTERM, then
+// SIGKILL) by Stop.
+//
+// kwok runs the Stages in kwok-stages.yaml: pods become Ready at once,
+// except those with an image tagged ":broken" (crash-loop: never Ready,
+// restarts counting up) or ":unready" (Running, never Ready).
+//
+// Start one cluster per test package from TestMain (StartCluster) or per
+// test (Start); it takes a few seconds once the binaries exist (BinDir).
+package kubetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	_ "embed"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+//go:embed kwok-stages.yaml
+var kwokStages []byte
+
+// NodeName is the kwok node pods are scheduled to.
+const NodeName = "kwok-node-0"
+
+// Cluster is a running control plane.
+type Cluster struct {
+	// Dir holds data, certificates, kubeconfigs and each process's log
+	// (<name>.log). It is removed by Stop.
+	Dir string
+	// Server is the API server URL, https://127.0.0.1:<port>.
+	Server string
+	// CAFile is the API server's self-signed certificate.
+	CAFile string
+	// AdminKubeconfig is a kubeconfig for a system:masters user.
+	AdminKubeconfig string
+	AdminConfig     *rest.Config
+	AdminClient     kubernetes.Interface
+
+	mu    sync.Mutex
+	procs []*proc
+	stop  sync.Once
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// Options tune StartCluster. The zero value is fine.
+type Options struct {
+	// BinDir holds the binaries; empty means BinDir(Logf).
+	BinDir string
+	// Logf reports progress; nil discards it.
+	Logf func(format string, args ...any)
+	// Timeout bounds the start once the binaries exist (default 90s).
+	Timeout time.Duration
+}
+
+// Start starts a cluster for one test and stops it on t.Cleanup. It fails
+// the test with the reason when the cluster cannot start.
+func Start(t testing.TB) *Cluster {
+	t.Helper()
+	c, err := StartCluster(context.Background(), Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// StartCluster starts etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler and kwok, creates the kwok node, and returns once pods can
+// be created. On error nothing is left running.
+func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	bin := opts.BinDir
+	if bin == "" {
+		if bin, err = BinDir(logf); err != nil {
+			return nil, err
+		}
+	} else if err := checkBinDir(bin); err != nil {
+		return nil, fmt.Errorf("kubetest: %w", err)
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = 90 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+
+	dir, err := os.MkdirTemp("", "kubetest-")
+	if err != nil {
+		return nil, fmt.Errorf("kubetest: %w", err)
+	}
+	c := &Cluster{Dir: dir}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("kubetest: %w", err)
+			c.Stop()
+		}
+	}()
+
+	token, err := c.writeCredentials()
+	if err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	etcdURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
+	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
+	if _, err := c.run(bin, "etcd",
+		"--name=default", "--data-dir="+filepath.Join(dir, "etcd"),
+		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=default="+peerURL, "--unsafe-no-fsync", "--log-level=warn",
+	); err != nil {
+		return nil, err
+	}
+	if err := c.waitHTTP(ctx, "etcd", etcdURL+"/health", nil); err != nil {
+		return nil, err
+	}
+
+	c.Server = "https://127.0.0.1:" + strconv.Itoa(ports[2])
+	c.CAFile = filepath.Join(dir, "certs", "apiserver.crt")
+	if _, err := c.run(bin, "kube-apiserver",
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(ports[2]), "--cert-dir="+filepath.Join(dir, "certs"),
+		"--token-auth-file="+filepath.Join(dir, "tokens.csv"),
+		"--authorization-mode=Node,RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+filepath.Join(dir, "sa.pub"),
+		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--endpoint-reconciler-type=none", "--profiling=false",
+		"--disable-admission-plugins=TaintNodesByCondition",
+	); err != nil {
+		return nil, err
+	}
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 2 * time.Second}
+	if err := c.waitHTTP(ctx, "kube-apiserver", c.Server+"/readyz", insecure); err != nil {
+		return nil, err
+	}
+	logf("kubetest: etcd and kube-apiserver ready in %s", time.Since(start).Round(time.Millisecond))
+
+	if c.AdminKubeconfig, err = c.WriteKubeconfig("admin.kubeconfig", "admin", token); err != nil {
+		return nil, err
+	}
+	if c.AdminConfig, err = clientcmd.BuildConfigFromFlags("", c.AdminKubeconfig); err != nil {
+		return nil, err
+	}
+	c.AdminConfig.QPS, c.AdminConfig.Burst = 100, 200
+	if c.AdminClient, err = kubernetes.NewForConfig(c.AdminConfig); err != nil {
+		return nil, err
+	}
+
+	kwokConfig := filepath.Join(dir, "kwok.yaml")
+	if err := os.WriteFile(kwokConfig, kwokStages, 0o600); err != nil {
+		return nil, err
+	}
+	for _, p := range []struct {
+		name string
+		args []string
+	}{
+		{"kube-controller-manager", []string{"--kubeconfig=" + c.AdminKubeconfig,
+			"--controllers=deployment,replicaset,serviceaccount,garbagecollector,namespace",
+			"--leader-elect=false", "--secure-port=0"}},
+		{"kube-scheduler", []string{"--kubeconfig=" + c.AdminKubeconfig, "--leader-elect=false", "--secure-port=0"}},
+		{"kwok", []string{"--kubeconfig=" + c.AdminKubeconfig, "--config=" + kwokConfig,
+			"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+			"--node-ip=127.0.0.1"}},
+	} {
+		if _, err := c.run(bin, p.name, p.args...); err != nil {
+			return nil, err
+		}
+	}
+
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+		Name:        NodeName,
+		Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
+		Labels:      map[string]string{"type": "kwok", "kubernetes.io/hostname": NodeName},
+	}}
+	if err := c.poll(ctx, "create node "+NodeName, func() (bool, error) {
+		_, err := c.AdminClient.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+		return err == nil || apierrors.IsAlreadyExists(err), nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := c.poll(ctx, "node "+NodeName+" Ready (kwok)", func() (bool, error) {
+		n, err := c.AdminClient.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady {
+				return cond.Status == corev1.ConditionTrue, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := c.poll(ctx, "ServiceAccount default/default (kube-controller-manager)", func() (bool, error) {
+		_, err := c.AdminClient.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		return nil, err
+	}
+	logf("kubetest: control plane %s ready in %s (%s)", K8sVersion, time.Since(start).Round(time.Millisecond), dir)
+	return c, nil
+}
+
+// writeCredentials writes the service-account signing key pair and the
+// static token file with one system:masters user; it returns that token.
+func (c *Cluster) writeCredentials() (string, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return "", err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(c.Dir, "sa.key"), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(c.Dir, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600); err != nil {
+		return "", err
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	token := hex.EncodeToString(b)
+	if err := os.WriteFile(filepath.Join(c.Dir, "tokens.csv"), []byte(token+",admin,admin-uid,system:masters\n"), 0o600); err != nil {
+		return "", err
+	}
+	return token, nil
+}
+
+// WriteKubeconfig writes a kubeconfig named file in the cluster's
+// directory for a bearer token, with one context named "kubetest".
+func (c *Cluster) WriteKubeconfig(file, user, token string) (string, error) {
+	path := filepath.Join(c.Dir, file)
+	return path, writeKubeconfig(path, c.Server, c.CAFile, user, token)
+}
+
+func writeKubeconfig(path, server, caFile, user, token string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["kubetest"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: caFile}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["kubetest"] = &clientcmdapi.Context{Cluster: "kubetest", AuthInfo: user}
+	cfg.CurrentContext = "kubetest"
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// run starts bin/name with args, its output in Dir/name.log.
+func (c *Cluster) run(bin, name string, args ...string) (*proc, error) {
+	logPath := filepath.Join(c.Dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(bin, name), args...)
+	cmd.Dir = c.Dir
+	cmd.Stdout, cmd.Stderr = f, f
+	// Die with the test process even if it is killed; own process group so
+	// that a terminal's ^C reaches the test first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	c.mu.Unlock()
+	return p, nil
+}
+
+// Err reports the first control-plane process that has exited, with the
+// end of its log; nil while all run.
+func (c *Cluster) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.procs {
+		select {
+		case <-p.done:
+			b, _ := os.ReadFile(p.log)
+			return fmt.Errorf("%s exited (%v); end of %s:\n%s", p.name, p.err, p.log, tail(string(b), 20))
+		default:
+		}
+	}
+	return nil
+}
+
+// poll calls cond every 50ms until it returns true, an error, the context
+// ends or a process exits.
+func (c *Cluster) poll(ctx context.Context, what string, cond func() (bool, error)) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := c.Err(); err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func (c *Cluster) waitHTTP(ctx context.Context, what, url string, client *http.Client) error {
+	if client == nil {
+		client = &http.Client{Timeout: 2 * time.Second}
+	}
+	return c.poll(ctx, what+" at "+url, func() (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+}
+
+// Stop stops the processes in reverse start order (SIGTERM, SIGKILL after
+// 5s) and removes Dir. Safe to call more than once.
+func (c *Cluster) Stop() {
+	c.stop.Do(func() {
+		c.mu.Lock()
+		procs := c.procs
+		c.mu.Unlock()
+		for i := len(procs) - 1; i >= 0; i-- {
+			p := procs[i]
+			select {
+			case <-p.done:
+				continue
+			default:
+			}
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(5 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-p.done
+			}
+		}
+		if c.Dir != "" && os.Getenv("KUBETEST_KEEP") == "" {
+			_ = os.RemoveAll(c.Dir)
+		}
+	})
+}
+
+// Logs returns the end of a process's log (e.g. "kube-controller-manager").
+func (c *Cluster) Logs(name string, lines int) string {
+	b, err := os.ReadFile(filepath.Join(c.Dir, name+".log"))
+	if err != nil {
+		return err.Error()
+	}
+	return tail(string(bytes.TrimSpace(b)), lines)
+}

@@ -1,0 +1,318 @@
+package kubetest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/util/retry"
+)
+
+// WaitTimeout bounds every wait of the helpers below.
+const WaitTimeout = 60 * time.Second
+
+// Poll calls cond every 50ms until it returns true or WaitTimeout passes,
+// then fails the test naming what it waited for.
+func Poll(t testing.TB, what string, cond func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var lastErr error
+	for {
+		ok, err := cond(ctx)
+		if ok {
+			return
+		}
+		if err != nil {
+			lastErr = err
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)", WaitTimeout, what, lastErr)
+		case <-tick.C:
+		}
+	}
+}
+
+func randSuffix() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// CreateNamespace creates a namespace named prefix-<random>, waits for its
+// default ServiceAccount (pods need it) and returns its name. It is deleted
+// on t.Cleanup.
+func CreateNamespace(t testing.TB, cs kubernetes.Interface, prefix string) string {
+	t.Helper()
+	ctx := context.Background()
+	ns, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + randSuffix()}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{}) })
+	Poll(t, "ServiceAccount "+ns.Name+"/default", func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, err
+	})
+	return ns.Name
+}
+
+// NewDeployment returns a Deployment of name with one container "app"
+// running image, labels app=<name>, a rolling update that surges one pod at
+// a time, and a history of 10 revisions; callers may adjust it before
+// creating it.
+func NewDeployment(ns, name, image string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	zero, one := intstr.FromInt32(0), intstr.FromInt32(1)
+	history := int32(10)
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels,
+			Annotations: map[string]string{"kubernetes.io/change-cause": "deploy " + image}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas:             &replicas,
+			Selector:             &metav1.LabelSelector{MatchLabels: labels},
+			RevisionHistoryLimit: &history,
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &zero, MaxSurge: &one}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{Name: "app", Image: image}},
+					// kwok's node: no real kubelet, so nothing to pull or run.
+					Tolerations: []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+				},
+			},
+		},
+	}
+}
+
+// CreateDeployment creates NewDeployment(ns, name, image, replicas) and
+// waits until it has rolled out.
+func CreateDeployment(t testing.TB, cs kubernetes.Interface, ns, name, image string, replicas int32) *appsv1.Deployment {
+	t.Helper()
+	return Create(t, cs, NewDeployment(ns, name, image, replicas))
+}
+
+// Create creates d and waits until it has rolled out.
+func Create(t testing.TB, cs kubernetes.Interface, d *appsv1.Deployment) *appsv1.Deployment {
+	t.Helper()
+	if _, err := cs.AppsV1().Deployments(d.Namespace).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create deployment %s/%s: %v", d.Namespace, d.Name, err)
+	}
+	return WaitRolledOut(t, cs, d.Namespace, d.Name)
+}
+
+// SetImage sets the image of the Deployment's first container (as `kubectl
+// set image` does, recording a change-cause), retrying on conflicts. It
+// does not wait; see WaitRolledOut.
+func SetImage(t testing.TB, cs kubernetes.Interface, ns, name, image string) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := cs.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Spec.Template.Spec.Containers[0].Image = image
+		if d.Annotations == nil {
+			d.Annotations = map[string]string{}
+		}
+		d.Annotations["kubernetes.io/change-cause"] = "deploy " + image
+		_, err = cs.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("set image of %s/%s to %s: %v", ns, name, image, err)
+	}
+}
+
+// RolloutDone is `kubectl rollout status`'s completion test.
+func RolloutDone(d *appsv1.Deployment) bool {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	return d.Generation <= d.Status.ObservedGeneration &&
+		d.Status.UpdatedReplicas >= want &&
+		d.Status.Replicas <= d.Status.UpdatedReplicas &&
+		d.Status.AvailableReplicas >= d.Status.UpdatedReplicas
+}
+
+// WaitRolledOut waits until the Deployment's rollout is complete and
+// returns it; it fails the test on ProgressDeadlineExceeded.
+func WaitRolledOut(t testing.TB, cs kubernetes.Interface, ns, name string) *appsv1.Deployment {
+	t.Helper()
+	var d *appsv1.Deployment
+	Poll(t, "rollout of deployment "+ns+"/"+name, func(ctx context.Context) (bool, error) {
+		var err error
+		d, err = cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range d.Status.Conditions {
+			if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" && d.Generation <= d.Status.ObservedGeneration {
+				t.Fatalf("deployment %s/%s exceeded its progress deadline: %s", ns, name, c.Message)
+			}
+		}
+		return RolloutDone(d), nil
+	})
+	return d
+}
+
+// PodImages returns the images of the Deployment's non-terminating pods
+// (first container), and how many of them are Ready.
+func PodImages(t testing.TB, cs kubernetes.Interface, ns, app string) (images []string, ready int) {
+	t.Helper()
+	pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		t.Fatalf("list pods: %v", err)
+	}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		images = append(images, p.Spec.Containers[0].Image)
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				ready++
+			}
+		}
+	}
+	return images, ready
+}
+
+// LoadRole reads the Role from a YAML file of one or more documents (other
+// kinds, e.g. the ServiceAccount and RoleBinding, are skipped).
+func LoadRole(path string) (*rbacv1.Role, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	var role *rbacv1.Role
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if ro, ok := obj.(*rbacv1.Role); ok {
+			if role != nil {
+				return nil, fmt.Errorf("%s: more than one Role", path)
+			}
+			role = ro
+		}
+	}
+	if role == nil {
+		return nil, fmt.Errorf("%s: no Role", path)
+	}
+	return role, nil
+}
+
+// KubeconfigFor writes a kubeconfig whose user is a new ServiceAccount in
+// ns bound (RoleBinding) to exactly the Role in roleYAMLPath (applied in ns
+// under its own name), and returns its path.
+func (c *Cluster) KubeconfigFor(t testing.TB, ns, roleYAMLPath string) string {
+	t.Helper()
+	role, err := LoadRole(roleYAMLPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, _ := c.KubeconfigForRules(t, ns, role.Name, role.Rules)
+	return path
+}
+
+// KubeconfigForRules creates in ns a Role named role with rules (replacing
+// one of that name), a ServiceAccount bound to it, and writes a kubeconfig
+// with a token for it. It returns the kubeconfig's path and the token (so
+// tests can check it never leaks).
+func (c *Cluster) KubeconfigForRules(t testing.TB, ns, role string, rules []rbacv1.PolicyRule) (path, token string) {
+	t.Helper()
+	ctx := context.Background()
+	cs := c.AdminClient
+	r := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: ns}, Rules: rules}
+	if _, err := cs.RbacV1().Roles(ns).Create(ctx, r, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		if _, err := cs.RbacV1().Roles(ns).Update(ctx, r, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("update role %s/%s: %v", ns, role, err)
+		}
+	} else if err != nil {
+		t.Fatalf("create role %s/%s: %v", ns, role, err)
+	}
+	sa := "sa-" + role + "-" + randSuffix()
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create service account: %v", err)
+	}
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: sa},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
+	}
+	if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create role binding: %v", err)
+	}
+	hour := int64(3600)
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &hour}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("request token for %s/%s: %v", ns, sa, err)
+	}
+	path = filepath.Join(t.TempDir(), sa+".kubeconfig")
+	if err := writeKubeconfig(path, c.Server, c.CAFile, sa, tr.Status.Token); err != nil {
+		t.Fatal(err)
+	}
+	// The authorizer works from an informer cache: wait until it allows
+	// the first verb of every rule to the new ServiceAccount.
+	user := "system:serviceaccount:" + ns + ":" + sa
+	for _, rule := range rules {
+		if len(rule.Verbs) == 0 || len(rule.Resources) == 0 {
+			continue
+		}
+		group := ""
+		if len(rule.APIGroups) > 0 {
+			group = rule.APIGroups[0]
+		}
+		res, sub, _ := strings.Cut(rule.Resources[0], "/")
+		attrs := &authorizationv1.ResourceAttributes{Namespace: ns, Verb: rule.Verbs[0], Group: group, Resource: res, Subresource: sub}
+		Poll(t, fmt.Sprintf("RBAC to allow %s %s to %s", attrs.Verb, rule.Resources[0], user), func(ctx context.Context) (bool, error) {
+			r, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+				Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: attrs},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				return false, err
+			}
+			return r.Status.Allowed, nil
+		})
+	}
+	return path, tr.Status.Token
+}

@@ -1,0 +1,220 @@
+package kube
+
+// Unit tests on client-go's fake clientset, for what the control plane in
+// the tests cannot do: kwok serves no container logs, so the migration log
+// reader (logReader / podLogs over the pods/log subresource) is tested here.
+// Everything that rolls pods is tested on the real control plane
+// (kube_test.go).
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string // substrings, each naming a field
+	}{
+		{"ok", Config{Namespace: "prod", Deployment: "myapp"}, nil},
+		{"ok in cluster", Config{InCluster: true, Namespace: "prod", Deployment: "myapp", Container: "app"}, nil},
+		{"empty", Config{}, []string{"namespace: required", "deployment: required"}},
+		{"bad names", Config{Namespace: "Prod_1", Deployment: "my app", Container: "A"}, []string{"namespace:", "deployment:", "container:"}},
+		{"in cluster and kubeconfig", Config{InCluster: true, Kubeconfig: "/k", Context: "c", Namespace: "p", Deployment: "d"},
+			[]string{"in_cluster: cannot be combined with kubeconfig", "in_cluster: cannot be combined with context"}},
+		{"negative", Config{Namespace: "p", Deployment: "d", MigrationLogLines: -1, RolloutTimeout: -time.Second},
+			[]string{"migration_log_lines:", "rollout_timeout:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want errors %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate() = %q, want it to contain %q", err, w)
+				}
+			}
+			if got := len(strings.Split(err.Error(), "\n")); got != len(tt.want) {
+				t.Errorf("Validate() gave %d errors (%q), want %d", got, err, len(tt.want))
+			}
+		})
+	}
+}
+
+func TestRestartsSince(t *testing.T) {
+	now := time.Date(2026, 6, 26, 9, 0, 0, 0, time.UTC)
+	since := now.Add(-RestartWindow)
+	term := func(at time.Time) corev1.ContainerState {
+		return corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(at)}}
+	}
+	tests := []struct {
+		name  string
+		cs    corev1.ContainerStatus
+		start time.Time
+		want  int
+	}{
+		{"no restarts", corev1.ContainerStatus{}, now.Add(-time.Minute), 0},
+		{"young pod: all count", corev1.ContainerStatus{RestartCount: 5}, now.Add(-time.Minute), 5},
+		{"old pod, recent crash", corev1.ContainerStatus{RestartCount: 40, LastTerminationState: term(now.Add(-time.Minute))}, now.Add(-time.Hour), 1},
+		{"old pod, old crash", corev1.ContainerStatus{RestartCount: 40, LastTerminationState: term(now.Add(-time.Hour))}, now.Add(-2 * time.Hour), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := restartsSince(tt.cs, tt.start, since); got != tt.want {
+				t.Fatalf("restartsSince = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRolloutMessage(t *testing.T) {
+	three := int32(3)
+	d := func(updated, replicas, available int32) *appsv1.Deployment {
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "myapp"}, Spec: appsv1.DeploymentSpec{Replicas: &three},
+			Status: appsv1.DeploymentStatus{UpdatedReplicas: updated, Replicas: replicas, AvailableReplicas: available}}
+	}
+	tests := []struct {
+		d    *appsv1.Deployment
+		want string
+		done bool
+	}{
+		{d(1, 4, 3), `Waiting for deployment "myapp" rollout to finish: 1 out of 3 new replicas have been updated...`, false},
+		{d(3, 4, 3), `Waiting for deployment "myapp" rollout to finish: 1 old replicas are pending termination...`, false},
+		{d(3, 3, 2), `Waiting for deployment "myapp" rollout to finish: 2 of 3 updated replicas are available...`, false},
+		{d(3, 3, 3), `deployment "myapp" successfully rolled out`, true},
+	}
+	for _, tt := range tests {
+		got, done := rolloutMessage(tt.d)
+		if got != tt.want || done != tt.done {
+			t.Errorf("rolloutMessage = %q,%v; want %q,%v", got, done, tt.want, tt.done)
+		}
+	}
+}
+
+// fakeDeployment builds a Deployment with an init-migrate container, its
+// ReplicaSet (revision 2) and pods, as the API would hold them.
+func fakeDeployment(podInit []corev1.ContainerStatus) []runtime.Object {
+	three := int32(3)
+	labels := map[string]string{"app": "myapp"}
+	tmpl := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "init-migrate", Image: "myapp-migrate:v2"}},
+			Containers:     []corev1.Container{{Name: "app", Image: "myapp:v2"}},
+		},
+	}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "myapp", Namespace: "prod", UID: "d-uid", Generation: 2,
+			Annotations: map[string]string{revisionAnnotation: "2"}},
+		Spec:   appsv1.DeploymentSpec{Replicas: &three, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl},
+		Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3, ReadyReplicas: 3},
+	}
+	isController := true
+	rsTmpl := tmpl.DeepCopy()
+	rsTmpl.Labels = map[string]string{"app": "myapp", appsv1.DefaultDeploymentUniqueLabelKey: "abc"}
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "myapp-abc", Namespace: "prod", UID: "rs-uid", Labels: rsTmpl.Labels,
+			Annotations:     map[string]string{revisionAnnotation: "2"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "myapp", UID: "d-uid", Controller: &isController}}},
+		Spec: appsv1.ReplicaSetSpec{Template: *rsTmpl},
+	}
+	objs := []runtime.Object{d, rs}
+	base := time.Now().Add(-time.Minute)
+	for i, name := range []string{"myapp-abc-1", "myapp-abc-2", "myapp-abc-3"} {
+		objs = append(objs, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "prod", Labels: rsTmpl.Labels,
+				CreationTimestamp: metav1.NewTime(base.Add(time.Duration(i) * time.Second)),
+				OwnerReferences:   []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "myapp-abc", UID: types.UID("rs-uid"), Controller: &isController}}},
+			Status: corev1.PodStatus{
+				Conditions:            []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+				InitContainerStatuses: podInit,
+			},
+		})
+	}
+	return objs
+}
+
+func TestMigrationLog(t *testing.T) {
+	done := []corev1.ContainerStatus{{Name: "init-migrate", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}}
+	var long strings.Builder
+	for i := range 30 {
+		long.WriteString("migration line " + string(rune('a'+i%26)) + "\n")
+	}
+	tests := []struct {
+		name     string
+		init     []corev1.ContainerStatus
+		logs     string
+		logErr   error
+		want     string
+		wantRead bool
+		wantWarn bool
+	}{
+		{"reads the newest pod's init-migrate log", done, "V3__add_column.sql applied\nSuccessfully applied 1 migration\n",
+			nil, "V3__add_column.sql applied\nSuccessfully applied 1 migration", true, false},
+		{"keeps the last 20 lines", done, long.String(), nil, lastLines(long.String(), 20), true, false},
+		{"init container never ran: no read", nil, "x", nil, "", false, false},
+		{"unreadable log: empty, warned", done, "", errors.New("pods/log is forbidden"), "", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := fake.NewClientset(fakeDeployment(tt.init)...)
+			var gotContainer string
+			var gotLines int64
+			cs.PrependReactor("get", "pods", func(action k8stesting.Action) (bool, runtime.Object, error) {
+				ga, ok := action.(k8stesting.GenericAction)
+				if !ok || action.GetSubresource() != "log" {
+					return false, nil, nil
+				}
+				opts := ga.GetValue().(*corev1.PodLogOptions)
+				gotContainer, gotLines = opts.Container, *opts.TailLines
+				if tt.logErr != nil {
+					return true, nil, tt.logErr
+				}
+				return true, &runtime.Unknown{Raw: []byte(tt.logs)}, nil
+			})
+			var logBuf bytes.Buffer
+			a := NewWithClient(cs, Config{Namespace: "prod", Deployment: "myapp"}, slog.New(slog.NewTextHandler(&logBuf, nil)))
+			snap, err := a.Snapshot(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if snap.MigrationLog != tt.want {
+				t.Errorf("MigrationLog = %q, want %q", snap.MigrationLog, tt.want)
+			}
+			if !tt.wantRead && gotContainer != "" {
+				t.Errorf("read a log of %q although no init-migrate ran", gotContainer)
+			}
+			if tt.wantRead && (gotContainer != "init-migrate" || gotLines != 20) {
+				t.Errorf("read container %q tail %d, want init-migrate tail 20", gotContainer, gotLines)
+			}
+			if strings.Contains(logBuf.String(), "read migration log") != tt.wantWarn {
+				t.Errorf("warning logged = %v, want %v: %s", !tt.wantWarn, tt.wantWarn, logBuf.String())
+			}
+			if snap.Current.ID != "2" || snap.Current.Artifact != "myapp:v2" || snap.Health.Ready != 3 {
+				t.Errorf("snapshot = %+v", snap)
+			}
+		})
+	}
+}
