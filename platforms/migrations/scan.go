@@ -287,7 +287,7 @@ func scanDjango(src string) djangoScan {
 			if sqlArg == "" && len(pos) > 0 {
 				sqlArg = pos[0]
 			}
-			for _, f := range ScanSQL(strings.Join(pyStrings(sqlArg), "\n")) {
+			for _, f := range ScanSQL(strings.Join(pyStrings(sqlArg), ";\n")) {
 				s.destructive = append(s.destructive, "RunSQL "+f)
 			}
 			rev, hasRev := kw["reverse_sql"]
@@ -297,7 +297,7 @@ func scanDjango(src string) djangoScan {
 			if !hasRev || strings.TrimSpace(rev) == "None" {
 				s.irreversible = append(s.irreversible, "RunSQL without reverse_sql")
 			} else {
-				for _, f := range ScanSQL(strings.Join(pyStrings(rev), "\n")) {
+				for _, f := range ScanSQL(strings.Join(pyStrings(rev), ";\n")) {
 					s.downLoses = append(s.downLoses, "reverse_sql "+f)
 				}
 			}
@@ -456,7 +456,7 @@ type railsScan struct {
 var (
 	rbDefRe        = regexp.MustCompile(`(?m)^\s*def\s+(up|down|change)\b`)
 	rbDestructRe   = regexp.MustCompile(`(?m)^\s*(remove_column|remove_columns|drop_table|drop_join_table|remove_reference|remove_belongs_to|remove_timestamps|t\.remove|t\.remove_references)\b[ (]*([^\n]*)`)
-	rbDataRe       = regexp.MustCompile(`\b[A-Z]\w*(?:\.\w+)*\.(delete_all|destroy_all|update_all)\b[^\n]*`)
+	rbDataRe       = regexp.MustCompile(`\b[A-Z]\w*(?:\.\w+(?:\([^)\n]*\))?)*\.(delete_all|destroy_all|update_all)\b[^\n]*`)
 	rbExecRe       = regexp.MustCompile(`(?m)\bexecute\s*\(?\s*(<<[~-]?['"]?(\w+)['"]?|"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')`)
 	rbAddRe        = regexp.MustCompile(`(?m)^\s*(add_column|create_table|add_reference|create_join_table)\b[ (]*([^\n]*)`)
 	rbIrreversible = regexp.MustCompile(`ActiveRecord::IrreversibleMigration`)
