@@ -79,5 +79,11 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-func txt(s string) *slack.TextBlockObject { return slack.NewTextBlockObject(slack.PlainTextType, s, false, false) }
-func md(s string) *slack.TextBlockObject  { return slack.NewTextBlockObject(slack.MarkdownType, s, false, false) }
+// txt is a plain_text object with emoji on (Slack shows :codes: literally
+// in plain_text with "emoji": false).
+func txt(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, s, true, false)
+}
+func md(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.MarkdownType, s, false, false)
+}
