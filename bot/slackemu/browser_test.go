@@ -310,9 +310,68 @@ func TestBrowser(t *testing.T) {
 		chromedp.Poll[chromedp.Void](`document.querySelector("#messages").innerText.includes("watching the dashboards")`),
 	)
 	screenshot(t, ctx, "slackemu-screenshot.png")
+
+	// The other Block Kit pieces, in #general, as dana.
+	postGallery(t, s)
+	step(t, ctx, "open #general as dana",
+		chromedp.Navigate(s.PageURL()+"?as="+UserDana+"&channel="+ChannelGeneral),
+		chromedp.WaitVisible(chromedp.CSS(".sk-rich")),
+	)
+	gallery := evalString(t, ctx, `document.querySelector("#messages").innerText`)
+	for _, want := range []string{"Database restore plan", "drain writes", "412.5", "🚀", "1 reply", "Only visible to you", "Scheduled for"} {
+		if !strings.Contains(gallery+evalString(t, ctx, `document.querySelector("#scheduled").innerText`), want) {
+			t.Errorf("#general lacks %q:\n%s", want, gallery)
+		}
+	}
+	screenshot(t, ctx, "slackemu-blocks.png")
 	bot.mu.Lock()
 	defer bot.mu.Unlock()
 	if len(bot.errs) > 0 {
 		t.Errorf("bot errors: %v", bot.errs)
+	}
+}
+
+// postGallery posts rich_text, a table with numbers, a quote, a thread, a
+// reaction, an ephemeral message and a scheduled one in #general.
+func postGallery(t *testing.T, s *Server) {
+	t.Helper()
+	api := apiClient(s, BotToken)
+	ctx := ctxFor(t, 10*time.Second)
+	rich := slack.NewRichTextBlock("",
+		slack.NewRichTextSection(
+			slack.NewRichTextSectionEmojiElement("rocket", 0, nil),
+			slack.NewRichTextSectionTextElement(" Database restore plan for ", nil),
+			slack.NewRichTextSectionTextElement("orders-db", &slack.RichTextSectionTextStyle{Code: true}),
+			slack.NewRichTextSectionTextElement(", owner ", nil),
+			slack.NewRichTextSectionUserElement(UserDana, nil),
+		),
+		slack.NewRichTextList(slack.RTEListOrdered, 0,
+			slack.NewRichTextSection(slack.NewRichTextSectionTextElement("drain writes", &slack.RichTextSectionTextStyle{Bold: true})),
+			slack.NewRichTextSection(slack.NewRichTextSectionTextElement("restore the 14:00 snapshot", nil)),
+			slack.NewRichTextSection(slack.NewRichTextSectionTextElement("compare row counts", nil)),
+		),
+		&slack.RichTextQuote{Type: slack.RTEQuote, Elements: []slack.RichTextSectionElement{slack.NewRichTextSectionTextElement("Restores take about 20 minutes for 50 GB.", &slack.RichTextSectionTextStyle{Italic: true})}},
+	)
+	tbl := slack.NewTableBlock("")
+	tbl.AddRow(slack.NewTableRawTextCell("Check"), slack.NewTableRawTextCell("Before"), slack.NewTableRawTextCell("After"))
+	tbl.AddRow(slack.NewTableRawTextCell("p95 latency (ms)"), slack.NewTableRawNumberCell(412.5), slack.NewTableRawNumberCell(88))
+	tbl.AddRow(slack.NewTableRawTextCell("error ratio"), slack.NewTableRawNumberCell(0.31), slack.NewTableRawNumberCell(0.002))
+	_, ts, err := api.PostMessageContext(ctx, ChannelGeneral, slack.MsgOptionText("restore plan", false), slack.MsgOptionBlocks(rich, tbl,
+		slack.NewContextBlock("", md(":information_source: Posted by rollbot for <@"+UserDana+"> and <@"+UserErin+">"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := api.PostMessageContext(ctx, ChannelGeneral, slack.MsgOptionTS(ts), slack.MsgOptionText(":white_check_mark: Snapshot found: `orders-db-2024-05-01T14:00`", false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.AddReactionContext(ctx, "eyes", slack.NewRefToMessage(ChannelGeneral, ts)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.PostEphemeralContext(ctx, ChannelGeneral, UserDana, slack.MsgOptionText("You are the DBA on duty: approve the restore in #incident-rollbacks.", false)); err != nil {
+		t.Fatal(err)
+	}
+	at := fmt.Sprint(time.Now().Add(30 * time.Minute).Unix())
+	if _, _, err := api.ScheduleMessageContext(ctx, ChannelGeneral, at, slack.MsgOptionText("Reminder: re-check orders-db replication lag", false)); err != nil {
+		t.Fatal(err)
 	}
 }
