@@ -25,8 +25,8 @@ const (
 // Binaries are the programs the testbed runs.
 var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
 
-// repoRoot is the rollbot checkout this file belongs to.
-func repoRoot() (string, error) {
+// RepoRoot is the rollbot checkout this package was built from.
+func RepoRoot() (string, error) {
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
 		return "", errors.New("kubetest: cannot locate its source file")
@@ -42,7 +42,7 @@ func repoRoot() (string, error) {
 // modules' go.sum files and the kwok version, first 16 hex digits — the same
 // as .ci/setup.d/k8s.sh computes.
 func ToolsHash() (string, error) {
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -114,7 +114,7 @@ func BinDir(logf func(format string, args ...any)) (string, error) {
 }
 
 func build(hash string, logf func(format string, args ...any)) (string, error) {
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}

@@ -260,19 +260,30 @@ func (c *Cluster) KubeconfigFor(t testing.TB, ns, roleYAMLPath string) string {
 // tests can check it never leaks).
 func (c *Cluster) KubeconfigForRules(t testing.TB, ns, role string, rules []rbacv1.PolicyRule) (path, token string) {
 	t.Helper()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
+	defer cancel()
+	path, token, err := c.ServiceAccountKubeconfig(ctx, ns, role, rules, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, token
+}
+
+// ServiceAccountKubeconfig is KubeconfigForRules for code without a
+// testing.TB (cmd/k8s-testbed): the kubeconfig is written into dir.
+func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, ns, role string, rules []rbacv1.PolicyRule, dir string) (path, token string, err error) {
 	cs := c.AdminClient
 	r := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: ns}, Rules: rules}
 	if _, err := cs.RbacV1().Roles(ns).Create(ctx, r, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
 		if _, err := cs.RbacV1().Roles(ns).Update(ctx, r, metav1.UpdateOptions{}); err != nil {
-			t.Fatalf("update role %s/%s: %v", ns, role, err)
+			return "", "", fmt.Errorf("update role %s/%s: %w", ns, role, err)
 		}
 	} else if err != nil {
-		t.Fatalf("create role %s/%s: %v", ns, role, err)
+		return "", "", fmt.Errorf("create role %s/%s: %w", ns, role, err)
 	}
 	sa := "sa-" + role + "-" + randSuffix()
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create service account: %v", err)
+		return "", "", fmt.Errorf("create service account %s/%s: %w", ns, sa, err)
 	}
 	rb := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: sa},
@@ -280,16 +291,16 @@ func (c *Cluster) KubeconfigForRules(t testing.TB, ns, role string, rules []rbac
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
 	}
 	if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create role binding: %v", err)
+		return "", "", fmt.Errorf("create role binding %s/%s: %w", ns, sa, err)
 	}
-	hour := int64(3600)
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &hour}}, metav1.CreateOptions{})
+	day := int64(24 * 3600)
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &day}}, metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("request token for %s/%s: %v", ns, sa, err)
+		return "", "", fmt.Errorf("request token for %s/%s: %w", ns, sa, err)
 	}
-	path = filepath.Join(t.TempDir(), sa+".kubeconfig")
+	path = filepath.Join(dir, sa+".kubeconfig")
 	if err := writeKubeconfig(path, c.Server, c.CAFile, sa, tr.Status.Token); err != nil {
-		t.Fatal(err)
+		return "", "", err
 	}
 	// The authorizer works from an informer cache: wait until it allows
 	// the first verb of every rule to the new ServiceAccount.
@@ -304,7 +315,7 @@ func (c *Cluster) KubeconfigForRules(t testing.TB, ns, role string, rules []rbac
 		}
 		res, sub, _ := strings.Cut(rule.Resources[0], "/")
 		attrs := &authorizationv1.ResourceAttributes{Namespace: ns, Verb: rule.Verbs[0], Group: group, Resource: res, Subresource: sub}
-		Poll(t, fmt.Sprintf("RBAC to allow %s %s to %s", attrs.Verb, rule.Resources[0], user), func(ctx context.Context) (bool, error) {
+		err := c.poll(ctx, fmt.Sprintf("RBAC to allow %s %s to %s", attrs.Verb, rule.Resources[0], user), func() (bool, error) {
 			r, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
 				Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: attrs},
 			}, metav1.CreateOptions{})
@@ -313,6 +324,9 @@ func (c *Cluster) KubeconfigForRules(t testing.TB, ns, role string, rules []rbac
 			}
 			return r.Status.Allowed, nil
 		})
+		if err != nil {
+			return "", "", err
+		}
 	}
-	return path, tr.Status.Token
+	return path, tr.Status.Token, nil
 }
