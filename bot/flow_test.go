@@ -438,3 +438,33 @@ func TestFlowTimelineAndMarkdown(t *testing.T) {
 		t.Fatalf("markdown export:\n%s", m.PlainText())
 	}
 }
+
+// brokenPlatform fails to read with an SDK-style error carrying a secret.
+type brokenPlatform struct{ *sim.Sim }
+
+const leaked = "postgres://rollbot:s3cr3t-pass@db.internal/prod"
+
+func (brokenPlatform) Snapshot(context.Context) (*platforms.Snapshot, error) {
+	return nil, errors.New("dial " + leaked + ": connection refused")
+}
+
+func TestFlowNeverPostsSecrets(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	svc.Platform = brokenPlatform{s}
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	m := h.waitFor("assessment", textHas("Could not read the platform"))
+	if !strings.Contains(m.PlainText(), "see the bot log, ref ") {
+		t.Errorf("the user is not pointed at the log:\n%s", m.PlainText())
+	}
+	for _, c := range h.emu.Calls() {
+		for k, v := range c.Params {
+			if strings.Contains(v, "s3cr3t") {
+				t.Fatalf("secret posted to Slack in %s param %s", c.Method, k)
+			}
+		}
+	}
+	if strings.Contains(h.logs.String(), slackemu.BotToken) || strings.Contains(h.logs.String(), slackemu.AppToken) {
+		t.Fatal("a Slack token reached the log")
+	}
+}

@@ -1,0 +1,14 @@
+# rollbot: a static binary in an empty image.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/rollbot .
+
+FROM scratch
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/
+COPY --from=build /out/rollbot /rollbot
+USER 65532:65532
+ENTRYPOINT ["/rollbot"]
+CMD ["serve", "--config", "/etc/rollbot/rollbot.yaml"]

@@ -1,0 +1,109 @@
+package bot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestExampleConfigIsValid(t *testing.T) {
+	c, err := LoadConfig("../deploy/rollbot.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("the shipped example config is invalid:\n%v", err)
+	}
+	if len(c.Services) != 3 || c.Services["myapp"].Kubernetes.Namespace != "prod" {
+		t.Fatalf("example config decoded wrong: %+v", c.Services["myapp"])
+	}
+}
+
+// Each broken config names the field that is wrong and what to do.
+func TestConfigErrorsNameTheField(t *testing.T) {
+	base := `
+incident_channels: [C0INCIDENT]
+services:
+  myapp:
+    platform: simulated
+    simulated: {versions: [{artifact: "app:v1"}]}
+    approvers: {groups: [S0ONCALL]}
+`
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown field with its line", base + "    treshold: {}\n", "line 8: field treshold not found"},
+		{"no channels", strings.Replace(base, "incident_channels: [C0INCIDENT]", "", 1), "incident_channels: at least one"},
+		{"bad platform", strings.Replace(base, "platform: simulated", "platform: nomad", 1), `services.myapp.platform: "nomad" is not one of`},
+		{"section for another platform", base + "    swarm: {service: web}\n", `services.myapp.swarm: set, but platform is "simulated"`},
+		{"missing section", strings.Replace(base, `    simulated: {versions: [{artifact: "app:v1"}]}`+"\n", "", 1), "services.myapp.simulated: required for platform simulated"},
+		{"bad approver id", strings.Replace(base, "S0ONCALL", "oncall", 1), `services.myapp.approvers.groups[0]: "oncall" is not a Slack user group id`},
+		{"no approvers", strings.Replace(base, "approvers: {groups: [S0ONCALL]}", "approvers: {}", 1), "services.myapp.approvers: list the users or user groups"},
+		{"threshold out of range", base + "    thresholds: {error_rate: 5}\n", "services.myapp.thresholds.error_rate: a ratio between 0 and 1"},
+		{"postmortem too late", base + "postmortem_after: 48h\n", "postmortem_after: at most 24h"},
+		{"adapter field", base + "    metrics: {prometheus: {url: 'ftp://x'}}\n", "services.myapp.metrics.prometheus.url: scheme must be http or https"},
+		{"bad service name", strings.Replace(base, "  myapp:", "  My_App:", 1), "services.My_App: service names are lowercase"},
+		{"health url with credentials", base + "    health_urls: ['http://u:p@x/health']\n", "services.myapp.health_urls[0]: must not contain credentials"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(tt.yaml))
+			if err == nil {
+				err = c.Validate()
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v\nwant it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestEnvValidateNeverShowsSecrets(t *testing.T) {
+	secret := "xoxp-user-token-that-must-not-show"
+	err := Env{BotToken: secret, AppToken: "xapp-1", APIURL: "https://slack.com/api", RedisURL: "redis://:hunter2hunter2@r:6379"}.Validate()
+	if err == nil {
+		t.Fatal("a user token and a URL without / were accepted")
+	}
+	for _, want := range []string{"SLACK_BOT_TOKEN: must be a bot token starting with xoxb-", "SLACK_API_URL: must end with /"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("a secret leaked into the error: %v", err)
+	}
+}
+
+// The logger's redaction is the last line of defence: whatever carries a
+// token (an error, a message, a group) is scrubbed.
+func TestRedactHandler(t *testing.T) {
+	var buf bytes.Buffer
+	tok := "xoxb-1234567890-secret"
+	log := slog.New(NewRedactHandler(slog.NewJSONHandler(&buf, nil), tok, "hunter2hunter2"))
+	log.With("k", "with "+tok).Error("call failed with "+tok, "err", errors.New("post: token="+tok), slog.Group("g", "dsn", "postgres://u:hunter2hunter2@db/x"))
+	out := buf.String()
+	if strings.Contains(out, tok) || strings.Contains(out, "hunter2hunter2") {
+		t.Fatalf("secret in log: %s", out)
+	}
+	if strings.Count(out, "[REDACTED]") != 4 {
+		t.Fatalf("expected 4 redactions: %s", out)
+	}
+}
+
+func TestServeRejectsBadEnvWithoutLeaking(t *testing.T) {
+	c, err := LoadConfig("../deploy/rollbot.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	err = Serve(context.Background(), c, Env{BotToken: "xoxb-secret-secret", AppToken: "bad", APIURL: DefaultSlackAPIURL}, slog.New(slog.NewTextHandler(&buf, nil)))
+	if err == nil || !strings.Contains(err.Error(), "SLACK_APP_TOKEN: must be an app-level token") || !strings.Contains(err.Error(), "REDIS_URL: required") {
+		t.Fatalf("Serve error = %v", err)
+	}
+	if strings.Contains(err.Error()+buf.String(), "xoxb-secret-secret") {
+		t.Fatal("token leaked")
+	}
+}
