@@ -667,3 +667,27 @@ func TestSnapshotUnready(t *testing.T) {
 func slogTo(w *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// The init-migrate container's log is read through the API server's
+// pods/log (kwok serves Cluster.ContainerLog as every container's log).
+func TestSnapshotMigrationLog(t *testing.T) {
+	e := newEnv(t, v1, 2, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.InitContainers = []corev1.Container{{Name: "init-migrate", Image: "registry.local/myapp-migrate:v1"}}
+	})
+	var lines []string
+	for i := range 25 {
+		lines = append(lines, fmt.Sprintf("Migrating schema `app` to version %d", i+1))
+	}
+	lines = append(lines, "Successfully applied 26 migrations to schema `app`")
+	if err := e.c.SetContainerLog(lines...); err != nil {
+		t.Fatal(err)
+	}
+	snap := e.snapshot(t)
+	want := strings.Join(lines[len(lines)-20:], "\n")
+	if snap.MigrationLog != want {
+		t.Errorf("MigrationLog =\n%s\nwant the last 20 lines:\n%s\nadapter log:\n%s", snap.MigrationLog, want, e.logs.String())
+	}
+	if strings.Contains(e.logs.String(), "read migration log") {
+		t.Errorf("warning although the log was readable:\n%s", e.logs.String())
+	}
+}

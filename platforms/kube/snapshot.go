@@ -201,9 +201,11 @@ func oldestPod(pods []corev1.Pod, owner types.UID) (time.Time, bool) {
 }
 
 // logReader reads a container's log. The real one goes through the API
-// server's pods/log subresource (which the kubelet serves); kwok, which
-// stands in for kubelets in the tests, serves no logs, so this reader is
-// unit-tested with client-go's fake clientset (see snapshot_test.go).
+// server's pods/log subresource, which the node's kubelet serves. In the
+// tests kwok plays the kubelet and serves one configured file as every
+// container's log (TestSnapshotMigrationLog); the choice of pod and
+// container, the tail and the error path are unit-tested with client-go's
+// fake clientset (TestMigrationLog).
 type logReader interface {
 	tail(ctx context.Context, pod, container string, lines int64) (string, error)
 }

@@ -1,10 +1,11 @@
 package kube
 
-// Unit tests on client-go's fake clientset, for what the control plane in
-// the tests cannot do: kwok serves no container logs, so the migration log
-// reader (logReader / podLogs over the pods/log subresource) is tested here.
-// Everything that rolls pods is tested on the real control plane
-// (kube_test.go).
+// Unit tests: config validation, pure helpers, and the migration log
+// reader on client-go's fake clientset (kwok serves the same log file for
+// every container, so which pod and container are read, the tail length
+// and the unreadable-log path are checked here; the real pods/log path is
+// TestSnapshotMigrationLog). Everything that rolls pods is tested on the
+// real control plane (kube_test.go).
 
 import (
 	"bytes"

@@ -2,9 +2,9 @@ package kubetest
 
 import (
 	"bytes"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -27,15 +27,28 @@ var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "ku
 
 // RepoRoot is the rollbot checkout this package was built from.
 func RepoRoot() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("kubetest: cannot locate its source file")
+	isRoot := func(dir string) bool {
+		_, err := os.Stat(filepath.Join(dir, ".ci", "k8s-tools", "go.sum"))
+		return err == nil
 	}
-	root := filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
-	if _, err := os.Stat(filepath.Join(root, ".ci", "k8s-tools", "go.sum")); err != nil {
-		return "", fmt.Errorf("kubetest: %s is not the rollbot repository (no .ci/k8s-tools/go.sum): %w", root, err)
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		if root := filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", "..")); isRoot(root) {
+			return root, nil
+		}
 	}
-	return root, nil
+	// Built with -trimpath, or moved: look upwards from the working directory.
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("kubetest: %w", err)
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if isRoot(d) {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("kubetest: cannot find the rollbot repository (.ci/k8s-tools/go.sum) from %s: run from inside the checkout or set ROLLBOT_K8S_BIN", dir)
+		}
+	}
 }
 
 // ToolsHash identifies a build of the binaries: sha256 over the tools

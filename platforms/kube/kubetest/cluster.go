@@ -7,8 +7,11 @@
 // SIGKILL) by Stop.
 //
 // kwok runs the Stages in kwok-stages.yaml: pods become Ready at once,
-// except those with an image tagged ":broken" (crash-loop: never Ready,
-// restarts counting up) or ":unready" (Running, never Ready).
+// except those whose image tag is "broken" or ends in "-broken" (crash-loop:
+// never Ready, restarts counting up) or "unready"/"-unready" (Running,
+// never Ready). kwok also
+// serves container logs (kubectl logs, pods/log): every container's log is
+// the file Cluster.ContainerLog (SetContainerLog).
 //
 // Start one cluster per test package from TestMain (StartCluster) or per
 // test (Start); it takes a few seconds once the binaries exist (BinDir).
@@ -17,20 +20,26 @@ package kubetest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	_ "embed"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -64,6 +73,9 @@ type Cluster struct {
 	AdminKubeconfig string
 	AdminConfig     *rest.Config
 	AdminClient     kubernetes.Interface
+	// ContainerLog is the file kwok serves as every container's log; see
+	// SetContainerLog.
+	ContainerLog string
 
 	mu    sync.Mutex
 	procs []*proc
@@ -140,7 +152,7 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -172,6 +184,9 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--endpoint-reconciler-type=none", "--profiling=false",
 		"--disable-admission-plugins=TaintNodesByCondition",
+		// Container logs come from kwok's server at the node's InternalIP
+		// (its Hostname does not resolve).
+		"--kubelet-preferred-address-types=InternalIP",
 	); err != nil {
 		return nil, err
 	}
@@ -193,9 +208,10 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 
 	kwokConfig := filepath.Join(dir, "kwok.yaml")
-	if err := os.WriteFile(kwokConfig, kwokStages, 0o600); err != nil {
+	if err := c.writeKwokConfig(kwokConfig); err != nil {
 		return nil, err
 	}
+	kwokAddr := "127.0.0.1:" + strconv.Itoa(ports[3])
 	for _, p := range []struct {
 		name string
 		args []string
@@ -206,7 +222,8 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		{"kube-scheduler", []string{"--kubeconfig=" + c.AdminKubeconfig, "--leader-elect=false", "--secure-port=0"}},
 		{"kwok", []string{"--kubeconfig=" + c.AdminKubeconfig, "--config=" + kwokConfig,
 			"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-			"--node-ip=127.0.0.1"}},
+			"--node-ip=127.0.0.1", "--node-port=" + strconv.Itoa(ports[3]), "--server-address=" + kwokAddr,
+			"--tls-cert-file=" + filepath.Join(dir, "kwok.crt"), "--tls-private-key-file=" + filepath.Join(dir, "kwok.key")}},
 	} {
 		if _, err := c.run(bin, p.name, p.args...); err != nil {
 			return nil, err
@@ -246,6 +263,71 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	logf("kubetest: control plane %s ready in %s (%s)", K8sVersion, time.Since(start).Round(time.Millisecond), dir)
 	return c, nil
+}
+
+// writeKwokConfig writes kwok's Stages and a ClusterLogs that serves
+// ContainerLog as the log of every container, plus the TLS key pair of
+// kwok's kubelet server (the API server does not verify it: it has no
+// --kubelet-certificate-authority).
+func (c *Cluster) writeKwokConfig(path string) error {
+	c.ContainerLog = filepath.Join(c.Dir, "container.log")
+	if err := c.SetContainerLog(); err != nil {
+		return err
+	}
+	logs := fmt.Sprintf(`
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata:
+  name: rollbot-all-containers
+spec:
+  logs:
+  - logsFile: %q
+`, c.ContainerLog)
+	if err := os.WriteFile(path, append(slices.Clone(kwokStages), logs...), 0o600); err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: NodeName},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.Dir, "kwok.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(c.Dir, "kwok.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+}
+
+// SetContainerLog replaces what kwok serves as every container's log
+// (kubectl logs, the pods/log subresource) with lines.
+func (c *Cluster) SetContainerLog(lines ...string) error {
+	var b strings.Builder
+	now := time.Now().UTC()
+	for _, l := range lines {
+		// CRI log format: time stream tag message.
+		fmt.Fprintf(&b, "%s stdout F %s\n", now.Format(time.RFC3339Nano), l)
+	}
+	tmp := c.ContainerLog + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.ContainerLog)
 }
 
 // writeCredentials writes the service-account signing key pair and the
