@@ -76,8 +76,8 @@ func columnExists(t *testing.T, db *testDB, table, column string) bool {
 		schema = "DATABASE()"
 	}
 	var n int
-	err := db.owner.QueryRow(`SELECT count(*) FROM information_schema.columns WHERE table_schema = `+schema+
-		` AND table_name = '`+table+`' AND column_name = '`+column+`'`).Scan(&n)
+	err := db.owner.QueryRow(`SELECT count(*) FROM information_schema.columns WHERE table_schema = ` + schema +
+		` AND table_name = '` + table + `' AND column_name = '` + column + `'`).Scan(&n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func Open(ctx context.Context, cfg Config) (*sql.DB, error) {
 	db, err := openDSN(ctx, cfg.Driver, dsn)
 	if err != nil {
 		return nil, platforms.Userf(fmt.Errorf("open %s database (dsn from $%s): %w", cfg.Driver, cfg.DSNEnv, err),
-			"cannot read the migration table: the %s database (DSN in $%s) did not answer", cfg.Driver, cfg.DSNEnv)
+			"cannot connect to the %s database with the DSN in $%s: check that DSN and that the database is reachable from the bot", cfg.Driver, cfg.DSNEnv)
 	}
 	return db, nil
 }
