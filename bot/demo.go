@@ -148,7 +148,7 @@ func (d *demoDB) DownPlan(r handlers.MigrationReport) string {
 	return "run `flyway undo` (U42) as a Kubernetes Job with the bad release's image, then check flyway_schema_history (simulated)"
 }
 
-func (d *demoDB) RollBack(ctx context.Context, r handlers.MigrationReport, bad platforms.Revision, out io.Writer) (string, error) {
+func (d *demoDB) RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
 	for _, l := range []string{
 		"Flyway Community Edition (simulated)",
 		"Database: jdbc:postgresql://payments-db/payments (PostgreSQL 15)",

@@ -9,6 +9,8 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/bluegreen"
 	"rollbot/platforms/kube"
+	"rollbot/platforms/migrations"
+	"rollbot/platforms/rds"
 	"rollbot/platforms/prom"
 	"rollbot/platforms/scrape"
 	"rollbot/platforms/sim"
@@ -58,12 +60,20 @@ func (m MetricsConfig) validate(p string, add func(string, error)) []error {
 
 // DatabaseSettings is services.<name>.database.
 type DatabaseSettings struct {
+	// The migration check (read-only) and the reversible down command.
+	migrations.Config `yaml:",inline"`
+	// Restore is the destructive path: an RDS snapshot or point-in-time restore.
+	Restore              *rds.Config     `yaml:"restore"`
 	Approvers            handlers.Access `yaml:"approvers"`
 	DestructiveApprovals int             `yaml:"destructive_approvals"`
 }
 
 func (d DatabaseSettings) validate(p string, add func(string, error)) []error {
 	var errs []error
+	add(p, d.Config.Validate())
+	if d.Restore != nil {
+		add(p+".restore", d.Restore.Validate())
+	}
 	if d.Approvers.Empty() {
 		errs = append(errs, fmt.Errorf("%s.approvers: list the DB approvers (users or groups)", p))
 	}
@@ -126,6 +136,16 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, log *slog.
 	if sc.Database != nil {
 		svc.DBApprovers = sc.Database.Approvers
 		svc.DestructiveApprovals = sc.Database.DestructiveApprovals
+		db := &database{down: sc.Database.Down}
+		if db.mig, err = migrations.New(ctx, sc.Database.Config, log.With("op", "database")); err != nil {
+			return nil, fmt.Errorf("database: %w", err)
+		}
+		if sc.Database.Restore != nil {
+			if db.restore, err = rds.New(ctx, *sc.Database.Restore, log.With("op", "restore")); err != nil {
+				return nil, fmt.Errorf("database.restore: %w", err)
+			}
+		}
+		svc.Database = db
 	}
 	return svc, nil
 }

@@ -181,6 +181,9 @@ func splitArgs(s string) ([]string, error) {
 	)
 	closing := map[rune]rune{'"': '"', '\'': '\'', '“': '”', '‘': '’', '”': '”'}
 	for _, r := range s {
+		if unicode.IsControl(r) && !unicode.IsSpace(r) || r == '\r' {
+			return nil, parseErrorf("the command contains a control character")
+		}
 		switch {
 		case quote != 0:
 			if r == closing[quote] || (quote == '“' && r == '"') {
@@ -197,8 +200,6 @@ func splitArgs(s string) ([]string, error) {
 				cur.Reset()
 				inArg = false
 			}
-		case unicode.IsControl(r):
-			return nil, parseErrorf("the command contains a control character")
 		default:
 			cur.WriteRune(r)
 			inArg = true

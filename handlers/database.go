@@ -170,12 +170,7 @@ func (e *Engine) runDB(ctx context.Context, in *state.Incident, svc *Service, ap
 		result, err = svc.Database.Restore(ctx, in.DeployedAt, func(s string) { out.Write([]byte(s + "\n")) })
 	default:
 		e.record(ctx, in.ID, "rollbot", dbStep, "running the down migration: "+in.DBPlan)
-		rep, derr := svc.Database.Detect(ctx, in.DeployedAt)
-		if derr != nil {
-			err = derr
-			break
-		}
-		result, err = svc.Database.RollBack(ctx, rep, in.Bad, out)
+		result, err = svc.Database.RollBack(ctx, in.DeployedAt, in.Bad, out)
 	}
 	if err != nil {
 		msg := e.userText(err, "database rollback", "incident", in.ID)

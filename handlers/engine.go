@@ -98,9 +98,10 @@ type Database interface {
 	Detect(ctx context.Context, since time.Time) (MigrationReport, error)
 	// DownPlan describes the reversible rollback command, for the approval message.
 	DownPlan(r MigrationReport) string
-	// RollBack runs the reversible down migration(s), streaming output to
-	// out, and checks the migration table afterwards.
-	RollBack(ctx context.Context, r MigrationReport, bad platforms.Revision, out io.Writer) (string, error)
+	// RollBack runs the reversible down migration(s) applied since the
+	// deploy started, streaming output to out, and checks the migration
+	// table afterwards. bad is the release whose image carries them.
+	RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error)
 	// RestorePlan describes the snapshot / point-in-time restore.
 	RestorePlan(before time.Time) string
 	// Restore restores the database to before the deploy (a new instance)

@@ -1,0 +1,167 @@
+package bot
+
+import (
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"rollbot/bot/slackemu"
+	"rollbot/handlers"
+	"rollbot/platforms"
+	"rollbot/state"
+)
+
+// recordingDB is a database whose down migration and restore are recorded;
+// the real ones are proven in platforms/migrations and platforms/rds. Here
+// the subject is the gate and the approvals.
+type recordingDB struct {
+	destructive bool
+	mu          sync.Mutex
+	downs       int
+	restores    int
+}
+
+func (d *recordingDB) Detect(ctx context.Context, since time.Time) (handlers.MigrationReport, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := handlers.MigrationReport{Tool: "golang-migrate", Source: "schema_migrations"}
+	if d.downs == 0 && d.restores == 0 {
+		r.Ran = []handlers.Migration{{ID: "20261125090000", Description: "drop_legacy_email", Reversible: !d.destructive, Destructive: d.destructive, Why: "DROP COLUMN email"}}
+	}
+	return r, nil
+}
+
+func (d *recordingDB) DownPlan(handlers.MigrationReport) string { return "run `migrate down 1`" }
+
+func (d *recordingDB) RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
+	d.mu.Lock()
+	d.downs++
+	d.mu.Unlock()
+	io.WriteString(out, "20261125090000/d drop_legacy_email (3.1ms)\n")
+	return "schema back at 20261124000000", nil
+}
+
+func (d *recordingDB) RestorePlan(before time.Time) string { return "restore the newest snapshot before the deploy" }
+
+func (d *recordingDB) Restore(ctx context.Context, before time.Time, progress func(string)) (string, error) {
+	d.mu.Lock()
+	d.restores++
+	d.mu.Unlock()
+	progress("restoring")
+	return "New RDS instance payments-rb is available", nil
+}
+
+func dbHarness(t *testing.T, destructive bool, eng handlers.Options) (*harness, *recordingDB, slackemu.Message) {
+	svc, _ := simService(t, "payments", time.Millisecond)
+	db := &recordingDB{destructive: destructive}
+	svc.Database, svc.DBApprovers = db, handlers.Access{Groups: []string{slackemu.GroupDBA}, Users: []string{slackemu.UserAlice}}
+	h := newHarness(t, []*handlers.Service{svc}, eng)
+	h.slash(slackemu.UserAlice, "payments")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	if !strings.Contains(a.PlainText(), "Decision gate: 1 migration(s) ran") {
+		t.Fatalf("the decision gate is not shown:\n%s", a.PlainText())
+	}
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", hasAction(handlers.ActDBApprove))
+	if !strings.Contains(m.PlainText(), handlers.DowntimeWarning) {
+		t.Fatalf("the runbook's downtime warning is missing:\n%s", m.PlainText())
+	}
+	return h, db, m
+}
+
+// approve clicks Approve as user, then types the service name in the modal.
+func (h *harness) approve(user string, dbMsg slackemu.Message, typed string) slackemu.ViewAck {
+	h.t.Helper()
+	h.click(user, dbMsg.TS, handlers.ActDBApprove)
+	v, err := h.emu.WaitForView(h.ctx(), func(v slackemu.View) bool { return v.User == user && v.Open && v.CallbackID == "db_approve_modal" })
+	if err != nil {
+		h.t.Fatalf("no approval modal for %s: %v\n%s", user, err, h.dump())
+	}
+	ack, err := h.emu.SubmitView(h.ctx(), user, v.ID, map[string]map[string]string{"confirm": {"service": typed}})
+	if err != nil {
+		h.t.Fatalf("submit: %v", err)
+	}
+	return ack
+}
+
+func TestDBGateReversibleRunsBeforeApp(t *testing.T) {
+	h, db, m := dbHarness(t, false, fastEngine())
+	// The requester may not approve the DB step, even though she is a DB approver.
+	h.click(slackemu.UserAlice, m.TS, handlers.ActDBApprove)
+	h.waitFor("requester refused", ephemeralFor(slackemu.UserAlice, "requester ≠ approver"))
+	// Not a DB approver.
+	h.click(slackemu.UserBob, m.TS, handlers.ActDBApprove)
+	h.waitFor("non-DBA refused", ephemeralFor(slackemu.UserBob, "DB approvers may approve"))
+	// The wrong name is an inline error in the modal.
+	if ack := h.approve(slackemu.UserDana, m, "paymets"); ack.Errors["confirm"] == "" {
+		t.Fatalf("a mistyped service name was accepted: %+v", ack)
+	}
+	if ack := h.approve(slackemu.UserDana, m, "payments"); len(ack.Errors) != 0 {
+		t.Fatalf("approval refused: %+v", ack)
+	}
+	h.waitFor("verified", textHas("Rollback verified"))
+	if db.downs != 1 {
+		t.Fatalf("down migrations run: %d, want 1", db.downs)
+	}
+	evs, _ := h.store.Timeline(context.Background(), "RB-1")
+	var order []string
+	for _, e := range evs {
+		if e.Step == "database" && strings.HasPrefix(e.Detail, "done") || e.Step == "rollback" && strings.HasPrefix(e.Detail, "rolling back") {
+			order = append(order, e.Step)
+		}
+	}
+	if strings.Join(order, ",") != "database,rollback" {
+		t.Fatalf("the app rollback did not wait for the database step: %v", order)
+	}
+}
+
+func TestDBDestructiveNeedsTwoApprovers(t *testing.T) {
+	h, db, m := dbHarness(t, true, fastEngine())
+	if !strings.Contains(m.PlainText(), "Needs 2 distinct DB approver(s)") {
+		t.Fatalf("the 2-of-N rule is not stated:\n%s", m.PlainText())
+	}
+	h.approve(slackemu.UserDana, m, "payments")
+	h.waitFor("1 of 2", textHas("Approved so far (1 of 2)"))
+	// The same approver twice does not count twice.
+	h.approve(slackemu.UserDana, m, "payments")
+	if db.restores != 0 {
+		t.Fatal("one approver (twice) started a destructive restore")
+	}
+	h.approve(slackemu.UserErin, m, "payments")
+	h.waitFor("verified", textHas("Rollback verified"))
+	if db.restores != 1 || db.downs != 0 {
+		t.Fatalf("restores=%d downs=%d, want 1 and 0", db.restores, db.downs)
+	}
+}
+
+func TestDBApprovalExpires(t *testing.T) {
+	eng := fastEngine()
+	eng.ApprovalTTL = 300 * time.Millisecond
+	h, db, m := dbHarness(t, true, eng)
+	h.approve(slackemu.UserDana, m, "payments")
+	h.waitFor("1 of 2", textHas("Approved so far (1 of 2)"))
+	time.Sleep(400 * time.Millisecond) // let dana's approval expire (the TTL is the subject)
+	h.approve(slackemu.UserErin, m, "payments")
+	h.waitFor("still 1 of 2", func(msg slackemu.Message) bool {
+		return msg.TS == m.TS && strings.Contains(msg.PlainText(), "Approved so far (1 of 2): <@"+slackemu.UserErin+">")
+	})
+	if db.restores != 0 {
+		t.Fatal("an expired approval counted")
+	}
+}
+
+func TestDBRefusalStopsEverything(t *testing.T) {
+	h, db, m := dbHarness(t, false, fastEngine())
+	h.click(slackemu.UserDana, m.TS, handlers.ActDBRefuse)
+	h.waitFor("refused", textHas("Refused by <@"+slackemu.UserDana+">"))
+	in, _ := h.store.Get(context.Background(), "RB-1")
+	if in.Status != state.Cancelled || db.downs != 0 {
+		t.Fatalf("after refusal: status %s, downs %d", in.Status, db.downs)
+	}
+	if l, _ := h.store.LockHolder(context.Background(), "payments"); l != nil {
+		t.Fatal("lock still held after refusal")
+	}
+}
