@@ -41,8 +41,8 @@ type Config struct {
 type ServiceConfig struct {
 	// Platform selects the adapter: kubernetes, swarm, compose, vm,
 	// bluegreen or simulated; its section of the same name configures it.
-	Platform  string      `yaml:"platform"`
-	Simulated *sim.Config `yaml:"simulated"`
+	Platform         string      `yaml:"platform"`
+	Simulated        *sim.Config `yaml:"simulated"`
 	PlatformSections `yaml:",inline"`
 
 	Approvers  handlers.Access   `yaml:"approvers"`
@@ -71,7 +71,7 @@ type WindowsConfig struct {
 
 // MetricsConfig picks the request-metrics source.
 type MetricsConfig struct {
-	Prometheus *prom.Config `yaml:"prometheus"`
+	Prometheus     *prom.Config `yaml:"prometheus"`
 	MetricsSources `yaml:",inline"`
 	// Simulated uses the simulated platform's own metrics (demo only).
 	Simulated bool `yaml:"simulated"`

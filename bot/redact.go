@@ -53,7 +53,9 @@ func (h *RedactHandler) attr(a slog.Attr) slog.Attr {
 	return a
 }
 
-func (h *RedactHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
+func (h *RedactHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l)
+}
 
 func (h *RedactHandler) Handle(ctx context.Context, r slog.Record) error {
 	nr := slog.NewRecord(r.Time, r.Level, h.redact(r.Message), r.PC)
