@@ -8,6 +8,7 @@
 # The hash must match platforms/kube/kubetest (toolsHash): sha256 over
 # .ci/k8s-tools/go.sum, .ci/etcd-tools/go.sum and "kwok $KWOK_VERSION\n",
 # first 16 hex digits. Prints only the bin directory on stdout.
+# kwok's Stages are not needed here: platforms/kube/kubetest embeds them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -36,15 +37,10 @@ if [ ! -d "$bin" ]; then
 		echo "k8s.sh: building $t $K8S_VERSION" >&2
 		(cd .ci/k8s-tools && go build -trimpath -ldflags="$ldflags" -o "$tmp/bin/$t" "k8s.io/kubernetes/cmd/$t")
 	done
-	# kwok refuses to start without Stages: keep its stock ones next to the binaries.
-	stage="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
-	mkdir -p "$tmp/stage"
-	for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
-		cp "$stage/$f" "$tmp/stage/$(echo "$f" | tr / _)"
-	done
 	chmod -R a+rX "$tmp"
-	mv "$tmp" "$dir" 2>/dev/null || { [ -d "$bin" ] || exit 1; }
-	trap - EXIT
+	# Another run may have finished first: keep its directory.
+	if mv -T "$tmp" "$dir" 2>/dev/null; then trap - EXIT; fi
+	[ -d "$bin" ] || { echo "k8s.sh: $bin missing after the build" >&2; exit 1; }
 	echo "k8s.sh: built in $((SECONDS - start)) s into $bin" >&2
 fi
 
