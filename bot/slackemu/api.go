@@ -60,6 +60,11 @@ func init() {
 		"conversations.history":       {fn: (*Server).conversationsHistory},
 		"conversations.replies":       {fn: (*Server).conversationsReplies},
 		"users.info":                  {fn: (*Server).usersInfo},
+		"users.list":                  {fn: (*Server).usersList},
+		"users.lookupByEmail":         {fn: (*Server).usersLookupByEmail},
+		"conversations.members":       {fn: (*Server).conversationsMembers},
+		"team.info":                   {fn: (*Server).teamInfo},
+		"bots.info":                   {fn: (*Server).botsInfo},
 		"usergroups.list":             {fn: (*Server).usergroupsList},
 		"usergroups.users.list":       {fn: (*Server).usergroupsUsersList},
 		"reactions.add":               {fn: (*Server).reactionsAdd},
@@ -692,4 +697,55 @@ func (s *Server) reactionsRemove(req *apiReq) (map[string]any, error) {
 		}
 	}
 	return nil, errCode("no_reaction")
+}
+
+func (s *Server) usersList(*apiReq) (map[string]any, error) {
+	var members []map[string]any
+	for _, u := range seedUsers {
+		members = append(members, slackUser(u))
+	}
+	return map[string]any{"members": members, "cache_ts": time.Now().Unix(),
+		"response_metadata": map[string]any{"next_cursor": ""}}, nil
+}
+
+func (s *Server) usersLookupByEmail(req *apiReq) (map[string]any, error) {
+	for _, u := range seedUsers {
+		if !u.IsBot && strings.EqualFold(req.params["email"], u.Name+"@acme.example") {
+			return map[string]any{"user": slackUser(u)}, nil
+		}
+	}
+	return nil, errCode("users_not_found")
+}
+
+func (s *Server) conversationsMembers(req *apiReq) (map[string]any, error) {
+	s.mu.Lock()
+	c, ok := s.st.channelByID(req.params["channel"])
+	s.mu.Unlock()
+	if !ok {
+		return nil, errCode("channel_not_found")
+	}
+	var ids []string
+	for _, u := range seedUsers {
+		if !c.IsIM || u.ID == c.IMUser || u.IsBot {
+			ids = append(ids, u.ID)
+		}
+	}
+	return map[string]any{"members": ids, "response_metadata": map[string]any{"next_cursor": ""}}, nil
+}
+
+func (s *Server) teamInfo(*apiReq) (map[string]any, error) {
+	return map[string]any{"team": map[string]any{
+		"id": TeamID, "name": "Acme", "domain": TeamDomain, "email_domain": "acme.example",
+		"icon": map[string]any{"image_default": true},
+	}}, nil
+}
+
+func (s *Server) botsInfo(req *apiReq) (map[string]any, error) {
+	if b := req.params["bot"]; b != "" && b != BotID {
+		return nil, errCode("bot_not_found")
+	}
+	return map[string]any{"bot": map[string]any{
+		"id": BotID, "deleted": false, "name": "rollbot", "updated": 1700000000, "app_id": AppID,
+		"user_id": BotUserID, "icons": map[string]any{},
+	}}, nil
 }

@@ -426,3 +426,35 @@ func TestScheduleMessage(t *testing.T) {
 		t.Fatalf("scheduled message not posted: %v", err)
 	}
 }
+
+func TestMoreWorkspaceMethods(t *testing.T) {
+	s := newServer(t, Options{})
+	api := apiClient(s, BotToken)
+	ctx := ctxFor(t, 30*time.Second)
+	users, err := api.GetUsersContext(ctx)
+	if err != nil || len(users) != 6 {
+		t.Fatalf("users.list: %d users, %v", len(users), err)
+	}
+	u, err := api.GetUserByEmailContext(ctx, "erin@acme.example")
+	if err != nil || u.ID != UserErin {
+		t.Errorf("users.lookupByEmail: %+v %v", u, err)
+	}
+	members, _, err := api.GetUsersInConversationContext(ctx, &slack.GetUsersInConversationParameters{ChannelID: ChannelIncident})
+	if err != nil || len(members) != 6 {
+		t.Errorf("conversations.members: %v %v", members, err)
+	}
+	team, err := api.GetTeamInfoContext(ctx)
+	if err != nil || team.ID != TeamID || team.Domain != TeamDomain {
+		t.Errorf("team.info: %+v %v", team, err)
+	}
+	resp, err := http.PostForm(s.APIURL()+"admin.users.remove", url.Values{"token": {BotToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if body["error"] != "unknown_method" {
+		t.Errorf("unknown method: %v", body)
+	}
+}

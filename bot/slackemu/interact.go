@@ -192,7 +192,7 @@ func (s *Server) SubmitView(ctx context.Context, userID, viewID string, values m
 	}
 	s.mu.Unlock()
 	payload, _ := json.Marshal(p)
-	raw, err := s.hub.deliver(ctx, envelope{Type: "interactive", Payload: payload})
+	raw, err := s.hub.deliver(ctx, envelope{Type: "interactive", Payload: payload, AcceptsResponsePayload: true})
 	if err != nil {
 		return ViewAck{}, fmt.Errorf("submit view %s as %s: %w", viewID, u.Name, err)
 	}
@@ -386,30 +386,37 @@ var mentionRE = regexp.MustCompile(`<@(U[0-9A-Z]+)(\|[^>]*)?>`)
 // the bot (<@U0ROLLBOT>) the app gets an app_mention event, and this
 // returns once that was acked (after redeliveries if needed).
 func (s *Server) PostUserMessage(ctx context.Context, userID, channelID, text string) (Message, error) {
+	out, mention, err := s.storeUserMessage(userID, channelID, text)
+	if err != nil || mention == nil {
+		return out, err
+	}
+	if err := s.SendEvent(ctx, mention); err != nil {
+		return out, fmt.Errorf("post as %s: %w", userName(userID), err)
+	}
+	return out, nil
+}
+
+// storeUserMessage stores a person's message and returns the app_mention
+// event to deliver when it mentions the bot.
+func (s *Server) storeUserMessage(userID, channelID, text string) (Message, map[string]any, error) {
 	u, c, err := s.checkUserChannel(userID, channelID)
 	if err != nil {
-		return Message{}, fmt.Errorf("post as user: %w", err)
+		return Message{}, nil, fmt.Errorf("post as user: %w", err)
 	}
 	s.mu.Lock()
 	m := &storedMsg{Message: Message{Channel: c.ID, TS: s.st.nextTS(), User: u.ID, Text: text}}
 	s.st.addMessage(m)
 	out := m.export()
 	s.mu.Unlock()
-	mentioned := false
 	for _, mm := range mentionRE.FindAllStringSubmatch(text, -1) {
-		mentioned = mentioned || mm[1] == BotUserID
+		if mm[1] == BotUserID {
+			return out, map[string]any{
+				"type": "app_mention", "user": u.ID, "text": text, "ts": out.TS, "channel": c.ID,
+				"event_ts": out.TS, "team": TeamID, "client_msg_id": randomToken(16),
+			}, nil
+		}
 	}
-	if !mentioned {
-		return out, nil
-	}
-	ev := map[string]any{
-		"type": "app_mention", "user": u.ID, "text": text, "ts": out.TS, "channel": c.ID,
-		"event_ts": out.TS, "team": TeamID, "client_msg_id": randomToken(16),
-	}
-	if err := s.SendEvent(ctx, ev); err != nil {
-		return out, fmt.Errorf("post as %s: %w", u.Name, err)
-	}
-	return out, nil
+	return out, nil, nil
 }
 
 // SendEvent delivers an Events API event (the inner "event" object) in an

@@ -503,9 +503,18 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{"ok": true})
 		return
 	}
-	if _, err := s.PostUserMessage(ctx, u.ID, req.Channel, encodeMentions(text)); err != nil {
+	_, mention, err := s.storeUserMessage(u.ID, req.Channel, encodeMentions(text))
+	if err != nil {
 		uiFail(w, err.Error())
 		return
+	}
+	if mention != nil {
+		// The page does not wait for the app: deliver in the background.
+		s.bgWG.Go(func() {
+			if err := s.SendEvent(s.bg, mention); err != nil && s.bg.Err() == nil {
+				s.log.Warn("app_mention from the page", "err", err)
+			}
+		})
 	}
 	writeJSON(w, map[string]any{"ok": true})
 }

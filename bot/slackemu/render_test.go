@@ -188,3 +188,38 @@ func TestPageEvents(t *testing.T) {
 		t.Errorf("second state lacks the message: %s", second.Messages)
 	}
 }
+
+// TestPageActions posts to the page's endpoints like its script does.
+func TestPageActions(t *testing.T) {
+	s := newServer(t, Options{AckTimeout: 500 * time.Millisecond})
+	send := func(body string) map[string]any {
+		t.Helper()
+		resp, err := http.Post(s.base+"/ui/send", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// No app connected: Slack's dispatch_failed.
+	out := send(`{"as":"U0ALICE","channel":"C0INCIDENT","text":"/rollback checkout"}`)
+	if out["ok"] != false || !strings.Contains(out["error"].(string), `/rollback failed with the error "dispatch_failed"`) {
+		t.Errorf("slash command without app: %v", out)
+	}
+	// A plain message with mentions is stored with Slack's encoding.
+	out = send(`{"as":"U0BOB","channel":"C0INCIDENT","text":"hey @rollbot & @oncall <3"}`)
+	if out["ok"] != true {
+		t.Fatalf("plain message: %v", out)
+	}
+	msgs := s.Messages(ChannelIncident)
+	if len(msgs) != 1 || msgs[0].User != UserBob || msgs[0].Text != "hey <@U0ROLLBOT> &amp; <!subteam^S0ONCALL|@oncall> &lt;3" {
+		t.Errorf("stored %+v", msgs)
+	}
+	if out := send(`{"as":"U0NOBODY","channel":"C0INCIDENT","text":"x"}`); out["ok"] != false {
+		t.Errorf("unknown user accepted: %v", out)
+	}
+}

@@ -201,7 +201,7 @@ func TestSlackGoRoundTrip(t *testing.T) {
 	if ack.FromClient || ack.ResponseAction != "errors" || ack.Errors["why"] != "Say a bit more (10 characters)." {
 		t.Errorf("ack = %+v", ack)
 	}
-	if v, ok := s.OpenView(UserAlice); !ok || v.ID != view.ID || v.Errors["why"] == "" {
+	if v, ok := s.CurrentView(UserAlice); !ok || v.ID != view.ID || v.Errors["why"] == "" {
 		t.Errorf("view after errors: %+v open=%v", v, ok)
 	}
 	bot.mu.Lock()
@@ -215,7 +215,7 @@ func TestSlackGoRoundTrip(t *testing.T) {
 	if err != nil || ack.ResponseAction != "" {
 		t.Fatalf("submit: ack %+v err %v", ack, err)
 	}
-	if _, open := s.OpenView(UserAlice); open {
+	if _, open := s.CurrentView(UserAlice); open {
 		t.Error("view still open after an empty ack")
 	}
 	reply, err := s.WaitForMessage(ctx, func(m Message) bool { return m.Text == "Reason: error rate 30% since v2" })
@@ -259,22 +259,12 @@ func TestSlackGoRoundTrip(t *testing.T) {
 	}
 }
 
-// waitView polls for the user's open modal (views.open runs after the ack).
+// waitView waits for the user's open modal (views.open runs after the ack).
 func waitView(t *testing.T, s *Server, user string) View {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if v, ok := s.OpenView(user); ok {
-			return v
-		}
-		s.mu.Lock()
-		ch := s.st.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-time.After(time.Until(deadline)):
-		}
+	v, err := s.WaitForView(ctxFor(t, 10*time.Second), func(v View) bool { return v.User == user && v.Open })
+	if err != nil {
+		t.Fatalf("no view opened for %s: %v; calls %+v", user, err, s.CallsTo("views.open"))
 	}
-	t.Fatalf("no view opened for %s; calls %+v", user, s.CallsTo("views.open"))
-	return View{}
+	return v
 }

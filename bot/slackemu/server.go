@@ -1,29 +1,7 @@
-// Package slackemu is a local Slack-compatible server for tests and for the
-// no-workspace demo.
-//
-// The unmodified slack-go client (Web API and socketmode) talks to it:
-// point slack.New at APIURL with OptionAPIURL, use BotToken and AppToken, and
-// run a socketmode client as usual. The server keeps a seeded workspace (team
-// acme, a bot, four engineers and a viewer, two user groups, two channels),
-// stores every message, view and scheduled message, validates Block Kit
-// against Slack's limits, runs a Socket Mode hub (hello, pings, up to 10
-// connections with one-of delivery, acks with a 3 s window, events_api
-// redelivery) and serves response_urls itself.
-//
-// Tests act as people through SlashCommand, ClickButton, SubmitView and
-// PostUserMessage, wait with WaitForMessage and inspect Messages, Views,
-// Scheduled and Calls. Faults are injected with FailMethod, RateLimit,
-// DelayMethod, DropConnections and DuplicateNextEnvelope.
-//
-// PageURL serves a chat page (server-rendered, live over SSE) where a person
-// picks whom to act as, types slash commands, clicks buttons (with their
-// confirm dialogs) and submits modals.
-//
-// This package is a development tool: the production bot must not import it
-// (only the `rollbot demo` command does).
 package slackemu
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,6 +73,10 @@ type Server struct {
 	st    store
 	flt   faults
 	close chan struct{} // closed by Close
+
+	bg     context.Context // ends with Close: background deliveries
+	stopBG context.CancelFunc
+	bgWG   sync.WaitGroup
 }
 
 // New starts a server listening on opts.Addr. It listens before returning.
@@ -128,6 +110,7 @@ func New(opts Options) (*Server, error) {
 		base:  "http://" + ln.Addr().String(),
 		close: make(chan struct{}),
 	}
+	s.bg, s.stopBG = context.WithCancel(context.Background())
 	s.st.init()
 	s.hub = newHub(s)
 	mux := http.NewServeMux()
@@ -156,12 +139,20 @@ func (s *Server) Close() error {
 	default:
 	}
 	close(s.close)
+	s.stopBG()
 	s.st.stopTimers()
 	s.st.notify()
 	s.mu.Unlock()
-	s.hub.closeAll()
-	if err := s.srv.Close(); err != nil {
-		return fmt.Errorf("close slack emulator: %w", err)
+	s.bgWG.Wait()
+	s.hub.shutdown()
+	// Handlers end promptly once s.close is closed (SSE streams, delays);
+	// Shutdown waits for them so nothing logs after Close returns.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		if cerr := s.srv.Close(); cerr != nil {
+			return fmt.Errorf("close slack emulator: %w", cerr)
+		}
 	}
 	return nil
 }

@@ -34,6 +34,8 @@ type hub struct {
 	dupNext  bool
 	envSeq   int
 	changed  chan struct{} // closed and replaced when conns change
+	closed   bool
+	wg       sync.WaitGroup // connection goroutines
 }
 
 type sconn struct {
@@ -107,6 +109,13 @@ func (h *hub) handleLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		_ = ws.Close()
+		return
+	}
+	h.wg.Add(1)
+	defer h.wg.Done()
 	h.accepted++
 	c := &sconn{id: h.accepted, ws: ws, done: make(chan struct{})}
 	h.conns = append(h.conns, c)
@@ -125,7 +134,7 @@ func (h *hub) handleLink(w http.ResponseWriter, r *http.Request) {
 		h.drop(c)
 		return
 	}
-	go h.pinger(c)
+	h.wg.Go(func() { h.pinger(c) })
 	h.reader(c)
 }
 
@@ -216,7 +225,8 @@ func (h *hub) drop(c *sconn) {
 	})
 }
 
-func (h *hub) closeAll() {
+// dropAll drops every open connection.
+func (h *hub) dropAll() {
 	h.mu.Lock()
 	conns := append([]*sconn(nil), h.conns...)
 	h.mu.Unlock()
@@ -225,10 +235,20 @@ func (h *hub) closeAll() {
 	}
 }
 
+// shutdown refuses new connections, drops the open ones and waits for
+// their goroutines.
+func (h *hub) shutdown() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.dropAll()
+	h.wg.Wait()
+}
+
 // DropConnections closes every open websocket abruptly (no close frame,
 // no disconnect message). slack-go notices and reconnects through
 // apps.connections.open. When it returns, Connections() is 0.
-func (s *Server) DropConnections() { s.hub.closeAll() }
+func (s *Server) DropConnections() { s.hub.dropAll() }
 
 // RefreshConnections sends {"type":"disconnect","reason":"refresh_requested"}
 // on every open websocket, as Slack does before it rotates a connection;

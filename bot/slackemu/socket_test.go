@@ -328,7 +328,7 @@ func TestViewsLifecycle(t *testing.T) {
 	if _, err := api.UpdateViewContext(ctx, upd, "", resp.Hash, resp.ID); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := s.OpenView(UserDana); v.Title != "Step 1 (edited)" || v.ID != resp.ID {
+	if v, _ := s.CurrentView(UserDana); v.Title != "Step 1 (edited)" || v.ID != resp.ID {
 		t.Errorf("after update: %+v", v)
 	}
 	// Another user cannot submit Dana's view.
@@ -339,7 +339,7 @@ func TestViewsLifecycle(t *testing.T) {
 	if err != nil || ack.ResponseAction != "push" {
 		t.Fatalf("push ack %+v %v", ack, err)
 	}
-	top, _ := s.OpenView(UserDana)
+	top, _ := s.CurrentView(UserDana)
 	if top.CallbackID != "second" || top.PreviousViewID != resp.ID || top.RootViewID != resp.ID {
 		t.Errorf("pushed view %+v", top)
 	}
@@ -350,7 +350,7 @@ func TestViewsLifecycle(t *testing.T) {
 	if _, err := s.SubmitView(ctx, UserDana, top.ID, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, open := s.OpenView(UserDana); open {
+	if _, open := s.CurrentView(UserDana); open {
 		t.Error("clear left a view open")
 	}
 	views := s.Views()

@@ -387,15 +387,42 @@ func (s *Server) Views() []View {
 	return out
 }
 
-// OpenView returns the modal currently shown to a user (the top of their
+// CurrentView returns the modal currently shown to a user (the top of their
 // stack).
-func (s *Server) OpenView(userID string) (View, bool) {
+func (s *Server) CurrentView(userID string) (View, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if v := s.st.topView(userID); v != nil {
 		return v.export(), true
 	}
 	return View{}, false
+}
+
+// WaitForView waits until a view (in its current state; closed ones
+// included) satisfies pred and returns it; when several match, the newest.
+func (s *Server) WaitForView(ctx context.Context, pred func(View) bool) (View, error) {
+	for {
+		s.mu.Lock()
+		var found *View
+		for i := len(s.st.views) - 1; i >= 0; i-- {
+			if v := s.st.views[i].export(); pred(v) {
+				found = &v
+				break
+			}
+		}
+		changed := s.st.changed
+		s.mu.Unlock()
+		if found != nil {
+			return *found, nil
+		}
+		select {
+		case <-ctx.Done():
+			return View{}, fmt.Errorf("wait for view: %w", context.Cause(ctx))
+		case <-s.close:
+			return View{}, fmt.Errorf("wait for view: %w", errClosed)
+		case <-changed:
+		}
+	}
 }
 
 func (v *storedView) export() View {
