@@ -172,6 +172,10 @@ func (s *Server) SubmitView(ctx context.Context, userID, viewID string, values m
 		s.mu.Unlock()
 		return ViewAck{}, fmt.Errorf("submit view %s: another view is on top of it", viewID)
 	}
+	if v.Submit == "" {
+		s.mu.Unlock()
+		return ViewAck{}, fmt.Errorf("submit view %s: it has no submit button", viewID)
+	}
 	state, clientErrs, err := viewState(v.Blocks, values)
 	if err != nil {
 		s.mu.Unlock()

@@ -257,7 +257,9 @@ func (s *Server) renderState(channel string, viewer User) pageState {
 	var st pageState
 	st.Messages = s.renderMessages(msgs, viewer, md, loc)
 	if modal != nil {
-		br := &blockRenderer{md: md, interactive: true, modal: true, errors: modal.Errors}
+		// Buttons inside modals (block_actions from a view) are not
+		// emulated: they render disabled.
+		br := &blockRenderer{md: md, modal: true, errors: modal.Errors}
 		body := br.blocks(modal.Blocks)
 		errs, _ := json.Marshal(modal.Errors)
 		st.ModalKey = modal.ID + "|" + modal.Hash + "|" + string(errs)

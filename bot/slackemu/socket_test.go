@@ -279,7 +279,7 @@ func TestViewsLifecycle(t *testing.T) {
 		rec.add(evt)
 		cb, ok := evt.Data.(slack.InteractionCallback)
 		if ok && cb.Type == slack.InteractionTypeViewSubmission && cb.View.CallbackID == "first" {
-			next := slack.ModalViewRequest{Type: slack.VTModal, Title: txt("Step 2"), CallbackID: "second",
+			next := slack.ModalViewRequest{Type: slack.VTModal, Title: txt("Step 2"), Submit: txt("Done"), CallbackID: "second",
 				Blocks: slack.Blocks{BlockSet: []slack.Block{section("done?")}}}
 			_ = b.sm.Ack(*evt.Request, slack.NewPushViewSubmissionResponse(&next))
 			return
