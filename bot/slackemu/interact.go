@@ -532,7 +532,8 @@ func (s *Server) applyResponse(t responseTarget, raw json.RawMessage, defaultTyp
 
 // handleResponseURL serves the response_urls handed out in payloads: JSON
 // (as slack-go sends) or a form field "payload". Each URL works 5 times
-// within 30 minutes, as in Slack.
+// within 30 minutes, as in Slack. Posts are recorded in Calls with Method
+// "response_url".
 func (s *Server) handleResponseURL(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
 	reply := func(status int, code string) {
@@ -580,19 +581,46 @@ func (s *Server) handleResponseURL(w http.ResponseWriter, r *http.Request) {
 			body = []byte(q.Get("payload"))
 		}
 	}
-	err = s.applyResponse(target, body, "ephemeral")
+	idx := s.recordResponseCall(body)
+	code := responseErrCode(s.applyResponse(target, body, "ephemeral"))
+	s.finishCall(idx, code)
+	status := http.StatusOK
+	if code == "internal_error" {
+		status = http.StatusInternalServerError
+	}
+	reply(status, code)
+}
+
+// responseErrCode maps an applyResponse error to Slack's error code.
+func responseErrCode(err error) string {
 	var se *slackError
 	var be *blocksError
 	switch {
 	case err == nil:
-		reply(http.StatusOK, "")
+		return ""
 	case errors.Is(err, errNothingToPost):
-		reply(http.StatusOK, "no_text")
+		return "no_text"
 	case errors.As(err, &be):
-		reply(http.StatusOK, be.code)
+		return be.code
 	case errors.As(err, &se):
-		reply(http.StatusOK, se.code)
-	default:
-		reply(http.StatusInternalServerError, "internal_error")
+		return se.code
 	}
+	return "internal_error"
+}
+
+// recordResponseCall records a response_url post in Calls.
+func (s *Server) recordResponseCall(body []byte) int {
+	req := &apiReq{method: "response_url", params: map[string]string{}}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) == nil {
+		for k, v := range top {
+			var str string
+			if json.Unmarshal(v, &str) == nil {
+				req.params[k] = str
+			} else {
+				req.params[k] = string(v)
+			}
+		}
+	}
+	return s.recordCall(req)
 }

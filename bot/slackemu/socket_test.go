@@ -256,6 +256,9 @@ func TestResponseURL(t *testing.T) {
 	if m, _ := s.Message(ChannelIncident, pub.TS); !m.Deleted {
 		t.Errorf("after delete_original: %+v", m)
 	}
+	if rc := s.CallsTo("response_url"); len(rc) != 4 || rc[2].Params["replace_original"] != "true" || rc[3].Params["delete_original"] != "true" || rc[1].Params["response_type"] != "in_channel" {
+		t.Errorf("response_url calls: %+v", rc)
+	}
 	// Clicking a button that is not there fails.
 	if err := s.ClickButton(ctx, UserBob, ChannelIncident, eph.TS, "nope"); err == nil {
 		t.Error("click on a missing button succeeded")

@@ -62,7 +62,8 @@ type ScheduledMessage struct {
 	Deleted  bool   // removed with chat.deleteScheduledMessage
 }
 
-// Call is one Web API request as the server saw it.
+// Call is one Web API request as the server saw it; posts to a
+// response_url are recorded too, with Method "response_url".
 type Call struct {
 	Method string
 	// Params are the form fields, or the top-level fields of a JSON body
