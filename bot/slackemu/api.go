@@ -33,8 +33,6 @@ type apiReq struct {
 	token  string
 }
 
-func (r *apiReq) has(key string) bool { _, ok := r.params[key]; return ok }
-
 type apiHandler func(s *Server, req *apiReq) (map[string]any, error)
 
 type apiMethod struct {

@@ -309,7 +309,6 @@ func walkJSON(v any, fn func(key string, val any)) {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		// "type" and "text" first reads naturally: header before body.
 		for _, k := range keys {
 			fn(k, t[k])
 			walkJSON(t[k], fn)
