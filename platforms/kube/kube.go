@@ -3,10 +3,12 @@
 //
 // Reads come from the Deployment, the ReplicaSets it controls (the rollout
 // history) and their pods. Every write is a single JSON patch carrying the
-// resourceVersion read just before, so a concurrent deploy makes the write
-// fail with platforms.ErrConflict instead of being overwritten. A rollback
-// restores the target revision's pod template and ends a pause in that one
-// write, because the API refuses to roll back a paused Deployment.
+// resourceVersion read before deciding, so a concurrent deploy makes the
+// write fail with platforms.ErrConflict instead of being overwritten (a
+// conflict caused only by status updates, which the controller writes all
+// through a rollout, is re-checked and retried: see patchDeployment). A
+// rollback restores the target revision's pod template and ends a pause in
+// that one write, because the API refuses to roll back a paused Deployment.
 //
 // The verbs the adapter uses are exactly those granted by the Role in
 // deploy/kubernetes/rbac.yaml; the package's tests run with a

@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -33,20 +34,47 @@ func pointer(key string) string {
 	return strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
 }
 
-func (a *Adapter) patchDeployment(ctx context.Context, ops []patchOp, dryRun bool) (*appsv1.Deployment, error) {
-	body, err := json.Marshal(ops)
-	if err != nil {
-		return nil, fmt.Errorf("encode patch for %s: %w", a.Target(), err)
-	}
+// maxStatusRetries bounds the re-reads after a conflict caused by status
+// updates alone.
+const maxStatusRetries = 5
+
+// patchDeployment applies ops, decided on the Deployment as read, as one
+// JSON patch carrying read's resourceVersion as precondition. Every status
+// update bumps the resourceVersion too, and the controller writes status
+// all through a rollout (pods crash, become ready...), so on 409 Conflict
+// it re-reads: if the spec is still the one the decision was made on (same
+// UID and metadata.generation, which every spec change increments) it
+// retries with the new resourceVersion; otherwise someone else changed the
+// Deployment, and the write fails with platforms.ErrConflict.
+func (a *Adapter) patchDeployment(ctx context.Context, read *appsv1.Deployment, ops []patchOp, dryRun bool) (*appsv1.Deployment, error) {
 	opts := metav1.PatchOptions{FieldManager: "rollbot"}
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
-	d, err := a.deployments.Patch(ctx, a.cfg.Deployment, types.JSONPatchType, body, opts)
-	if err != nil {
-		return nil, a.apiError("patch", "deployments", err)
+	rv := read.ResourceVersion
+	for attempt := 0; ; attempt++ {
+		body, err := json.Marshal(append([]patchOp{casOp(rv)}, ops...))
+		if err != nil {
+			return nil, fmt.Errorf("encode patch for %s: %w", a.Target(), err)
+		}
+		d, err := a.deployments.Patch(ctx, a.cfg.Deployment, types.JSONPatchType, body, opts)
+		if err == nil {
+			return d, nil
+		}
+		if !apierrors.IsConflict(err) || attempt == maxStatusRetries {
+			return nil, a.apiError("patch", "deployments", err)
+		}
+		fresh, gerr := a.deployments.Get(ctx, a.cfg.Deployment, metav1.GetOptions{})
+		if gerr != nil {
+			return nil, a.apiError("get", "deployments", gerr)
+		}
+		if fresh.UID != read.UID || fresh.Generation != read.Generation {
+			a.log.WarnContext(ctx, "concurrent change", "op", "patch", "generation_read", read.Generation, "generation_now", fresh.Generation)
+			return nil, a.apiError("patch", "deployments", err)
+		}
+		a.log.DebugContext(ctx, "status changed under the write; retrying", "op", "patch", "attempt", attempt+1)
+		rv = fresh.ResourceVersion
 	}
-	return d, nil
 }
 
 // annotationsToSkip are kept from the Deployment, not restored from the
@@ -71,7 +99,7 @@ func (a *Adapter) Stop(ctx context.Context, dryRun bool) (platforms.Result, erro
 		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("%s is already paused", a.Target())}, nil
 	}
 	plan := []string{fmt.Sprintf("deployment %s: pause rollout", a.name())}
-	if _, err := a.patchDeployment(ctx, []patchOp{casOp(d.ResourceVersion), {Op: "add", Path: "/spec/paused", Value: true}}, dryRun); err != nil {
+	if _, err := a.patchDeployment(ctx, d, []patchOp{{Op: "add", Path: "/spec/paused", Value: true}}, dryRun); err != nil {
 		return platforms.Result{}, err
 	}
 	if dryRun {
@@ -105,7 +133,7 @@ func (a *Adapter) Rollback(ctx context.Context, to platforms.Revision, dryRun bo
 		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("%s is already at revision %s", a.Target(), tr.Label())}, nil
 	}
 
-	ops := []patchOp{casOp(st.d.ResourceVersion)}
+	var ops []patchOp
 	var plan []string
 	if !same {
 		tmpl := target.Spec.Template.DeepCopy()
@@ -121,7 +149,7 @@ func (a *Adapter) Rollback(ctx context.Context, to platforms.Revision, dryRun bo
 		ops = append(ops, patchOp{Op: "add", Path: "/spec/paused", Value: false})
 		plan = append(plan, fmt.Sprintf("deployment %s: resume the paused rollout", a.name()))
 	}
-	updated, err := a.patchDeployment(ctx, ops, dryRun)
+	updated, err := a.patchDeployment(ctx, st.d, ops, dryRun)
 	if err != nil {
 		return platforms.Result{}, err
 	}
@@ -214,7 +242,7 @@ func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool,
 	if old == artifact && !d.Spec.Paused {
 		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("container %s of %s already runs %s", name, a.Target(), artifact)}, nil
 	}
-	ops := []patchOp{casOp(d.ResourceVersion)}
+	var ops []patchOp
 	var plan []string
 	if old != artifact {
 		ops = append(ops, patchOp{Op: "replace", Path: "/spec/template/spec/containers/" + strconv.Itoa(idx) + "/image", Value: artifact})
@@ -230,7 +258,7 @@ func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool,
 		ops = append(ops, patchOp{Op: "add", Path: "/spec/paused", Value: false})
 		plan = append(plan, fmt.Sprintf("deployment %s: resume the paused rollout", a.name()))
 	}
-	updated, err := a.patchDeployment(ctx, ops, dryRun)
+	updated, err := a.patchDeployment(ctx, d, ops, dryRun)
 	if err != nil {
 		return platforms.Result{}, err
 	}
@@ -260,7 +288,7 @@ func (a *Adapter) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Resul
 	plan := []string{fmt.Sprintf("deployment %s: replicas %d -> 0", a.name(), replicas(d))}
 	updated := d
 	if replicas(d) != 0 {
-		if updated, err = a.patchDeployment(ctx, []patchOp{casOp(d.ResourceVersion), {Op: "add", Path: "/spec/replicas", Value: 0}}, dryRun); err != nil {
+		if updated, err = a.patchDeployment(ctx, d, []patchOp{{Op: "add", Path: "/spec/replicas", Value: 0}}, dryRun); err != nil {
 			return platforms.Result{}, err
 		}
 	}
