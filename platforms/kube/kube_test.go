@@ -438,12 +438,19 @@ func (i *interceptPatch) RoundTrip(r *http.Request) (*http.Response, error) {
 // preceded by before().
 func (e *env) adapterWithHook(t *testing.T, before func()) *kube.Adapter {
 	t.Helper()
+	return e.adapterWithPathHook(t, "/apis/apps/v1/namespaces/"+e.ns+"/deployments/"+e.name, before)
+}
+
+// adapterWithPathHook is an adapter whose first PATCH of path is preceded
+// by before().
+func (e *env) adapterWithPathHook(t *testing.T, path string, before func()) *kube.Adapter {
+	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", e.kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return &interceptPatch{next: rt, path: "/apis/apps/v1/namespaces/" + e.ns + "/deployments/" + e.name, before: before}
+		return &interceptPatch{next: rt, path: path, before: before}
 	})
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -542,6 +549,32 @@ func TestMarkDoNotDeploy(t *testing.T) {
 	}
 	if _, err := e.a.MarkDoNotDeploy(ctx, platforms.Revision{ID: "1", Artifact: v3}, "bob"); !errors.Is(err, platforms.ErrConflict) {
 		t.Errorf("mark of revision 1 as %s: %v; want ErrConflict", v3, err)
+	}
+
+	// The ReplicaSet is renumbered between the read and the mark: the
+	// patch's test operations fail it, nothing is marked.
+	var rs3 string
+	for _, rs := range rss.Items {
+		if rs.Annotations["deployment.kubernetes.io/revision"] == "3" {
+			rs3 = rs.Name
+		}
+	}
+	a := e.adapterWithPathHook(t, "/apis/apps/v1/namespaces/"+e.ns+"/replicasets/"+rs3, func() {
+		_, err := e.admin.AppsV1().ReplicaSets(e.ns).Patch(ctx, rs3, types.MergePatchType,
+			[]byte(`{"metadata":{"annotations":{"deployment.kubernetes.io/revision":"30"}}}`), metav1.PatchOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	_, err = a.MarkDoNotDeploy(ctx, platforms.Revision{ID: "3", Artifact: v3}, "dave")
+	if !errors.Is(err, platforms.ErrConflict) {
+		t.Fatalf("mark of a ReplicaSet renumbered meanwhile: %v; want ErrConflict", err)
+	}
+	if msg := e.checkErr(t, err); !strings.Contains(msg, "changed while rollbot was marking it") {
+		t.Errorf("message = %q", msg)
+	}
+	if rs, err := e.admin.AppsV1().ReplicaSets(e.ns).Get(ctx, rs3, metav1.GetOptions{}); err != nil || rs.Annotations[kube.AnnotationDoNotDeploy] != "" {
+		t.Errorf("renumbered ReplicaSet got marked: %v %v", rs.Annotations, err)
 	}
 
 	if res, err := e.a.Rollback(ctx, lkg, false, nil); err != nil || res.Outcome != platforms.Done {
