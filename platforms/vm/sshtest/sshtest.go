@@ -9,11 +9,12 @@
 // configured with the same production paths it would use on real VMs. Files
 // are reachable from the test at Host.Path("/opt/...").
 //
-// There is no systemd on the test machines. Each host gets a copy of a
-// small systemctl stand-in (testdata/systemctl, NOT part of rollbot) at
-// Host.Systemctl; tests point the adapter's `systemctl` setting at it. It
-// starts and stops the units described with Host.Unit as detached
-// processes with a pid file.
+// There is no systemd on the test machines. Each host gets its own copy of
+// a small systemctl stand-in (testdata/systemctl, NOT part of rollbot) at
+// the host path Systemctl (/opt/.sshtest/bin/systemctl, the same on every
+// host); tests point the adapter's `systemctl` setting at it. It starts
+// and stops the units described with Host.Unit as detached processes with
+// a pid file.
 //
 // Requirements: root (sshd and mount namespaces need it), /usr/sbin/sshd
 // (Debian openssh-server), unshare and setsid (util-linux).
@@ -47,10 +48,14 @@ var systemctlStandIn []byte
 // SSHD is the server binary; an absolute path, as sshd requires.
 const SSHD = "/usr/sbin/sshd"
 
+// Systemctl is where the systemctl stand-in is on every host (host view).
+const Systemctl = "/opt/.sshtest/bin/systemctl"
+
 // Key is a generated ed25519 key pair.
 type Key struct {
-	Signer ssh.Signer
-	Public ssh.PublicKey
+	Private ed25519.PrivateKey
+	Signer  ssh.Signer
+	Public  ssh.PublicKey
 	// File holds the private key in OpenSSH format (mode 0600).
 	File string
 }
@@ -74,7 +79,7 @@ func NewKey(t testing.TB, dir, name string) Key {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Key{Signer: signer, Public: signer.PublicKey(), File: file}
+	return Key{Private: priv, Signer: signer, Public: signer.PublicKey(), File: file}
 }
 
 // Host is one running sshd.
@@ -84,8 +89,6 @@ type Host struct {
 	Dir     string
 	Addr    string // 127.0.0.1:port
 	HostKey ssh.PublicKey
-	// Systemctl is the path of the systemctl stand-in on this host.
-	Systemctl string
 	// SystemdDir holds the stand-in's unit files, pid files and logs.
 	SystemdDir string
 
@@ -117,11 +120,10 @@ func Start(t testing.TB, parent, name string, authorized ssh.PublicKey) *Host {
 			t.Fatal(err)
 		}
 	}
-	h.Systemctl = filepath.Join(dir, "bin", "systemctl")
-	if err := os.MkdirAll(filepath.Dir(h.Systemctl), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(h.Path(Systemctl)), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(h.Systemctl, systemctlStandIn, 0o755); err != nil {
+	if err := os.WriteFile(h.Path(Systemctl), systemctlStandIn, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	hk := NewKey(t, filepath.Join(dir, "etc"), "ssh_host_ed25519_key")
@@ -273,6 +275,29 @@ func (h *Host) Journal(unit string) string {
 func (h *Host) ServiceLog(unit string) string {
 	b, _ := os.ReadFile(filepath.Join(h.SystemdDir, unit+".log"))
 	return string(b)
+}
+
+// Run runs cmd on the host as root over SSH (host key pinned) and returns
+// its combined output; a failure is fatal.
+func (h *Host) Run(t testing.TB, key Key, cmd string) string {
+	t.Helper()
+	c, err := ssh.Dial("tcp", h.Addr, &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key.Signer)}, HostKeyCallback: ssh.FixedHostKey(h.HostKey), Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("ssh %s: %v", h.Name, err)
+	}
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatalf("ssh %s: %v", h.Name, err)
+	}
+	defer s.Close()
+	// Separate buffers: the session copies stdout and stderr concurrently.
+	var out, errOut bytes.Buffer
+	s.Stdout, s.Stderr = &out, &errOut
+	if err := s.Run(cmd); err != nil {
+		t.Fatalf("ssh %s %q: %v\n%s%s", h.Name, cmd, err, out.String(), errOut.String())
+	}
+	return out.String() + errOut.String()
 }
 
 // KnownHosts writes a known_hosts file listing the hosts' keys.

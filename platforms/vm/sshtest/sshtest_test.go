@@ -61,19 +61,19 @@ func TestTwoHostsOwnOpt(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Unit(t, "napper", sleep, "300")
-	if out, err := run(t, a, key, known, a.Systemctl+" is-active napper"); err == nil || !strings.Contains(out, "inactive") {
+	if out, err := run(t, a, key, known, Systemctl+" is-active napper"); err == nil || !strings.Contains(out, "inactive") {
 		t.Errorf("is-active before start = %q, %v", out, err)
 	}
-	if out, err := run(t, a, key, known, a.Systemctl+" start napper.service"); err != nil {
+	if out, err := run(t, a, key, known, Systemctl+" start napper.service"); err != nil {
 		t.Fatalf("start: %v %s", err, out)
 	}
-	if out, err := run(t, a, key, known, a.Systemctl+" is-active napper"); err != nil || strings.TrimSpace(out) != "active" {
+	if out, err := run(t, a, key, known, Systemctl+" is-active napper"); err != nil || strings.TrimSpace(out) != "active" {
 		t.Errorf("is-active after start = %q, %v", out, err)
 	}
-	if out, err := run(t, a, key, known, a.Systemctl+" --no-pager stop napper"); err != nil {
+	if out, err := run(t, a, key, known, Systemctl+" --no-pager stop napper"); err != nil {
 		t.Fatalf("stop: %v %s", err, out)
 	}
-	if out, err := run(t, a, key, known, a.Systemctl+" is-active napper"); strings.TrimSpace(out) != "inactive" || err == nil {
+	if out, err := run(t, a, key, known, Systemctl+" is-active napper"); strings.TrimSpace(out) != "inactive" || err == nil {
 		t.Errorf("is-active after stop = %q, %v; want inactive, exit 3", out, err)
 	}
 	if j := a.Journal("napper"); !strings.Contains(j, "start "+sleep) || !strings.Contains(j, "stop ") {
