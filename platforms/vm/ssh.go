@@ -255,7 +255,7 @@ func (a *Adapter) run(ctx context.Context, c *client, script string, privileged 
 	return string(stdout.b), nil
 }
 
-// shellQuote quotes s for a POSIX shell: 'it'\''s'.
+// shellQuote quotes s for a POSIX shell: 'it'\”s'.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
