@@ -20,6 +20,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+	"go.yaml.in/yaml/v3"
 
 	"rollbot/platforms"
 	"rollbot/platforms/dockertest"
@@ -650,5 +651,28 @@ func TestConfigValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConfigYAML: the config decodes from the bot's YAML.
+func TestConfigYAML(t *testing.T) {
+	var cfg Config
+	err := yaml.Unmarshal([]byte(`
+project: shop
+service: web
+mode: compose_file
+compose_files: [/srv/shop/docker-compose.yml, /srv/shop/docker-compose.prod.yml]
+health_path: /health
+timeout: 90s
+stop_timeout: 5s
+`), &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Project != "shop" || cfg.Mode != ModeComposeFile || len(cfg.ComposeFiles) != 2 || cfg.Timeout != 90*time.Second || cfg.StopTimeout != 5*time.Second {
+		t.Errorf("decoded %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Error(err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
+	"go.yaml.in/yaml/v3"
 
 	"rollbot/platforms"
 	"rollbot/platforms/dockertest"
@@ -607,5 +608,31 @@ func TestConfigValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConfigYAML: the config decodes from the bot's YAML, durations included.
+func TestConfigYAML(t *testing.T) {
+	var cfg Config
+	err := yaml.Unmarshal([]byte(`
+host: tcp://manager:2376
+service: myapp
+update_delay: 10s
+update_parallelism: 2
+timeout: 3m
+health_path: /health
+health_port: 8080
+remote_images: true
+`), &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Host: "tcp://manager:2376", Service: "myapp", UpdateDelay: 10 * time.Second, UpdateParallelism: 2,
+		Timeout: 3 * time.Minute, HealthPath: "/health", HealthPort: 8080, RemoteImages: true}
+	if cfg != want {
+		t.Errorf("decoded %+v, want %+v", cfg, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Error(err)
 	}
 }
