@@ -1,0 +1,113 @@
+package kubetest
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestMain(m *testing.M) {
+	// Find or build the binaries before m.Run, outside go test's -timeout.
+	if _, err := BinDir(log.Printf); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// The script that builds the binaries and this package agree on where
+// they are cached.
+func TestToolsHashMatchesSetupScript(t *testing.T) {
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile(filepath.Join(root, ".ci", "setup.d", "k8s.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kwok := regexp.MustCompile(`(?m)^KWOK_VERSION=(\S+)`).FindSubmatch(script)
+	hashLine := regexp.MustCompile(`(?m)^hash=.*$`).Find(script)
+	if kwok == nil || hashLine == nil {
+		t.Fatal("k8s.sh has no KWOK_VERSION= or hash= line")
+	}
+	if string(kwok[1]) != KwokVersion {
+		t.Errorf("k8s.sh builds kwok %s, kubetest.KwokVersion is %s", kwok[1], KwokVersion)
+	}
+	cmd := exec.Command("bash", "-c", "set -euo pipefail; KWOK_VERSION="+string(kwok[1])+"; "+string(hashLine)+`; echo "$hash"`)
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ToolsHash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("k8s.sh hash %q, ToolsHash %q", got, want)
+	}
+}
+
+func TestBinDirFromEnvMustBeComplete(t *testing.T) {
+	t.Setenv("ROLLBOT_K8S_BIN", t.TempDir())
+	_, err := BinDir(t.Logf)
+	if err == nil || !strings.Contains(err.Error(), "ROLLBOT_K8S_BIN") || !strings.Contains(err.Error(), "kube-apiserver") {
+		t.Fatalf("BinDir with an empty ROLLBOT_K8S_BIN: %v; want an error naming it and the missing binaries", err)
+	}
+}
+
+// The cluster serves, notices a process that dies, and Stop leaves no
+// process or file behind.
+func TestClusterDetectsExitAndStopsClean(t *testing.T) {
+	c := Start(t)
+	ctx := context.Background()
+	if _, err := c.AdminClient.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{}); err != nil {
+		t.Fatalf("get node: %v", err)
+	}
+	if err := c.Err(); err != nil {
+		t.Fatalf("Err() on a healthy cluster: %v", err)
+	}
+	var kwok *proc
+	for _, p := range c.procs {
+		if p.name == "kwok" {
+			kwok = p
+		}
+	}
+	if kwok == nil {
+		t.Fatal("no kwok process")
+	}
+	if err := kwok.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Err() == nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // polling Err with a deadline
+	}
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "kwok exited") {
+		t.Fatalf("Err() after killing kwok = %v; want it reported", err)
+	}
+	pids := []int{}
+	for _, p := range c.procs {
+		pids = append(pids, p.cmd.Process.Pid)
+	}
+	c.Stop()
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("process %d still running after Stop", pid)
+		}
+	}
+	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
+		t.Errorf("%s left behind: %v", c.Dir, err)
+	}
+}
