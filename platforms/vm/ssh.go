@@ -255,7 +255,8 @@ func (a *Adapter) run(ctx context.Context, c *client, script string, privileged 
 	return string(stdout.b), nil
 }
 
-// shellQuote quotes s for a POSIX shell: 'it'\”s'.
+// shellQuote single-quotes s for a POSIX shell; an embedded quote becomes
+// quote, backslash, quote, quote.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -364,6 +364,31 @@ func TestRollbackSymlink(t *testing.T) {
 	}
 }
 
+// With sudo: installs and systemctl go through `sudo -n sh -c '…'` (the
+// Debian sudo package; root may sudo without a password).
+func TestRollbackWithSudo(t *testing.T) {
+	if _, err := exec.LookPath("sudo"); err != nil {
+		t.Fatalf("sudo not found (Debian package sudo, listed in .ci/apt-packages): %v", err)
+	}
+	f := newFleet(t, Backup, "hostA")
+	f.cfg.Sudo = true
+	a := f.adapter(t)
+	if res, err := a.Rollback(context.Background(), platforms.Revision{ID: "v1"}, true, nil); err != nil || res.Outcome != platforms.Planned ||
+		!strings.Contains(res.Plan[0], "sudo cp /opt/myapp/backup/v1/myapp /opt/myapp/bin/myapp; sudo "+sshtest.Systemctl+" restart myapp") {
+		t.Fatalf("dry run = %+v, %v", res, err)
+	}
+	if res, err := a.Rollback(context.Background(), platforms.Revision{ID: "v1"}, false, nil); err != nil || res.Outcome != platforms.Done {
+		t.Fatalf("Rollback = %+v, %v", res, err)
+	}
+	if v := f.version(0); v != "v1" {
+		t.Errorf("/version = %q", v)
+	}
+	j := f.hosts[0].Journal("myapp")
+	if !strings.Contains(j, "start /opt/myapp/bin/myapp -listen") || strings.Count(j, "(via sudo by root)") != 2 {
+		t.Errorf("journal does not show the restart (stop + start) through sudo:\n%s", j)
+	}
+}
+
 func TestRollbackDeb(t *testing.T) {
 	f := newFleet(t, Deb, "hostA", "hostB")
 	a := f.adapter(t)

@@ -31,6 +31,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -89,7 +90,8 @@ type Host struct {
 	Dir     string
 	Addr    string // 127.0.0.1:port
 	HostKey ssh.PublicKey
-	// SystemdDir holds the stand-in's unit files, pid files and logs.
+	// SystemdDir holds the stand-in's unit files, pid files and logs
+	// (the test's view of the host's /opt/.sshtest/systemd).
 	SystemdDir string
 
 	cmd    *exec.Cmd
@@ -114,7 +116,8 @@ func Start(t testing.TB, parent, name string, authorized ssh.PublicKey) *Host {
 		t.Fatalf("sshtest: must run as root (sshd and mount namespaces need it)")
 	}
 	dir := filepath.Join(parent, name)
-	h := &Host{Name: name, Dir: dir, SystemdDir: filepath.Join(dir, "systemd")}
+	h := &Host{Name: name, Dir: dir}
+	h.SystemdDir = h.Path(path.Join(path.Dir(path.Dir(Systemctl)), "systemd"))
 	for _, d := range []string{h.Path("/opt"), h.SystemdDir, filepath.Join(dir, "etc")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -176,7 +179,6 @@ func (h *Host) start(t testing.TB, hostKeyFile string, port int) error {
 		"MaxStartups 64",
 		"MaxSessions 64",
 		"LogLevel VERBOSE",
-		"SetEnv STANDIN_SYSTEMD_DIR=" + h.SystemdDir,
 		"",
 	}, "\n")
 	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
