@@ -44,7 +44,7 @@ func Detect(ctx context.Context, db *sql.DB, cfg Config, since time.Time, knownA
 	}
 	rep.Tool, rep.Table = r.tool, r.table.String()
 	for _, m := range rep.Ran {
-		if !m.Failed {
+		if !m.Failed && !m.Repeatable {
 			rep.Steps++
 		}
 	}

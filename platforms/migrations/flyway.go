@@ -133,7 +133,7 @@ func (r *reader) flyway(ctx context.Context, since time.Time) (Report, error) {
 		}
 		m := Migration{
 			ID: row.version, Description: row.description, Script: row.script,
-			AppliedAt: row.installedOn, Failed: failed,
+			AppliedAt: row.installedOn, Failed: failed, Repeatable: row.version == "",
 		}
 		if row.version == "" {
 			m.ID = row.script

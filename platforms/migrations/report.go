@@ -21,6 +21,10 @@ type Migration struct {
 	// Failed is set when the tool recorded the migration as failed (it may
 	// have left the schema half changed).
 	Failed bool `json:"failed,omitempty"`
+	// Repeatable is a Flyway R__ migration (views, procedures): it has no
+	// undo, and the last good release's own version is re-applied when that
+	// release runs flyway migrate. It does not count as a down step.
+	Repeatable bool `json:"repeatable,omitempty"`
 
 	// Reversible is true when an undo/down/rollback is known to exist.
 	Reversible    bool   `json:"reversible"`
@@ -56,7 +60,8 @@ type Report struct {
 	// back. For Django it is "app.name" per app, comma separated ("app.zero"
 	// when the app had none before).
 	Target string `json:"target"`
-	// Steps is the number of down steps (len(Ran) without failed ones).
+	// Steps is the number of down steps (len(Ran) without failed and
+	// repeatable ones).
 	Steps int `json:"steps"`
 	// Dirty is set when the tool recorded a failed, half-applied migration
 	// (golang-migrate dirty flag, Flyway success=false). Fix by hand first.
@@ -102,17 +107,26 @@ func (r Report) Decide() Decision {
 	case len(r.Ran) == 0:
 		return Decision{ActionNone, fmt.Sprintf("no %s migration ran since the deploy started (current %s)", r.Tool, orNone(r.Current))}
 	}
-	var destructive, irreversible []string
+	var destructive, irreversible, repeatable []string
 	for _, m := range r.Ran {
 		if m.Destructive {
 			destructive = append(destructive, m.ID+" ("+m.DestructiveWhy+")")
 		}
-		if !m.Reversible {
+		switch {
+		case m.Repeatable:
+			repeatable = append(repeatable, m.ID)
+		case !m.Reversible:
 			irreversible = append(irreversible, m.ID+" ("+m.ReversibleWhy+")")
 		}
 	}
 	ids := r.ranIDs()
+	again := ""
+	if len(repeatable) > 0 {
+		again = "; repeatable migrations re-ran (" + strings.Join(repeatable, ", ") + "): the last good release re-applies its own versions when it runs flyway migrate"
+	}
 	switch {
+	case len(destructive) == 0 && len(repeatable) == len(r.Ran):
+		return Decision{ActionNone, fmt.Sprintf("no versioned %s migration ran since the deploy started (current %s)%s", r.Tool, orNone(r.Current), again)}
 	case len(destructive) > 0:
 		return Decision{ActionRestore, fmt.Sprintf("migrations ran (%s) and %s lost data: a down migration cannot bring it back; restore the database from the pre-deploy snapshot before the app rollback",
 			ids, strings.Join(destructive, ", "))}
@@ -120,7 +134,7 @@ func (r Report) Decide() Decision {
 		return Decision{ActionRestore, fmt.Sprintf("migrations ran (%s) and %s cannot be undone: restore the database from the pre-deploy snapshot before the app rollback",
 			ids, strings.Join(irreversible, ", "))}
 	}
-	reason := fmt.Sprintf("migrations ran (%s): roll the database back to %s with the down command before the app rollback", ids, orNone(r.Target))
+	reason := fmt.Sprintf("migrations ran (%s): roll the database back to %s with the down command before the app rollback%s", ids, orNone(r.Target), again)
 	var loses []string
 	for _, m := range r.Ran {
 		if m.DownLosesData != "" {
