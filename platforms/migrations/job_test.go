@@ -1,10 +1,16 @@
 package migrations
 
 import (
+	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"rollbot/platforms"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -119,5 +125,84 @@ func TestJobStatus(t *testing.T) {
 	pod.Status.ContainerStatuses[0].State.Waiting.Reason = "ContainerCreating"
 	if podStuck(pod) != "" {
 		t.Error("ContainerCreating is not stuck")
+	}
+}
+
+// scriptedCluster plays the job controller and kubelet through the
+// runner's narrow jobAPI, one step per poll. It exercises the runner's
+// sequencing only; no real cluster here runs containers (see the report).
+type scriptedCluster struct {
+	created *batchv1.Job
+	polls   int
+	pod     corev1.Pod
+	finish  batchv1.JobConditionType
+	logs    string
+	stuck   string
+}
+
+func (c *scriptedCluster) createJob(_ context.Context, job *batchv1.Job) (*batchv1.Job, error) {
+	j := job.DeepCopy()
+	j.Name = job.GenerateName + "x7k2p"
+	c.created = j
+	return j, nil
+}
+
+func (c *scriptedCluster) getJob(_ context.Context, ns, name string) (*batchv1.Job, error) {
+	c.polls++
+	j := c.created.DeepCopy()
+	if c.polls >= 4 && c.finish != "" {
+		j.Status.Conditions = []batchv1.JobCondition{{Type: c.finish, Status: corev1.ConditionTrue, Reason: "BackoffLimitExceeded", Message: "pod failed"}}
+	}
+	return j, nil
+}
+
+func (c *scriptedCluster) jobPods(_ context.Context, ns, job string) ([]corev1.Pod, error) {
+	switch {
+	case c.polls < 2:
+		return nil, nil
+	case c.stuck != "":
+		c.pod.Status.ContainerStatuses = []corev1.ContainerStatus{{State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: c.stuck}}}}
+	default:
+		c.pod.Status.Phase = corev1.PodRunning
+	}
+	c.pod.Name = job + "-pod"
+	return []corev1.Pod{c.pod}, nil
+}
+
+func (c *scriptedCluster) podLogs(_ context.Context, ns, pod string) (io.ReadCloser, error) {
+	return io.NopCloser(strings.NewReader(c.logs)), nil
+}
+
+func TestJobRunnerSequence(t *testing.T) {
+	cfg := DownConfig{Kind: DownKubernetesJob, Namespace: "prod", Command: []string{"flyway", "undo"}, Timeout: time.Minute}
+	tests := []struct {
+		name    string
+		cluster *scriptedCluster
+		wantErr string
+		wantOut string
+	}{
+		{"completes", &scriptedCluster{finish: batchv1.JobComplete, logs: "Undoing migration of schema \"public\" to version 3\nSuccessfully undid 1 migration\n"}, "", "Successfully undid 1 migration\n"},
+		{"fails", &scriptedCluster{finish: batchv1.JobFailed, logs: "ERROR: Flyway Teams Edition required\n"}, "failed (BackoffLimitExceeded: pod failed)", "Teams Edition"},
+		{"image missing", &scriptedCluster{stuck: "ImagePullBackOff"}, "cannot start: ImagePullBackOff", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &JobRunner{api: tt.cluster, log: slog.New(slog.NewTextHandler(io.Discard, nil)), poll: time.Millisecond}
+			var out lines
+			name, err := r.Run(context.Background(), cfg, "myapp:v2", map[string]string{"ROLLBOT_STEPS": "1"}, &out)
+			if name != "rollbot-db-down-x7k2p" {
+				t.Errorf("job name %q", name)
+			}
+			msg, _ := platforms.UserMessage(err)
+			if (tt.wantErr == "") != (err == nil) || !strings.Contains(msg, tt.wantErr) {
+				t.Errorf("err = %v, want %q", err, tt.wantErr)
+			}
+			if !strings.Contains(out.String(), "job prod/rollbot-db-down-x7k2p created with image myapp:v2") || !strings.Contains(out.String(), tt.wantOut) {
+				t.Errorf("output %q", out.String())
+			}
+			if tt.cluster.created.Spec.Template.Spec.Containers[0].Image != "myapp:v2" {
+				t.Error("the Job was not created from DownJob")
+			}
+		})
 	}
 }
