@@ -22,6 +22,7 @@ var (
 	migrateOnce sync.Once
 	migratePath string
 	migrateErr  error
+	migrateTmp  string // removed by TestMain
 )
 
 func migrateBin(t *testing.T) string {
@@ -44,6 +45,7 @@ func migrateBin(t *testing.T) string {
 			migrateErr = err
 			return
 		}
+		migrateTmp = dir
 		cmd := exec.Command("go", "install", "-tags", "postgres mysql", migrateModule)
 		cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
