@@ -220,12 +220,20 @@ func newAdapter(cfg Config, api dockerAPI, log *slog.Logger, opts ...Option) *Ad
 		log:        log.With("platform", "compose", "service", cfg.Project+"/"+cfg.Service),
 		host:       displayHost(host),
 		poll:       300 * time.Millisecond,
-		httpClient: &http.Client{Timeout: 3 * time.Second},
+		httpClient: healthClient(),
 	}
 	for _, o := range opts {
 		o(a)
 	}
 	return a
+}
+
+// healthClient is the HTTP client of health checks, with short timeouts.
+func healthClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
+	tr.ResponseHeaderTimeout = 2 * time.Second
+	return &http.Client{Timeout: 3 * time.Second, Transport: tr}
 }
 
 // Kind implements platforms.Platform.
@@ -433,6 +441,7 @@ func (a *Adapter) healthURL(c container.InspectResponse) (string, error) {
 	}
 	var found []binding
 	seen := map[string]bool{}
+	ports := map[network.Port]bool{}
 	for p, bs := range c.NetworkSettings.Ports {
 		if p.Proto() != network.TCP || (a.cfg.HealthPort != 0 && p.Num() != a.cfg.HealthPort) {
 			continue
@@ -441,27 +450,41 @@ func (a *Adapter) healthURL(c container.InspectResponse) (string, error) {
 			if b.HostPort == "" || seen[b.HostPort] {
 				continue
 			}
-			seen[b.HostPort] = true // listed once per IP family
+			seen[b.HostPort] = true
+			ports[p] = true
 			found = append(found, binding{p, b})
 		}
 	}
 	switch {
 	case len(found) == 0:
 		return "", fmt.Errorf("no published port to check %s through", a.cfg.HealthPath)
-	case len(found) > 1:
+	case len(ports) > 1:
 		return "", fmt.Errorf("several published ports; set health_port")
 	}
+	// The port may be published once per IP family (even under different
+	// numbers): prefer the IPv4 binding.
+	b := found[0].b
+	for _, f := range found {
+		if !f.b.HostIP.IsValid() || f.b.HostIP.Is4() {
+			b = f.b
+			break
+		}
+	}
 	host := a.cfg.HealthHost
-	if host == "" {
-		if ip := found[0].b.HostIP; ip.IsValid() && !ip.IsUnspecified() {
-			host = ip.String()
-		} else if u, err := url.Parse(envOr(a.cfg.Host, envHost())); err == nil && u.Scheme != "unix" && u.Hostname() != "" {
+	switch {
+	case host != "":
+	case b.HostIP.IsValid() && !b.HostIP.IsUnspecified():
+		host = b.HostIP.String()
+	case b.HostIP.Is6():
+		host = "::1"
+	default:
+		if u, err := url.Parse(envOr(a.cfg.Host, envHost())); err == nil && u.Scheme != "unix" && u.Hostname() != "" {
 			host = u.Hostname()
 		} else {
 			host = "127.0.0.1"
 		}
 	}
-	return "http://" + net.JoinHostPort(host, found[0].b.HostPort) + a.cfg.HealthPath, nil
+	return "http://" + net.JoinHostPort(host, b.HostPort) + a.cfg.HealthPath, nil
 }
 
 func envOr(v, def string) string {

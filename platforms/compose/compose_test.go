@@ -165,7 +165,7 @@ func tryGet(c container.InspectResponse, path string) (int, string, error) {
 	if len(bs) == 0 {
 		return 0, "", fmt.Errorf("container %s publishes no 8080", name(c))
 	}
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%s%s", bs[0].HostPort, path))
+	resp, err := healthClient().Get(fmt.Sprintf("http://127.0.0.1:%s%s", bs[0].HostPort, path))
 	if err != nil {
 		return 0, "", err
 	}

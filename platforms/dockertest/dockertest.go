@@ -279,6 +279,11 @@ func Name(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
+// TestLabel marks the swarm services tests create (value "true"): the last
+// test binary to leave the test swarm removes any of them that a killed
+// test run left behind.
+const TestLabel = "rollbot.test"
+
 // swarmLabel marks a swarm that dockertest initialised.
 const swarmLabel = "rollbot.dockertest.initialised"
 
@@ -348,8 +353,20 @@ func EnsureSwarm(ctx context.Context, cli *client.Client) (release func(context.
 		if err != nil {
 			return fmt.Errorf("service list: %w", err)
 		}
-		if len(svcs.Items) > 0 {
-			return fmt.Errorf("not leaving the test swarm: %d services still exist (a test did not clean up)", len(svcs.Items))
+		// No other test binary runs (the lock says so): test services left
+		// now come from a killed run. Anything else is someone's own.
+		var others []string
+		for _, s := range svcs.Items {
+			if s.Spec.Labels[TestLabel] != "true" {
+				others = append(others, s.Spec.Name)
+				continue
+			}
+			if _, err := cli.ServiceRemove(ctx, s.ID, client.ServiceRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+				return fmt.Errorf("remove stale test service %s: %w", s.Spec.Name, err)
+			}
+		}
+		if len(others) > 0 {
+			return fmt.Errorf("not leaving the test swarm: services %v exist that no test created", others)
 		}
 		if _, err := cli.SwarmLeave(ctx, client.SwarmLeaveOptions{Force: true}); err != nil {
 			return fmt.Errorf("swarm leave: %w", err)

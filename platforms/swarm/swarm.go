@@ -180,12 +180,21 @@ func newAdapter(cfg Config, api dockerAPI, log *slog.Logger, opts ...Option) *Ad
 		log:        log.With("platform", "swarm", "service", cfg.Service),
 		host:       displayHost(host),
 		poll:       500 * time.Millisecond,
-		httpClient: &http.Client{Timeout: 3 * time.Second},
+		httpClient: healthClient(),
 	}
 	for _, o := range opts {
 		o(a)
 	}
 	return a
+}
+
+// healthClient is the HTTP client of health checks: short timeouts, since
+// a published port of the other IP family may swallow connections.
+func healthClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
+	tr.ResponseHeaderTimeout = 2 * time.Second
+	return &http.Client{Timeout: 3 * time.Second, Transport: tr}
 }
 
 // Kind implements platforms.Platform.
@@ -376,39 +385,45 @@ func (a *Adapter) health(ctx context.Context, svc swarm.Service, tasks []swarm.T
 	return h
 }
 
-// healthURL is the URL of the task's health endpoint through its published
-// port: the task's own host-mode port, else the service's ingress port.
-func (a *Adapter) healthURL(svc swarm.Service, t swarm.Task) (string, error) {
+// healthURLs are the URLs of the task's health endpoint through its
+// published ports: the task's own host-mode ports, else the service's
+// ingress ports. The engine may publish a port once per IP family under
+// different numbers without saying which is which, so every candidate is
+// returned and any one answering counts.
+func (a *Adapter) healthURLs(svc swarm.Service, t swarm.Task) ([]string, error) {
 	want := a.cfg.HealthPort
-	pick := func(ports []swarm.PortConfig) (uint32, error) {
+	pick := func(ports []swarm.PortConfig) ([]uint32, error) {
 		var found []uint32
+		targets := map[uint32]bool{}
 		for _, p := range ports {
 			if p.PublishedPort == 0 || (p.Protocol != "" && p.Protocol != network.TCP) {
 				continue
 			}
 			if (want == 0 || p.TargetPort == want) && !slices.Contains(found, p.PublishedPort) {
-				found = append(found, p.PublishedPort) // listed once per IP family
+				found = append(found, p.PublishedPort)
+				targets[p.TargetPort] = true
 			}
 		}
-		switch {
-		case len(found) == 1:
-			return found[0], nil
-		case len(found) > 1:
-			return 0, errors.New("several published ports; set health_port")
+		if len(targets) > 1 {
+			return nil, errors.New("several published ports; set health_port")
 		}
-		return 0, nil
+		return found, nil
 	}
-	port, err := pick(t.Status.PortStatus.Ports)
-	if err == nil && port == 0 {
-		port, err = pick(svc.Endpoint.Ports)
+	ports, err := pick(t.Status.PortStatus.Ports)
+	if err == nil && len(ports) == 0 {
+		ports, err = pick(svc.Endpoint.Ports)
 	}
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if port == 0 {
-		return "", errors.New("no published port to check health through")
+	if len(ports) == 0 {
+		return nil, errors.New("no published port to check health through")
 	}
-	return "http://" + net.JoinHostPort(a.healthHost(), strconv.Itoa(int(port))) + a.cfg.HealthPath, nil
+	var urls []string
+	for _, p := range ports {
+		urls = append(urls, "http://"+net.JoinHostPort(a.healthHost(), strconv.Itoa(int(p)))+a.cfg.HealthPath)
+	}
+	return urls, nil
 }
 
 func (a *Adapter) healthHost() string {
@@ -425,11 +440,24 @@ func (a *Adapter) healthHost() string {
 	return "127.0.0.1"
 }
 
+// checkHTTP GETs the task's health URLs; the first 2xx answer wins.
 func (a *Adapter) checkHTTP(ctx context.Context, svc swarm.Service, t swarm.Task) error {
-	u, err := a.healthURL(svc, t)
+	urls, err := a.healthURLs(svc, t)
 	if err != nil {
 		return err
 	}
+	var errs []error
+	for _, u := range urls {
+		err := a.getOK(ctx, u)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Adapter) getOK(ctx context.Context, u string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err

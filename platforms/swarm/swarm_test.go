@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -75,7 +74,7 @@ func createService(t *testing.T, image string, replicas uint64) string {
 	delay := time.Second
 	upd := &swarm.UpdateConfig{Parallelism: 1, Monitor: 2 * time.Second, FailureAction: swarm.UpdateFailureActionPause}
 	spec := swarm.ServiceSpec{
-		Annotations: swarm.Annotations{Name: name, Labels: map[string]string{"rollbot.test": "true"}},
+		Annotations: swarm.Annotations{Name: name, Labels: map[string]string{dockertest.TestLabel: "true"}},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{Image: image, StopGracePeriod: &delay},
 			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: &delay},
@@ -179,27 +178,32 @@ func newTestAdapter(t *testing.T, cfg Config, opts ...Option) *Adapter {
 }
 
 // versionOverHTTP asks every running task for /version through its
-// host-mode published port.
+// host-mode published port (one per IP family, maybe under different
+// numbers: the first that answers counts).
 func versionOverHTTP(t *testing.T, tasks []swarm.Task) []string {
 	t.Helper()
+	hc := healthClient()
 	var out []string
 	for _, tk := range tasks {
-		var port uint32
+		var errs []error
+		answered := false
 		for _, p := range tk.Status.PortStatus.Ports {
-			if p.TargetPort == 8080 {
-				port = p.PublishedPort
+			if p.TargetPort != 8080 || answered {
+				continue
 			}
+			resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/version", p.PublishedPort))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			out = append(out, strings.TrimSpace(string(b)))
+			answered = true
 		}
-		if port == 0 {
-			t.Fatalf("task %s has no published port", tk.ID)
+		if !answered {
+			t.Fatalf("task %s answers on no published port: %v", tk.ID, errors.Join(errs...))
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/version", port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		out = append(out, strings.TrimSpace(string(b)))
 	}
 	return out
 }
