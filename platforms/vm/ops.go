@@ -574,7 +574,7 @@ func failureMessage(done []string, host, stage string, err error, ver, was strin
 		switch stage {
 		case "health after restart", "the version check after restart":
 			fmt.Fprintf(&b, "; %s now has %s installed but is not healthy (it was on %s)", host, ver, was)
-		case "restart":
+		case "to restart":
 			fmt.Fprintf(&b, "; %s now has %s installed (it was on %s)", host, ver, was)
 		}
 	}
@@ -597,7 +597,7 @@ func (a *Adapter) rollHost(ctx context.Context, s hostState, ver string) (string
 		return "to install " + ver, err
 	}
 	if _, err := a.run(ctx, c, a.systemctl("restart"), true); err != nil {
-		return "restart", err
+		return "to restart", err
 	}
 	if err := a.waitHealthy(ctx, s.idx, c); err != nil {
 		return "health after restart", platforms.Userf(nil, "%v", err) // rollbot's own words

@@ -315,6 +315,11 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 		}
 		a.health = append(a.health, t)
 	}
+	for i, h := range cfg.Hosts {
+		if _, err := a.healthURL(i); err != nil {
+			return nil, fmt.Errorf("health_url: host %s: %w", h.Name, err)
+		}
+	}
 	a.log = log.With("platform", "vm", "target", a.Target())
 	return a, nil
 }

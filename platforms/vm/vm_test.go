@@ -123,6 +123,11 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 		f.ports = append(f.ports, freePort(t))
 	}
 	known := sshtest.KnownHosts(t, filepath.Join(f.dir, "known_hosts"), f.hosts...)
+	debs := filepath.Join(f.dir, "debs")
+	if strategy == Deb {
+		buildDeb(t, bins.v1, "1.0.0", debs, day1)
+		buildDeb(t, bins.v2, "2.0.0", debs, day2)
+	}
 	f.cfg = Config{
 		User: "root", KnownHosts: known, KeyFile: f.key.File, Timeout: 20 * time.Second,
 		Strategy: strategy, Unit: "myapp", Systemctl: sshtest.Systemctl, HealthTimeout: 8 * time.Second,
@@ -156,8 +161,12 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 			if err := os.WriteFile(h.Path("/opt/dpkgroot/var/lib/dpkg/status"), nil, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			buildDeb(t, bins.v1, "1.0.0", h.Path("/opt/myapp/packages"), day1)
-			buildDeb(t, bins.v2, "2.0.0", h.Path("/opt/myapp/packages"), day2)
+			for _, deb := range []struct {
+				file string
+				at   time.Time
+			}{{"myapp_1.0.0_amd64.deb", day1}, {"myapp_2.0.0_amd64.deb", day2}} {
+				copyFile(t, filepath.Join(debs, deb.file), h.Path("/opt/myapp/packages/"+deb.file), deb.at)
+			}
 			h.Run(t, f.key, "dpkg --root=/opt/dpkgroot -i /opt/myapp/packages/myapp_2.0.0_amd64.deb")
 			exe = "/opt/dpkgroot/usr/local/bin/myapp"
 		}
@@ -774,6 +783,24 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want %q", err, tt.want)
 			}
 		})
+	}
+	bad := good
+	bad.HealthURL = "http://{{.Hots}}:8080/health"
+	bad.KnownHosts = filepath.Join(t.TempDir(), "known_hosts")
+	bad.KeyFile = sshtest.NewKey(t, t.TempDir(), "k").File
+	if err := os.WriteFile(bad.KnownHosts, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(bad, nil); err == nil || !strings.Contains(err.Error(), "health_url: host web1") {
+		t.Errorf("New with a health_url naming an unknown field = %v", err)
+	}
+	bad.HealthURL = "http://{{.Host}}:8080/health"
+	a, err := New(bad, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := a.healthURL(0); u != "http://10.0.0.5:8080/health" {
+		t.Errorf("health URL = %q", u)
 	}
 	d := good.withDefaults()
 	if d.Hosts[0].Addr != "10.0.0.5:22" || d.InstallPath != "/usr/local/bin/myapp" || d.BackupDir != "/opt/myapp/backup" || d.Binary != "myapp" || d.Hosts[0].User != "rollbot" {
