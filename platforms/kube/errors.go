@@ -37,7 +37,7 @@ func (a *Adapter) apiError(verb, resource string, err error) error {
 			a.clusterSuffix(), a.name())
 	case apierrors.IsNotFound(err) && resource == "deployments":
 		return platforms.Userf(fmt.Errorf("%w: %w", platforms.ErrNotFound, cause),
-			"deployment %s not found%s: check `namespace:` and `deployment:` in rollbot's config", a.name(), a.clusterSuffix())
+			"deployment %s not found%s: check `namespace:` and `deployment:` in rollbot's config", a.name(), a.inCluster())
 	case apierrors.IsConflict(err):
 		return platforms.Userf(fmt.Errorf("%w: %w", platforms.ErrConflict, cause),
 			"%s changed while rollbot was writing it (someone deployed or edited it at the same time), so rollbot changed nothing: check its state and try again",
@@ -53,6 +53,13 @@ func (a *Adapter) clusterSuffix() string {
 		return ""
 	}
 	return " of cluster " + a.cfg.Cluster
+}
+
+func (a *Adapter) inCluster() string {
+	if a.cfg.Cluster == "" {
+		return ""
+	}
+	return " in cluster " + a.cfg.Cluster
 }
 
 func isNetError(err error) bool {

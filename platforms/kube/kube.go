@@ -136,7 +136,8 @@ func NewWithClient(cs kubernetes.Interface, cfg Config, log *slog.Logger) *Adapt
 		now:         time.Now,
 	}
 	a.logs = podLogs{pods: a.pods}
-	a.log = log.With("platform", a.Kind(), "target", a.Target())
+	// The caller adds "platform" (see bot); the target tells services apart.
+	a.log = log.With("target", a.Target())
 	return a
 }
 

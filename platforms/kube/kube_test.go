@@ -754,3 +754,57 @@ func TestSnapshotMigrationLog(t *testing.T) {
 		t.Errorf("warning although the log was readable:\n%s", e.logs.String())
 	}
 }
+
+// With several containers, `container:` picks the artifact; the others are
+// left alone by every write.
+func TestContainerSelection(t *testing.T) {
+	const envoy = "registry.local/envoy:1.30"
+	e := newEnv(t, v1, 2, func(d *appsv1.Deployment) {
+		d.Spec.Template.Spec.Containers = []corev1.Container{{Name: "proxy", Image: envoy}, {Name: "app", Image: v1}}
+	})
+	ctx := context.Background()
+	a, err := kube.New(kube.Config{Kubeconfig: e.kubeconfig, Namespace: e.ns, Deployment: e.name, Container: "app"}, slogTo(e.logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap, err := a.Snapshot(ctx); err != nil || snap.Current.Artifact != v1 {
+		t.Fatalf("Snapshot = %+v, %v; want artifact %s", snap, err, v1)
+	}
+	if res, err := a.SetArtifact(ctx, v2, false, nil); err != nil || res.Outcome != platforms.Done {
+		t.Fatalf("SetArtifact = %+v, %v", res, err)
+	}
+	images := func() []string {
+		var out []string
+		for _, c := range e.get(t).Spec.Template.Spec.Containers {
+			out = append(out, c.Name+"="+c.Image)
+		}
+		return out
+	}
+	if got := images(); !slices.Equal(got, []string{"proxy=" + envoy, "app=" + v2}) {
+		t.Errorf("containers after SetArtifact = %v", got)
+	}
+	res, err := a.Rollback(ctx, platforms.Revision{ID: "1"}, true, nil)
+	if err != nil || !slices.Equal(res.Plan[1:], []string{"deployment " + e.ns + "/myapp: container app image " + v2 + " -> " + v1}) {
+		t.Errorf("dry-run Rollback = %+v, %v", res, err)
+	}
+	if res, err := a.Rollback(ctx, platforms.Revision{ID: "1"}, false, nil); err != nil || res.Outcome != platforms.Done {
+		t.Fatalf("Rollback = %+v, %v", res, err)
+	}
+	if got := images(); !slices.Equal(got, []string{"proxy=" + envoy, "app=" + v1}) {
+		t.Errorf("containers after Rollback = %v", got)
+	}
+
+	bad, err := kube.New(kube.Config{Kubeconfig: e.kubeconfig, Namespace: e.ns, Deployment: e.name, Container: "web"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bad.Snapshot(ctx)
+	if msg := e.checkErr(t, err); !errors.Is(err, platforms.ErrNotFound) || !strings.Contains(msg, `has no container "web" (it has: [proxy app])`) {
+		t.Errorf("unknown container: %q (%v)", msg, err)
+	}
+	// And a Deployment that does not exist.
+	_, err = e.adapter(t, "nope").Snapshot(ctx)
+	if msg := e.checkErr(t, err); !errors.Is(err, platforms.ErrNotFound) || msg != "deployment "+e.ns+"/nope not found in cluster kubetest: check `namespace:` and `deployment:` in rollbot's config" {
+		t.Errorf("missing deployment: %q (%v)", msg, err)
+	}
+}
