@@ -1,8 +1,10 @@
 // Package dockertest holds the helpers that rollbot's Docker adapter tests
 // (platforms/swarm, platforms/compose and the end-to-end tests) share: a
 // client for the engine of this machine, sample service images built FROM
-// scratch (the engine has no images and cannot pull), and a swarm that is
-// initialised for the tests and left again by the last test binary using it.
+// scratch (the engine has no images and cannot pull), a swarm that is
+// initialised for the tests and left again by the last test binary using it
+// (EnsureSwarm, from TestMain), and swarm services of those images for a
+// test (Service, Deploy, WaitTasks).
 //
 // Images are named rollbot-sampleapp:<tag> and stay in the engine's image
 // store after the tests, cached by tag: each carries a label with the hash
@@ -412,5 +414,87 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string))
 			t.Fatalf("condition not met within %s: %s", timeout, status)
 		}
 		time.Sleep(200 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// Service starts a replicated swarm service of image for a test, with
+// host-mode published port 8080 (the routing mesh is not needed) and short
+// restart, monitor and stop timings; it waits until the tasks run and
+// removes the service (and waits for its containers to go) when the test
+// ends. It returns the service name.
+func Service(t testing.TB, cli *client.Client, image string, replicas uint64) string {
+	t.Helper()
+	ctx := context.Background()
+	name := Name("rollbot-test-")
+	delay := time.Second
+	upd := &swarm.UpdateConfig{Parallelism: 1, Monitor: 2 * time.Second, FailureAction: swarm.UpdateFailureActionPause}
+	spec := swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: name, Labels: map[string]string{TestLabel: "true"}},
+		TaskTemplate: swarm.TaskSpec{
+			ContainerSpec: &swarm.ContainerSpec{Image: image, StopGracePeriod: &delay},
+			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: &delay},
+		},
+		Mode:           swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+		UpdateConfig:   upd,
+		RollbackConfig: upd,
+		EndpointSpec: &swarm.EndpointSpec{Ports: []swarm.PortConfig{
+			{Protocol: "tcp", TargetPort: 8080, PublishMode: swarm.PortConfigPublishModeHost},
+		}},
+	}
+	res, err := cli.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: spec})
+	if err != nil {
+		t.Fatalf("create service: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := cli.ServiceRemove(context.Background(), res.ID, client.ServiceRemoveOptions{}); err != nil {
+			t.Errorf("remove service %s: %v", name, err)
+		}
+		// Wait for its containers to go, so the swarm can be left cleanly.
+		Eventually(t, time.Minute, func() (bool, string) {
+			l, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true,
+				Filters: make(client.Filters).Add("label", "com.docker.swarm.service.id="+res.ID)})
+			if err != nil {
+				return false, err.Error()
+			}
+			return len(l.Items) == 0, fmt.Sprintf("%d containers of %s left", len(l.Items), name)
+		})
+	})
+	WaitTasks(t, cli, name, image, int(replicas), true)
+	return name
+}
+
+// WaitTasks waits until n tasks of the service run image (as written in
+// the spec); with all, no other task of the service may be meant to run.
+func WaitTasks(t testing.TB, cli *client.Client, service, image string, n int, all bool) []swarm.Task {
+	t.Helper()
+	var running []swarm.Task
+	Eventually(t, 90*time.Second, func() (bool, string) {
+		tasks, err := cli.TaskList(context.Background(), client.TaskListOptions{Filters: make(client.Filters).Add("service", service).Add("desired-state", "running")})
+		if err != nil {
+			return false, err.Error()
+		}
+		running = running[:0]
+		for _, tk := range tasks.Items {
+			if tk.Status.State == swarm.TaskStateRunning && tk.Spec.ContainerSpec != nil && tk.Spec.ContainerSpec.Image == image {
+				running = append(running, tk)
+			}
+		}
+		return len(running) == n && (!all || len(tasks.Items) == n), fmt.Sprintf("%d/%d tasks running %s (%d meant to run)", len(running), n, image, len(tasks.Items))
+	})
+	return running
+}
+
+// Deploy updates the service's image the way a CI pipeline would.
+func Deploy(t testing.TB, cli *client.Client, service, image string) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := cli.ServiceInspect(ctx, service, client.ServiceInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := s.Service.Spec
+	spec.TaskTemplate.ContainerSpec.Image = image
+	if _, err := cli.ServiceUpdate(ctx, s.Service.ID, client.ServiceUpdateOptions{Version: s.Service.Version, Spec: spec}); err != nil {
+		t.Fatalf("deploy %s: %v", image, err)
 	}
 }

@@ -63,92 +63,24 @@ func run(m *testing.M) int {
 	return code
 }
 
-// createService starts a replicated service of image with host-mode
-// published ports (the routing mesh is not needed) and short health,
-// restart and monitor timings, waits until its tasks run, and removes it
-// when the test ends.
 func createService(t *testing.T, image string, replicas uint64) string {
 	t.Helper()
-	ctx := context.Background()
-	name := dockertest.Name("rollbot-test-")
-	delay := time.Second
-	upd := &swarm.UpdateConfig{Parallelism: 1, Monitor: 2 * time.Second, FailureAction: swarm.UpdateFailureActionPause}
-	spec := swarm.ServiceSpec{
-		Annotations: swarm.Annotations{Name: name, Labels: map[string]string{dockertest.TestLabel: "true"}},
-		TaskTemplate: swarm.TaskSpec{
-			ContainerSpec: &swarm.ContainerSpec{Image: image, StopGracePeriod: &delay},
-			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: &delay},
-		},
-		Mode:           swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
-		UpdateConfig:   upd,
-		RollbackConfig: upd,
-		EndpointSpec: &swarm.EndpointSpec{Ports: []swarm.PortConfig{
-			{Protocol: "tcp", TargetPort: 8080, PublishMode: swarm.PortConfigPublishModeHost},
-		}},
-	}
-	res, err := cli.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: spec})
-	if err != nil {
-		t.Fatalf("create service: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := cli.ServiceRemove(context.Background(), res.ID, client.ServiceRemoveOptions{}); err != nil {
-			t.Errorf("remove service %s: %v", name, err)
-		}
-		// Wait for its containers to go, so the swarm can be left cleanly.
-		dockertest.Eventually(t, time.Minute, func() (bool, string) {
-			l, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true,
-				Filters: make(client.Filters).Add("label", "com.docker.swarm.service.id="+res.ID)})
-			if err != nil {
-				return false, err.Error()
-			}
-			return len(l.Items) == 0, fmt.Sprintf("%d containers of %s left", len(l.Items), name)
-		})
-	})
-	waitRunning(t, name, image, int(replicas))
-	return name
+	return dockertest.Service(t, cli, image, replicas)
 }
 
-// waitRunning waits until exactly n tasks of the service should run and
-// all of them run image.
 func waitRunning(t *testing.T, name, image string, n int) []swarm.Task {
 	t.Helper()
-	return waitTasks(t, name, image, n, true)
+	return dockertest.WaitTasks(t, cli, name, image, n, true)
 }
 
-// waitTasks waits until n tasks run image; with all, no other task of
-// the service may be meant to run.
 func waitTasks(t *testing.T, name, image string, n int, all bool) []swarm.Task {
 	t.Helper()
-	var running []swarm.Task
-	dockertest.Eventually(t, 90*time.Second, func() (bool, string) {
-		tasks, err := cli.TaskList(context.Background(), client.TaskListOptions{Filters: make(client.Filters).Add("service", name).Add("desired-state", "running")})
-		if err != nil {
-			return false, err.Error()
-		}
-		running = running[:0]
-		for _, tk := range tasks.Items {
-			if tk.Status.State == swarm.TaskStateRunning && sameImage(taskImage(tk), image) {
-				running = append(running, tk)
-			}
-		}
-		return len(running) == n && (!all || len(tasks.Items) == n), fmt.Sprintf("%d/%d tasks running %s (%d meant to run)", len(running), n, image, len(tasks.Items))
-	})
-	return running
+	return dockertest.WaitTasks(t, cli, name, image, n, all)
 }
 
-// deploy updates the service's image the way a CI pipeline would.
 func deploy(t *testing.T, name, image string) {
 	t.Helper()
-	ctx := context.Background()
-	s, err := cli.ServiceInspect(ctx, name, client.ServiceInspectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := s.Service.Spec
-	spec.TaskTemplate.ContainerSpec.Image = image
-	if _, err := cli.ServiceUpdate(ctx, s.Service.ID, client.ServiceUpdateOptions{Version: s.Service.Version, Spec: spec}); err != nil {
-		t.Fatalf("deploy %s: %v", image, err)
-	}
+	dockertest.Deploy(t, cli, name, image)
 }
 
 func inspectService(t *testing.T, name string) swarm.Service {
