@@ -676,3 +676,42 @@ stop_timeout: 5s
 		t.Error(err)
 	}
 }
+
+// TestRecreateScaledService: with two containers, each is replaced in turn
+// and progress counts them.
+func TestRecreateScaledService(t *testing.T) {
+	t.Parallel()
+	p := newProject(t, `version: "3.7"
+services:
+  web:
+    image: rollbot-sampleapp:${WEB_TAG}
+    ports: ["127.0.0.1::8080"]
+`)
+	p.compose([]string{"WEB_TAG=v2"}, "up", "-d", "--scale", "web=2")
+	a := p.adapter(Config{Service: "web", HealthPath: "/health"})
+	var updated []int
+	res, err := a.Rollback(context.Background(), platforms.Revision{ID: "v1"}, false, func(pr platforms.Progress) {
+		if len(updated) == 0 || updated[len(updated)-1] != pr.Updated {
+			updated = append(updated, pr.Updated)
+		}
+	})
+	if err != nil || res.Outcome != platforms.Done || len(res.Plan) != 2 {
+		t.Fatalf("rollback: %+v, %v", res, err)
+	}
+	if !slices.Equal(updated, []int{0, 1, 2}) {
+		t.Errorf("progress counted updated containers %v, want [0 1 2]", updated)
+	}
+	l, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).
+		Add("label", labelProject+"="+p.name).Add("label", labelService+"=web")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Items) != 2 {
+		t.Fatalf("%d web containers, want 2", len(l.Items))
+	}
+	for _, c := range l.Items {
+		if c.Image != good.Ref() || c.State != container.StateRunning {
+			t.Errorf("container %v: image %s, state %s", c.Names, c.Image, c.State)
+		}
+	}
+}
