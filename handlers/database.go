@@ -7,8 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/slack-go/slack"
-
 	"rollbot/state"
 )
 
@@ -64,7 +62,7 @@ func (e *Engine) dbApproveClicked(ctx context.Context, a Action) {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
 		return
 	}
-	if err := e.chat.OpenModal(ctx, a.TriggerID, dbApproveModal(in)); err != nil {
+	if err := e.chat.OpenModal(ctx, a.TriggerID, dbApproveModalView(in, a.MessageTS)); err != nil {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "open the approval dialog")))
 	}
 }
@@ -83,7 +81,9 @@ func (e *Engine) dbApproverProblem(ctx context.Context, in *state.Incident, svc 
 // dbApproveSubmitted records an approval from the modal; when enough
 // distinct approvers agree within the approval window, the step runs.
 func (e *Engine) dbApproveSubmitted(ctx context.Context, v ViewSubmission) map[string]string {
-	in, err := e.store.Get(ctx, v.PrivateMetadata)
+	// The metadata is "<incident>|<ts of the approval message>".
+	id, msgTS, _ := strings.Cut(v.PrivateMetadata, "|")
+	in, err := e.store.Get(ctx, id)
 	if err != nil {
 		return map[string]string{"confirm": "this rollback no longer exists"}
 	}
@@ -111,7 +111,7 @@ func (e *Engine) dbApproveSubmitted(ctx context.Context, v ViewSubmission) map[s
 	}
 	need := requiredApprovals(in, svc)
 	if len(approvers) < need {
-		e.update(ctx, in.Channel, in.Messages["db"], dbApprovalMsg(in, svc.DBApprovers, need, approvers, e.opt.ApprovalTTL))
+		e.update(ctx, in.Channel, msgTS, dbApprovalMsg(in, svc.DBApprovers, need, approvers, e.opt.ApprovalTTL))
 		return nil
 	}
 	in, err = e.store.Transition(ctx, in.ID, []state.Status{state.AwaitingDBApprove}, state.RollingBackDB, nil)
@@ -121,7 +121,7 @@ func (e *Engine) dbApproveSubmitted(ctx context.Context, v ViewSubmission) map[s
 		}
 		return map[string]string{"confirm": e.userText(err, "start the database step")}
 	}
-	e.update(ctx, in.Channel, in.Messages["db"], dbApprovedMsg(in, approvers))
+	e.update(ctx, in.Channel, msgTS, dbApprovedMsg(in, approvers))
 	e.spawn("database", e.opt.StepTimeout, func(ctx context.Context) { e.runDB(ctx, in, svc, approvers) })
 	return nil
 }
@@ -145,7 +145,7 @@ func (e *Engine) dbRefuse(ctx context.Context, a Action) {
 	}
 	e.store.ClearApprovals(ctx, in.ID, dbStep)
 	e.store.ReleaseLock(ctx, in.Service, in.Lock)
-	e.update(ctx, in.Channel, in.Messages["db"], dbClosedMsg(in, "Refused by <@"+a.UserID+">: neither the database nor the app was rolled back (the app rollback waits for the database step). Run `/rollback "+in.Service+"` again when decided."))
+	e.update(ctx, in.Channel, a.MessageTS, dbClosedMsg(in, "Refused by <@"+a.UserID+">: neither the database nor the app was rolled back (the app rollback waits for the database step). Run `/rollback "+in.Service+"` again when decided."))
 }
 
 // runDB is runbook §4, then (only on success) the app rollback.
@@ -235,6 +235,3 @@ func (t *tailWriter) Tail() string {
 	return strings.Join(l, "\n")
 }
 
-func dbApproveModal(in *state.Incident) slack.ModalViewRequest {
-	return dbApproveModalView(in)
-}

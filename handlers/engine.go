@@ -420,6 +420,7 @@ func (e *Engine) post(ctx context.Context, channel, thread string, m Msg) string
 
 func (e *Engine) update(ctx context.Context, channel, ts string, m Msg) {
 	if ts == "" {
+		e.log.Warn("update of a message whose ts is unknown; skipped")
 		return
 	}
 	if err := e.chat.Update(ctx, channel, ts, m); err != nil {

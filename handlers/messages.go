@@ -544,12 +544,12 @@ func dbOutputMsg(in *state.Incident, title, status, tail string) Msg {
 	return Msg{Text: title + " " + status, Blocks: blocks}
 }
 
-func dbApproveModalView(in *state.Incident) slack.ModalViewRequest {
+func dbApproveModalView(in *state.Incident, msgTS string) slack.ModalViewRequest {
 	input := slack.NewPlainTextInputBlockElement(plain(in.Service, 150), "service")
 	return slack.ModalViewRequest{
 		Type:            slack.VTModal,
 		CallbackID:      viewDBApprove,
-		PrivateMetadata: in.ID,
+		PrivateMetadata: in.ID + "|" + msgTS,
 		Title:           plain("Approve database step", 24),
 		Submit:          plain("Approve", 24),
 		Close:           plain("Cancel", 24),

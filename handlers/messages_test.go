@@ -141,8 +141,8 @@ func TestGoldenMessages(t *testing.T) {
 		})
 	}
 	t.Run("modal", func(t *testing.T) {
-		v := dbApproveModalView(in)
-		if v.CallbackID != viewDBApprove || v.PrivateMetadata != "RB-7" || len(v.Blocks.BlockSet) != 3 {
+		v := dbApproveModalView(in, "1795630449.000009")
+		if v.CallbackID != viewDBApprove || v.PrivateMetadata != "RB-7|1795630449.000009" || len(v.Blocks.BlockSet) != 3 {
 			t.Fatalf("modal: %+v", v)
 		}
 	})

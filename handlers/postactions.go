@@ -121,7 +121,7 @@ func (e *Engine) postActionDone(ctx context.Context, a Action) {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, "postactions", itemText(key)+": "+in.Done[key])
-	e.update(ctx, in.Channel, in.Messages["postactions"], postActionsMsg(in))
+	e.update(ctx, in.Channel, a.MessageTS, postActionsMsg(in))
 }
 
 func itemText(key string) string {

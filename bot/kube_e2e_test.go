@@ -1,0 +1,103 @@
+package bot
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"rollbot/bot/slackemu"
+	"rollbot/handlers"
+	"rollbot/platforms"
+	"rollbot/platforms/kube"
+	"rollbot/platforms/kube/kubetest"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// imageMetrics reports request metrics by the image the Deployment runs:
+// v2 is the bad build. The cluster, the rollback and the pods are real;
+// only the request metrics are derived (Prometheus is proven in platforms/prom).
+type imageMetrics struct{ p platforms.Platform }
+
+func (m imageMetrics) value(ctx context.Context, bad, good float64) (platforms.Measurement, error) {
+	snap, err := m.p.Snapshot(ctx)
+	if err != nil {
+		return platforms.Measurement{}, err
+	}
+	v := good
+	if strings.HasSuffix(snap.Current.Artifact, ":v2") {
+		v = bad
+	}
+	return platforms.Measurement{Value: v, Source: "test metrics by image", Requests: 1000}, nil
+}
+
+func (m imageMetrics) ErrorRatio(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
+	return m.value(ctx, 0.09, 0.001)
+}
+
+func (m imageMetrics) LatencyP95(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
+	return m.value(ctx, 0.9, 0.1)
+}
+
+// TestKubernetesRollbackThroughSlack is the end-to-end test that matters:
+// /rollback myapp in the local Slack server, confirmed by an on-call
+// engineer, against a real control plane, with the adapter running as a
+// ServiceAccount bound to exactly deploy/kubernetes/rbac.yaml's Role; it
+// ends with the Deployment's pods on the old image.
+func TestKubernetesRollbackThroughSlack(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := kubetest.CreateNamespace(t, c.AdminClient, "e2e")
+	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)
+	kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+	kubetest.SetImage(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v2")
+	kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+
+	kubeconfig := c.KubeconfigFor(t, ns, "../deploy/kubernetes/rbac.yaml")
+	adapter, err := kube.New(kube.Config{Kubeconfig: kubeconfig, Namespace: ns, Deployment: "myapp", RolloutTimeout: time.Minute},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &handlers.Service{Name: "myapp", Platform: adapter, Metrics: imageMetrics{adapter},
+		Thresholds: handlers.Thresholds{ErrorRate: 0.01, LatencyFactor: 2, Restarts: 3, UnreadyRatio: 0.5, BaselineP95: 100 * time.Millisecond},
+		Approvers:  handlers.Access{Groups: []string{slackemu.GroupOnCall}}}
+	eng := fastEngine()
+	eng.VerifyTimeout = 30 * time.Second
+	h := newHarness(t, []*handlers.Service{svc}, eng)
+
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	for _, want := range []string{"Bad version:* 2 (registry.local/myapp:v2)", "Last known good:* 1 (registry.local/myapp:v1)", "9.00%"} {
+		if !strings.Contains(a.PlainText(), want) {
+			t.Errorf("assessment lacks %q:\n%s", want, a.PlainText())
+		}
+	}
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("verified", textHas("Rollback verified"))
+	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+
+	images, ready := kubetest.PodImages(t, c.AdminClient, ns, "myapp")
+	if len(images) != 3 || ready != 3 || slices.ContainsFunc(images, func(s string) bool { return s != "registry.local/myapp:v1" }) {
+		t.Fatalf("after the rollback: images %v, %d ready; want 3 Ready pods on registry.local/myapp:v1", images, ready)
+	}
+	d, err := c.AdminClient.AppsV1().Deployments(ns).Get(context.Background(), "myapp", metavOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Spec.Paused {
+		t.Fatal("the Deployment was left paused")
+	}
+	// The bad ReplicaSet carries the DO_NOT_DEPLOY mark on the cluster too.
+	snap, err := adapter.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(snap.History, func(r platforms.Revision) bool { return r.Artifact == "registry.local/myapp:v2" && r.DoNotDeploy }) {
+		t.Fatalf("v2 not marked on the cluster: %+v", snap.History)
+	}
+}
+
+func metavOpts() metav1.GetOptions { return metav1.GetOptions{} }
