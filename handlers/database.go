@@ -234,4 +234,3 @@ func (t *tailWriter) Tail() string {
 	}
 	return strings.Join(l, "\n")
 }
-
