@@ -78,7 +78,7 @@ rollbot demo: everything runs in this process, nothing leaves this machine.
 
   - a local Slack-compatible server (not Slack) with the channel #incident-rollbacks
   - rollbot connected to it over Socket Mode
-  - SIMULATED services: "myapp" (v3 is failing) and "payments" (its bad deploy ran a migration)
+  - SIMULATED services: "myapp" (v1.5.0 is failing) and "payments" (its bad deploy ran a migration)
   - state: %s
 
   Try: /rollback myapp     then "Roll back" as alice or bob (on-call)
