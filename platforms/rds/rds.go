@@ -211,25 +211,29 @@ type Request struct {
 }
 
 // Plan is a restore decided but not started. Show Lines() to approvers.
+// It survives a JSON round trip (state store) with everything Restore needs.
 type Plan struct {
-	Method   Method
-	Source   string
-	Target   string
-	Snapshot string    // snapshot identifier (snapshot method)
-	DataAsOf time.Time // snapshot creation time or the restore time
+	Method   Method    `json:"method"`
+	Source   string    `json:"source"`
+	Target   string    `json:"target"`
+	Snapshot string    `json:"snapshot,omitempty"` // snapshot identifier (snapshot method)
+	DataAsOf time.Time `json:"data_as_of"`         // snapshot creation time or the restore time
 	// SourceEndpoint is "host:port" of the instance the app uses today.
-	SourceEndpoint string
-	Incident       string
-	settings       sourceSettings
+	SourceEndpoint string `json:"source_endpoint,omitempty"`
+	Incident       string `json:"incident,omitempty"`
+	// Settings are copied from the source so the new instance is reachable
+	// like the old one (RDS would otherwise use its defaults).
+	Settings Settings `json:"settings"`
 }
 
-type sourceSettings struct {
-	class          string
-	subnetGroup    string
-	securityGroups []string
-	paramGroup     string
-	multiAZ        bool
-	public         bool
+// Settings of the source instance that the restore copies.
+type Settings struct {
+	Class          string   `json:"class,omitempty"`
+	SubnetGroup    string   `json:"subnet_group,omitempty"`
+	SecurityGroups []string `json:"security_groups,omitempty"`
+	ParameterGroup string   `json:"parameter_group,omitempty"`
+	MultiAZ        bool     `json:"multi_az,omitempty"`
+	Public         bool     `json:"public,omitempty"`
 }
 
 // Lines describes the plan, one change per line.
@@ -291,7 +295,7 @@ func (a *Adapter) Plan(ctx context.Context, req Request) (Plan, error) {
 	} else if existing != nil {
 		return Plan{}, platforms.Userf(platforms.ErrConflict, "an RDS instance named %s already exists (an earlier restore?); use it or choose another name", target)
 	}
-	p := Plan{Method: method, Source: a.cfg.Instance, Target: target, Incident: req.Incident, settings: settingsOf(src)}
+	p := Plan{Method: method, Source: a.cfg.Instance, Target: target, Incident: req.Incident, Settings: settingsOf(src)}
 	if src.Endpoint != nil {
 		p.SourceEndpoint = fmt.Sprintf("%s:%d", aws.ToString(src.Endpoint.Address), aws.ToInt32(src.Endpoint.Port))
 	}
@@ -320,16 +324,16 @@ func (a *Adapter) Plan(ctx context.Context, req Request) (Plan, error) {
 	return p, nil
 }
 
-func settingsOf(in *rdstypes.DBInstance) sourceSettings {
-	s := sourceSettings{class: aws.ToString(in.DBInstanceClass), multiAZ: aws.ToBool(in.MultiAZ), public: aws.ToBool(in.PubliclyAccessible)}
+func settingsOf(in *rdstypes.DBInstance) Settings {
+	s := Settings{Class: aws.ToString(in.DBInstanceClass), MultiAZ: aws.ToBool(in.MultiAZ), Public: aws.ToBool(in.PubliclyAccessible)}
 	if in.DBSubnetGroup != nil {
-		s.subnetGroup = aws.ToString(in.DBSubnetGroup.DBSubnetGroupName)
+		s.SubnetGroup = aws.ToString(in.DBSubnetGroup.DBSubnetGroupName)
 	}
 	for _, sg := range in.VpcSecurityGroups {
-		s.securityGroups = append(s.securityGroups, aws.ToString(sg.VpcSecurityGroupId))
+		s.SecurityGroups = append(s.SecurityGroups, aws.ToString(sg.VpcSecurityGroupId))
 	}
 	if len(in.DBParameterGroups) > 0 {
-		s.paramGroup = aws.ToString(in.DBParameterGroups[0].DBParameterGroupName)
+		s.ParameterGroup = aws.ToString(in.DBParameterGroups[0].DBParameterGroupName)
 	}
 	return s
 }
@@ -397,19 +401,19 @@ func (a *Adapter) Restore(ctx context.Context, p Plan, dryRun bool) (platforms.R
 	if p.Incident != "" {
 		tags = append(tags, rdstypes.Tag{Key: aws.String("rollbot:incident"), Value: aws.String(p.Incident)})
 	}
-	s := p.settings
+	s := p.Settings
 	var err error
 	switch p.Method {
 	case FromSnapshot:
 		_, err = a.api.RestoreDBInstanceFromDBSnapshot(ctx, &awsrds.RestoreDBInstanceFromDBSnapshotInput{
 			DBInstanceIdentifier: aws.String(p.Target),
 			DBSnapshotIdentifier: aws.String(p.Snapshot),
-			DBInstanceClass:      nonEmpty(s.class),
-			DBSubnetGroupName:    nonEmpty(s.subnetGroup),
-			VpcSecurityGroupIds:  s.securityGroups,
-			DBParameterGroupName: nonEmpty(s.paramGroup),
-			MultiAZ:              aws.Bool(s.multiAZ),
-			PubliclyAccessible:   aws.Bool(s.public),
+			DBInstanceClass:      nonEmpty(s.Class),
+			DBSubnetGroupName:    nonEmpty(s.SubnetGroup),
+			VpcSecurityGroupIds:  s.SecurityGroups,
+			DBParameterGroupName: nonEmpty(s.ParameterGroup),
+			MultiAZ:              aws.Bool(s.MultiAZ),
+			PubliclyAccessible:   aws.Bool(s.Public),
 			Tags:                 tags,
 		})
 		err = a.awsErr(err, "RestoreDBInstanceFromDBSnapshot")
@@ -418,12 +422,12 @@ func (a *Adapter) Restore(ctx context.Context, p Plan, dryRun bool) (platforms.R
 			SourceDBInstanceIdentifier: aws.String(p.Source),
 			TargetDBInstanceIdentifier: aws.String(p.Target),
 			RestoreTime:                aws.Time(p.DataAsOf),
-			DBInstanceClass:            nonEmpty(s.class),
-			DBSubnetGroupName:          nonEmpty(s.subnetGroup),
-			VpcSecurityGroupIds:        s.securityGroups,
-			DBParameterGroupName:       nonEmpty(s.paramGroup),
-			MultiAZ:                    aws.Bool(s.multiAZ),
-			PubliclyAccessible:         aws.Bool(s.public),
+			DBInstanceClass:            nonEmpty(s.Class),
+			DBSubnetGroupName:          nonEmpty(s.SubnetGroup),
+			VpcSecurityGroupIds:        s.SecurityGroups,
+			DBParameterGroupName:       nonEmpty(s.ParameterGroup),
+			MultiAZ:                    aws.Bool(s.MultiAZ),
+			PubliclyAccessible:         aws.Bool(s.Public),
 			Tags:                       tags,
 		})
 		err = a.awsErr(err, "RestoreDBInstanceToPointInTime")
@@ -448,8 +452,8 @@ func nonEmpty(s string) *string {
 type Restored struct {
 	Plan
 	// Endpoint is "host:port" of the new instance.
-	Endpoint    string
-	AvailableAt time.Time
+	Endpoint    string    `json:"endpoint"`
+	AvailableAt time.Time `json:"available_at"`
 }
 
 // LossWindow is how much writing the restored data misses, counted up to

@@ -8,6 +8,7 @@ package rds
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -124,6 +125,16 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	}
 	if len(e.fake.Requests("RestoreDBInstanceFromDBSnapshot")) != 0 {
 		t.Fatal("Plan restored something")
+	}
+
+	// The plan goes through the state store between approval and restore.
+	b, err := json.Marshal(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan = Plan{}
+	if err := json.Unmarshal(b, &plan); err != nil {
+		t.Fatal(err)
 	}
 
 	dry, err := a.Restore(ctx, plan, true)
