@@ -234,7 +234,7 @@ func TestDeployManifests(t *testing.T) {
 				_, err = cs.CoreV1().ConfigMaps(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 			case *appsv1.Deployment:
 				if o.Spec.Template.Spec.ServiceAccountName != "rollbot" || o.Spec.Template.Spec.Containers[0].Image != "rollbot" ||
-					!slices.Equal(o.Spec.Template.Spec.Containers[0].Command, []string{"rollbot", "serve", "--config", "/etc/rollbot/rollbot.yaml"}) {
+					!slices.Equal(o.Spec.Template.Spec.Containers[0].Args, []string{"serve", "--config", "/etc/rollbot/rollbot.yaml"}) {
 					t.Errorf("rollbot Deployment: %+v", o.Spec.Template.Spec)
 				}
 				_, err = cs.AppsV1().Deployments(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
