@@ -408,7 +408,7 @@ func (a *Adapter) containerReady(ctx context.Context, c container.InspectRespons
 	}
 	u, err := a.healthURL(c)
 	if err != nil {
-		return failed("%v", err)
+		return notReady("%v", err) // ports show up once the engine has set them up
 	}
 	if err := a.getOK(ctx, u); err != nil {
 		return notReady("%v", err)
