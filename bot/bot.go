@@ -51,7 +51,7 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	}
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
-	services, err := BuildServices(ctx, cfg, log)
+	services, err := BuildServices(ctx, cfg, state.New(rdb, cfg.RedisPrefix), log)
 	if err != nil {
 		return err
 	}

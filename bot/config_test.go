@@ -17,7 +17,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("the shipped example config is invalid:\n%v", err)
 	}
-	if len(c.Services) != 3 || c.Services["myapp"].Kubernetes.Namespace != "prod" {
+	if len(c.Services) != 5 || c.Services["myapp"].Kubernetes.Namespace != "prod" {
 		t.Fatalf("example config decoded wrong: %+v", c.Services["myapp"])
 	}
 }

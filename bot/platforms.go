@@ -8,6 +8,7 @@ import (
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/bluegreen"
+	"rollbot/platforms/compose"
 	"rollbot/platforms/kube"
 	"rollbot/platforms/migrations"
 	"rollbot/platforms/prom"
@@ -15,6 +16,8 @@ import (
 	"rollbot/platforms/scrape"
 	"rollbot/platforms/sim"
 	"rollbot/platforms/swarm"
+	"rollbot/platforms/vm"
+	"rollbot/state"
 )
 
 // platformNames are the values of services.<name>.platform.
@@ -25,6 +28,8 @@ var platformNames = []string{"kubernetes", "swarm", "compose", "vm", "bluegreen"
 type PlatformSections struct {
 	Kubernetes *kube.Config      `yaml:"kubernetes"`
 	Swarm      *swarm.Config     `yaml:"swarm"`
+	Compose    *compose.Config   `yaml:"compose"`
+	VM         *vm.Config        `yaml:"vm"`
 	BlueGreen  *bluegreen.Config `yaml:"bluegreen"`
 }
 
@@ -32,6 +37,8 @@ func (s ServiceConfig) sections() map[string]validatable {
 	return map[string]validatable{
 		"kubernetes": validator(s.Kubernetes),
 		"swarm":      validator(s.Swarm),
+		"compose":    validator(s.Compose),
+		"vm":         validator(s.VM),
 		"bluegreen":  validator(s.BlueGreen),
 	}
 }
@@ -84,11 +91,13 @@ func (d DatabaseSettings) validate(p string, add func(string, error)) []error {
 	return errs
 }
 
-// BuildServices constructs every configured service's adapters.
-func BuildServices(ctx context.Context, c *Config, log *slog.Logger) ([]*handlers.Service, error) {
+// BuildServices constructs every configured service's adapters. history
+// is rollbot's own record of deployed versions (state.Store), which the
+// Docker adapters use when the engine no longer knows a previous image.
+func BuildServices(ctx context.Context, c *Config, history *state.Store, log *slog.Logger) ([]*handlers.Service, error) {
 	var out []*handlers.Service
 	for name, sc := range c.Services {
-		svc, err := buildService(ctx, name, sc, log.With("service", name))
+		svc, err := buildService(ctx, name, sc, history, log.With("service", name))
 		if err != nil {
 			return nil, fmt.Errorf("services.%s: %w", name, err)
 		}
@@ -97,7 +106,7 @@ func BuildServices(ctx context.Context, c *Config, log *slog.Logger) ([]*handler
 	return out, nil
 }
 
-func buildService(ctx context.Context, name string, sc ServiceConfig, log *slog.Logger) (*handlers.Service, error) {
+func buildService(ctx context.Context, name string, sc ServiceConfig, history *state.Store, log *slog.Logger) (*handlers.Service, error) {
 	svc := &handlers.Service{
 		Name: name, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
 		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline,
@@ -107,7 +116,11 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, log *slog.
 	case "kubernetes":
 		svc.Platform, err = kube.New(*sc.Kubernetes, log.With("platform", "kubernetes"))
 	case "swarm":
-		svc.Platform, err = swarm.New(*sc.Swarm, log.With("platform", "swarm"))
+		svc.Platform, err = swarm.New(*sc.Swarm, log.With("platform", "swarm"), swarm.WithHistory(history, name))
+	case "compose":
+		svc.Platform, err = compose.New(*sc.Compose, log.With("platform", "compose"), compose.WithHistory(history, name))
+	case "vm":
+		svc.Platform, err = vm.New(*sc.VM, log.With("platform", "vm"))
 	case "bluegreen":
 		svc.Platform, err = bluegreen.New(ctx, *sc.BlueGreen, log.With("platform", "bluegreen"))
 	case "simulated":

@@ -412,6 +412,11 @@ func (e *Engine) startRollback(ctx context.Context, sc SlashCommand, cmd Command
 	in.Bad, in.Target = a.Bad, a.Good
 	if a.Snapshot != nil {
 		in.DeployedAt = a.Snapshot.DeployedAt
+		cur := a.Snapshot.Current
+		cur.CreatedAt = a.Snapshot.DeployedAt
+		if err := e.store.RecordDeployed(ctx, svc.Name, cur); err != nil {
+			e.log.Warn("record deployed version", "service", svc.Name, "err", err)
+		}
 	}
 	in.MigrationsRan = a.Gate
 	if a.Migrations != nil {

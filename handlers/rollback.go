@@ -59,6 +59,11 @@ func (e *Engine) rollBackApp(ctx context.Context, in *state.Incident, svc *Servi
 		return
 	}
 	e.record(ctx, in.ID, "rollbot", "rollback", fmt.Sprintf("%s in %s: %s", res.Outcome, took, res.Detail))
+	target := in.Target
+	target.CreatedAt = e.now()
+	if err := e.store.RecordDeployed(ctx, svc.Name, target); err != nil {
+		e.log.Warn("record deployed version", "service", svc.Name, "err", err)
+	}
 	live.Close(rolledBackMsg(in, res, took, lines, stopLine))
 
 	e.verify(ctx, in, svc)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"rollbot/platforms"
 )
 
 // Mark records that an artifact must not be deployed again.
@@ -80,3 +82,54 @@ func (s *Store) ClearApprovals(ctx context.Context, incident, step string) error
 
 // SetClock replaces the store's clock (tests of expiry).
 func (s *Store) SetClock(now func() time.Time) { s.now = now }
+
+// RecordDeployed remembers that a service ran rev, as rollbot saw it (at an
+// assessment, after a rollback). It is rollbot's own deploy record: the
+// Docker adapters use it to know previous images when the engine has
+// forgotten them. The newest 50 distinct artifacts are kept.
+func (s *Store) RecordDeployed(ctx context.Context, service string, rev platforms.Revision) error {
+	if rev.Artifact == "" {
+		return nil
+	}
+	if rev.CreatedAt.IsZero() {
+		rev.CreatedAt = s.now()
+	}
+	b, _ := json.Marshal(rev)
+	k := s.key("deployed", service)
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, k+":rev", rev.Artifact, b)
+		p.ZAdd(ctx, k, redis.Z{Score: float64(rev.CreatedAt.UnixMilli()), Member: rev.Artifact})
+		p.ZRemRangeByRank(ctx, k, 0, -51)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record deployed %s: %w", service, err)
+	}
+	return nil
+}
+
+// Deployed returns the revisions recorded by RecordDeployed, newest first.
+func (s *Store) Deployed(ctx context.Context, service string) ([]platforms.Revision, error) {
+	k := s.key("deployed", service)
+	arts, err := s.rdb.ZRevRange(ctx, k, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read deployed %s: %w", service, err)
+	}
+	if len(arts) == 0 {
+		return nil, nil
+	}
+	raw, err := s.rdb.HMGet(ctx, k+":rev", arts...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read deployed %s: %w", service, err)
+	}
+	out := make([]platforms.Revision, 0, len(arts))
+	for i, r := range raw {
+		var rev platforms.Revision
+		if str, ok := r.(string); ok && json.Unmarshal([]byte(str), &rev) == nil {
+			out = append(out, rev)
+		} else {
+			out = append(out, platforms.Revision{ID: arts[i], Artifact: arts[i]})
+		}
+	}
+	return out, nil
+}

@@ -185,3 +185,25 @@ func TestOnceAndApprovals(t *testing.T) {
 		t.Fatalf("Marks = %v, %v", marks, err)
 	}
 }
+
+func TestDeployedRecord(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	for i, a := range []string{"app:v1", "app:v2", "app:v1", "app:v3"} {
+		if err := s.RecordDeployed(ctx, "web", platforms.Revision{ID: a, Artifact: a, CreatedAt: t0.Add(time.Duration(i) * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Deployed(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arts []string
+	for _, r := range got {
+		arts = append(arts, r.Artifact)
+	}
+	if strings.Join(arts, ",") != "app:v3,app:v1,app:v2" {
+		t.Fatalf("Deployed = %v, want newest first, distinct", arts)
+	}
+}
