@@ -1,0 +1,17 @@
+package kube_test
+
+import (
+	"testing"
+
+	"rollbot/platforms/kube/kubetest"
+	"rollbot/platforms/platformtest"
+)
+
+// TestContract runs the shared adapter contract on the real control plane
+// with the adapter bound to the shipped Role; the bad release crash-loops.
+func TestContract(t *testing.T) {
+	e := newEnv(t, v1, 3)
+	kubetest.WaitRolledOut(t, e.admin, e.ns, e.name)
+	kubetest.SetImage(t, e.admin, e.ns, e.name, v2Broken)
+	platformtest.Contract(t, platformtest.Env{Platform: e.a, Good: v1, Bad: v2Broken})
+}
