@@ -15,6 +15,7 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"rollbot/handlers"
+	"rollbot/platforms"
 	"rollbot/state"
 )
 
@@ -55,6 +56,7 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	checkAccess(ctx, services, log)
 	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log})
 	if err != nil {
 		return err
@@ -224,4 +226,29 @@ func viewSubmission(cb slack.InteractionCallback) handlers.ViewSubmission {
 		}
 	}
 	return v
+}
+
+// accessChecker is implemented by adapters that can ask their system
+// whether rollbot's credentials allow every operation (Kubernetes RBAC).
+type accessChecker interface {
+	CheckAccess(ctx context.Context) error
+}
+
+// checkAccess reports missing permissions at start, so a Role without
+// `patch` is found before the incident, not during it. It does not stop
+// the bot: the other services still work.
+func checkAccess(ctx context.Context, services []*handlers.Service, log *slog.Logger) {
+	for _, s := range services {
+		c, ok := s.Platform.(accessChecker)
+		if !ok {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.CheckAccess(cctx)
+		cancel()
+		if err != nil {
+			msg, _ := platforms.UserMessage(err)
+			log.Error("permission check failed: rollbacks of this service will fail until it is fixed", "service", s.Name, "problem", msg, "err", err)
+		}
+	}
 }

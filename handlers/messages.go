@@ -365,7 +365,7 @@ func progressMsg(in *state.Incident, title string, lines []string, stopLine stri
 		section("title", fmt.Sprintf(":hourglass_flowing_sand: *%s* %s → %s", title, in.Bad.Label(), in.Target.Label())),
 	}
 	if stopLine != "" {
-		blocks = append(blocks, contextBlock("stop", "Rollout stopped: "+stopLine))
+		blocks = append(blocks, contextBlock("stop", "Stop the rollout (runbook §2): "+stopLine))
 	}
 	if len(lines) > 0 {
 		blocks = append(blocks, section("progress", "```"+strings.Join(lines, "\n")+"```"))
@@ -384,7 +384,7 @@ func rolledBackMsg(in *state.Incident, res platforms.Result, took time.Duration,
 	}
 	blocks := []slack.Block{section("title", t)}
 	if stopLine != "" {
-		blocks = append(blocks, contextBlock("stop", "Rollout stopped: "+stopLine))
+		blocks = append(blocks, contextBlock("stop", "Stop the rollout (runbook §2): "+stopLine))
 	}
 	if len(lines) > 0 {
 		blocks = append(blocks, section("progress", "```"+strings.Join(lines, "\n")+"```"))
