@@ -38,13 +38,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/config"
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/smithy-go"
 
 	"rollbot/platforms"
+	"rollbot/platforms/awsconf"
 )
 
 // TargetGroup names one side.
@@ -151,23 +150,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Adapter, error) {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 20 * time.Second
 	}
-	opts := []func(*config.LoadOptions) error{
-		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = cfg.MaxAttempts
-				o.MaxBackoff = cfg.MaxBackoff
-			})
-		}),
-	}
-	if cfg.Region != "" {
-		opts = append(opts, config.WithRegion(cfg.Region))
-	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	awsCfg, err := awsconf.Load(ctx, cfg.Region, cfg.MaxAttempts, cfg.MaxBackoff)
 	if err != nil {
-		return nil, fmt.Errorf("load aws config: %w", err)
-	}
-	if awsCfg.Region == "" {
-		return nil, errors.New("region: not set here nor in AWS_REGION or the shared AWS config")
+		return nil, err
 	}
 	client := elb.NewFromConfig(awsCfg, func(o *elb.Options) {
 		if cfg.Endpoint != "" {

@@ -38,13 +38,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/config"
 	awsrds "github.com/aws/aws-sdk-go-v2/service/rds"
 	rdstypes "github.com/aws/aws-sdk-go-v2/service/rds/types"
 	"github.com/aws/smithy-go"
 
 	"rollbot/platforms"
+	"rollbot/platforms/awsconf"
 )
 
 // Method is how the database is restored.
@@ -136,23 +135,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Adapter, error) {
 		return nil, err
 	}
 	cfg = withDefaults(cfg)
-	opts := []func(*config.LoadOptions) error{
-		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = cfg.MaxAttempts
-				o.MaxBackoff = cfg.MaxBackoff
-			})
-		}),
-	}
-	if cfg.Region != "" {
-		opts = append(opts, config.WithRegion(cfg.Region))
-	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	awsCfg, err := awsconf.Load(ctx, cfg.Region, cfg.MaxAttempts, cfg.MaxBackoff)
 	if err != nil {
-		return nil, fmt.Errorf("load aws config: %w", err)
-	}
-	if awsCfg.Region == "" {
-		return nil, errors.New("region: not set here nor in AWS_REGION or the shared AWS config")
+		return nil, err
 	}
 	client := awsrds.NewFromConfig(awsCfg, func(o *awsrds.Options) {
 		if cfg.Endpoint != "" {
