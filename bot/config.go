@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"rollbot/handlers"
+	"rollbot/platforms"
 	"rollbot/platforms/prom"
 	"rollbot/platforms/sim"
 )
@@ -276,11 +277,7 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 		errs = append(errs, fmt.Errorf("%s.metrics.simulated: only for platform simulated", p))
 	}
 	for i, u := range s.HealthURLs {
-		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			errs = append(errs, fmt.Errorf("%s.health_urls[%d]: not an http(s) URL", p, i))
-		} else if pu.User != nil {
-			errs = append(errs, fmt.Errorf("%s.health_urls[%d]: must not contain credentials", p, i))
-		}
+		errs = append(errs, platforms.FieldErrors(fmt.Sprintf("%s.health_urls[%d]", p, i), platforms.CheckHTTPURL(u))...)
 	}
 	if s.SmokeTest.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.smoke_test.timeout: must not be negative", p))

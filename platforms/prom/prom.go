@@ -83,21 +83,7 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // Validate checks the configuration; each error names its field.
 func (c Config) Validate() error {
 	var errs []error
-	if c.URL == "" {
-		errs = append(errs, errors.New("url: required"))
-	} else if u, err := url.Parse(c.URL); err != nil {
-		errs = append(errs, errors.New("url: not a URL"))
-	} else {
-		if u.Scheme != "http" && u.Scheme != "https" {
-			errs = append(errs, fmt.Errorf("url: scheme must be http or https, not %q", u.Scheme))
-		}
-		if u.Host == "" {
-			errs = append(errs, errors.New("url: host required"))
-		}
-		if u.User != nil {
-			errs = append(errs, errors.New("url: must not contain credentials; put a bearer token in the variable named by token_env"))
-		}
-	}
+	errs = append(errs, platforms.FieldErrors("url", platforms.CheckHTTPURL(c.URL))...)
 	if strings.ContainsAny(c.Selector, "{}") {
 		errs = append(errs, errors.New(`selector: label matchers without braces, e.g. job="myapp"`))
 	}
@@ -118,11 +104,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("min_requests: must not be negative"))
 	}
 	if c.TokenEnv != "" {
-		if !envName.MatchString(c.TokenEnv) {
-			errs = append(errs, fmt.Errorf("token_env: %q is not an environment variable name", c.TokenEnv))
-		} else if os.Getenv(c.TokenEnv) == "" {
-			errs = append(errs, fmt.Errorf("token_env: environment variable %s is not set", c.TokenEnv))
-		}
+		errs = append(errs, platforms.FieldErrors("token_env", platforms.CheckSecretEnv(c.TokenEnv))...)
 	}
 	return errors.Join(errs...)
 }

@@ -110,21 +110,7 @@ var (
 // Validate checks the configuration; each error names its field.
 func (c Config) Validate() error {
 	var errs []error
-	if c.URL == "" {
-		errs = append(errs, errors.New("url: required"))
-	} else if u, err := url.Parse(c.URL); err != nil {
-		errs = append(errs, errors.New("url: not a URL"))
-	} else {
-		if u.Scheme != "http" && u.Scheme != "https" {
-			errs = append(errs, fmt.Errorf("url: scheme must be http or https, not %q", u.Scheme))
-		}
-		if u.Host == "" {
-			errs = append(errs, errors.New("url: host required"))
-		}
-		if u.User != nil {
-			errs = append(errs, errors.New("url: must not contain credentials; put a bearer token in the variable named by token_env"))
-		}
-	}
+	errs = append(errs, platforms.FieldErrors("url", platforms.CheckHTTPURL(c.URL))...)
 	for _, f := range []struct{ field, v string }{{"requests_metric", c.RequestsMetric}, {"duration_metric", c.DurationMetric}} {
 		if f.v != "" && !metricName.MatchString(f.v) {
 			errs = append(errs, fmt.Errorf("%s: %q is not a metric name", f.field, f.v))
@@ -148,11 +134,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("min_requests: must not be negative"))
 	}
 	if c.TokenEnv != "" {
-		if !envName.MatchString(c.TokenEnv) {
-			errs = append(errs, fmt.Errorf("token_env: %q is not an environment variable name", c.TokenEnv))
-		} else if os.Getenv(c.TokenEnv) == "" {
-			errs = append(errs, fmt.Errorf("token_env: environment variable %s is not set", c.TokenEnv))
-		}
+		errs = append(errs, platforms.FieldErrors("token_env", platforms.CheckSecretEnv(c.TokenEnv))...)
 	}
 	return errors.Join(errs...)
 }
