@@ -210,16 +210,7 @@ func (e *Engine) errorRateCheck(ctx context.Context, svc *Service, now time.Time
 		return c
 	}
 	m, err := svc.Metrics.ErrorRatio(ctx, now.Add(-svc.AssessWindow), now)
-	if err != nil {
-		c.Measured, c.Source = "no data", e.userText(err, "query error rate", "service", svc.Name)
-		return c
-	}
-	c.Source = sourceOf(m, svc.AssessWindow)
-	if m.NoData || math.IsNaN(m.Value) {
-		c.Measured = "no data"
-		if m.Reason != "" {
-			c.Source = m.Reason + " (" + c.Source + ")"
-		}
+	if !e.usable(&c, svc, m, err, "query error rate") {
 		return c
 	}
 	c.Measured = pct(m.Value)
@@ -237,7 +228,7 @@ func (e *Engine) baselineP95(ctx context.Context, svc *Service, deployedAt time.
 		return svc.Thresholds.BaselineP95.Seconds(), "configured baseline", nil
 	}
 	if deployedAt.IsZero() {
-		return 0, "", errors.New("the platform did not say when the deploy started, and no baseline_p95 is configured")
+		return 0, "", platforms.Userf(nil, "the platform did not say when the deploy started, and no baseline_p95 is configured")
 	}
 	m, err := svc.Metrics.LatencyP95(ctx, deployedAt.Add(-svc.BaselineWindow), deployedAt)
 	if err != nil {
@@ -248,7 +239,7 @@ func (e *Engine) baselineP95(ctx context.Context, svc *Service, deployedAt time.
 		if why == "" {
 			why = "no samples"
 		}
-		return 0, "", fmt.Errorf("no baseline: %s in the %s before the deploy", why, window(svc.BaselineWindow))
+		return 0, "", platforms.Userf(nil, "no baseline: %s in the %s before the deploy", why, window(svc.BaselineWindow))
 	}
 	return m.Value, fmt.Sprintf("baseline = p95 over the %s before the deploy at %s UTC", window(svc.BaselineWindow), deployedAt.UTC().Format("15:04")), nil
 }
@@ -268,29 +259,13 @@ func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now, deployedAt
 	wg.Go(func() { base, baseSrc, baseErr = e.baselineP95(ctx, svc, deployedAt) })
 	m, err := svc.Metrics.LatencyP95(ctx, now.Add(-svc.AssessWindow), now)
 	wg.Wait()
-	if err != nil {
-		c.Measured, c.Source = "no data", e.userText(err, "query latency", "service", svc.Name)
-		return c
-	}
-	c.Source = sourceOf(m, svc.AssessWindow)
-	if m.NoData || math.IsNaN(m.Value) {
-		c.Measured = "no data"
-		if m.Reason != "" {
-			c.Source = m.Reason + " (" + c.Source + ")"
-		}
+	if !e.usable(&c, svc, m, err, "query latency") {
 		return c
 	}
 	c.Measured = ms(m.Value)
 	if baseErr != nil {
-		msg, ok := platforms.UserMessage(baseErr)
-		if !ok {
-			msg = baseErr.Error()
-			if !strings.HasPrefix(msg, "no baseline") && !strings.HasPrefix(msg, "the platform") {
-				msg = e.userText(baseErr, "query baseline latency", "service", svc.Name)
-			}
-		}
 		c.Measured += " (no baseline)"
-		c.Source += "; " + msg
+		c.Source += "; " + e.userText(baseErr, "query baseline latency", "service", svc.Name)
 		return c
 	}
 	c.Threshold = fmt.Sprintf("> %g× baseline (%s)", svc.Thresholds.LatencyFactor, ms(base*svc.Thresholds.LatencyFactor))
@@ -301,6 +276,25 @@ func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now, deployedAt
 		c.Verdict = Fail
 	}
 	return c
+}
+
+// usable fills c for a measurement without a value (an error, no data,
+// NaN) and reports whether m can be judged. No data is inconclusive,
+// never healthy; the reason goes where users look for the source.
+func (e *Engine) usable(c *Check, svc *Service, m platforms.Measurement, err error, op string) bool {
+	if err != nil {
+		c.Measured, c.Source = "no data", e.userText(err, op, "service", svc.Name)
+		return false
+	}
+	c.Source = sourceOf(m, svc.AssessWindow)
+	if m.NoData || math.IsNaN(m.Value) {
+		c.Measured = "no data"
+		if m.Reason != "" {
+			c.Source = m.Reason + " (" + c.Source + ")"
+		}
+		return false
+	}
+	return true
 }
 
 func restartsCheck(svc *Service, snap *platforms.Snapshot, snapErr string) Check {
