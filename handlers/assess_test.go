@@ -40,7 +40,9 @@ func (f fakeMetrics) LatencyP95(ctx context.Context, from, to time.Time) (platfo
 }
 
 func TestAssessVerdicts(t *testing.T) {
-	val := func(v float64) platforms.Measurement { return platforms.Measurement{Value: v, Source: "test", Requests: 500} }
+	val := func(v float64) platforms.Measurement {
+		return platforms.Measurement{Value: v, Source: "test", Requests: 500}
+	}
 	none := platforms.Measurement{NoData: true, Reason: "too little traffic: 3 requests", Source: "test"}
 	tests := []struct {
 		name        string
