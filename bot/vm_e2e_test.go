@@ -1,0 +1,178 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"rollbot/bot/slackemu"
+	"rollbot/handlers"
+	"rollbot/platforms/vm/sshtest"
+	"rollbot/state"
+)
+
+// TestVMRollbackThroughSlack: /rollback myapp in the local Slack server
+// for a service on two VMs reached over SSH, confirmed by another on-call
+// engineer, ends with both hosts serving v1.
+//
+// The hosts are real OpenSSH servers (Debian's sshd, platforms/vm/sshtest),
+// each with its own /opt in a private mount namespace. There is no systemd
+// on the test machines: the adapter's `systemctl` is pointed at sshtest's
+// stand-in script (test infrastructure, not part of rollbot), which really
+// stops and starts the sample service. v2 (running) fails 30% of its
+// requests; v1 (in the backup directory) is good. The service is built from
+// YAML through ParseConfig, Validate and BuildServices; its request metrics
+// come from a direct scrape of web1's /metrics (the sample service loads
+// itself, so there is traffic to measure), and the health checks are the
+// hosts' real /health endpoints.
+func TestVMRollbackThroughSlack(t *testing.T) {
+	bin := t.TempDir()
+	v1 := sshtest.BuildSampleApp(t, bin, "v1", map[string]string{"version": "v1"})
+	v2 := sshtest.BuildSampleApp(t, bin, "v2", map[string]string{"version": "v2", "errorRatio": "0.3"})
+	// v2 was deployed ten minutes ago; v1 the day before.
+	deployed := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
+	f := sshtest.StartBackupFleet(t, []string{"web1", "web2"}, sshtest.BackupLayout{
+		Unit: "myapp", InstallPath: "/opt/myapp/bin/myapp", BackupDir: "/opt/myapp/backup",
+		Running: sshtest.Release{Version: "v2", Binary: v2, Time: deployed},
+		Backups: []sshtest.Release{{Version: "v1", Binary: v1, Time: deployed.Add(-24 * time.Hour)}},
+		Args:    []string{"-self-load", "40"},
+	})
+
+	yaml := fmt.Sprintf(`
+incident_channels: [%[1]s]
+verify_timeout: 90s
+verify_interval: 250ms
+query_timeout: 15s
+services:
+  myapp:
+    platform: vm
+    vm:
+      hosts:
+        - {name: web1, addr: %[2]q, health_url: %[3]q}
+        - {name: web2, addr: %[4]q, health_url: %[5]q}
+      user: root
+      known_hosts: %[6]q
+      key_file: %[7]q
+      timeout: 20s
+      strategy: backup
+      unit: myapp
+      systemctl: %[8]s
+      install_path: /opt/myapp/bin/myapp
+      backup_dir: /opt/myapp/backup
+      health_timeout: 30s
+    approvers: {groups: [%[9]s]}
+    thresholds: {baseline_p95: 200ms}
+    metrics:
+      scrape: {url: %[10]q, interval: 1s, labels: {handler: /work}}
+    health_urls: [%[3]q, %[5]q]
+`, slackemu.ChannelIncident, f.Hosts[0].Addr, f.URL(0, "/health"), f.Hosts[1].Addr, f.URL(1, "/health"),
+		f.KnownHosts, f.Key.File, sshtest.Systemctl, slackemu.GroupOnCall, f.URL(0, "/metrics"))
+	cfg, err := ParseConfig([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	svcLogs := &syncBuffer{}
+	services, err := BuildServices(context.Background(), cfg, nil, slog.New(slog.NewJSONHandler(svcLogs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(services) != 1 || !services[0].HasHealth || services[0].Metrics == nil || services[0].Platform.Kind() != "vm" {
+		t.Fatalf("built service: %+v", services)
+	}
+	eng := cfg.EngineOptions()
+	eng.UpdateInterval = 50 * time.Millisecond
+	h := newHarness(t, services, eng)
+
+	h.slash(slackemu.UserAlice, `myapp --reason "5xx after the v2 deploy"`)
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	for _, want := range []string{"Bad version:* v2", "Last known good:* v1", "Proceed to rollback: Error rate",
+		"systemd unit myapp on 2 hosts (web1, web2)", "scrape " + f.URL(0, "/metrics")} {
+		if !strings.Contains(a.PlainText(), want) {
+			t.Errorf("assessment lacks %q:\n%s", want, a.PlainText())
+		}
+	}
+	in, err := h.store.Get(context.Background(), "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var as handlers.Assessment
+	if err := json.Unmarshal(in.Assessment, &as); err != nil {
+		t.Fatal(err)
+	}
+	// The measured error ratio of v2 (30% by construction, sampled) fails the 1% threshold.
+	if c := as.Checks[0]; c.Name != "Error rate" || c.Verdict != handlers.Fail {
+		t.Errorf("error rate check = %+v, want a failure", c)
+	}
+	if c := as.Checks[3]; c.Name != "Failed readiness" || c.Verdict != handlers.Pass || !strings.Contains(c.Source, "2/2 hosts healthy") {
+		t.Errorf("readiness check = %+v", c)
+	}
+	if !as.Snapshot.DeployedAt.Equal(deployed) {
+		t.Errorf("deploy time = %s, want the installed binary's mtime %s", as.Snapshot.DeployedAt, deployed)
+	}
+
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	v := h.waitFor("verified", textHas("Rollback verified"))
+	for _, want := range []string{"All pods healthy", "2/2 hosts healthy", "2/2 health URLs answer 2xx", "Error rate < baseline", "Latency p95 normal"} {
+		if !strings.Contains(v.PlainText(), want) {
+			t.Errorf("verification lacks %q:\n%s", want, v.PlainText())
+		}
+	}
+	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+
+	// Both hosts really run v1 now, restarted through systemctl over SSH.
+	for i, host := range f.Hosts {
+		if got := f.Version(i); got != "v1" {
+			t.Errorf("%s: /version = %q after the rollback, want v1", host.Name, got)
+		}
+		if n := strings.Count(host.Journal("myapp"), " start "); n != 2 {
+			t.Errorf("%s: %d starts in the stand-in's journal, want 2 (initial + restart):\n%s", host.Name, n, host.Journal("myapp"))
+		}
+		if out := strings.TrimSpace(host.Run(t, f.Key, "/opt/myapp/bin/myapp -version")); out != "v1" {
+			t.Errorf("%s: installed binary says %q, want v1", host.Name, out)
+		}
+	}
+
+	evs, err := h.store.Timeline(context.Background(), "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, e := range evs {
+		if len(steps) == 0 || steps[len(steps)-1] != e.Step {
+			steps = append(steps, e.Step)
+		}
+	}
+	if want := []string{"request", "assess", "confirm", "stop", "rollback", "verify", "postactions"}; !slices.Equal(steps, want) {
+		t.Errorf("timeline steps = %v, want %v", steps, want)
+	}
+	has := func(step, actor, s string) bool {
+		return slices.ContainsFunc(evs, func(e state.Event) bool { return e.Step == step && e.Actor == actor && strings.Contains(e.Detail, s) })
+	}
+	for _, c := range []struct{ step, actor, detail string }{
+		{"request", slackemu.UserAlice, "5xx after the v2 deploy"},
+		{"confirm", slackemu.UserBob, "confirmed rollback to v1"},
+		{"rollback", "rollbot", "from v2"},
+		{"rollback", "rollbot", "web1, web2"},
+		{"verify", "rollbot", "verified"},
+	} {
+		if !has(c.step, c.actor, c.detail) {
+			t.Errorf("timeline has no %s event by %s with %q:\n%+v", c.step, c.actor, c.detail, evs)
+		}
+	}
+	final, err := h.store.Get(context.Background(), "RB-1")
+	if err != nil || final.Status != state.Completed {
+		t.Errorf("incident after verification: %+v, %v", final, err)
+	}
+	marks, err := h.store.Marks(context.Background(), "myapp")
+	if _, ok := marks[as.Bad.Artifact]; err != nil || len(marks) != 1 || !ok {
+		t.Errorf("DO_NOT_DEPLOY marks = %v, %v; want only the bad v2 (%s)", marks, err, as.Bad.Artifact)
+	}
+}
