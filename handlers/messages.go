@@ -302,8 +302,19 @@ func assessmentMsg(in *state.Incident, a *Assessment, plan []string) Msg {
 		section("migrations", migrationsText(in, a)),
 	)
 	blocks = append(blocks, decisionBlocks(in, a, plan)...)
-	blocks = append(blocks, contextBlock("took", fmt.Sprintf("Assessed in %s · `/rollback timeline %s`", a.Took.Round(time.Millisecond), in.ID)))
+	blocks = append(blocks, contextBlock("took", fmt.Sprintf("Assessed in %s · `/rollback timeline %s`", took(a.Took), in.ID)))
 	return Msg{Text: fmt.Sprintf("%s: %s", incidentTitle(in), a.Recommendation()), Blocks: blocks}
+}
+
+// took renders a short duration for people: "840 ms", "2.4 s", "under 1 ms".
+func took(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return "under 1 ms"
+	case d < time.Second:
+		return fmt.Sprintf("%d ms", d.Milliseconds())
+	}
+	return d.Round(100 * time.Millisecond).String()
 }
 
 func decisionBlocks(in *state.Incident, a *Assessment, plan []string) []slack.Block {
@@ -485,7 +496,7 @@ func postActionsMsg(in *state.Incident) Msg {
 		detail, done := in.Done[it.Key]
 		text := ":white_large_square: " + it.Text
 		if done {
-			text = ":white_check_mark: ~" + it.Text + "~ · " + detail
+			text = ":white_check_mark: " + it.Text + " · " + detail
 		}
 		if it.Key == "dnd" && !done && in.Bad.Artifact != "" {
 			text += " (`" + in.Bad.Artifact + "`)"
