@@ -1,0 +1,577 @@
+package bot
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"rollbot/bot/slackemu"
+	"rollbot/handlers"
+	"rollbot/platforms/awsfake"
+	"rollbot/platforms/migrations/dbtest"
+	"rollbot/platforms/sim"
+)
+
+// The database step end to end: /rollback in the local Slack server, a
+// service built from YAML (ParseConfig + BuildServices) on the simulated
+// platform, and a REAL PostgreSQL whose schema is managed by a REAL
+// migration tool, Django (Debian's python3-django + python3-psycopg2).
+//
+// Django, not golang-migrate: the bot's database adapter (bot/database.go)
+// passes no record of the versions at the last good deploy, and
+// golang-migrate stores no applied time, so for golang-migrate rollbot can
+// only say "cannot tell" (see TestDBGolangMigrateUncertainThroughSlack).
+// Django records when each migration was applied, which is what
+// migrations.Detect compares with the deploy start.
+
+// debianPython is Debian's interpreter, which has python3-django; a
+// python3 earlier on PATH (pyenv, a venv) may not.
+const debianPython = "/usr/bin/python3"
+
+func djangoPython(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(debianPython, "-c", "import django, psycopg2; print(django.get_version())").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s cannot import django and psycopg2 (%v): apt-get install python3-django python3-psycopg2 (listed in .ci/apt-packages)\n%s", debianPython, err, out)
+	}
+	return debianPython
+}
+
+// djangoFiles is a minimal Django project: app "shop", its database URL
+// read from DATABASE_URL (never written to a file).
+var djangoFiles = map[string]string{
+	"manage.py": `import os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+from django.core.management import execute_from_command_line
+execute_from_command_line(sys.argv)
+`,
+	"proj/__init__.py": "",
+	"proj/settings.py": `import os
+from urllib.parse import urlsplit, unquote
+
+_u = urlsplit(os.environ["DATABASE_URL"])
+SECRET_KEY = "rollbot-e2e-test-only"
+INSTALLED_APPS = ["shop"]
+DATABASES = {"default": {
+    "ENGINE": "django.db.backends.postgresql",
+    "NAME": _u.path.lstrip("/"),
+    "USER": unquote(_u.username),
+    "PASSWORD": unquote(_u.password),
+    "HOST": _u.hostname,
+    "PORT": str(_u.port),
+}}
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+`,
+	"shop/__init__.py":            "",
+	"shop/migrations/__init__.py": "",
+	"shop/migrations/0001_initial.py": `from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    initial = True
+    dependencies = []
+
+    operations = [
+        migrations.CreateModel(
+            name='Product',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=100)),
+                ('legacy_code', models.CharField(blank=True, default='', max_length=20)),
+            ],
+        ),
+    ]
+`,
+	"shop/migrations/0002_product_price.py": `from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [('shop', '0001_initial')]
+
+    operations = [
+        migrations.AddField(
+            model_name='product',
+            name='price_cents',
+            field=models.IntegerField(default=0),
+        ),
+    ]
+`,
+}
+
+// The bad release's migration, one of:
+var (
+	// reversibleMigration adds a column: Django can unapply it.
+	reversibleMigration = map[string]string{"shop/migrations/0003_product_sku.py": `from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [('shop', '0002_product_price')]
+
+    operations = [
+        migrations.AddField(
+            model_name='product',
+            name='sku',
+            field=models.CharField(blank=True, default='', max_length=32),
+        ),
+    ]
+`}
+	// destructiveMigration drops a column with data in it.
+	destructiveMigration = map[string]string{"shop/migrations/0003_remove_product_legacy_code.py": `from django.db import migrations
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [('shop', '0002_product_price')]
+
+    operations = [
+        migrations.RemoveField(
+            model_name='product',
+            name='legacy_code',
+        ),
+    ]
+`}
+)
+
+// dbService is one test's world: PostgreSQL with the Django schema at the
+// bad release, and the bot serving "shop" built from YAML.
+type dbService struct {
+	t        *testing.T
+	db       dbtest.Database
+	owner    *sql.DB
+	dir      string // the Django project (migrations_dir and the down command's dir)
+	h        *harness
+	sim      *sim.Sim
+	buildLog *syncBuffer
+}
+
+// writeProject writes the Django project with the bad release's migration.
+func writeProject(t *testing.T, bad map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, files := range []map[string]string{djangoFiles, bad} {
+		for name, body := range files {
+			p := filepath.Join(dir, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dir
+}
+
+// manage runs manage.py as the release's deploy would.
+func manage(t *testing.T, dir, dsn string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(djangoPython(t), append([]string{"manage.py"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "LANG=C.UTF-8", "DATABASE_URL=" + dsn}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("manage.py %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// restoreConfig is the database.restore block, or "".
+type restoreConfig struct {
+	endpoint, instance string
+}
+
+// startDBService prepares PostgreSQL (the last good release's migrations
+// applied two hours ago, the bad release's one just now), then builds the
+// service from YAML and starts the bot. The simulated bad deploy started
+// an hour ago, so the bad release's migration ran after it started and
+// the earlier ones before.
+func startDBService(t *testing.T, bad map[string]string, restore *restoreConfig) *dbService {
+	t.Helper()
+	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{TimeZone: "Europe/Berlin"})
+	s := &dbService{t: t, db: pg.CreateDatabase(t), dir: writeProject(t, bad), buildLog: &syncBuffer{}}
+	var err error
+	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.owner.Close() })
+
+	// The last good release: 0001 and 0002, two hours ago, with data.
+	manage(t, s.dir, s.db.DSN, "migrate", "shop", "0002", "--no-input")
+	s.exec(`INSERT INTO shop_product (name, legacy_code, price_cents) VALUES ('kettle', 'K-17', 2599), ('teapot', 'T-03', 1850)`)
+	s.exec(`UPDATE django_migrations SET applied = applied - interval '2 hours' WHERE app = 'shop'`)
+	// The bad release's migration, run by its deploy.
+	manage(t, s.dir, s.db.DSN, "migrate", "shop", "--no-input")
+
+	// The bot's read-only DSN and the down command's DSN: two variables,
+	// as a real deployment would set them.
+	roVar, rwVar := "SHOP_E2E_DB_RO_DSN", "SHOP_E2E_DB_MIGRATE_DSN"
+	t.Setenv(roVar, s.db.DSN)
+	t.Setenv(rwVar, s.db.DSN)
+
+	restoreYAML := ""
+	if restore != nil {
+		restoreYAML = fmt.Sprintf(`
+      restore:
+        endpoint: %q
+        region: eu-west-1
+        instance: %s
+        method: snapshot
+        poll_interval: 20ms
+        wait_timeout: 1m
+        max_attempts: 3
+        max_backoff: 50ms`, restore.endpoint, restore.instance)
+	}
+	yml := fmt.Sprintf(`
+incident_channels: [%s]
+services:
+  shop:
+    platform: simulated
+    simulated:
+      versions:
+        - artifact: shop:v1
+        - artifact: shop:v2
+        - artifact: shop:v3
+          bad: true
+      deployed_ago: 1h
+      step_delay: 1ms
+    metrics:
+      simulated: true
+    approvers:
+      groups: [%s]
+    database:
+      driver: postgres
+      dsn_env: %s
+      tool: django
+      migrations_dir: %q
+      down:
+        kind: command
+        command: [%s, manage.py, migrate, shop, $(ROLLBOT_TARGET_SHOP), --no-input]
+        dir: %q
+        env:
+          PYTHONUNBUFFERED: "1"
+        secret_env:
+          DATABASE_URL: {env: %s}
+        timeout: 2m
+      approvers:
+        users: [%s]
+        groups: [%s]%s
+`, slackemu.ChannelIncident, slackemu.GroupOnCall, roVar, s.dir, djangoPython(t), s.dir, rwVar, slackemu.UserAlice, slackemu.GroupDBA, restoreYAML)
+	cfg, err := ParseConfig([]byte(yml))
+	if err != nil {
+		t.Fatalf("parse config: %v\n%s", err, yml)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config invalid: %v\n%s", err, yml)
+	}
+	log := slog.New(slog.NewJSONHandler(s.buildLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	services, err := BuildServices(context.Background(), cfg, nil, log)
+	if err != nil {
+		t.Fatalf("build services: %v", err)
+	}
+	if len(services) != 1 || services[0].Database == nil {
+		t.Fatalf("built %d services, database %v", len(services), services)
+	}
+	var ok bool
+	if s.sim, ok = services[0].Platform.(*sim.Sim); !ok {
+		t.Fatalf("platform is %T, want *sim.Sim", services[0].Platform)
+	}
+	s.h = newHarness(t, services, fastEngine())
+	return s
+}
+
+func (s *dbService) exec(q string) {
+	s.t.Helper()
+	if _, err := s.owner.Exec(q); err != nil {
+		s.t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func (s *dbService) columnExists(table, column string) bool {
+	s.t.Helper()
+	var n int
+	err := s.owner.QueryRow(`SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2`,
+		table, column).Scan(&n)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return n == 1
+}
+
+// shopMigrations lists the applied shop migrations, oldest first.
+func (s *dbService) shopMigrations() []string {
+	s.t.Helper()
+	rows, err := s.owner.Query(`SELECT name FROM django_migrations WHERE app = 'shop' ORDER BY id`)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			s.t.Fatal(err)
+		}
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
+// noSecretLeaked checks every Slack API call the bot made and every log
+// line for the DSN and its password.
+func (s *dbService) noSecretLeaked() {
+	s.t.Helper()
+	secrets := map[string]string{"DSN": s.db.DSN, "password": s.db.Password}
+	calls := s.h.emu.Calls()
+	if len(calls) == 0 {
+		s.t.Fatal("no Slack calls recorded")
+	}
+	for _, c := range calls {
+		for k, v := range c.Params {
+			for what, sec := range secrets {
+				if strings.Contains(v, sec) {
+					s.t.Errorf("the database %s is in Slack call %s (param %s)", what, c.Method, k)
+				}
+			}
+		}
+	}
+	for name, log := range map[string]string{"bot log": s.h.logs.String(), "build log": s.buildLog.String()} {
+		for what, sec := range secrets {
+			if strings.Contains(log, sec) {
+				s.t.Errorf("the database %s is in the %s", what, name)
+			}
+		}
+	}
+}
+
+// timelineOrder returns "database" and "rollback" in the order the
+// database step finished and the app rollback started.
+func (s *dbService) timelineOrder() string {
+	s.t.Helper()
+	evs, err := s.h.store.Timeline(context.Background(), "RB-1")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var order []string
+	for _, e := range evs {
+		if e.Step == "database" && strings.HasPrefix(e.Detail, "done") || e.Step == "rollback" && strings.HasPrefix(e.Detail, "rolling back") {
+			order = append(order, e.Step)
+		}
+	}
+	return strings.Join(order, ",")
+}
+
+func inThread(thread string, pred func(slackemu.Message) bool) func(slackemu.Message) bool {
+	return func(m slackemu.Message) bool { return m.ThreadTS == thread && pred(m) }
+}
+
+func wantAll(t *testing.T, what, text string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, text)
+		}
+	}
+}
+
+// TestDBReversibleRollbackThroughSlack: a migration that added a column
+// ran after the bad deploy started. Alice asks, Bob confirms, Dana (a DBA)
+// approves in the modal; Django's own `manage.py migrate shop 0002…`
+// really removes the column, its output lands in the thread, the
+// migration table is back at 0002, and only then the app rolls back.
+func TestDBReversibleRollbackThroughSlack(t *testing.T) {
+	s := startDBService(t, reversibleMigration, nil)
+	h := s.h
+	if !s.columnExists("shop_product", "sku") {
+		t.Fatal("setup: the bad release's migration did not add shop_product.sku")
+	}
+
+	h.slash(slackemu.UserAlice, `shop --reason "checkout 500s after v3"`)
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), "Decision gate: 1 migration(s) ran since the deploy", "(django)",
+		"shop.0003_product_sku", "reversible", "Bad version:* 3 (shop:v3)", "Last known good:* 2 (shop:v2)")
+	for _, old := range []string{"0001_initial", "0002_product_price"} {
+		if strings.Contains(a.PlainText(), old) {
+			t.Errorf("the assessment lists %s, which ran before the deploy:\n%s", old, a.PlainText())
+		}
+	}
+
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
+	wantAll(t, "DB approval request", m.PlainText(), handlers.DowntimeWarning, "reversible: run the down migration",
+		"manage.py migrate shop $(ROLLBOT_TARGET_SHOP)", "$SHOP_E2E_DB_RO_DSN", "shop.0003_product_sku", "Needs 1 distinct DB approver(s)")
+	if !s.columnExists("shop_product", "sku") || current(t, s.sim) != "shop:v3" {
+		t.Fatal("something changed before the DB approval")
+	}
+
+	if ack := h.approve(slackemu.UserDana, m, "shop"); len(ack.Errors) != 0 {
+		t.Fatalf("Dana's approval refused: %+v", ack)
+	}
+	done := h.waitFor("database step done", inThread(a.TS, textHas("Database rollback* done:")))
+	wantAll(t, "database step output", done.PlainText(),
+		"Unapplying shop.0003_product_sku... OK", // Django's own output, streamed from the command
+		"is back at shop.0002_product_price (checked in django_migrations)")
+	t.Logf("database step in the thread:\n%s", done.PlainText())
+	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+
+	if s.columnExists("shop_product", "sku") {
+		t.Error("shop_product.sku still exists: the down migration did not run")
+	}
+	if !s.columnExists("shop_product", "price_cents") {
+		t.Error("shop_product.price_cents is gone: the down migration went too far")
+	}
+	if got := strings.Join(s.shopMigrations(), ","); got != "0001_initial,0002_product_price" {
+		t.Errorf("django_migrations for shop = %s, want 0001_initial,0002_product_price", got)
+	}
+	var n int
+	if err := s.owner.QueryRow(`SELECT count(*) FROM shop_product`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("shop_product rows = %d (%v), want the 2 rows of before the deploy", n, err)
+	}
+	if got := current(t, s.sim); got != "shop:v2" {
+		t.Errorf("the app runs %s after the rollback, want shop:v2", got)
+	}
+	if got := s.timelineOrder(); got != "database,rollback" {
+		t.Errorf("the app rollback did not wait for the database step: %s", got)
+	}
+	s.noSecretLeaked()
+}
+
+// rdsFake is the RDS side of the destructive path: the source instance,
+// an automated snapshot from before the deploy and a manual one from after
+// it (which must not be chosen).
+func rdsFake(t *testing.T, deployedAgo time.Duration) (*awsfake.Server, time.Time) {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDROLLBOTE2E")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "rollbot-e2e-aws-secret-value")
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_DEFAULT_REGION", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	f := awsfake.New()
+	t.Cleanup(f.Close)
+	now := time.Now()
+	f.AddDBInstance(awsfake.DBInstance{ID: "shop-db", Engine: "postgres", EngineVersion: "15.4", Class: "db.t4g.medium",
+		SubnetGroup: "shop-private", SecurityGroups: []string{"sg-0shopdb"}, ParameterGroup: "shop-pg15",
+		Address: "shop-db.c0fake0abcde.eu-west-1.rds.amazonaws.com", Port: 5432, CreatedAt: now.AddDate(-1, 0, 0),
+		BackupRetentionDays: 7, LatestRestorableTime: now.Add(-2 * time.Minute)})
+	before := now.Add(-deployedAgo - 40*time.Minute).UTC().Truncate(time.Second)
+	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "rds:shop-db-before", Instance: "shop-db", Type: "automated", Created: before, Engine: "postgres", Port: 5432})
+	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "rds:shop-db-older", Instance: "shop-db", Type: "automated", Created: before.Add(-24 * time.Hour), Engine: "postgres", Port: 5432})
+	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "shop-db-after-deploy", Instance: "shop-db", Type: "manual", Created: now.Add(-deployedAgo / 2), Engine: "postgres", Port: 5432})
+	f.SetRestoreDescribes(2)
+	return f, before
+}
+
+// TestDBDestructiveRestoreThroughSlack: the bad release dropped a column
+// that held data. The gate says destructive, two DB approvers must approve
+// (one approving twice does not count), and rollbot restores the newest
+// snapshot from before the deploy into a new RDS instance through the real
+// aws-sdk-go-v2 against awsfake, then posts the new instance, the endpoint
+// switch and the data-loss window before rolling back the app. The down
+// command does not run: it cannot bring dropped data back.
+func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
+	fake, snapAt := rdsFake(t, time.Hour)
+	s := startDBService(t, destructiveMigration, &restoreConfig{endpoint: fake.URL, instance: "shop-db"})
+	h := s.h
+	if s.columnExists("shop_product", "legacy_code") {
+		t.Fatal("setup: the bad release's migration did not drop shop_product.legacy_code")
+	}
+
+	h.slash(slackemu.UserAlice, "shop")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), "Decision gate: 1 migration(s) ran since the deploy",
+		"shop.0003_remove_product_legacy_code", "*destructive*", "RemoveField product.legacy_code",
+		"A destructive migration cannot be undone by a down migration")
+
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
+	wantAll(t, "DB approval request", m.PlainText(), "destructive: restore from a snapshot / point in time",
+		handlers.DowntimeWarning, "Needs 2 distinct DB approver(s)", "restore RDS instance shop-db to its state before")
+
+	// One DBA, even twice, is not enough; the requester may not approve.
+	h.approve(slackemu.UserDana, m, "shop")
+	h.waitFor("1 of 2", func(msg slackemu.Message) bool {
+		return msg.TS == m.TS && strings.Contains(msg.PlainText(), "Approved so far (1 of 2)")
+	})
+	h.approve(slackemu.UserDana, m, "shop")
+	h.click(slackemu.UserAlice, m.TS, handlers.ActDBApprove)
+	h.waitFor("requester refused", ephemeralFor(slackemu.UserAlice, "requester ≠ approver"))
+	if n := len(fake.Requests("RestoreDBInstanceFromDBSnapshot")); n != 0 {
+		t.Fatalf("%d restore calls with one distinct approver", n)
+	}
+
+	if ack := h.approve(slackemu.UserErin, m, "shop"); len(ack.Errors) != 0 {
+		t.Fatalf("Erin's approval refused: %+v", ack)
+	}
+	done := h.waitFor("database step done", inThread(a.TS, textHas("Database rollback* done:")))
+	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+
+	restores := fake.Requests("RestoreDBInstanceFromDBSnapshot")
+	if len(restores) != 1 {
+		t.Fatalf("RestoreDBInstanceFromDBSnapshot calls = %d, want 1", len(restores))
+	}
+	r := restores[0]
+	newID := r.Params.Get("DBInstanceIdentifier")
+	if got := r.Params.Get("DBSnapshotIdentifier"); got != "rds:shop-db-before" {
+		t.Errorf("restored snapshot %s, want rds:shop-db-before (the newest before the deploy)", got)
+	}
+	if r.AccessKeyID != "AKIDROLLBOTE2E" {
+		t.Errorf("restore signed with key %q", r.AccessKeyID)
+	}
+	newInst, ok := fake.DBInstance(newID)
+	if !ok || newInst.Status != "available" || newInst.SubnetGroup != "shop-private" || newInst.ParameterGroup != "shop-pg15" {
+		t.Fatalf("new instance %q: %+v (found %v); want available with the source's subnet and parameter groups", newID, newInst, ok)
+	}
+	if src, _ := fake.DBInstance("shop-db"); src.Status != "available" || src.RestoredFromSnapshot != "" {
+		t.Errorf("the source instance was touched: %+v", src)
+	}
+	if !strings.HasPrefix(newID, "shop-db-rb-") {
+		t.Errorf("new instance name %q", newID)
+	}
+	t.Logf("database step in the thread:\n%s", done.PlainText())
+	newEndpoint := fmt.Sprintf("%s:%d", newInst.Address, newInst.Port)
+	wantAll(t, "database step output", done.PlainText(),
+		"restore snapshot rds:shop-db-before of shop-db (taken "+snapAt.Format("2006-01-02 15:04:05 UTC")+") into a new instance "+newID,
+		newID+": creating",
+		"New RDS instance "+newID+" is available at "+newEndpoint,
+		"Switch the app's database endpoint from shop-db.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432 to "+newEndpoint,
+		"Data loss: everything written to shop-db after "+snapAt.Format("2006-01-02 15:04:05 UTC")+" is not in "+newID)
+
+	// The down command did not run: the local schema is as the bad release left it.
+	if got := strings.Join(s.shopMigrations(), ","); got != "0001_initial,0002_product_price,0003_remove_product_legacy_code" {
+		t.Errorf("django_migrations for shop = %s; the restore path must not run the down command", got)
+	}
+	if got := current(t, s.sim); got != "shop:v2" {
+		t.Errorf("the app runs %s after the rollback, want shop:v2", got)
+	}
+	if got := s.timelineOrder(); got != "database,rollback" {
+		t.Errorf("the app rollback did not wait for the restore: %s", got)
+	}
+	s.noSecretLeaked()
+	for _, c := range h.emu.Calls() {
+		for k, v := range c.Params {
+			if strings.Contains(v, "rollbot-e2e-aws-secret-value") {
+				t.Errorf("the AWS secret key is in Slack call %s (param %s)", c.Method, k)
+			}
+		}
+	}
+}
