@@ -468,3 +468,28 @@ func TestFlowNeverPostsSecrets(t *testing.T) {
 		t.Fatal("a Slack token reached the log")
 	}
 }
+
+// Slack answers 429 to some updates and posts: rollbot waits Retry-After
+// and the flow still completes, with every message in its final state.
+func TestFlowSurvivesRateLimits(t *testing.T) {
+	svc, s := simService(t, "myapp", 20*time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.emu.RateLimit("chat.update", time.Second, 2)
+	h.emu.RateLimit("chat.postMessage", time.Second, 1)
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("verified", textHas("Rollback verified"))
+	if got := current(t, s); got != "app:v2" {
+		t.Fatalf("runs %s", got)
+	}
+	limited := 0
+	for _, c := range h.emu.Calls() {
+		if c.Error == "ratelimited" {
+			limited++
+		}
+	}
+	if limited != 3 {
+		t.Fatalf("%d rate-limited calls, want the 3 injected", limited)
+	}
+}
