@@ -575,3 +575,118 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 		}
 	}
 }
+
+// migrateBin is golang-migrate's CLI as .ci/setup.d/migrate.sh builds it
+// (ROLLBOT_MIGRATE_BIN, or the cache it fills).
+func migrateBin(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("ROLLBOT_MIGRATE_BIN"); p != "" {
+		return p
+	}
+	cache := os.Getenv("ROLLBOT_CACHE")
+	if cache == "" {
+		cache = "/var/cache/rollbot"
+	}
+	if m, _ := filepath.Glob(filepath.Join(cache, "bin", "migrate-v*")); len(m) > 0 {
+		return m[len(m)-1]
+	}
+	t.Fatalf("golang-migrate CLI not found: set ROLLBOT_MIGRATE_BIN or run .ci/setup.d/migrate.sh (it caches it in %s/bin)", cache)
+	return ""
+}
+
+// gmService is a golang-migrate schema at the bad release (version 3 of
+// platforms/migrations/testdata/golang-migrate, which adds users.email;
+// version 2 was the last good deploy's), served by the bot from YAML.
+func gmService(t *testing.T) (*dbService, string) {
+	t.Helper()
+	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
+	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &syncBuffer{}}
+	var err error
+	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.owner.Close() })
+	if s.dir, err = filepath.Abs("../platforms/migrations/testdata/golang-migrate"); err != nil {
+		t.Fatal(err)
+	}
+	bin := migrateBin(t)
+	for _, n := range []string{"2", "1"} { // the good deploy, then the bad one's migration
+		if out, err := exec.Command(bin, "-path", s.dir, "-database", s.db.URL, "up", n).CombinedOutput(); err != nil {
+			t.Fatalf("migrate up %s: %v\n%s", n, err, out)
+		}
+	}
+	t.Setenv("SHOP_E2E_GM_RO_DSN", s.db.DSN)
+	t.Setenv("SHOP_E2E_GM_MIGRATE_URL", s.db.URL)
+	yml := fmt.Sprintf(`
+incident_channels: [%s]
+services:
+  shop:
+    platform: simulated
+    simulated:
+      versions: [{artifact: "shop:v1"}, {artifact: "shop:v2"}, {artifact: "shop:v3", bad: true}]
+      deployed_ago: 1h
+      step_delay: 1ms
+    metrics: {simulated: true}
+    approvers: {groups: [%s]}
+    database:
+      driver: postgres
+      dsn_env: SHOP_E2E_GM_RO_DSN
+      tool: golang-migrate
+      migrations_dir: %q
+      down:
+        kind: command
+        command: [%q, -path, %q, -database, $(DATABASE_URL), down, $(ROLLBOT_STEPS)]
+        secret_env:
+          DATABASE_URL: {env: SHOP_E2E_GM_MIGRATE_URL}
+        timeout: 2m
+      approvers: {groups: [%s]}
+`, slackemu.ChannelIncident, slackemu.GroupOnCall, s.dir, bin, s.dir, slackemu.GroupDBA)
+	cfg, err := ParseConfig([]byte(yml))
+	if err != nil {
+		t.Fatalf("parse config: %v\n%s", err, yml)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config invalid: %v\n%s", err, yml)
+	}
+	services, err := BuildServices(context.Background(), cfg, nil, slog.New(slog.NewJSONHandler(s.buildLog, nil)))
+	if err != nil {
+		t.Fatalf("build services: %v", err)
+	}
+	s.sim = services[0].Platform.(*sim.Sim)
+	s.h = newHarness(t, services, fastEngine())
+	return s, bin
+}
+
+func (s *dbService) gmVersion() string {
+	s.t.Helper()
+	var v int64
+	var dirty bool
+	if err := s.owner.QueryRow(`SELECT version, dirty FROM schema_migrations`).Scan(&v, &dirty); err != nil {
+		s.t.Fatal(err)
+	}
+	return fmt.Sprintf("%d dirty=%v", v, dirty)
+}
+
+// TestDBGolangMigrateWithoutRecordWarns: golang-migrate keeps only the
+// current version and no applied time, and the bot passes Detect no record
+// of the versions at the last good deploy (bot/database.go), so rollbot
+// cannot tell whether the bad release migrated. The assessment must say so
+// instead of claiming no migration ran. (What happens after confirming is
+// a bug reported to the lead: the app is rolled back without a database
+// step while the schema is still at version 3.)
+func TestDBGolangMigrateWithoutRecordWarns(t *testing.T) {
+	s, _ := gmService(t)
+	h := s.h
+	if got := s.gmVersion(); got != "3 dirty=false" || !s.columnExists("users", "email") {
+		t.Fatalf("setup: schema_migrations %s, users.email %v; want version 3 with users.email", got, s.columnExists("users", "email"))
+	}
+	h.slash(slackemu.UserAlice, "shop")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), ":warning: *Database migrations:* could not check",
+		"rollbot has no record of the versions applied at the last good deploy, and golang-migrate records no times",
+		"Check the migration table by hand before rolling back the app")
+	if strings.Contains(a.PlainText(), "none ran since the deploy") {
+		t.Errorf("the assessment claims no migration ran:\n%s", a.PlainText())
+	}
+	s.noSecretLeaked()
+}
