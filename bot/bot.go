@@ -139,7 +139,7 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 	case socketmode.EventTypeSlashCommand:
 		b.sm.Ack(req)
 		cmd, ok := evt.Data.(slack.SlashCommand)
-		if !ok || !b.first(ctx, req.EnvelopeID) {
+		if !ok || !b.first(ctx, firstNonEmpty(cmd.TriggerID, req.EnvelopeID)) {
 			return
 		}
 		b.work("command", func(ctx context.Context) {
@@ -165,7 +165,7 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 			b.sm.Ack(req)
 		case slack.InteractionTypeBlockActions:
 			b.sm.Ack(req)
-			if !b.first(ctx, req.EnvelopeID) {
+			if !b.first(ctx, firstNonEmpty(cb.TriggerID, req.EnvelopeID)) {
 				return
 			}
 			for _, act := range cb.ActionCallback.BlockActions {
@@ -184,18 +184,20 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 	}
 }
 
-// first reports whether an envelope is new; redeliveries act once.
-func (b *Bot) first(ctx context.Context, envelopeID string) bool {
-	if envelopeID == "" {
+// first reports whether a user action is new. The key is the action's
+// trigger_id (one per user action, the same in every copy Slack delivers),
+// else the envelope id: redeliveries and duplicates act once.
+func (b *Bot) first(ctx context.Context, key string) bool {
+	if key == "" {
 		return true
 	}
-	ok, err := b.store.Once(ctx, "envelope:"+envelopeID, time.Hour)
+	ok, err := b.store.Once(ctx, "action:"+key, time.Hour)
 	if err != nil {
 		b.log.Warn("envelope dedup", "err", err)
 		return true
 	}
 	if !ok {
-		b.log.Info("duplicate envelope ignored", "envelope", envelopeID)
+		b.log.Info("duplicate delivery ignored", "key", key)
 	}
 	return ok
 }
@@ -251,4 +253,13 @@ func checkAccess(ctx context.Context, services []*handlers.Service, log *slog.Lo
 			log.Error("permission check failed: rollbacks of this service will fail until it is fixed", "service", s.Name, "problem", msg, "err", err)
 		}
 	}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

@@ -202,6 +202,7 @@ func TestFlowHappyPath(t *testing.T) {
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 
 	h.waitFor("verified", textHas("Rollback verified"))
+	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
 	if got := current(t, s); got != "app:v2" {
 		t.Fatalf("after rollback the service runs %s, want app:v2", got)
 	}
@@ -491,5 +492,32 @@ func TestFlowSurvivesRateLimits(t *testing.T) {
 	}
 	if limited != 3 {
 		t.Fatalf("%d rate-limited calls, want the 3 injected", limited)
+	}
+}
+
+// Slack delivers the same interaction twice (a redelivery): it acts once.
+func TestFlowDuplicateEnvelopeActsOnce(t *testing.T) {
+	svc, _ := simService(t, "myapp", time.Millisecond)
+	cp := &countingPlatform{Sim: svc.Platform.(*sim.Sim)}
+	svc.Platform = cp
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.emu.DuplicateNextEnvelope()
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.emu.DuplicateNextEnvelope()
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+	for _, m := range h.emu.Messages(slackemu.ChannelIncident) {
+		if m.Ephemeral {
+			t.Fatalf("a duplicate delivery was answered: %s", m.PlainText())
+		}
+	}
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
+		t.Fatalf("lock held: %+v", l)
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.rollbacks != 1 {
+		t.Fatalf("%d rollbacks for a duplicated click, want 1", cp.rollbacks)
 	}
 }
