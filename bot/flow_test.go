@@ -521,3 +521,24 @@ func TestFlowDuplicateEnvelopeActsOnce(t *testing.T) {
 		t.Fatalf("%d rollbacks for a duplicated click, want 1", cp.rollbacks)
 	}
 }
+
+// A restart while the buttons wait loses nothing: the state is in Redis,
+// so the confirmation after the restart carries on.
+func TestFlowRestartWhileAwaitingConfirmation(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.stop()
+	h.start()
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+	if got := current(t, s); got != "app:v2" {
+		t.Fatalf("runs %s after a confirmation across a restart", got)
+	}
+	for _, m := range h.emu.Messages(slackemu.ChannelIncident) {
+		if strings.Contains(m.PlainText(), "rollbot restarted") {
+			t.Fatalf("a waiting incident was reported as interrupted: %s", m.PlainText())
+		}
+	}
+}
