@@ -38,11 +38,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -52,6 +49,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"rollbot/platforms"
+	"rollbot/platforms/internal/docker"
 )
 
 // Compose labels.
@@ -117,7 +115,7 @@ func (c Config) Validate() error {
 	if c.Service == "" {
 		errs = append(errs, errors.New("service: required"))
 	}
-	if err := validateHost("host", c.Host); err != nil {
+	if err := docker.ValidateHost("host", c.Host); err != nil {
 		errs = append(errs, err)
 	}
 	switch c.Mode {
@@ -153,16 +151,18 @@ type dockerAPI interface {
 	ImageList(ctx context.Context, options client.ImageListOptions) (client.ImageListResult, error)
 }
 
+// History is rollbot's own record of what it saw deployed for a service
+// (package state satisfies it). Revisions are newest first; Artifact is
+// the image reference.
+type History = docker.History
+
 // Adapter is a platforms.Platform and platforms.Fallbacks for one compose service.
 type Adapter struct {
-	cfg        Config
-	api        dockerAPI
-	log        *slog.Logger
-	host       string // for messages, without credentials
-	hist       History
-	histKey    string
-	poll       time.Duration
-	httpClient *http.Client
+	cfg  Config
+	api  dockerAPI
+	eng  docker.Engine
+	log  *slog.Logger
+	poll time.Duration
 }
 
 var (
@@ -176,7 +176,7 @@ type Option func(*Adapter)
 // WithHistory adds rollbot's record of deployed images to the history;
 // key is what h.Deployed is asked for (the rollbot service name).
 func WithHistory(h History, key string) Option {
-	return func(a *Adapter) { a.hist, a.histKey = h, key }
+	return func(a *Adapter) { a.eng.Record, a.eng.RecordKey = h, key }
 }
 
 // New returns the adapter for cfg. It does not contact the engine.
@@ -184,7 +184,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Adapter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cli, err := newClient(cfg.Host, cfg.TLSCertPath)
+	cli, err := docker.NewClient(cfg.Host, cfg.TLSCertPath)
 	if err != nil {
 		return nil, err
 	}
@@ -210,17 +210,12 @@ func newAdapter(cfg Config, api dockerAPI, log *slog.Logger, opts ...Option) *Ad
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	host := cfg.Host
-	if host == "" {
-		host = envHost()
-	}
 	a := &Adapter{
-		cfg:        cfg,
-		api:        api,
-		log:        log.With("platform", "compose", "service", cfg.Project+"/"+cfg.Service),
-		host:       displayHost(host),
-		poll:       300 * time.Millisecond,
-		httpClient: healthClient(),
+		cfg:  cfg,
+		api:  api,
+		eng:  docker.NewEngine(cfg.Host),
+		log:  log.With("platform", "compose", "service", cfg.Project+"/"+cfg.Service),
+		poll: 300 * time.Millisecond,
 	}
 	for _, o := range opts {
 		o(a)
@@ -228,20 +223,12 @@ func newAdapter(cfg Config, api dockerAPI, log *slog.Logger, opts ...Option) *Ad
 	return a
 }
 
-// healthClient is the HTTP client of health checks, with short timeouts.
-func healthClient() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
-	tr.ResponseHeaderTimeout = 2 * time.Second
-	return &http.Client{Timeout: 3 * time.Second, Transport: tr}
-}
-
 // Kind implements platforms.Platform.
 func (a *Adapter) Kind() string { return "compose" }
 
 // Target implements platforms.Platform.
 func (a *Adapter) Target() string {
-	return fmt.Sprintf("compose service %s in project %s (engine %s)", a.cfg.Service, a.cfg.Project, a.host)
+	return fmt.Sprintf("compose service %s in project %s (engine %s)", a.cfg.Service, a.cfg.Project, a.eng.Host)
 }
 
 // state is what a write starts from: the service's containers, oldest first.
@@ -256,7 +243,7 @@ func (a *Adapter) read(ctx context.Context) (state, error) {
 		Add("label", labelService+"="+a.cfg.Service)
 	list, err := a.api.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	if err != nil {
-		return state{}, engineErr(err, a.host, "list containers of "+a.cfg.Project+"/"+a.cfg.Service)
+		return state{}, a.eng.Err(err, "list containers of "+a.cfg.Project+"/"+a.cfg.Service)
 	}
 	var st state
 	for _, c := range list.Items {
@@ -265,16 +252,16 @@ func (a *Adapter) read(ctx context.Context) (state, error) {
 		}
 		in, err := a.api.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
 		if err != nil {
-			if isNotFound(err) {
+			if docker.IsNotFound(err) {
 				continue // removed while listing
 			}
-			return state{}, engineErr(err, a.host, "inspect container "+c.ID)
+			return state{}, a.eng.Err(err, "inspect container "+c.ID)
 		}
 		st.containers = append(st.containers, in.Container)
 	}
 	if len(st.containers) == 0 {
 		return state{}, platforms.Userf(fmt.Errorf("containers of compose service %s/%s: %w", a.cfg.Project, a.cfg.Service, platforms.ErrNotFound),
-			"compose service %s of project %s has no containers on the engine at %s", a.cfg.Service, a.cfg.Project, a.host)
+			"compose service %s of project %s has no containers on the engine at %s", a.cfg.Service, a.cfg.Project, a.eng.Host)
 	}
 	slices.SortFunc(st.containers, func(x, y container.InspectResponse) int { return strings.Compare(x.Created, y.Created) })
 	st.current = st.containers[len(st.containers)-1].Config.Image
@@ -295,36 +282,18 @@ func (a *Adapter) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
 		return nil, err
 	}
 	newest := st.containers[len(st.containers)-1]
-	repo := ""
-	if r, ok := parseImage(st.current); ok {
-		repo = r.name
-	}
-	current := revisionFor(st.current, repo, created(newest))
-	var known [][]platforms.Revision
-	if a.hist != nil {
-		rec, err := a.hist.Deployed(ctx, a.histKey)
-		if err != nil {
-			return nil, fmt.Errorf("deployment record of %s: %w", a.histKey, err)
-		}
-		known = append(known, rec)
-	}
-	var local []platforms.Revision
-	var built time.Time
-	if repo != "" {
-		if local, err = localRevisions(ctx, a.api, repo); err != nil {
-			return nil, engineErr(err, a.host, "list images of "+repo)
-		}
-		if img, err := a.api.ImageInspect(ctx, newest.Image); err == nil {
-			built, _ = time.Parse(time.RFC3339Nano, img.Created)
-		}
+	current := docker.RevisionFor(st.current, docker.Repo(st.current), created(newest))
+	history, err := a.eng.History(ctx, a.api, current, newest.Image)
+	if err != nil {
+		return nil, err
 	}
 	mixed := false
 	for _, c := range st.containers {
-		mixed = mixed || !sameImage(c.Config.Image, st.current)
+		mixed = mixed || !docker.SameImage(c.Config.Image, st.current)
 	}
 	return &platforms.Snapshot{
 		Current:           current,
-		History:           mergeHistory(current, built, local, known...),
+		History:           history,
 		Health:            a.health(ctx, st, time.Now()),
 		RolloutInProgress: mixed,
 		DeployedAt:        created(newest),
@@ -346,13 +315,13 @@ func (a *Adapter) health(ctx context.Context, st state, now time.Time) platforms
 			notes = append(notes, fmt.Sprintf("%s: %v", name(c), err))
 			continue
 		}
-		if !sameImage(c.Config.Image, st.current) {
+		if !docker.SameImage(c.Config.Image, st.current) {
 			notes = append(notes, fmt.Sprintf("%s runs %s", name(c), c.Config.Image))
 			continue
 		}
 		h.Ready++
 	}
-	h.Detail = fmt.Sprintf("%d/%d containers running %s and healthy", h.Ready, h.Desired, withoutDigest(st.current))
+	h.Detail = fmt.Sprintf("%d/%d containers running %s and healthy", h.Ready, h.Desired, docker.WithoutDigest(st.current))
 	if h.Restarts > 0 {
 		h.Detail += fmt.Sprintf("; %d restarts in the last %s", h.Restarts, a.cfg.RestartWindow)
 	}
@@ -406,11 +375,11 @@ func (a *Adapter) containerReady(ctx context.Context, c container.InspectRespons
 	if a.cfg.HealthPath == "" {
 		return nil
 	}
-	u, err := a.healthURL(c)
+	urls, err := a.healthURLs(c)
 	if err != nil {
 		return notReady("%v", err) // ports show up once the engine has set them up
 	}
-	if err := a.getOK(ctx, u); err != nil {
+	if err := a.eng.FirstOK(ctx, urls); err != nil {
 		return notReady("%v", err)
 	}
 	return nil
@@ -430,16 +399,14 @@ func lastProbe(h *container.Health) string {
 	return " (" + out + ")"
 }
 
-// healthURL is the URL of health_path through the container's published port.
-func (a *Adapter) healthURL(c container.InspectResponse) (string, error) {
+// healthURLs are the URLs of health_path through the container's
+// published port. The engine may publish it once per IP family, even
+// under different numbers, so every binding is a candidate, IPv4 first.
+func (a *Adapter) healthURLs(c container.InspectResponse) ([]string, error) {
 	if c.NetworkSettings == nil {
-		return "", errors.New("no network settings")
+		return nil, errors.New("no network settings")
 	}
-	type binding struct {
-		port network.Port
-		b    network.PortBinding
-	}
-	var found []binding
+	var found []network.PortBinding
 	seen := map[string]bool{}
 	ports := map[network.Port]bool{}
 	for p, bs := range c.NetworkSettings.Ports {
@@ -447,68 +414,48 @@ func (a *Adapter) healthURL(c container.InspectResponse) (string, error) {
 			continue
 		}
 		for _, b := range bs {
-			if b.HostPort == "" || seen[b.HostPort] {
+			if b.HostPort == "" || seen[b.HostIP.String()+" "+b.HostPort] {
 				continue
 			}
-			seen[b.HostPort] = true
+			seen[b.HostIP.String()+" "+b.HostPort] = true
 			ports[p] = true
-			found = append(found, binding{p, b})
+			found = append(found, b)
 		}
 	}
 	switch {
 	case len(found) == 0:
-		return "", fmt.Errorf("no published port to check %s through", a.cfg.HealthPath)
+		return nil, fmt.Errorf("no published port to check %s through", a.cfg.HealthPath)
 	case len(ports) > 1:
-		return "", fmt.Errorf("several published ports; set health_port")
+		return nil, fmt.Errorf("several published ports; set health_port")
 	}
-	// The port may be published once per IP family (even under different
-	// numbers): prefer the IPv4 binding.
-	b := found[0].b
-	for _, f := range found {
-		if !f.b.HostIP.IsValid() || f.b.HostIP.Is4() {
-			b = f.b
-			break
+	v4 := func(b network.PortBinding) bool { return !b.HostIP.IsValid() || b.HostIP.Is4() }
+	slices.SortStableFunc(found, func(x, y network.PortBinding) int {
+		switch {
+		case v4(x) == v4(y):
+			return 0
+		case v4(x):
+			return -1
+		}
+		return 1
+	})
+	var urls []string
+	for _, b := range found {
+		host := a.cfg.HealthHost
+		switch {
+		case host != "":
+		case b.HostIP.IsValid() && !b.HostIP.IsUnspecified():
+			host = b.HostIP.String()
+		case b.HostIP.Is6():
+			host = "::1"
+		default:
+			host = a.eng.PublishedHost("")
+		}
+		u := "http://" + net.JoinHostPort(host, b.HostPort) + a.cfg.HealthPath
+		if !slices.Contains(urls, u) {
+			urls = append(urls, u)
 		}
 	}
-	host := a.cfg.HealthHost
-	switch {
-	case host != "":
-	case b.HostIP.IsValid() && !b.HostIP.IsUnspecified():
-		host = b.HostIP.String()
-	case b.HostIP.Is6():
-		host = "::1"
-	default:
-		if u, err := url.Parse(envOr(a.cfg.Host, envHost())); err == nil && u.Scheme != "unix" && u.Hostname() != "" {
-			host = u.Hostname()
-		} else {
-			host = "127.0.0.1"
-		}
-	}
-	return "http://" + net.JoinHostPort(host, b.HostPort) + a.cfg.HealthPath, nil
-}
-
-func envOr(v, def string) string {
-	if v != "" {
-		return v
-	}
-	return def
-}
-
-func (a *Adapter) getOK(ctx context.Context, u string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := a.httpClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", u, err)
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	return nil
+	return urls, nil
 }
 
 // Stop implements platforms.Platform: compose has no rollout that runs on
@@ -527,7 +474,7 @@ func (a *Adapter) Rollback(ctx context.Context, to platforms.Revision, dryRun bo
 	if err != nil {
 		return platforms.Result{}, err
 	}
-	target, err := targetImage(to, st.current)
+	target, err := docker.TargetImage(to, st.current)
 	if err != nil {
 		return platforms.Result{}, err
 	}
@@ -536,8 +483,8 @@ func (a *Adapter) Rollback(ctx context.Context, to platforms.Revision, dryRun bo
 
 // SetArtifact implements platforms.Fallbacks.
 func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
-	if _, ok := parseImage(artifact); !ok {
-		return platforms.Result{}, platforms.Userf(fmt.Errorf("image %q: invalid reference", artifact), "%q is not a valid image reference", artifact)
+	if err := docker.ValidImage(artifact); err != nil {
+		return platforms.Result{}, err
 	}
 	st, err := a.read(ctx)
 	if err != nil {
@@ -548,15 +495,12 @@ func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool,
 
 func (a *Adapter) moveTo(ctx context.Context, st state, target string, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
 	svc := a.cfg.Service
-	todo := slices.DeleteFunc(slices.Clone(st.containers), func(c container.InspectResponse) bool { return sameImage(c.Config.Image, target) })
+	todo := slices.DeleteFunc(slices.Clone(st.containers), func(c container.InspectResponse) bool { return docker.SameImage(c.Config.Image, target) })
 	if len(todo) == 0 {
-		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("compose service %s already runs %s", svc, withoutDigest(target))}, nil
+		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("compose service %s already runs %s", svc, docker.WithoutDigest(target))}, nil
 	}
-	if _, err := a.api.ImageInspect(ctx, target); err != nil {
-		if isNotFound(err) {
-			return platforms.Result{}, missingImage(err, target, a.host)
-		}
-		return platforms.Result{}, engineErr(err, a.host, "inspect image "+target)
+	if err := a.eng.RequireImage(ctx, a.api, target); err != nil {
+		return platforms.Result{}, err
 	}
 	file, ferr := a.composeFile(st)
 	useFile := false
@@ -620,7 +564,7 @@ func (a *Adapter) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Resul
 	for _, c := range running {
 		a.log.InfoContext(ctx, "stop container", "op", "scale_to_zero", "container", name(c))
 		if err := a.stop(ctx, c.ID); err != nil {
-			return platforms.Result{Plan: plan}, engineErr(err, a.host, "stop container "+name(c))
+			return platforms.Result{Plan: plan}, a.eng.Err(err, "stop container "+name(c))
 		}
 	}
 	return platforms.Result{Outcome: platforms.Done, Plan: plan, Detail: fmt.Sprintf("stopped %d containers of compose service %s; they are kept for investigation", len(running), a.cfg.Service)}, nil
@@ -651,7 +595,7 @@ func (a *Adapter) waitReady(ctx context.Context, id string, report func(msg stri
 			if ctx.Err() != nil {
 				return failed("not ready within %s", a.cfg.Timeout)
 			}
-			return engineErr(err, a.host, "inspect container "+id)
+			return a.eng.Err(err, "inspect container "+id)
 		}
 		err = a.containerReady(ctx, in.Container)
 		if err == nil {

@@ -24,6 +24,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/platforms/dockertest"
+	"rollbot/platforms/internal/docker"
 )
 
 // Images: v1 good, v2 fails its health check; the -nohc ones have no
@@ -88,7 +89,7 @@ func newProject(t *testing.T, compose string) *project {
 		}
 		defer func() {
 			for _, v := range volumes {
-				if _, err := cli.VolumeRemove(ctx, v, client.VolumeRemoveOptions{}); err != nil && !isNotFound(err) {
+				if _, err := cli.VolumeRemove(ctx, v, client.VolumeRemoveOptions{}); err != nil && !docker.IsNotFound(err) {
 					t.Errorf("remove volume %s: %v", v, err)
 				}
 			}
@@ -165,7 +166,7 @@ func tryGet(c container.InspectResponse, path string) (int, string, error) {
 	if len(bs) == 0 {
 		return 0, "", fmt.Errorf("container %s publishes no 8080", name(c))
 	}
-	resp, err := healthClient().Get(fmt.Sprintf("http://127.0.0.1:%s%s", bs[0].HostPort, path))
+	resp, err := docker.HealthClient().Get(fmt.Sprintf("http://127.0.0.1:%s%s", bs[0].HostPort, path))
 	if err != nil {
 		return 0, "", err
 	}

@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"rollbot/platforms"
+	"rollbot/platforms/internal/docker"
 )
 
 // errFileMoved: the compose file names another image than the one running
@@ -79,7 +80,7 @@ func (a *Adapter) composeFile(st state) (*fileRef, error) {
 	if strings.Contains(ref.value, "$") {
 		return nil, fmt.Errorf("%s sets services.%s.image through a variable (%s), which rollbot does not edit", ref.path, a.cfg.Service, ref.value)
 	}
-	if !sameImage(ref.value, st.current) {
+	if !docker.SameImage(ref.value, st.current) {
 		return nil, fmt.Errorf("%s names %s for %s but the service runs %s: %w", ref.path, ref.value, a.cfg.Service, st.current, errFileMoved)
 	}
 	return ref, nil
@@ -207,7 +208,7 @@ func (a *Adapter) rollbackFile(ctx context.Context, st state, r *fileRef, target
 	}
 	if dryRun {
 		return platforms.Result{Outcome: platforms.Planned, Plan: plan,
-			Detail: fmt.Sprintf("would set compose service %s to %s in %s and run docker-compose up", svc, withoutDigest(target), r.path)}, nil
+			Detail: fmt.Sprintf("would set compose service %s to %s in %s and run docker-compose up", svc, docker.WithoutDigest(target), r.path)}, nil
 	}
 	bin, err := exec.LookPath(a.cfg.ComposeCommand)
 	if err != nil {
@@ -229,7 +230,7 @@ func (a *Adapter) rollbackFile(ctx context.Context, st state, r *fileRef, target
 	}
 	a.log.InfoContext(ctx, "compose file edited", "op", "rollback", "file", r.path, "from", r.value, "to", target)
 	if progress != nil {
-		progress(platforms.Progress{Message: fmt.Sprintf("Running docker-compose up for %s with %s", svc, withoutDigest(target)), Desired: len(st.containers)})
+		progress(platforms.Progress{Message: fmt.Sprintf("Running docker-compose up for %s with %s", svc, docker.WithoutDigest(target)), Desired: len(st.containers)})
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = r.workdir
@@ -247,7 +248,7 @@ func (a *Adapter) rollbackFile(ctx context.Context, st state, r *fileRef, target
 				"docker-compose up for %s failed, and putting %s back failed too; it now names %s", svc, r.path, target)
 		}
 		return platforms.Result{Plan: plan}, platforms.Userf(cause,
-			"docker-compose up for %s with %s failed; rollbot put %s back as it was. %s", svc, withoutDigest(target), r.path, fallbackHint(withoutDigest(target)))
+			"docker-compose up for %s with %s failed; rollbot put %s back as it was. %s", svc, docker.WithoutDigest(target), r.path, docker.FallbackHint(docker.WithoutDigest(target)))
 	}
 	// Wait for the service's containers, now on target.
 	after, err := a.read(ctx)
@@ -256,7 +257,7 @@ func (a *Adapter) rollbackFile(ctx context.Context, st state, r *fileRef, target
 	}
 	p := platforms.Progress{Desired: len(after.containers)}
 	for _, c := range after.containers {
-		if !sameImage(c.Config.Image, target) {
+		if !docker.SameImage(c.Config.Image, target) {
 			return platforms.Result{Plan: plan}, a.conflict(fmt.Errorf("container %s runs %s after up", name(c), c.Config.Image),
 				fmt.Sprintf("container %s runs %s", name(c), c.Config.Image))
 		}
@@ -266,24 +267,24 @@ func (a *Adapter) rollbackFile(ctx context.Context, st state, r *fileRef, target
 		err := a.waitReady(ctx, c.ID, func(msg string) {
 			if progress != nil {
 				q := p
-				q.Message = fmt.Sprintf("Waiting for %s on %s: %s", name(c), withoutDigest(target), msg)
+				q.Message = fmt.Sprintf("Waiting for %s on %s: %s", name(c), docker.WithoutDigest(target), msg)
 				progress(q)
 			}
 		})
 		if err != nil {
 			return platforms.Result{Plan: plan}, platforms.Userf(fmt.Errorf("container %s on %s: %w", name(c), target, err),
 				"compose service %s now runs %s (and %s names it) but container %s did not become healthy (%v). %s",
-				svc, withoutDigest(target), r.path, name(c), err, fallbackHint(withoutDigest(target)))
+				svc, docker.WithoutDigest(target), r.path, name(c), err, docker.FallbackHint(docker.WithoutDigest(target)))
 		}
 		p.Ready++
 	}
 	p.Done = true
-	p.Message = fmt.Sprintf("compose service %s converged: %d/%d containers running %s and healthy", svc, p.Ready, p.Desired, withoutDigest(target))
+	p.Message = fmt.Sprintf("compose service %s converged: %d/%d containers running %s and healthy", svc, p.Ready, p.Desired, docker.WithoutDigest(target))
 	if progress != nil {
 		progress(p)
 	}
 	return platforms.Result{Outcome: platforms.Done, Plan: plan,
-		Detail: fmt.Sprintf("set compose service %s to %s in %s and ran docker-compose up; all containers healthy", svc, withoutDigest(target), r.path)}, nil
+		Detail: fmt.Sprintf("set compose service %s to %s in %s and ran docker-compose up; all containers healthy", svc, docker.WithoutDigest(target), r.path)}, nil
 }
 
 // sameContainers checks that the service still has the containers read,

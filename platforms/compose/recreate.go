@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"rollbot/platforms"
+	"rollbot/platforms/internal/docker"
 )
 
 // rollbackRecreate replaces the containers in todo, one at a time, by
@@ -24,15 +25,15 @@ func (a *Adapter) rollbackRecreate(ctx context.Context, st state, todo []contain
 	var plan []string
 	for _, c := range todo {
 		plan = append(plan, fmt.Sprintf("container %s (%s): recreate with image %s -> %s, same env, ports%s, networks %s, volumes, labels, restart policy %s",
-			name(c), c.ID[:12], withoutDigest(c.Config.Image), withoutDigest(target), portsText(c), strings.Join(networkNames(c), ", "), restartText(c)))
+			name(c), c.ID[:12], docker.WithoutDigest(c.Config.Image), docker.WithoutDigest(target), portsText(c), strings.Join(networkNames(c), ", "), restartText(c)))
 	}
 	note := ""
 	if file, err := a.composeFile(st); err == nil {
-		note = fmt.Sprintf(" Note: %s still names %s, so the next `docker-compose up` redeploys it; change it to %s there.", file.path, withoutDigest(st.current), withoutDigest(target))
+		note = fmt.Sprintf(" Note: %s still names %s, so the next `docker-compose up` redeploys it; change it to %s there.", file.path, docker.WithoutDigest(st.current), docker.WithoutDigest(target))
 	}
 	if dryRun {
 		return platforms.Result{Outcome: platforms.Planned, Plan: plan,
-			Detail: fmt.Sprintf("would recreate %d containers of compose service %s with %s.%s", len(todo), svc, withoutDigest(target), note)}, nil
+			Detail: fmt.Sprintf("would recreate %d containers of compose service %s with %s.%s", len(todo), svc, docker.WithoutDigest(target), note)}, nil
 	}
 	p := platforms.Progress{Desired: len(st.containers), Updated: len(st.containers) - len(todo)}
 	p.Ready = p.Updated
@@ -43,7 +44,7 @@ func (a *Adapter) rollbackRecreate(ctx context.Context, st state, todo []contain
 		}
 	}
 	for i, old := range todo {
-		report(fmt.Sprintf("Replacing container %s (%d of %d) with %s", name(old), i+1, len(todo), withoutDigest(target)))
+		report(fmt.Sprintf("Replacing container %s (%d of %d) with %s", name(old), i+1, len(todo), docker.WithoutDigest(target)))
 		newID, err := a.replace(ctx, old, target, report)
 		if err != nil {
 			return platforms.Result{Plan: plan}, err
@@ -53,9 +54,9 @@ func (a *Adapter) rollbackRecreate(ctx context.Context, st state, todo []contain
 		a.log.InfoContext(ctx, "container replaced", "op", "rollback", "container", name(old), "old_id", old.ID[:12], "new_id", newID[:12], "image", target)
 	}
 	p.Done = true
-	report(fmt.Sprintf("compose service %s converged: %d/%d containers running %s and healthy", svc, p.Ready, p.Desired, withoutDigest(target)))
+	report(fmt.Sprintf("compose service %s converged: %d/%d containers running %s and healthy", svc, p.Ready, p.Desired, docker.WithoutDigest(target)))
 	return platforms.Result{Outcome: platforms.Done, Plan: plan,
-		Detail: fmt.Sprintf("recreated %d containers of compose service %s with %s; all healthy.%s", len(todo), svc, withoutDigest(target), note)}, nil
+		Detail: fmt.Sprintf("recreated %d containers of compose service %s with %s; all healthy.%s", len(todo), svc, docker.WithoutDigest(target), note)}, nil
 }
 
 func portsText(c container.InspectResponse) string {
@@ -102,10 +103,10 @@ func (a *Adapter) replace(ctx context.Context, old container.InspectResponse, ta
 	// Compare-and-set: the container must still be the one read, on the same image.
 	now, err := a.api.ContainerInspect(ctx, old.ID, client.ContainerInspectOptions{})
 	if err != nil {
-		if isNotFound(err) {
+		if docker.IsNotFound(err) {
 			return "", a.conflict(fmt.Errorf("container %s (%s): %w", cname, old.ID[:12], err), fmt.Sprintf("container %s was removed or replaced", cname))
 		}
-		return "", engineErr(err, a.host, "inspect container "+cname)
+		return "", a.eng.Err(err, "inspect container "+cname)
 	}
 	if now.Container.Image != old.Image || now.Container.Config.Image != old.Config.Image || name(now.Container) != cname {
 		return "", a.conflict(fmt.Errorf("container %s (%s): image %s -> %s", cname, old.ID[:12], old.Config.Image, now.Container.Config.Image),
@@ -117,23 +118,23 @@ func (a *Adapter) replace(ctx context.Context, old container.InspectResponse, ta
 	}
 	wasRunning := old.State != nil && old.State.Running
 	if err := a.stop(ctx, old.ID); err != nil {
-		return "", engineErr(err, a.host, "stop container "+cname)
+		return "", a.eng.Err(err, "stop container "+cname)
 	}
 	aside := fmt.Sprintf("%s_rollbot_replaced_%s", cname, old.ID[:12])
 	if _, err := a.api.ContainerRename(ctx, old.ID, client.ContainerRenameOptions{NewName: aside}); err != nil {
-		return "", a.restore(ctx, old, "", wasRunning, engineErr(err, a.host, "rename container "+cname))
+		return "", a.restore(ctx, old, "", wasRunning, a.eng.Err(err, "rename container "+cname))
 	}
 	res, err := a.api.ContainerCreate(ctx, create)
 	if err != nil {
-		return "", a.restore(ctx, old, "", wasRunning, engineErr(err, a.host, "create container "+cname))
+		return "", a.restore(ctx, old, "", wasRunning, a.eng.Err(err, "create container "+cname))
 	}
 	for netName, ep := range connect {
 		if _, err := a.api.NetworkConnect(ctx, netName, client.NetworkConnectOptions{Container: res.ID, EndpointConfig: ep}); err != nil {
-			return "", a.restore(ctx, old, res.ID, wasRunning, engineErr(err, a.host, "connect container "+cname+" to "+netName))
+			return "", a.restore(ctx, old, res.ID, wasRunning, a.eng.Err(err, "connect container "+cname+" to "+netName))
 		}
 	}
 	if _, err := a.api.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
-		return "", a.restore(ctx, old, res.ID, wasRunning, engineErr(err, a.host, "start container "+cname))
+		return "", a.restore(ctx, old, res.ID, wasRunning, a.eng.Err(err, "start container "+cname))
 	}
 	if err := a.waitReady(ctx, res.ID, report); err != nil {
 		cause := fmt.Errorf("container %s on %s: %w", cname, target, err)
@@ -142,7 +143,7 @@ func (a *Adapter) replace(ctx context.Context, old container.InspectResponse, ta
 		}
 		return "", a.restore(ctx, old, res.ID, wasRunning, platforms.Userf(cause,
 			"the new container %s on %s did not become healthy (%v); rollbot put the previous container (%s) back. %s",
-			cname, withoutDigest(target), err, withoutDigest(old.Config.Image), fallbackHint(withoutDigest(target))))
+			cname, docker.WithoutDigest(target), err, docker.WithoutDigest(old.Config.Image), docker.FallbackHint(docker.WithoutDigest(target))))
 	}
 	if _, err := a.api.ContainerRemove(ctx, old.ID, client.ContainerRemoveOptions{}); err != nil {
 		a.log.WarnContext(ctx, "remove replaced container", "container", aside, "err", err)
@@ -190,8 +191,8 @@ func (a *Adapter) newContainerSpec(ctx context.Context, old container.InspectRes
 	cfg.Image = target
 	// Settings the old image supplied are left to the new image.
 	img, err := a.api.ImageInspect(ctx, old.Image)
-	if err != nil && !isNotFound(err) {
-		return client.ContainerCreateOptions{}, nil, engineErr(err, a.host, "inspect image "+old.Config.Image)
+	if err != nil && !docker.IsNotFound(err) {
+		return client.ContainerCreateOptions{}, nil, a.eng.Err(err, "inspect image "+old.Config.Image)
 	}
 	if err == nil && img.Config != nil {
 		ic := img.Config

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -424,21 +425,42 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string))
 // ends. It returns the service name.
 func Service(t testing.TB, cli *client.Client, image string, replicas uint64) string {
 	t.Helper()
+	return ServiceWith(t, cli, image, ServiceOptions{Replicas: replicas})
+}
+
+// ServiceOptions are the settings of ServiceWith.
+type ServiceOptions struct {
+	Replicas uint64 // default 1
+	// PublishedPort publishes the container's 8080 on this port of the
+	// host (host mode, so at most one task per node); 0: a port the
+	// engine picks, per task and per IP family.
+	PublishedPort uint32
+	// Env is the containers' environment, e.g. SAMPLEAPP_SELF_LOAD=20.
+	Env []string
+}
+
+// ServiceWith is Service with options.
+func ServiceWith(t testing.TB, cli *client.Client, image string, o ServiceOptions) string {
+	t.Helper()
 	ctx := context.Background()
 	name := Name("rollbot-test-")
 	delay := time.Second
+	replicas := o.Replicas
+	if replicas == 0 {
+		replicas = 1
+	}
 	upd := &swarm.UpdateConfig{Parallelism: 1, Monitor: 2 * time.Second, FailureAction: swarm.UpdateFailureActionPause}
 	spec := swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: name, Labels: map[string]string{TestLabel: "true"}},
 		TaskTemplate: swarm.TaskSpec{
-			ContainerSpec: &swarm.ContainerSpec{Image: image, StopGracePeriod: &delay},
+			ContainerSpec: &swarm.ContainerSpec{Image: image, Env: o.Env, StopGracePeriod: &delay},
 			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: &delay},
 		},
 		Mode:           swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
 		UpdateConfig:   upd,
 		RollbackConfig: upd,
 		EndpointSpec: &swarm.EndpointSpec{Ports: []swarm.PortConfig{
-			{Protocol: "tcp", TargetPort: 8080, PublishMode: swarm.PortConfigPublishModeHost},
+			{Protocol: "tcp", TargetPort: 8080, PublishedPort: o.PublishedPort, PublishMode: swarm.PortConfigPublishModeHost},
 		}},
 	}
 	res, err := cli.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: spec})
@@ -482,6 +504,18 @@ func WaitTasks(t testing.TB, cli *client.Client, service, image string, n int, a
 		return len(running) == n && (!all || len(tasks.Items) == n), fmt.Sprintf("%d/%d tasks running %s (%d meant to run)", len(running), n, image, len(tasks.Items))
 	})
 	return running
+}
+
+// FreePort returns a TCP port that was free on the loopback interface a
+// moment ago, for a fixed published port.
+func FreePort(t testing.TB) uint32 {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return uint32(l.Addr().(*net.TCPAddr).Port)
 }
 
 // Deploy updates the service's image the way a CI pipeline would.

@@ -27,14 +27,12 @@
 package swarm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +43,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"rollbot/platforms"
+	"rollbot/platforms/internal/docker"
 )
 
 // Config is one swarm service target, under services.<name>.swarm in the
@@ -89,7 +88,7 @@ func (c Config) Validate() error {
 	if c.Service == "" {
 		errs = append(errs, errors.New("service: required"))
 	}
-	if err := validateHost("host", c.Host); err != nil {
+	if err := docker.ValidateHost("host", c.Host); err != nil {
 		errs = append(errs, err)
 	}
 	if c.UpdateDelay < 0 {
@@ -119,16 +118,18 @@ type dockerAPI interface {
 	ImageList(ctx context.Context, options client.ImageListOptions) (client.ImageListResult, error)
 }
 
+// History is rollbot's own record of what it saw deployed for a service
+// (package state satisfies it). Revisions are newest first; Artifact is
+// the image reference.
+type History = docker.History
+
 // Adapter is a platforms.Platform and platforms.Fallbacks for one swarm service.
 type Adapter struct {
-	cfg        Config
-	api        dockerAPI
-	log        *slog.Logger
-	host       string // for messages, without credentials
-	hist       History
-	histKey    string
-	poll       time.Duration
-	httpClient *http.Client
+	cfg  Config
+	api  dockerAPI
+	eng  docker.Engine
+	log  *slog.Logger
+	poll time.Duration
 }
 
 var (
@@ -142,7 +143,7 @@ type Option func(*Adapter)
 // WithHistory adds rollbot's record of deployed images to the history;
 // key is what h.Deployed is asked for (the rollbot service name).
 func WithHistory(h History, key string) Option {
-	return func(a *Adapter) { a.hist, a.histKey = h, key }
+	return func(a *Adapter) { a.eng.Record, a.eng.RecordKey = h, key }
 }
 
 // New returns the adapter for cfg. It does not contact the engine.
@@ -150,7 +151,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Adapter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cli, err := newClient(cfg.Host, cfg.TLSCertPath)
+	cli, err := docker.NewClient(cfg.Host, cfg.TLSCertPath)
 	if err != nil {
 		return nil, err
 	}
@@ -170,17 +171,12 @@ func newAdapter(cfg Config, api dockerAPI, log *slog.Logger, opts ...Option) *Ad
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	host := cfg.Host
-	if host == "" {
-		host = envHost()
-	}
 	a := &Adapter{
-		cfg:        cfg,
-		api:        api,
-		log:        log.With("platform", "swarm", "service", cfg.Service),
-		host:       displayHost(host),
-		poll:       500 * time.Millisecond,
-		httpClient: healthClient(),
+		cfg:  cfg,
+		api:  api,
+		eng:  docker.NewEngine(cfg.Host),
+		log:  log.With("platform", "swarm", "service", cfg.Service),
+		poll: 500 * time.Millisecond,
 	}
 	for _, o := range opts {
 		o(a)
@@ -188,31 +184,22 @@ func newAdapter(cfg Config, api dockerAPI, log *slog.Logger, opts ...Option) *Ad
 	return a
 }
 
-// healthClient is the HTTP client of health checks: short timeouts, since
-// a published port of the other IP family may swallow connections.
-func healthClient() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: time.Second}).DialContext
-	tr.ResponseHeaderTimeout = 2 * time.Second
-	return &http.Client{Timeout: 3 * time.Second, Transport: tr}
-}
-
 // Kind implements platforms.Platform.
 func (a *Adapter) Kind() string { return "swarm" }
 
 // Target implements platforms.Platform.
 func (a *Adapter) Target() string {
-	return fmt.Sprintf("swarm service %s (engine %s)", a.cfg.Service, a.host)
+	return fmt.Sprintf("swarm service %s (engine %s)", a.cfg.Service, a.eng.Host)
 }
 
 func (a *Adapter) inspect(ctx context.Context) (swarm.Service, error) {
 	res, err := a.api.ServiceInspect(ctx, a.cfg.Service, client.ServiceInspectOptions{})
 	if err != nil {
-		if isNotFound(err) {
+		if docker.IsNotFound(err) {
 			return swarm.Service{}, platforms.Userf(fmt.Errorf("inspect service %s: %w: %w", a.cfg.Service, platforms.ErrNotFound, err),
-				"swarm service %s does not exist on the engine at %s", a.cfg.Service, a.host)
+				"swarm service %s does not exist on the engine at %s", a.cfg.Service, a.eng.Host)
 		}
-		return swarm.Service{}, engineErr(err, a.host, "inspect service "+a.cfg.Service)
+		return swarm.Service{}, a.eng.Err(err, "inspect service "+a.cfg.Service)
 	}
 	if res.Service.Spec.TaskTemplate.ContainerSpec == nil {
 		return swarm.Service{}, platforms.Userf(fmt.Errorf("service %s: no container spec", a.cfg.Service),
@@ -224,7 +211,7 @@ func (a *Adapter) inspect(ctx context.Context) (swarm.Service, error) {
 func (a *Adapter) tasks(ctx context.Context, serviceID string) ([]swarm.Task, error) {
 	res, err := a.api.TaskList(ctx, client.TaskListOptions{Filters: make(client.Filters).Add("service", serviceID)})
 	if err != nil {
-		return nil, engineErr(err, a.host, "list tasks of service "+a.cfg.Service)
+		return nil, a.eng.Err(err, "list tasks of service "+a.cfg.Service)
 	}
 	return res.Items, nil
 }
@@ -272,41 +259,24 @@ func (a *Adapter) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
 		return nil, err
 	}
 	cur := specImage(&svc.Spec)
-	repo := ""
-	if r, ok := parseImage(cur); ok {
-		repo = r.name
-	}
+	repo := docker.Repo(cur)
 	at := deployedAt(svc)
-	current := revisionFor(cur, repo, at)
+	current := docker.RevisionFor(cur, repo, at)
 	current.ChangeCause = "current spec"
-
 	var known [][]platforms.Revision
 	if prev := specImage(svc.PreviousSpec); prev != "" {
-		r := revisionFor(prev, repo, time.Time{})
+		r := docker.RevisionFor(prev, repo, time.Time{})
 		r.ChangeCause = "previous spec"
 		known = append(known, []platforms.Revision{r})
 	}
-	if a.hist != nil {
-		rec, err := a.hist.Deployed(ctx, a.histKey)
-		if err != nil {
-			return nil, fmt.Errorf("deployment record of %s: %w", a.histKey, err)
-		}
-		known = append(known, rec)
-	}
-	var local []platforms.Revision
-	var built time.Time
-	if repo != "" {
-		if local, err = localRevisions(ctx, a.api, repo); err != nil {
-			return nil, engineErr(err, a.host, "list images of "+repo)
-		}
-		if img, err := a.api.ImageInspect(ctx, cur); err == nil {
-			built, _ = time.Parse(time.RFC3339Nano, img.Created)
-		}
+	history, err := a.eng.History(ctx, a.api, current, cur, known...)
+	if err != nil {
+		return nil, err
 	}
 	state := updateState(svc)
 	snap := &platforms.Snapshot{
 		Current:           current,
-		History:           mergeHistory(current, built, local, known...),
+		History:           history,
 		Health:            a.health(ctx, svc, tasks, time.Now()),
 		RolloutInProgress: state == swarm.UpdateStateUpdating || state == swarm.UpdateStateRollbackStarted,
 		Paused:            state == swarm.UpdateStatePaused || state == swarm.UpdateStateRollbackPaused,
@@ -361,7 +331,7 @@ func (a *Adapter) health(ctx context.Context, svc swarm.Service, tasks []swarm.T
 				lastErr, lastErrAt = taskErr(t), t.Status.Timestamp
 			}
 		}
-		if t.DesiredState != swarm.TaskStateRunning || t.Status.State != swarm.TaskStateRunning || !sameImage(taskImage(t), cur) {
+		if t.DesiredState != swarm.TaskStateRunning || t.Status.State != swarm.TaskStateRunning || !docker.SameImage(taskImage(t), cur) {
 			continue
 		}
 		if a.cfg.HealthPath != "" {
@@ -372,7 +342,7 @@ func (a *Adapter) health(ctx context.Context, svc swarm.Service, tasks []swarm.T
 		}
 		h.Ready++
 	}
-	h.Detail = fmt.Sprintf("%d/%d tasks running %s", h.Ready, h.Desired, withoutDigest(cur))
+	h.Detail = fmt.Sprintf("%d/%d tasks running %s", h.Ready, h.Desired, docker.WithoutDigest(cur))
 	if a.cfg.HealthPath != "" {
 		h.Detail += fmt.Sprintf(" and answering %s", a.cfg.HealthPath)
 	}
@@ -419,25 +389,12 @@ func (a *Adapter) healthURLs(svc swarm.Service, t swarm.Task) ([]string, error) 
 	if len(ports) == 0 {
 		return nil, errors.New("no published port to check health through")
 	}
+	host := a.eng.PublishedHost(a.cfg.HealthHost)
 	var urls []string
 	for _, p := range ports {
-		urls = append(urls, "http://"+net.JoinHostPort(a.healthHost(), strconv.Itoa(int(p)))+a.cfg.HealthPath)
+		urls = append(urls, "http://"+net.JoinHostPort(host, strconv.Itoa(int(p)))+a.cfg.HealthPath)
 	}
 	return urls, nil
-}
-
-func (a *Adapter) healthHost() string {
-	if a.cfg.HealthHost != "" {
-		return a.cfg.HealthHost
-	}
-	host := a.cfg.Host
-	if host == "" {
-		host = envHost()
-	}
-	if u, err := url.Parse(host); err == nil && u.Scheme != "unix" && u.Hostname() != "" {
-		return u.Hostname()
-	}
-	return "127.0.0.1"
 }
 
 // checkHTTP GETs the task's health URLs; the first 2xx answer wins.
@@ -446,32 +403,7 @@ func (a *Adapter) checkHTTP(ctx context.Context, svc swarm.Service, t swarm.Task
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, u := range urls {
-		err := a.getOK(ctx, u)
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-func (a *Adapter) getOK(ctx context.Context, u string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := a.httpClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", u, err)
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	return nil
+	return a.eng.FirstOK(ctx, urls)
 }
 
 // Stop implements platforms.Platform. Swarm cannot pause an update from
@@ -486,7 +418,7 @@ func (a *Adapter) Stop(ctx context.Context, dryRun bool) (platforms.Result, erro
 	case swarm.UpdateStateUpdating, swarm.UpdateStateRollbackStarted:
 		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf(
 			"swarm service %s has an update in progress (%s to %s). Swarm has no pause for it; the rollback's update replaces it (swarm stops a running update when the service spec changes). To stop every task instead, scale the service to zero.",
-			name, st, withoutDigest(specImage(&svc.Spec)))}, nil
+			name, st, docker.WithoutDigest(specImage(&svc.Spec)))}, nil
 	case swarm.UpdateStatePaused, swarm.UpdateStateRollbackPaused:
 		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf(
 			"the update of swarm service %s is already stopped: swarm paused it (%s)", name, svc.UpdateStatus.Message)}, nil
@@ -503,7 +435,7 @@ func (a *Adapter) Rollback(ctx context.Context, to platforms.Revision, dryRun bo
 	if err != nil {
 		return platforms.Result{}, err
 	}
-	target, err := targetImage(to, specImage(&svc.Spec))
+	target, err := docker.TargetImage(to, specImage(&svc.Spec))
 	if err != nil {
 		return platforms.Result{}, err
 	}
@@ -513,8 +445,8 @@ func (a *Adapter) Rollback(ctx context.Context, to platforms.Revision, dryRun bo
 // SetArtifact implements platforms.Fallbacks: an update to the image,
 // never the native rollback.
 func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
-	if _, ok := parseImage(artifact); !ok {
-		return platforms.Result{}, platforms.Userf(fmt.Errorf("image %q: invalid reference", artifact), "%q is not a valid image reference", artifact)
+	if err := docker.ValidImage(artifact); err != nil {
+		return platforms.Result{}, err
 	}
 	svc, err := a.inspect(ctx)
 	if err != nil {
@@ -526,22 +458,19 @@ func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool,
 func (a *Adapter) moveTo(ctx context.Context, svc swarm.Service, target string, allowNative, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
 	name := svc.Spec.Name
 	cur := specImage(&svc.Spec)
-	if sameImage(cur, target) {
-		detail := fmt.Sprintf("swarm service %s already runs %s", name, withoutDigest(cur))
+	if docker.SameImage(cur, target) {
+		detail := fmt.Sprintf("swarm service %s already runs %s", name, docker.WithoutDigest(cur))
 		if st := updateState(svc); st != "" {
 			detail += fmt.Sprintf(" (update %s)", st)
 		}
 		return platforms.Result{Outcome: platforms.Skipped, Detail: detail}, nil
 	}
 	if !a.cfg.RemoteImages {
-		if _, err := a.api.ImageInspect(ctx, target); err != nil {
-			if isNotFound(err) {
-				return platforms.Result{}, missingImage(err, target, a.host)
-			}
-			return platforms.Result{}, engineErr(err, a.host, "inspect image "+target)
+		if err := a.eng.RequireImage(ctx, a.api, target); err != nil {
+			return platforms.Result{}, err
 		}
 	}
-	native := allowNative && sameImage(specImage(svc.PreviousSpec), target)
+	native := allowNative && docker.SameImage(specImage(svc.PreviousSpec), target)
 	var plan []string
 	opts := client.ServiceUpdateOptions{Version: svc.Version}
 	if native {
@@ -551,7 +480,7 @@ func (a *Adapter) moveTo(ctx context.Context, svc swarm.Service, target string, 
 			pace = fmt.Sprintf("parallelism %d, delay %s", rc.Parallelism, rc.Delay)
 		}
 		plan = append(plan, fmt.Sprintf("swarm service %s (version %d): native rollback to the previous spec, image %s -> %s, paced by the service's rollback_config (%s)",
-			name, svc.Version.Index, withoutDigest(cur), withoutDigest(target), pace))
+			name, svc.Version.Index, docker.WithoutDigest(cur), docker.WithoutDigest(target), pace))
 		opts.Spec = svc.Spec
 		opts.Rollback = "previous"
 	} else {
@@ -569,11 +498,11 @@ func (a *Adapter) moveTo(ctx context.Context, svc swarm.Service, target string, 
 		spec.UpdateConfig = &uc
 		opts.Spec = spec
 		plan = append(plan, fmt.Sprintf("swarm service %s (version %d): image %s -> %s, update parallelism %d, delay %s, failure action pause",
-			name, svc.Version.Index, withoutDigest(cur), withoutDigest(target), uc.Parallelism, uc.Delay))
+			name, svc.Version.Index, docker.WithoutDigest(cur), docker.WithoutDigest(target), uc.Parallelism, uc.Delay))
 	}
 	if dryRun {
 		return platforms.Result{Outcome: platforms.Planned, Plan: plan,
-			Detail: fmt.Sprintf("would move swarm service %s from %s to %s", name, withoutDigest(cur), withoutDigest(target))}, nil
+			Detail: fmt.Sprintf("would move swarm service %s from %s to %s", name, docker.WithoutDigest(cur), docker.WithoutDigest(target))}, nil
 	}
 	a.log.InfoContext(ctx, "swarm service update", "op", "rollback", "from", cur, "to", target, "native", native, "version", svc.Version.Index)
 	if _, err := a.api.ServiceUpdate(ctx, svc.ID, opts); err != nil {
@@ -587,7 +516,7 @@ func (a *Adapter) moveTo(ctx context.Context, svc swarm.Service, target string, 
 		how = "rolled back (native)"
 	}
 	return platforms.Result{Outcome: platforms.Done, Plan: plan,
-		Detail: fmt.Sprintf("swarm service %s %s from %s to %s; all tasks running", name, how, withoutDigest(cur), withoutDigest(target))}, nil
+		Detail: fmt.Sprintf("swarm service %s %s from %s to %s; all tasks running", name, how, docker.WithoutDigest(cur), docker.WithoutDigest(target))}, nil
 }
 
 // writeErr explains a refused write. The engine answers a stale version
@@ -595,7 +524,7 @@ func (a *Adapter) moveTo(ctx context.Context, svc swarm.Service, target string, 
 // service: a moved version means someone else changed it.
 func (a *Adapter) writeErr(ctx context.Context, read swarm.Service, err error, op string) error {
 	if client.IsErrConnectionFailed(err) || errors.Is(err, context.DeadlineExceeded) {
-		return engineErr(err, a.host, op)
+		return a.eng.Err(err, op)
 	}
 	now, ierr := a.api.ServiceInspect(ctx, read.ID, client.ServiceInspectOptions{})
 	if ierr == nil && now.Service.Version.Index != read.Version.Index {
@@ -607,14 +536,7 @@ func (a *Adapter) writeErr(ctx context.Context, read swarm.Service, err error, o
 func (a *Adapter) conflict(cause error, now swarm.Service) error {
 	return platforms.Userf(cause,
 		"swarm service %s was changed by someone else while rollbot was working on it (it now runs %s, update %s); rollbot did not overwrite that change. Check `docker service ps %s` and start the rollback again if it is still needed",
-		a.cfg.Service, withoutDigest(specImage(&now.Spec)), cmpOr(string(updateState(now)), "none"), a.cfg.Service)
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
+		a.cfg.Service, docker.WithoutDigest(specImage(&now.Spec)), cmp.Or(string(updateState(now)), "none"), a.cfg.Service)
 }
 
 // waitConverged polls until every task of the service runs target (and
@@ -634,7 +556,7 @@ func (a *Adapter) waitConverged(ctx context.Context, before swarm.Service, targe
 		if err != nil {
 			return a.waitErr(ctx, err, name, target, last)
 		}
-		if !sameImage(specImage(&svc.Spec), target) {
+		if !docker.SameImage(specImage(&svc.Spec), target) {
 			return a.conflict(fmt.Errorf("wait for service %s: spec image is now %s: %w", name, specImage(&svc.Spec), platforms.ErrConflict), svc)
 		}
 		tasks, err := a.tasks(ctx, svc.ID)
@@ -647,7 +569,7 @@ func (a *Adapter) waitConverged(ctx context.Context, before swarm.Service, targe
 		var failures []string
 		allOnTarget := true
 		for _, t := range tasks {
-			onTarget := sameImage(taskImage(t), target)
+			onTarget := docker.SameImage(taskImage(t), target)
 			if t.DesiredState == swarm.TaskStateRunning {
 				if onTarget {
 					p.Updated++
@@ -669,16 +591,16 @@ func (a *Adapter) waitConverged(ctx context.Context, before swarm.Service, targe
 		}
 		if ours && !native && (state == swarm.UpdateStateRollbackStarted || state == swarm.UpdateStateRollbackCompleted) {
 			return platforms.Userf(fmt.Errorf("service %s: update to %s reverted by swarm: %s", name, target, svc.UpdateStatus.Message),
-				"swarm reverted the update of %s to %s by itself (%s). %s", name, withoutDigest(target), svc.UpdateStatus.Message, fallbackHint(withoutDigest(target)))
+				"swarm reverted the update of %s to %s by itself (%s). %s", name, docker.WithoutDigest(target), svc.UpdateStatus.Message, docker.FallbackHint(docker.WithoutDigest(target)))
 		}
 		finished := ours && (state == swarm.UpdateStateCompleted || state == swarm.UpdateStateRollbackCompleted)
 		p.Done = finished && allOnTarget && p.Ready == p.Desired
-		p.Message = fmt.Sprintf("Waiting for swarm service %s: %d of %d tasks updated to %s, %d running", name, p.Updated, p.Desired, withoutDigest(target), p.Ready)
+		p.Message = fmt.Sprintf("Waiting for swarm service %s: %d of %d tasks updated to %s, %d running", name, p.Updated, p.Desired, docker.WithoutDigest(target), p.Ready)
 		if a.cfg.HealthPath != "" {
 			p.Message += " and healthy"
 		}
 		if p.Done {
-			p.Message = fmt.Sprintf("swarm service %s converged: %d/%d tasks running %s", name, p.Ready, p.Desired, withoutDigest(target))
+			p.Message = fmt.Sprintf("swarm service %s converged: %d/%d tasks running %s", name, p.Ready, p.Desired, docker.WithoutDigest(target))
 		}
 		if progress != nil && p != last {
 			progress(p)
@@ -699,7 +621,7 @@ func (a *Adapter) waitErr(ctx context.Context, err error, name, target string, l
 	if ctx.Err() != nil {
 		return platforms.Userf(fmt.Errorf("wait for service %s: %w", name, err),
 			"swarm service %s did not converge on %s within %s (%d/%d tasks updated, %d running); check `docker service ps %s`",
-			name, withoutDigest(target), a.cfg.Timeout, last.Updated, last.Desired, last.Ready, name)
+			name, docker.WithoutDigest(target), a.cfg.Timeout, last.Updated, last.Desired, last.Ready, name)
 	}
 	return err
 }
@@ -714,7 +636,7 @@ func (a *Adapter) paused(svc swarm.Service, target string, failures []string) er
 	}
 	return platforms.Userf(fmt.Errorf("service %s: update to %s paused: %s", name, target, svc.UpdateStatus.Message),
 		"swarm paused the update of %s to %s because its tasks failed (%s).%s %s",
-		name, withoutDigest(target), svc.UpdateStatus.Message, why, fallbackHint(withoutDigest(target)))
+		name, docker.WithoutDigest(target), svc.UpdateStatus.Message, why, docker.FallbackHint(docker.WithoutDigest(target)))
 }
 
 // ScaleToZero implements platforms.Fallbacks (runbook §2's

@@ -19,6 +19,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/platforms/dockertest"
+	"rollbot/platforms/internal/docker"
 )
 
 // Images every test uses: v1 is good, v2 fails its health check (the
@@ -114,7 +115,7 @@ func newTestAdapter(t *testing.T, cfg Config, opts ...Option) *Adapter {
 // numbers: the first that answers counts).
 func versionOverHTTP(t *testing.T, tasks []swarm.Task) []string {
 	t.Helper()
-	hc := healthClient()
+	hc := docker.HealthClient()
 	var out []string
 	for _, tk := range tasks {
 		var errs []error
