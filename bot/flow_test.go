@@ -542,3 +542,57 @@ func TestFlowRestartWhileAwaitingConfirmation(t *testing.T) {
 		}
 	}
 }
+
+// plainPlatform hides the simulated platform's fallbacks.
+type plainPlatform struct{ platforms.Platform }
+
+func TestFlowFailureWithoutFallbacksReleasesTheService(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	s.FailNextRollback(platforms.Userf(nil, "refusing to switch to green: 0/1 targets healthy"))
+	svc.Platform = plainPlatform{s}
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	f := h.waitFor("failure", textHas("The rollback failed"))
+	if slices.Contains(f.ActionIDs(), handlers.ActFallbackImage) || !strings.Contains(f.PlainText(), "run `/rollback myapp` again") {
+		t.Fatalf("failure message:\n%s\nactions %v", f.PlainText(), f.ActionIDs())
+	}
+	// The team fixes the cause and tries again at once.
+	h.slash(slackemu.UserAlice, "myapp")
+	b := h.waitFor("second assessment", func(m slackemu.Message) bool {
+		return slices.Contains(m.ActionIDs(), handlers.ActConfirm) && strings.Contains(m.PlainText(), "RB-2")
+	})
+	h.click(slackemu.UserBob, b.TS, handlers.ActConfirm)
+	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+	if got := current(t, s); got != "app:v2" {
+		t.Fatalf("runs %s", got)
+	}
+}
+
+func TestFlowEndAfterFailure(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	s.FailNextRollback(platforms.Userf(nil, "image app:v2 cannot be pulled"))
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	f := h.waitFor("failure with fallbacks", hasAction(handlers.ActEnd))
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l == nil {
+		t.Fatal("the lock was released while fallbacks are on offer")
+	}
+	h.click(slackemu.UserEve, f.TS, handlers.ActEnd)
+	h.waitFor("eve refused", ephemeralFor(slackemu.UserEve, "not allowed to end this rollback"))
+	h.click(slackemu.UserAlice, f.TS, handlers.ActEnd)
+	h.waitFor("ended", func(m slackemu.Message) bool { return m.TS == f.TS && strings.Contains(m.PlainText(), "ended RB-1") })
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
+		t.Fatalf("lock still held after ending: %+v", l)
+	}
+	in, _ := h.store.Get(context.Background(), "RB-1")
+	if in.Status != state.Closed {
+		t.Fatalf("status %s, want closed", in.Status)
+	}
+	if got := current(t, s); got != "app:v3" {
+		t.Fatalf("ending changed the service: %s", got)
+	}
+}

@@ -251,6 +251,7 @@ const (
 	ActFallbackImage = "fallback_set_image"
 	ActFallbackZero  = "fallback_scale_zero"
 	ActRetryVerify   = "verify_retry"
+	ActEnd           = "rollback_end" // close a failed rollback, release the lock
 	ActPostDone      = "postaction_done" // value: incident id + "|" + item key
 
 	viewDBApprove = "db_approve_modal"
@@ -307,6 +308,8 @@ func (e *Engine) HandleAction(ctx context.Context, a Action) {
 		e.fallback(ctx, a)
 	case ActRetryVerify:
 		e.retryVerify(ctx, a)
+	case ActEnd:
+		e.end(ctx, a)
 	case ActPostDone:
 		e.postActionDone(ctx, a)
 	default:

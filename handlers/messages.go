@@ -404,25 +404,35 @@ func rolledBackMsg(in *state.Incident, res platforms.Result, took time.Duration,
 	return Msg{Text: word + ": " + res.Detail, Blocks: blocks}
 }
 
-func fallbackButtons(in *state.Incident) *slack.ActionBlock {
-	return slack.NewActionBlock("fallbacks",
+func fallbackButtons(in *state.Incident, extra ...slack.BlockElement) *slack.ActionBlock {
+	b := slack.NewActionBlock("fallbacks",
 		button(ActFallbackImage, in.ID, "Set image to "+clip(in.Target.Artifact, 50), slack.StyleDanger,
 			confirmDialog("Set the image explicitly?", "Set "+in.PlatformTgt+" to `"+in.Target.Artifact+"`, bypassing the rollout history (runbook FAQ).", "Set image")),
 		button(ActFallbackZero, in.ID, "Scale to zero", slack.StyleDanger,
 			confirmDialog("Scale to zero?", "Stop every instance of "+in.PlatformTgt+". The service will be DOWN until someone brings it back.", "Scale to zero")),
 	)
+	b.Elements.ElementSet = append(b.Elements.ElementSet, extra...)
+	return b
 }
 
-func rollbackFailedMsg(in *state.Incident, msg string, fallbacks bool) Msg {
+func rollbackFailedMsg(in *state.Incident, msg, kind string, fallbacks bool) Msg {
 	blocks := []slack.Block{section("failed", ":x: *The rollback failed:* "+msg)}
 	if fallbacks {
 		blocks = append(blocks,
-			section("faq", "*What now?* The runbook's fallbacks: set the previous image explicitly; if that fails too, scale to zero and investigate."),
-			fallbackButtons(in))
+			section("faq", "*What now?* The runbook's fallbacks: set the previous image explicitly; if that fails too, scale to zero and investigate. Or end this rollback to release the service."),
+			fallbackButtons(in, endButton(in)))
 	} else {
-		blocks = append(blocks, section("faq", "*What now?* This platform has no automatic fallback: investigate; you may need to rebuild the previous version from source."))
+		blocks = append(blocks, section("faq", fmt.Sprintf("*What now?* rollbot has no automatic fallback on %s. Do what the message above says, then run `/rollback %s` again (the service is released). If the platform itself is broken, investigate; you may need to rebuild the previous version from source (runbook FAQ).", kind, in.Service)))
 	}
 	return Msg{Text: "The rollback failed: " + msg, Blocks: blocks}
+}
+
+func endButton(in *state.Incident) *slack.ButtonBlockElement {
+	return button(ActEnd, in.ID, "End this rollback", "", nil)
+}
+
+func endedMsg(in *state.Incident, user string, at time.Time) Msg {
+	return simple(fmt.Sprintf(":stop_button: <@%s> ended %s at %s; the service is released. Run `/rollback %s` again when ready; the timeline keeps what happened: `/rollback timeline %s`.", user, in.ID, clock(at), in.Service, in.ID))
 }
 
 func fallbackChosenMsg(in *state.Incident, user, what string) Msg {
@@ -481,6 +491,7 @@ func verifyFailedMsg(in *state.Incident, why string, fallbacks bool) Msg {
 		fb := fallbackButtons(in)
 		acts = append(acts, fb.Elements.ElementSet...)
 	}
+	acts = append(acts, endButton(in))
 	blocks = append(blocks, slack.NewActionBlock("next_actions", acts...))
 	return Msg{Text: "Verification failed", Blocks: blocks}
 }

@@ -88,13 +88,44 @@ func (e *Engine) failRollback(ctx context.Context, in *state.Incident, svc *Serv
 	} else {
 		in = cur
 	}
-	m := rollbackFailedMsg(in, msg, e.hasFallbacks(svc))
+	fallbacks := e.hasFallbacks(svc)
+	if !fallbacks {
+		// Nothing more rollbot can do here: free the service, so the team
+		// can fix the cause and run /rollback again.
+		e.store.ReleaseLock(ctx, in.Service, in.Lock)
+	}
+	m := rollbackFailedMsg(in, msg, svc.Platform.Kind(), fallbacks)
 	if ts == "" {
 		e.setMessage(ctx, in, "progress", e.post(ctx, in.Channel, in.ThreadTS, m))
 	} else {
 		e.update(ctx, in.Channel, ts, m)
 	}
-	// The lock stays held while fallbacks are on offer; it expires by itself.
+	// With fallbacks on offer the lock stays held until one runs, someone
+	// ends the rollback, or the lock expires.
+}
+
+// end closes a failed rollback on a person's decision and frees the service.
+func (e *Engine) end(ctx context.Context, a Action) {
+	in, svc, ok := e.incidentFor(ctx, a)
+	if !ok {
+		return
+	}
+	if a.UserID != in.RequestedBy && !e.allowed(ctx, svc.Approvers, a.UserID) {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "end this rollback", who(svc.Approvers)+" or the requester"))
+		return
+	}
+	e.record(ctx, in.ID, a.UserID, "end", "ended the rollback after "+string(in.Status)+"; service lock released")
+	cur, err := e.store.Transition(ctx, in.ID, []state.Status{state.RollbackFailed, state.VerifyFailed}, state.Closed, nil)
+	if errors.Is(err, state.ErrStale) {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(cur))
+		return
+	}
+	if err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "end the rollback")))
+		return
+	}
+	e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
+	e.update(ctx, cur.Channel, a.MessageTS, endedMsg(cur, a.UserID, e.now()))
 }
 
 // fallback runs one of the FAQ's "what if the rollback also fails" steps.

@@ -78,6 +78,7 @@ const (
 	Cancelled         Status = "cancelled"
 	Planned           Status = "dry_run"
 	Interrupted       Status = "interrupted"
+	Closed            Status = "closed" // ended by a person after a failed rollback or verification
 )
 
 // InFlight reports whether the status is a step that acts on a system;
@@ -93,7 +94,7 @@ func (s Status) InFlight() bool {
 // Final reports whether nothing more will happen to the incident.
 func (s Status) Final() bool {
 	switch s {
-	case Completed, Cancelled, Planned, Interrupted:
+	case Completed, Cancelled, Planned, Interrupted, Closed:
 		return true
 	}
 	return false
