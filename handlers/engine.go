@@ -251,7 +251,7 @@ const (
 	ActFallbackImage = "fallback_set_image"
 	ActFallbackZero  = "fallback_scale_zero"
 	ActRetryVerify   = "verify_retry"
-	ActEnd           = "rollback_end" // close a failed rollback, release the lock
+	ActEnd           = "rollback_end"    // close a failed rollback, release the lock
 	ActPostDone      = "postaction_done" // value: incident id + "|" + item key
 
 	viewDBApprove = "db_approve_modal"
