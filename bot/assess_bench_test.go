@@ -1,0 +1,243 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slack-go/slack"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+
+	"rollbot/handlers"
+	"rollbot/platforms"
+	"rollbot/platforms/kube"
+	"rollbot/platforms/kube/kubetest"
+	"rollbot/platforms/prom"
+	"rollbot/platforms/promtest"
+	"rollbot/state"
+	"rollbot/state/redistest"
+)
+
+// benchPods is the size of the service the assessment benchmark reads.
+const benchPods = 500
+
+// quietChat is a handlers.Chat that posts nowhere: Assess never posts,
+// and the benchmark measures the assessment, not Slack.
+type quietChat struct{}
+
+func (quietChat) Post(context.Context, string, string, handlers.Msg) (string, error) { return "1", nil }
+func (quietChat) Update(context.Context, string, string, handlers.Msg) error         { return nil }
+func (quietChat) Ephemeral(context.Context, string, string, handlers.Msg) error      { return nil }
+func (quietChat) Schedule(context.Context, string, time.Time, handlers.Msg) error    { return nil }
+func (quietChat) OpenModal(context.Context, string, slack.ModalViewRequest) error    { return nil }
+func (quietChat) GroupMembers(context.Context, string) ([]string, error)             { return nil, nil }
+
+// BenchmarkAssess500Pods is issue 6's benchmark: the wall time of the
+// runbook §1 assessment ((*handlers.Engine).Assess, exactly what
+// /rollback runs before posting the table) for a Kubernetes service of
+// 500 pods with all four checks:
+//   - error rate and p95 latency (current and baseline) from a real
+//     Prometheus scraping the sample service, through the prom adapter;
+//   - restarts and readiness of the 500 pods from a real control plane
+//     (kwok plays the kubelet) through the kube adapter, as the
+//     ServiceAccount bound to deploy/kubernetes/rbac.yaml's Role.
+//
+// The scene is an incident: v1 ran 500 Ready pods, v2-broken replaced
+// them all at once and crash-loops, and the sample service fails 30% of its
+// requests at 300ms since then. Setup is untimed. Reported besides ns/op:
+// assess-ms (mean), max-ms (slowest assessment), and, timed inside each
+// assessment, snapshot-ms (the kube Snapshot: Deployment, ReplicaSets and
+// the 500 pods) and metrics-ms (the slowest of the concurrent Prometheus
+// measurements); pods and failed-checks as read.
+func BenchmarkAssess500Pods(b *testing.B) {
+	// Metrics: the sample service, scraped every second, with a good
+	// baseline before the deploy.
+	app := promtest.StartSampleApp(b, promtest.BuildSampleApp(b), "-self-load", "50", "-latency", "60ms")
+	promStart := time.Now()
+	p := promtest.Start(b, promtest.Target{Job: promJob, Addr: app.Addr})
+
+	// The platform: 500 Ready pods of v1.
+	c := kubetest.Start(b)
+	cs := c.AdminClient
+	checkNodeCapacity(b, cs, benchPods)
+	ns := kubetest.CreateNamespace(b, cs, "bench")
+	d := kubetest.NewDeployment(ns, "myapp", "registry.local/myapp:v1", benchPods)
+	// Replace every pod at once: the new ReplicaSet (whose creation is the
+	// deploy time the baseline window ends at) exists from the start.
+	all, none := intstr.FromString("100%"), intstr.FromInt32(0)
+	d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: &all, MaxSurge: &none}
+	if _, err := cs.AppsV1().Deployments(ns).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	waitPods(b, cs, ns, "myapp", "registry.local/myapp:v1", benchPods, benchPods)
+
+	// A full baseline window of good traffic before the bad deploy.
+	const window = 30 * time.Second
+	p.WaitScrapedAfter(b, promJob, promStart.Add(window), 2*time.Minute)
+	deployed := time.Now()
+	kubetest.SetImage(b, cs, ns, "myapp", "registry.local/myapp:v2-broken")
+	app.SetMode(b, "error_ratio", "0.3", "latency", "300ms")
+	waitPods(b, cs, ns, "myapp", "registry.local/myapp:v2-broken", benchPods, 0)
+	p.WaitScrapedAfter(b, promJob, deployed.Add(5*time.Second), time.Minute)
+
+	kubeconfig := c.KubeconfigFor(b, ns, "../deploy/kubernetes/rbac.yaml")
+	log := slog.New(slog.DiscardHandler)
+	platform, err := kube.New(kube.Config{Kubeconfig: kubeconfig, Namespace: ns, Deployment: "myapp"}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	metrics, err := prom.New(prom.Config{URL: p.URL, Selector: `job="` + promJob + `"`}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc := &handlers.Service{Name: "myapp", Platform: platform, Metrics: metrics,
+		AssessWindow: window, BaselineWindow: window,
+		Approvers: handlers.Access{Groups: []string{"S0ONCALL"}}}
+	rdb, prefix := redistest.Client(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	eng := handlers.New(ctx, quietChat{}, state.New(rdb, prefix), []*handlers.Service{svc}, handlers.Options{}, log)
+
+	// The assessment must do the full work: every check decided, 500 pods read.
+	a := eng.Assess(ctx, svc, "", nil)
+	b.Logf("assessment of %s in %s:\n%s", a.Target, a.Took.Round(time.Millisecond), checksTable(a))
+	if a.SnapshotErr != "" || a.Snapshot.Health.Desired != benchPods {
+		b.Fatalf("snapshot: %q, desired %d", a.SnapshotErr, a.Snapshot.Health.Desired)
+	}
+	for _, ch := range a.Checks {
+		if ch.Verdict == handlers.Inconclusive {
+			b.Fatalf("check %s is inconclusive (%s): the benchmark would not measure the full assessment", ch.Name, ch.Source)
+		}
+	}
+	if !a.HasGood || !strings.HasSuffix(a.Good.Artifact, ":v1") {
+		b.Fatalf("last known good %+v (%s), want v1", a.Good, a.GoodWhy)
+	}
+
+	// The platform and the metrics source are timed inside Assess itself.
+	tp := &timedPlatform{Platform: platform}
+	tm := &timedMetrics{m: metrics}
+	svc.Platform, svc.Metrics = tp, tm
+	var total, slowest, snapT, metT time.Duration
+	failed := 0
+	b.ResetTimer()
+	for b.Loop() {
+		tp.reset()
+		tm.reset()
+		start := time.Now()
+		a := eng.Assess(ctx, svc, "", nil)
+		took := time.Since(start)
+		total += took
+		slowest = max(slowest, took)
+		snapT += tp.took()
+		metT += tm.slowest()
+		failed = len(a.Failing())
+		if a.SnapshotErr != "" {
+			b.Fatalf("snapshot: %s", a.SnapshotErr)
+		}
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(total)/n, "assess-ms")
+	b.ReportMetric(ms(slowest), "max-ms")
+	b.ReportMetric(ms(snapT)/n, "snapshot-ms")
+	b.ReportMetric(ms(metT)/n, "metrics-ms")
+	b.ReportMetric(float64(a.Snapshot.Health.Desired), "pods")
+	b.ReportMetric(float64(failed), "failed-checks")
+}
+
+// timedPlatform times Snapshot, the only platform call of an assessment.
+type timedPlatform struct {
+	platforms.Platform
+	mu sync.Mutex
+	d  time.Duration
+}
+
+func (p *timedPlatform) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
+	start := time.Now()
+	s, err := p.Platform.Snapshot(ctx)
+	p.mu.Lock()
+	p.d += time.Since(start)
+	p.mu.Unlock()
+	return s, err
+}
+
+func (p *timedPlatform) reset() { p.mu.Lock(); p.d = 0; p.mu.Unlock() }
+
+func (p *timedPlatform) took() time.Duration { p.mu.Lock(); defer p.mu.Unlock(); return p.d }
+
+// timedMetrics records the slowest measurement of an assessment (they run
+// concurrently, so the slowest bounds the metrics phase).
+type timedMetrics struct {
+	m    platforms.Metrics
+	mu   sync.Mutex
+	slow time.Duration
+}
+
+func (t *timedMetrics) time(start time.Time) {
+	t.mu.Lock()
+	t.slow = max(t.slow, time.Since(start))
+	t.mu.Unlock()
+}
+
+func (t *timedMetrics) ErrorRatio(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
+	defer t.time(time.Now())
+	return t.m.ErrorRatio(ctx, from, to)
+}
+
+func (t *timedMetrics) LatencyP95(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
+	defer t.time(time.Now())
+	return t.m.LatencyP95(ctx, from, to)
+}
+
+func (t *timedMetrics) reset() { t.mu.Lock(); t.slow = 0; t.mu.Unlock() }
+
+func (t *timedMetrics) slowest() time.Duration { t.mu.Lock(); defer t.mu.Unlock(); return t.slow }
+
+func checksTable(a *handlers.Assessment) string {
+	var s strings.Builder
+	for _, c := range a.Checks {
+		fmt.Fprintf(&s, "  %-16s %-34s %-28s %-12s %s\n", c.Name, c.Measured, c.Threshold, c.Verdict, c.Source)
+	}
+	return s.String()
+}
+
+// checkNodeCapacity fails when the kwok node cannot hold n pods.
+func checkNodeCapacity(b *testing.B, cs kubernetes.Interface, n int) {
+	b.Helper()
+	node, err := cs.CoreV1().Nodes().Get(context.Background(), kubetest.NodeName, metav1.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	q := node.Status.Allocatable[corev1.ResourcePods]
+	if q.Value() < int64(n) {
+		b.Fatalf("node %s allocates %d pods, the benchmark needs %d", kubetest.NodeName, q.Value(), n)
+	}
+}
+
+// waitPods waits (up to 5 minutes: 500 pods on a shared machine) until the
+// Deployment's non-terminating pods are exactly want pods of image, of which
+// ready are Ready.
+func waitPods(b *testing.B, cs kubernetes.Interface, ns, app, image string, want, ready int) {
+	b.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	var last string
+	for time.Now().Before(deadline) {
+		images, r := kubetest.PodImages(b, cs, ns, app)
+		if len(images) == want && r == ready && !slices.ContainsFunc(images, func(s string) bool { return s != image }) {
+			return
+		}
+		last = fmt.Sprintf("%d pods (%d Ready), want %d of %s (%d Ready)", len(images), r, want, image, ready)
+		time.Sleep(500 * time.Millisecond) // poll interval
+	}
+	b.Fatalf("pods of %s/%s: %s", ns, app, last)
+}
