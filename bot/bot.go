@@ -27,6 +27,9 @@ type Options struct {
 	Services []*handlers.Service
 	Engine   handlers.Options
 	Log      *slog.Logger
+	// SchemaInterval is how often rollbot records the applied migration
+	// versions of services whose tool stores no applied time (default 5m).
+	SchemaInterval time.Duration
 }
 
 // Bot is a running rollbot.
@@ -99,6 +102,10 @@ func (b *Bot) Run(ctx context.Context) error {
 	if err := b.engine.Resume(ctx); err != nil {
 		b.log.Error("resume interrupted incidents", "err", err)
 	}
+	sctx, scancel := context.WithCancel(ctx)
+	schemaDone := make(chan struct{})
+	go func() { defer close(schemaDone); b.recordSchemas(sctx) }()
+	defer func() { scancel(); <-schemaDone }()
 	errc := make(chan error, 1)
 	go func() { errc <- b.sm.RunContext(ctx) }()
 	for {
@@ -262,4 +269,42 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// schemaRecorder is a database that keeps rollbot's record of applied
+// versions (bot/database.go).
+type schemaRecorder interface {
+	RecordSchema(ctx context.Context) error
+}
+
+// recordSchemas records every service's applied migration versions now and
+// then every SchemaInterval until ctx ends: the golang-migrate and Rails
+// tables store no applied time, so "which migrations ran since the deploy"
+// is answered against the newest record from before the deploy.
+func (b *Bot) recordSchemas(ctx context.Context) {
+	every := b.opts.SchemaInterval
+	if every <= 0 {
+		every = 5 * time.Minute
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, svc := range b.opts.Services {
+			r, ok := svc.Database.(schemaRecorder)
+			if !ok {
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := r.RecordSchema(rctx); err != nil && ctx.Err() == nil {
+				b.log.Warn("record applied migrations", "service", svc.Name, "err", err)
+			}
+			cancel()
+		}
+		t.Reset(every)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/migrations"
 	"rollbot/platforms/rds"
+	"rollbot/state"
 )
 
 // database joins the migration check and down runner (platforms/migrations)
@@ -19,6 +20,65 @@ type database struct {
 	mig     *migrations.Adapter
 	down    migrations.DownConfig
 	restore *rds.Adapter // nil: no restore configured
+
+	// rollbot's record of the applied versions, for the tools that store
+	// no applied time (golang-migrate, Rails); nil history: no record.
+	service  string
+	platform platforms.Platform
+	history  *state.Store
+}
+
+// RecordSchema stores the versions applied now, with the revision running
+// now. The bot calls it periodically (Bot.recordSchemas).
+func (d *database) RecordSchema(ctx context.Context) error {
+	if d.history == nil {
+		return nil
+	}
+	snap, err := d.platform.Snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("record schema %s: %w", d.service, err)
+	}
+	tool, versions, err := d.mig.AppliedVersions(ctx)
+	if err != nil {
+		return fmt.Errorf("record schema %s: %w", d.service, err)
+	}
+	return d.history.RecordSchema(ctx, d.service, state.SchemaRecord{Artifact: snap.Current.Artifact, Tool: tool, Versions: versions})
+}
+
+// knownAtLastGood is rollbot's newest record from before since, taken
+// while the revision deployed just before since was running (a record
+// from an older release would make its migrations look like the bad
+// one's). nil when there is none: Detect then says it cannot tell.
+func (d *database) knownAtLastGood(ctx context.Context, since time.Time) ([]string, error) {
+	if d.history == nil || since.IsZero() {
+		return nil, nil
+	}
+	rec, ok, err := d.history.SchemaBefore(ctx, d.service, since)
+	if err != nil || !ok {
+		return nil, err
+	}
+	snap, err := d.platform.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var prev platforms.Revision // the newest revision deployed before since
+	for _, r := range snap.History {
+		if r.CreatedAt.Before(since) && r.CreatedAt.After(prev.CreatedAt) {
+			prev = r
+		}
+	}
+	if prev.Artifact == "" || rec.Artifact != prev.Artifact {
+		return nil, nil
+	}
+	return rec.Versions, nil
+}
+
+func (d *database) detect(ctx context.Context, since time.Time) (migrations.Report, error) {
+	known, err := d.knownAtLastGood(ctx, since)
+	if err != nil {
+		return migrations.Report{}, err
+	}
+	return d.mig.Detect(ctx, since, known)
 }
 
 func toHandlers(rep migrations.Report) handlers.MigrationReport {
@@ -35,7 +95,7 @@ func toHandlers(rep migrations.Report) handlers.MigrationReport {
 }
 
 func (d *database) Detect(ctx context.Context, since time.Time) (handlers.MigrationReport, error) {
-	rep, err := d.mig.Detect(ctx, since, nil)
+	rep, err := d.detect(ctx, since)
 	if err != nil {
 		return handlers.MigrationReport{}, err
 	}
@@ -47,6 +107,9 @@ func (d *database) Detect(ctx context.Context, since time.Time) (handlers.Migrat
 }
 
 func (d *database) DownPlan(r handlers.MigrationReport) string {
+	if len(d.down.Command) == 0 {
+		return fmt.Sprintf("no down command is configured for this service: roll %s back by hand to before %s, then approve", d.mig.Target(), ids(r))
+	}
 	return fmt.Sprintf("run `%s` against %s, then check that the migration table is back before %s", strings.Join(d.down.Command, " "), d.mig.Target(), ids(r))
 }
 
@@ -59,9 +122,17 @@ func ids(r handlers.MigrationReport) string {
 }
 
 func (d *database) RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
-	rep, err := d.mig.Detect(ctx, since, nil)
+	if len(d.down.Command) == 0 {
+		// The plan asked the approvers to roll back by hand before approving.
+		return "rolled back by hand before the approval (no down command is configured for this service)", nil
+	}
+	rep, err := d.detect(ctx, since)
 	if err != nil {
 		return "", err
+	}
+	// Re-checked at run time: the table may have changed since approval.
+	if dec := rep.Decide(); dec.Action != migrations.ActionDown {
+		return "", platforms.Userf(nil, "the down migration was not run: %s", dec.Reason)
 	}
 	if err := d.mig.RunDown(ctx, rep, out); err != nil {
 		return "", err
@@ -81,7 +152,8 @@ func (d *database) RestorePlan(before time.Time) string {
 
 func (d *database) Restore(ctx context.Context, before time.Time, progress func(string)) (string, error) {
 	if d.restore == nil {
-		return "", platforms.Userf(nil, "no RDS restore is configured: restore the database by hand")
+		// The plan asked the approvers to restore by hand before approving.
+		return "restored by hand before the approvals (no RDS restore is configured for this service)", nil
 	}
 	plan, err := d.restore.Plan(ctx, rds.Request{Before: before})
 	if err != nil {

@@ -17,6 +17,8 @@ import (
 	"rollbot/platforms/awsfake"
 	"rollbot/platforms/migrations/dbtest"
 	"rollbot/platforms/sim"
+	"rollbot/state"
+	"rollbot/state/redistest"
 )
 
 // The database step end to end: /rollback in the local Slack server, a
@@ -597,7 +599,7 @@ func migrateBin(t *testing.T) string {
 // gmService is a golang-migrate schema at the bad release (version 3 of
 // platforms/migrations/testdata/golang-migrate, which adds users.email;
 // version 2 was the last good deploy's), served by the bot from YAML.
-func gmService(t *testing.T) (*dbService, string) {
+func gmService(t *testing.T, history *state.Store) (*dbService, string) {
 	t.Helper()
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
 	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &syncBuffer{}}
@@ -648,7 +650,7 @@ services:
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config invalid: %v\n%s", err, yml)
 	}
-	services, err := BuildServices(context.Background(), cfg, nil, slog.New(slog.NewJSONHandler(s.buildLog, nil)))
+	services, err := BuildServices(context.Background(), cfg, history, slog.New(slog.NewJSONHandler(s.buildLog, nil)))
 	if err != nil {
 		t.Fatalf("build services: %v", err)
 	}
@@ -667,26 +669,95 @@ func (s *dbService) gmVersion() string {
 	return fmt.Sprintf("%d dirty=%v", v, dirty)
 }
 
-// TestDBGolangMigrateWithoutRecordWarns: golang-migrate keeps only the
-// current version and no applied time, and the bot passes Detect no record
-// of the versions at the last good deploy (bot/database.go), so rollbot
-// cannot tell whether the bad release migrated. The assessment must say so
-// instead of claiming no migration ran. (What happens after confirming is
-// a bug reported to the lead: the app is rolled back without a database
-// step while the schema is still at version 3.)
-func TestDBGolangMigrateWithoutRecordWarns(t *testing.T) {
-	s, _ := gmService(t)
+// TestDBGolangMigrateWithoutRecordGates: without a record rollbot cannot
+// tell whether the bad release migrated, so the database step (by hand)
+// still comes first: a DB approver confirms before the app rolls back.
+func TestDBGolangMigrateWithoutRecordGates(t *testing.T) {
+	s, _ := gmService(t, nil)
 	h := s.h
-	if got := s.gmVersion(); got != "3 dirty=false" || !s.columnExists("users", "email") {
-		t.Fatalf("setup: schema_migrations %s, users.email %v; want version 3 with users.email", got, s.columnExists("users", "email"))
-	}
 	h.slash(slackemu.UserAlice, "shop")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	wantAll(t, "assessment", a.PlainText(), ":warning: *Database migrations:* could not check",
 		"rollbot has no record of the versions applied at the last good deploy, and golang-migrate records no times",
-		"Check the migration table by hand before rolling back the app")
-	if strings.Contains(a.PlainText(), "none ran since the deploy") {
-		t.Errorf("the assessment claims no migration ran:\n%s", a.PlainText())
+		"The database step comes first")
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
+	wantAll(t, "DB approval request", m.PlainText(), "rollbot could not tell whether migrations ran", handlers.DowntimeWarning)
+	if got := current(t, s.sim); got != "shop:v3" {
+		t.Fatalf("the app was rolled back to %s before the database step", got)
+	}
+	h.approve(slackemu.UserDana, m, "shop")
+	h.waitFor("done by hand", inThread(a.TS, textHas("approved as done by hand by <@"+slackemu.UserDana+">")))
+	h.waitFor("verified", textHas("Rollback verified"))
+	if got := s.gmVersion(); got != "3 dirty=false" {
+		t.Errorf("rollbot ran something on the database: %s", got)
 	}
 	s.noSecretLeaked()
+}
+
+// TestDBGolangMigrateRollbackThroughSlack: with rollbot's record of the
+// versions applied while the last good release ran, the real migrate CLI
+// rolls version 3 back through Slack.
+func TestDBGolangMigrateRollbackThroughSlack(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	history := state.New(rdb, prefix)
+	ctx := context.Background()
+	// What the bot's recorder wrote two hours ago while shop:v2 ran, and a
+	// record from an older release before it (not the one to compare with).
+	for _, rec := range []state.SchemaRecord{
+		{At: time.Now().Add(-30 * time.Hour), Artifact: "shop:v1", Tool: "golang-migrate", Versions: []string{"1"}},
+		{At: time.Now().Add(-2 * time.Hour), Artifact: "shop:v2", Tool: "golang-migrate", Versions: []string{"2"}},
+	} {
+		if err := history.RecordSchema(ctx, "shop", rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, _ := gmService(t, history)
+	h := s.h
+	h.slash(slackemu.UserAlice, "shop")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), "Decision gate: 1 migration(s) ran since the deploy", "(golang-migrate)", "`3` add user email: reversible")
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
+	wantAll(t, "DB approval request", m.PlainText(), "reversible: run the down migration", "down $(ROLLBOT_STEPS)")
+	h.approve(slackemu.UserDana, m, "shop")
+	done := h.waitFor("database step done", inThread(a.TS, textHas("Database rollback* done:")))
+	t.Logf("database step in the thread:\n%s", done.PlainText())
+	wantAll(t, "database step output", done.PlainText(), "3/d add_user_email", "is back at 2 (checked in schema_migrations)")
+	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+	if got := s.gmVersion(); got != "2 dirty=false" {
+		t.Errorf("schema_migrations = %s, want 2 dirty=false", got)
+	}
+	if s.columnExists("users", "email") {
+		t.Error("users.email still exists after the rollback")
+	}
+	if got := s.timelineOrder(); got != "database,rollback" {
+		t.Errorf("the app rollback did not wait for the database step: %s", got)
+	}
+	// The bot's own recorder ran at start: version 3 while shop:v3 ran.
+	rec, ok, err := history.SchemaBefore(ctx, "shop", time.Now().Add(time.Minute))
+	if err != nil || !ok || rec.Tool != "golang-migrate" || len(rec.Versions) != 1 || rec.At.Before(time.Now().Add(-time.Hour)) {
+		t.Errorf("the bot recorded no applied versions: %+v %v %v", rec, ok, err)
+	}
+	s.noSecretLeaked()
+}
+
+// TestDBDestructiveWithoutRestoreConfigured: with no database.restore the
+// approvers are asked to restore by hand, then approve; their approval
+// completes the step and the app rolls back.
+func TestDBDestructiveWithoutRestoreConfigured(t *testing.T) {
+	s := startDBService(t, destructiveMigration, nil)
+	h := s.h
+	h.slash(slackemu.UserAlice, "shop")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
+	wantAll(t, "DB approval request", m.PlainText(), "restore the pre-deploy snapshot by hand", "Needs 2 distinct DB approver(s)")
+	h.approve(slackemu.UserDana, m, "shop")
+	h.approve(slackemu.UserErin, m, "shop")
+	h.waitFor("database step done", inThread(a.TS, textHas("restored by hand before the approvals")))
+	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+	if got := current(t, s.sim); got != "shop:v2" {
+		t.Errorf("the app runs %s, want shop:v2", got)
+	}
 }

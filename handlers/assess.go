@@ -123,6 +123,8 @@ func (e *Engine) Assess(ctx context.Context, svc *Service, to string, marks map[
 			rep, err := svc.Database.Detect(qctx, deployedAt)
 			if err != nil {
 				a.MigErr = e.userText(err, "check database migrations", "service", svc.Name)
+				// Runbook §1: migrations may have run; the DB step (by hand) comes first.
+				a.Gate = true
 				return
 			}
 			a.Migrations = &rep
@@ -413,6 +415,7 @@ func (e *Engine) startRollback(ctx context.Context, sc SlashCommand, cmd Command
 		}
 	}
 	in.MigrationsRan = a.Gate
+	in.DBManual = a.Gate && a.Migrations == nil
 	if a.Migrations != nil {
 		in.DBDestructive = a.Migrations.Destructive()
 	}
@@ -449,7 +452,9 @@ func (e *Engine) dryRun(ctx context.Context, svc *Service, in *state.Incident, a
 		return []string{"nothing: " + a.GoodWhy}
 	}
 	var plan []string
-	if a.Gate && svc.Database != nil {
+	if a.Gate && a.Migrations == nil {
+		plan = append(plan, "database (after approval): a DB approver checks the migration table by hand first (rollbot could not)")
+	} else if a.Gate && svc.Database != nil {
 		if a.Migrations.Destructive() {
 			plan = append(plan, "database (after approval by "+fmt.Sprint(svc.DestructiveApprovals)+" DB approvers): "+svc.Database.RestorePlan(in.DeployedAt))
 		} else {
@@ -508,7 +513,9 @@ func assessmentSummary(a *Assessment) string {
 	if a.HasGood {
 		s += "; last known good " + a.Good.Label()
 	}
-	if a.Gate {
+	if a.Gate && a.Migrations == nil {
+		s += "; could not check migrations: database step (by hand) first"
+	} else if a.Gate {
 		s += fmt.Sprintf("; %d migration(s) ran: database step first", len(a.Migrations.Ran))
 	}
 	return s

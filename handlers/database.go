@@ -27,7 +27,9 @@ func requiredApprovals(in *state.Incident, svc *Service) int {
 // migrations ran, the database step comes before the app rollback).
 func (e *Engine) requestDBApproval(ctx context.Context, in *state.Incident, svc *Service) {
 	plan := "no database is configured for " + svc.Name + ": roll the migrations back by hand, then press Approve to continue with the app"
-	if svc.Database != nil {
+	if in.DBManual {
+		plan = "rollbot could not tell whether migrations ran (see the assessment): check the migration table, roll back by hand whatever the bad release migrated, then approve to continue with the app"
+	} else if svc.Database != nil {
 		if in.DBDestructive {
 			plan = svc.Database.RestorePlan(in.DeployedAt)
 		} else {
@@ -163,7 +165,7 @@ func (e *Engine) runDB(ctx context.Context, in *state.Incident, svc *Service, ap
 		err    error
 	)
 	switch {
-	case svc.Database == nil:
+	case svc.Database == nil || in.DBManual:
 		result = "approved as done by hand by " + mentions(approvers)
 	case in.DBDestructive:
 		e.record(ctx, in.ID, "rollbot", dbStep, "restoring the database: "+in.DBPlan)

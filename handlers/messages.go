@@ -251,7 +251,7 @@ func versionsText(a *Assessment) string {
 func migrationsText(in *state.Incident, a *Assessment) string {
 	switch {
 	case a.MigErr != "":
-		return ":warning: *Database migrations:* could not check (" + a.MigErr + "). Check the migration table by hand before rolling back the app."
+		return ":warning: *Database migrations:* could not check (" + a.MigErr + "). The database step comes first: a DB approver checks the migration table by hand before the app is rolled back."
 	case a.Migrations == nil && a.MigLog != "":
 		return ":warning: *Database migrations:* no database is configured for rollbot to check, but the migration container logged:\n```" + clip(a.MigLog, 1200) + "```"
 	case a.Migrations == nil:

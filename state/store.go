@@ -119,10 +119,13 @@ type Incident struct {
 	Platform    string             `json:"platform"`
 	PlatformTgt string             `json:"platform_target"`
 	// MigrationsRan is the decision gate: the DB step comes first.
-	MigrationsRan bool   `json:"migrations_ran,omitempty"`
-	DBDestructive bool   `json:"db_destructive,omitempty"`
-	DBPlan        string `json:"db_plan,omitempty"`
-	DecidedBy     string `json:"decided_by,omitempty"`
+	MigrationsRan bool `json:"migrations_ran,omitempty"`
+	DBDestructive bool `json:"db_destructive,omitempty"`
+	// DBManual: rollbot could not tell whether migrations ran, so the DB
+	// step is a DB approver's confirmation that it was checked by hand.
+	DBManual  bool   `json:"db_manual,omitempty"`
+	DBPlan    string `json:"db_plan,omitempty"`
+	DecidedBy string `json:"decided_by,omitempty"`
 	// Messages maps a role ("assessment", "progress", "verify", "db",
 	// "postactions") to the ts of the message that shows it.
 	Messages map[string]string `json:"messages,omitempty"`

@@ -207,3 +207,21 @@ func TestDeployedRecord(t *testing.T) {
 		t.Fatalf("Deployed = %v, want newest first, distinct", arts)
 	}
 }
+
+func TestSchemaRecords(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	for i, v := range [][]string{{"1"}, {"1", "2"}, {"1", "2", "3"}} {
+		if err := s.RecordSchema(ctx, "web", state.SchemaRecord{At: t0.Add(time.Duration(i) * time.Hour), Artifact: "app:v" + v[len(v)-1], Tool: "golang-migrate", Versions: v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, ok, err := s.SchemaBefore(ctx, "web", t0.Add(90*time.Minute))
+	if err != nil || !ok || strings.Join(rec.Versions, ",") != "1,2" || rec.Artifact != "app:v2" {
+		t.Fatalf("SchemaBefore = %+v, %v, %v; want the 11:00 record", rec, ok, err)
+	}
+	if _, ok, _ := s.SchemaBefore(ctx, "web", t0); ok {
+		t.Fatal("a record at exactly t counted as before t")
+	}
+}
