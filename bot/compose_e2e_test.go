@@ -4,85 +4,16 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/client"
 
 	"rollbot/bot/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms/dockertest"
 )
-
-// composeProject is a docker-compose project in a temp dir, brought down
-// (containers, networks, volumes) when the test ends.
-type composeProject struct {
-	t    *testing.T
-	cli  *client.Client
-	name string
-	dir  string
-	file string
-}
-
-func newComposeProject(t *testing.T, cli *client.Client) *composeProject {
-	t.Helper()
-	if _, err := exec.LookPath("docker-compose"); err != nil {
-		t.Fatal("docker-compose is not installed (Debian package docker-compose): ", err)
-	}
-	p := &composeProject{t: t, cli: cli, name: dockertest.Name("rbe2e"), dir: t.TempDir()}
-	p.file = filepath.Join(p.dir, "docker-compose.yml")
-	t.Cleanup(func() {
-		cmd := exec.Command("docker-compose", "-p", p.name, "down", "-v", "--remove-orphans", "-t", "1")
-		cmd.Dir = p.dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("docker-compose down: %v: %s", err, out)
-		}
-		l, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true,
-			Filters: make(client.Filters).Add("label", "com.docker.compose.project="+p.name)})
-		if err != nil || len(l.Items) > 0 {
-			t.Errorf("containers of %s left after down: %d, %v", p.name, len(l.Items), err)
-		}
-	})
-	return p
-}
-
-func (p *composeProject) write(content string) {
-	p.t.Helper()
-	if err := os.WriteFile(p.file, []byte(content), 0o644); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-func (p *composeProject) up() {
-	p.t.Helper()
-	cmd := exec.Command("docker-compose", "-p", p.name, "up", "-d")
-	cmd.Dir = p.dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		p.t.Fatalf("docker-compose up: %v: %s", err, out)
-	}
-}
-
-// container is the one container of a service of the project.
-func (p *composeProject) container(svc string) container.InspectResponse {
-	p.t.Helper()
-	l, err := p.cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).
-		Add("label", "com.docker.compose.project="+p.name).Add("label", "com.docker.compose.service="+svc)})
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if len(l.Items) != 1 {
-		p.t.Fatalf("%d containers of %s/%s, want 1", len(l.Items), p.name, svc)
-	}
-	in, err := p.cli.ContainerInspect(context.Background(), l.Items[0].ID, client.ContainerInspectOptions{})
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return in.Container
-}
 
 // composeFile is a project of two services of the sample image: web, with
 // its tag pinned in the file (as CI writes it), a fixed loopback port and
@@ -111,10 +42,9 @@ func TestComposeRollbackThroughSlack(t *testing.T) {
 	ctx := context.Background()
 	v1 := dockertest.MustImage(t, cli, e2eGood)
 	v2 := dockertest.MustImage(t, cli, e2eBad)
-	p := newComposeProject(t, cli)
 	port := dockertest.FreePort(t)
-	p.write(fmt.Sprintf(composeFile, e2eGood.Tag, port))
-	p.up()
+	p := dockertest.NewProject(t, cli, fmt.Sprintf(composeFile, e2eGood.Tag, port))
+	p.Compose(nil, "up", "-d")
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	dockertest.Eventually(t, time.Minute, func() (bool, string) {
 		code, body, err := httpGet(base + "/version")
@@ -142,7 +72,7 @@ services:
       baseline_p95: 250ms
     health_urls: [%s/health]
     approvers: {groups: [%s]}
-`, slackemu.ChannelIncident, p.name, base, base, slackemu.GroupOnCall))
+`, slackemu.ChannelIncident, p.Name, base, base, slackemu.GroupOnCall))
 	if len(services) != 1 || services[0].Platform.Kind() != "compose" {
 		t.Fatalf("services built from the config: %+v", services)
 	}
@@ -150,13 +80,13 @@ services:
 	// A look at web while it runs v1: nothing changes, rollbot records v1.
 	h.slash(slackemu.UserAlice, "web --dry-run")
 	h.waitLong("dry-run plan", textHas("Plan (dry run: nothing was changed)"))
-	if web := p.container("web"); web.Config.Image != v1 {
+	if web := p.Container("web"); web.Config.Image != v1 {
 		t.Fatalf("the dry run changed web: it runs %s", web.Config.Image)
 	}
 
 	// CI deploys the bad build.
-	p.write(fmt.Sprintf(composeFile, e2eBad.Tag, port))
-	p.up()
+	p.Write(fmt.Sprintf(composeFile, e2eBad.Tag, port))
+	p.Compose(nil, "up", "-d")
 	dockertest.Eventually(t, time.Minute, func() (bool, string) {
 		code, body, err := httpGet(base + "/version")
 		return err == nil && code == 200 && body == "v2", fmt.Sprintf("/version: %d %q %v", code, body, err)
@@ -164,7 +94,7 @@ services:
 	// The scrape source compares with its scrapes of the dry run: give v2
 	// the traffic a bad deploy has by the time someone runs /rollback.
 	waitWorkServed(t, base, 40)
-	apiBefore := p.container("api")
+	apiBefore := p.Container("api")
 
 	h.slash(slackemu.UserAlice, `web --reason "5xx after the v2 deploy"`)
 	a := h.waitLong("assessment", hasAction(handlers.ActConfirm))
@@ -182,21 +112,21 @@ services:
 	h.waitLong("verified", textHas("Rollback verified"))
 	h.waitLong("post-rollback actions", textHas("Post-rollback actions"))
 
-	web := p.container("web")
+	web := p.Container("web")
 	if web.Config.Image != v1 || !web.State.Running || web.State.Health == nil || web.State.Health.Status != container.Healthy {
 		t.Errorf("web after the rollback: image %s, state %+v; want v1 running and healthy", web.Config.Image, web.State)
 	}
 	if code, body, err := httpGet(base + "/version"); err != nil || code != 200 || body != "v1" {
 		t.Errorf("GET /version after the rollback: %d %q %v; want v1", code, body, err)
 	}
-	b, err := os.ReadFile(p.file)
+	b, err := os.ReadFile(p.File)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := fmt.Sprintf(composeFile, e2eGood.Tag, port); string(b) != want {
 		t.Errorf("compose file after the rollback:\n%s\nwant web's tag back to %s and the rest kept:\n%s", b, e2eGood.Tag, want)
 	}
-	api := p.container("api")
+	api := p.Container("api")
 	if api.ID != apiBefore.ID || api.State.StartedAt != apiBefore.State.StartedAt || api.Config.Image != v1 {
 		t.Errorf("api was touched: %s started %s on %s, was %s started %s", api.ID[:12], api.State.StartedAt, api.Config.Image, apiBefore.ID[:12], apiBefore.State.StartedAt)
 	}

@@ -147,8 +147,7 @@ type dockerAPI interface {
 	ContainerRename(ctx context.Context, containerID string, options client.ContainerRenameOptions) (client.ContainerRenameResult, error)
 	ContainerRemove(ctx context.Context, containerID string, options client.ContainerRemoveOptions) (client.ContainerRemoveResult, error)
 	NetworkConnect(ctx context.Context, networkID string, options client.NetworkConnectOptions) (client.NetworkConnectResult, error)
-	ImageInspect(ctx context.Context, imageID string, inspectOpts ...client.ImageInspectOption) (client.ImageInspectResult, error)
-	ImageList(ctx context.Context, options client.ImageListOptions) (client.ImageListResult, error)
+	docker.ImageAPI // image inspect and list, for the history and the image check
 }
 
 // History is rollbot's own record of what it saw deployed for a service

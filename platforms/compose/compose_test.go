@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -55,95 +53,20 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// project is a docker-compose project in a temp dir, brought down with
-// its volumes when the test ends.
+// project is a docker-compose project for a test (dockertest.Project).
 type project struct {
-	t    *testing.T
-	name string
-	dir  string
-	file string
+	*dockertest.Project
+	t *testing.T
 }
 
 func newProject(t *testing.T, compose string) *project {
 	t.Helper()
-	if _, err := exec.LookPath("docker-compose"); err != nil {
-		t.Fatal("docker-compose is not installed (Debian package docker-compose): ", err)
-	}
-	p := &project{t: t, name: dockertest.Name("rbt"), dir: t.TempDir()}
-	p.file = filepath.Join(p.dir, "docker-compose.yml")
-	p.write(compose)
-	t.Cleanup(func() {
-		// Anonymous volumes kept across a recreate (by docker-compose or
-		// the adapter) are mounted by name afterwards, so `down -v` keeps
-		// them: collect every volume the project's containers use.
-		ctx := context.Background()
-		var volumes []string
-		if l, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", labelProject+"="+p.name)}); err == nil {
-			for _, c := range l.Items {
-				for _, m := range c.Mounts {
-					if m.Name != "" {
-						volumes = append(volumes, m.Name)
-					}
-				}
-			}
-		}
-		defer func() {
-			for _, v := range volumes {
-				if _, err := cli.VolumeRemove(ctx, v, client.VolumeRemoveOptions{}); err != nil && !docker.IsNotFound(err) {
-					t.Errorf("remove volume %s: %v", v, err)
-				}
-			}
-		}()
-		cmd := exec.Command("docker-compose", "-p", p.name, "down", "-v", "--remove-orphans", "-t", "1")
-		cmd.Dir = p.dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("docker-compose down: %v: %s", err, out)
-		}
-		l, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", labelProject+"="+p.name)})
-		if err != nil || len(l.Items) > 0 {
-			t.Errorf("containers of %s left after down: %v %v", p.name, l.Items, err)
-		}
-	})
-	return p
-}
-
-func (p *project) write(compose string) {
-	p.t.Helper()
-	if err := os.WriteFile(p.file, []byte(compose), 0o644); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-func (p *project) compose(env []string, args ...string) {
-	p.t.Helper()
-	cmd := exec.Command("docker-compose", append([]string{"-p", p.name}, args...)...)
-	cmd.Dir = p.dir
-	cmd.Env = append(os.Environ(), env...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		p.t.Fatalf("docker-compose %v: %v: %s", args, err, out)
-	}
-}
-
-func (p *project) container(svc string) container.InspectResponse {
-	p.t.Helper()
-	l, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).
-		Add("label", labelProject+"="+p.name).Add("label", labelService+"="+svc)})
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if len(l.Items) != 1 {
-		p.t.Fatalf("%d containers of %s/%s, want 1", len(l.Items), p.name, svc)
-	}
-	in, err := cli.ContainerInspect(context.Background(), l.Items[0].ID, client.ContainerInspectOptions{})
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return in.Container
+	return &project{Project: dockertest.NewProject(t, cli, compose), t: t}
 }
 
 func (p *project) adapter(cfg Config, opts ...Option) *Adapter {
 	p.t.Helper()
-	cfg.Project = p.name
+	cfg.Project = p.Name
 	a, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
 	if err != nil {
 		p.t.Fatal(err)
@@ -228,10 +151,10 @@ func mountsByDest(c container.InspectResponse) map[string]string {
 func TestRecreateRollsBackOneService(t *testing.T) {
 	t.Parallel()
 	p := newProject(t, twoServices)
-	p.compose([]string{"WEB_TAG=v1"}, "up", "-d")
-	p.compose([]string{"WEB_TAG=v2"}, "up", "-d", "web")
-	apiBefore := p.container("api")
-	webBad := p.container("web")
+	p.Compose([]string{"WEB_TAG=v1"}, "up", "-d")
+	p.Compose([]string{"WEB_TAG=v2"}, "up", "-d", "web")
+	apiBefore := p.Container("api")
+	webBad := p.Container("web")
 	if webBad.Config.Image != bad.Ref() {
 		t.Fatalf("web runs %s after the bad deploy", webBad.Config.Image)
 	}
@@ -264,7 +187,7 @@ func TestRecreateRollsBackOneService(t *testing.T) {
 		t.Errorf("last progress = %+v", last)
 	}
 
-	web := p.container("web")
+	web := p.Container("web")
 	checks := []struct {
 		what string
 		ok   bool
@@ -273,7 +196,7 @@ func TestRecreateRollsBackOneService(t *testing.T) {
 		{"same name", web.Name == webBad.Name},
 		{"image v1", web.Config.Image == good.Ref()},
 		{"env FOO=bar", slices.Contains(web.Config.Env, "FOO=bar")},
-		{"label team", web.Config.Labels["team"] == "payments" && web.Config.Labels[labelProject] == p.name},
+		{"label team", web.Config.Labels["team"] == "payments" && web.Config.Labels[labelProject] == p.Name},
 		{"restart policy", web.HostConfig.RestartPolicy.Name == "unless-stopped"},
 		{"port on 127.0.0.1", len(web.HostConfig.PortBindings[network.MustParsePort("8080/tcp")]) == 1 &&
 			web.HostConfig.PortBindings[network.MustParsePort("8080/tcp")][0].HostIP.String() == "127.0.0.1"},
@@ -281,10 +204,10 @@ func TestRecreateRollsBackOneService(t *testing.T) {
 		{"healthy", web.State.Health != nil && web.State.Health.Status == container.Healthy},
 		{"named volume", mountsByDest(web)["/data"] == mountsByDest(webBad)["/data"] && mountsByDest(web)["/data"] != ""},
 		{"anonymous volume kept", mountsByDest(web)["/cache"] == mountsByDest(webBad)["/cache"] && mountsByDest(web)["/cache"] != ""},
-		{"default network", web.NetworkSettings.Networks[p.name+"_default"] != nil},
-		{"backend alias", web.NetworkSettings.Networks[p.name+"_backend"] != nil &&
-			slices.Contains(web.NetworkSettings.Networks[p.name+"_backend"].Aliases, "web-backend") &&
-			slices.Contains(web.NetworkSettings.Networks[p.name+"_backend"].Aliases, "web")},
+		{"default network", web.NetworkSettings.Networks[p.Name+"_default"] != nil},
+		{"backend alias", web.NetworkSettings.Networks[p.Name+"_backend"] != nil &&
+			slices.Contains(web.NetworkSettings.Networks[p.Name+"_backend"].Aliases, "web-backend") &&
+			slices.Contains(web.NetworkSettings.Networks[p.Name+"_backend"].Aliases, "web")},
 	}
 	for _, c := range checks {
 		if !c.ok {
@@ -294,11 +217,11 @@ func TestRecreateRollsBackOneService(t *testing.T) {
 	if code, body := get(t, web, "/version"); code != 200 || body != "v1" {
 		t.Errorf("web /version = %d %q, want v1", code, body)
 	}
-	api := p.container("api")
+	api := p.Container("api")
 	if api.ID != apiBefore.ID || api.State.StartedAt != apiBefore.State.StartedAt {
 		t.Errorf("api was touched: %s started %s, before %s started %s", api.ID[:12], api.State.StartedAt, apiBefore.ID[:12], apiBefore.State.StartedAt)
 	}
-	l, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", labelProject+"="+p.name)})
+	l, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", labelProject+"="+p.Name)})
 	if err != nil || len(l.Items) != 2 {
 		t.Errorf("project has %d containers after the rollback, want 2 (the replaced one removed): %v", len(l.Items), err)
 	}
@@ -324,39 +247,39 @@ services:
 func TestComposeFileMode(t *testing.T) {
 	t.Parallel()
 	p := newProject(t, fmt.Sprintf(pinned, "v1"))
-	p.compose(nil, "up", "-d")
-	p.write(fmt.Sprintf(pinned, "v2"))
-	p.compose(nil, "up", "-d")
-	apiBefore := p.container("api")
+	p.Compose(nil, "up", "-d")
+	p.Write(fmt.Sprintf(pinned, "v2"))
+	p.Compose(nil, "up", "-d")
+	apiBefore := p.Container("api")
 
 	a := p.adapter(Config{Service: "web", HealthPath: "/health"})
 	ctx := context.Background()
 	res, err := a.Rollback(ctx, platforms.Revision{ID: "v1"}, true, nil)
 	if err != nil || res.Outcome != platforms.Planned || len(res.Plan) != 2 ||
-		res.Plan[0] != fmt.Sprintf("edit %s: services.web.image rollbot-sampleapp:v2 -> rollbot-sampleapp:v1", p.file) ||
+		res.Plan[0] != fmt.Sprintf("edit %s: services.web.image rollbot-sampleapp:v2 -> rollbot-sampleapp:v1", p.File) ||
 		!strings.Contains(res.Plan[1], "up -d --no-deps --no-build web") {
 		t.Fatalf("dry run = %+v, %v", res, err)
 	}
-	if b, _ := os.ReadFile(p.file); string(b) != fmt.Sprintf(pinned, "v2") {
+	if b, _ := os.ReadFile(p.File); string(b) != fmt.Sprintf(pinned, "v2") {
 		t.Fatalf("dry run changed the file:\n%s", b)
 	}
 	res, err = a.Rollback(ctx, platforms.Revision{ID: "v1"}, false, nil)
 	if err != nil || res.Outcome != platforms.Done {
 		t.Fatalf("rollback = %+v, %v", res, err)
 	}
-	if b, _ := os.ReadFile(p.file); string(b) != fmt.Sprintf(pinned, "v1") {
+	if b, _ := os.ReadFile(p.File); string(b) != fmt.Sprintf(pinned, "v1") {
 		t.Errorf("file after rollback:\n%s\nwant the tag edited and the rest (comment, quotes) kept", b)
 	}
-	web := p.container("web")
+	web := p.Container("web")
 	if code, body := get(t, web, "/version"); web.Config.Image != good.Ref() || code != 200 || body != "v1" {
 		t.Errorf("web runs %s, /version %d %q", web.Config.Image, code, body)
 	}
 	// docker-compose agrees: another up changes nothing.
-	p.compose(nil, "up", "-d")
-	if again := p.container("web"); again.ID != web.ID {
+	p.Compose(nil, "up", "-d")
+	if again := p.Container("web"); again.ID != web.ID {
 		t.Errorf("docker-compose up recreated web after the rollback: the file and the container disagree")
 	}
-	if api := p.container("api"); api.ID != apiBefore.ID || api.State.StartedAt != apiBefore.State.StartedAt {
+	if api := p.Container("api"); api.ID != apiBefore.ID || api.State.StartedAt != apiBefore.State.StartedAt {
 		t.Errorf("api was touched")
 	}
 }
@@ -373,8 +296,8 @@ services:
     image: rollbot-sampleapp:${WEB_TAG}
     ports: ["127.0.0.1::8080"]
 `)
-	p.compose([]string{"WEB_TAG=v1-nohc"}, "up", "-d")
-	before := p.container("web")
+	p.Compose([]string{"WEB_TAG=v1-nohc"}, "up", "-d")
+	before := p.Container("web")
 	ctx := context.Background()
 
 	a := p.adapter(Config{Service: "web", HealthPath: "/health", Timeout: 5 * time.Second})
@@ -383,7 +306,7 @@ services:
 	if err == nil || !strings.Contains(msg, "did not become healthy") || !strings.Contains(msg, "503") || !strings.Contains(msg, "put the previous container") {
 		t.Fatalf("set v2-nohc with health_path: err %v, message %q", err, msg)
 	}
-	after := p.container("web")
+	after := p.Container("web")
 	if after.ID != before.ID || !after.State.Running || after.Name != before.Name {
 		t.Errorf("previous container not back: id %s (was %s), running %v, name %s", after.ID[:12], before.ID[:12], after.State.Running, after.Name)
 	}
@@ -396,7 +319,7 @@ services:
 	if err != nil || res.Outcome != platforms.Done {
 		t.Fatalf("without health_path: %+v, %v", res, err)
 	}
-	web := p.container("web")
+	web := p.Container("web")
 	dockertest.Eventually(t, 10*time.Second, func() (bool, string) {
 		code, _, err := tryGet(web, "/health")
 		return err == nil && code == http.StatusServiceUnavailable, fmt.Sprintf("v2-nohc /health = %d %v; the test premise (it fails health) is wrong", code, err)
@@ -436,12 +359,12 @@ func TestConcurrentChangeIsAConflict(t *testing.T) {
 	t.Parallel()
 	t.Run("recreate", func(t *testing.T) {
 		p := newProject(t, twoServices)
-		p.compose([]string{"WEB_TAG=v2"}, "up", "-d", "web")
+		p.Compose([]string{"WEB_TAG=v2"}, "up", "-d", "web")
 		a := p.adapter(Config{Service: "web"})
 		var raced string
 		a.api = &racingAPI{dockerAPI: a.api, race: func() {
-			p.compose([]string{"WEB_TAG=v1-nohc"}, "up", "-d", "--no-deps", "web")
-			raced = p.container("web").ID
+			p.Compose([]string{"WEB_TAG=v1-nohc"}, "up", "-d", "--no-deps", "web")
+			raced = p.Container("web").ID
 		}}
 		_, err := a.Rollback(context.Background(), platforms.Revision{ID: "v1"}, false, nil)
 		if !errors.Is(err, platforms.ErrConflict) {
@@ -450,25 +373,25 @@ func TestConcurrentChangeIsAConflict(t *testing.T) {
 		if msg, _ := platforms.UserMessage(err); !strings.Contains(msg, "changed by someone else") {
 			t.Errorf("user message %q", msg)
 		}
-		if web := p.container("web"); web.ID != raced || web.Config.Image != goodNoHC.Ref() {
+		if web := p.Container("web"); web.ID != raced || web.Config.Image != goodNoHC.Ref() {
 			t.Errorf("web is %s on %s, want the concurrent deploy's container on v1-nohc", web.ID[:12], web.Config.Image)
 		}
 	})
 	for _, listAt := range []int{0, 2} { // at the image check; right before the file is written
 		t.Run(fmt.Sprintf("compose_file/race_at_list_%d", listAt), func(t *testing.T) {
 			p := newProject(t, fmt.Sprintf(pinned, "v2"))
-			p.compose(nil, "up", "-d", "web")
+			p.Compose(nil, "up", "-d", "web")
 			a := p.adapter(Config{Service: "web", Mode: ModeComposeFile})
 			edited := fmt.Sprintf(pinned, "v1-nohc")
-			a.api = &racingAPI{dockerAPI: a.api, listAt: listAt, race: func() { p.write(edited) }}
+			a.api = &racingAPI{dockerAPI: a.api, listAt: listAt, race: func() { p.Write(edited) }}
 			_, err := a.Rollback(context.Background(), platforms.Revision{ID: "v1"}, false, nil)
 			if !errors.Is(err, platforms.ErrConflict) {
 				t.Fatalf("err = %v, want ErrConflict", err)
 			}
-			if b, _ := os.ReadFile(p.file); string(b) != edited {
+			if b, _ := os.ReadFile(p.File); string(b) != edited {
 				t.Errorf("the concurrent edit of the file was overwritten:\n%s", b)
 			}
-			if web := p.container("web"); web.Config.Image != bad.Ref() {
+			if web := p.Container("web"); web.Config.Image != bad.Ref() {
 				t.Errorf("web runs %s, want it untouched on v2", web.Config.Image)
 			}
 		})
@@ -480,8 +403,8 @@ func TestConcurrentChangeIsAConflict(t *testing.T) {
 func TestMissingImage(t *testing.T) {
 	t.Parallel()
 	p := newProject(t, fmt.Sprintf(pinned, "v1"))
-	p.compose(nil, "up", "-d", "web")
-	before := p.container("web")
+	p.Compose(nil, "up", "-d", "web")
+	before := p.Container("web")
 	missing := dockertest.Name("rollbot-sampleapp:never-built-")
 	_, err := p.adapter(Config{Service: "web"}).SetArtifact(context.Background(), missing, false, nil)
 	if !errors.Is(err, platforms.ErrNotFound) {
@@ -493,10 +416,10 @@ func TestMissingImage(t *testing.T) {
 			t.Errorf("user message %q lacks %q", msg, want)
 		}
 	}
-	if after := p.container("web"); after.ID != before.ID {
+	if after := p.Container("web"); after.ID != before.ID {
 		t.Error("web was recreated")
 	}
-	if b, _ := os.ReadFile(p.file); string(b) != fmt.Sprintf(pinned, "v1") {
+	if b, _ := os.ReadFile(p.File); string(b) != fmt.Sprintf(pinned, "v1") {
 		t.Error("file changed")
 	}
 }
@@ -506,8 +429,8 @@ func TestMissingImage(t *testing.T) {
 func TestAlreadyAtTargetDryRunStopScale(t *testing.T) {
 	t.Parallel()
 	p := newProject(t, twoServices)
-	p.compose([]string{"WEB_TAG=v1"}, "up", "-d")
-	web := p.container("web")
+	p.Compose([]string{"WEB_TAG=v1"}, "up", "-d")
+	web := p.Container("web")
 	a := p.adapter(Config{Service: "web"})
 	ctx := context.Background()
 
@@ -517,7 +440,7 @@ func TestAlreadyAtTargetDryRunStopScale(t *testing.T) {
 	}
 	res, err = a.Rollback(ctx, platforms.Revision{ID: "v2"}, true, nil)
 	wantPlan := fmt.Sprintf("container %s (%s): recreate with image rollbot-sampleapp:v1 -> rollbot-sampleapp:v2, same env, ports 127.0.0.1:random->8080/tcp, networks %s_backend, %s_default, volumes, labels, restart policy unless-stopped",
-		name(web), web.ID[:12], p.name, p.name)
+		name(web), web.ID[:12], p.Name, p.Name)
 	if err != nil || res.Outcome != platforms.Planned || len(res.Plan) != 1 || res.Plan[0] != wantPlan {
 		t.Errorf("dry run: %+v, %v\nwant plan %q", res, err, wantPlan)
 	}
@@ -525,7 +448,7 @@ func TestAlreadyAtTargetDryRunStopScale(t *testing.T) {
 	if err != nil || res.Outcome != platforms.Planned {
 		t.Errorf("scale to zero dry run: %+v, %v", res, err)
 	}
-	if now := p.container("web"); now.ID != web.ID || !now.State.Running {
+	if now := p.Container("web"); now.ID != web.ID || !now.State.Running {
 		t.Fatal("dry runs changed web")
 	}
 	res, err = a.Stop(ctx, false)
@@ -536,10 +459,10 @@ func TestAlreadyAtTargetDryRunStopScale(t *testing.T) {
 	if err != nil || res.Outcome != platforms.Done {
 		t.Fatalf("scale to zero: %+v, %v", res, err)
 	}
-	if now := p.container("web"); now.State.Running {
+	if now := p.Container("web"); now.State.Running {
 		t.Error("web still runs after scale to zero")
 	}
-	if api := p.container("api"); !api.State.Running {
+	if api := p.Container("api"); !api.State.Running {
 		t.Error("scale to zero stopped api too")
 	}
 	res, err = a.ScaleToZero(ctx, false)
@@ -688,7 +611,7 @@ services:
     image: rollbot-sampleapp:${WEB_TAG}
     ports: ["127.0.0.1::8080"]
 `)
-	p.compose([]string{"WEB_TAG=v2"}, "up", "-d", "--scale", "web=2")
+	p.Compose([]string{"WEB_TAG=v2"}, "up", "-d", "--scale", "web=2")
 	a := p.adapter(Config{Service: "web", HealthPath: "/health"})
 	var updated []int
 	res, err := a.Rollback(context.Background(), platforms.Revision{ID: "v1"}, false, func(pr platforms.Progress) {
@@ -702,15 +625,11 @@ services:
 	if !slices.Equal(updated, []int{0, 1, 2}) {
 		t.Errorf("progress counted updated containers %v, want [0 1 2]", updated)
 	}
-	l, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).
-		Add("label", labelProject+"="+p.name).Add("label", labelService+"=web")})
-	if err != nil {
-		t.Fatal(err)
+	webs := p.Containers("web")
+	if len(webs) != 2 {
+		t.Fatalf("%d web containers, want 2", len(webs))
 	}
-	if len(l.Items) != 2 {
-		t.Fatalf("%d web containers, want 2", len(l.Items))
-	}
-	for _, c := range l.Items {
+	for _, c := range webs {
 		if c.Image != good.Ref() || c.State != container.StateRunning {
 			t.Errorf("container %v: image %s, state %s", c.Names, c.Image, c.State)
 		}

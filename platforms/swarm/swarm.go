@@ -114,8 +114,7 @@ type dockerAPI interface {
 	ServiceInspect(ctx context.Context, serviceID string, options client.ServiceInspectOptions) (client.ServiceInspectResult, error)
 	ServiceUpdate(ctx context.Context, serviceID string, options client.ServiceUpdateOptions) (client.ServiceUpdateResult, error)
 	TaskList(ctx context.Context, options client.TaskListOptions) (client.TaskListResult, error)
-	ImageInspect(ctx context.Context, imageID string, inspectOpts ...client.ImageInspectOption) (client.ImageInspectResult, error)
-	ImageList(ctx context.Context, options client.ImageListOptions) (client.ImageListResult, error)
+	docker.ImageAPI // image inspect and list, for the history and the image check
 }
 
 // History is rollbot's own record of what it saw deployed for a service
