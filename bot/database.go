@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ type database struct {
 	mig     *migrations.Adapter
 	down    migrations.DownConfig
 	restore *rds.Adapter // nil: no restore configured
+	log     *slog.Logger
 
 	// rollbot's record of the applied versions, for the tools that store
 	// no applied time (golang-migrate, Rails); nil history: no record.
@@ -143,11 +145,20 @@ func (d *database) RollBack(ctx context.Context, since time.Time, bad platforms.
 	return fmt.Sprintf("%s is back at %s (checked in %s)", d.mig.Target(), rep.Target, rep.Table), nil
 }
 
-func (d *database) RestorePlan(before time.Time) string {
+func (d *database) RestorePlan(ctx context.Context, before time.Time) string {
 	if d.restore == nil {
 		return "no RDS restore is configured for this service: restore the pre-deploy snapshot by hand (runbook §4), then approve"
 	}
-	return fmt.Sprintf("restore %s to its state before %s into a new instance (newest snapshot before the deploy, or point in time), wait until it is available, then switch the app's endpoint", d.restore.Target(), before.UTC().Format("2006-01-02 15:04 UTC"))
+	plan, err := d.restore.Plan(ctx, rds.Request{Before: before})
+	if err != nil {
+		msg, ok := platforms.UserMessage(err)
+		if !ok {
+			msg = "see the bot log"
+		}
+		d.log.Warn("plan database restore", "err", err)
+		return fmt.Sprintf("restore %s to its state before %s into a new instance; rollbot could not prepare the exact plan yet (%s)", d.restore.Target(), before.UTC().Format("2006-01-02 15:04 UTC"), msg)
+	}
+	return strings.Join(plan.Lines(), "; ") + fmt.Sprintf(". Everything written after %s is not in the new instance (data-loss window); the app must then be switched to it", plan.DataAsOf.UTC().Format("2006-01-02 15:04:05 UTC"))
 }
 
 func (d *database) Restore(ctx context.Context, before time.Time, progress func(string)) (string, error) {

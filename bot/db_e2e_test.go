@@ -507,7 +507,9 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
 	wantAll(t, "DB approval request", m.PlainText(), "destructive: restore from a snapshot / point in time",
-		handlers.DowntimeWarning, "Needs 2 distinct DB approver(s)", "restore RDS instance shop-db to its state before")
+		handlers.DowntimeWarning, "Needs 2 distinct DB approver(s)",
+		// The approvers see the exact restore before they approve: the snapshot and the data-loss window.
+		"restore snapshot rds:shop-db-before of shop-db", "is not in the new instance (data-loss window)")
 
 	// One DBA, even twice, is not enough; the requester may not approve.
 	h.approve(slackemu.UserDana, m, "shop")

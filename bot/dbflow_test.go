@@ -44,7 +44,7 @@ func (d *recordingDB) RollBack(ctx context.Context, since time.Time, bad platfor
 	return "schema back at 20261124000000", nil
 }
 
-func (d *recordingDB) RestorePlan(before time.Time) string {
+func (d *recordingDB) RestorePlan(ctx context.Context, before time.Time) string {
 	return "restore the newest snapshot before the deploy"
 }
 

@@ -169,7 +169,7 @@ func (d *demoDB) RollBack(ctx context.Context, since time.Time, bad platforms.Re
 	return "schema back at V41; flyway_schema_history checked", nil
 }
 
-func (d *demoDB) RestorePlan(before time.Time) string {
+func (d *demoDB) RestorePlan(ctx context.Context, before time.Time) string {
 	return "restore the newest snapshot before " + before.UTC().Format(time.RFC3339) + " (simulated)"
 }
 

@@ -116,9 +116,17 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 	case "kubernetes":
 		svc.Platform, err = kube.New(*sc.Kubernetes, log.With("platform", "kubernetes"))
 	case "swarm":
-		svc.Platform, err = swarm.New(*sc.Swarm, log.With("platform", "swarm"), swarm.WithHistory(history, name))
+		var opts []swarm.Option
+		if history != nil {
+			opts = append(opts, swarm.WithHistory(history, name))
+		}
+		svc.Platform, err = swarm.New(*sc.Swarm, log.With("platform", "swarm"), opts...)
 	case "compose":
-		svc.Platform, err = compose.New(*sc.Compose, log.With("platform", "compose"), compose.WithHistory(history, name))
+		var opts []compose.Option
+		if history != nil {
+			opts = append(opts, compose.WithHistory(history, name))
+		}
+		svc.Platform, err = compose.New(*sc.Compose, log.With("platform", "compose"), opts...)
 	case "vm":
 		svc.Platform, err = vm.New(*sc.VM, log.With("platform", "vm"))
 	case "bluegreen":
@@ -149,7 +157,10 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 	if sc.Database != nil {
 		svc.DBApprovers = sc.Database.Approvers
 		svc.DestructiveApprovals = sc.Database.DestructiveApprovals
-		db := &database{down: sc.Database.Down, service: name, platform: svc.Platform, history: history}
+		db := &database{down: sc.Database.Down, service: name, platform: svc.Platform, log: log.With("op", "database")}
+		if history != nil {
+			db.history = history
+		}
 		if db.mig, err = migrations.New(ctx, sc.Database.Config, log.With("op", "database")); err != nil {
 			return nil, fmt.Errorf("database: %w", err)
 		}

@@ -31,7 +31,7 @@ func (e *Engine) requestDBApproval(ctx context.Context, in *state.Incident, svc 
 		plan = "rollbot could not tell whether migrations ran (see the assessment): check the migration table, roll back by hand whatever the bad release migrated, then approve to continue with the app"
 	} else if svc.Database != nil {
 		if in.DBDestructive {
-			plan = svc.Database.RestorePlan(in.DeployedAt)
+			plan = svc.Database.RestorePlan(ctx, in.DeployedAt)
 		} else {
 			rep, err := svc.Database.Detect(ctx, in.DeployedAt)
 			if err == nil {

@@ -102,8 +102,10 @@ type Database interface {
 	// deploy started, streaming output to out, and checks the migration
 	// table afterwards. bad is the release whose image carries them.
 	RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error)
-	// RestorePlan describes the snapshot / point-in-time restore.
-	RestorePlan(before time.Time) string
+	// RestorePlan describes the snapshot / point-in-time restore exactly
+	// (which snapshot, the new instance, the data-loss window), for the
+	// approvers; problems finding one are part of the text.
+	RestorePlan(ctx context.Context, before time.Time) string
 	// Restore restores the database to before the deploy (a new instance)
 	// and returns what the team must do next (endpoint switch, data-loss window).
 	Restore(ctx context.Context, before time.Time, progress func(string)) (string, error)
