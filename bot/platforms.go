@@ -157,10 +157,7 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 	if sc.Database != nil {
 		svc.DBApprovers = sc.Database.Approvers
 		svc.DestructiveApprovals = sc.Database.DestructiveApprovals
-		db := &database{down: sc.Database.Down, service: name, platform: svc.Platform, log: log.With("op", "database")}
-		if history != nil {
-			db.history = history
-		}
+		db := &database{down: sc.Database.Down, service: name, platform: svc.Platform, history: history, log: log.With("op", "database")}
 		if db.mig, err = migrations.New(ctx, sc.Database.Config, log.With("op", "database")); err != nil {
 			return nil, fmt.Errorf("database: %w", err)
 		}
