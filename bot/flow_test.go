@@ -596,3 +596,34 @@ func TestFlowEndAfterFailure(t *testing.T) {
 		t.Fatalf("ending changed the service: %s", got)
 	}
 }
+
+// blipMetrics fails the second baseline query (the first one the
+// verification makes), like a Prometheus blip.
+type blipMetrics struct {
+	*sim.Sim
+	mu        sync.Mutex
+	baselines int
+}
+
+func (b *blipMetrics) LatencyP95(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
+	if time.Since(to) > time.Minute {
+		b.mu.Lock()
+		b.baselines++
+		n := b.baselines
+		b.mu.Unlock()
+		if n == 2 {
+			return platforms.Measurement{}, platforms.Userf(errors.New("i/o timeout"), "Prometheus at prom:9090 did not answer within 5s")
+		}
+	}
+	return b.Sim.LatencyP95(ctx, from, to)
+}
+
+func TestFlowVerificationSurvivesABaselineBlip(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	svc.Metrics = &blipMetrics{Sim: s}
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("verified", textHas("Rollback verified"))
+}

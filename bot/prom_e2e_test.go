@@ -313,14 +313,14 @@ func TestPrometheusMetricsRollbackThroughSlack(t *testing.T) {
 	// "Error rate < baseline" ticked from Prometheus: a measured 0% after
 	// the rollback against the 1% threshold (the baseline, 0%, is below it).
 	line := checklistLine(v, "Error rate < baseline")
-	if !strings.HasPrefix(line, ":white_check_mark:") || !strings.Contains(line, "0.00% (≤ 1.00% threshold)") {
+	if !strings.HasPrefix(line, ":white_check_mark:") || !strings.Contains(line, "0.00% (limit 1.00% threshold)") {
 		t.Errorf("error rate item not ticked with the measured value: %q", line)
 	}
 	line = checklistLine(v, "Latency p95 normal")
 	var after, limit float64
 	if i := strings.LastIndex(line, " · "); !strings.HasPrefix(line, ":white_check_mark:") || i < 0 {
 		t.Errorf("latency item not ticked: %q", line)
-	} else if _, err := fmt.Sscanf(line[i+len(" · "):], "%f ms (≤ %f ms", &after, &limit); err != nil || after > 100 || limit < 2*50 {
+	} else if _, err := fmt.Sscanf(line[i+len(" · "):], "%f ms (limit %f ms", &after, &limit); err != nil || after > 100 || limit < 2*50 {
 		t.Errorf("latency item %q: want a p95 under 100ms against 2× a baseline in 50-100ms (%v)", line, err)
 	}
 	if line := checklistLine(v, "Health checks passing"); !strings.HasPrefix(line, ":white_check_mark:") || !strings.Contains(line, "1/1 health URLs answer 2xx") {

@@ -75,52 +75,54 @@ func (a *Assessment) Recommendation() string {
 	return "Every check passes: this may not be a deployment problem (runbook prerequisite: confirm the failure is deployment-related). You can still roll back."
 }
 
-// Assess runs runbook §1 for a service: the platform snapshot first (it
-// gives the deploy time the baseline needs), then every metric query and
-// the migration check concurrently, each under its own timeout, so one
-// slow source never holds up the table.
+// Assess runs runbook §1 for a service. Every source runs concurrently
+// under its own timeout, so one slow source never holds up the table: the
+// current error rate and p95 start at once, beside the platform snapshot;
+// the baseline p95 and the migration check wait for the snapshot, which
+// says when the bad deploy started.
 func (e *Engine) Assess(ctx context.Context, svc *Service, to string, marks map[string]state.Mark) *Assessment {
 	start := e.now()
-	a := &Assessment{Service: svc.Name, Target: svc.Platform.Target()}
-	sctx, cancel := context.WithTimeout(ctx, 2*e.opt.QueryTimeout)
-	snap, err := svc.Platform.Snapshot(sctx)
-	cancel()
-	if err != nil {
-		a.SnapshotErr = e.userText(err, "read "+svc.Platform.Kind()+" state", "service", svc.Name)
-	} else {
-		a.Snapshot = snap
-		a.Bad = snap.Current
-		a.MigLog = snap.MigrationLog
-		e.chooseTarget(a, snap, to, marks)
+	a := &Assessment{Service: svc.Name, Target: svc.Platform.Target(), Checks: make([]Check, 4)}
+	var (
+		snap      *platforms.Snapshot
+		snapReady = make(chan struct{})
+		wg        sync.WaitGroup
+	)
+	wg.Go(func() {
+		defer close(snapReady)
+		sctx, cancel := context.WithTimeout(ctx, 2*e.opt.QueryTimeout)
+		defer cancel()
+		s, err := svc.Platform.Snapshot(sctx)
+		if err != nil {
+			a.SnapshotErr = e.userText(err, "read "+svc.Platform.Kind()+" state", "service", svc.Name)
+			return
+		}
+		snap = s
+		a.Snapshot, a.Bad, a.MigLog = s, s.Current, s.MigrationLog
+		e.chooseTarget(a, s, to, marks)
+	})
+	deployedAt := func() time.Time {
+		<-snapReady
+		if snap == nil {
+			return time.Time{}
+		}
+		return snap.DeployedAt
 	}
-
-	now := e.now()
-	var deployedAt time.Time
-	if snap != nil {
-		deployedAt = snap.DeployedAt
-	}
-	type result struct {
-		i int
-		c Check
-	}
-	checks := []func(context.Context) Check{
-		func(ctx context.Context) Check { return e.errorRateCheck(ctx, svc, now) },
-		func(ctx context.Context) Check { return e.latencyCheck(ctx, svc, now, deployedAt) },
-	}
-	a.Checks = make([]Check, 4)
-	var wg sync.WaitGroup
-	for i, f := range checks {
+	wg.Go(func() {
+		qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
+		defer cancel()
+		a.Checks[0] = e.errorRateCheck(qctx, svc, start)
+	})
+	wg.Go(func() { a.Checks[1] = e.latencyCheck(ctx, svc, start, deployedAt) })
+	if svc.Database != nil {
 		wg.Go(func() {
-			qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
-			defer cancel()
-			a.Checks[i] = f(qctx)
-		})
-	}
-	if svc.Database != nil && snap != nil {
-		wg.Go(func() {
+			since := deployedAt()
+			if snap == nil {
+				return
+			}
 			qctx, cancel := context.WithTimeout(ctx, 2*e.opt.QueryTimeout)
 			defer cancel()
-			rep, err := svc.Database.Detect(qctx, deployedAt)
+			rep, err := svc.Database.Detect(qctx, since)
 			if err != nil {
 				a.MigErr = e.userText(err, "check database migrations", "service", svc.Name)
 				// Runbook §1: migrations may have run; the DB step (by hand) comes first.
@@ -131,9 +133,9 @@ func (e *Engine) Assess(ctx context.Context, svc *Service, to string, marks map[
 			a.Gate = len(rep.Ran) > 0
 		})
 	}
+	wg.Wait()
 	a.Checks[2] = restartsCheck(svc, snap, a.SnapshotErr)
 	a.Checks[3] = readinessCheck(svc, snap, a.SnapshotErr)
-	wg.Wait()
 	a.Took = e.now().Sub(start)
 	return a
 }
@@ -246,7 +248,7 @@ func (e *Engine) baselineP95(ctx context.Context, svc *Service, deployedAt time.
 	return m.Value, fmt.Sprintf("baseline = p95 over the %s before the deploy at %s UTC", window(svc.BaselineWindow), deployedAt.UTC().Format("15:04")), nil
 }
 
-func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now, deployedAt time.Time) Check {
+func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now time.Time, deployedAt func() time.Time) Check {
 	c := Check{Name: "Latency p95", Threshold: fmt.Sprintf("> %g× baseline", svc.Thresholds.LatencyFactor), Verdict: Inconclusive}
 	if svc.Metrics == nil {
 		c.Measured, c.Source = "no data", "no metrics source configured"
@@ -258,8 +260,15 @@ func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now, deployedAt
 		baseErr error
 		wg      sync.WaitGroup
 	)
-	wg.Go(func() { base, baseSrc, baseErr = e.baselineP95(ctx, svc, deployedAt) })
-	m, err := svc.Metrics.LatencyP95(ctx, now.Add(-svc.AssessWindow), now)
+	wg.Go(func() {
+		since := deployedAt() // the baseline window ends where the bad deploy began
+		bctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
+		defer cancel()
+		base, baseSrc, baseErr = e.baselineP95(bctx, svc, since)
+	})
+	qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
+	m, err := svc.Metrics.LatencyP95(qctx, now.Add(-svc.AssessWindow), now)
+	cancel()
 	wg.Wait()
 	if !e.usable(&c, svc, m, err, "query latency") {
 		return c

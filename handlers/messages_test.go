@@ -68,7 +68,7 @@ func TestGoldenMessages(t *testing.T) {
 		{Name: "All pods healthy", State: ItemPass, At: t0.Add(40 * time.Second), Detail: "3/3 ready, 0 restarts"},
 		{Name: "Health checks passing", State: ItemPass, At: t0.Add(12 * time.Second), Detail: "1/1 health URLs answer 2xx"},
 		{Name: "Error rate < baseline", State: ItemPending, Detail: "waiting for data since the rollback: no samples yet"},
-		{Name: "Latency p95 normal", State: ItemFail, Detail: "540 ms (≤ 236 ms = 2× baseline)"},
+		{Name: "Latency p95 normal", State: ItemFail, Detail: "540 ms (limit 236 ms = 2× baseline)"},
 		{Name: "Critical user flows working", State: ItemSkipped, Detail: "no smoke_test configured"},
 	}}
 	vdone := *v

@@ -80,10 +80,10 @@ func (e *Engine) verify(ctx context.Context, in *state.Incident, svc *Service) {
 	live := newLiveMessage(ctx, e.chat, in.Channel, ts, e.opt.UpdateInterval, nil)
 
 	since := e.now()
-	baseErr, baseP95 := e.verifyBaselines(ctx, svc, in.DeployedAt)
+	base := &baselines{errRatio: math.NaN(), p95: math.NaN()}
 	deadline := since.Add(e.opt.VerifyTimeout)
 	for {
-		e.verifyRound(ctx, svc, in, v, since, baseErr, baseP95)
+		e.verifyRound(ctx, svc, in, v, since, base)
 		if v.Passed() || !e.now().Before(deadline) || ctx.Err() != nil {
 			break
 		}
@@ -127,28 +127,41 @@ func verifySummary(v *Verification) string {
 	return strings.Join(parts, "; ")
 }
 
-// verifyBaselines reads the error ratio and p95 before the bad deploy once.
-func (e *Engine) verifyBaselines(ctx context.Context, svc *Service, deployedAt time.Time) (float64, float64) {
-	if svc.Metrics == nil {
-		return math.NaN(), math.NaN()
-	}
-	qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
-	defer cancel()
-	errBase := math.NaN()
-	if !deployedAt.IsZero() {
-		if m, err := svc.Metrics.ErrorRatio(qctx, deployedAt.Add(-svc.BaselineWindow), deployedAt); err == nil && !m.NoData {
-			errBase = m.Value
+// baselines are the numbers from before the bad deploy that verification
+// compares against. A query that fails is tried again next round, so one
+// blip of the metrics source does not fail the verification.
+type baselines struct {
+	errRatio float64 // NaN until known
+	p95      float64 // NaN until known
+	p95Err   error
+}
+
+// refresh fetches whichever baseline is not known yet, each query under
+// its own timeout.
+func (e *Engine) refreshBaselines(ctx context.Context, svc *Service, deployedAt time.Time, b *baselines) {
+	if math.IsNaN(b.errRatio) && !deployedAt.IsZero() {
+		qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
+		m, err := svc.Metrics.ErrorRatio(qctx, deployedAt.Add(-svc.BaselineWindow), deployedAt)
+		cancel()
+		if err == nil && !m.NoData {
+			b.errRatio = m.Value
 		}
 	}
-	p95, _, err := e.baselineP95(qctx, svc, deployedAt)
-	if err != nil {
-		p95 = math.NaN()
+	if math.IsNaN(b.p95) {
+		qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
+		v, _, err := e.baselineP95(qctx, svc, deployedAt)
+		cancel()
+		if b.p95Err = err; err == nil {
+			b.p95 = v
+		}
 	}
-	return errBase, p95
 }
 
 // verifyRound evaluates every item that has not passed yet, concurrently.
-func (e *Engine) verifyRound(ctx context.Context, svc *Service, in *state.Incident, v *Verification, since time.Time, baseErr, baseP95 float64) {
+func (e *Engine) verifyRound(ctx context.Context, svc *Service, in *state.Incident, v *Verification, since time.Time, base *baselines) {
+	if svc.Metrics != nil && (v.Items[2].State == ItemPending || v.Items[3].State == ItemPending) {
+		e.refreshBaselines(ctx, svc, in.DeployedAt, base)
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	set := func(i int, ok bool, detail string) {
@@ -202,14 +215,14 @@ func (e *Engine) verifyRound(ctx context.Context, svc *Service, in *state.Incide
 		}
 		limit := svc.Thresholds.ErrorRate
 		ref := pct(limit) + " threshold"
-		if !math.IsNaN(baseErr) && baseErr > limit {
-			limit, ref = baseErr, pct(baseErr)+" baseline"
+		if !math.IsNaN(base.errRatio) && base.errRatio > limit {
+			limit, ref = base.errRatio, pct(base.errRatio)+" baseline"
 		}
-		return m.Value <= limit, pct(m.Value) + " (≤ " + ref + ")"
+		return m.Value <= limit, pct(m.Value) + " (limit " + ref + ")"
 	})
 	run(3, func(ctx context.Context) (bool, string) {
-		if math.IsNaN(baseP95) {
-			return false, "no baseline p95 (set thresholds.baseline_p95 or use Prometheus)"
+		if math.IsNaN(base.p95) {
+			return false, "no baseline p95 yet: " + e.userText(base.p95Err, "query baseline latency", "incident", in.ID)
 		}
 		m, err := svc.Metrics.LatencyP95(ctx, since, e.now())
 		if err != nil {
@@ -218,8 +231,8 @@ func (e *Engine) verifyRound(ctx context.Context, svc *Service, in *state.Incide
 		if m.NoData || math.IsNaN(m.Value) {
 			return false, "waiting for data since the rollback: " + firstNonEmpty(m.Reason, "no samples yet")
 		}
-		limit := svc.Thresholds.LatencyFactor * baseP95
-		return m.Value <= limit, fmt.Sprintf("%s (≤ %s = %g× baseline)", ms(m.Value), ms(limit), svc.Thresholds.LatencyFactor)
+		limit := svc.Thresholds.LatencyFactor * base.p95
+		return m.Value <= limit, fmt.Sprintf("%s (limit %s = %g× baseline)", ms(m.Value), ms(limit), svc.Thresholds.LatencyFactor)
 	})
 	run(4, func(ctx context.Context) (bool, string) {
 		ok, d, err := svc.Health.Smoke(ctx)
