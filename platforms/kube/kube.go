@@ -80,6 +80,18 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cs, err := Clientset(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithClient(cs, cfg, log), nil
+}
+
+// Clientset is a client for the cluster cfg names (in_cluster, or its
+// kubeconfig and context), built the way New builds the adapter's, for
+// other parts of rollbot that act on the same cluster (the database down
+// Job). It does not contact the cluster.
+func Clientset(cfg Config) (kubernetes.Interface, error) {
 	rc, err := restConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -88,7 +100,7 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Deployment, err)
 	}
-	return NewWithClient(cs, cfg, log), nil
+	return cs, nil
 }
 
 func restConfig(cfg Config) (*rest.Config, error) {

@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"rollbot/platforms"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -105,22 +102,33 @@ func TestDownJob(t *testing.T) {
 }
 
 func TestJobStatus(t *testing.T) {
-	cond := func(typ batchv1.JobConditionType, reason string) *batchv1.Job {
-		return &batchv1.Job{Status: batchv1.JobStatus{Conditions: []batchv1.JobCondition{{Type: typ, Status: corev1.ConditionTrue, Reason: reason}}}}
+	cond := func(typ batchv1.JobConditionType, reason, msg string) *batchv1.Job {
+		return &batchv1.Job{Status: batchv1.JobStatus{Conditions: []batchv1.JobCondition{{Type: typ, Status: corev1.ConditionTrue, Reason: reason, Message: msg}}}}
 	}
-	if done, err := jobFinished(cond(batchv1.JobComplete, "")); !done || err != nil {
-		t.Errorf("complete: %v %v", done, err)
+	tests := []struct {
+		name               string
+		job                *batchv1.Job
+		complete, finished bool
+		reason             string
+	}{
+		{"complete", cond(batchv1.JobComplete, "", ""), true, true, ""},
+		{"failed", cond(batchv1.JobFailed, "BackoffLimitExceeded", "Job has reached the specified backoff limit"), false, true, "BackoffLimitExceeded: Job has reached the specified backoff limit"},
+		{"deadline", cond(batchv1.JobFailed, "DeadlineExceeded", ""), false, true, "DeadlineExceeded"},
+		{"running", &batchv1.Job{}, false, false, ""},
+		{"failure target only", cond(batchv1.JobFailureTarget, "BackoffLimitExceeded", ""), false, false, ""},
 	}
-	if done, err := jobFinished(cond(batchv1.JobFailed, "DeadlineExceeded")); !done || err == nil {
-		t.Errorf("failed: %v %v", done, err)
-	}
-	if done, _ := jobFinished(&batchv1.Job{}); done {
-		t.Error("a job without conditions is finished")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			complete, reason, finished := jobFinished(tt.job)
+			if complete != tt.complete || reason != tt.reason || finished != tt.finished {
+				t.Errorf("jobFinished = %v %q %v, want %v %q %v", complete, reason, finished, tt.complete, tt.reason, tt.finished)
+			}
+		})
 	}
 	pod := corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{
 		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "not found"}}}}}}
-	if podStuck(pod) == "" {
-		t.Error("ImagePullBackOff is stuck")
+	if got := podStuck(pod); got != "ImagePullBackOff: not found" {
+		t.Errorf("ImagePullBackOff: podStuck = %q", got)
 	}
 	pod.Status.ContainerStatuses[0].State.Waiting.Reason = "ContainerCreating"
 	if podStuck(pod) != "" {
@@ -128,81 +136,44 @@ func TestJobStatus(t *testing.T) {
 	}
 }
 
-// scriptedCluster plays the job controller and kubelet through the
-// runner's narrow jobAPI, one step per poll. It exercises the runner's
-// sequencing only; no real cluster here runs containers (see the report).
-type scriptedCluster struct {
-	created *batchv1.Job
-	polls   int
-	pod     corev1.Pod
-	finish  batchv1.JobConditionType
-	logs    string
-	stuck   string
-}
-
-func (c *scriptedCluster) createJob(_ context.Context, job *batchv1.Job) (*batchv1.Job, error) {
-	j := job.DeepCopy()
-	j.Name = job.GenerateName + "x7k2p"
-	c.created = j
-	return j, nil
-}
-
-func (c *scriptedCluster) getJob(_ context.Context, ns, name string) (*batchv1.Job, error) {
-	c.polls++
-	j := c.created.DeepCopy()
-	if c.polls >= 4 && c.finish != "" {
-		j.Status.Conditions = []batchv1.JobCondition{{Type: c.finish, Status: corev1.ConditionTrue, Reason: "BackoffLimitExceeded", Message: "pod failed"}}
-	}
-	return j, nil
-}
-
-func (c *scriptedCluster) jobPods(_ context.Context, ns, job string) ([]corev1.Pod, error) {
-	switch {
-	case c.polls < 2:
-		return nil, nil
-	case c.stuck != "":
-		c.pod.Status.ContainerStatuses = []corev1.ContainerStatus{{State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: c.stuck}}}}
-	default:
-		c.pod.Status.Phase = corev1.PodRunning
-	}
-	c.pod.Name = job + "-pod"
-	return []corev1.Pod{c.pod}, nil
-}
-
-func (c *scriptedCluster) podLogs(_ context.Context, ns, pod string) (io.ReadCloser, error) {
-	return io.NopCloser(strings.NewReader(c.logs)), nil
-}
-
-func TestJobRunnerSequence(t *testing.T) {
-	cfg := DownConfig{Kind: DownKubernetesJob, Namespace: "prod", Command: []string{"flyway", "undo"}, Timeout: time.Minute}
+// copyNewLines passes on whole lines; a stream that breaks drops its
+// partial last line, and the second read skips what was passed on.
+func TestCopyNewLines(t *testing.T) {
 	tests := []struct {
-		name    string
-		cluster *scriptedCluster
-		wantErr string
-		wantOut string
+		name      string
+		in        string
+		breakErr  error
+		skip      int
+		want      []string
+		wantN     int
+		wantEnded bool
 	}{
-		{"completes", &scriptedCluster{finish: batchv1.JobComplete, logs: "Undoing migration of schema \"public\" to version 3\nSuccessfully undid 1 migration\n"}, "", "Successfully undid 1 migration\n"},
-		{"fails", &scriptedCluster{finish: batchv1.JobFailed, logs: "ERROR: Flyway Teams Edition required\n"}, "failed (BackoffLimitExceeded: pod failed)", "Teams Edition"},
-		{"image missing", &scriptedCluster{stuck: "ImagePullBackOff"}, "cannot start: ImagePullBackOff", ""},
+		{"complete log", "a\nb\n", nil, 0, []string{"a\n", "b\n"}, 2, true},
+		{"no final newline", "a\nb", nil, 0, []string{"a\n", "b\n"}, 2, true},
+		{"empty", "", nil, 0, nil, 0, true},
+		{"broken mid-line", "a\nb\nhal", context.Canceled, 0, []string{"a\n", "b\n"}, 2, false},
+		{"catch-up skips what was passed on", "a\nb\nhalf done\nlast", nil, 2, []string{"half done\n", "last\n"}, 4, true},
+		{"catch-up with nothing new", "a\nb\n", nil, 2, nil, 2, true},
+		{"blank lines count", "\n\nx\n", nil, 1, []string{"\n", "x\n"}, 3, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := &JobRunner{api: tt.cluster, log: slog.New(slog.NewTextHandler(io.Discard, nil)), poll: time.Millisecond}
+			var r io.Reader = strings.NewReader(tt.in)
+			if tt.breakErr != nil {
+				r = io.MultiReader(r, errReader{tt.breakErr})
+			}
 			var out lines
-			name, err := r.Run(context.Background(), cfg, "myapp:v2", map[string]string{"ROLLBOT_STEPS": "1"}, &out)
-			if name != "rollbot-db-down-x7k2p" {
-				t.Errorf("job name %q", name)
+			n, ended, err := copyNewLines(&out, r, tt.skip)
+			if n != tt.wantN || ended != tt.wantEnded || !slices.Equal(out.l, tt.want) {
+				t.Errorf("copyNewLines = %d %v %v, writes %q; want %d %v, %q", n, ended, err, out.l, tt.wantN, tt.wantEnded, tt.want)
 			}
-			msg, _ := platforms.UserMessage(err)
-			if (tt.wantErr == "") != (err == nil) || !strings.Contains(msg, tt.wantErr) {
-				t.Errorf("err = %v, want %q", err, tt.wantErr)
-			}
-			if !strings.Contains(out.String(), "job prod/rollbot-db-down-x7k2p created with image myapp:v2") || !strings.Contains(out.String(), tt.wantOut) {
-				t.Errorf("output %q", out.String())
-			}
-			if tt.cluster.created.Spec.Template.Spec.Containers[0].Image != "myapp:v2" {
-				t.Error("the Job was not created from DownJob")
+			if (err != nil) != (tt.breakErr != nil) {
+				t.Errorf("err = %v, want %v", err, tt.breakErr)
 			}
 		})
 	}
 }
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }

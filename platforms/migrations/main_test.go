@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if mySrv != nil {
 		mySrv.Stop()
 	}
+	if kubeCluster != nil {
+		kubeCluster.Stop()
+	}
 	if migrateTmp != "" {
 		os.RemoveAll(migrateTmp)
 	}

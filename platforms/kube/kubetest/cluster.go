@@ -1,6 +1,6 @@
 // Package kubetest runs a real Kubernetes control plane for tests: etcd,
 // kube-apiserver (RBAC enforced), kube-controller-manager (deployment,
-// replicaset, serviceaccount, garbage collector and namespace
+// replicaset, job, serviceaccount, garbage collector and namespace
 // controllers), kube-scheduler and kwok, which plays the kubelet of one
 // fake node. Every process listens on a random 127.0.0.1 port, has a start
 // deadline, is watched for an early exit, and is stopped (SIGTERM, then
@@ -9,7 +9,10 @@
 // kwok runs the Stages in kwok-stages.yaml: pods become Ready at once,
 // except those whose image tag is "broken" or ends in "-broken" (crash-loop:
 // never Ready, restarts counting up) or "unready"/"-unready" (Running,
-// never Ready). kwok also
+// never Ready) or "missing"/"-missing" (the image cannot be pulled: Pending,
+// waiting in ErrImagePull). A Job's pod runs and then completes with exit code 0,
+// unless its image tag is "fail" or ends in "-fail": then its container
+// exits with code 1 and the pod fails. kwok also
 // serves container logs (kubectl logs, pods/log): every container's log is
 // the file Cluster.ContainerLog (SetContainerLog).
 //
@@ -217,7 +220,7 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		args []string
 	}{
 		{"kube-controller-manager", []string{"--kubeconfig=" + c.AdminKubeconfig,
-			"--controllers=deployment,replicaset,serviceaccount,garbagecollector,namespace",
+			"--controllers=deployment,replicaset,job,serviceaccount,garbagecollector,namespace",
 			"--leader-elect=false", "--secure-port=0"}},
 		{"kube-scheduler", []string{"--kubeconfig=" + c.AdminKubeconfig, "--leader-elect=false", "--secure-port=0"}},
 		{"kwok", []string{"--kubeconfig=" + c.AdminKubeconfig, "--config=" + kwokConfig,
@@ -315,7 +318,9 @@ spec:
 }
 
 // SetContainerLog replaces what kwok serves as every container's log
-// (kubectl logs, the pods/log subresource) with lines.
+// (kubectl logs, the pods/log subresource) with lines. Unlike a kubelet,
+// kwok never ends a log stream with follow=true: it cannot tell that the
+// container stopped.
 func (c *Cluster) SetContainerLog(lines ...string) error {
 	var b strings.Builder
 	now := time.Now().UTC()

@@ -204,15 +204,42 @@ func PodImages(t testing.TB, cs kubernetes.Interface, ns, app string) (images []
 	return images, ready
 }
 
-// LoadRole reads the Role from a YAML file of one or more documents (other
-// kinds, e.g. the ServiceAccount and RoleBinding, are skipped).
+// LoadRole reads the first Role of a YAML file of one or more documents
+// (other kinds, e.g. the ServiceAccount and RoleBinding, are skipped). In
+// deploy/kubernetes/rbac.yaml that is the Kubernetes adapter's Role,
+// "rollbot"; see LoadRoleNamed for the others.
 func LoadRole(path string) (*rbacv1.Role, error) {
+	roles, err := loadRoles(path)
+	if err != nil {
+		return nil, err
+	}
+	return roles[0], nil
+}
+
+// LoadRoleNamed reads the Role called name from a YAML file of one or
+// more documents.
+func LoadRoleNamed(path, name string) (*rbacv1.Role, error) {
+	roles, err := loadRoles(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range roles {
+		if r.Name == name {
+			return r, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: no Role named %q", path, name)
+}
+
+// loadRoles returns the file's Roles in order; at least one, and no two
+// with the same name.
+func loadRoles(path string) ([]*rbacv1.Role, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
-	var role *rbacv1.Role
+	var roles []*rbacv1.Role
 	for {
 		doc, err := r.Read()
 		if errors.Is(err, io.EOF) {
@@ -229,16 +256,18 @@ func LoadRole(path string) (*rbacv1.Role, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if ro, ok := obj.(*rbacv1.Role); ok {
-			if role != nil {
-				return nil, fmt.Errorf("%s: more than one Role", path)
+			for _, prev := range roles {
+				if prev.Name == ro.Name {
+					return nil, fmt.Errorf("%s: two Roles named %q", path, ro.Name)
+				}
 			}
-			role = ro
+			roles = append(roles, ro)
 		}
 	}
-	if role == nil {
+	if len(roles) == 0 {
 		return nil, fmt.Errorf("%s: no Role", path)
 	}
-	return role, nil
+	return roles, nil
 }
 
 // KubeconfigFor writes a kubeconfig whose user is a new ServiceAccount in
@@ -251,6 +280,18 @@ func (c *Cluster) KubeconfigFor(t testing.TB, ns, roleYAMLPath string) string {
 		t.Fatal(err)
 	}
 	path, _ := c.KubeconfigForRules(t, ns, role.Name, role.Rules)
+	return path
+}
+
+// KubeconfigForRole is KubeconfigFor with the Role called role of
+// roleYAMLPath (a file may hold several).
+func (c *Cluster) KubeconfigForRole(t testing.TB, ns, roleYAMLPath, role string) string {
+	t.Helper()
+	r, err := LoadRoleNamed(roleYAMLPath, role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, _ := c.KubeconfigForRules(t, ns, r.Name, r.Rules)
 	return path
 }
 
