@@ -15,6 +15,7 @@ import (
 
 	"rollbot/handlers"
 	"rollbot/platforms"
+	"rollbot/platforms/migrations"
 	"rollbot/platforms/prom"
 	"rollbot/platforms/sim"
 )
@@ -284,6 +285,9 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	}
 	if s.Database != nil {
 		errs = append(errs, s.Database.validate(p+".database", add)...)
+		if s.Database.Down.Kind == migrations.DownKubernetesJob && s.Platform != "kubernetes" {
+			errs = append(errs, fmt.Errorf("%s.database.down.kind: kubernetes_job runs on the service's Kubernetes cluster, so it needs platform: kubernetes (this service's platform is %q); use kind: command", p, s.Platform))
+		}
 	}
 	return errs
 }

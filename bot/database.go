@@ -20,7 +20,8 @@ import (
 type database struct {
 	mig     *migrations.Adapter
 	down    migrations.DownConfig
-	restore *rds.Adapter // nil: no restore configured
+	jobs    *migrations.JobRunner // down.kind kubernetes_job: on the service's cluster
+	restore *rds.Adapter          // nil: no restore configured
 	log     *slog.Logger
 
 	// rollbot's record of the applied versions, for the tools that store
@@ -112,7 +113,22 @@ func (d *database) DownPlan(r handlers.MigrationReport) string {
 	if len(d.down.Command) == 0 {
 		return fmt.Sprintf("no down command is configured for this service: roll %s back by hand to before %s, then approve", d.mig.Target(), ids(r))
 	}
-	return fmt.Sprintf("run `%s` against %s, then check that the migration table is back before %s", strings.Join(d.down.Command, " "), d.mig.Target(), ids(r))
+	how := ""
+	if d.down.Kind == migrations.DownKubernetesJob {
+		how = fmt.Sprintf(" as a Kubernetes Job in namespace %s with %s", d.down.Namespace, jobImageText(d.down))
+	}
+	return fmt.Sprintf("run `%s`%s against %s, then check that the migration table is back before %s", strings.Join(d.down.Command, " "), how, d.mig.Target(), ids(r))
+}
+
+func jobImageText(down migrations.DownConfig) string {
+	switch down.ImageFrom {
+	case migrations.ImageFromFixed:
+		return "image " + down.Image
+	case migrations.ImageFromLastGood:
+		return "the last good release's image"
+	default:
+		return "the bad release's image (its down migrations ship with it)"
+	}
 }
 
 func ids(r handlers.MigrationReport) string {
@@ -136,13 +152,47 @@ func (d *database) RollBack(ctx context.Context, since time.Time, bad platforms.
 	if dec := rep.Decide(); dec.Action != migrations.ActionDown {
 		return "", platforms.Userf(nil, "the down migration was not run: %s", dec.Reason)
 	}
-	if err := d.mig.RunDown(ctx, rep, out); err != nil {
+	ran, err := d.runDown(ctx, rep, bad, out)
+	if err != nil {
 		return "", err
 	}
 	if err := d.mig.Verify(ctx, rep.Target); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s is back at %s (checked in %s)", d.mig.Target(), rep.Target, rep.Table), nil
+	return fmt.Sprintf("%s is back at %s (checked in %s)%s", d.mig.Target(), rep.Target, rep.Table, ran), nil
+}
+
+// runDown runs the configured down command: on this host, or as a
+// Kubernetes Job on the service's cluster with the image down.image_from
+// picks (the bad release's by default). It returns what ran, for the result.
+func (d *database) runDown(ctx context.Context, rep migrations.Report, bad platforms.Revision, out io.Writer) (string, error) {
+	if d.down.Kind != migrations.DownKubernetesJob {
+		return "", d.mig.RunDown(ctx, rep, out)
+	}
+	if d.jobs == nil {
+		return "", fmt.Errorf("run down job for %s: no Kubernetes client (down.kind kubernetes_job needs platform kubernetes)", d.service)
+	}
+	var lastGood string
+	if d.down.ImageFrom == migrations.ImageFromLastGood {
+		snap, err := d.platform.Snapshot(ctx)
+		if err != nil {
+			return "", fmt.Errorf("run down job for %s: %w", d.service, err)
+		}
+		if r, ok := platforms.LastKnownGood(snap.History, bad, nil); ok {
+			lastGood = r.Artifact
+		}
+	}
+	image := d.down.ImageFor(bad.Artifact, lastGood)
+	if image == "" {
+		return "", platforms.Userf(fmt.Errorf("run down job for %s: no image (image_from %q, bad %q)", d.service, d.down.ImageFrom, bad.Artifact),
+			"the down Job was not started: rollbot cannot tell which image to run it with (%s); roll the database back by hand", jobImageText(d.down))
+	}
+	d.log.InfoContext(ctx, "running the down migration as a Kubernetes Job", "namespace", d.down.Namespace, "image", image, "steps", rep.Steps, "target", rep.Target)
+	job, err := d.jobs.Run(ctx, d.down, image, rep.DownVars(), out)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("; the down Job %s/%s ran %s", d.down.Namespace, job, image), nil
 }
 
 func (d *database) RestorePlan(ctx context.Context, before time.Time) string {

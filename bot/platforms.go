@@ -161,6 +161,17 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 		if db.mig, err = migrations.New(ctx, sc.Database.Config, log.With("op", "database")); err != nil {
 			return nil, fmt.Errorf("database: %w", err)
 		}
+		if sc.Database.Down.Kind == migrations.DownKubernetesJob {
+			// Config validation requires platform kubernetes for it.
+			if sc.Kubernetes == nil {
+				return nil, fmt.Errorf("database.down.kind: kubernetes_job needs platform kubernetes")
+			}
+			cs, err := kube.Clientset(*sc.Kubernetes)
+			if err != nil {
+				return nil, fmt.Errorf("database.down: %w", err)
+			}
+			db.jobs = migrations.NewJobRunner(cs, log.With("op", "db-down"))
+		}
 		if sc.Database.Restore != nil {
 			if db.restore, err = rds.New(ctx, *sc.Database.Restore, log.With("op", "restore")); err != nil {
 				return nil, fmt.Errorf("database.restore: %w", err)

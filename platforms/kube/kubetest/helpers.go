@@ -313,26 +313,64 @@ func (c *Cluster) KubeconfigForRules(t testing.TB, ns, role string, rules []rbac
 // ServiceAccountKubeconfig is KubeconfigForRules for code without a
 // testing.TB (cmd/k8s-testbed): the kubeconfig is written into dir.
 func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, ns, role string, rules []rbacv1.PolicyRule, dir string) (path, token string, err error) {
-	cs := c.AdminClient
-	r := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: ns}, Rules: rules}
-	if _, err := cs.RbacV1().Roles(ns).Create(ctx, r, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
-		if _, err := cs.RbacV1().Roles(ns).Update(ctx, r, metav1.UpdateOptions{}); err != nil {
-			return "", "", fmt.Errorf("update role %s/%s: %w", ns, role, err)
+	return c.serviceAccountKubeconfig(ctx, ns, []*rbacv1.Role{{ObjectMeta: metav1.ObjectMeta{Name: role}, Rules: rules}}, dir)
+}
+
+// KubeconfigForRoles is KubeconfigFor with one ServiceAccount bound (one
+// RoleBinding each) to several Roles of roleYAMLPath, named roles, as
+// rollbot is bound to both Roles of deploy/kubernetes/rbac.yaml.
+func (c *Cluster) KubeconfigForRoles(t testing.TB, ns, roleYAMLPath string, roles ...string) string {
+	t.Helper()
+	var rs []*rbacv1.Role
+	for _, name := range roles {
+		r, err := LoadRoleNamed(roleYAMLPath, name)
+		if err != nil {
+			t.Fatal(err)
 		}
-	} else if err != nil {
-		return "", "", fmt.Errorf("create role %s/%s: %w", ns, role, err)
+		rs = append(rs, r)
 	}
-	sa := "sa-" + role + "-" + randSuffix()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
+	defer cancel()
+	path, _, err := c.serviceAccountKubeconfig(ctx, ns, rs, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// serviceAccountKubeconfig creates (or replaces) each Role in ns, a new
+// ServiceAccount bound to each, and a kubeconfig with a token for it.
+func (c *Cluster) serviceAccountKubeconfig(ctx context.Context, ns string, roles []*rbacv1.Role, dir string) (path, token string, err error) {
+	cs := c.AdminClient
+	if len(roles) == 0 {
+		return "", "", fmt.Errorf("service account in %s: no Role", ns)
+	}
+	sa := "sa-" + roles[0].Name + "-" + randSuffix()
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
 		return "", "", fmt.Errorf("create service account %s/%s: %w", ns, sa, err)
 	}
-	rb := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: sa},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
-	}
-	if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-		return "", "", fmt.Errorf("create role binding %s/%s: %w", ns, sa, err)
+	var rules []rbacv1.PolicyRule
+	for i, role := range roles {
+		r := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns}, Rules: role.Rules}
+		if _, err := cs.RbacV1().Roles(ns).Create(ctx, r, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+			if _, err := cs.RbacV1().Roles(ns).Update(ctx, r, metav1.UpdateOptions{}); err != nil {
+				return "", "", fmt.Errorf("update role %s/%s: %w", ns, role.Name, err)
+			}
+		} else if err != nil {
+			return "", "", fmt.Errorf("create role %s/%s: %w", ns, role.Name, err)
+		}
+		rb := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: sa},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
+		}
+		if i > 0 {
+			rb.Name = fmt.Sprintf("%s-%d", sa, i)
+		}
+		if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+			return "", "", fmt.Errorf("create role binding %s/%s: %w", ns, rb.Name, err)
+		}
+		rules = append(rules, role.Rules...)
 	}
 	day := int64(24 * 3600)
 	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &day}}, metav1.CreateOptions{})
