@@ -534,7 +534,8 @@ func (r *JobRunner) finishLogs(ctx context.Context, ns, pod string, s *logStream
 	s.cancel()
 	<-s.done
 	log.DebugContext(ctx, "down job log stream stopped", "pod", pod, "lines", s.lines, "ended", s.ended, "err", s.err)
-	if s.ended {
+	if s.ended || ctx.Err() != nil {
+		// Complete; or rollbot stopped waiting, which the error says.
 		return
 	}
 	if s.err != nil && !errors.Is(s.err, context.Canceled) {
