@@ -162,6 +162,17 @@ func (d *database) RollBack(ctx context.Context, since time.Time, bad platforms.
 	return fmt.Sprintf("%s is back at %s (checked in %s)%s", d.mig.Target(), rep.Target, rep.Table, ran), nil
 }
 
+// CheckAccess reports, for down.kind kubernetes_job, whether rollbot's
+// credentials hold every permission the down Job needs in down.namespace
+// (migrations.JobRole), so that a missing one is found at start-up rather
+// than during an incident. Nil for other kinds.
+func (d *database) CheckAccess(ctx context.Context) error {
+	if d.jobs == nil {
+		return nil
+	}
+	return d.jobs.CheckAccess(ctx, d.down.Namespace)
+}
+
 // runDown runs the configured down command: on this host, or as a
 // Kubernetes Job on the service's cluster with the image down.image_from
 // picks (the bad release's by default). It returns what ran, for the result.

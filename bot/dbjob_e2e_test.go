@@ -22,6 +22,8 @@ import (
 
 	"rollbot/bot/slackemu"
 	"rollbot/handlers"
+	"rollbot/platforms"
+	"rollbot/platforms/kube"
 	"rollbot/platforms/kube/kubetest"
 	"rollbot/platforms/migrations"
 	"rollbot/platforms/migrations/dbtest"
@@ -124,6 +126,25 @@ services:
 		t.Fatalf("build services: %v", err)
 	}
 	svc := services[0]
+	// The start-up permission check passes with the two shipped Roles.
+	checker, ok := svc.Database.(interface{ CheckAccess(context.Context) error })
+	if !ok {
+		t.Fatalf("the database (%T) has no CheckAccess", svc.Database)
+	}
+	if err := checker.CheckAccess(context.Background()); err != nil {
+		t.Fatalf("CheckAccess with both Roles of rbac.yaml: %v", err)
+	}
+	// With the adapter's Role alone it names what is missing: the Job
+	// verbs (pods list and pods/log get the adapter's Role grants too).
+	adapterOnly, err := kube.Clientset(kube.Config{Kubeconfig: c.KubeconfigFor(t, ns, "../deploy/kubernetes/rbac.yaml"), Namespace: ns, Deployment: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lacking := &database{jobs: migrations.NewJobRunner(adapterOnly, nil), down: cfg.Services["shop"].Database.Down}
+	msg, _ := platforms.UserMessage(lacking.CheckAccess(context.Background()))
+	if want := "rollbot may not run the down Job in namespace " + ns + ": add `create` on jobs, `get` on jobs, `watch` on jobs, `delete` on jobs to the Role rollbot-db-migrations bound to rollbot there (deploy/kubernetes/rbac.yaml)"; msg != want {
+		t.Errorf("CheckAccess with the adapter's Role only:\n%s\nwant\n%s", msg, want)
+	}
 	// Request metrics by image (v2 bad); Prometheus is proven in prom_e2e_test.go.
 	svc.Metrics = imageMetrics{svc.Platform}
 	eng := fastEngine()
