@@ -248,16 +248,18 @@ type accessChecker interface {
 // the bot: the other services still work.
 func checkAccess(ctx context.Context, services []*handlers.Service, log *slog.Logger) {
 	for _, s := range services {
-		c, ok := s.Platform.(accessChecker)
-		if !ok {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := c.CheckAccess(cctx)
-		cancel()
-		if err != nil {
-			msg, _ := platforms.UserMessage(err)
-			log.Error("permission check failed: rollbacks of this service will fail until it is fixed", "service", s.Name, "problem", msg, "err", err)
+		for _, x := range []any{s.Platform, s.Database} {
+			c, ok := x.(accessChecker)
+			if !ok {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := c.CheckAccess(cctx)
+			cancel()
+			if err != nil {
+				msg, _ := platforms.UserMessage(err)
+				log.Error("permission check failed: rollbacks of this service will fail until it is fixed", "service", s.Name, "problem", msg, "err", err)
+			}
 		}
 	}
 }

@@ -167,7 +167,19 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	c.applyDefaults()
 	return &c, nil
+}
+
+// applyDefaults fills fields whose default comes from elsewhere in the file.
+func (c *Config) applyDefaults() {
+	for name, s := range c.Services {
+		// The down Job runs beside the service unless told otherwise.
+		if d := s.Database; d != nil && d.Down.Kind == "kubernetes_job" && d.Down.Namespace == "" && s.Kubernetes != nil {
+			d.Down.Namespace = s.Kubernetes.Namespace
+		}
+		c.Services[name] = s
+	}
 }
 
 var (

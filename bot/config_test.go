@@ -107,3 +107,26 @@ func TestServeRejectsBadEnvWithoutLeaking(t *testing.T) {
 		t.Fatal("token leaked")
 	}
 }
+
+func TestDownJobNamespaceDefaultsToTheService(t *testing.T) {
+	c, err := ParseConfig([]byte(`
+incident_channels: [C0INCIDENT]
+services:
+  shop:
+    platform: kubernetes
+    kubernetes: {kubeconfig: /k, namespace: prod, deployment: shop}
+    approvers: {groups: [S0ONCALL]}
+    database:
+      driver: postgres
+      dsn_env: SHOP_DSN
+      tool: django
+      down: {kind: kubernetes_job, command: [python, manage.py, migrate], env_from_secret: shop-db}
+      approvers: {groups: [S0DBA]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Services["shop"].Database.Down.Namespace; got != "prod" {
+		t.Fatalf("down.namespace = %q, want the service's namespace prod", got)
+	}
+}

@@ -42,8 +42,8 @@ services:
 		{"kubernetes", kubernetes + db, ""},
 		{"another platform", simulated + db,
 			`services.shop.database.down.kind: kubernetes_job runs on the service's Kubernetes cluster, so it needs platform: kubernetes (this service's platform is "simulated"); use kind: command`},
-		{"no namespace", kubernetes + strings.Replace(db, "        namespace: prod\n", "", 1),
-			"services.shop.database.down.namespace: required for kind kubernetes_job"},
+		// Without down.namespace the Job runs in the service's namespace.
+		{"no namespace", kubernetes + strings.Replace(db, "        namespace: prod\n", "", 1), ""},
 		{"secret from the bot's env", kubernetes + strings.Replace(db, "{secret: shop-db, key: migrate_url}", "{env: SHOP_DB_URL}", 1),
 			"services.shop.database.down.secret_env.DATABASE_URL: secret and key required"},
 		{"fixed image without image", kubernetes + strings.Replace(db, "        namespace: prod\n", "        namespace: prod\n        image_from: fixed\n", 1),

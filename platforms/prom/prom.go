@@ -322,7 +322,7 @@ func (a *Adapter) userError(ctx context.Context, what string, err error, budget 
 	)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return platforms.Userf(err, "Prometheus at %s did not answer within %s", a.host, fmtWindow(budget.Round(time.Millisecond)))
+		return platforms.Userf(err, "Prometheus at %s did not answer within %s", a.host, fmtWindow(shown(budget)))
 	case errors.Is(err, context.Canceled):
 		return platforms.Userf(err, "the %s query to Prometheus at %s was cancelled", what, a.host)
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -344,7 +344,7 @@ func (a *Adapter) userError(ctx context.Context, what string, err error, budget 
 	default:
 		var ne interface{ Timeout() bool }
 		if errors.As(err, &ne) && ne.Timeout() {
-			return platforms.Userf(err, "Prometheus at %s did not answer within %s", a.host, fmtWindow(budget))
+			return platforms.Userf(err, "Prometheus at %s did not answer within %s", a.host, fmtWindow(shown(budget)))
 		}
 		return platforms.Userf(err, "could not query Prometheus at %s", a.host)
 	}
@@ -370,6 +370,14 @@ func promDuration(d time.Duration) string {
 }
 
 // fmtWindow formats d for people: 5m, 20s, 1h30m.
+// shown rounds a time budget for people: "2s", not "1s999ms".
+func shown(d time.Duration) time.Duration {
+	if d >= time.Second {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Millisecond)
+}
+
 func fmtWindow(d time.Duration) string {
 	if d < time.Millisecond {
 		return d.String()
