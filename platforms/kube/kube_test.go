@@ -397,8 +397,11 @@ func TestRollbackAlreadyAtTarget(t *testing.T) {
 	if res.Detail != want {
 		t.Errorf("detail = %q, want %q", res.Detail, want)
 	}
-	if d := e.get(t); d.ResourceVersion != before.ResourceVersion {
-		t.Errorf("a skipped rollback wrote the deployment")
+	// Generation counts spec changes; the field manager shows who wrote.
+	d := e.get(t)
+	wrote := slices.ContainsFunc(d.ManagedFields, func(f metav1.ManagedFieldsEntry) bool { return f.Manager == "rollbot" })
+	if d.Generation != before.Generation || wrote {
+		t.Errorf("a skipped rollback wrote the deployment (generation %d -> %d, rollbot in managedFields: %v)", before.Generation, d.Generation, wrote)
 	}
 }
 
