@@ -90,7 +90,6 @@ type ViewAck struct {
 type storedMsg struct {
 	Message
 	reactions []reaction
-	appID     string
 	editedTS  string
 	created   time.Time
 }
@@ -104,8 +103,6 @@ type storedView struct {
 	View
 	title, submit, closeBtn json.RawMessage // text objects as sent
 	clearOnClose            bool
-	teamID                  string
-	appInstalledTeamID      string
 	state                   map[string]map[string]any // last submitted values
 }
 

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"rollbot/platforms/migrations/dbtest"
 )
@@ -54,7 +53,6 @@ type testDB struct {
 	env    string     // name of the variable holding DSN
 	owner  *sql.DB    // read-write, for fixtures
 	cfg    Config     // driver and dsn_env set
-	now    time.Time  // the database server's clock when created
 	t      *testing.T //
 }
 

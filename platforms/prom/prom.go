@@ -27,7 +27,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"syscall"
 	"text/template"
@@ -77,8 +76,6 @@ type Config struct {
 	// to Prometheus. The token is never logged nor put in errors.
 	TokenEnv string `yaml:"token_env"`
 }
-
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Validate checks the configuration; each error names its field.
 func (c Config) Validate() error {

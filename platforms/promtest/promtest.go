@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -369,12 +368,9 @@ func BuildSampleApp(t testing.TB) string {
 	if p := os.Getenv("SAMPLEAPP_BIN"); p != "" {
 		return p
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		var lerr error
-		if goBin, lerr = exec.LookPath("go"); lerr != nil {
-			t.Fatalf("go toolchain not found to build examples/sampleapp: %v", lerr)
-		}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go toolchain not found to build examples/sampleapp: %v", err)
 	}
 	out := filepath.Join(t.TempDir(), "sampleapp")
 	cmd := exec.Command(goBin, "build", "-o", out, "rollbot/examples/sampleapp")
