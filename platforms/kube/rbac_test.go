@@ -63,6 +63,22 @@ func TestRBACEachPermissionIsNeeded(t *testing.T) {
 	})
 	e.deploy(t, v2)
 	ctx := context.Background()
+	// The migration log is read only once a pod's init-migrate has run;
+	// kwok reports that a moment after the rollout is complete.
+	kubetest.Poll(t, "init-migrate to have run in a pod", func(ctx context.Context) (bool, error) {
+		pods, err := e.admin.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + e.name})
+		if err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			for _, s := range p.Status.InitContainerStatuses {
+				if s.Name == "init-migrate" && (s.State.Terminated != nil || s.State.Running != nil) && p.Spec.InitContainers[0].Image == "registry.local/myapp-migrate:v1" && p.Spec.Containers[0].Image == v2 {
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
 	if err := e.a.CheckAccess(ctx); err != nil {
 		t.Fatalf("CheckAccess with the shipped Role: %v", err)
 	}
