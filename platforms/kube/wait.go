@@ -43,8 +43,19 @@ func (a *Adapter) waitRollout(ctx context.Context, before, after *appsv1.Deploym
 	if c := progressingCondition(before); c != nil && c.Reason == timedOutReason {
 		stale = c.LastUpdateTime.DeepCopy()
 	}
+	// The controller reports a missed progress deadline in a condition, but
+	// only when it syncs the Deployment again, which under load can come
+	// late. rollbot also keeps its own count: no change in updated or
+	// available pods for the deadline plus a grace period is the same verdict.
+	var (
+		lastUpdated, lastReady = -1, -1
+		lastChange             = a.now()
+	)
 	return a.wait(ctx, after, a.timeout(after), func(d *appsv1.Deployment) (platforms.Progress, bool, error) {
 		p := platforms.Progress{Updated: int(d.Status.UpdatedReplicas), Ready: int(d.Status.AvailableReplicas), Desired: replicas(d)}
+		if p.Updated != lastUpdated || p.Ready != lastReady {
+			lastUpdated, lastReady, lastChange = p.Updated, p.Ready, a.now()
+		}
 		if !equalIgnoreHash(&d.Spec.Template, &after.Spec.Template) {
 			return p, false, a.changedUnderneath(d, "its pod template changed (now image "+imageOf(&d.Spec.Template.Spec, a.containerOrFirst(d))+")")
 		}
@@ -55,22 +66,34 @@ func (a *Adapter) waitRollout(ctx context.Context, before, after *appsv1.Deploym
 			p.Message = "Waiting for deployment spec update to be observed..."
 			return p, false, nil
 		}
-		if c := progressingCondition(d); c != nil && c.Reason == timedOutReason && (stale == nil || !c.LastUpdateTime.Equal(stale)) {
+		c := progressingCondition(d)
+		controllerSays := c != nil && c.Reason == timedOutReason && (stale == nil || !c.LastUpdateTime.Equal(stale))
+		msg, done := rolloutMessage(d)
+		stuck := !done && d.Spec.ProgressDeadlineSeconds != nil &&
+			a.now().Sub(lastChange) > time.Duration(*d.Spec.ProgressDeadlineSeconds)*time.Second+progressGrace
+		if controllerSays || stuck {
 			deadline := "its progress deadline"
 			if d.Spec.ProgressDeadlineSeconds != nil {
 				deadline += fmt.Sprintf(" (%ds)", *d.Spec.ProgressDeadlineSeconds)
 			}
+			why := "no progress for longer than the deadline"
+			if controllerSays {
+				why = c.Message
+			}
 			return p, false, platforms.Userf(
-				fmt.Errorf("wait for %s of %s: %w: %s", what, a.Target(), ErrProgressDeadline, c.Message),
+				fmt.Errorf("wait for %s of %s: %w: %s", what, a.Target(), ErrProgressDeadline, why),
 				"%s did not finish %s within %s: %d of %d updated pods are available. "+
 					"The runbook's fallbacks: set the image explicitly, or scale to zero and investigate",
 				a.Target(), what, deadline, d.Status.AvailableReplicas, d.Status.UpdatedReplicas)
 		}
-		msg, done := rolloutMessage(d)
 		p.Message, p.Done = msg, done
 		return p, done, nil
 	}, progress)
 }
+
+// progressGrace is how long past the progress deadline rollbot waits for
+// the controller's own verdict before giving its own.
+const progressGrace = 10 * time.Second
 
 func (a *Adapter) containerOrFirst(d *appsv1.Deployment) string {
 	if n, err := a.containerName(d); err == nil {
@@ -159,7 +182,26 @@ func (a *Adapter) wait(ctx context.Context, d *appsv1.Deployment, timeout time.D
 			}
 			return d, a.apiError("watch", "deployments", err)
 		}
-		for ev := range w.ResultChan() {
+		// A stuck rollout sends no events: re-check the last state now and
+		// then, so rollbot's own progress-deadline count can fire.
+		tick := time.NewTicker(2 * time.Second)
+	events:
+		for {
+			var ev watch.Event
+			select {
+			case e, ok := <-w.ResultChan():
+				if !ok {
+					break events
+				}
+				ev = e
+			case <-tick.C:
+				if done, err := eval(d); done || err != nil {
+					tick.Stop()
+					w.Stop()
+					return d, err
+				}
+				continue
+			}
 			switch ev.Type {
 			case watch.Added, watch.Modified:
 				nd, ok := ev.Object.(*appsv1.Deployment)
@@ -168,10 +210,12 @@ func (a *Adapter) wait(ctx context.Context, d *appsv1.Deployment, timeout time.D
 				}
 				d = nd
 				if done, err := eval(d); done || err != nil {
+					tick.Stop()
 					w.Stop()
 					return d, err
 				}
 			case watch.Deleted:
+				tick.Stop()
 				w.Stop()
 				return d, platforms.Userf(fmt.Errorf("wait for %s: %w", a.Target(), platforms.ErrNotFound),
 					"%s was deleted while rollbot was waiting for its rollout", a.Target())
@@ -179,6 +223,7 @@ func (a *Adapter) wait(ctx context.Context, d *appsv1.Deployment, timeout time.D
 				// e.g. 410 Gone: the resourceVersion is too old; start again from a get.
 			}
 		}
+		tick.Stop()
 		w.Stop()
 		if ctx.Err() != nil {
 			return d, timedOut(ctx.Err())
