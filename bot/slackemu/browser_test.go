@@ -78,7 +78,8 @@ func evalString(t *testing.T, ctx context.Context, js string) string {
 }
 
 // screenshot saves a PNG of the page under the test's artifact directory
-// and, when /work/notes exists, copies it there for people to look at.
+// and, when ROLLBOT_SCREENSHOT_DIR names a directory, copies it there for
+// people to look at.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
@@ -93,11 +94,11 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", path)
-	if st, err := os.Stat("/work/notes"); err == nil && st.IsDir() {
-		if err := os.WriteFile(filepath.Join("/work/notes", name), png, 0o644); err != nil {
-			t.Logf("copy screenshot to /work/notes: %v", err)
+	if dir := os.Getenv("ROLLBOT_SCREENSHOT_DIR"); dir != "" {
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+			t.Logf("copy screenshot to %s: %v", dir, err)
 		} else {
-			t.Logf("screenshot copied to /work/notes/%s", name)
+			t.Logf("screenshot copied to %s", filepath.Join(dir, name))
 		}
 	}
 }
