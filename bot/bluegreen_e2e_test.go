@@ -16,7 +16,6 @@ package bot
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -267,20 +266,9 @@ func TestBlueGreenRollbackThroughSlack(t *testing.T) {
 
 	h.slash(slackemu.UserAlice, `storefront --reason "checkout errors since the switch to blue"`)
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
-	for _, want := range []string{"Bad version:* blue (storefront-blue)", "Last known good:* green (storefront-green)",
-		"Proceed to rollback: Error rate", "ELB listener storefront-lb/f2f7dc8e", "scrape " + f.dp.MetricsURL + "/metrics"} {
-		if !strings.Contains(a.PlainText(), want) {
-			t.Errorf("assessment lacks %q:\n%s", want, a.PlainText())
-		}
-	}
-	in, err := h.store.Get(context.Background(), "RB-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var as handlers.Assessment
-	if err := json.Unmarshal(in.Assessment, &as); err != nil {
-		t.Fatal(err)
-	}
+	wantAll(t, "assessment", a.PlainText(), "Bad version:* blue (storefront-blue)", "Last known good:* green (storefront-green)",
+		"Proceed to rollback: Error rate", "ELB listener storefront-lb/f2f7dc8e", "scrape "+f.dp.MetricsURL+"/metrics")
+	as := h.storedAssessment("RB-1")
 	if c := as.Checks[0]; c.Name != "Error rate" || c.Verdict != handlers.Fail {
 		t.Errorf("error rate check = %+v, want a failure (blue fails 30%% of requests)", c)
 	}
@@ -290,11 +278,7 @@ func TestBlueGreenRollbackThroughSlack(t *testing.T) {
 
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	v := h.waitFor("verified", textHas("Rollback verified"))
-	for _, want := range []string{"All pods healthy", "green (storefront-green): 1/1 targets healthy", "1/1 health URLs answer 2xx", "Error rate < baseline", "Latency p95 normal"} {
-		if !strings.Contains(v.PlainText(), want) {
-			t.Errorf("verification lacks %q:\n%s", want, v.PlainText())
-		}
-	}
+	wantAll(t, "verification", v.PlainText(), "All pods healthy", "green (storefront-green): 1/1 targets healthy", "1/1 health URLs answer 2xx", "Error rate < baseline", "Latency p95 normal")
 	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
 
 	// The fake's listener now forwards 100% to green, through one ModifyListener.
@@ -350,15 +334,9 @@ func TestBlueGreenUnhealthyGreenRefused(t *testing.T) {
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	m := h.waitFor("refusal", textHas("The rollback failed"))
-	for _, want := range []string{
-		"refusing to switch to green (storefront-green): 0/1 targets healthy; 127.0.0.1 unhealthy (Target.FailedHealthChecks)",
+	wantAll(t, "refusal", m.PlainText(), "refusing to switch to green (storefront-green): 0/1 targets healthy; 127.0.0.1 unhealthy (Target.FailedHealthChecks)",
 		"Fix or wait for those targets, then retry",
-		"What now?",
-	} {
-		if !strings.Contains(m.PlainText(), want) {
-			t.Errorf("refusal lacks %q:\n%s", want, m.PlainText())
-		}
-	}
+		"What now?")
 	if slices.Contains(m.ActionIDs(), handlers.ActFallbackImage) || slices.Contains(m.ActionIDs(), handlers.ActFallbackZero) {
 		t.Errorf("fallback buttons offered for a platform without fallbacks: %v", m.ActionIDs())
 	}

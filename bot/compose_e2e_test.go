@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -99,15 +98,9 @@ services:
 	h.slash(slackemu.UserAlice, `web --reason "5xx after the v2 deploy"`)
 	a := h.waitLong("assessment", hasAction(handlers.ActConfirm))
 	text := a.PlainText()
-	for _, want := range []string{
-		"Bad version:* e2e-v2 (" + v2 + ")",
-		"Last known good:* e2e-v1 (" + v1 + ")",
-		"Proceed to rollback: Error rate, Failed readiness",
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("assessment lacks %q:\n%s", want, text)
-		}
-	}
+	wantAll(t, "assessment", text, "Bad version:* e2e-v2 ("+v2+")",
+		"Last known good:* e2e-v1 ("+v1+")",
+		"Proceed to rollback: Error rate, Failed readiness")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	h.waitLong("verified", textHas("Rollback verified"))
 	h.waitLong("post-rollback actions", textHas("Post-rollback actions"))

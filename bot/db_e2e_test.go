@@ -381,15 +381,6 @@ func inThread(thread string, pred func(slackemu.Message) bool) func(slackemu.Mes
 	return func(m slackemu.Message) bool { return m.ThreadTS == thread && pred(m) }
 }
 
-func wantAll(t *testing.T, what, text string, want ...string) {
-	t.Helper()
-	for _, w := range want {
-		if !strings.Contains(text, w) {
-			t.Errorf("%s lacks %q:\n%s", what, w, text)
-		}
-	}
-}
-
 // TestDBReversibleRollbackThroughSlack: a migration that added a column
 // ran after the bad deploy started. Alice asks, Bob confirms, Dana (a DBA)
 // approves in the modal; Django's own `manage.py migrate shop 0002…`

@@ -145,7 +145,21 @@ func TestDBApprovalExpires(t *testing.T) {
 	h, db, m := dbHarness(t, true, eng)
 	h.approve(slackemu.UserDana, m, "payments")
 	h.waitFor("1 of 2", textHas("Approved so far (1 of 2)"))
-	time.Sleep(400 * time.Millisecond) // let dana's approval expire (the TTL is the subject)
+	// Wait, on the stored approvals themselves, until dana's has expired.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		valid, err := h.store.Approvals(context.Background(), "RB-1", "database")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(valid) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dana's approval never expired: %v", valid)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
 	h.approve(slackemu.UserErin, m, "payments")
 	h.waitFor("still 1 of 2", func(msg slackemu.Message) bool {
 		return msg.TS == m.TS && strings.Contains(msg.PlainText(), "Approved so far (1 of 2): <@"+slackemu.UserErin+">")

@@ -3,6 +3,7 @@ package bot
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"slices"
@@ -96,7 +97,7 @@ func (h *harness) start() {
 		if wctx.Err() != nil {
 			h.t.Fatal("the bot never connected to the local Slack server")
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // poll interval, bounded by wctx
 	}
 }
 
@@ -142,6 +143,29 @@ func (h *harness) dump() string {
 		b.WriteString("--- " + m.TS + " eph=" + m.EphemeralFor + "\n" + m.PlainText() + "\n")
 	}
 	return b.String()
+}
+
+func wantAll(t *testing.T, what, text string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, text)
+		}
+	}
+}
+
+// storedAssessment is the assessment as the bot stored it with the incident.
+func (h *harness) storedAssessment(id string) handlers.Assessment {
+	h.t.Helper()
+	in, err := h.store.Get(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var a handlers.Assessment
+	if err := json.Unmarshal(in.Assessment, &a); err != nil {
+		h.t.Fatal(err)
+	}
+	return a
 }
 
 func hasAction(id string) func(slackemu.Message) bool {
@@ -193,12 +217,8 @@ func TestFlowHappyPath(t *testing.T) {
 	h.slash(slackemu.UserAlice, `myapp --reason "5xx spike after deploy"`)
 
 	a := h.waitFor("assessment with buttons", hasAction(handlers.ActConfirm))
-	for _, want := range []string{"Error rate", "7.40%", "❌ fail", "Pod restarts", "Failed readiness", "Latency p95",
-		"Last known good:* 2 (app:v2)", "Bad version:* 3 (app:v3)", "Proceed to rollback", "5xx spike after deploy"} {
-		if !strings.Contains(a.PlainText(), want) {
-			t.Errorf("assessment lacks %q:\n%s", want, a.PlainText())
-		}
-	}
+	wantAll(t, "assessment", a.PlainText(), "Error rate", "7.40%", "❌ fail", "Pod restarts", "Failed readiness", "Latency p95",
+		"Last known good:* 2 (app:v2)", "Bad version:* 3 (app:v3)", "Proceed to rollback", "5xx spike after deploy")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 
 	h.waitFor("verified", textHas("Rollback verified"))
@@ -407,11 +427,7 @@ func TestFlowDryRunChangesNothing(t *testing.T) {
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp --dry-run")
 	m := h.waitFor("plan", textHas("Plan (dry run: nothing was changed)"))
-	for _, want := range []string{"rollback: deployment myapp (simulated): template app:v3 -> app:v2", "stop: deployment myapp (simulated): pause the rollout"} {
-		if !strings.Contains(m.PlainText(), want) {
-			t.Errorf("plan lacks %q:\n%s", want, m.PlainText())
-		}
-	}
+	wantAll(t, "plan", m.PlainText(), "rollback: deployment myapp (simulated): template app:v3 -> app:v2", "stop: deployment myapp (simulated): pause the rollout")
 	if len(m.ActionIDs()) != 0 {
 		t.Errorf("a dry run offers buttons: %v", m.ActionIDs())
 	}

@@ -70,11 +70,7 @@ func TestKubernetesRollbackThroughSlack(t *testing.T) {
 
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
-	for _, want := range []string{"Bad version:* 2 (registry.local/myapp:v2)", "Last known good:* 1 (registry.local/myapp:v1)", "9.00%"} {
-		if !strings.Contains(a.PlainText(), want) {
-			t.Errorf("assessment lacks %q:\n%s", want, a.PlainText())
-		}
-	}
+	wantAll(t, "assessment", a.PlainText(), "Bad version:* 2 (registry.local/myapp:v2)", "Last known good:* 1 (registry.local/myapp:v1)", "9.00%")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	h.waitFor("verified", textHas("Rollback verified"))
 	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))

@@ -2,7 +2,6 @@ package bot
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -93,20 +92,9 @@ services:
 
 	h.slash(slackemu.UserAlice, `myapp --reason "5xx after the v2 deploy"`)
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
-	for _, want := range []string{"Bad version:* v2", "Last known good:* v1", "Proceed to rollback: Error rate",
-		"systemd unit myapp on 2 hosts (web1, web2)", "scrape " + f.URL(0, "/metrics")} {
-		if !strings.Contains(a.PlainText(), want) {
-			t.Errorf("assessment lacks %q:\n%s", want, a.PlainText())
-		}
-	}
-	in, err := h.store.Get(context.Background(), "RB-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var as handlers.Assessment
-	if err := json.Unmarshal(in.Assessment, &as); err != nil {
-		t.Fatal(err)
-	}
+	wantAll(t, "assessment", a.PlainText(), "Bad version:* v2", "Last known good:* v1", "Proceed to rollback: Error rate",
+		"systemd unit myapp on 2 hosts (web1, web2)", "scrape "+f.URL(0, "/metrics"))
+	as := h.storedAssessment("RB-1")
 	// The measured error ratio of v2 (30% by construction, sampled) fails the 1% threshold.
 	if c := as.Checks[0]; c.Name != "Error rate" || c.Verdict != handlers.Fail {
 		t.Errorf("error rate check = %+v, want a failure", c)
@@ -120,11 +108,7 @@ services:
 
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	v := h.waitFor("verified", textHas("Rollback verified"))
-	for _, want := range []string{"All pods healthy", "2/2 hosts healthy", "2/2 health URLs answer 2xx", "Error rate < baseline", "Latency p95 normal"} {
-		if !strings.Contains(v.PlainText(), want) {
-			t.Errorf("verification lacks %q:\n%s", want, v.PlainText())
-		}
-	}
+	wantAll(t, "verification", v.PlainText(), "All pods healthy", "2/2 hosts healthy", "2/2 health URLs answer 2xx", "Error rate < baseline", "Latency p95 normal")
 	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
 
 	// Both hosts really run v1 now, restarted through systemctl over SSH.

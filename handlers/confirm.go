@@ -35,15 +35,10 @@ func (e *Engine) confirm(ctx context.Context, a Action) {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("could not write the timeline, so nothing was done; try again"))
 		return
 	}
-	in, err := e.store.Transition(ctx, in.ID, []state.Status{state.AwaitingConfirm}, next, func(in *state.Incident) {
+	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.AwaitingConfirm}, next, func(in *state.Incident) {
 		in.DecidedBy = a.UserID
-	})
-	if errors.Is(err, state.ErrStale) {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
-		return
-	}
-	if err != nil {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "record the decision", "incident", in.ID)))
+	}, "record the decision")
+	if !ok {
 		return
 	}
 	e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
@@ -66,15 +61,10 @@ func (e *Engine) cancel(ctx context.Context, a Action) {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, "cancel", "cancelled before any change")
-	in, err := e.store.Transition(ctx, in.ID, []state.Status{state.AwaitingConfirm, state.AwaitingDBApprove}, state.Cancelled, func(in *state.Incident) {
+	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.AwaitingConfirm, state.AwaitingDBApprove}, state.Cancelled, func(in *state.Incident) {
 		in.DecidedBy = a.UserID
-	})
-	if errors.Is(err, state.ErrStale) {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
-		return
-	}
-	if err != nil {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "cancel", "incident", in.ID)))
+	}, "cancel")
+	if !ok {
 		return
 	}
 	e.store.ReleaseLock(ctx, in.Service, in.Lock)
@@ -82,6 +72,22 @@ func (e *Engine) cancel(ctx context.Context, a Action) {
 	if ts := in.Messages["db"]; ts != "" {
 		e.update(ctx, in.Channel, ts, dbClosedMsg(in, "Cancelled by <@"+a.UserID+">: the database was not touched."))
 	}
+}
+
+// decide applies a click's state change. A click that lost the race (a
+// double click, a second approver) is told who decided; a failure is
+// reported; both report false and change nothing.
+func (e *Engine) decide(ctx context.Context, a Action, id string, from []state.Status, to state.Status, mutate func(*state.Incident), op string) (*state.Incident, bool) {
+	in, err := e.store.Transition(ctx, id, from, to, mutate)
+	switch {
+	case errors.Is(err, state.ErrStale):
+		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
+		return nil, false
+	case err != nil:
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, op, "incident", id)))
+		return nil, false
+	}
+	return in, true
 }
 
 // incidentFor loads the incident a button belongs to.

@@ -140,9 +140,8 @@ func (e *Engine) dbRefuse(ctx context.Context, a Action) {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, dbStep, "refused the database step; the app rollback does not run without it")
-	in, err := e.store.Transition(ctx, in.ID, []state.Status{state.AwaitingDBApprove}, state.Cancelled, nil)
-	if err != nil {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
+	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.AwaitingDBApprove}, state.Cancelled, nil, "refuse the database step")
+	if !ok {
 		return
 	}
 	e.store.ClearApprovals(ctx, in.ID, dbStep)

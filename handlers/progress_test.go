@@ -32,7 +32,7 @@ func TestLiveMessageCoalescesUpdates(t *testing.T) {
 	start := time.Now()
 	for i := range 100 { // a change every 5ms for half a second
 		l.Set(Msg{Text: fmt.Sprint(i)})
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // the pace of changes is the subject
 	}
 	l.Close(Msg{Text: "final"})
 	elapsed := time.Since(start)

@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -115,13 +114,8 @@ func (e *Engine) end(ctx context.Context, a Action) {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, "end", "ended the rollback after "+string(in.Status)+"; service lock released")
-	cur, err := e.store.Transition(ctx, in.ID, []state.Status{state.RollbackFailed, state.VerifyFailed}, state.Closed, nil)
-	if errors.Is(err, state.ErrStale) {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(cur))
-		return
-	}
-	if err != nil {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "end the rollback")))
+	cur, ok := e.decide(ctx, a, in.ID, []state.Status{state.RollbackFailed, state.VerifyFailed}, state.Closed, nil, "end the rollback")
+	if !ok {
 		return
 	}
 	e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
@@ -152,15 +146,10 @@ func (e *Engine) fallback(ctx context.Context, a Action) {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("could not write the timeline, so nothing was done; try again"))
 		return
 	}
-	in, err := e.store.Transition(ctx, in.ID, []state.Status{state.RollbackFailed, state.VerifyFailed}, state.RollingBack, func(in *state.Incident) {
+	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.RollbackFailed, state.VerifyFailed}, state.RollingBack, func(in *state.Incident) {
 		in.DecidedBy = a.UserID
-	})
-	if errors.Is(err, state.ErrStale) {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
-		return
-	}
-	if err != nil {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "record the decision", "incident", in.ID)))
+	}, "record the decision")
+	if !ok {
 		return
 	}
 	e.update(ctx, in.Channel, a.MessageTS, fallbackChosenMsg(in, a.UserID, what))

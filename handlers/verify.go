@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -254,13 +253,8 @@ func (e *Engine) retryVerify(ctx context.Context, a Action) {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "re-run verification", who(svc.Approvers)))
 		return
 	}
-	in, err := e.store.Transition(ctx, in.ID, []state.Status{state.VerifyFailed}, state.RollingBack, nil)
-	if errors.Is(err, state.ErrStale) {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
-		return
-	}
-	if err != nil {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "re-run verification")))
+	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.VerifyFailed}, state.RollingBack, nil, "re-run verification")
+	if !ok {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, "verify", "re-running verification")
