@@ -32,13 +32,10 @@ func (e *Engine) requestDBApproval(ctx context.Context, in *state.Incident, svc 
 	} else if svc.Database != nil {
 		if in.DBDestructive {
 			plan = svc.Database.RestorePlan(ctx, in.DeployedAt)
-		} else {
-			rep, err := svc.Database.Detect(ctx, in.DeployedAt)
-			if err == nil {
-				plan = svc.Database.DownPlan(rep)
-			} else {
-				plan = "re-reading the migrations failed: " + e.userText(err, "detect migrations", "incident", in.ID)
-			}
+		} else if rep := e.assessmentOf(in).Migrations; rep != nil {
+			// The assessment's report: the down command re-checks the table
+			// itself when it runs.
+			plan = svc.Database.DownPlan(*rep)
 		}
 	}
 	e.store.Update(ctx, in.ID, func(i *state.Incident) { i.DBPlan = plan })
