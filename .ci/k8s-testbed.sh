@@ -7,4 +7,4 @@
 #   .ci/k8s-testbed.sh -demo    # + namespace prod, Deployment myapp, rollbot's Role and kubeconfig
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec go run ./platforms/kube/kubetest/cmd/k8s-testbed "$@"
+exec go run ./testkit/kubetest/cmd/k8s-testbed "$@"

@@ -20,11 +20,11 @@ import (
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
-	"rollbot/platforms/kube/kubetest"
+	"rollbot/testkit/kubetest"
 	"rollbot/platforms/prom"
-	"rollbot/platforms/promtest"
+	"rollbot/testkit/promtest"
 	"rollbot/state"
-	"rollbot/state/redistest"
+	"rollbot/testkit/redistest"
 )
 
 // benchPods is the size of the service the assessment benchmark reads.

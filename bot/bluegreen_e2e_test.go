@@ -2,10 +2,10 @@ package bot
 
 // The blue-green end-to-end tests run the real aws-sdk-go-v2 ELBv2 client
 // (through BuildServices, so the default credential chain reads the
-// credentials from the environment) against platforms/awsfake, a local
+// credentials from the environment) against platforms/awstest, a local
 // server speaking the ELBv2 query protocol. Behind the fake listener are
 // real processes: blue is the sample service at v2 (30% of its requests
-// fail), green the sample service at v1. awsfake's DataPlane stands in for
+// fail), green the sample service at v1. awstest's DataPlane stands in for
 // the load balancer's data plane: it forwards each request to the group the
 // listener's forward action selects at that moment, so the switch rollbot
 // makes through ModifyListener really moves the traffic. The service's
@@ -31,10 +31,10 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/bot/slackemu"
+	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
-	"rollbot/platforms/awsfake"
-	"rollbot/platforms/vm/sshtest"
+	"rollbot/testkit/awstest"
+	"rollbot/testkit/sshtest"
 	"rollbot/state"
 )
 
@@ -42,7 +42,7 @@ const (
 	bgListenerARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/storefront-lb/50dc6c495c0c9188/f2f7dc8efc522ab2"
 	bgBlueARN     = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/storefront-blue/73e2d6bc24d8a067"
 	bgGreenARN    = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/storefront-green/8c1b3f2a9d4e5f60"
-	// Static fake credentials, only ever seen by awsfake.
+	// Static fake credentials, only ever seen by awstest.
 	bgAccessKeyID = "AKIAE2EFAKE7ROLLBOT1"
 	bgSecretKey   = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYE2EFAKEKEY"
 )
@@ -117,8 +117,8 @@ func bgLoad(t *testing.T, url string, rps int) {
 // bgFixture is a blue-green service behind the fake load balancer, built
 // from YAML config, with rollbot running against the local Slack server.
 type bgFixture struct {
-	fake    *awsfake.Server
-	dp      *awsfake.DataPlane
+	fake    *awstest.Server
+	dp      *awstest.DataPlane
 	h       *harness
 	svcLogs *syncBuffer
 }
@@ -131,15 +131,15 @@ func newBGFixture(t *testing.T, greenState, greenReason string, greenArgs ...str
 	bluePort := bgApp(t, v2)
 	greenPort := bgApp(t, v1, greenArgs...)
 
-	f := &bgFixture{fake: awsfake.New(), svcLogs: &syncBuffer{}}
+	f := &bgFixture{fake: awstest.New(), svcLogs: &syncBuffer{}}
 	t.Cleanup(f.fake.Close)
-	f.fake.AddTargetGroup(awsfake.TargetGroup{ARN: bgBlueARN, Name: "storefront-blue", Port: 8080, Protocol: "HTTP",
-		Targets: []awsfake.Target{{ID: "127.0.0.1", Port: bluePort, State: "healthy"}}})
-	f.fake.AddTargetGroup(awsfake.TargetGroup{ARN: bgGreenARN, Name: "storefront-green", Port: 8080, Protocol: "HTTP",
-		Targets: []awsfake.Target{{ID: "127.0.0.1", Port: greenPort, State: greenState, Reason: greenReason}}})
-	f.fake.AddListener(awsfake.Listener{ARN: bgListenerARN, LoadBalancerARN: "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/storefront-lb/50dc6c495c0c9188",
-		Port: 443, Protocol: "HTTPS", DefaultActions: []awsfake.Action{{Type: "forward", Order: 1,
-			Forward: []awsfake.WeightedGroup{{ARN: bgBlueARN, Weight: 100}, {ARN: bgGreenARN, Weight: 0}}}}})
+	f.fake.AddTargetGroup(awstest.TargetGroup{ARN: bgBlueARN, Name: "storefront-blue", Port: 8080, Protocol: "HTTP",
+		Targets: []awstest.Target{{ID: "127.0.0.1", Port: bluePort, State: "healthy"}}})
+	f.fake.AddTargetGroup(awstest.TargetGroup{ARN: bgGreenARN, Name: "storefront-green", Port: 8080, Protocol: "HTTP",
+		Targets: []awstest.Target{{ID: "127.0.0.1", Port: greenPort, State: greenState, Reason: greenReason}}})
+	f.fake.AddListener(awstest.Listener{ARN: bgListenerARN, LoadBalancerARN: "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/storefront-lb/50dc6c495c0c9188",
+		Port: 443, Protocol: "HTTPS", DefaultActions: []awstest.Action{{Type: "forward", Order: 1,
+			Forward: []awstest.WeightedGroup{{ARN: bgBlueARN, Weight: 100}, {ARN: bgGreenARN, Weight: 0}}}}})
 	f.dp = f.fake.DataPlane(bgListenerARN)
 	t.Cleanup(f.dp.Close)
 	bgLoad(t, f.dp.URL+"/work", 40)

@@ -9,9 +9,9 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 
-	"rollbot/bot/slackemu"
+	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
-	"rollbot/platforms/dockertest"
+	"rollbot/testkit/dockertest"
 )
 
 // composeFile is a project of two services of the sample image: web, with

@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/bot/slackemu"
+	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
-	"rollbot/platforms/awsfake"
-	"rollbot/platforms/migrations/dbtest"
+	"rollbot/testkit/awstest"
+	"rollbot/testkit/dbtest"
 	"rollbot/platforms/sim"
 	"rollbot/state"
-	"rollbot/state/redistest"
+	"rollbot/testkit/redistest"
 )
 
 // The database step end to end: /rollback in the local Slack server, a
@@ -447,7 +447,7 @@ func TestDBReversibleRollbackThroughSlack(t *testing.T) {
 // rdsFake is the RDS side of the destructive path: the source instance,
 // an automated snapshot from before the deploy and a manual one from after
 // it (which must not be chosen).
-func rdsFake(t *testing.T, deployedAgo time.Duration) (*awsfake.Server, time.Time) {
+func rdsFake(t *testing.T, deployedAgo time.Duration) (*awstest.Server, time.Time) {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDROLLBOTE2E")
@@ -459,17 +459,17 @@ func rdsFake(t *testing.T, deployedAgo time.Duration) (*awsfake.Server, time.Tim
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	f := awsfake.New()
+	f := awstest.New()
 	t.Cleanup(f.Close)
 	now := time.Now()
-	f.AddDBInstance(awsfake.DBInstance{ID: "shop-db", Engine: "postgres", EngineVersion: "15.4", Class: "db.t4g.medium",
+	f.AddDBInstance(awstest.DBInstance{ID: "shop-db", Engine: "postgres", EngineVersion: "15.4", Class: "db.t4g.medium",
 		SubnetGroup: "shop-private", SecurityGroups: []string{"sg-0shopdb"}, ParameterGroup: "shop-pg15",
 		Address: "shop-db.c0fake0abcde.eu-west-1.rds.amazonaws.com", Port: 5432, CreatedAt: now.AddDate(-1, 0, 0),
 		BackupRetentionDays: 7, LatestRestorableTime: now.Add(-2 * time.Minute)})
 	before := now.Add(-deployedAgo - 40*time.Minute).UTC().Truncate(time.Second)
-	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "rds:shop-db-before", Instance: "shop-db", Type: "automated", Created: before, Engine: "postgres", Port: 5432})
-	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "rds:shop-db-older", Instance: "shop-db", Type: "automated", Created: before.Add(-24 * time.Hour), Engine: "postgres", Port: 5432})
-	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "shop-db-after-deploy", Instance: "shop-db", Type: "manual", Created: now.Add(-deployedAgo / 2), Engine: "postgres", Port: 5432})
+	f.AddDBSnapshot(awstest.DBSnapshot{ID: "rds:shop-db-before", Instance: "shop-db", Type: "automated", Created: before, Engine: "postgres", Port: 5432})
+	f.AddDBSnapshot(awstest.DBSnapshot{ID: "rds:shop-db-older", Instance: "shop-db", Type: "automated", Created: before.Add(-24 * time.Hour), Engine: "postgres", Port: 5432})
+	f.AddDBSnapshot(awstest.DBSnapshot{ID: "shop-db-after-deploy", Instance: "shop-db", Type: "manual", Created: now.Add(-deployedAgo / 2), Engine: "postgres", Port: 5432})
 	f.SetRestoreDescribes(2)
 	return f, before
 }
@@ -478,7 +478,7 @@ func rdsFake(t *testing.T, deployedAgo time.Duration) (*awsfake.Server, time.Tim
 // that held data. The gate says destructive, two DB approvers must approve
 // (one approving twice does not count), and rollbot restores the newest
 // snapshot from before the deploy into a new RDS instance through the real
-// aws-sdk-go-v2 against awsfake, then posts the new instance, the endpoint
+// aws-sdk-go-v2 against awstest, then posts the new instance, the endpoint
 // switch and the data-loss window before rolling back the app. The down
 // command does not run: it cannot bring dropped data back.
 func TestDBDestructiveRestoreThroughSlack(t *testing.T) {

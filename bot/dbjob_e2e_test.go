@@ -20,13 +20,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	k8sretry "k8s.io/client-go/util/retry"
 
-	"rollbot/bot/slackemu"
+	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
-	"rollbot/platforms/kube/kubetest"
+	"rollbot/testkit/kubetest"
 	"rollbot/platforms/migrations"
-	"rollbot/platforms/migrations/dbtest"
+	"rollbot/testkit/dbtest"
 )
 
 // TestDBDownJobThroughSlack is the runbook's "run the down migration as a

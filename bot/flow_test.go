@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/bot/slackemu"
+	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/sim"
 	"rollbot/state"
-	"rollbot/state/redistest"
+	"rollbot/testkit/redistest"
 )
 
 // harness is rollbot connected to the local Slack server and a real Redis.

@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/bot/slackemu"
+	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/prom"
-	"rollbot/platforms/promtest"
+	"rollbot/testkit/promtest"
 	"rollbot/platforms/sim"
 )
 

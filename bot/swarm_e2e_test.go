@@ -14,12 +14,12 @@ import (
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 
-	"rollbot/bot/slackemu"
+	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
-	"rollbot/platforms/dockertest"
+	"rollbot/testkit/dockertest"
 	"rollbot/state"
-	"rollbot/state/redistest"
+	"rollbot/testkit/redistest"
 )
 
 // newConfigHarness is newHarness for services built from YAML config the

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/bot/slackemu"
+	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
-	"rollbot/platforms/vm/sshtest"
+	"rollbot/testkit/sshtest"
 	"rollbot/state"
 )
 
@@ -19,7 +19,7 @@ import (
 // for a service on two VMs reached over SSH, confirmed by another on-call
 // engineer, ends with both hosts serving v1.
 //
-// The hosts are real OpenSSH servers (Debian's sshd, platforms/vm/sshtest),
+// The hosts are real OpenSSH servers (Debian's sshd, testkit/sshtest),
 // each with its own /opt in a private mount namespace. There is no systemd
 // on the test machines: the adapter's `systemctl` is pointed at sshtest's
 // stand-in script (test infrastructure, not part of rollbot), which really

@@ -11,7 +11,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/state"
-	"rollbot/state/redistest"
+	"rollbot/testkit/redistest"
 )
 
 func newStore(t *testing.T) *state.Store {

@@ -1,5 +1,5 @@
 // Tools module for the Kubernetes control plane used by rollbot's tests
-// (platforms/kube/kubetest). Kept apart from the project's module because
+// (testkit/kubetest). Kept apart from the project's module because
 // k8s.io/kubernetes needs replace directives for its staging repos.
 module rollbot/k8s-tools
 

@@ -5,10 +5,10 @@
 #   $ROLLBOT_CACHE/k8s-<hash>/bin
 # and appends ROLLBOT_K8S_BIN=<dir> to $ENVFILE when that is set.
 # Idempotent: skips the build when the directory already exists.
-# The hash must match platforms/kube/kubetest (toolsHash): sha256 over
+# The hash must match testkit/kubetest (toolsHash): sha256 over
 # .ci/k8s-tools/go.sum, .ci/etcd-tools/go.sum and "kwok $KWOK_VERSION\n",
 # first 16 hex digits. Prints only the bin directory on stdout.
-# kwok's Stages are not needed here: platforms/kube/kubetest embeds them.
+# kwok's Stages are not needed here: testkit/kubetest embeds them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)

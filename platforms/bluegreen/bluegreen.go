@@ -23,7 +23,7 @@
 // shared config/SSO, web identity, container and instance roles), an
 // optional endpoint override, and the SDK's standard retryer, which retries
 // throttling with backoff. The tests run the real SDK against
-// rollbot/platforms/awsfake, a local HTTP server that speaks the ELBv2 query
+// rollbot/testkit/awstest, a local HTTP server that speaks the ELBv2 query
 // protocol; they do not reach AWS.
 package bluegreen
 

@@ -1,7 +1,7 @@
 package bluegreen
 
 // These tests run the real aws-sdk-go-v2 ELBv2 client (SigV4 signing,
-// standard retryer, query-protocol XML decoding) against awsfake, a local
+// standard retryer, query-protocol XML decoding) against awstest, a local
 // HTTP server speaking the ELBv2 query protocol. Nothing reaches AWS.
 
 import (
@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"rollbot/platforms"
-	"rollbot/platforms/awsfake"
+	"rollbot/testkit/awstest"
 )
 
 const (
@@ -44,20 +44,20 @@ func awsEnv(t *testing.T) {
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 }
 
-func forward(groups ...awsfake.WeightedGroup) []awsfake.Action {
-	return []awsfake.Action{{Type: "forward", Order: 1, Forward: groups, StickinessEnabled: true, StickinessSeconds: 300}}
+func forward(groups ...awstest.WeightedGroup) []awstest.Action {
+	return []awstest.Action{{Type: "forward", Order: 1, Forward: groups, StickinessEnabled: true, StickinessSeconds: 300}}
 }
 
-func targets(state string, ids ...string) []awsfake.Target {
-	var out []awsfake.Target
+func targets(state string, ids ...string) []awstest.Target {
+	var out []awstest.Target
 	for _, id := range ids {
-		out = append(out, awsfake.Target{ID: id, Port: 8080, State: state})
+		out = append(out, awstest.Target{ID: id, Port: 8080, State: state})
 	}
 	return out
 }
 
 type env struct {
-	fake *awsfake.Server
+	fake *awstest.Server
 	cfg  Config
 	logs *bytes.Buffer
 	log  *slog.Logger
@@ -68,12 +68,12 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	awsEnv(t)
-	f := awsfake.New()
+	f := awstest.New()
 	t.Cleanup(f.Close)
-	f.AddTargetGroup(awsfake.TargetGroup{ARN: blueARN, Name: "myapp-blue", Port: 8080, Protocol: "HTTP", Targets: targets("healthy", "i-0blue1", "i-0blue2")})
-	f.AddTargetGroup(awsfake.TargetGroup{ARN: greenARN, Name: "myapp-green", Port: 8080, Protocol: "HTTP", Targets: targets("healthy", "i-0green1", "i-0green2")})
-	f.AddListener(awsfake.Listener{ARN: listenerARN, LoadBalancerARN: "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/myapp-lb/50dc6c495c0c9188", Port: 443, Protocol: "HTTPS",
-		DefaultActions: forward(awsfake.WeightedGroup{ARN: blueARN, Weight: 100}, awsfake.WeightedGroup{ARN: greenARN, Weight: 0})})
+	f.AddTargetGroup(awstest.TargetGroup{ARN: blueARN, Name: "myapp-blue", Port: 8080, Protocol: "HTTP", Targets: targets("healthy", "i-0blue1", "i-0blue2")})
+	f.AddTargetGroup(awstest.TargetGroup{ARN: greenARN, Name: "myapp-green", Port: 8080, Protocol: "HTTP", Targets: targets("healthy", "i-0green1", "i-0green2")})
+	f.AddListener(awstest.Listener{ARN: listenerARN, LoadBalancerARN: "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/myapp-lb/50dc6c495c0c9188", Port: 443, Protocol: "HTTPS",
+		DefaultActions: forward(awstest.WeightedGroup{ARN: blueARN, Weight: 100}, awstest.WeightedGroup{ARN: greenARN, Weight: 0})})
 	var buf bytes.Buffer
 	return &env{
 		fake: f,
@@ -94,7 +94,7 @@ func (e *env) adapter(t *testing.T) *Adapter {
 	return a
 }
 
-func weights(t *testing.T, f *awsfake.Server) map[string]int {
+func weights(t *testing.T, f *awstest.Server) map[string]int {
 	t.Helper()
 	l, ok := f.Listener(listenerARN)
 	if !ok {
@@ -152,11 +152,11 @@ func TestSnapshot(t *testing.T) {
 
 func TestSnapshotUnhealthyAndSplit(t *testing.T) {
 	e := setup(t)
-	e.fake.AddTargetGroup(awsfake.TargetGroup{ARN: greenARN, Name: "myapp-green", Targets: []awsfake.Target{
+	e.fake.AddTargetGroup(awstest.TargetGroup{ARN: greenARN, Name: "myapp-green", Targets: []awstest.Target{
 		{ID: "i-0green1", Port: 8080, State: "healthy"},
 		{ID: "i-0green2", Port: 8080, State: "unhealthy", Reason: "Target.ResponseCodeMismatch"},
 	}})
-	e.fake.SetListenerActions(listenerARN, forward(awsfake.WeightedGroup{ARN: blueARN, Weight: 10}, awsfake.WeightedGroup{ARN: greenARN, Weight: 90}))
+	e.fake.SetListenerActions(listenerARN, forward(awstest.WeightedGroup{ARN: blueARN, Weight: 10}, awstest.WeightedGroup{ARN: greenARN, Weight: 90}))
 	snap, err := e.adapter(t).Snapshot(context.Background())
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
@@ -243,8 +243,8 @@ func TestRollbackSwitchesListener(t *testing.T) {
 
 func TestRollbackRule(t *testing.T) {
 	e := setup(t)
-	e.fake.AddRule(awsfake.Rule{ARN: ruleARN, ListenerARN: listenerARN, Priority: "10", PathPattern: "/api/*",
-		Actions: []awsfake.Action{{Type: "forward", Forward: []awsfake.WeightedGroup{{ARN: blueARN, Weight: 1}}, TargetGroupARNOnly: true}}})
+	e.fake.AddRule(awstest.Rule{ARN: ruleARN, ListenerARN: listenerARN, Priority: "10", PathPattern: "/api/*",
+		Actions: []awstest.Action{{Type: "forward", Forward: []awstest.WeightedGroup{{ARN: blueARN, Weight: 1}}, TargetGroupARNOnly: true}}})
 	e.cfg.RuleARN = ruleARN
 	a := e.adapter(t)
 	if !strings.Contains(a.Target(), "listener rule myapp-lb/9683b2d0") {
@@ -269,19 +269,19 @@ func TestRollbackRule(t *testing.T) {
 func TestRollbackRefusesUnhealthy(t *testing.T) {
 	tests := []struct {
 		name    string
-		targets []awsfake.Target
+		targets []awstest.Target
 		want    []string
 	}{
-		{"one unhealthy", []awsfake.Target{{ID: "i-0g1", State: "healthy"}, {ID: "i-0g2", State: "unhealthy", Reason: "Target.FailedHealthChecks"}},
+		{"one unhealthy", []awstest.Target{{ID: "i-0g1", State: "healthy"}, {ID: "i-0g2", State: "unhealthy", Reason: "Target.FailedHealthChecks"}},
 			[]string{"refusing to switch to green (myapp-green)", "1/2 targets healthy", "i-0g2 unhealthy (Target.FailedHealthChecks)"}},
 		{"no targets", nil, []string{"refusing", "no registered targets"}},
-		{"unused", []awsfake.Target{{ID: "i-0g1", State: "unused", Reason: "Target.NotInUse"}},
+		{"unused", []awstest.Target{{ID: "i-0g1", State: "unused", Reason: "Target.NotInUse"}},
 			[]string{"refusing", "not health-checked", "weight 0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := setup(t)
-			e.fake.AddTargetGroup(awsfake.TargetGroup{ARN: greenARN, Name: "myapp-green", Targets: tt.targets})
+			e.fake.AddTargetGroup(awstest.TargetGroup{ARN: greenARN, Name: "myapp-green", Targets: tt.targets})
 			_, err := e.adapter(t).Rollback(context.Background(), platforms.Revision{ID: "green"}, false, nil)
 			if err == nil {
 				t.Fatal("Rollback switched to an unhealthy group")
@@ -323,7 +323,7 @@ func TestRollbackConflict(t *testing.T) {
 		if _, err := a.Snapshot(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		e.fake.SetListenerActions(listenerARN, forward(awsfake.WeightedGroup{ARN: blueARN, Weight: 50}, awsfake.WeightedGroup{ARN: greenARN, Weight: 50}))
+		e.fake.SetListenerActions(listenerARN, forward(awstest.WeightedGroup{ARN: blueARN, Weight: 50}, awstest.WeightedGroup{ARN: greenARN, Weight: 50}))
 		_, err := a.Rollback(context.Background(), platforms.Revision{ID: "green"}, false, nil)
 		if !errors.Is(err, platforms.ErrConflict) {
 			t.Fatalf("err = %v, want ErrConflict", err)
@@ -340,7 +340,7 @@ func TestRollbackConflict(t *testing.T) {
 		a := e.adapter(t)
 		// Someone else moves traffic while rollbot checks green's health.
 		e.fake.After("DescribeTargetHealth", func() {
-			e.fake.SetListenerActions(listenerARN, forward(awsfake.WeightedGroup{ARN: blueARN, Weight: 80}, awsfake.WeightedGroup{ARN: greenARN, Weight: 20}))
+			e.fake.SetListenerActions(listenerARN, forward(awstest.WeightedGroup{ARN: blueARN, Weight: 80}, awstest.WeightedGroup{ARN: greenARN, Weight: 20}))
 		})
 		_, err := a.Rollback(context.Background(), platforms.Revision{ID: "green"}, false, nil)
 		if !errors.Is(err, platforms.ErrConflict) {
@@ -360,8 +360,8 @@ func TestRollbackConflict(t *testing.T) {
 
 func TestUnknownTargetGroupRefused(t *testing.T) {
 	e := setup(t)
-	e.fake.AddTargetGroup(awsfake.TargetGroup{ARN: otherARN, Name: "other", Targets: targets("healthy", "i-1")})
-	e.fake.SetListenerActions(listenerARN, forward(awsfake.WeightedGroup{ARN: otherARN, Weight: 1}))
+	e.fake.AddTargetGroup(awstest.TargetGroup{ARN: otherARN, Name: "other", Targets: targets("healthy", "i-1")})
+	e.fake.SetListenerActions(listenerARN, forward(awstest.WeightedGroup{ARN: otherARN, Weight: 1}))
 	_, err := e.adapter(t).Snapshot(context.Background())
 	if err == nil || !strings.Contains(userMsg(t, err), "neither blue") {
 		t.Fatalf("Snapshot err = %v", err)
@@ -374,8 +374,8 @@ func TestUnknownTargetGroupRefused(t *testing.T) {
 
 func TestThrottlingRetried(t *testing.T) {
 	e := setup(t)
-	e.fake.Inject(awsfake.Fault{Action: "DescribeListeners", Code: "Throttling", Times: 2})
-	e.fake.Inject(awsfake.Fault{Action: "ModifyListener", Code: "Throttling", Times: 1})
+	e.fake.Inject(awstest.Fault{Action: "DescribeListeners", Code: "Throttling", Times: 2})
+	e.fake.Inject(awstest.Fault{Action: "ModifyListener", Code: "Throttling", Times: 1})
 	a := e.adapter(t)
 	res, err := a.Rollback(context.Background(), platforms.Revision{ID: "green"}, false, nil)
 	if err != nil || res.Outcome != platforms.Done {
@@ -400,7 +400,7 @@ func TestThrottlingRetried(t *testing.T) {
 
 func TestThrottlingExhausted(t *testing.T) {
 	e := setup(t)
-	e.fake.Inject(awsfake.Fault{Action: "DescribeListeners", Code: "Throttling", Times: -1})
+	e.fake.Inject(awstest.Fault{Action: "DescribeListeners", Code: "Throttling", Times: -1})
 	_, err := e.adapter(t).Snapshot(context.Background())
 	if err == nil {
 		t.Fatal("Snapshot succeeded under permanent throttling")
@@ -415,7 +415,7 @@ func TestThrottlingExhausted(t *testing.T) {
 
 func TestAccessDeniedNoSecrets(t *testing.T) {
 	e := setup(t)
-	e.fake.Inject(awsfake.Fault{Action: "ModifyListener", Code: "AccessDenied", Times: -1})
+	e.fake.Inject(awstest.Fault{Action: "ModifyListener", Code: "AccessDenied", Times: -1})
 	_, err := e.adapter(t).Rollback(context.Background(), platforms.Revision{ID: "green"}, false, nil)
 	if err == nil {
 		t.Fatal("Rollback succeeded without permission")

@@ -3,7 +3,7 @@ package bluegreen
 import (
 	"testing"
 
-	"rollbot/platforms/platformtest"
+	"rollbot/testkit/platformtest"
 )
 
 // TestContract runs the shared adapter contract with the real SDK against

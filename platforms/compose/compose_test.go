@@ -21,7 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"rollbot/platforms"
-	"rollbot/platforms/dockertest"
+	"rollbot/testkit/dockertest"
 	"rollbot/platforms/internal/docker"
 )
 

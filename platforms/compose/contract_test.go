@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"rollbot/platforms"
-	"rollbot/platforms/platformtest"
+	"rollbot/testkit/platformtest"
 )
 
 // deployRecord stands for rollbot's own record of what was deployed

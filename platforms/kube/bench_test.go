@@ -18,7 +18,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
-	"rollbot/platforms/kube/kubetest"
+	"rollbot/testkit/kubetest"
 )
 
 // BenchmarkRollback compares, on the same cluster in the same run, a

@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"rollbot/platforms/kube/kubetest"
-	"rollbot/platforms/platformtest"
+	"rollbot/testkit/kubetest"
+	"rollbot/testkit/platformtest"
 )
 
 // TestContract runs the shared adapter contract on the real control plane

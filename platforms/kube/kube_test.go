@@ -30,7 +30,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
-	"rollbot/platforms/kube/kubetest"
+	"rollbot/testkit/kubetest"
 )
 
 const (

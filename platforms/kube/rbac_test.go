@@ -24,7 +24,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
-	"rollbot/platforms/kube/kubetest"
+	"rollbot/testkit/kubetest"
 )
 
 // The shipped Role grants exactly what the adapter declares it uses.

@@ -21,10 +21,10 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"rollbot/platforms"
-	"rollbot/platforms/kube/kubetest"
+	"rollbot/testkit/kubetest"
 )
 
-// The Job runner against a real control plane (platforms/kube/kubetest):
+// The Job runner against a real control plane (testkit/kubetest):
 // kube-apiserver with RBAC, the Job controller of kube-controller-manager,
 // the scheduler and kwok as the node. kwok runs no container: it moves a
 // Job's pod to Succeeded (exit code 0), or Failed (exit code 1) for an

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"rollbot/platforms/migrations/dbtest"
+	"rollbot/testkit/dbtest"
 )
 
 // One PostgreSQL and one MariaDB server for the package, started on first

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/platforms/promtest"
+	"rollbot/testkit/promtest"
 )
 
 func TestHealthCheck(t *testing.T) {

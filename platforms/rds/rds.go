@@ -25,7 +25,7 @@
 // AWS access uses aws-sdk-go-v2 with the default credential chain, an
 // optional endpoint override and the SDK's standard retryer (throttling is
 // retried with backoff). The tests run the real SDK against
-// rollbot/platforms/awsfake, a local server speaking the RDS query API.
+// rollbot/testkit/awstest, a local server speaking the RDS query API.
 package rds
 
 import (

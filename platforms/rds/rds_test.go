@@ -2,7 +2,7 @@ package rds
 
 // These tests run the real aws-sdk-go-v2 RDS client (SigV4 signing,
 // standard retryer, paginator, query-protocol XML decoding) against
-// awsfake, a local HTTP server speaking the RDS query API. Nothing reaches
+// awstest, a local HTTP server speaking the RDS query API. Nothing reaches
 // AWS.
 
 import (
@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"rollbot/platforms"
-	"rollbot/platforms/awsfake"
+	"rollbot/testkit/awstest"
 )
 
 const (
@@ -45,7 +45,7 @@ func awsEnv(t *testing.T) {
 }
 
 type env struct {
-	fake *awsfake.Server
+	fake *awstest.Server
 	cfg  Config
 	logs *bytes.Buffer
 }
@@ -56,24 +56,24 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	awsEnv(t)
-	f := awsfake.New()
+	f := awstest.New()
 	t.Cleanup(f.Close)
 	f.SetClock(func() time.Time { return now })
-	f.AddDBInstance(awsfake.DBInstance{
+	f.AddDBInstance(awstest.DBInstance{
 		ID: "myapp-db", Engine: "postgres", EngineVersion: "16.3", Class: "db.r6g.large",
 		SubnetGroup: "myapp-private", SecurityGroups: []string{"sg-0app", "sg-0ops"}, ParameterGroup: "myapp-pg16",
 		MultiAZ: true, Address: "myapp-db.c0fake0abcde.eu-west-1.rds.amazonaws.com", Port: 5432,
 		CreatedAt: now.AddDate(-1, 0, 0), BackupRetentionDays: 7, LatestRestorableTime: now.Add(-5 * time.Minute),
 	})
-	f.AddDBInstance(awsfake.DBInstance{ID: "other-db", Engine: "mysql", Port: 3306, Address: "other-db.x", CreatedAt: now.AddDate(-1, 0, 0)})
+	f.AddDBInstance(awstest.DBInstance{ID: "other-db", Engine: "mysql", Port: 3306, Address: "other-db.x", CreatedAt: now.AddDate(-1, 0, 0)})
 	for i := 104; i >= 1; i-- {
 		at := time.Date(2026, 6, 26, 3, 10, 0, 0, time.UTC).AddDate(0, 0, -i+1)
-		f.AddDBSnapshot(awsfake.DBSnapshot{ID: "rds:myapp-db-" + at.Format("2006-01-02-15-04"), Instance: "myapp-db", Type: "automated", Created: at, Engine: "postgres", Port: 5432})
+		f.AddDBSnapshot(awstest.DBSnapshot{ID: "rds:myapp-db-" + at.Format("2006-01-02-15-04"), Instance: "myapp-db", Type: "automated", Created: at, Engine: "postgres", Port: 5432})
 	}
-	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "pre-deploy-2026-06-26", Instance: "myapp-db", Type: "manual", Created: deployAt.Add(-10 * time.Minute), Engine: "postgres", Port: 5432})
-	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "still-copying", Instance: "myapp-db", Type: "manual", Status: "creating", Created: deployAt.Add(-2 * time.Minute)})
-	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "after-deploy", Instance: "myapp-db", Type: "manual", Created: deployAt.Add(5 * time.Minute)})
-	f.AddDBSnapshot(awsfake.DBSnapshot{ID: "other-db-newer", Instance: "other-db", Type: "manual", Created: deployAt.Add(-1 * time.Minute)})
+	f.AddDBSnapshot(awstest.DBSnapshot{ID: "pre-deploy-2026-06-26", Instance: "myapp-db", Type: "manual", Created: deployAt.Add(-10 * time.Minute), Engine: "postgres", Port: 5432})
+	f.AddDBSnapshot(awstest.DBSnapshot{ID: "still-copying", Instance: "myapp-db", Type: "manual", Status: "creating", Created: deployAt.Add(-2 * time.Minute)})
+	f.AddDBSnapshot(awstest.DBSnapshot{ID: "after-deploy", Instance: "myapp-db", Type: "manual", Created: deployAt.Add(5 * time.Minute)})
+	f.AddDBSnapshot(awstest.DBSnapshot{ID: "other-db-newer", Instance: "other-db", Type: "manual", Created: deployAt.Add(-1 * time.Minute)})
 	return &env{
 		fake: f,
 		cfg:  Config{Endpoint: f.URL, Instance: "myapp-db", PollInterval: 5 * time.Millisecond, MaxAttempts: 4, MaxBackoff: 10 * time.Millisecond},
@@ -247,7 +247,7 @@ func TestPlanRefusals(t *testing.T) {
 	tests := []struct {
 		name    string
 		req     Request
-		prepare func(*awsfake.Server)
+		prepare func(*awstest.Server)
 		is      error
 		want    string
 	}{
@@ -276,9 +276,9 @@ func TestPlanRefusals(t *testing.T) {
 
 func TestThrottlingRetried(t *testing.T) {
 	e := setup(t)
-	e.fake.Inject(awsfake.Fault{Action: "DescribeDBSnapshots", Code: "Throttling", Times: 2})
-	e.fake.Inject(awsfake.Fault{Action: "RestoreDBInstanceFromDBSnapshot", Code: "Throttling", Times: 1})
-	e.fake.Inject(awsfake.Fault{Action: "DescribeDBInstances", Code: "Throttling", Times: 1})
+	e.fake.Inject(awstest.Fault{Action: "DescribeDBSnapshots", Code: "Throttling", Times: 2})
+	e.fake.Inject(awstest.Fault{Action: "RestoreDBInstanceFromDBSnapshot", Code: "Throttling", Times: 1})
+	e.fake.Inject(awstest.Fault{Action: "DescribeDBInstances", Code: "Throttling", Times: 1})
 	a := e.adapter(t)
 	ctx := context.Background()
 	plan, err := a.Plan(ctx, Request{Before: deployAt})
@@ -313,7 +313,7 @@ func TestThrottlingRetried(t *testing.T) {
 
 func TestAccessDeniedNoSecrets(t *testing.T) {
 	e := setup(t)
-	e.fake.Inject(awsfake.Fault{Action: "RestoreDBInstanceFromDBSnapshot", Code: "AccessDenied", Times: -1})
+	e.fake.Inject(awstest.Fault{Action: "RestoreDBInstanceFromDBSnapshot", Code: "AccessDenied", Times: -1})
 	a := e.adapter(t)
 	plan, err := a.Plan(context.Background(), Request{Before: deployAt})
 	if err != nil {
@@ -357,7 +357,7 @@ func TestWaitFailsAndTimesOut(t *testing.T) {
 	})
 	t.Run("failed status", func(t *testing.T) {
 		e := setup(t)
-		e.fake.AddDBInstance(awsfake.DBInstance{ID: "broken-rb", Status: "incompatible-restore"})
+		e.fake.AddDBInstance(awstest.DBInstance{ID: "broken-rb", Status: "incompatible-restore"})
 		a := e.adapter(t)
 		_, err := a.Wait(context.Background(), Plan{Target: "broken-rb"}, nil)
 		if err == nil || !strings.Contains(userMsg(t, err), `"incompatible-restore"`) {

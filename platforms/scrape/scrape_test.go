@@ -17,7 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"rollbot/platforms"
-	"rollbot/platforms/promtest"
+	"rollbot/testkit/promtest"
 )
 
 func TestConfigValidate(t *testing.T) {

@@ -3,7 +3,7 @@ package sim
 import (
 	"testing"
 
-	"rollbot/platforms/platformtest"
+	"rollbot/testkit/platformtest"
 )
 
 func TestContract(t *testing.T) {

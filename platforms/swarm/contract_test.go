@@ -5,7 +5,7 @@ import (
 
 	dswarm "github.com/moby/moby/api/types/swarm"
 
-	"rollbot/platforms/platformtest"
+	"rollbot/testkit/platformtest"
 )
 
 // TestContract runs the shared adapter contract against a real Swarm

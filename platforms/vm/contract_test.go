@@ -3,7 +3,7 @@ package vm
 import (
 	"testing"
 
-	"rollbot/platforms/platformtest"
+	"rollbot/testkit/platformtest"
 )
 
 // TestContract runs the shared adapter contract on two real sshd hosts

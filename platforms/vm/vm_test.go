@@ -27,7 +27,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"rollbot/platforms"
-	"rollbot/platforms/vm/sshtest"
+	"rollbot/testkit/sshtest"
 )
 
 // Sample service binaries, built once by TestMain.

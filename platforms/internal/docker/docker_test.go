@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"rollbot/platforms"
-	"rollbot/platforms/dockertest"
+	"rollbot/testkit/dockertest"
 )
 
 func TestSameImageAndWithoutDigest(t *testing.T) {

@@ -185,7 +185,7 @@ func Image(ctx context.Context, cli *client.Client, v Variant) (string, error) {
 	}
 	files := map[string][]byte{"Dockerfile": []byte(v.dockerfile()), "sampleapp": app}
 	if !v.NoHealthcheck {
-		hc, err := goBuild(ctx, "rollbot/platforms/dockertest/healthcheck", "-s -w")
+		hc, err := goBuild(ctx, "rollbot/testkit/dockertest/healthcheck", "-s -w")
 		if err != nil {
 			return "", err
 		}

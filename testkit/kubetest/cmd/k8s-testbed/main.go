@@ -2,8 +2,8 @@
 // tests (package kubetest) for trying rollbot by hand, and keeps it running
 // until interrupted (^C), then stops it and removes its files.
 //
-//	go run ./platforms/kube/kubetest/cmd/k8s-testbed            # or .ci/k8s-testbed.sh
-//	go run ./platforms/kube/kubetest/cmd/k8s-testbed -demo      # + namespace prod, Deployment myapp (3 × v1), rollbot's Role
+//	go run ./testkit/kubetest/cmd/k8s-testbed            # or .ci/k8s-testbed.sh
+//	go run ./testkit/kubetest/cmd/k8s-testbed -demo      # + namespace prod, Deployment myapp (3 × v1), rollbot's Role
 //
 // It prints the admin kubeconfig path and, with -demo, a kubeconfig for a
 // ServiceAccount bound to the Role in deploy/kubernetes/rbac.yaml, to use
@@ -26,7 +26,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"rollbot/platforms/kube/kubetest"
+	"rollbot/testkit/kubetest"
 )
 
 func main() {

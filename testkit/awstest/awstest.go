@@ -1,4 +1,4 @@
-// Package awsfake is TEST INFRASTRUCTURE, not part of rollbot's product: a
+// Package awstest is TEST INFRASTRUCTURE, not part of rollbot's product: a
 // local HTTP server that speaks the AWS *query* protocol for the few
 // Elastic Load Balancing v2 and RDS operations rollbot calls, so that tests
 // run the real aws-sdk-go-v2 clients (signing, retries, XML decoding)
@@ -16,7 +16,7 @@
 // depend on (ARNs exist, weights in range, restore time within the
 // restorable window, target instance ids unique) and nothing else. It never
 // verifies request signatures; it only requires that a request is signed.
-package awsfake
+package awstest
 
 import (
 	"encoding/xml"
