@@ -20,10 +20,10 @@ import (
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
-	"rollbot/testkit/kubetest"
 	"rollbot/platforms/prom"
-	"rollbot/testkit/promtest"
 	"rollbot/state"
+	"rollbot/testkit/kubetest"
+	"rollbot/testkit/promtest"
 	"rollbot/testkit/redistest"
 )
 

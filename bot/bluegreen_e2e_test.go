@@ -31,11 +31,11 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
-	"rollbot/testkit/awstest"
-	"rollbot/testkit/sshtest"
 	"rollbot/state"
+	"rollbot/testkit/awstest"
+	"rollbot/testkit/slackemu"
+	"rollbot/testkit/sshtest"
 )
 
 const (

@@ -9,9 +9,9 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/testkit/dockertest"
+	"rollbot/testkit/slackemu"
 )
 
 // composeFile is a project of two services of the sample image: web, with

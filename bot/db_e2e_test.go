@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
-	"rollbot/testkit/awstest"
-	"rollbot/testkit/dbtest"
 	"rollbot/platforms/sim"
 	"rollbot/state"
+	"rollbot/testkit/awstest"
+	"rollbot/testkit/dbtest"
 	"rollbot/testkit/redistest"
+	"rollbot/testkit/slackemu"
 )
 
 // The database step end to end: /rollback in the local Slack server, a

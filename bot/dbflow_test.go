@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/state"
+	"rollbot/testkit/slackemu"
 )
 
 // recordingDB is a database whose down migration and restore are recorded;

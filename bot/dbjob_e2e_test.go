@@ -20,13 +20,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	k8sretry "k8s.io/client-go/util/retry"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
-	"rollbot/testkit/kubetest"
 	"rollbot/platforms/migrations"
 	"rollbot/testkit/dbtest"
+	"rollbot/testkit/kubetest"
+	"rollbot/testkit/slackemu"
 )
 
 // TestDBDownJobThroughSlack is the runbook's "run the down migration as a

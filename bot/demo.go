@@ -11,10 +11,10 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/sim"
+	"rollbot/testkit/slackemu"
 )
 
 // DemoOptions configure `rollbot demo`.

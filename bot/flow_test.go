@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/sim"
 	"rollbot/state"
 	"rollbot/testkit/redistest"
+	"rollbot/testkit/slackemu"
 )
 
 // harness is rollbot connected to the local Slack server and a real Redis.

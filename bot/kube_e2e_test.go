@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
 	"rollbot/testkit/kubetest"
+	"rollbot/testkit/slackemu"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )

@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/prom"
-	"rollbot/testkit/promtest"
 	"rollbot/platforms/sim"
+	"rollbot/testkit/promtest"
+	"rollbot/testkit/slackemu"
 )
 
 // The request metrics of these tests are real: Prometheus (Debian's

@@ -14,12 +14,12 @@ import (
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
 	"rollbot/platforms"
-	"rollbot/testkit/dockertest"
 	"rollbot/state"
+	"rollbot/testkit/dockertest"
 	"rollbot/testkit/redistest"
+	"rollbot/testkit/slackemu"
 )
 
 // newConfigHarness is newHarness for services built from YAML config the

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"rollbot/testkit/slackemu"
 	"rollbot/handlers"
-	"rollbot/testkit/sshtest"
 	"rollbot/state"
+	"rollbot/testkit/slackemu"
+	"rollbot/testkit/sshtest"
 )
 
 // TestVMRollbackThroughSlack: /rollback myapp in the local Slack server

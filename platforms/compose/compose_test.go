@@ -21,8 +21,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"rollbot/platforms"
-	"rollbot/testkit/dockertest"
 	"rollbot/platforms/internal/docker"
+	"rollbot/testkit/dockertest"
 )
 
 // Images: v1 good, v2 fails its health check; the -nohc ones have no

@@ -18,8 +18,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"rollbot/platforms"
-	"rollbot/testkit/dockertest"
 	"rollbot/platforms/internal/docker"
+	"rollbot/testkit/dockertest"
 )
 
 // Images every test uses: v1 is good, v2 fails its health check (the
