@@ -99,13 +99,12 @@ func (b *Bot) Run(ctx context.Context) error {
 		return fmt.Errorf("slack auth.test: %w", err)
 	}
 	b.log.Info("connected to slack", "team", auth.Team, "bot_user", auth.UserID)
-	if err := b.engine.Resume(ctx); err != nil {
-		b.log.Error("resume interrupted incidents", "err", err)
-	}
 	sctx, scancel := context.WithCancel(ctx)
 	schemaDone := make(chan struct{})
 	go func() { defer close(schemaDone); b.recordSchemas(sctx) }()
-	defer func() { scancel(); <-schemaDone }()
+	superDone := make(chan struct{})
+	go func() { defer close(superDone); b.engine.Supervise(sctx) }()
+	defer func() { scancel(); <-schemaDone; <-superDone }()
 	errc := make(chan error, 1)
 	go func() { errc <- b.sm.RunContext(ctx) }()
 	for {

@@ -137,6 +137,23 @@ func (h *harness) waitFor(what string, pred func(slackemu.Message) bool) slackem
 	return m
 }
 
+// waitStatus waits until the incident reaches status (the final
+// transition follows the last message by a few milliseconds).
+func (h *harness) waitStatus(id string, want state.Status) *state.Incident {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		in, err := h.store.Get(context.Background(), id)
+		if err == nil && in.Status == want {
+			return in
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s did not reach %s: %+v, %v", id, want, in, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (h *harness) dump() string {
 	var b strings.Builder
 	for _, m := range h.emu.Messages(slackemu.ChannelIncident) {
@@ -244,6 +261,7 @@ func TestFlowHappyPath(t *testing.T) {
 		t.Errorf("bad version not marked DO_NOT_DEPLOY: %v %v", marks, err)
 	}
 	// The lock is free again and the timeline has every step, in order.
+	h.waitStatus("RB-1", state.Completed)
 	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
 		t.Errorf("lock still held after the rollback: %+v", l)
 	}
@@ -356,24 +374,46 @@ func TestFlowDoubleClickExecutesOnce(t *testing.T) {
 	}
 }
 
-func TestFlowRestartMidRollbackIsReported(t *testing.T) {
-	svc, _ := simService(t, "myapp", 2*time.Second) // slow: the bot stops mid-rollback
+// A bot that stops mid-rollback hands the incident over: the next bot on
+// the same Redis takes it over, says so in the thread, finishes the
+// rollback without a second write, and verifies it.
+func TestFlowRestartMidRollbackResumes(t *testing.T) {
+	svc, s := simService(t, "myapp", 2*time.Second) // slow: the bot stops mid-rollback
+	cp := &countingPlatform{Sim: s}
+	svc.Platform = cp
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	h.waitFor("rollback in progress", textHas("Rolling back"))
-	h.stop() // the bot dies mid-rollback
+	h.stop() // the bot stops mid-rollback
 	h.start()
-	m := h.waitFor("interruption report", textHas("rollbot restarted while RB-1 was rolling back"))
+	m := h.waitFor("takeover report", textHas("RB-1 resumed by"))
 	if m.ThreadTS != a.TS {
-		t.Errorf("interruption reported outside the incident thread (thread %q, want %q)", m.ThreadTS, a.TS)
+		t.Errorf("takeover reported outside the incident thread (thread %q, want %q)", m.ThreadTS, a.TS)
 	}
-	in, err := h.store.Get(context.Background(), "RB-1")
-	if err != nil || in.Status != state.Interrupted {
-		t.Fatalf("incident after restart: %+v, %v", in, err)
+	h.waitFor("verified", textHas("Rollback verified"))
+	in := h.waitStatus("RB-1", state.Completed)
+	if len(in.TakenOver) != 1 || in.Fence < 2 {
+		t.Errorf("takeover not recorded: %+v (fence %d)", in.TakenOver, in.Fence)
 	}
-	// The lock was released, so the team can start again.
+	if got := current(t, s); got != "app:v2" {
+		t.Fatalf("after the resumed rollback the service runs %s, want app:v2", got)
+	}
+	evs, err := h.store.Timeline(context.Background(), "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	takeovers := 0
+	for _, ev := range evs {
+		if ev.Step == "takeover" {
+			takeovers++
+		}
+	}
+	if takeovers != 1 {
+		t.Errorf("%d takeover events, want 1:\n%v", takeovers, evs)
+	}
+	// The lock was released at the end, so the team can start again.
 	h.slash(slackemu.UserAlice, "myapp")
 	h.waitFor("new assessment", func(m slackemu.Message) bool {
 		return slices.Contains(m.ActionIDs(), handlers.ActConfirm) && strings.Contains(m.PlainText(), "RB-2")
@@ -523,6 +563,7 @@ func TestFlowDuplicateEnvelopeActsOnce(t *testing.T) {
 	h.emu.DuplicateNextEnvelope()
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+	h.waitStatus("RB-1", state.Completed)
 	for _, m := range h.emu.Messages(slackemu.ChannelIncident) {
 		if m.Ephemeral {
 			t.Fatalf("a duplicate delivery was answered: %s", m.PlainText())

@@ -356,8 +356,8 @@ func readinessCheck(svc *Service, snap *platforms.Snapshot, snapErr string) Chec
 }
 
 // startRollback is runbook §1 driven by `/rollback <service>`: take the
-// service lock, open the incident, assess, and post the table with the
-// decision buttons (or the plan, for --dry-run).
+// service lock, open the incident (owned by this replica), and assess in
+// the background.
 func (e *Engine) startRollback(ctx context.Context, sc SlashCommand, cmd Command) {
 	svc := e.services[cmd.Service]
 	id, err := e.store.NextID(ctx)
@@ -369,6 +369,7 @@ func (e *Engine) startRollback(ctx context.Context, sc SlashCommand, cmd Command
 		ID: id, Service: svc.Name, Channel: sc.ChannelID, RequestedBy: sc.UserID, Reason: cmd.Reason,
 		DryRun: cmd.DryRun, To: cmd.To, Status: state.Assessing, Platform: svc.Platform.Kind(),
 		PlatformTgt: svc.Platform.Target(), Messages: map[string]string{},
+		Owner: e.opt.Replica, Fence: 1, StepStarted: e.now(),
 	}
 	if !cmd.DryRun { // a dry run changes nothing, so it needs no lock
 		lock, err := e.store.AcquireLock(ctx, svc.Name, id, sc.UserID, e.opt.LockTTL)
@@ -393,63 +394,130 @@ func (e *Engine) startRollback(ctx context.Context, sc SlashCommand, cmd Command
 	if cmd.Reason != "" {
 		detail += ": " + cmd.Reason
 	}
-	if err := e.store.Save(ctx, in); err != nil {
+	if err := e.store.Create(ctx, in); err != nil {
 		e.store.ReleaseLock(ctx, svc.Name, in.Lock)
 		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg(e.userText(err, "save incident")))
 		return
 	}
-	e.record(ctx, id, sc.UserID, "request", detail)
-	e.record(ctx, id, "rollbot", "assess", "assessing "+svc.Platform.Target())
-	ts, err := e.chat.Post(ctx, sc.ChannelID, "", assessingMsg(in))
-	if err != nil {
-		e.log.Error("post assessment placeholder", "incident", id, "err", err)
-		e.abort(ctx, in, "could not post to the channel")
+	if err := e.record(ctx, id, sc.UserID, "request", detail); err != nil {
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg("could not write the timeline, so nothing was done; try again"))
+		e.store.Advance(ctx, id, state.Move{To: state.Cancelled, Claim: state.ClaimOf(in)})
+		e.store.ReleaseLock(ctx, svc.Name, in.Lock)
 		return
 	}
-	in.ThreadTS, in.Messages["assessment"] = ts, ts
-	e.store.Save(ctx, in)
+	e.work(in, svc, "")
+}
+
+// assessStep posts the placeholder, assesses, and posts the table with
+// the decision buttons (or the plan, for --dry-run).
+func (e *Engine) assessStep(ctx context.Context, o *owned) error {
+	in, svc := o.in, o.svc
+	if err := e.recordOwned(ctx, o, "assess", "assessing "+svc.Platform.Target()); err != nil {
+		return err
+	}
+	ts := in.ThreadTS
+	if ts == "" {
+		var err error
+		ts, err = e.chat.Post(ctx, in.Channel, "", assessingMsg(in))
+		if err != nil {
+			e.log.Error("post assessment placeholder", "incident", in.ID, "err", err)
+			return failf("could not post to the channel")
+		}
+		if err := e.updateOwned(ctx, o, func(i *state.Incident) {
+			i.ThreadTS = ts
+			if i.Messages == nil {
+				i.Messages = map[string]string{}
+			}
+			i.Messages["assessment"] = ts
+		}); err != nil {
+			return err
+		}
+	}
 
 	marks, err := e.store.Marks(ctx, svc.Name)
 	if err != nil {
 		e.log.Warn("read DO_NOT_DEPLOY marks", "service", svc.Name, "err", err)
 	}
-	a := e.Assess(ctx, svc, cmd.To, marks)
-	in.Bad, in.Target = a.Bad, a.Good
+	a := e.Assess(ctx, svc, in.To, marks)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	if a.Snapshot != nil {
-		in.DeployedAt = a.Snapshot.DeployedAt
 		cur := a.Snapshot.Current
 		cur.CreatedAt = a.Snapshot.DeployedAt
 		if err := e.store.RecordDeployed(ctx, svc.Name, cur); err != nil {
 			e.log.Warn("record deployed version", "service", svc.Name, "err", err)
 		}
 	}
-	in.MigrationsRan = a.Gate
-	in.DBManual = a.Gate && a.Migrations == nil
-	if a.Migrations != nil {
-		in.DBDestructive = a.Migrations.Destructive()
+	var plan []string
+	if in.DryRun {
+		plan = e.dryRun(ctx, svc, in, a)
 	}
-	e.record(ctx, id, "rollbot", "assess", assessmentSummary(a))
-	if b, err := json.Marshal(a); err == nil {
+	b, _ := json.Marshal(a)
+	if err := e.updateOwned(ctx, o, func(in *state.Incident) {
+		in.Bad, in.Target = a.Bad, a.Good
+		if a.Snapshot != nil {
+			in.DeployedAt = a.Snapshot.DeployedAt
+		}
+		in.MigrationsRan = a.Gate
+		in.DBManual = a.Gate && a.Migrations == nil
+		if a.Migrations != nil {
+			in.DBDestructive = a.Migrations.Destructive()
+		}
 		in.Assessment = b
+	}); err != nil {
+		return err
+	}
+	if err := e.recordOwned(ctx, o, "assess", assessmentSummary(a)); err != nil {
+		return err
 	}
 
 	switch {
-	case cmd.DryRun:
-		plan := e.dryRun(ctx, svc, in, a)
-		in.Status = state.Planned
-		e.store.Save(ctx, in)
-		e.update(ctx, in.Channel, ts, assessmentMsg(in, a, plan))
+	case in.DryRun:
+		if err := e.advance(ctx, o, state.Planned, nil); err != nil {
+			return err
+		}
+		e.update(ctx, o.in.Channel, ts, assessmentMsg(o.in, a, plan))
 	case a.SnapshotErr != "" || !a.HasGood:
-		in.Status = state.Cancelled
-		e.store.ReleaseLock(ctx, svc.Name, in.Lock)
-		e.store.Save(ctx, in)
-		e.record(ctx, id, "rollbot", "assess", "no rollback possible: "+firstNonEmpty(a.SnapshotErr, a.GoodWhy))
-		e.update(ctx, in.Channel, ts, assessmentMsg(in, a, nil))
+		e.recordOwned(ctx, o, "assess", "no rollback possible: "+firstNonEmpty(a.SnapshotErr, a.GoodWhy))
+		if err := e.advance(ctx, o, state.Cancelled, nil); err != nil {
+			return err
+		}
+		e.store.ReleaseLock(ctx, svc.Name, o.in.Lock)
+		e.update(ctx, o.in.Channel, ts, assessmentMsg(o.in, a, nil))
 	default:
-		in.Status = state.AwaitingConfirm
-		e.store.Save(ctx, in)
-		e.update(ctx, in.Channel, ts, assessmentMsg(in, a, nil))
+		if err := e.advance(ctx, o, state.AwaitingConfirm, nil); err != nil {
+			return err
+		}
+		e.store.HoldLock(ctx, o.in, e.opt.Budgets.Confirm+time.Minute)
+		e.showDecision(ctx, o.in, a)
 	}
+	return nil
+}
+
+// showDecision puts the buttons on the assessment message. If Slack does
+// not take the update, the table is posted again as a new message; if that
+// fails too, nobody could click, so the incident is closed and the service
+// released rather than left locked with nothing to click.
+func (e *Engine) showDecision(ctx context.Context, in *state.Incident, a *Assessment) {
+	m := assessmentMsg(in, a, nil)
+	if err := e.chat.Update(ctx, in.Channel, in.ThreadTS, m); err == nil {
+		return
+	} else {
+		e.log.Warn("update the assessment with its buttons", "incident", in.ID, "err", err)
+	}
+	if ts, err := e.chat.Post(ctx, in.Channel, in.ThreadTS, m); err == nil {
+		e.store.Update(ctx, in.ID, state.Claim{}, func(i *state.Incident) { i.Messages["assessment"] = ts })
+		return
+	}
+	why := "Slack did not take the message with the decision buttons, so nobody could confirm"
+	cur, err := e.store.Advance(ctx, in.ID, state.Move{From: []state.Status{state.AwaitingConfirm}, To: state.Cancelled})
+	if err != nil {
+		e.log.Error("close an incident nobody can confirm", "incident", in.ID, "err", err)
+		return
+	}
+	e.record(ctx, in.ID, "rollbot", "assess", why+"; closed and the service released")
+	e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
 }
 
 // dryRun asks every write for its plan without changing anything.
@@ -491,14 +559,6 @@ func planLines(step string, res platforms.Result, err error, e *Engine) []string
 		out[i] = step + ": " + p
 	}
 	return out
-}
-
-// abort ends an incident that could not start, leaving its trace.
-func (e *Engine) abort(ctx context.Context, in *state.Incident, why string) {
-	e.record(ctx, in.ID, "rollbot", "abort", why)
-	in.Status = state.Cancelled
-	e.store.ReleaseLock(ctx, in.Service, in.Lock)
-	e.store.Save(ctx, in)
 }
 
 func firstNonEmpty(s ...string) string {

@@ -4,13 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"time"
 
 	"rollbot/state"
 )
 
 // confirm is runbook step 2: an allowed user presses "Roll back". The
-// assessment message is edited to show who decided; then either the
-// database step (decision gate) or the app rollback starts.
+// platform is read again first: if it no longer runs the assessed bad
+// version (someone fixed it by hand, or deployed since), the click is
+// refused with what changed. Then the assessment message shows who
+// decided, and either the database step (decision gate) or the app
+// rollback starts, owned by this replica.
 func (e *Engine) confirm(ctx context.Context, a Action) {
 	in, svc, ok := e.incidentFor(ctx, a)
 	if !ok {
@@ -21,32 +26,77 @@ func (e *Engine) confirm(ctx context.Context, a Action) {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "roll back", who(svc.Approvers)))
 		return
 	}
+	if in.Status != state.AwaitingConfirm {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
+		return
+	}
 	// The lock may have expired while the buttons waited; then another
 	// rollback may be running and this assessment is stale.
 	if err := e.store.RefreshLock(ctx, svc.Name, in.Lock, e.opt.LockTTL); err != nil {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("this assessment expired (the rollback lock was released). Run `/rollback "+svc.Name+"` again."))
 		return
 	}
+	if changed := e.changedSince(ctx, in, svc); changed != "" {
+		cur, ok := e.decide(ctx, a, in.ID, []state.Status{state.AwaitingConfirm}, state.Cancelled, func(in *state.Incident) {
+			in.DecidedBy = a.UserID
+		}, "cancel a stale assessment")
+		if !ok {
+			return
+		}
+		e.record(ctx, in.ID, a.UserID, "confirm", "refused: "+changed+"; nothing was changed")
+		e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
+		e.update(ctx, cur.Channel, cur.Messages["assessment"], decidedMsg(cur, e.assessmentOf(cur)))
+		e.post(ctx, cur.Channel, cur.ThreadTS, errorMsg(staleText(cur, changed)))
+		return
+	}
 	next := state.Stopping
 	if in.MigrationsRan {
 		next = state.AwaitingDBApprove
 	}
-	if err := e.record(ctx, in.ID, a.UserID, "confirm", "confirmed rollback to "+in.Target.Label()); err != nil {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("could not write the timeline, so nothing was done; try again"))
-		return
+	var cur *state.Incident
+	if next.Working() {
+		cur, ok = e.decideWork(ctx, a, in.ID, []state.Status{state.AwaitingConfirm}, next, func(in *state.Incident) {
+			in.DecidedBy = a.UserID
+		}, "record the decision")
+	} else {
+		cur, ok = e.decide(ctx, a, in.ID, []state.Status{state.AwaitingConfirm}, next, func(in *state.Incident) {
+			in.DecidedBy = a.UserID
+		}, "record the decision")
 	}
-	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.AwaitingConfirm}, next, func(in *state.Incident) {
-		in.DecidedBy = a.UserID
-	}, "record the decision")
 	if !ok {
 		return
 	}
-	e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
-	if in.MigrationsRan {
-		e.requestDBApproval(ctx, in, svc)
+	e.record(ctx, cur.ID, a.UserID, "confirm", "confirmed rollback to "+cur.Target.Label())
+	e.update(ctx, cur.Channel, cur.Messages["assessment"], decidedMsg(cur, e.assessmentOf(cur)))
+	if cur.MigrationsRan {
+		e.store.HoldLock(ctx, cur, e.opt.Budgets.Confirm+time.Minute)
+		e.requestDBApproval(ctx, cur, svc)
 		return
 	}
-	e.spawn("rollback", e.opt.StepTimeout, func(ctx context.Context) { e.rollBackApp(ctx, in, svc) })
+	e.work(cur, svc, "")
+}
+
+// changedSince reads the platform again and says what changed since the
+// assessment, or "" when it still runs the assessed bad version. A read
+// that fails does not block the rollback: the write steps are
+// compare-and-set on every adapter.
+func (e *Engine) changedSince(ctx context.Context, in *state.Incident, svc *Service) string {
+	qctx, cancel := context.WithTimeout(ctx, 2*e.opt.QueryTimeout)
+	defer cancel()
+	snap, err := svc.Platform.Snapshot(qctx)
+	if err != nil {
+		e.log.Warn("re-read the platform before acting", "incident", in.ID, "err", err)
+		return ""
+	}
+	if in.Bad.Artifact == "" || snap.Current.Artifact == in.Bad.Artifact {
+		return ""
+	}
+	return fmt.Sprintf("%s now runs %s, not the assessed bad version %s", svc.Platform.Target(), snap.Current.Label(), in.Bad.Label())
+}
+
+func staleText(in *state.Incident, changed string) string {
+	return fmt.Sprintf("%s was not rolled back: %s (changed since the assessment at %s). Nothing was changed and the service is released. Run `/rollback %s` again to assess what runs now.",
+		in.ID, changed, clock(in.CreatedAt), in.Service)
 }
 
 // cancel ends the incident before anything changed.
@@ -60,13 +110,13 @@ func (e *Engine) cancel(ctx context.Context, a Action) {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "cancel this rollback", who(svc.Approvers)+" or the requester"))
 		return
 	}
-	e.record(ctx, in.ID, a.UserID, "cancel", "cancelled before any change")
 	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.AwaitingConfirm, state.AwaitingDBApprove}, state.Cancelled, func(in *state.Incident) {
 		in.DecidedBy = a.UserID
 	}, "cancel")
 	if !ok {
 		return
 	}
+	e.record(ctx, in.ID, a.UserID, "cancel", "cancelled before any change")
 	e.store.ReleaseLock(ctx, in.Service, in.Lock)
 	e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
 	if ts := in.Messages["db"]; ts != "" {
@@ -78,7 +128,23 @@ func (e *Engine) cancel(ctx context.Context, a Action) {
 // double click, a second approver) is told who decided; a failure is
 // reported; both report false and change nothing.
 func (e *Engine) decide(ctx context.Context, a Action, id string, from []state.Status, to state.Status, mutate func(*state.Incident), op string) (*state.Incident, bool) {
-	in, err := e.store.Transition(ctx, id, from, to, mutate)
+	return e.decideMove(ctx, a, id, state.Move{From: from, To: to, Mutate: mutate}, op)
+}
+
+// decideWork is decide for a click that starts a working step: this
+// replica becomes its owner (a new claim and the lease, in the same
+// transaction), and the step's budget starts.
+func (e *Engine) decideWork(ctx context.Context, a Action, id string, from []state.Status, to state.Status, mutate func(*state.Incident), op string) (*state.Incident, bool) {
+	return e.decideMove(ctx, a, id, state.Move{From: from, To: to, Owner: e.opt.Replica, Lease: e.opt.Lease, Mutate: func(in *state.Incident) {
+		in.StepStarted = e.now()
+		if mutate != nil {
+			mutate(in)
+		}
+	}}, op)
+}
+
+func (e *Engine) decideMove(ctx context.Context, a Action, id string, m state.Move, op string) (*state.Incident, bool) {
+	in, err := e.store.Advance(ctx, id, m)
 	switch {
 	case errors.Is(err, state.ErrStale):
 		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))

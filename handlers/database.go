@@ -38,11 +38,11 @@ func (e *Engine) requestDBApproval(ctx context.Context, in *state.Incident, svc 
 			plan = svc.Database.DownPlan(*rep)
 		}
 	}
-	e.store.Update(ctx, in.ID, func(i *state.Incident) { i.DBPlan = plan })
+	e.store.Update(ctx, in.ID, state.Claim{}, func(i *state.Incident) { i.DBPlan = plan })
 	in.DBPlan = plan
 	e.record(ctx, in.ID, "rollbot", dbStep, fmt.Sprintf("waiting for %d DB approval(s): %s", requiredApprovals(in, svc), plan))
 	ts := e.post(ctx, in.Channel, in.ThreadTS, dbApprovalMsg(in, svc.DBApprovers, requiredApprovals(in, svc), nil, e.opt.ApprovalTTL))
-	e.setMessage(ctx, in, "db", ts)
+	e.setMessage(ctx, &owned{in: in}, "db", ts)
 }
 
 // dbApproveClicked checks who clicked, then opens the confirm modal where
@@ -113,7 +113,10 @@ func (e *Engine) dbApproveSubmitted(ctx context.Context, v ViewSubmission) map[s
 		e.update(ctx, in.Channel, msgTS, dbApprovalMsg(in, svc.DBApprovers, need, approvers, e.opt.ApprovalTTL))
 		return nil
 	}
-	in, err = e.store.Transition(ctx, in.ID, []state.Status{state.AwaitingDBApprove}, state.RollingBackDB, nil)
+	in, err = e.store.Advance(ctx, in.ID, state.Move{From: []state.Status{state.AwaitingDBApprove}, To: state.RollingBackDB,
+		Owner: e.opt.Replica, Lease: e.opt.Lease, Mutate: func(in *state.Incident) {
+			in.DBApprovedBy, in.StepStarted = approvers, e.now()
+		}})
 	if err != nil {
 		if errors.Is(err, state.ErrStale) {
 			return nil // another approval got there first
@@ -121,7 +124,7 @@ func (e *Engine) dbApproveSubmitted(ctx context.Context, v ViewSubmission) map[s
 		return map[string]string{"confirm": e.userText(err, "start the database step")}
 	}
 	e.update(ctx, in.Channel, msgTS, dbApprovedMsg(in, approvers))
-	e.spawn("database", e.opt.StepTimeout, func(ctx context.Context) { e.runDB(ctx, in, svc, approvers) })
+	e.work(in, svc, "")
 	return nil
 }
 
@@ -146,12 +149,19 @@ func (e *Engine) dbRefuse(ctx context.Context, a Action) {
 	e.update(ctx, in.Channel, a.MessageTS, dbClosedMsg(in, "Refused by <@"+a.UserID+">: neither the database nor the app was rolled back (the app rollback waits for the database step). Run `/rollback "+in.Service+"` again when decided."))
 }
 
-// runDB is runbook §4, then (only on success) the app rollback.
-func (e *Engine) runDB(ctx context.Context, in *state.Incident, svc *Service, approvers []string) {
-	stop := e.keepLock(ctx, in)
-	defer stop()
-	e.store.ClearApprovals(ctx, in.ID, dbStep)
+// dbStep is runbook §4, then (only on success) the app rollback. A
+// replica that takes the incident over while the database step was
+// running never starts it a second time: the down command or restore
+// that was started may still be running, so it reports and stops.
+func (e *Engine) dbStep(ctx context.Context, o *owned) error {
+	in, svc := o.in, o.svc
+	approvers := in.DBApprovedBy
 	title := "Database rollback"
+	if in.Steps[dbStep] == "started" {
+		msg := "the database step was running on a replica that stopped (" + firstNonEmpty(lastOwner(in), "unknown") + "); rollbot does not start it a second time. Check what it left: " + in.DBPlan + ". The app was *not* rolled back. End this rollback, then run `/rollback " + in.Service + "` again"
+		return failf("%s", msg)
+	}
+	e.store.ClearApprovals(ctx, in.ID, dbStep)
 	ts := e.post(ctx, in.Channel, in.ThreadTS, dbOutputMsg(in, title, "starting…", ""))
 	live := newLiveMessage(ctx, e.chat, in.Channel, ts, e.opt.UpdateInterval, nil)
 	out := &tailWriter{max: 30, onLine: func(tail string) { live.Set(dbOutputMsg(in, title, "running…", tail)) }}
@@ -163,28 +173,48 @@ func (e *Engine) runDB(ctx context.Context, in *state.Incident, svc *Service, ap
 	switch {
 	case svc.Database == nil || in.DBManual:
 		result = "approved as done by hand by " + mentions(approvers)
-	case in.DBDestructive:
-		e.record(ctx, in.ID, "rollbot", dbStep, "restoring the database: "+in.DBPlan)
-		result, err = svc.Database.Restore(ctx, in.DeployedAt, func(s string) { out.Write([]byte(s + "\n")) })
 	default:
-		e.record(ctx, in.ID, "rollbot", dbStep, "running the down migration: "+in.DBPlan)
-		result, err = svc.Database.RollBack(ctx, in.DeployedAt, in.Bad, out)
+		what := "running the down migration: " + in.DBPlan
+		if in.DBDestructive {
+			what = "restoring the database: " + in.DBPlan
+		}
+		if err := e.recordOwned(ctx, o, dbStep, what); err != nil {
+			return failf("could not write the timeline, so the database step did not start")
+		}
+		if err := e.setStep(ctx, o, dbStep, "started"); err != nil {
+			return err
+		}
+		if err := e.guard(ctx, o); err != nil {
+			return err
+		}
+		if in.DBDestructive {
+			result, err = svc.Database.Restore(ctx, in.DeployedAt, func(s string) { out.Write([]byte(s + "\n")) })
+		} else {
+			result, err = svc.Database.RollBack(ctx, in.DeployedAt, in.Bad, out)
+		}
 	}
 	if err != nil {
 		msg := e.userText(err, "database rollback", "incident", in.ID)
-		e.record(ctx, in.ID, "rollbot", dbStep, "failed: "+msg+"; the app was not rolled back")
 		live.Close(dbOutputMsg(in, title, "failed: "+msg+"\nThe app was *not* rolled back: the app rollback runs only after the database step succeeds.", out.Tail()))
-		if cur, terr := e.store.Transition(ctx, in.ID, []state.Status{state.RollingBackDB}, state.RollbackFailed, nil); terr == nil {
-			in = cur
+		if ctx.Err() != nil {
+			return err
 		}
-		return
+		return failf("the database rollback failed: %s; the app was not rolled back", msg)
 	}
-	e.record(ctx, in.ID, "rollbot", dbStep, "done: "+result)
+	e.recordOwned(ctx, o, dbStep, "done: "+result)
 	live.Close(dbOutputMsg(in, title, "done: "+result, out.Tail()))
-	if cur, terr := e.store.Transition(ctx, in.ID, []state.Status{state.RollingBackDB}, state.Stopping, nil); terr == nil {
-		in = cur
+	if err := e.setStep(ctx, o, dbStep, "done"); err != nil {
+		return err
 	}
-	e.rollBackApp(ctx, in, svc)
+	return e.advance(ctx, o, state.Stopping, nil)
+}
+
+// lastOwner is the replica that owned the incident before the last takeover.
+func lastOwner(in *state.Incident) string {
+	if n := len(in.TakenOver); n > 0 {
+		return in.TakenOver[n-1].From
+	}
+	return ""
 }
 
 func mentions(users []string) string {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -147,9 +148,41 @@ type Options struct {
 	VerifyTimeout    time.Duration // 5m
 	VerifyInterval   time.Duration // 10s
 	QueryTimeout     time.Duration // 5s per metric query
-	StepTimeout      time.Duration // 15m for a platform write + wait
+	StepTimeout      time.Duration // deprecated name of Budgets.Rollout
 	UpdateInterval   time.Duration // 1s between chat.update of one message
 	BotID            string        // rollbot's instance name for logs
+	// Replica names this process among the replicas sharing one Redis;
+	// it owns the incidents it works on (default: host-pid-random).
+	Replica string
+	// Lease is how long an owner's claim on a working incident lasts
+	// without a heartbeat; after it, another replica takes over (15s).
+	Lease   time.Duration
+	Budgets Budgets
+	// Metrics receives the engine's events (nil: none).
+	Metrics Metrics
+}
+
+// Metrics receives what the engine counts, for the bot's /metrics.
+type Metrics interface {
+	RollbackFinished(outcome string)
+	StepDone(step string, d time.Duration)
+	LeaseTakeover()
+	RedisError()
+}
+
+type noMetrics struct{}
+
+func (noMetrics) RollbackFinished(string)        {}
+func (noMetrics) StepDone(string, time.Duration) {}
+func (noMetrics) LeaseTakeover()                 {}
+func (noMetrics) RedisError()                    {}
+
+// DefaultReplica is a replica id unique to this process.
+func DefaultReplica() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 3)
+	rand.Read(b)
+	return fmt.Sprintf("%s-%d-%s", firstNonEmpty(host, "rollbot"), os.Getpid(), hex.EncodeToString(b))
 }
 
 // Engine runs the runbook.
@@ -160,6 +193,7 @@ type Engine struct {
 	log      *slog.Logger
 	opt      Options
 	now      func() time.Time
+	metrics  Metrics
 
 	base    context.Context // Run's context; background work derives from it
 	wg      sync.WaitGroup
@@ -186,8 +220,21 @@ func New(base context.Context, chat Chat, store *state.Store, services []*Servic
 	def(&opt.VerifyTimeout, 5*time.Minute)
 	def(&opt.VerifyInterval, 10*time.Second)
 	def(&opt.QueryTimeout, 5*time.Second)
-	def(&opt.StepTimeout, 15*time.Minute)
 	def(&opt.UpdateInterval, time.Second)
+	def(&opt.Lease, 15*time.Second)
+	if opt.Budgets.Rollout <= 0 {
+		opt.Budgets.Rollout = opt.StepTimeout
+	}
+	opt.Budgets.defaults(opt.VerifyTimeout)
+	if opt.Replica == "" {
+		opt.Replica = DefaultReplica()
+	}
+	if opt.Metrics == nil {
+		opt.Metrics = noMetrics{}
+	}
+	if store != nil {
+		store.SetLease(opt.Lease)
+	}
 	m := make(map[string]*Service, len(services))
 	for _, s := range services {
 		def(&s.AssessWindow, 5*time.Minute)
@@ -200,7 +247,8 @@ func New(base context.Context, chat Chat, store *state.Store, services []*Servic
 		}
 		m[s.Name] = s
 	}
-	return &Engine{chat: chat, store: store, services: m, log: log, opt: opt, now: time.Now, base: base, groups: map[string]groupCache{}}
+	return &Engine{chat: chat, store: store, services: m, log: log.With("replica", opt.Replica), opt: opt, now: time.Now, base: base,
+		groups: map[string]groupCache{}, metrics: opt.Metrics}
 }
 
 // SetClock replaces the engine's clock (tests).
@@ -209,22 +257,8 @@ func (e *Engine) SetClock(now func() time.Time) { e.now = now }
 // Wait blocks until background steps have finished.
 func (e *Engine) Wait() { e.wg.Wait() }
 
-// spawn runs fn in the background with a context derived from the bot's
-// run context, so an ack never waits for a platform.
-func (e *Engine) spawn(name string, timeout time.Duration, fn func(ctx context.Context)) {
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		ctx, cancel := context.WithTimeout(e.base, timeout)
-		defer cancel()
-		defer func() {
-			if r := recover(); r != nil {
-				e.log.Error("panic in background step", "op", name, "panic", r)
-			}
-		}()
-		fn(ctx)
-	}()
-}
+// Replica is this engine's replica id.
+func (e *Engine) Replica() string { return e.opt.Replica }
 
 // SlashCommand is an incoming /rollback.
 type SlashCommand struct {

@@ -702,3 +702,27 @@ func interruptedMsg(in *state.Incident, was state.Status) Msg {
 	return simple(fmt.Sprintf(":warning: *rollbot restarted while %s was %s.* That step did not finish under rollbot's watch: the platform may be mid-change. Check `/rollback status %s`, then run `/rollback %s` again to re-assess. The timeline keeps everything that happened: `/rollback timeline %s`.",
 		in.ID, strings.ReplaceAll(string(was), "_", " "), in.Service, in.Service, in.ID))
 }
+
+func resumedMsg(in *state.Incident, by, from string) Msg {
+	return simple(fmt.Sprintf(":arrows_counterclockwise: *%s resumed by %s* after %s stopped at %s. rollbot re-reads the platform and continues from the recorded step; a write that was already made is not made again.",
+		in.ID, by, from, strings.ReplaceAll(string(in.Status), "_", " ")))
+}
+
+func storeDownMsg(in *state.Incident, lockUntil time.Time) Msg {
+	return simple(fmt.Sprintf(":warning: *%s: rollbot lost its state store (Redis)* during %s, so it stopped before the next write: nothing more is changed without its record on the timeline. Check `/rollback status %s` once Redis is back; another replica resumes the incident then. The service lock lapses by %s at the latest.",
+		in.ID, strings.ReplaceAll(string(in.Status), "_", " "), in.Service, clock(lockUntil)))
+}
+
+func dbFailedMsg(in *state.Incident, msg string, until time.Time) Msg {
+	return Msg{Text: "The database step failed: " + msg, Blocks: []slack.Block{
+		section("failed", ":x: *The database step failed:* "+clip(msg, 2500)),
+		section("faq", "*What now?* Check what the database is left in (the output above), fix it by hand if needed, then end this rollback and run `/rollback "+in.Service+"` again."),
+		slack.NewActionBlock("next_actions", endButton(in)),
+	}}
+}
+
+// withHoldNote says how long a failed rollback keeps the service locked.
+func withHoldNote(m Msg, in *state.Incident, until time.Time) Msg {
+	m.Blocks = append(m.Blocks, contextBlock("hold", fmt.Sprintf("%s stays locked for this rollback until someone acts or until %s; then %s is closed and the service released.", in.Service, clock(until), in.ID)))
+	return m
+}

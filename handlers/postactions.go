@@ -29,31 +29,41 @@ var postItems = []PostItem{
 	{Key: "registry", Text: "Remove bad image from registry or mark as deprecated"},
 }
 
-// finish ends the rollback: final status, lock released, then runbook §6
-// (once per incident, even if verification is re-run).
-func (e *Engine) finish(ctx context.Context, in *state.Incident, svc *Service, st state.Status, why string) {
-	if cur, err := e.store.Transition(ctx, in.ID, []state.Status{state.Verifying, state.RollingBack}, st, nil); err == nil {
-		in = cur
-	} else {
-		e.log.Warn("final transition", "incident", in.ID, "err", err)
+// complete ends a verified rollback: the post-rollback actions (§6, each
+// done once even across a takeover), then the final status and the
+// service released.
+func (e *Engine) complete(ctx context.Context, o *owned) error {
+	if o.in.Steps["postactions"] == "started" {
+		note := "the post-rollback actions were running on a replica that stopped; rollbot does not repeat them (a second postmortem reminder or mark would be noise): check the DO_NOT_DEPLOY mark (`/rollback history " + o.in.Service + "`) and the reminder"
+		e.recordOwned(ctx, o, "postactions", note)
+		e.post(ctx, o.in.Channel, o.in.ThreadTS, simple(":information_source: "+note+"."))
 	}
-	if st == state.VerifyFailed {
-		e.post(ctx, in.Channel, in.ThreadTS, verifyFailedMsg(in, why, e.hasFallbacks(svc)))
+	if o.in.Steps["postactions"] == "" {
+		if err := e.setStep(ctx, o, "postactions", "started"); err != nil {
+			return err
+		}
+		e.postActions(ctx, o)
+		if err := e.setStep(ctx, o, "postactions", "done"); err != nil {
+			return err
+		}
 	}
-	e.store.ReleaseLock(ctx, in.Service, in.Lock)
-	first, err := e.store.Once(ctx, "postactions:"+in.ID, 30*24*time.Hour)
-	if err != nil || !first {
-		return
+	if err := e.advance(ctx, o, state.Completed, nil); err != nil {
+		return err
 	}
-	e.postActions(ctx, in, svc)
+	e.store.ReleaseLock(ctx, o.in.Service, o.in.Lock)
+	e.metrics.RollbackFinished(string(state.Completed))
+	return nil
 }
 
 // postActions is runbook §6.
-func (e *Engine) postActions(ctx context.Context, in *state.Incident, svc *Service) {
+// A replica that takes over after they started does not repeat them: it
+// says which may be missing.
+func (e *Engine) postActions(ctx context.Context, o *owned) {
+	in, svc := o.in, o.svc
 	done := map[string]string{}
 	// Mark the bad version, in rollbot's state and on the platform.
 	if in.Bad.Artifact != "" {
-		e.record(ctx, in.ID, "rollbot", "postactions", "marking "+in.Bad.Label()+" DO_NOT_DEPLOY")
+		e.recordOwned(ctx, o, "postactions", "marking "+in.Bad.Label()+" DO_NOT_DEPLOY")
 		err := e.store.MarkDoNotDeploy(ctx, svc.Name, state.Mark{Artifact: in.Bad.Artifact, Revision: in.Bad.ID, By: in.DecidedBy, Incident: in.ID})
 		detail := "marked by rollbot for <@" + in.DecidedBy + ">; rollbot refuses rollbacks to it"
 		if err != nil {
@@ -63,20 +73,20 @@ func (e *Engine) postActions(ctx context.Context, in *state.Incident, svc *Servi
 		} else {
 			detail += "; platform: " + res.Detail
 		}
-		e.record(ctx, in.ID, "rollbot", "postactions", detail)
+		e.recordOwned(ctx, o, "postactions", detail)
 		done["dnd"] = detail
 	}
 	done["timeline"] = "`/rollback timeline " + in.ID + "` (export: `--markdown`)"
 
 	at := e.now().Add(e.opt.PostmortemAfter)
-	e.record(ctx, in.ID, "rollbot", "postactions", "scheduling the postmortem reminder for "+at.UTC().Format(time.RFC3339))
+	e.recordOwned(ctx, o, "postactions", "scheduling the postmortem reminder for "+at.UTC().Format(time.RFC3339))
 	if err := e.chat.Schedule(ctx, in.Channel, at, postmortemReminderMsg(in, at)); err != nil {
 		done["postmortem"] = "" // left for a person
-		e.record(ctx, in.ID, "rollbot", "postactions", "postmortem reminder not scheduled: "+e.userText(err, "schedule reminder"))
+		e.recordOwned(ctx, o, "postactions", "postmortem reminder not scheduled: "+e.userText(err, "schedule reminder"))
 	} else {
 		done["postmortem"] = "reminder scheduled for <!date^" + itoa(at.Unix()) + "^{date_short_pretty} {time}|" + at.UTC().Format("2006-01-02 15:04 UTC") + ">"
 	}
-	updated, _ := e.store.Update(ctx, in.ID, func(in *state.Incident) {
+	updated, _ := e.store.Update(ctx, in.ID, o.claim, func(in *state.Incident) {
 		if in.Done == nil {
 			in.Done = map[string]string{}
 		}
@@ -90,7 +100,7 @@ func (e *Engine) postActions(ctx context.Context, in *state.Incident, svc *Servi
 		in = updated
 	}
 	ts := e.post(ctx, in.Channel, in.ThreadTS, postActionsMsg(in))
-	e.setMessage(ctx, in, "postactions", ts)
+	e.setMessage(ctx, o, "postactions", ts)
 }
 
 // postActionDone ticks a §6 item a person did.
@@ -108,7 +118,7 @@ func (e *Engine) postActionDone(ctx context.Context, a Action) {
 		return
 	}
 	detail := "done by <@" + a.UserID + "> at " + e.now().UTC().Format("15:04 UTC")
-	in, err := e.store.Update(ctx, in.ID, func(in *state.Incident) {
+	in, err := e.store.Update(ctx, in.ID, state.Claim{}, func(in *state.Incident) {
 		if in.Done == nil {
 			in.Done = map[string]string{}
 		}

@@ -2,8 +2,10 @@ package handlers
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"rollbot/state"
 )
@@ -97,29 +99,106 @@ func (e *Engine) timeline(ctx context.Context, sc SlashCommand, cmd Command) {
 	e.post(ctx, sc.ChannelID, "", timelineMsg(in, events))
 }
 
-// Resume runs when the bot starts: incidents whose step was acting on a
-// system when the bot stopped are reported in their thread as interrupted,
-// never silently dropped; ones waiting for a button keep waiting (their
-// state is in Redis, so the buttons still work).
-func (e *Engine) Resume(ctx context.Context) error {
+// Supervise runs on every replica until ctx ends. Every third of the
+// lease it looks at the incidents that are not finished:
+//   - a working incident whose owner's lease expired (the replica died or
+//     hung) is taken over, fenced, and resumed from its recorded step;
+//   - a wait that outlived its budget (nobody confirmed, the DB approvals
+//     never came, a failed rollback's hold on the service ran out) is
+//     closed, its buttons removed, and the service released.
+//
+// Every replica does this; the compare-and-set of each move makes sure one
+// of them acts.
+func (e *Engine) Supervise(ctx context.Context) {
+	t := time.NewTicker(max(e.opt.Lease/3, 200*time.Millisecond))
+	defer t.Stop()
+	for {
+		e.superviseOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (e *Engine) superviseOnce(ctx context.Context) {
 	active, err := e.store.Active(ctx)
 	if err != nil {
-		return err
+		if ctx.Err() == nil {
+			e.metrics.RedisError()
+			e.log.Warn("list open incidents", "err", err)
+		}
+		return
 	}
 	for _, in := range active {
-		if !in.Status.InFlight() {
+		svc := e.services[in.Service]
+		switch {
+		case svc == nil:
 			continue
+		case in.Status.Working():
+			e.takeOver(ctx, in, svc)
+		case in.Status.Waiting():
+			e.expire(ctx, in)
 		}
-		was := in.Status
-		e.record(ctx, in.ID, "rollbot", "restart", "rollbot restarted while the incident was "+string(was)+"; marked interrupted")
-		cur, err := e.store.Transition(ctx, in.ID, []state.Status{was}, state.Interrupted, nil)
-		if err != nil {
-			e.log.Warn("mark interrupted", "incident", in.ID, "err", err)
-			continue
-		}
-		e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
-		e.post(ctx, cur.Channel, cur.ThreadTS, interruptedMsg(cur, was))
-		e.log.Info("reported interrupted incident", "incident", cur.ID, "service", cur.Service, "was", string(was))
 	}
-	return nil
+}
+
+// takeOver resumes a working incident whose lease has expired.
+func (e *Engine) takeOver(ctx context.Context, in *state.Incident, svc *Service) {
+	holder, err := e.store.LeaseHolder(ctx, in.ID)
+	if err != nil || holder != "" {
+		return
+	}
+	cur, _, err := e.store.Takeover(ctx, in.ID, e.opt.Replica, e.opt.Lease)
+	if err != nil {
+		return // alive after all, or another replica was first
+	}
+	was := lastOwner(cur)
+	e.metrics.LeaseTakeover()
+	e.log.Warn("took over an incident whose owner stopped", "incident", cur.ID, "from", was, "status", string(cur.Status))
+	e.store.AppendOwned(ctx, cur.ID, state.ClaimOf(cur), state.Event{Actor: "rollbot", Step: "takeover",
+		Detail: fmt.Sprintf("resumed by %s after %s stopped at %s", e.opt.Replica, firstNonEmpty(was, "a replica"), cur.Status), Time: e.now()})
+	e.work(cur, svc, firstNonEmpty(was, "a replica"))
+}
+
+// expire closes a wait that outlived its budget.
+func (e *Engine) expire(ctx context.Context, in *state.Incident) {
+	var why string
+	now := e.now()
+	switch in.Status {
+	case state.AwaitingConfirm, state.AwaitingDBApprove:
+		since := in.StepStarted
+		if since.IsZero() {
+			since = in.UpdatedAt
+		}
+		if now.Sub(since) < e.opt.Budgets.Confirm {
+			return
+		}
+		why = "nobody decided within " + window(e.opt.Budgets.Confirm)
+		cur, err := e.store.Advance(ctx, in.ID, state.Move{From: []state.Status{in.Status}, To: state.Cancelled})
+		if err != nil {
+			return
+		}
+		e.record(ctx, in.ID, "rollbot", "expire", why+": nothing was changed; the service is released")
+		e.store.ClearApprovals(ctx, in.ID, dbStep)
+		e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
+		e.update(ctx, cur.Channel, cur.Messages["assessment"], decidedMsg(cur, e.assessmentOf(cur)))
+		if ts := cur.Messages["db"]; ts != "" {
+			e.update(ctx, cur.Channel, ts, dbClosedMsg(cur, "Expired: "+why+". The database was not touched."))
+		}
+		e.post(ctx, cur.Channel, cur.ThreadTS, simple(fmt.Sprintf(":hourglass: %s expired: %s. Nothing was changed and %s is released; run `/rollback %s` again if it is still needed.", cur.ID, why, cur.Service, cur.Service)))
+	case state.RollbackFailed, state.VerifyFailed:
+		if in.HeldUntil.IsZero() || now.Before(in.HeldUntil) {
+			return
+		}
+		why = "nobody ran a fallback or ended the rollback by " + clock(in.HeldUntil)
+		cur, err := e.store.Advance(ctx, in.ID, state.Move{From: []state.Status{in.Status}, To: state.Closed})
+		if err != nil {
+			return
+		}
+		e.record(ctx, in.ID, "rollbot", "expire", why+"; closed and the service released")
+		e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
+		e.post(ctx, cur.Channel, cur.ThreadTS, simple(fmt.Sprintf(":hourglass: %s closed: %s. %s is released; the fallback buttons above no longer act. The platform is as the last message says.", cur.ID, why, cur.Service)))
+	}
 }

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,63 +10,87 @@ import (
 	"rollbot/state"
 )
 
-// rollBackApp is runbook §2 and §3: stop the rollout, then roll back,
-// with live progress in the thread; then verification (§5).
-func (e *Engine) rollBackApp(ctx context.Context, in *state.Incident, svc *Service) {
-	stopKeepAlive := e.keepLock(ctx, in)
-	defer stopKeepAlive()
-
-	progTS := e.post(ctx, in.Channel, in.ThreadTS, progressMsg(in, "Stopping the rollout…", nil, ""))
-	e.setMessage(ctx, in, "progress", progTS)
-
-	// §2 stop: written to the timeline before it acts.
-	if err := e.record(ctx, in.ID, "rollbot", "stop", "stopping the rollout of "+svc.Platform.Target()); err != nil {
-		e.failRollback(ctx, in, svc, progTS, "could not write the timeline, so nothing was changed")
-		return
+// stopStep is runbook §2: stop the rollout, written to the timeline
+// before it acts. On a resumed incident the adapter answers "skipped"
+// when the rollout is already stopped.
+func (e *Engine) stopStep(ctx context.Context, o *owned) error {
+	in, svc := o.in, o.svc
+	progTS := in.Messages["progress"]
+	if progTS == "" {
+		progTS = e.post(ctx, in.Channel, in.ThreadTS, progressMsg(in, "Stopping the rollout…", nil, ""))
+		e.setMessage(ctx, o, "progress", progTS)
+	}
+	if err := e.recordOwned(ctx, o, "stop", "stopping the rollout of "+svc.Platform.Target()); err != nil {
+		return failf("could not write the timeline, so nothing was changed")
+	}
+	if err := e.guard(ctx, o); err != nil {
+		return err
 	}
 	res, err := svc.Platform.Stop(ctx, false)
 	if err != nil {
-		msg := e.userText(err, "stop rollout", "incident", in.ID, "service", svc.Name)
-		e.record(ctx, in.ID, "rollbot", "stop", "failed: "+msg)
-		e.failRollback(ctx, in, svc, progTS, "stopping the rollout failed: "+msg)
-		return
+		return failf("stopping the rollout failed: %s", e.userText(err, "stop rollout", "incident", in.ID, "service", svc.Name))
 	}
-	e.record(ctx, in.ID, "rollbot", "stop", string(res.Outcome)+": "+res.Detail)
+	line := string(res.Outcome) + ": " + res.Detail
+	if err := e.recordOwned(ctx, o, "stop", line); err != nil {
+		return err
+	}
+	return e.advance(ctx, o, state.RollingBack, func(in *state.Incident) { in.StopLine = line })
+}
 
-	// §3 roll back.
-	if _, err := e.store.Transition(ctx, in.ID, []state.Status{state.Stopping}, state.RollingBack, nil); err != nil {
-		e.log.Error("transition to rolling back", "incident", in.ID, "err", err)
+// rollbackStep is runbook §3: roll back to the target with live progress.
+// Rollback is idempotent on every adapter (already at the target is
+// "skipped"), so a replica that takes over after the owner stopped calls it
+// again: a write not made yet is made, one already made is not repeated.
+func (e *Engine) rollbackStep(ctx context.Context, o *owned) error {
+	in, svc := o.in, o.svc
+	progTS := in.Messages["progress"]
+	detail := fmt.Sprintf("rolling back %s from %s to %s", svc.Platform.Target(), in.Bad.Label(), in.Target.Label())
+	if in.Steps["rollback"] == "started" {
+		detail = "resuming: " + detail + " (the write is made only if it was not made before)"
 	}
-	in.Status = state.RollingBack
-	if err := e.record(ctx, in.ID, "rollbot", "rollback", fmt.Sprintf("rolling back %s from %s to %s", svc.Platform.Target(), in.Bad.Label(), in.Target.Label())); err != nil {
-		e.failRollback(ctx, in, svc, progTS, "could not write the timeline, so the rollback did not start")
-		return
+	if err := e.recordOwned(ctx, o, "rollback", detail); err != nil {
+		return failf("could not write the timeline, so the rollback did not start")
+	}
+	if err := e.setStep(ctx, o, "rollback", "started"); err != nil {
+		return err
+	}
+	if err := e.guard(ctx, o); err != nil {
+		return err
+	}
+	if progTS == "" {
+		progTS = e.post(ctx, in.Channel, in.ThreadTS, progressMsg(in, "Rolling back…", nil, in.StopLine))
+		e.setMessage(ctx, o, "progress", progTS)
 	}
 	live := newLiveMessage(ctx, e.chat, in.Channel, progTS, e.opt.UpdateInterval, func(err error) { e.log.Warn("progress update", "err", err) })
 	started := e.now()
-	stopLine := string(res.Outcome) + ": " + res.Detail
 	var lines []string
-	res, err = svc.Platform.Rollback(ctx, in.Target, false, func(p platforms.Progress) {
+	res, err := svc.Platform.Rollback(ctx, in.Target, false, func(p platforms.Progress) {
 		lines = appendProgress(lines, p.Message)
-		live.Set(progressMsg(in, "Rolling back…", lines, stopLine))
+		live.Set(progressMsg(in, "Rolling back…", lines, in.StopLine))
 	})
 	took := e.now().Sub(started).Round(100 * time.Millisecond)
 	if err != nil {
 		msg := e.userText(err, "roll back", "incident", in.ID, "service", svc.Name)
-		e.record(ctx, in.ID, "rollbot", "rollback", "failed after "+took.String()+": "+msg)
-		live.Close(progressMsg(in, "Rolling back…", lines, stopLine))
-		e.failRollback(ctx, in, svc, progTS, msg)
-		return
+		fctx, cancel := e.fresh()
+		defer cancel()
+		live.Close(progressMsg(in, "Rolling back…", lines, in.StopLine))
+		if ctx.Err() != nil {
+			return err // over budget or interrupted: drive reports it
+		}
+		e.recordOwned(fctx, o, "rollback", "failed after "+took.String()+": "+msg)
+		return failf("%s", msg)
 	}
-	e.record(ctx, in.ID, "rollbot", "rollback", fmt.Sprintf("%s in %s: %s", res.Outcome, took, res.Detail))
+	e.recordOwned(ctx, o, "rollback", fmt.Sprintf("%s in %s: %s", res.Outcome, took, res.Detail))
 	target := in.Target
 	target.CreatedAt = e.now()
 	if err := e.store.RecordDeployed(ctx, svc.Name, target); err != nil {
 		e.log.Warn("record deployed version", "service", svc.Name, "err", err)
 	}
-	live.Close(rolledBackMsg(in, res, took, lines, stopLine))
-
-	e.verify(ctx, in, svc)
+	live.Close(rolledBackMsg(in, res, took, lines, in.StopLine))
+	if err := e.setStep(ctx, o, "rollback", "done"); err != nil {
+		return err
+	}
+	return e.advance(ctx, o, state.Verifying, nil)
 }
 
 // appendProgress keeps the last few distinct progress lines.
@@ -80,27 +105,90 @@ func appendProgress(lines []string, l string) []string {
 	return lines
 }
 
-// failRollback records the failure and offers the runbook FAQ's fallbacks.
-func (e *Engine) failRollback(ctx context.Context, in *state.Incident, svc *Service, ts, msg string) {
-	if cur, err := e.store.Transition(ctx, in.ID, []state.Status{state.Stopping, state.RollingBack, state.RollingBackDB, state.Verifying}, state.RollbackFailed, nil); err != nil {
-		e.log.Error("transition to failed", "incident", in.ID, "err", err)
-	} else {
-		in = cur
+// failed is the failure path of a working step, on a fresh context: the
+// failure on the timeline, the incident moved to a failed status, the
+// service lock kept (for the fallbacks, at most Budgets.Hold) or released,
+// and a message in the thread that says what happened and what now.
+func (e *Engine) failed(o *owned, msg string) {
+	ctx, cancel := e.fresh()
+	defer cancel()
+	was := o.in.Status
+	to := state.RollbackFailed
+	switch was {
+	case state.Assessing:
+		to = state.Cancelled
+	case state.Verifying:
+		to = state.VerifyFailed
 	}
-	fallbacks := e.hasFallbacks(svc)
-	if !fallbacks {
-		// Nothing more rollbot can do here: free the service, so the team
-		// can fix the cause and run /rollback again.
+	if was == state.RollingBack && o.in.Fallback == fallbackScaleZero && o.in.Steps["fallback"] == "done" {
+		was, to = state.Verifying, state.VerifyFailed // down on purpose: what is left is the verification's
+	}
+	fallbacks := e.hasFallbacks(o.svc) && (was == state.Stopping || was == state.RollingBack || was == state.Verifying)
+	// The database step keeps the service until someone ends the rollback:
+	// the team must see what the database is left in before anyone retries.
+	hold := fallbacks || was == state.RollingBackDB || was == state.Verifying
+	until := e.now().Add(e.opt.Budgets.Hold)
+	if err := e.recordOwned(ctx, o, stepOf(was), "failed: "+msg); errors.Is(err, state.ErrFenced) {
+		return
+	}
+	err := e.advance(ctx, o, to, func(in *state.Incident) {
+		if hold {
+			in.HeldUntil = until
+		}
+	})
+	if errors.Is(err, state.ErrFenced) || errors.Is(err, state.ErrStale) {
+		e.log.Warn("failure not reported: the incident moved on", "incident", o.in.ID, "err", err)
+		return
+	}
+	if err != nil {
+		e.log.Error("record the failure", "incident", o.in.ID, "err", err)
+		e.post(ctx, o.in.Channel, o.in.ThreadTS, storeDownMsg(o.in, e.now().Add(e.opt.LockTTL)))
+		return
+	}
+	in := o.in
+	if hold {
+		if err := e.store.HoldLock(ctx, in, e.opt.Budgets.Hold); err != nil {
+			e.log.Warn("hold the service lock", "incident", in.ID, "err", err)
+		}
+	} else {
 		e.store.ReleaseLock(ctx, in.Service, in.Lock)
 	}
-	m := rollbackFailedMsg(in, msg, svc.Platform.Kind(), fallbacks)
-	if ts == "" {
-		e.setMessage(ctx, in, "progress", e.post(ctx, in.Channel, in.ThreadTS, m))
+	e.metrics.RollbackFinished(string(to))
+	var m Msg
+	switch {
+	case was == state.Assessing:
+		m = errorMsg(in.ID + ": " + msg + ". Nothing was changed; the service is released. Run `/rollback " + in.Service + "` again.")
+	case was == state.RollingBackDB:
+		m = dbFailedMsg(in, msg, until)
+	case was == state.Verifying:
+		m = verifyFailedMsg(in, msg, fallbacks)
+	default:
+		m = rollbackFailedMsg(in, msg, o.svc.Platform.Kind(), fallbacks)
+	}
+	if hold {
+		m = withHoldNote(m, in, until)
+	}
+	ts := in.Messages["progress"]
+	if was == state.RollingBackDB || was == state.Verifying || ts == "" {
+		e.post(ctx, in.Channel, in.ThreadTS, m)
 	} else {
 		e.update(ctx, in.Channel, ts, m)
 	}
-	// With fallbacks on offer the lock stays held until one runs, someone
-	// ends the rollback, or the lock expires.
+}
+
+// stepOf names a working status's step on the timeline.
+func stepOf(s state.Status) string {
+	switch s {
+	case state.Assessing:
+		return "assess"
+	case state.RollingBackDB:
+		return dbStep
+	case state.Stopping:
+		return "stop"
+	case state.Verifying:
+		return "verify"
+	}
+	return "rollback"
 }
 
 // end closes a failed rollback on a person's decision and frees the service.
@@ -128,8 +216,7 @@ func (e *Engine) fallback(ctx context.Context, a Action) {
 	if !ok {
 		return
 	}
-	fb, ok := svc.Platform.(platforms.Fallbacks)
-	if !ok {
+	if _, ok := svc.Platform.(platforms.Fallbacks); !ok {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(svc.Platform.Kind()+" has no fallback steps"))
 		return
 	}
@@ -138,76 +225,91 @@ func (e *Engine) fallback(ctx context.Context, a Action) {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "run a fallback", who(svc.Approvers)))
 		return
 	}
-	what := "set the image explicitly to " + in.Target.Artifact
+	kind, what := fallbackSetImage, "set the image explicitly to "+in.Target.Artifact
 	if a.ActionID == ActFallbackZero {
-		what = "scale " + svc.Platform.Target() + " to zero"
+		kind, what = fallbackScaleZero, "scale "+svc.Platform.Target()+" to zero"
 	}
-	if err := e.record(ctx, in.ID, a.UserID, "fallback", what); err != nil {
-		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("could not write the timeline, so nothing was done; try again"))
+	// The service lock must still be this incident's: after it expired,
+	// another rollback may be running.
+	if holder, err := e.store.LockHolder(ctx, in.Service); err != nil || holder == nil || holder.Token != in.Lock {
+		e.record(ctx, in.ID, a.UserID, "fallback", "refused: the service lock is no longer this rollback's")
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(lockLostText(in, holder)))
 		return
 	}
-	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.RollbackFailed, state.VerifyFailed}, state.RollingBack, func(in *state.Incident) {
-		in.DecidedBy = a.UserID
+	in, ok = e.decideWork(ctx, a, in.ID, []state.Status{state.RollbackFailed, state.VerifyFailed}, state.RollingBack, func(in *state.Incident) {
+		in.DecidedBy, in.Fallback, in.HeldUntil = a.UserID, kind, time.Time{}
+		delete(in.Steps, "fallback")
 	}, "record the decision")
 	if !ok {
 		return
 	}
+	e.record(ctx, in.ID, a.UserID, "fallback", what)
 	e.update(ctx, in.Channel, a.MessageTS, fallbackChosenMsg(in, a.UserID, what))
-	e.spawn("fallback", e.opt.StepTimeout, func(ctx context.Context) {
-		stop := e.keepLock(ctx, in)
-		defer stop()
-		ts := e.post(ctx, in.Channel, in.ThreadTS, progressMsg(in, "Fallback: "+what+"…", nil, ""))
-		live := newLiveMessage(ctx, e.chat, in.Channel, ts, e.opt.UpdateInterval, nil)
-		var lines []string
-		var res platforms.Result
-		var err error
-		if a.ActionID == ActFallbackZero {
-			res, err = fb.ScaleToZero(ctx, false)
-		} else {
-			res, err = fb.SetArtifact(ctx, in.Target.Artifact, false, func(p platforms.Progress) {
-				lines = appendProgress(lines, p.Message)
-				live.Set(progressMsg(in, "Fallback: "+what+"…", lines, ""))
-			})
-		}
-		if err != nil {
-			msg := e.userText(err, "fallback", "incident", in.ID)
-			e.record(ctx, in.ID, "rollbot", "fallback", "failed: "+msg)
-			live.Close(progressMsg(in, "Fallback: "+what+"…", lines, ""))
-			e.failRollback(ctx, in, svc, "", "the fallback failed too: "+msg+". Investigate; you may need to rebuild the previous version from source (runbook FAQ).")
-			return
-		}
-		e.record(ctx, in.ID, "rollbot", "fallback", string(res.Outcome)+": "+res.Detail)
-		live.Close(rolledBackMsg(in, res, 0, lines, ""))
-		if a.ActionID == ActFallbackZero {
-			e.finish(ctx, in, svc, state.VerifyFailed, "scaled to zero: the service is down on purpose; investigate before bringing it back")
-			return
-		}
-		e.verify(ctx, in, svc)
-	})
+	e.work(in, svc, "")
 }
 
-// keepLock refreshes the service lock while a long step runs.
-func (e *Engine) keepLock(ctx context.Context, in *state.Incident) func() {
-	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		t := time.NewTicker(e.opt.LockTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := e.store.RefreshLock(ctx, in.Service, in.Lock, e.opt.LockTTL); err != nil {
-					e.log.Warn("refresh lock", "incident", in.ID, "err", err)
-				}
-			}
+const (
+	fallbackSetImage  = "set_image"
+	fallbackScaleZero = "scale_zero"
+)
+
+// fallbackStep runs the chosen fallback as an owned write step.
+func (e *Engine) fallbackStep(ctx context.Context, o *owned) error {
+	in, svc := o.in, o.svc
+	fb, ok := svc.Platform.(platforms.Fallbacks)
+	if !ok {
+		return failf("%s has no fallback steps", svc.Platform.Kind())
+	}
+	what := "set the image explicitly to " + in.Target.Artifact
+	if in.Fallback == fallbackScaleZero {
+		what = "scale " + svc.Platform.Target() + " to zero"
+	}
+	if in.Steps["fallback"] == "started" && in.Fallback == fallbackScaleZero {
+		// Scaling to zero twice is harmless, but say that it is a resume.
+		what += " (resumed)"
+	}
+	if err := e.recordOwned(ctx, o, "fallback", "running: "+what); err != nil {
+		return failf("could not write the timeline, so the fallback did not start")
+	}
+	if err := e.setStep(ctx, o, "fallback", "started"); err != nil {
+		return err
+	}
+	if err := e.guard(ctx, o); err != nil {
+		return err
+	}
+	ts := e.post(ctx, in.Channel, in.ThreadTS, progressMsg(in, "Fallback: "+what+"…", nil, ""))
+	live := newLiveMessage(ctx, e.chat, in.Channel, ts, e.opt.UpdateInterval, nil)
+	var lines []string
+	var res platforms.Result
+	var err error
+	if in.Fallback == fallbackScaleZero {
+		res, err = fb.ScaleToZero(ctx, false)
+	} else {
+		res, err = fb.SetArtifact(ctx, in.Target.Artifact, false, func(p platforms.Progress) {
+			lines = appendProgress(lines, p.Message)
+			live.Set(progressMsg(in, "Fallback: "+what+"…", lines, ""))
+		})
+	}
+	if err != nil {
+		live.Close(progressMsg(in, "Fallback: "+what+"…", lines, ""))
+		if ctx.Err() != nil {
+			return err
 		}
-	}()
-	return cancel
+		return failf("the fallback failed too: %s. Investigate; you may need to rebuild the previous version from source (runbook FAQ).", e.userText(err, "fallback", "incident", in.ID))
+	}
+	e.recordOwned(ctx, o, "fallback", string(res.Outcome)+": "+res.Detail)
+	live.Close(rolledBackMsg(in, res, 0, lines, ""))
+	if err := e.setStep(ctx, o, "fallback", "done"); err != nil {
+		return err
+	}
+	if in.Fallback == fallbackScaleZero {
+		return failf("scaled to zero: the service is down on purpose; investigate before bringing it back")
+	}
+	return e.advance(ctx, o, state.Verifying, func(in *state.Incident) { delete(in.Steps, "verify") })
 }
 
 // setMessage remembers which message shows a role of the incident.
-func (e *Engine) setMessage(ctx context.Context, in *state.Incident, role, ts string) {
+func (e *Engine) setMessage(ctx context.Context, o *owned, role, ts string) {
 	if ts == "" {
 		return
 	}
@@ -217,8 +319,8 @@ func (e *Engine) setMessage(ctx context.Context, in *state.Incident, role, ts st
 		}
 		in.Messages[role] = ts
 	}
-	set(in)
-	if _, err := e.store.Update(ctx, in.ID, set); err != nil {
-		e.log.Warn("save message ts", "incident", in.ID, "err", err)
+	set(o.in)
+	if err := e.updateOwned(ctx, o, set); err != nil {
+		e.log.Warn("save message ts", "incident", o.in.ID, "err", err)
 	}
 }

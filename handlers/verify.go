@@ -47,13 +47,18 @@ func (v *Verification) Passed() bool {
 	return true
 }
 
-// verify is runbook §5: post the checklist, poll every item until all pass
-// or the timeout, tick items live with their times, end with a verdict.
-func (e *Engine) verify(ctx context.Context, in *state.Incident, svc *Service) {
-	if cur, err := e.store.Transition(ctx, in.ID, []state.Status{state.RollingBack}, state.Verifying, nil); err == nil {
-		in = cur
+// verifyStep is runbook §5: post the checklist, poll every item until all
+// pass or the timeout, tick items live with their times, end with a
+// verdict. A pass runs the post-rollback actions (§6) while the incident
+// is still owned, then completes it; a failure goes to the failure path.
+func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
+	in, svc := o.in, o.svc
+	if in.Steps["verify"] == "passed" { // taken over after the verdict
+		return e.complete(ctx, o)
 	}
-	e.record(ctx, in.ID, "rollbot", "verify", "verifying for up to "+window(e.opt.VerifyTimeout))
+	if err := e.recordOwned(ctx, o, "verify", "verifying for up to "+window(e.opt.VerifyTimeout)); err != nil {
+		return err
+	}
 	v := &Verification{Started: e.now(), Items: []VerifyItem{
 		{Name: "All pods healthy"},
 		{Name: "Health checks passing"},
@@ -75,7 +80,7 @@ func (e *Engine) verify(ctx context.Context, in *state.Incident, svc *Service) {
 		v.Items[3].State, v.Items[3].Detail = ItemFail, "no metrics source configured: check latency by hand"
 	}
 	ts := e.post(ctx, in.Channel, in.ThreadTS, verifyMsg(in, v))
-	e.setMessage(ctx, in, "verify", ts)
+	e.setMessage(ctx, o, "verify", ts)
 	live := newLiveMessage(ctx, e.chat, in.Channel, ts, e.opt.UpdateInterval, nil)
 
 	since := e.now()
@@ -94,6 +99,10 @@ func (e *Engine) verify(ctx context.Context, in *state.Incident, svc *Service) {
 		}
 		t.Stop()
 	}
+	if ctx.Err() != nil { // over budget or interrupted: show where it stood
+		live.Close(verifyMsg(in, v))
+		return ctx.Err()
+	}
 	for i := range v.Items {
 		if v.Items[i].State == ItemPending {
 			v.Items[i].State = ItemFail
@@ -105,13 +114,16 @@ func (e *Engine) verify(ctx context.Context, in *state.Incident, svc *Service) {
 	v.Done, v.Finished = true, e.now()
 	live.Close(verifyMsg(in, v))
 
-	if v.Passed() {
-		e.record(ctx, in.ID, "rollbot", "verify", "verified: "+verifySummary(v))
-		e.finish(ctx, in, svc, state.Completed, "")
-		return
+	if !v.Passed() {
+		return failf("%s", verifySummary(v))
 	}
-	e.record(ctx, in.ID, "rollbot", "verify", "verification failed: "+verifySummary(v))
-	e.finish(ctx, in, svc, state.VerifyFailed, verifySummary(v))
+	if err := e.recordOwned(ctx, o, "verify", "verified: "+verifySummary(v)); err != nil {
+		return err
+	}
+	if err := e.setStep(ctx, o, "verify", "passed"); err != nil {
+		return err
+	}
+	return e.complete(ctx, o)
 }
 
 func verifySummary(v *Verification) string {
@@ -253,10 +265,13 @@ func (e *Engine) retryVerify(ctx context.Context, a Action) {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "re-run verification", who(svc.Approvers)))
 		return
 	}
-	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.VerifyFailed}, state.RollingBack, nil, "re-run verification")
+	in, ok = e.decideWork(ctx, a, in.ID, []state.Status{state.VerifyFailed}, state.Verifying, func(in *state.Incident) {
+		delete(in.Steps, "verify")
+		in.HeldUntil = time.Time{}
+	}, "re-run verification")
 	if !ok {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, "verify", "re-running verification")
-	e.spawn("verify", e.opt.StepTimeout, func(ctx context.Context) { e.verify(ctx, in, svc) })
+	e.work(in, svc, "")
 }

@@ -11,6 +11,7 @@
 //	<p>:active                   set of incidents not yet finished
 //	<p>:timeline:<id>            stream: time, actor, step, detail
 //	<p>:lock:<service>           JSON lock holder, with expiry
+//	<p>:lease:<id>               "<owner>|<fence>" of a working incident, with expiry
 //	<p>:once:<key>               idempotency marker, with expiry
 //	<p>:approvals:<id>:<step>    zset approver -> expiry (unix ms)
 //	<p>:dnd:<service>            hash artifact -> JSON mark
@@ -35,6 +36,7 @@ type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
 	now    func() time.Time
+	lease  time.Duration // owner lease of an incident created in a working status
 }
 
 // New returns a Store using rdb; prefix namespaces every key.
@@ -42,7 +44,15 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
 		prefix = "rollbot"
 	}
-	return &Store{rdb: rdb, prefix: prefix, now: time.Now}
+	return &Store{rdb: rdb, prefix: prefix, now: time.Now, lease: 15 * time.Second}
+}
+
+// SetLease sets the owner lease that Create gives an incident created in a
+// working status (assessing); default 15s.
+func (s *Store) SetLease(d time.Duration) {
+	if d > 0 {
+		s.lease = d
+	}
 }
 
 // Ping checks that Redis answers.
@@ -80,16 +90,6 @@ const (
 	Interrupted       Status = "interrupted"
 	Closed            Status = "closed" // ended by a person after a failed rollback or verification
 )
-
-// InFlight reports whether the status is a step that acts on a system;
-// a bot restart during it leaves the system in an unknown state.
-func (s Status) InFlight() bool {
-	switch s {
-	case Assessing, RollingBackDB, Stopping, RollingBack, Verifying:
-		return true
-	}
-	return false
-}
 
 // Final reports whether nothing more will happen to the incident.
 func (s Status) Final() bool {
@@ -136,6 +136,29 @@ type Incident struct {
 	Assessment json.RawMessage `json:"assessment,omitempty"`
 	// Done lists post-rollback checklist items ticked off, by key.
 	Done map[string]string `json:"done,omitempty"`
+
+	// Owner is the replica doing the incident's current working step, and
+	// Fence the fencing token of its claim (see Claim); TakenOver lists
+	// every change of owner after a replica stopped.
+	Owner     string     `json:"owner,omitempty"`
+	Fence     int64      `json:"fence"`
+	TakenOver []Takeover `json:"taken_over,omitempty"`
+	// Steps records, per write step ("stop", "rollback", "database",
+	// "fallback", "verify"), "started" before it acts and "done" after,
+	// so a replica that takes the incident over knows where it stopped.
+	Steps map[string]string `json:"steps,omitempty"`
+	// Fallback is the fallback being run ("set_image", "scale_zero").
+	Fallback string `json:"fallback,omitempty"`
+	// DBApprovedBy are the DB approvers whose approvals started the database step.
+	DBApprovedBy []string `json:"db_approved_by,omitempty"`
+	// StopLine is what stopping the rollout did, shown above the progress.
+	StopLine string `json:"stop_line,omitempty"`
+	// HeldUntil is when a failed rollback that offers fallbacks gives the
+	// service lock up (and is closed) if nobody acts.
+	HeldUntil time.Time `json:"held_until,omitzero"`
+	// StepStarted is when the current working step started (its budget
+	// counts from here, across takeovers).
+	StepStarted time.Time `json:"step_started,omitzero"`
 }
 
 // ErrNotFound is returned for a missing incident.
@@ -150,8 +173,10 @@ func (s *Store) NextID(ctx context.Context) (string, error) {
 	return "RB-" + strconv.FormatInt(n, 10), nil
 }
 
-// Save writes the incident record and its indexes.
-func (s *Store) Save(ctx context.Context, in *Incident) error {
+// Create writes a new incident record and its indexes. It is the only
+// write that does not go through the lifecycle: afterwards, Advance
+// changes the status and Update the rest.
+func (s *Store) Create(ctx context.Context, in *Incident) error {
 	in.UpdatedAt = s.now()
 	if in.CreatedAt.IsZero() {
 		in.CreatedAt = in.UpdatedAt
@@ -162,13 +187,16 @@ func (s *Store) Save(ctx context.Context, in *Incident) error {
 	}
 	score := float64(in.CreatedAt.UnixMilli())
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, s.key("incident", in.ID), b, 0)
+		p.SetNX(ctx, s.key("incident", in.ID), b, 0)
 		p.ZAdd(ctx, s.key("incidents"), redis.Z{Score: score, Member: in.ID})
 		p.ZAdd(ctx, s.key("incidents", in.Service), redis.Z{Score: score, Member: in.ID})
 		if in.Status.Final() {
 			p.SRem(ctx, s.key("active"), in.ID)
 		} else {
 			p.SAdd(ctx, s.key("active"), in.ID)
+		}
+		if in.Status.Working() {
+			p.Set(ctx, s.key("lease", in.ID), ClaimOf(in).leaseValue(), s.lease)
 		}
 		return nil
 	})
@@ -194,37 +222,32 @@ func (s *Store) Get(ctx context.Context, id string) (*Incident, error) {
 	return &in, nil
 }
 
-// ErrStale is returned by Transition when the incident is not in any of
+// ErrStale is returned by Advance when the incident is not in any of
 // the expected states (someone else moved it first).
 var ErrStale = errors.New("incident changed concurrently")
 
-// Transition atomically moves an incident from one of the from states to
-// to, applying mutate to the record. It is how rollbot makes a double
-// click or a redelivered envelope act once: the second caller gets
-// ErrStale and the current record.
-func (s *Store) Transition(ctx context.Context, id string, from []Status, to Status, mutate func(*Incident)) (*Incident, error) {
-	return s.update(ctx, id, func(in *Incident) error {
-		ok := false
-		for _, f := range from {
-			ok = ok || in.Status == f
-		}
-		if !ok {
-			return ErrStale
-		}
-		in.Status = to
-		if mutate != nil {
-			mutate(in)
-		}
+// Update applies mutate to the incident atomically. It never changes the
+// status (that is Advance's). With a non-zero claim it is an owner's write
+// and fails with ErrFenced once the incident has been taken over.
+func (s *Store) Update(ctx context.Context, id string, c Claim, mutate func(*Incident)) (*Incident, error) {
+	return s.update(ctx, id, c, func(_ *txn, in *Incident) error {
+		st := in.Status
+		mutate(in)
+		in.Status = st
 		return nil
 	})
 }
 
-// Update applies mutate to the incident atomically, whatever its status.
-func (s *Store) Update(ctx context.Context, id string, mutate func(*Incident)) (*Incident, error) {
-	return s.update(ctx, id, func(in *Incident) error { mutate(in); return nil })
+// txn is one optimistic transaction over an incident record: apply reads
+// through tx and queues its extra writes, which run in the same MULTI.
+type txn struct {
+	tx  *redis.Tx
+	ops []func(redis.Pipeliner)
 }
 
-func (s *Store) update(ctx context.Context, id string, apply func(*Incident) error) (*Incident, error) {
+func (t *txn) queue(f func(redis.Pipeliner)) { t.ops = append(t.ops, f) }
+
+func (s *Store) update(ctx context.Context, id string, c Claim, apply func(*txn, *Incident) error, watch ...string) (*Incident, error) {
 	key := s.key("incident", id)
 	var out *Incident
 	txf := func(tx *redis.Tx) error {
@@ -240,8 +263,12 @@ func (s *Store) update(ctx context.Context, id string, apply func(*Incident) err
 			return fmt.Errorf("decode incident %s: %w", id, err)
 		}
 		out = &in
+		if !c.IsZero() && c.Fence != in.Fence {
+			return ErrFenced
+		}
 		cp := in
-		if err := apply(&cp); err != nil {
+		t := &txn{tx: tx}
+		if err := apply(t, &cp); err != nil {
 			return err
 		}
 		cp.UpdatedAt = s.now()
@@ -257,12 +284,16 @@ func (s *Store) update(ctx context.Context, id string, apply func(*Incident) err
 			} else {
 				p.SAdd(ctx, s.key("active"), id)
 			}
+			for _, op := range t.ops {
+				op(p)
+			}
 			return nil
 		})
 		return err
 	}
-	for range 10 {
-		err := s.rdb.Watch(ctx, txf, key)
+	keys := append([]string{key}, watch...)
+	for range 20 {
+		err := s.rdb.Watch(ctx, txf, keys...)
 		if errors.Is(err, redis.TxFailedErr) {
 			continue
 		}
@@ -271,7 +302,7 @@ func (s *Store) update(ctx context.Context, id string, apply func(*Incident) err
 		}
 		return out, nil
 	}
-	return out, fmt.Errorf("transition incident %s: too much contention", id)
+	return out, fmt.Errorf("update incident %s: too much contention", id)
 }
 
 // Active lists incidents that have not reached a final status.

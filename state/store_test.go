@@ -28,7 +28,7 @@ func TestIncidentRoundTripAndIndexes(t *testing.T) {
 	}
 	in := &state.Incident{ID: id, Service: "myapp", Channel: "C1", RequestedBy: "U1", Status: state.AwaitingConfirm,
 		Bad: platforms.Revision{ID: "2", Artifact: "app:v2"}}
-	if err := s.Save(ctx, in); err != nil {
+	if err := s.Create(ctx, in); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get(ctx, id)
@@ -42,7 +42,7 @@ func TestIncidentRoundTripAndIndexes(t *testing.T) {
 	if err != nil || len(active) != 1 || active[0].ID != id {
 		t.Fatalf("Active = %v, %v", active, err)
 	}
-	if _, err := s.Transition(ctx, id, []state.Status{state.AwaitingConfirm}, state.Cancelled, nil); err != nil {
+	if _, err := s.Advance(ctx, id, state.Move{From: []state.Status{state.AwaitingConfirm}, To: state.Cancelled}); err != nil {
 		t.Fatal(err)
 	}
 	active, _ = s.Active(ctx)
@@ -62,14 +62,14 @@ func TestTransitionActsOnce(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	in := &state.Incident{ID: "RB-1", Service: "myapp", Status: state.AwaitingConfirm}
-	if err := s.Save(ctx, in); err != nil {
+	if err := s.Create(ctx, in); err != nil {
 		t.Fatal(err)
 	}
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			_, err := s.Transition(ctx, "RB-1", []state.Status{state.AwaitingConfirm}, state.Stopping, func(in *state.Incident) { in.DecidedBy = "U2" })
+			_, err := s.Advance(ctx, "RB-1", state.Move{From: []state.Status{state.AwaitingConfirm}, To: state.Stopping, Owner: "r1", Lease: time.Minute, Mutate: func(in *state.Incident) { in.DecidedBy = "U2" }})
 			switch {
 			case err == nil:
 				wins.Add(1)

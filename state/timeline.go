@@ -39,6 +39,35 @@ func (s *Store) Append(ctx context.Context, incident string, ev Event) error {
 	return nil
 }
 
+// AppendOwned is Append for an owner's step: it fails with ErrFenced,
+// writing nothing, once the incident has been taken over, so a replica that
+// wakes up from a pause cannot add to a timeline that is no longer its own.
+func (s *Store) AppendOwned(ctx context.Context, incident string, c Claim, ev Event) error {
+	if c.IsZero() {
+		return s.Append(ctx, incident, ev)
+	}
+	if ev.Time.IsZero() {
+		ev.Time = s.now()
+	}
+	n, err := fencedAppendScript.Run(ctx, s.rdb, []string{s.key("incident", incident), s.key("timeline", incident)},
+		c.Fence, ev.Time.UTC().Format(time.RFC3339Nano), ev.Actor, ev.Step, ev.Detail).Int()
+	if err != nil {
+		return fmt.Errorf("append timeline %s: %w", incident, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("append timeline %s: %w", incident, ErrFenced)
+	}
+	return nil
+}
+
+var fencedAppendScript = redis.NewScript(`
+local v = redis.call("GET", KEYS[1])
+if not v then return -1 end
+local ok, inc = pcall(cjson.decode, v)
+if not ok or tostring(inc.fence) ~= ARGV[1] then return -1 end
+redis.call("XADD", KEYS[2], "*", "time", ARGV[2], "actor", ARGV[3], "step", ARGV[4], "detail", ARGV[5])
+return 1`)
+
 // Timeline returns the incident's events, oldest first.
 func (s *Store) Timeline(ctx context.Context, incident string) ([]Event, error) {
 	msgs, err := s.rdb.XRange(ctx, s.key("timeline", incident), "-", "+").Result()

@@ -1,0 +1,354 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"rollbot/state"
+)
+
+// Budgets bound each step of the runbook. A step that runs out of its
+// budget ends in the failure path, reported in the thread, never silently.
+// A working step's budget counts from when it started, across takeovers.
+type Budgets struct {
+	Assess  time.Duration // 2m: the assessment (§1)
+	Confirm time.Duration // 30m: waiting for "Roll back" or the DB approvals
+	DBDown  time.Duration // 20m: a reversible down migration (§4)
+	Restore time.Duration // 3h: a snapshot / point-in-time restore (§4)
+	Rollout time.Duration // 15m: stop the rollout and roll back, until converged (§2, §3)
+	Verify  time.Duration // verify_timeout + 2m: the verification checklist (§5)
+	// Hold is how long a failed rollback keeps the service lock while it
+	// offers its fallbacks; then it is closed and the service released.
+	Hold time.Duration // 30m
+}
+
+func (b *Budgets) defaults(verifyTimeout time.Duration) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&b.Assess, 2*time.Minute)
+	def(&b.Confirm, 30*time.Minute)
+	def(&b.DBDown, 20*time.Minute)
+	def(&b.Restore, 3*time.Hour)
+	def(&b.Rollout, 15*time.Minute)
+	def(&b.Verify, verifyTimeout+2*time.Minute)
+	def(&b.Hold, 30*time.Minute)
+}
+
+// Validate checks the budgets against each other and the verification
+// timeout; errors name the config field.
+func (b Budgets) Validate(verifyTimeout, lease time.Duration) error {
+	var errs []error
+	if b.Verify > 0 && verifyTimeout > 0 && b.Verify < verifyTimeout {
+		errs = append(errs, fmt.Errorf("budgets.verify (%s) must be at least verify_timeout (%s): verification polls for verify_timeout", b.Verify, verifyTimeout))
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"assess", b.Assess}, {"confirm", b.Confirm}, {"db_down", b.DBDown}, {"restore", b.Restore}, {"rollout", b.Rollout}, {"verify", b.Verify}, {"hold", b.Hold}} {
+		if f.d < 0 {
+			errs = append(errs, fmt.Errorf("budgets.%s: must not be negative", f.name))
+		}
+		if f.d > 0 && lease > 0 && f.d < 2*lease {
+			errs = append(errs, fmt.Errorf("budgets.%s (%s) must be at least twice the lease (%s)", f.name, f.d, lease))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// budgetFor is the budget of a working status.
+func (e *Engine) budgetFor(in *state.Incident) (time.Duration, string) {
+	b := e.opt.Budgets
+	switch in.Status {
+	case state.Assessing:
+		return b.Assess, "the assessment"
+	case state.RollingBackDB:
+		if in.DBDestructive {
+			return b.Restore, "the database restore"
+		}
+		return b.DBDown, "the database rollback"
+	case state.Stopping, state.RollingBack:
+		if in.Fallback != "" {
+			return b.Rollout, "the fallback"
+		}
+		return b.Rollout, "the rollback"
+	case state.Verifying:
+		return b.Verify, "the verification"
+	}
+	return b.Rollout, string(in.Status)
+}
+
+// owned is a working incident this replica owns: every write it makes
+// carries claim, and is refused once another replica took the incident
+// over.
+type owned struct {
+	in    *state.Incident
+	svc   *Service
+	claim state.Claim
+}
+
+// Why a working step's context ended early.
+var (
+	errTakenOver = errors.New("taken over by another replica")
+	errStoreDown = errors.New("the state store (Redis) did not answer for longer than the lease")
+)
+
+// lostLock is the cause when the service lock is gone or someone else's.
+type lostLock struct{ holder *state.Lock }
+
+func (l lostLock) Error() string { return "lost the service lock" }
+
+// work runs an incident this replica owns from its working status until
+// it waits for a person or ends, in the background. A heartbeat keeps the
+// lease and the service lock, and cancels the work when either is lost.
+func (e *Engine) work(in *state.Incident, svc *Service, resumed string) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithCancelCause(e.base)
+		defer cancel(nil)
+		o := &owned{in: in, svc: svc, claim: state.ClaimOf(in)}
+		stop := e.heartbeat(ctx, cancel, o)
+		defer stop()
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.Error("panic in working step", "incident", o.in.ID, "op", string(o.in.Status), "panic", r)
+				e.failed(o, "an internal error stopped rollbot during "+string(o.in.Status)+" (see the bot log)")
+			}
+		}()
+		if resumed != "" {
+			e.postOwned(o, resumedMsg(o.in, e.opt.Replica, resumed))
+		}
+		e.drive(ctx, o)
+	}()
+}
+
+// drive advances an owned incident step by step.
+func (e *Engine) drive(ctx context.Context, o *owned) {
+	for o.in.Status.Working() {
+		if cause := context.Cause(ctx); cause != nil {
+			e.interrupted(o, cause)
+			return
+		}
+		budget, what := e.budgetFor(o.in)
+		started := o.in.StepStarted
+		if started.IsZero() {
+			started = e.now()
+		}
+		sctx, cancel := context.WithDeadline(ctx, started.Add(budget))
+		before := o.in.Status
+		var err error
+		switch o.in.Status {
+		case state.Assessing:
+			err = e.assessStep(sctx, o)
+		case state.RollingBackDB:
+			err = e.dbStep(sctx, o)
+		case state.Stopping:
+			err = e.stopStep(sctx, o)
+		case state.RollingBack:
+			if o.in.Fallback != "" {
+				err = e.fallbackStep(sctx, o)
+			} else {
+				err = e.rollbackStep(sctx, o)
+			}
+		case state.Verifying:
+			err = e.verifyStep(sctx, o)
+		}
+		overBudget := errors.Is(sctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+		cancel()
+		e.metrics.StepDone(string(before), e.now().Sub(started))
+		if cause := context.Cause(ctx); cause != nil {
+			e.interrupted(o, cause)
+			return
+		}
+		if overBudget {
+			msg := fmt.Sprintf("%s did not finish within its budget of %s", what, window(budget))
+			if err != nil {
+				msg += ": " + e.userText(err, string(before), "incident", o.in.ID)
+			}
+			e.failed(o, msg)
+			return
+		}
+		if err != nil {
+			var se stepError
+			if errors.As(err, &se) {
+				e.failed(o, se.msg)
+			} else {
+				e.failed(o, e.userText(err, string(before), "incident", o.in.ID))
+			}
+			return
+		}
+		if o.in.Status == before {
+			e.log.Error("step did not move the incident on", "incident", o.in.ID, "status", string(before))
+			e.failed(o, "rollbot stopped at "+string(before)+" (internal error, see the bot log)")
+			return
+		}
+	}
+}
+
+// stepError is a failure whose text is already written for users.
+type stepError struct{ msg string }
+
+func (s stepError) Error() string { return s.msg }
+
+func failf(format string, args ...any) error { return stepError{fmt.Sprintf(format, args...)} }
+
+// heartbeat refreshes the lease and the service lock every third of the
+// lease, and cancels ctx with the reason once either is lost, or once the
+// state store has not answered for a whole lease (another replica may
+// have taken over by then).
+func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, o *owned) func() {
+	hctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every := e.opt.Lease / 3
+		t := time.NewTicker(every)
+		defer t.Stop()
+		last := e.now()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+			}
+			gctx, gcancel := context.WithTimeout(hctx, every)
+			holder, err := e.store.Guard(gctx, o.in, o.claim, e.opt.Lease, e.opt.LockTTL)
+			gcancel()
+			switch {
+			case err == nil:
+				last = e.now()
+			case errors.Is(err, state.ErrFenced):
+				cancel(errTakenOver)
+				return
+			case errors.Is(err, state.ErrLocked):
+				cancel(lostLock{holder})
+				return
+			case hctx.Err() != nil:
+				return
+			default:
+				e.metrics.RedisError()
+				e.log.Warn("heartbeat", "incident", o.in.ID, "err", err)
+				if e.now().Sub(last) >= e.opt.Lease-every {
+					cancel(errStoreDown)
+					return
+				}
+			}
+		}
+	}()
+	return func() { stop(); <-done }
+}
+
+// guard is checked right before every write to a system: the incident is
+// still this replica's and still holds the service lock.
+func (e *Engine) guard(ctx context.Context, o *owned) error {
+	holder, err := e.store.Guard(ctx, o.in, o.claim, e.opt.Lease, e.opt.LockTTL)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, state.ErrLocked):
+		return lostLock{holder}
+	case errors.Is(err, state.ErrFenced):
+		return errTakenOver
+	}
+	return fmt.Errorf("check the incident still holds its lock: %w", err)
+}
+
+// record appends an owner's timeline event; it fails once the incident
+// was taken over.
+func (e *Engine) recordOwned(ctx context.Context, o *owned, step, detail string) error {
+	err := e.store.AppendOwned(ctx, o.in.ID, o.claim, state.Event{Actor: "rollbot", Step: step, Detail: detail, Time: e.now()})
+	if err != nil {
+		e.log.Error("timeline append failed", "incident", o.in.ID, "op", step, "err", err)
+	}
+	return err
+}
+
+// advance moves an owned incident on; into a working status it keeps the
+// owner (a new fence, the lease renewed) and starts that step's budget.
+func (e *Engine) advance(ctx context.Context, o *owned, to state.Status, mutate func(*state.Incident)) error {
+	m := state.Move{From: []state.Status{o.in.Status}, To: to, Claim: o.claim, Mutate: func(in *state.Incident) {
+		if to.Working() {
+			in.StepStarted = e.now()
+		}
+		if mutate != nil {
+			mutate(in)
+		}
+	}}
+	if to.Working() {
+		m.Owner, m.Lease = e.opt.Replica, e.opt.Lease
+	}
+	in, err := e.store.Advance(ctx, o.in.ID, m)
+	if err != nil {
+		return err
+	}
+	o.in, o.claim = in, state.ClaimOf(in)
+	return nil
+}
+
+// update changes an owned incident's record (not its status).
+func (e *Engine) updateOwned(ctx context.Context, o *owned, mutate func(*state.Incident)) error {
+	in, err := e.store.Update(ctx, o.in.ID, o.claim, mutate)
+	if err != nil {
+		return err
+	}
+	o.in = in
+	return nil
+}
+
+// setStep records a write step's progress ("started", "done").
+func (e *Engine) setStep(ctx context.Context, o *owned, step, val string) error {
+	return e.updateOwned(ctx, o, func(in *state.Incident) {
+		if in.Steps == nil {
+			in.Steps = map[string]string{}
+		}
+		in.Steps[step] = val
+	})
+}
+
+// fresh is a context for reporting an outcome after the step's own
+// context ended: the report must not die with the step.
+func (e *Engine) fresh() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(e.base), 30*time.Second)
+}
+
+// interrupted reports why a working step stopped before its end.
+func (e *Engine) interrupted(o *owned, cause error) {
+	ctx, cancel := e.fresh()
+	defer cancel()
+	var ll lostLock
+	switch {
+	case errors.Is(cause, errTakenOver):
+		// Another replica owns the incident now and reports it; a stale
+		// owner writes nothing.
+		e.log.Warn("incident taken over; this replica stops", "incident", o.in.ID, "status", string(o.in.Status))
+	case errors.As(cause, &ll):
+		e.failed(o, lockLostText(o.in, ll.holder))
+	case errors.Is(cause, errStoreDown):
+		e.log.Error("state store unreachable; stopping the step", "incident", o.in.ID, "status", string(o.in.Status))
+		e.postOwned(o, storeDownMsg(o.in, e.now().Add(e.opt.LockTTL)))
+	default: // the bot is shutting down: the lease runs out, another replica resumes
+		e.log.Info("stopping; another replica resumes the incident", "incident", o.in.ID, "status", string(o.in.Status), "cause", cause)
+		if err := e.store.ReleaseLease(ctx, o.in.ID, o.claim); err != nil {
+			e.log.Warn("release the lease", "incident", o.in.ID, "err", err)
+		}
+	}
+}
+
+func lockLostText(in *state.Incident, holder *state.Lock) string {
+	if holder != nil && holder.Incident != in.ID {
+		return fmt.Sprintf("the service lock of %s is no longer this rollback's: %s holds it (started by <@%s>), so rollbot stopped before changing anything more", in.Service, holder.Incident, holder.Holder)
+	}
+	return "the service lock of " + in.Service + " expired, so rollbot stopped before changing anything more; run `/rollback " + in.Service + "` again"
+}
+
+// postOwned posts into the incident's thread on a fresh context.
+func (e *Engine) postOwned(o *owned, m Msg) string {
+	ctx, cancel := e.fresh()
+	defer cancel()
+	return e.post(ctx, o.in.Channel, o.in.ThreadTS, m)
+}
