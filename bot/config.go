@@ -35,6 +35,11 @@ type Config struct {
 	VerifyInterval  time.Duration `yaml:"verify_interval"`
 	QueryTimeout    time.Duration `yaml:"query_timeout"`
 	StepTimeout     time.Duration `yaml:"step_timeout"`
+	// Lease is how long a replica's claim on a working incident lasts
+	// without a heartbeat before another replica takes it over (15s).
+	Lease time.Duration `yaml:"lease"`
+	// Budgets bound each step; see handlers.Budgets for the defaults.
+	Budgets handlers.Budgets `yaml:"budgets"`
 
 	Services map[string]ServiceConfig `yaml:"services"`
 }
@@ -212,10 +217,23 @@ func (c *Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"lock_ttl", c.LockTTL}, {"approval_ttl", c.ApprovalTTL}, {"postmortem_after", c.PostmortemAfter},
-		{"verify_timeout", c.VerifyTimeout}, {"verify_interval", c.VerifyInterval}, {"query_timeout", c.QueryTimeout}, {"step_timeout", c.StepTimeout}} {
+		{"verify_timeout", c.VerifyTimeout}, {"verify_interval", c.VerifyInterval}, {"query_timeout", c.QueryTimeout}, {"step_timeout", c.StepTimeout}, {"lease", c.Lease}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", d.name))
 		}
+	}
+	if c.Lease != 0 && c.Lease < 3*time.Second {
+		errs = append(errs, errors.New("lease: at least 3s (the owner renews it every third of it)"))
+	}
+	lease := c.Lease
+	if lease <= 0 {
+		lease = 15 * time.Second
+	}
+	if err := c.Budgets.Resolve(c.VerifyTimeout, c.StepTimeout).Validate(c.verifyTimeout(), lease); err != nil {
+		errs = append(errs, unjoin(err)...)
+	}
+	if c.LockTTL != 0 && c.LockTTL < 2*lease {
+		errs = append(errs, fmt.Errorf("lock_ttl (%s) must be at least twice the lease (%s)", c.LockTTL, lease))
 	}
 	if c.PostmortemAfter > 24*time.Hour {
 		errs = append(errs, errors.New("postmortem_after: at most 24h (the runbook schedules the postmortem within 24 hours)"))
@@ -355,8 +373,15 @@ func (c *Config) EngineOptions() handlers.Options {
 	return handlers.Options{
 		IncidentChannels: c.IncidentChannels, LockTTL: c.LockTTL, ApprovalTTL: c.ApprovalTTL,
 		PostmortemAfter: c.PostmortemAfter, VerifyTimeout: c.VerifyTimeout, VerifyInterval: c.VerifyInterval,
-		QueryTimeout: c.QueryTimeout, StepTimeout: c.StepTimeout,
+		QueryTimeout: c.QueryTimeout, StepTimeout: c.StepTimeout, Lease: c.Lease, Budgets: c.Budgets,
 	}
+}
+
+func (c *Config) verifyTimeout() time.Duration {
+	if c.VerifyTimeout > 0 {
+		return c.VerifyTimeout
+	}
+	return 5 * time.Minute
 }
 
 // thresholds applies overrides to the runbook's defaults.

@@ -37,6 +37,10 @@ services:
 	}{
 		{"unknown field with its line", base + "    treshold: {}\n", "line 8: field treshold not found"},
 		{"no channels", strings.Replace(base, "incident_channels: [C0INCIDENT]", "", 1), "incident_channels: at least one"},
+		{"verify budget shorter than its polling", "verify_timeout: 5m\nbudgets: {verify: 4m}\n" + base, "budgets.verify (4m0s) must be at least verify_timeout (5m0s) + 1m"},
+		{"budget shorter than two leases", "lease: 20s\nbudgets: {assess: 30s}\n" + base, "budgets.assess (30s) must be at least twice the lease (20s)"},
+		{"lease too short", "lease: 1s\n" + base, "lease: at least 3s"},
+		{"lock shorter than two leases", "lease: 20s\nlock_ttl: 30s\n" + base, "lock_ttl (30s) must be at least twice the lease (20s)"},
 		{"bad platform", strings.Replace(base, "platform: simulated", "platform: nomad", 1), `services.myapp.platform: "nomad" is not one of`},
 		{"section for another platform", base + "    swarm: {service: web}\n", `services.myapp.swarm: set, but platform is "simulated"`},
 		{"missing section", strings.Replace(base, `    simulated: {versions: [{artifact: "app:v1"}]}`+"\n", "", 1), "services.myapp.simulated: required for platform simulated"},

@@ -13,15 +13,29 @@ import (
 // budget ends in the failure path, reported in the thread, never silently.
 // A working step's budget counts from when it started, across takeovers.
 type Budgets struct {
-	Assess  time.Duration // 2m: the assessment (§1)
-	Confirm time.Duration // 30m: waiting for "Roll back" or the DB approvals
-	DBDown  time.Duration // 20m: a reversible down migration (§4)
-	Restore time.Duration // 3h: a snapshot / point-in-time restore (§4)
-	Rollout time.Duration // 15m: stop the rollout and roll back, until converged (§2, §3)
-	Verify  time.Duration // verify_timeout + 2m: the verification checklist (§5)
+	Assess  time.Duration `yaml:"assess"`  // 2m: the assessment (§1)
+	Confirm time.Duration `yaml:"confirm"` // 30m: waiting for "Roll back" or the DB approvals
+	DBDown  time.Duration `yaml:"db_down"` // 20m: a reversible down migration (§4)
+	Restore time.Duration `yaml:"restore"` // 3h: a snapshot / point-in-time restore (§4)
+	Rollout time.Duration `yaml:"rollout"` // 15m: stop the rollout and roll back, until converged (§2, §3)
+	Verify  time.Duration `yaml:"verify"`  // verify_timeout + 2m: the verification checklist (§5)
 	// Hold is how long a failed rollback keeps the service lock while it
 	// offers its fallbacks; then it is closed and the service released.
-	Hold time.Duration // 30m
+	Hold time.Duration `yaml:"hold"` // 30m
+}
+
+// Resolve fills the defaults: verifyTimeout is the checklist's polling
+// time (default 5m), rollout the older step_timeout when budgets.rollout
+// is not set.
+func (b Budgets) Resolve(verifyTimeout, rollout time.Duration) Budgets {
+	if verifyTimeout <= 0 {
+		verifyTimeout = 5 * time.Minute
+	}
+	if b.Rollout <= 0 {
+		b.Rollout = rollout
+	}
+	b.defaults(verifyTimeout)
+	return b
 }
 
 func (b *Budgets) defaults(verifyTimeout time.Duration) {
@@ -43,8 +57,8 @@ func (b *Budgets) defaults(verifyTimeout time.Duration) {
 // timeout; errors name the config field.
 func (b Budgets) Validate(verifyTimeout, lease time.Duration) error {
 	var errs []error
-	if b.Verify > 0 && verifyTimeout > 0 && b.Verify < verifyTimeout {
-		errs = append(errs, fmt.Errorf("budgets.verify (%s) must be at least verify_timeout (%s): verification polls for verify_timeout", b.Verify, verifyTimeout))
+	if b.Verify > 0 && verifyTimeout > 0 && b.Verify < verifyTimeout+time.Minute {
+		errs = append(errs, fmt.Errorf("budgets.verify (%s) must be at least verify_timeout (%s) + 1m: verification polls for verify_timeout, then reports", b.Verify, verifyTimeout))
 	}
 	for _, f := range []struct {
 		name string
