@@ -1,0 +1,161 @@
+package state_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"rollbot/state"
+)
+
+// Every move the engine makes is in the table, and nothing leaves a final
+// status.
+func TestLifecycleTable(t *testing.T) {
+	allowed := [][2]state.Status{
+		{state.Assessing, state.AwaitingConfirm}, {state.AwaitingConfirm, state.Stopping},
+		{state.AwaitingConfirm, state.AwaitingDBApprove}, {state.AwaitingDBApprove, state.RollingBackDB},
+		{state.RollingBackDB, state.Stopping}, {state.Stopping, state.RollingBack}, {state.RollingBack, state.Verifying},
+		{state.Verifying, state.Completed}, {state.Verifying, state.VerifyFailed}, {state.VerifyFailed, state.Verifying},
+		{state.RollbackFailed, state.RollingBack}, {state.RollbackFailed, state.Closed},
+	}
+	for _, m := range allowed {
+		if !state.Allowed(m[0], m[1]) {
+			t.Errorf("%s → %s refused", m[0], m[1])
+		}
+	}
+	refused := [][2]state.Status{
+		{state.Completed, state.RollingBack}, {state.Cancelled, state.Stopping}, {state.AwaitingConfirm, state.Completed},
+		{state.RollingBackDB, state.Completed}, {state.Closed, state.RollingBack}, {state.Assessing, state.RollingBack},
+	}
+	for _, m := range refused {
+		if state.Allowed(m[0], m[1]) {
+			t.Errorf("%s → %s allowed", m[0], m[1])
+		}
+	}
+}
+
+func newWorking(t *testing.T, s *state.Store, id string) *state.Incident {
+	t.Helper()
+	ctx := context.Background()
+	in := &state.Incident{ID: id, Service: "svc-" + id, Channel: "C1", Status: state.AwaitingConfirm}
+	if err := s.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := s.Advance(ctx, id, state.Move{From: []state.Status{state.AwaitingConfirm}, To: state.Stopping, Owner: "r1", Lease: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cur
+}
+
+func TestAdvanceIsTheOnlyWayAndRefusesWhatTheTableDoesNot(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	in := newWorking(t, s, "RB-1")
+	if in.Owner != "r1" || in.Fence != 1 {
+		t.Fatalf("a click into a working status gives it an owner: %+v", in)
+	}
+	if h, _ := s.LeaseHolder(ctx, "RB-1"); h != "r1" {
+		t.Fatalf("lease holder %q, want r1", h)
+	}
+	// A click cannot move a working incident; only its owner can.
+	if _, err := s.Advance(ctx, "RB-1", state.Move{To: state.RollbackFailed}); !errors.Is(err, state.ErrNotAllowed) {
+		t.Fatalf("click moved a working incident: %v", err)
+	}
+	// A move the table does not list is refused and changes nothing.
+	if _, err := s.Advance(ctx, "RB-1", state.Move{From: []state.Status{state.Stopping}, To: state.Completed, Claim: state.ClaimOf(in)}); !errors.Is(err, state.ErrNotAllowed) {
+		t.Fatalf("stopping → completed: %v", err)
+	}
+	// Update never changes the status.
+	got, err := s.Update(ctx, "RB-1", state.ClaimOf(in), func(i *state.Incident) { i.Status = state.Completed; i.Reason = "x" })
+	if err != nil || got.Status != state.Stopping || got.Reason != "x" {
+		t.Fatalf("Update = %+v, %v", got, err)
+	}
+	// Leaving the working status drops the lease.
+	if _, err := s.Advance(ctx, "RB-1", state.Move{To: state.RollbackFailed, Claim: state.ClaimOf(in)}); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.LeaseHolder(ctx, "RB-1"); h != "" {
+		t.Fatalf("lease kept after leaving the working status: %q", h)
+	}
+}
+
+// A takeover is only possible once the owner's lease expired, and it fences
+// the old owner: its state writes, timeline appends, guard and heartbeat
+// all fail afterwards.
+func TestTakeoverFencesTheOldOwner(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	in := newWorking(t, s, "RB-2")
+	old := state.ClaimOf(in)
+	if _, _, err := s.Takeover(ctx, "RB-2", "r2", time.Minute); !errors.Is(err, state.ErrStale) {
+		t.Fatalf("took over a live lease: %v", err)
+	}
+	time.Sleep(400 * time.Millisecond) // the owner stopped heartbeating: the 300ms lease expires
+	cur, c2, err := s.Takeover(ctx, "RB-2", "r2", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Fence != old.Fence+1 || cur.Owner != "r2" || len(cur.TakenOver) != 1 || cur.TakenOver[0].From != "r1" {
+		t.Fatalf("takeover: %+v %+v", cur, c2)
+	}
+	if _, _, err := s.Takeover(ctx, "RB-2", "r3", time.Minute); !errors.Is(err, state.ErrStale) {
+		t.Fatalf("second takeover of a live lease: %v", err)
+	}
+	if _, err := s.Update(ctx, "RB-2", old, func(i *state.Incident) { i.Reason = "stale" }); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("old owner's update: %v", err)
+	}
+	if _, err := s.Advance(ctx, "RB-2", state.Move{To: state.RollingBack, Claim: old, Owner: "r1", Lease: time.Minute}); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("old owner's advance: %v", err)
+	}
+	if err := s.AppendOwned(ctx, "RB-2", old, state.Event{Actor: "rollbot", Step: "rollback", Detail: "stale"}); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("old owner's timeline append: %v", err)
+	}
+	if err := s.Heartbeat(ctx, "RB-2", old, time.Minute); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("old owner's heartbeat: %v", err)
+	}
+	if _, err := s.Guard(ctx, cur, old, time.Minute, time.Minute); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("old owner's guard: %v", err)
+	}
+	if err := s.AppendOwned(ctx, "RB-2", c2, state.Event{Actor: "rollbot", Step: "rollback", Detail: "new owner"}); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := s.Timeline(ctx, "RB-2")
+	if len(evs) != 1 || evs[0].Detail != "new owner" {
+		t.Fatalf("timeline: %+v", evs)
+	}
+	if r, _ := s.Get(ctx, "RB-2"); r.Reason == "stale" {
+		t.Fatal("the fenced write landed")
+	}
+}
+
+// Guard refuses a write when the service lock is gone or someone else's.
+func TestGuardChecksTheServiceLock(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	lock, err := s.AcquireLock(ctx, "svc-RB-3", "RB-3", "U1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &state.Incident{ID: "RB-3", Service: "svc-RB-3", Status: state.AwaitingConfirm, Lock: lock.Token}
+	if err := s.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	in, err = s.Advance(ctx, "RB-3", state.Move{To: state.Stopping, Owner: "r1", Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Guard(ctx, in, state.ClaimOf(in), time.Minute, time.Minute); err != nil {
+		t.Fatalf("guard with the lock held: %v", err)
+	}
+	s.ReleaseLock(ctx, "svc-RB-3", lock.Token)
+	other, err := s.AcquireLock(ctx, "svc-RB-3", "RB-9", "U2", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := s.Guard(ctx, in, state.ClaimOf(in), time.Minute, time.Minute)
+	if !errors.Is(err, state.ErrLocked) || holder == nil || holder.Token != other.Token || holder.Incident != "RB-9" {
+		t.Fatalf("guard after the lock changed hands: %+v, %v", holder, err)
+	}
+}
