@@ -1,0 +1,196 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"rollbot/handlers"
+	"rollbot/platforms"
+	"rollbot/state"
+	"rollbot/testkit/slackemu"
+)
+
+func lifecycleEngine(mut func(*handlers.Options)) handlers.Options {
+	o := fastEngine()
+	o.Lease = 600 * time.Millisecond
+	mut(&o)
+	return o
+}
+
+func (h *harness) events(id string) []state.Event {
+	h.t.Helper()
+	evs, err := h.store.Timeline(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return evs
+}
+
+func hasEvent(evs []state.Event, step, detail string) bool {
+	for _, ev := range evs {
+		if ev.Step == step && strings.Contains(ev.Detail, detail) {
+			return true
+		}
+	}
+	return false
+}
+
+// A rollback that outlives its budget ends in the failure path: a message
+// in the thread with the fallbacks, the timeline, the lock kept for the
+// fallbacks with the time it lapses, never a silent stop.
+func TestLifecycleStepOverBudgetIsReported(t *testing.T) {
+	svc, _ := simService(t, "myapp", 2*time.Second) // 3 pods: 6s, over the 2s budget
+	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(o *handlers.Options) { o.Budgets.Rollout = 2 * time.Second }))
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("failure report", textHas("did not finish within its budget of 2s"))
+	if m.ThreadTS != a.TS || !strings.Contains(m.PlainText(), "stays locked for this rollback until") {
+		t.Errorf("failure report outside the thread or without the hold note:\n%s", m.PlainText())
+	}
+	for _, id := range []string{handlers.ActFallbackImage, handlers.ActFallbackZero, handlers.ActEnd} {
+		if !hasAction(id)(m) {
+			t.Errorf("failure report lacks %s:\n%s", id, m.PlainText())
+		}
+	}
+	in := h.waitStatus("RB-1", state.RollbackFailed)
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l == nil || l.Token != in.Lock {
+		t.Errorf("lock not kept for the fallbacks: %+v", l)
+	}
+	if in.HeldUntil.IsZero() {
+		t.Error("no hold deadline recorded")
+	}
+	if !hasEvent(h.events("RB-1"), "rollback", "failed: the rollback did not finish within its budget") {
+		t.Errorf("timeline lacks the budget failure:\n%v", h.events("RB-1"))
+	}
+	// End releases the service.
+	h.click(slackemu.UserBob, m.TS, handlers.ActEnd)
+	h.waitStatus("RB-1", state.Closed)
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
+		t.Errorf("lock held after End: %+v", l)
+	}
+}
+
+// A fallback offered by RB-1 cannot run once the service lock belongs to
+// another rollback: the click is refused naming the holder, and nothing
+// touches the platform.
+func TestLifecycleFallbackNeedsTheLock(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
+	s.FailNextRollback(platforms.Userf(errors.New("ImagePullBackOff"), "image app:v2 cannot be pulled"))
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	f := h.waitFor("failure", hasAction(handlers.ActFallbackZero))
+	in := h.waitStatus("RB-1", state.RollbackFailed)
+	// The lock lapses and another rollback takes the service.
+	ctx := context.Background()
+	h.store.ReleaseLock(ctx, "myapp", in.Lock)
+	if _, err := h.store.AcquireLock(ctx, "myapp", "RB-7", slackemu.UserDana, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	h.click(slackemu.UserBob, f.TS, handlers.ActFallbackZero)
+	h.waitFor("refusal", ephemeralFor(slackemu.UserBob, "RB-7 holds it"))
+	if got := current(t, s); got != "app:v3" {
+		t.Errorf("the platform changed: runs %s", got)
+	}
+	snap, _ := s.Snapshot(ctx)
+	if snap.Health.Desired == 0 {
+		t.Error("scaled to zero although the lock was another rollback's")
+	}
+	if st := h.waitStatus("RB-1", state.RollbackFailed); st.Fallback != "" {
+		t.Errorf("fallback recorded: %+v", st)
+	}
+}
+
+// A confirmation re-reads the platform: when it no longer runs the
+// assessed bad version, the click is refused with what changed, and the
+// service is released.
+func TestLifecycleStaleAssessmentIsRefused(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	cp := &countingPlatform{Sim: s}
+	svc.Platform = cp
+	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	// Someone fixes it by hand before anyone clicks.
+	if _, err := s.Rollback(context.Background(), platforms.Revision{ID: "2"}, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("refusal", textHas("now runs 2 (app:v2), not the assessed bad version 3 (app:v3)"))
+	if m.ThreadTS != a.TS {
+		t.Errorf("refusal outside the thread: %+v", m)
+	}
+	h.waitStatus("RB-1", state.Cancelled)
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
+		t.Errorf("lock held: %+v", l)
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.rollbacks != 0 {
+		t.Errorf("%d rollbacks ran on a stale assessment", cp.rollbacks)
+	}
+	if !hasEvent(h.events("RB-1"), "confirm", "refused: deployment myapp (simulated) now runs") {
+		t.Errorf("timeline lacks the refusal:\n%v", h.events("RB-1"))
+	}
+}
+
+// Nobody clicks: the wait ends after its budget, the buttons go, the
+// service is released.
+func TestLifecycleConfirmationWaitExpires(t *testing.T) {
+	svc, _ := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(o *handlers.Options) { o.Budgets.Confirm = 1500 * time.Millisecond }))
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.waitFor("expiry", textHas("RB-1 expired: nobody decided within"))
+	h.waitStatus("RB-1", state.Cancelled)
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
+		t.Errorf("lock held after expiry: %+v", l)
+	}
+	m, _ := h.emu.Message(slackemu.ChannelIncident, a.TS)
+	if len(m.ActionIDs()) != 0 {
+		t.Errorf("buttons still on the expired assessment: %v", m.ActionIDs())
+	}
+	if !hasEvent(h.events("RB-1"), "expire", "nobody decided") {
+		t.Errorf("timeline lacks the expiry:\n%v", h.events("RB-1"))
+	}
+}
+
+// A failed rollback keeps the service for its fallbacks only until its
+// hold lapses; then it is closed and the service released.
+func TestLifecycleFailedHoldLapses(t *testing.T) {
+	svc, s := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(o *handlers.Options) { o.Budgets.Hold = 1500 * time.Millisecond }))
+	s.FailNextRollback(platforms.Userf(nil, "image app:v2 cannot be pulled"))
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("failure", hasAction(handlers.ActFallbackZero))
+	h.waitFor("closed", textHas("RB-1 closed: nobody ran a fallback or ended the rollback"))
+	h.waitStatus("RB-1", state.Closed)
+	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
+		t.Errorf("lock held after the hold lapsed: %+v", l)
+	}
+}
+
+// A decision that lost the race is not on the timeline: a Cancel after
+// the confirmation won records nothing.
+func TestLifecycleLosingDecisionIsNotRecorded(t *testing.T) {
+	svc, _ := simService(t, "myapp", 200*time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("rollback in progress", textHas("Rolling back"))
+	if err := h.emu.ClickButton(h.ctx(), slackemu.UserAlice, slackemu.ChannelIncident, a.TS, handlers.ActCancel); err == nil {
+		t.Log("the cancel button was still clickable")
+	}
+	h.waitStatus("RB-1", state.Completed)
+	if hasEvent(h.events("RB-1"), "cancel", "") {
+		t.Errorf("a cancel that lost to the confirmation is on the timeline:\n%v", h.events("RB-1"))
+	}
+}
