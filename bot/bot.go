@@ -30,6 +30,10 @@ type Options struct {
 	// SchemaInterval is how often rollbot records the applied migration
 	// versions of services whose tool stores no applied time (default 5m).
 	SchemaInterval time.Duration
+	// OpsAddr is where /healthz, /readyz and /metrics listen (bot/ops.go);
+	// "" disables them. Metrics, if nil, are created by New.
+	OpsAddr string
+	Metrics *Metrics
 }
 
 // Bot is a running rollbot.
@@ -40,12 +44,19 @@ type Bot struct {
 	engine *handlers.Engine
 	log    *slog.Logger
 	opts   Options
+
+	metrics *Metrics
+	ops     *ops // nil when Options.OpsAddr is ""
 }
 
 // Serve runs the production bot from a config and the environment until
 // ctx ends.
 func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	if err := errors.Join(cfg.Validate(), env.Validate()); err != nil {
+		return err
+	}
+	opsAddr, err := OpsAddrFromOS()
+	if err != nil {
 		return err
 	}
 	log = slog.New(NewRedactHandler(log.Handler(), env.Secrets()...))
@@ -60,15 +71,21 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 		return err
 	}
 	checkAccess(ctx, services, log)
-	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log})
+	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log, OpsAddr: opsAddr})
 	if err != nil {
 		return err
 	}
 	return b.Run(ctx)
 }
 
-// New connects the pieces; Run starts serving.
+// New connects the pieces; Run starts serving. It adds a hook to
+// o.Redis that counts failed commands in the metrics.
 func New(ctx context.Context, o Options) (*Bot, error) {
+	m := o.Metrics
+	if m == nil {
+		m = NewMetrics()
+	}
+	o.Redis.AddHook(m.RedisHook())
 	api := slack.New(o.Env.BotToken, slack.OptionAPIURL(o.Env.APIURL), slack.OptionAppLevelToken(o.Env.AppToken))
 	store := state.New(o.Redis, o.Prefix)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -76,9 +93,15 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if err := store.Ping(pctx); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	b := &Bot{api: api, store: store, log: o.Log, opts: o}
+	b := &Bot{api: api, store: store, log: o.Log, opts: o, metrics: m}
 	b.sm = socketmode.New(api, socketmode.OptionPingInterval(20*time.Second))
-	b.engine = handlers.New(ctx, &slackChat{api: api}, store, o.Services, o.Engine, o.Log)
+	b.engine = handlers.New(ctx, &slackChat{api: api, metrics: m}, store, o.Services, o.Engine, o.Log)
+	if o.OpsAddr != "" {
+		var err error
+		if b.ops, err = listenOps(o.OpsAddr, m, o.Redis, o.Log); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
 }
 
@@ -88,6 +111,7 @@ func (b *Bot) Engine() *handlers.Engine { return b.engine }
 // Run checks the Slack token, reports incidents interrupted by a previous
 // stop, then serves Socket Mode until ctx ends and background steps finish.
 func (b *Bot) Run(ctx context.Context) error {
+	defer b.serveOps(ctx)()
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	auth, err := b.api.AuthTestContext(actx)
 	cancel()
@@ -126,6 +150,7 @@ func (b *Bot) Run(ctx context.Context) error {
 
 // dispatch acks first, then hands the work to the engine in the background.
 func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
+	b.metrics.socketEvent(evt.Type)
 	switch evt.Type {
 	case socketmode.EventTypeConnecting, socketmode.EventTypeConnected, socketmode.EventTypeHello:
 		b.log.Debug("socket mode", "event", string(evt.Type))

@@ -12,9 +12,20 @@ import (
 )
 
 // slackChat is handlers.Chat over the Slack Web API. Rate-limited calls
-// (HTTP 429) are retried after Slack's Retry-After, a few times.
+// (HTTP 429) are retried after Slack's Retry-After, a few times. Every
+// try is counted in metrics by method (calls, errors, 429s).
 type slackChat struct {
-	api *slack.Client
+	api     *slack.Client
+	metrics *Metrics
+}
+
+// call runs one Web API method through retry, counting each try.
+func (c *slackChat) call(ctx context.Context, method string, f func() error) error {
+	return retry(ctx, func() error {
+		err := f()
+		c.metrics.slackCall(method, err)
+		return err
+	})
 }
 
 func msgOptions(m handlers.Msg) []slack.MsgOption {
@@ -51,7 +62,7 @@ func (c *slackChat) Post(ctx context.Context, channel, thread string, m handlers
 		opts = append(opts, slack.MsgOptionTS(thread))
 	}
 	var ts string
-	err := retry(ctx, func() error {
+	err := c.call(ctx, "chat.postMessage", func() error {
 		var err error
 		_, ts, err = c.api.PostMessageContext(ctx, channel, opts...)
 		return err
@@ -60,28 +71,28 @@ func (c *slackChat) Post(ctx context.Context, channel, thread string, m handlers
 }
 
 func (c *slackChat) Update(ctx context.Context, channel, ts string, m handlers.Msg) error {
-	return retry(ctx, func() error {
+	return c.call(ctx, "chat.update", func() error {
 		_, _, _, err := c.api.UpdateMessageContext(ctx, channel, ts, msgOptions(m)...)
 		return err
 	})
 }
 
 func (c *slackChat) Ephemeral(ctx context.Context, channel, user string, m handlers.Msg) error {
-	return retry(ctx, func() error {
+	return c.call(ctx, "chat.postEphemeral", func() error {
 		_, err := c.api.PostEphemeralContext(ctx, channel, user, msgOptions(m)...)
 		return err
 	})
 }
 
 func (c *slackChat) Schedule(ctx context.Context, channel string, at time.Time, m handlers.Msg) error {
-	return retry(ctx, func() error {
+	return c.call(ctx, "chat.scheduleMessage", func() error {
 		_, _, err := c.api.ScheduleMessageContext(ctx, channel, strconv.FormatInt(at.Unix(), 10), msgOptions(m)...)
 		return err
 	})
 }
 
 func (c *slackChat) OpenModal(ctx context.Context, triggerID string, v slack.ModalViewRequest) error {
-	return retry(ctx, func() error {
+	return c.call(ctx, "views.open", func() error {
 		_, err := c.api.OpenViewContext(ctx, triggerID, v)
 		return err
 	})
@@ -89,7 +100,7 @@ func (c *slackChat) OpenModal(ctx context.Context, triggerID string, v slack.Mod
 
 func (c *slackChat) GroupMembers(ctx context.Context, group string) ([]string, error) {
 	var out []string
-	err := retry(ctx, func() error {
+	err := c.call(ctx, "usergroups.users.list", func() error {
 		var err error
 		out, err = c.api.GetUserGroupMembersContext(ctx, group)
 		return err

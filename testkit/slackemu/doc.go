@@ -39,17 +39,29 @@
 // # Socket Mode
 //
 // apps.connections.open hands out one-use ws:// URLs; up to 10 connections
-// (more are refused at apps.connections.open with too_many_websockets).
-// Each connection gets hello, then websocket PINGs every PingInterval. Each
-// envelope goes to one connection, round-robin. Acks are awaited for
-// AckTimeout (Slack's 3 s): a slash command, block action or view
-// submission that is not acked fails with ErrNotAcked (Slack shows the user
-// an error); an events_api envelope is redelivered up to MaxRedeliveries
-// times with a new envelope_id, retry_attempt 1, 2, 3 and retry_reason
-// "timeout", the payload (and its event_id) unchanged. DuplicateNextEnvelope
-// sends the next envelope twice with different envelope_ids and the same
-// payload; either ack counts. DropConnections closes every socket without
-// a close frame; RefreshConnections sends disconnect/refresh_requested.
+// of the app at once (more are refused at apps.connections.open with
+// too_many_websockets, as Slack does). Each connection gets hello, then
+// websocket PINGs every PingInterval. Each envelope goes to ONE connection,
+// round-robin. Acks are awaited for AckTimeout (Slack's 3 s): a slash
+// command, block action or view submission that is not acked fails with
+// ErrNotAcked (Slack shows the user an error); an events_api envelope is
+// redelivered up to MaxRedeliveries times with a new envelope_id,
+// retry_attempt 1, 2, 3 and retry_reason "timeout", the payload (and its
+// event_id) unchanged, each time to another connection than the previous
+// attempt when another one is open. A connection that closes after an
+// envelope was written to it and before its ack loses that envelope: it is
+// redelivered at once to another connection (a slash command or
+// interaction only within its ack window, counted from the first copy).
+//
+// Faults: DuplicateNextEnvelope and DuplicateEnvelopes send one or every
+// envelope twice, to two different connections, under different
+// envelope_ids with the same payload; either ack counts.
+// DropAfterNextEnvelope(conn) delivers the next envelope to connection
+// conn (ConnectionIDs) and closes it right after, before any ack.
+// DropConnections closes every socket without a close frame;
+// RefreshConnections sends disconnect/refresh_requested. Deliveries lists
+// every envelope copy with its connection, retry fields and whether it was
+// acked or lost.
 //
 // # Acting as people
 //

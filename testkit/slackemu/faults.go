@@ -76,15 +76,42 @@ func (s *Server) DelayMethod(method string, d time.Duration) {
 // DuplicateNextEnvelope makes the hub deliver the next envelope twice.
 //
 // Both copies carry the same payload (same trigger_id, action_ts, event_id)
-// under different envelope_ids, each on the next connection in turn, as
-// Slack's at-least-once delivery can do; an ack of either copy satisfies
-// the sender. Timeout redeliveries of events_api envelopes are separate:
-// they get a new envelope_id and retry_attempt 1, 2, 3 with retry_reason
-// "timeout".
+// under different envelope_ids, on two different connections when two are
+// open, as Slack's at-least-once delivery can do; an ack of either copy
+// satisfies the sender. Timeout redeliveries of events_api envelopes are
+// separate: they get a new envelope_id and retry_attempt 1, 2, 3 with
+// retry_reason "timeout".
 func (s *Server) DuplicateNextEnvelope() {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
 	s.hub.dupNext = true
+}
+
+// DuplicateEnvelopes makes the hub deliver every envelope twice, as
+// DuplicateNextEnvelope does for one, until DuplicateEnvelopes(false):
+// an app with several replicas must act once on each.
+func (s *Server) DuplicateEnvelopes(on bool) {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.hub.dupAll = on
+}
+
+type dropPlan struct {
+	conn int // 0: whichever connection gets the envelope
+}
+
+// DropAfterNextEnvelope makes the hub deliver the next envelope to
+// connection conn (an ID from ConnectionIDs; 0: whichever connection is
+// next in turn) and close that connection abruptly right after writing
+// the envelope, before the app can ack it: a connection lost mid-flow.
+// The app may or may not have read the envelope; the hub redelivers it
+// to another connection (see Server.SlashCommand and SendEvent). If conn
+// is no longer open when the envelope is sent, the connection that gets
+// it is dropped instead.
+func (s *Server) DropAfterNextEnvelope(conn int) {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.hub.dropNext = &dropPlan{conn: conn}
 }
 
 // takeDelay returns the delay for method.

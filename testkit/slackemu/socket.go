@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -31,11 +32,16 @@ type hub struct {
 	tickets  map[string]time.Time // one-use websocket tickets
 	pending  map[string]chan json.RawMessage
 	accepted int
-	dupNext  bool
+	dupNext  bool      // DuplicateNextEnvelope
+	dupAll   bool      // DuplicateEnvelopes
+	dropNext *dropPlan // DropAfterNextEnvelope
 	envSeq   int
-	changed  chan struct{} // closed and replaced when conns change
-	closed   bool
-	wg       sync.WaitGroup // connection goroutines
+
+	deliveries []delivery
+	delivIdx   map[string]int // envelope_id → index in deliveries
+	changed    chan struct{}  // closed and replaced when conns change
+	closed     bool
+	wg         sync.WaitGroup // connection goroutines
 }
 
 type sconn struct {
@@ -44,6 +50,9 @@ type sconn struct {
 	wmu  sync.Mutex
 	done chan struct{}
 	once sync.Once
+	// deaf: acks read from now on are ignored (the connection is being
+	// dropped mid-flow, so they never reached Slack).
+	deaf atomic.Bool
 }
 
 func newHub(s *Server) *hub {
@@ -53,9 +62,10 @@ func newHub(s *Server) *hub {
 			// slack-go sends Origin: https://api.slack.com; accept any origin.
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
-		tickets: map[string]time.Time{},
-		pending: map[string]chan json.RawMessage{},
-		changed: make(chan struct{}),
+		tickets:  map[string]time.Time{},
+		pending:  map[string]chan json.RawMessage{},
+		delivIdx: map[string]int{},
+		changed:  make(chan struct{}),
 	}
 }
 
@@ -70,13 +80,19 @@ func (h *hub) notifyLocked() {
 func (h *hub) openTicket() (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.conns) >= maxConnections {
-		return "", errCode("too_many_websockets")
-	}
+	// A ticket handed out in the last seconds is a connection on its way:
+	// it counts, so clients racing for the last slot cannot exceed ten.
+	reserved := 0
 	for t, at := range h.tickets {
-		if time.Since(at) > time.Minute {
+		switch age := time.Since(at); {
+		case age > time.Minute:
 			delete(h.tickets, t)
+		case age < 10*time.Second:
+			reserved++
 		}
+	}
+	if len(h.conns)+reserved >= maxConnections {
+		return "", errCode("too_many_websockets")
 	}
 	t := randomToken(32)
 	h.tickets[t] = time.Now()
@@ -189,6 +205,10 @@ func (h *hub) reader(c *sconn) {
 			h.s.log.Warn("unreadable frame from app", "conn", c.id)
 			continue
 		}
+		if c.deaf.Load() {
+			continue
+		}
+		h.markAcked(ack.EnvelopeID)
 		h.mu.Lock()
 		ch, ok := h.pending[ack.EnvelopeID]
 		h.mu.Unlock()
@@ -298,6 +318,19 @@ func (s *Server) WaitConnected(ctx context.Context, n int) error {
 	}
 }
 
+// ConnectionIDs lists the IDs of the open Socket Mode connections in the
+// order they were accepted. An ID is never reused: a client that
+// reconnects gets a new one.
+func (s *Server) ConnectionIDs() []int {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	ids := make([]int, 0, len(s.hub.conns))
+	for _, c := range s.hub.conns {
+		ids = append(ids, c.id)
+	}
+	return ids
+}
+
 // envelope is one Socket Mode request to the app.
 type envelope struct {
 	Type                   string          `json:"type"`
@@ -308,13 +341,49 @@ type envelope struct {
 	RetryReason            string          `json:"retry_reason"`
 }
 
-// pick returns the next open connection, waiting for one until ctx ends.
-func (h *hub) pick(ctx context.Context) (*sconn, error) {
+// Delivery is one copy of an envelope written to one connection.
+type Delivery struct {
+	EnvelopeID   string
+	Type         string // slash_commands, interactive or events_api
+	Conn         int    // the connection's ID, as in ConnectionIDs
+	RetryAttempt int
+	RetryReason  string
+	Acked        bool // the app acked this envelope_id (even too late)
+	Lost         bool // its connection closed before an ack of the envelope
+}
+
+// Deliveries lists every envelope copy written to a connection since New,
+// in order.
+func (s *Server) Deliveries() []Delivery {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	out := make([]Delivery, 0, len(s.hub.deliveries))
+	for _, d := range s.hub.deliveries {
+		if !d.failed {
+			out = append(out, d.Delivery)
+		}
+	}
+	return out
+}
+
+type delivery struct {
+	Delivery
+	failed bool // the write failed: the app never saw it
+}
+
+// inFlight is one copy of an envelope waiting for its ack.
+type inFlight struct {
+	id string
+	c  *sconn
+}
+
+// pick returns an open connection, waiting for one until ctx ends:
+// connection want if it is open (want > 0), else the next one in
+// round-robin order that is not in avoid, else the next one.
+func (h *hub) pick(ctx context.Context, want int, avoid map[*sconn]bool) (*sconn, error) {
 	for {
 		h.mu.Lock()
-		if len(h.conns) > 0 {
-			c := h.conns[h.next%len(h.conns)]
-			h.next++
+		if c := h.pickLocked(want, avoid); c != nil {
 			h.mu.Unlock()
 			return c, nil
 		}
@@ -330,26 +399,66 @@ func (h *hub) pick(ctx context.Context) (*sconn, error) {
 	}
 }
 
-// send writes env on a connection with a fresh envelope ID whose ack goes
-// to ackCh; on a write failure it drops that connection and tries another.
-func (h *hub) send(ctx context.Context, env envelope, ackCh chan json.RawMessage) (string, error) {
+func (h *hub) pickLocked(want int, avoid map[*sconn]bool) *sconn {
+	n := len(h.conns)
+	if n == 0 {
+		return nil
+	}
+	if want > 0 {
+		for _, c := range h.conns {
+			if c.id == want {
+				return c
+			}
+		}
+	}
+	for i := range n {
+		if c := h.conns[(h.next+i)%n]; !avoid[c] {
+			h.next += i + 1
+			return c
+		}
+	}
+	c := h.conns[h.next%n]
+	h.next++
+	return c
+}
+
+// send writes env to one connection (see pick) with a fresh envelope ID
+// whose ack goes to ackCh; on a write failure it drops that connection
+// and tries another.
+//
+// With drop set, the connection stops hearing acks before the write and
+// is closed right after it: the envelope is lost mid-flow.
+func (h *hub) send(ctx context.Context, env envelope, ackCh chan json.RawMessage, want int, avoid map[*sconn]bool, drop bool) (inFlight, error) {
 	for {
-		c, err := h.pick(ctx)
+		c, err := h.pick(ctx, want, avoid)
 		if err != nil {
-			return "", err
+			return inFlight{}, err
 		}
 		h.mu.Lock()
 		h.envSeq++
 		env.EnvelopeID = fmt.Sprintf("%08x-%04x-4e00-8000-%012x", time.Now().Unix(), h.envSeq&0xffff, h.envSeq)
 		h.pending[env.EnvelopeID] = ackCh
+		h.delivIdx[env.EnvelopeID] = len(h.deliveries)
+		h.deliveries = append(h.deliveries, delivery{Delivery: Delivery{EnvelopeID: env.EnvelopeID, Type: env.Type, Conn: c.id,
+			RetryAttempt: env.RetryAttempt, RetryReason: env.RetryReason}})
 		h.mu.Unlock()
+		if drop {
+			c.deaf.Store(true)
+		}
 		if err := c.write(env); err != nil {
+			h.mu.Lock()
+			h.deliveries[h.delivIdx[env.EnvelopeID]].failed = true
+			h.mu.Unlock()
 			h.forget(env.EnvelopeID)
 			h.drop(c)
 			continue
 		}
 		h.s.log.Debug("envelope sent", "type", env.Type, "envelope_id", env.EnvelopeID, "conn", c.id, "retry_attempt", env.RetryAttempt)
-		return env.EnvelopeID, nil
+		if drop {
+			h.s.log.Info("dropping a connection right after an envelope (fault)", "conn", c.id, "envelope_id", env.EnvelopeID)
+			h.drop(c)
+		}
+		return inFlight{id: env.EnvelopeID, c: c}, nil
 	}
 }
 
@@ -361,50 +470,151 @@ func (h *hub) forget(ids ...string) {
 	}
 }
 
-// deliver sends env to one connection and waits for its ack, which it
-// returns (the ack's payload, "{}" without one). It waits for a connection
-// while ctx allows. Without an ack within AckTimeout it fails with
-// ErrNotAcked, except events_api envelopes, which are redelivered with
-// retry_attempt/retry_reason up to MaxRedeliveries times first.
-func (h *hub) deliver(ctx context.Context, env envelope) (json.RawMessage, error) {
-	for attempt := 0; ; attempt++ {
-		ackCh := make(chan json.RawMessage, 2)
-		id, err := h.send(ctx, env, ackCh)
-		if err != nil {
-			return nil, err
-		}
-		ids := []string{id}
-		h.mu.Lock()
-		dup := h.dupNext
-		h.dupNext = false
-		h.mu.Unlock()
-		if dup {
-			id2, err := h.send(ctx, env, ackCh)
-			if err == nil {
-				ids = append(ids, id2)
+// markAcked records that the app acked envelope id.
+func (h *hub) markAcked(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i, ok := h.delivIdx[id]; ok {
+		h.deliveries[i].Acked = true
+	}
+}
+
+type waitResult int
+
+const (
+	gotAck waitResult = iota
+	ackTimeout
+	connLost
+)
+
+// await waits for an ack of any copy until deadline, or until the
+// connection of every copy has closed.
+func (h *hub) await(ctx context.Context, ackCh chan json.RawMessage, copies []inFlight, deadline time.Time) (json.RawMessage, waitResult, error) {
+	stop := make(chan struct{})
+	defer close(stop)
+	lost := make(chan string, len(copies))
+	for _, cp := range copies {
+		go func() {
+			select {
+			case <-cp.c.done:
+				lost <- cp.id
+			case <-stop:
 			}
-		}
-		t := time.NewTimer(h.s.opts.AckTimeout)
+		}()
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	live := len(copies)
+	for {
 		select {
 		case p := <-ackCh:
-			t.Stop()
-			h.forget(ids...)
-			return p, nil
-		case <-ctx.Done():
-			t.Stop()
-			h.forget(ids...)
-			return nil, fmt.Errorf("wait for ack of %s: %w", env.Type, context.Cause(ctx))
-		case <-h.s.close:
-			t.Stop()
-			h.forget(ids...)
-			return nil, errClosed
+			return p, gotAck, nil
+		case id := <-lost:
+			h.mu.Lock()
+			h.deliveries[h.delivIdx[id]].Lost = true
+			h.mu.Unlock()
+			if live--; live > 0 {
+				continue
+			}
+			// The reader hands over an ack before its connection is
+			// dropped: prefer an ack that raced with the close.
+			select {
+			case p := <-ackCh:
+				return p, gotAck, nil
+			default:
+			}
+			return nil, connLost, nil
 		case <-t.C:
-			h.forget(ids...)
+			return nil, ackTimeout, nil
+		case <-ctx.Done():
+			return nil, 0, context.Cause(ctx)
+		case <-h.s.close:
+			return nil, 0, errClosed
 		}
-		if env.Type != "events_api" || attempt >= h.s.opts.MaxRedeliveries {
-			return nil, fmt.Errorf("%s envelope %s: %w", env.Type, id, ErrNotAcked)
+	}
+}
+
+// deliver sends env to one connection and waits for its ack, which it
+// returns (the ack's payload, "{}" without one). It waits for a
+// connection while ctx allows.
+//
+// Without an ack within AckTimeout an events_api envelope is redelivered,
+// up to MaxRedeliveries times, and a slash command or interaction fails
+// with ErrNotAcked (Slack shows the user an error). When the connection
+// closes after the envelope was written and before its ack, the envelope
+// is redelivered at once: an events_api envelope counts that as one of its
+// redeliveries; a slash command or interaction is redelivered only within
+// its AckTimeout window, counted from the first copy (the user is still
+// waiting), and fails with ErrNotAcked when the window ends first. Every
+// redelivery has a new envelope_id, the same payload, retry_attempt 1, 2, …
+// and retry_reason "timeout", and goes to another connection than the
+// previous attempt whenever another one is open.
+func (h *hub) deliver(ctx context.Context, env envelope) (json.RawMessage, error) {
+	events := env.Type == "events_api"
+	var window time.Time // slash commands and interactions: the user's ack window
+	var previous map[*sconn]bool
+	for {
+		h.mu.Lock()
+		dup := h.dupNext || h.dupAll
+		h.dupNext = false
+		plan := h.dropNext
+		h.dropNext = nil
+		h.mu.Unlock()
+
+		sctx, cancel := ctx, context.CancelFunc(func() {})
+		if !window.IsZero() {
+			sctx, cancel = context.WithDeadline(ctx, window)
 		}
-		env.RetryAttempt = attempt + 1
+		ackCh := make(chan json.RawMessage, 4)
+		want := 0
+		if plan != nil {
+			want = plan.conn
+		}
+		first, err := h.send(sctx, env, ackCh, want, previous, plan != nil)
+		if err != nil {
+			cancel()
+			if ctx.Err() == nil && !window.IsZero() && !time.Now().Before(window) {
+				return nil, fmt.Errorf("%s envelope: no connection to redeliver to in time: %w", env.Type, ErrNotAcked)
+			}
+			return nil, err
+		}
+		copies := []inFlight{first}
+		if dup {
+			avoid := map[*sconn]bool{first.c: true}
+			if second, err := h.send(sctx, env, ackCh, 0, avoid, false); err == nil {
+				copies = append(copies, second)
+			}
+		}
+		cancel()
+		deadline := time.Now().Add(h.s.opts.AckTimeout)
+		if !events {
+			if window.IsZero() {
+				window = deadline
+			}
+			deadline = window
+		}
+		p, res, err := h.await(ctx, ackCh, copies, deadline)
+		previous = map[*sconn]bool{}
+		ids := make([]string, 0, len(copies))
+		for _, cp := range copies {
+			ids = append(ids, cp.id)
+			previous[cp.c] = true
+		}
+		h.forget(ids...)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("wait for ack of %s: %w", env.Type, err)
+		case res == gotAck:
+			return p, nil
+		case res == ackTimeout && !events:
+			return nil, fmt.Errorf("%s envelope %s: %w", env.Type, first.id, ErrNotAcked)
+		case events && env.RetryAttempt >= h.s.opts.MaxRedeliveries:
+			return nil, fmt.Errorf("%s envelope %s after %d redeliveries: %w", env.Type, first.id, env.RetryAttempt, ErrNotAcked)
+		}
+		if res == connLost {
+			h.s.log.Info("connection lost before the ack; redelivering", "type", env.Type, "envelope_id", first.id)
+		}
+		env.RetryAttempt++
 		env.RetryReason = "timeout"
 	}
 }
