@@ -95,6 +95,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	b := &Bot{api: api, store: store, log: o.Log, opts: o, metrics: m}
 	b.sm = socketmode.New(api, socketmode.OptionPingInterval(20*time.Second))
+	if o.Engine.Metrics == nil {
+		o.Engine.Metrics = m
+	}
 	b.engine = handlers.New(ctx, &slackChat{api: api, metrics: m}, store, o.Services, o.Engine, o.Log)
 	if o.OpsAddr != "" {
 		var err error

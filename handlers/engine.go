@@ -167,7 +167,6 @@ type Metrics interface {
 	RollbackFinished(outcome string)
 	StepDone(step string, d time.Duration)
 	LeaseTakeover()
-	RedisError()
 }
 
 type noMetrics struct{}
@@ -175,7 +174,6 @@ type noMetrics struct{}
 func (noMetrics) RollbackFinished(string)        {}
 func (noMetrics) StepDone(string, time.Duration) {}
 func (noMetrics) LeaseTakeover()                 {}
-func (noMetrics) RedisError()                    {}
 
 // DefaultReplica is a replica id unique to this process.
 func DefaultReplica() string {

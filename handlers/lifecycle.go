@@ -245,7 +245,6 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 			case hctx.Err() != nil:
 				return
 			default:
-				e.metrics.RedisError()
 				e.log.Warn("heartbeat", "incident", o.in.ID, "err", err)
 				if e.now().Sub(last) >= e.opt.Lease-every {
 					cancel(errStoreDown)

@@ -126,7 +126,6 @@ func (e *Engine) superviseOnce(ctx context.Context) {
 	active, err := e.store.Active(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			e.metrics.RedisError()
 			e.log.Warn("list open incidents", "err", err)
 		}
 		return
