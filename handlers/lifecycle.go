@@ -246,7 +246,7 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 				return
 			default:
 				e.log.Warn("heartbeat", "incident", o.in.ID, "err", err)
-				if e.now().Sub(last) >= e.opt.Lease-every {
+				if e.now().Sub(last) >= min(e.opt.Lease-every, 8*time.Second) {
 					cancel(errStoreDown)
 					return
 				}
