@@ -264,19 +264,13 @@ func viewSubmission(cb slack.InteractionCallback) handlers.ViewSubmission {
 	return v
 }
 
-// accessChecker is implemented by adapters that can ask their system
-// whether rollbot's credentials allow every operation (Kubernetes RBAC).
-type accessChecker interface {
-	CheckAccess(ctx context.Context) error
-}
-
 // checkAccess reports missing permissions at start, so a Role without
 // `patch` is found before the incident, not during it. It does not stop
 // the bot: the other services still work.
 func checkAccess(ctx context.Context, services []*handlers.Service, log *slog.Logger) {
 	for _, s := range services {
 		for _, x := range []any{s.Platform, s.Database} {
-			c, ok := x.(accessChecker)
+			c, ok := x.(platforms.AccessChecker)
 			if !ok {
 				continue
 			}
@@ -300,12 +294,6 @@ func firstNonEmpty(s ...string) string {
 	return ""
 }
 
-// schemaRecorder is a database that keeps rollbot's record of applied
-// versions (bot/database.go).
-type schemaRecorder interface {
-	RecordSchema(ctx context.Context) error
-}
-
 // recordSchemas records every service's applied migration versions now and
 // then every SchemaInterval until ctx ends: the golang-migrate and Rails
 // tables store no applied time, so "which migrations ran since the deploy"
@@ -324,7 +312,7 @@ func (b *Bot) recordSchemas(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, svc := range b.opts.Services {
-			r, ok := svc.Database.(schemaRecorder)
+			r, ok := svc.Database.(platforms.SchemaRecorder)
 			if !ok {
 				continue
 			}

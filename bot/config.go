@@ -17,7 +17,6 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/migrations"
 	"rollbot/platforms/prom"
-	"rollbot/platforms/sim"
 )
 
 // Config is rollbot.yaml. Secrets never live here: they come from the
@@ -48,8 +47,7 @@ type Config struct {
 type ServiceConfig struct {
 	// Platform selects the adapter: kubernetes, swarm, compose, vm,
 	// bluegreen or simulated; its section of the same name configures it.
-	Platform         string      `yaml:"platform"`
-	Simulated        *sim.Config `yaml:"simulated"`
+	Platform         string `yaml:"platform"`
 	PlatformSections `yaml:",inline"`
 
 	Approvers  handlers.Access   `yaml:"approvers"`
@@ -259,30 +257,7 @@ func (c *Config) Validate() error {
 
 func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	var errs []error
-	sections := s.sections()
-	if s.Simulated != nil {
-		sections["simulated"] = validator(s.Simulated)
-	}
-	set := 0
-	for name, v := range sections {
-		if v == nil {
-			continue
-		}
-		set++
-		if name != s.Platform {
-			errs = append(errs, fmt.Errorf("%s.%s: set, but platform is %q", p, name, s.Platform))
-			continue
-		}
-		add(p+"."+name, v.Validate())
-	}
-	switch {
-	case s.Platform == "":
-		errs = append(errs, fmt.Errorf("%s.platform: required, one of %s", p, strings.Join(platformNames, ", ")))
-	case !contains(platformNames, s.Platform):
-		errs = append(errs, fmt.Errorf("%s.platform: %q is not one of %s", p, s.Platform, strings.Join(platformNames, ", ")))
-	case sections[s.Platform] == nil:
-		errs = append(errs, fmt.Errorf("%s.%s: required for platform %s", p, s.Platform, s.Platform))
-	}
+	errs = append(errs, s.validatePlatform(p, add)...)
 	if s.Approvers.Empty() {
 		errs = append(errs, fmt.Errorf("%s.approvers: list the users or user groups allowed to confirm a rollback", p))
 	}
@@ -345,15 +320,6 @@ func validator[T validatable](v *T) validatable {
 		return nil
 	}
 	return *v
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // unjoin splits an errors.Join result back into its errors.

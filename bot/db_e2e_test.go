@@ -26,7 +26,7 @@ import (
 // platform, and a REAL PostgreSQL whose schema is managed by a REAL
 // migration tool, Django (Debian's python3-django + python3-psycopg2).
 //
-// Django, not golang-migrate: the bot's database adapter (bot/database.go)
+// Django, not golang-migrate: the bot's database adapter (platforms/database)
 // passes no record of the versions at the last good deploy, and
 // golang-migrate stores no applied time, so for golang-migrate rollbot can
 // only say "cannot tell" (see TestDBGolangMigrateUncertainThroughSlack).

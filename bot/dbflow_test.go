@@ -24,17 +24,17 @@ type recordingDB struct {
 	restores    int
 }
 
-func (d *recordingDB) Detect(ctx context.Context, since time.Time) (handlers.MigrationReport, error) {
+func (d *recordingDB) Detect(ctx context.Context, since time.Time) (platforms.MigrationReport, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	r := handlers.MigrationReport{Tool: "golang-migrate", Source: "schema_migrations"}
+	r := platforms.MigrationReport{Tool: "golang-migrate", Source: "schema_migrations"}
 	if d.downs == 0 && d.restores == 0 {
-		r.Ran = []handlers.Migration{{ID: "20261125090000", Description: "drop_legacy_email", Reversible: !d.destructive, Destructive: d.destructive, Why: "DROP COLUMN email"}}
+		r.Ran = []platforms.Migration{{ID: "20261125090000", Description: "drop_legacy_email", Reversible: !d.destructive, Destructive: d.destructive, Why: "DROP COLUMN email"}}
 	}
 	return r, nil
 }
 
-func (d *recordingDB) DownPlan(handlers.MigrationReport) string { return "run `migrate down 1`" }
+func (d *recordingDB) DownPlan(platforms.MigrationReport) string { return "run `migrate down 1`" }
 
 func (d *recordingDB) RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
 	d.mu.Lock()

@@ -22,6 +22,7 @@ import (
 
 	"rollbot/handlers"
 	"rollbot/platforms"
+	"rollbot/platforms/database"
 	"rollbot/platforms/kube"
 	"rollbot/platforms/migrations"
 	"rollbot/testkit/dbtest"
@@ -127,7 +128,7 @@ services:
 	}
 	svc := services[0]
 	// The start-up permission check passes with the two shipped Roles.
-	checker, ok := svc.Database.(interface{ CheckAccess(context.Context) error })
+	checker, ok := svc.Database.(platforms.AccessChecker)
 	if !ok {
 		t.Fatalf("the database (%T) has no CheckAccess", svc.Database)
 	}
@@ -140,7 +141,7 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	lacking := &database{jobs: migrations.NewJobRunner(adapterOnly, nil), down: cfg.Services["shop"].Database.Down}
+	lacking := database.New(database.Parts{Jobs: migrations.NewJobRunner(adapterOnly, nil), Down: cfg.Services["shop"].Database.Down}, nil)
 	msg, _ := platforms.UserMessage(lacking.CheckAccess(context.Background()))
 	if want := "rollbot may not run the down Job in namespace " + ns + ": add `create` on jobs, `get` on jobs, `watch` on jobs, `delete` on jobs to the Role rollbot-db-migrations bound to rollbot there (deploy/kubernetes/rbac.yaml)"; msg != want {
 		t.Errorf("CheckAccess with the adapter's Role only:\n%s\nwant\n%s", msg, want)

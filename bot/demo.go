@@ -132,19 +132,21 @@ type demoDB struct {
 	rolledBack bool
 }
 
+var _ platforms.Database = (*demoDB)(nil)
+
 func newDemoDB() *demoDB { return &demoDB{} }
 
-func (d *demoDB) Detect(ctx context.Context, since time.Time) (handlers.MigrationReport, error) {
+func (d *demoDB) Detect(ctx context.Context, since time.Time) (platforms.MigrationReport, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	r := handlers.MigrationReport{Tool: "flyway", Source: "flyway_schema_history (simulated)"}
+	r := platforms.MigrationReport{Tool: "flyway", Source: "flyway_schema_history (simulated)"}
 	if !d.rolledBack {
-		r.Ran = []handlers.Migration{{ID: "V42", Description: "add invoices.currency", AppliedAt: since.Add(40 * time.Second), Reversible: true, Why: "undo script U42__add_invoices_currency.sql"}}
+		r.Ran = []platforms.Migration{{ID: "V42", Description: "add invoices.currency", AppliedAt: since.Add(40 * time.Second), Reversible: true, Why: "undo script U42__add_invoices_currency.sql"}}
 	}
 	return r, nil
 }
 
-func (d *demoDB) DownPlan(r handlers.MigrationReport) string {
+func (d *demoDB) DownPlan(r platforms.MigrationReport) string {
 	return "run `flyway undo` (U42) as a Kubernetes Job with the bad release's image, then check flyway_schema_history (simulated)"
 }
 

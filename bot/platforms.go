@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/bluegreen"
 	"rollbot/platforms/compose"
+	"rollbot/platforms/database"
 	"rollbot/platforms/kube"
 	"rollbot/platforms/migrations"
+	"rollbot/platforms/probe"
 	"rollbot/platforms/prom"
 	"rollbot/platforms/rds"
 	"rollbot/platforms/scrape"
@@ -20,9 +23,6 @@ import (
 	"rollbot/state"
 )
 
-// platformNames are the values of services.<name>.platform.
-var platformNames = []string{"kubernetes", "swarm", "compose", "vm", "bluegreen", "simulated"}
-
 // PlatformSections are the per-platform blocks of a service; exactly the
 // one named by platform must be set.
 type PlatformSections struct {
@@ -31,16 +31,118 @@ type PlatformSections struct {
 	Compose    *compose.Config   `yaml:"compose"`
 	VM         *vm.Config        `yaml:"vm"`
 	BlueGreen  *bluegreen.Config `yaml:"bluegreen"`
+	Simulated  *sim.Config       `yaml:"simulated"`
 }
 
-func (s ServiceConfig) sections() map[string]validatable {
-	return map[string]validatable{
-		"kubernetes": validator(s.Kubernetes),
-		"swarm":      validator(s.Swarm),
-		"compose":    validator(s.Compose),
-		"vm":         validator(s.VM),
-		"bluegreen":  validator(s.BlueGreen),
+// adapter is one platform a service can name: the value of
+// services.<name>.platform, which is also the name of its section.
+// Adding a platform is a section above and one entry in adapters.
+type adapter struct {
+	name string
+	// section is the service's section for this platform; nil when unset.
+	section func(PlatformSections) validatable
+	// build constructs the adapter from its (validated) section.
+	build func(ctx context.Context, s PlatformSections, b buildEnv) (platforms.Platform, error)
+}
+
+// buildEnv is what an adapter may need besides its section.
+type buildEnv struct {
+	service string
+	history *state.Store // nil: no record of deployed versions
+	log     *slog.Logger // with the platform's name
+}
+
+// platformAdapter ties a section to the constructor that takes it.
+func platformAdapter[C validatable](name string, section func(PlatformSections) *C, build func(context.Context, C, buildEnv) (platforms.Platform, error)) adapter {
+	return adapter{
+		name:    name,
+		section: func(s PlatformSections) validatable { return validator(section(s)) },
+		build: func(ctx context.Context, s PlatformSections, b buildEnv) (platforms.Platform, error) {
+			return build(ctx, *section(s), b)
+		},
 	}
+}
+
+// adapters are the platforms of this build, in the order the config
+// errors list them.
+var adapters = []adapter{
+	platformAdapter("kubernetes", func(s PlatformSections) *kube.Config { return s.Kubernetes },
+		func(_ context.Context, c kube.Config, b buildEnv) (platforms.Platform, error) {
+			return kube.New(c, b.log)
+		}),
+	platformAdapter("swarm", func(s PlatformSections) *swarm.Config { return s.Swarm },
+		func(_ context.Context, c swarm.Config, b buildEnv) (platforms.Platform, error) {
+			return swarm.New(c, b.log, withHistory(b, swarm.WithHistory)...)
+		}),
+	platformAdapter("compose", func(s PlatformSections) *compose.Config { return s.Compose },
+		func(_ context.Context, c compose.Config, b buildEnv) (platforms.Platform, error) {
+			return compose.New(c, b.log, withHistory(b, compose.WithHistory)...)
+		}),
+	platformAdapter("vm", func(s PlatformSections) *vm.Config { return s.VM },
+		func(_ context.Context, c vm.Config, b buildEnv) (platforms.Platform, error) { return vm.New(c, b.log) }),
+	platformAdapter("bluegreen", func(s PlatformSections) *bluegreen.Config { return s.BlueGreen },
+		func(ctx context.Context, c bluegreen.Config, b buildEnv) (platforms.Platform, error) {
+			return bluegreen.New(ctx, c, b.log)
+		}),
+	platformAdapter("simulated", func(s PlatformSections) *sim.Config { return s.Simulated },
+		func(_ context.Context, c sim.Config, b buildEnv) (platforms.Platform, error) {
+			return sim.New(b.service, c)
+		}),
+}
+
+// withHistory gives a Docker adapter (swarm, compose) rollbot's record of
+// deployed images, which it uses when the engine no longer knows a
+// previous image; none when there is no record.
+func withHistory[O any](b buildEnv, with func(swarm.History, string) O) []O {
+	if b.history == nil {
+		return nil
+	}
+	return []O{with(b.history, b.service)}
+}
+
+// adapterNamed returns the adapter of a platform name.
+func adapterNamed(name string) (adapter, bool) {
+	for _, a := range adapters {
+		if a.name == name {
+			return a, true
+		}
+	}
+	return adapter{}, false
+}
+
+// platformNames are the values of services.<name>.platform.
+func platformNames() string {
+	names := make([]string, len(adapters))
+	for i, a := range adapters {
+		names[i] = a.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// validatePlatform checks services.<name>.platform and its section: the
+// section of the chosen platform is required and valid, the others unset.
+func (s ServiceConfig) validatePlatform(p string, add func(string, error)) []error {
+	var errs []error
+	for _, a := range adapters {
+		v := a.section(s.PlatformSections)
+		switch {
+		case v == nil:
+		case a.name != s.Platform:
+			errs = append(errs, fmt.Errorf("%s.%s: set, but platform is %q", p, a.name, s.Platform))
+		default:
+			add(p+"."+a.name, v.Validate())
+		}
+	}
+	a, known := adapterNamed(s.Platform)
+	switch {
+	case s.Platform == "":
+		errs = append(errs, fmt.Errorf("%s.platform: required, one of %s", p, platformNames()))
+	case !known:
+		errs = append(errs, fmt.Errorf("%s.platform: %q is not one of %s", p, s.Platform, platformNames()))
+	case a.section(s.PlatformSections) == nil:
+		errs = append(errs, fmt.Errorf("%s.%s: required for platform %s", p, s.Platform, s.Platform))
+	}
+	return errs
 }
 
 // MetricsSources are the request-metric sources besides Prometheus.
@@ -111,38 +213,18 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 		Name: name, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
 		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline,
 	}
-	var err error
-	switch sc.Platform {
-	case "kubernetes":
-		svc.Platform, err = kube.New(*sc.Kubernetes, log.With("platform", "kubernetes"))
-	case "swarm":
-		var opts []swarm.Option
-		if history != nil {
-			opts = append(opts, swarm.WithHistory(history, name))
-		}
-		svc.Platform, err = swarm.New(*sc.Swarm, log.With("platform", "swarm"), opts...)
-	case "compose":
-		var opts []compose.Option
-		if history != nil {
-			opts = append(opts, compose.WithHistory(history, name))
-		}
-		svc.Platform, err = compose.New(*sc.Compose, log.With("platform", "compose"), opts...)
-	case "vm":
-		svc.Platform, err = vm.New(*sc.VM, log.With("platform", "vm"))
-	case "bluegreen":
-		svc.Platform, err = bluegreen.New(ctx, *sc.BlueGreen, log.With("platform", "bluegreen"))
-	case "simulated":
-		var s *sim.Sim
-		s, err = sim.New(name, *sc.Simulated)
-		svc.Platform = s
-		if err == nil && sc.Metrics.Simulated {
-			svc.Metrics = s
-		}
-	default:
+	a, ok := adapterNamed(sc.Platform)
+	if !ok {
 		return nil, fmt.Errorf("platform %q is not available in this build", sc.Platform)
 	}
+	var err error
+	svc.Platform, err = a.build(ctx, sc.PlatformSections, buildEnv{service: name, history: history, log: log.With("platform", a.name)})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", sc.Platform, err)
+	}
+	if sc.Metrics.Simulated {
+		// Validation allows it for platform simulated only, whose adapter has its own metrics.
+		svc.Metrics, _ = svc.Platform.(platforms.Metrics)
 	}
 	switch {
 	case sc.Metrics.Prometheus != nil:
@@ -157,36 +239,44 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 	if sc.Database != nil {
 		svc.DBApprovers = sc.Database.Approvers
 		svc.DestructiveApprovals = sc.Database.DestructiveApprovals
-		db := &database{down: sc.Database.Down, service: name, platform: svc.Platform, history: history, log: log.With("op", "database")}
-		if db.mig, err = migrations.New(ctx, sc.Database.Config, log.With("op", "database")); err != nil {
-			return nil, fmt.Errorf("database: %w", err)
+		if svc.Database, err = buildDatabase(ctx, name, sc, svc.Platform, history, log); err != nil {
+			return nil, err
 		}
-		if sc.Database.Down.Kind == migrations.DownKubernetesJob {
-			// Config validation requires platform kubernetes for it.
-			if sc.Kubernetes == nil {
-				return nil, fmt.Errorf("database.down.kind: kubernetes_job needs platform kubernetes")
-			}
-			cs, err := kube.Clientset(*sc.Kubernetes)
-			if err != nil {
-				return nil, fmt.Errorf("database.down: %w", err)
-			}
-			db.jobs = migrations.NewJobRunner(cs, log.With("op", "db-down"))
-		}
-		if sc.Database.Restore != nil {
-			if db.restore, err = rds.New(ctx, *sc.Database.Restore, log.With("op", "restore")); err != nil {
-				return nil, fmt.Errorf("database.restore: %w", err)
-			}
-		}
-		svc.Database = db
 	}
 	return svc, nil
 }
 
+// buildDatabase constructs the parts of services.<name>.database.
+func buildDatabase(ctx context.Context, name string, sc ServiceConfig, p platforms.Platform, history *state.Store, log *slog.Logger) (*database.DB, error) {
+	parts := database.Parts{Service: name, Platform: p, Down: sc.Database.Down, History: history}
+	var err error
+	if parts.Migrations, err = migrations.New(ctx, sc.Database.Config, log.With("op", "database")); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if sc.Database.Down.Kind == migrations.DownKubernetesJob {
+		// Config validation requires platform kubernetes for it.
+		if sc.Kubernetes == nil {
+			return nil, fmt.Errorf("database.down.kind: kubernetes_job needs platform kubernetes")
+		}
+		cs, err := kube.Clientset(*sc.Kubernetes)
+		if err != nil {
+			return nil, fmt.Errorf("database.down: %w", err)
+		}
+		parts.Jobs = migrations.NewJobRunner(cs, log.With("op", "db-down"))
+	}
+	if sc.Database.Restore != nil {
+		if parts.Restore, err = rds.New(ctx, *sc.Database.Restore, log.With("op", "restore")); err != nil {
+			return nil, fmt.Errorf("database.restore: %w", err)
+		}
+	}
+	return database.New(parts, log.With("op", "database")), nil
+}
+
 // newProber builds the §5 health and smoke probes.
-func newProber(sc ServiceConfig, p platforms.Platform) (handlers.Prober, bool, bool) {
+func newProber(sc ServiceConfig, p platforms.Platform) (platforms.Prober, bool, bool) {
 	if s, ok := p.(*sim.Sim); ok && len(sc.HealthURLs) == 0 && len(sc.SmokeTest.Command) == 0 {
 		return s, true, true // the simulated service's own probes
 	}
-	pr := &httpProber{urls: sc.HealthURLs, smoke: sc.SmokeTest.Command, smokeTimeout: sc.SmokeTest.Timeout}
+	pr := &probe.Probes{HealthURLs: sc.HealthURLs, SmokeCommand: sc.SmokeTest.Command, SmokeTimeout: sc.SmokeTest.Timeout}
 	return pr, len(sc.HealthURLs) > 0, len(sc.SmokeTest.Command) > 0
 }

@@ -44,7 +44,7 @@ type Assessment struct {
 	HasGood     bool
 	GoodWhy     string // why no target, or how it was chosen
 	AlreadyAt   bool   // the target is what runs now
-	Migrations  *MigrationReport
+	Migrations  *platforms.MigrationReport
 	MigErr      string
 	MigLog      string // init-migrate log tail, when the platform has one
 	Gate        bool   // migrations ran: DB step first

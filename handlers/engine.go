@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"sort"
@@ -64,69 +63,13 @@ func DefaultThresholds() Thresholds {
 	return Thresholds{ErrorRate: 0.01, LatencyFactor: 2, Restarts: 3, UnreadyRatio: 0.5}
 }
 
-// Migration is one database migration that ran.
-type Migration struct {
-	ID          string    `json:"id"`
-	Description string    `json:"description,omitempty"`
-	AppliedAt   time.Time `json:"applied_at,omitzero"`
-	Reversible  bool      `json:"reversible"`
-	Destructive bool      `json:"destructive"`
-	Why         string    `json:"why,omitempty"` // e.g. "DROP COLUMN email"
-}
-
-// MigrationReport says which migrations ran since the bad deploy started.
-type MigrationReport struct {
-	Tool   string      `json:"tool"`
-	Ran    []Migration `json:"ran"`
-	Notes  []string    `json:"notes,omitempty"`
-	Source string      `json:"source"`
-}
-
-// Destructive reports whether any migration that ran looks destructive or
-// cannot be reversed; those need a snapshot or point-in-time restore.
-func (r MigrationReport) Destructive() bool {
-	for _, m := range r.Ran {
-		if m.Destructive || !m.Reversible {
-			return true
-		}
-	}
-	return false
-}
-
-// Database is a service's database as the runbook §4 needs it.
-type Database interface {
-	// Detect reports migrations applied since the bad deploy started.
-	Detect(ctx context.Context, since time.Time) (MigrationReport, error)
-	// DownPlan describes the reversible rollback command, for the approval message.
-	DownPlan(r MigrationReport) string
-	// RollBack runs the reversible down migration(s) applied since the
-	// deploy started, streaming output to out, and checks the migration
-	// table afterwards. bad is the release whose image carries them.
-	RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error)
-	// RestorePlan describes the snapshot / point-in-time restore exactly
-	// (which snapshot, the new instance, the data-loss window), for the
-	// approvers; problems finding one are part of the text.
-	RestorePlan(ctx context.Context, before time.Time) string
-	// Restore restores the database to before the deploy (a new instance)
-	// and returns what the team must do next (endpoint switch, data-loss window).
-	Restore(ctx context.Context, before time.Time, progress func(string)) (string, error)
-}
-
-// Prober runs the verification probes of runbook §5.
-type Prober interface {
-	// Health checks the service's health endpoints; ok=false with a detail when failing.
-	Health(ctx context.Context) (ok bool, detail string, err error)
-	// Smoke runs the critical-user-flow smoke test.
-	Smoke(ctx context.Context) (ok bool, detail string, err error)
-}
-
 // Service is one service rollbot may roll back.
 type Service struct {
 	Name       string
 	Platform   platforms.Platform
-	Metrics    platforms.Metrics // nil: no request metrics
-	Database   Database          // nil: no database configured
-	Health     Prober            // nil: no health URL / smoke test configured
+	Metrics    platforms.Metrics  // nil: no request metrics
+	Database   platforms.Database // nil: no database configured
+	Health     platforms.Prober   // nil: no health URL / smoke test configured
 	HasHealth  bool
 	HasSmoke   bool
 	Thresholds Thresholds

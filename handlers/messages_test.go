@@ -42,7 +42,7 @@ func goldenAssessment() *Assessment {
 		},
 		Bad: platforms.Revision{ID: "4", Artifact: "registry/myapp:v1.5.0"}, Good: platforms.Revision{ID: "3", Artifact: "registry/myapp:v1.4.1"},
 		HasGood: true, GoodWhy: "newest earlier revision not marked DO_NOT_DEPLOY",
-		Migrations: &MigrationReport{Tool: "golang-migrate", Source: "schema_migrations", Ran: []Migration{
+		Migrations: &platforms.MigrationReport{Tool: "golang-migrate", Source: "schema_migrations", Ran: []platforms.Migration{
 			{ID: "20261125090000", Description: "add_orders_currency", Reversible: true},
 			{ID: "20261125090100", Description: "drop_legacy_email", Reversible: true, Destructive: true, Why: "DROP COLUMN email"},
 		}},

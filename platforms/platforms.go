@@ -1,13 +1,26 @@
 // Package platforms holds the contract between rollbot's runbook steps
-// (package handlers) and the systems it acts on. Every adapter lives in
-// its own sub-package (kube, swarm, compose, vm, bluegreen, sim, ...) and
-// is bound to one service target when it is constructed.
+// (package handlers) and the systems it acts on, all on this page:
+//
+//   - Platform, and optionally Fallbacks: where the service is deployed
+//     (runbook §2, §3 and the FAQ's last resorts);
+//   - Metrics: the request numbers of the assessment (§1);
+//   - Database, with Migration and MigrationReport: the migration check
+//     and the database step (§1 decision gate, §4);
+//   - Prober: the verification probes (§5);
+//   - AccessChecker and SchemaRecorder: optional capabilities the bot
+//     looks for on a Platform or a Database.
+//
+// Every adapter lives in its own sub-package (kube, swarm, compose, vm,
+// bluegreen, sim, prom, scrape, probe, database, ...), is bound to one
+// service when it is constructed, and asserts at compile time which of
+// these interfaces it implements.
 package platforms
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -162,6 +175,84 @@ type Measurement struct {
 	Source   string  `json:"source"`             // "prometheus", "scrape http://…/metrics"
 	Query    string  `json:"query,omitempty"`    // the PromQL or metric names used
 	Requests float64 `json:"requests,omitempty"` // traffic seen in the window, when known
+}
+
+// Migration is one database migration that ran since the bad deploy started.
+type Migration struct {
+	ID          string    `json:"id"`
+	Description string    `json:"description,omitempty"`
+	AppliedAt   time.Time `json:"applied_at,omitzero"`
+	Reversible  bool      `json:"reversible"`
+	Destructive bool      `json:"destructive"`
+	Why         string    `json:"why,omitempty"` // e.g. "DROP COLUMN email"
+}
+
+// MigrationReport says which migrations ran since the bad deploy started.
+type MigrationReport struct {
+	Tool   string      `json:"tool"`
+	Ran    []Migration `json:"ran"`
+	Notes  []string    `json:"notes,omitempty"`
+	Source string      `json:"source"`
+}
+
+// Destructive reports whether any migration that ran looks destructive or
+// cannot be reversed; those need a snapshot or point-in-time restore.
+func (r MigrationReport) Destructive() bool {
+	for _, m := range r.Ran {
+		if m.Destructive || !m.Reversible {
+			return true
+		}
+	}
+	return false
+}
+
+// Database is a service's database as the runbook §4 needs it.
+// Implementation: package database (migration table check, down command,
+// RDS restore).
+type Database interface {
+	// Detect reports migrations applied since the bad deploy started.
+	Detect(ctx context.Context, since time.Time) (MigrationReport, error)
+	// DownPlan describes the reversible rollback command, for the approval message.
+	DownPlan(r MigrationReport) string
+	// RollBack runs the reversible down migration(s) applied since the
+	// deploy started, streaming output to out, and checks the migration
+	// table afterwards. bad is the release whose image carries them.
+	RollBack(ctx context.Context, since time.Time, bad Revision, out io.Writer) (string, error)
+	// RestorePlan describes the snapshot / point-in-time restore exactly
+	// (which snapshot, the new instance, the data-loss window), for the
+	// approvers; problems finding one are part of the text.
+	RestorePlan(ctx context.Context, before time.Time) string
+	// Restore restores the database to before the deploy (a new instance)
+	// and returns what the team must do next (endpoint switch, data-loss window).
+	Restore(ctx context.Context, before time.Time, progress func(string)) (string, error)
+}
+
+// Prober runs the verification probes of runbook §5.
+// Implementations: package probe (health URLs and a smoke-test command), simulated.
+type Prober interface {
+	// Health checks the service's health endpoints; ok=false with a detail when failing.
+	Health(ctx context.Context) (ok bool, detail string, err error)
+	// Smoke runs the critical-user-flow smoke test.
+	Smoke(ctx context.Context) (ok bool, detail string, err error)
+}
+
+// AccessChecker is implemented by a Platform or Database that can ask its
+// system whether rollbot's credentials allow every operation it will need
+// (Kubernetes RBAC, the down Job's Role). The bot calls it at start, so a
+// missing permission is found before the incident, not during it.
+type AccessChecker interface {
+	// CheckAccess returns an error naming what is missing (a UserError
+	// with the fix); nil when everything is allowed.
+	CheckAccess(ctx context.Context) error
+}
+
+// SchemaRecorder is implemented by a Database that keeps rollbot's own
+// record of the applied migration versions, for the tools whose table
+// stores no applied time (golang-migrate, Rails). The bot calls it
+// periodically.
+type SchemaRecorder interface {
+	// RecordSchema stores the versions applied now, with the revision running now.
+	RecordSchema(ctx context.Context) error
 }
 
 // UserError carries a message that is safe and useful to show in Slack,

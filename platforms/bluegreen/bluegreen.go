@@ -130,6 +130,8 @@ type Adapter struct {
 	lastSeen string // fingerprint of the forward action at the last Snapshot
 }
 
+var _ platforms.Platform = (*Adapter)(nil)
+
 type side struct {
 	color string // "blue" or "green"
 	name  string

@@ -70,8 +70,9 @@ type Adapter struct {
 }
 
 var (
-	_ platforms.Platform  = (*Adapter)(nil)
-	_ platforms.Fallbacks = (*Adapter)(nil)
+	_ platforms.Platform      = (*Adapter)(nil)
+	_ platforms.Fallbacks     = (*Adapter)(nil)
+	_ platforms.AccessChecker = (*Adapter)(nil)
 )
 
 // New builds an Adapter from cfg: in-cluster config, or the kubeconfig

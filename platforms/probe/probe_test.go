@@ -185,3 +185,39 @@ func TestTail(t *testing.T) {
 		})
 	}
 }
+
+// Probes is what the verification step runs: all health URLs must pass,
+// and a failed smoke test shows its output.
+func TestProbes(t *testing.T) {
+	app := promtest.StartSampleApp(t, promtest.BuildSampleApp(t))
+	closed := "http://" + promtest.ClosedAddr(t) + "/health"
+	ctx := context.Background()
+	tests := []struct {
+		name       string
+		p          Probes
+		health     bool
+		healthWant string
+		smoke      bool
+		smokeWant  string
+	}{
+		{"all pass", Probes{HealthURLs: []string{app.URL + "/health", app.URL + "/health?deep=1"}, SmokeCommand: []string{"true"}},
+			true, "2/2 health URLs answer 2xx", true, "exit 0 after "},
+		{"one URL fails", Probes{HealthURLs: []string{app.URL + "/health", closed}, SmokeCommand: []string{"sh", "-c", "echo checkout failed; exit 3"}},
+			false, closed + ": connection refused", false, "exit status 3 after "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, detail, err := tt.p.Health(ctx)
+			if err != nil || ok != tt.health || !strings.HasPrefix(detail, tt.healthWant) {
+				t.Errorf("Health = %v, %q, %v; want %v, %q…", ok, detail, err, tt.health, tt.healthWant)
+			}
+			ok, detail, err = tt.p.Smoke(ctx)
+			if err != nil || ok != tt.smoke || !strings.HasPrefix(detail, tt.smokeWant) {
+				t.Errorf("Smoke = %v, %q, %v; want %v, %q…", ok, detail, err, tt.smoke, tt.smokeWant)
+			}
+			if !ok && !strings.HasSuffix(detail, "\n```checkout failed```") {
+				t.Errorf("a failed smoke test's detail lacks its output: %q", detail)
+			}
+		})
+	}
+}

@@ -73,6 +73,13 @@ type Sim struct {
 	failNext error
 }
 
+var (
+	_ platforms.Platform  = (*Sim)(nil)
+	_ platforms.Fallbacks = (*Sim)(nil)
+	_ platforms.Metrics   = (*Sim)(nil)
+	_ platforms.Prober    = (*Sim)(nil)
+)
+
 // New builds a simulated deployment called name.
 func New(name string, cfg Config) (*Sim, error) {
 	if err := cfg.Validate(); err != nil {

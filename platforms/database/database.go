@@ -1,4 +1,9 @@
-package bot
+// Package database is a service's database as the runbook needs it
+// (platforms.Database): it joins the migration check and down runner
+// (platforms/migrations) with the optional RDS restore (platforms/rds),
+// and keeps rollbot's record of the applied versions (state) for the
+// migration tools that store no applied time.
+package database
 
 import (
 	"context"
@@ -8,32 +13,68 @@ import (
 	"strings"
 	"time"
 
-	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/migrations"
 	"rollbot/platforms/rds"
 	"rollbot/state"
 )
 
-// database joins the migration check and down runner (platforms/migrations)
-// with the optional RDS restore (platforms/rds) into handlers.Database.
-type database struct {
+// Parts are what a service's database is built from. The bot constructs
+// each part from the service's config.
+type Parts struct {
+	// Service is the service's name, the key of rollbot's records.
+	Service string
+	// Platform is the service's platform: its history says which release
+	// ran when, and which image a down Job runs with.
+	Platform platforms.Platform
+	// Migrations reads the migration table and runs a kind: command down
+	// command; nil only where no method that reads the table is called.
+	Migrations *migrations.Adapter
+	// Down is database.down of the config.
+	Down migrations.DownConfig
+	// Jobs runs the down command as a Kubernetes Job (down.kind
+	// kubernetes_job) on the service's cluster; nil for other kinds.
+	Jobs *migrations.JobRunner
+	// Restore is the destructive path; nil: no restore configured, the
+	// approvers restore by hand.
+	Restore *rds.Adapter
+	// History is rollbot's record of the applied versions, for the tools
+	// that store no applied time (golang-migrate, Rails); nil: no record.
+	History *state.Store
+}
+
+// DB is one service's database.
+type DB struct {
 	mig     *migrations.Adapter
 	down    migrations.DownConfig
 	jobs    *migrations.JobRunner // down.kind kubernetes_job: on the service's cluster
 	restore *rds.Adapter          // nil: no restore configured
 	log     *slog.Logger
 
-	// rollbot's record of the applied versions, for the tools that store
-	// no applied time (golang-migrate, Rails); nil history: no record.
 	service  string
 	platform platforms.Platform
-	history  *state.Store
+	history  *state.Store // nil: no record
+}
+
+var (
+	_ platforms.Database       = (*DB)(nil)
+	_ platforms.AccessChecker  = (*DB)(nil)
+	_ platforms.SchemaRecorder = (*DB)(nil)
+)
+
+// New joins the parts into a service's database. log may be nil when
+// nothing that logs is called (a permission check).
+func New(p Parts, log *slog.Logger) *DB {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &DB{mig: p.Migrations, down: p.Down, jobs: p.Jobs, restore: p.Restore, log: log,
+		service: p.Service, platform: p.Platform, history: p.History}
 }
 
 // RecordSchema stores the versions applied now, with the revision running
-// now. The bot calls it periodically (Bot.recordSchemas).
-func (d *database) RecordSchema(ctx context.Context) error {
+// now (platforms.SchemaRecorder). The bot calls it periodically.
+func (d *DB) RecordSchema(ctx context.Context) error {
 	if d.history == nil {
 		return nil
 	}
@@ -52,7 +93,7 @@ func (d *database) RecordSchema(ctx context.Context) error {
 // while the revision deployed just before since was running (a record
 // from an older release would make its migrations look like the bad
 // one's). nil when there is none: Detect then says it cannot tell.
-func (d *database) knownAtLastGood(ctx context.Context, since time.Time) ([]string, error) {
+func (d *DB) knownAtLastGood(ctx context.Context, since time.Time) ([]string, error) {
 	if d.history == nil || since.IsZero() {
 		return nil, nil
 	}
@@ -76,7 +117,7 @@ func (d *database) knownAtLastGood(ctx context.Context, since time.Time) ([]stri
 	return rec.Versions, nil
 }
 
-func (d *database) detect(ctx context.Context, since time.Time) (migrations.Report, error) {
+func (d *DB) detect(ctx context.Context, since time.Time) (migrations.Report, error) {
 	known, err := d.knownAtLastGood(ctx, since)
 	if err != nil {
 		return migrations.Report{}, err
@@ -84,32 +125,35 @@ func (d *database) detect(ctx context.Context, since time.Time) (migrations.Repo
 	return d.mig.Detect(ctx, since, known)
 }
 
-func toHandlers(rep migrations.Report) handlers.MigrationReport {
-	out := handlers.MigrationReport{Tool: rep.Tool, Source: rep.Table, Notes: rep.Notes}
+// contract is the part of migrations' report that the runbook steps show
+// and decide on. Why is what makes a migration destructive, or else why it
+// cannot be reversed.
+func contract(rep migrations.Report) platforms.MigrationReport {
+	out := platforms.MigrationReport{Tool: rep.Tool, Source: rep.Table, Notes: rep.Notes}
 	for _, m := range rep.Ran {
 		why := m.DestructiveWhy
 		if !m.Reversible && why == "" {
 			why = m.ReversibleWhy
 		}
-		out.Ran = append(out.Ran, handlers.Migration{ID: m.ID, Description: m.Description, AppliedAt: m.AppliedAt,
+		out.Ran = append(out.Ran, platforms.Migration{ID: m.ID, Description: m.Description, AppliedAt: m.AppliedAt,
 			Reversible: m.Reversible, Destructive: m.Destructive, Why: why})
 	}
 	return out
 }
 
-func (d *database) Detect(ctx context.Context, since time.Time) (handlers.MigrationReport, error) {
+func (d *DB) Detect(ctx context.Context, since time.Time) (platforms.MigrationReport, error) {
 	rep, err := d.detect(ctx, since)
 	if err != nil {
-		return handlers.MigrationReport{}, err
+		return platforms.MigrationReport{}, err
 	}
 	if dec := rep.Decide(); dec.Action == migrations.ActionManual {
 		// A dirty table or an uncertain answer: never guess.
-		return handlers.MigrationReport{}, platforms.Userf(nil, "%s", dec.Reason)
+		return platforms.MigrationReport{}, platforms.Userf(nil, "%s", dec.Reason)
 	}
-	return toHandlers(rep), nil
+	return contract(rep), nil
 }
 
-func (d *database) DownPlan(r handlers.MigrationReport) string {
+func (d *DB) DownPlan(r platforms.MigrationReport) string {
 	if len(d.down.Command) == 0 {
 		return fmt.Sprintf("no down command is configured for this service: roll %s back by hand to before %s, then approve", d.mig.Target(), ids(r))
 	}
@@ -131,7 +175,7 @@ func jobImageText(down migrations.DownConfig) string {
 	}
 }
 
-func ids(r handlers.MigrationReport) string {
+func ids(r platforms.MigrationReport) string {
 	var s []string
 	for _, m := range r.Ran {
 		s = append(s, m.ID)
@@ -139,7 +183,7 @@ func ids(r handlers.MigrationReport) string {
 	return strings.Join(s, ", ")
 }
 
-func (d *database) RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
+func (d *DB) RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
 	if len(d.down.Command) == 0 {
 		// The plan asked the approvers to roll back by hand before approving.
 		return "rolled back by hand before the approval (no down command is configured for this service)", nil
@@ -165,8 +209,8 @@ func (d *database) RollBack(ctx context.Context, since time.Time, bad platforms.
 // CheckAccess reports, for down.kind kubernetes_job, whether rollbot's
 // credentials hold every permission the down Job needs in down.namespace
 // (migrations.JobRole), so that a missing one is found at start-up rather
-// than during an incident. Nil for other kinds.
-func (d *database) CheckAccess(ctx context.Context) error {
+// than during an incident (platforms.AccessChecker). Nil for other kinds.
+func (d *DB) CheckAccess(ctx context.Context) error {
 	if d.jobs == nil {
 		return nil
 	}
@@ -176,7 +220,7 @@ func (d *database) CheckAccess(ctx context.Context) error {
 // runDown runs the configured down command: on this host, or as a
 // Kubernetes Job on the service's cluster with the image down.image_from
 // picks (the bad release's by default). It returns what ran, for the result.
-func (d *database) runDown(ctx context.Context, rep migrations.Report, bad platforms.Revision, out io.Writer) (string, error) {
+func (d *DB) runDown(ctx context.Context, rep migrations.Report, bad platforms.Revision, out io.Writer) (string, error) {
 	if d.down.Kind != migrations.DownKubernetesJob {
 		return "", d.mig.RunDown(ctx, rep, out)
 	}
@@ -206,7 +250,7 @@ func (d *database) runDown(ctx context.Context, rep migrations.Report, bad platf
 	return fmt.Sprintf("; the down Job %s/%s ran %s", d.down.Namespace, job, image), nil
 }
 
-func (d *database) RestorePlan(ctx context.Context, before time.Time) string {
+func (d *DB) RestorePlan(ctx context.Context, before time.Time) string {
 	if d.restore == nil {
 		return "no RDS restore is configured for this service: restore the pre-deploy snapshot by hand (runbook §4), then approve"
 	}
@@ -222,7 +266,7 @@ func (d *database) RestorePlan(ctx context.Context, before time.Time) string {
 	return strings.Join(plan.Lines(), "; ") + fmt.Sprintf(". Everything written after %s is not in the new instance (data-loss window); the app must then be switched to it", plan.DataAsOf.UTC().Format("2006-01-02 15:04:05 UTC"))
 }
 
-func (d *database) Restore(ctx context.Context, before time.Time, progress func(string)) (string, error) {
+func (d *DB) Restore(ctx context.Context, before time.Time, progress func(string)) (string, error) {
 	if d.restore == nil {
 		// The plan asked the approvers to restore by hand before approving.
 		return "restored by hand before the approvals (no RDS restore is configured for this service)", nil
