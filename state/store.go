@@ -3,18 +3,30 @@
 // idempotency keys for clicks and redelivered envelopes, approvals with
 // expiry, and the versions marked DO_NOT_DEPLOY.
 //
-// Keys (all under a configurable prefix, default "rollbot"):
+// Keys (all under a configurable prefix p, default "rollbot"; the braces
+// are a Redis Cluster hash tag, see below):
 //
-//	<p>:incident:<id>            JSON incident record
-//	<p>:incidents                zset of incident ids by creation time
-//	<p>:incidents:<service>      zset of a service's incident ids
-//	<p>:active                   set of incidents not yet finished
-//	<p>:timeline:<id>            stream: time, actor, step, detail
-//	<p>:lock:<service>           JSON lock holder, with expiry
-//	<p>:once:<key>               idempotency marker, with expiry
-//	<p>:approvals:<id>:<step>    zset approver -> expiry (unix ms)
-//	<p>:dnd:<service>            hash artifact -> JSON mark
-//	<p>:seq                      incident counter
+//	{p}:incident:<id>            JSON incident record
+//	{p}:incidents                zset of incident ids by creation time
+//	{p}:incidents:<service>      zset of a service's incident ids
+//	{p}:active                   set of incidents not yet finished
+//	{p}:timeline:<id>            stream: time, actor, step, detail
+//	{p}:lock:<service>           JSON lock holder, with expiry
+//	{p}:once:<key>               idempotency marker, with expiry
+//	{p}:approvals:<id>:<step>    zset approver -> expiry (unix ms)
+//	{p}:dnd:<service>            hash artifact -> JSON mark
+//	{p}:deployed:<service>       zset artifact by time seen deployed
+//	{p}:deployed:<service>:rev   hash artifact -> JSON revision
+//	{p}:schema:<service>         zset of JSON applied-migration records
+//	{p}:seq                      incident counter
+//
+// Redis can be one server, Sentinel or Cluster (ParseRedisURL, Connect).
+// On Cluster, a transaction or script may only touch keys of one hash
+// slot; the {p} hash tag puts every rollbot key in the same slot, so all
+// of them (an incident and its indexes, a lock and its incident) can be
+// written atomically together. rollbot's state is small (kilobytes per
+// incident), so one slot, on one master, is plenty; Cluster buys
+// availability here, not capacity.
 package state
 
 import (
@@ -53,8 +65,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// key builds "{<prefix>}:part:part". The braces are a Redis Cluster hash
+// tag: every key of rollbot hashes to one slot, so the multi-key
+// transactions and scripts work on Cluster (see hashTag).
 func (s *Store) key(parts ...string) string {
-	k := s.prefix
+	k := hashTag(s.prefix)
 	for _, p := range parts {
 		k += ":" + p
 	}
