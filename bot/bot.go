@@ -49,12 +49,22 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 		return err
 	}
 	log = slog.New(NewRedactHandler(log.Handler(), env.Secrets()...))
-	ropt, err := redis.ParseURL(env.RedisURL)
+	// One server, Sentinel or Cluster, by the form of REDIS_URL (see
+	// state.ParseRedisURL); an unreachable Redis is named here, before
+	// anything else starts.
+	ru, err := state.ParseRedisURL(env.RedisURL)
 	if err != nil {
-		return errors.New("REDIS_URL: not a valid redis URL")
+		return err
 	}
-	rdb := redis.NewClient(ropt)
+	rdb := ru.Client()
 	defer rdb.Close()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: cannot reach Redis (%s): %w", ru, err)
+	}
+	log.Info("connected to redis", "redis", ru.String())
 	services, err := BuildServices(ctx, cfg, state.New(rdb, cfg.RedisPrefix), log)
 	if err != nil {
 		return err

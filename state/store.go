@@ -20,7 +20,13 @@
 //	{p}:schema:<service>         zset of JSON applied-migration records
 //	{p}:seq                      incident counter
 //
-// Redis can be one server, Sentinel or Cluster (ParseRedisURL, Connect).
+// Redis can be one server, Sentinel or Cluster; REDIS_URL says which
+// (ParseRedisURL, Connect):
+//
+//	redis://[:pass@]host:6379/0, rediss://…, unix:///path.sock     one server
+//	redis://sentinel1:26379/0?master_name=NAME&addr=sentinel2:26379  Sentinel
+//	redis+cluster://node1:6379?addr=node2:6379&addr=node3:6379       Cluster
+//
 // On Cluster, a transaction or script may only touch keys of one hash
 // slot; the {p} hash tag puts every rollbot key in the same slot, so all
 // of them (an incident and its indexes, a lock and its incident) can be
