@@ -64,6 +64,12 @@ type waiter interface {
 	Wait(ctx context.Context, numReplicas int, timeout time.Duration) *redis.IntCmd
 }
 
+// The connections a write can be made on: Watch's, and Do's.
+var (
+	_ waiter = (*redis.Tx)(nil)
+	_ waiter = (*redis.Conn)(nil)
+)
+
 // Do runs write on one connection of rdb (write may use TxPipelined,
 // scripts, single commands), then Wait on that connection.
 func (d Durability) Do(ctx context.Context, rdb redis.UniversalClient, write func(c redis.Cmdable) error) error {
