@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"rollbot/bot"
+	"rollbot/state"
 )
 
 func main() {
@@ -30,7 +31,7 @@ func main() {
 
 const usage = `usage:
   rollbot serve --config rollbot.yaml   run the bot (env: SLACK_BOT_TOKEN, SLACK_APP_TOKEN, REDIS_URL, SLACK_API_URL)
-  rollbot check --config rollbot.yaml   validate a config and say what is wrong, by field
+  rollbot check --config rollbot.yaml   validate a config (and REDIS_URL if set) and say what is wrong, by field
   rollbot demo [--addr 127.0.0.1:8080]  local Slack-compatible server, the bot and simulated services`
 
 func run(ctx context.Context, args []string) error {
@@ -61,10 +62,22 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := cfg.Validate(); err != nil {
-			return fmt.Errorf("%s is not valid:\n%w", *config, err)
+		cerr := cfg.Validate()
+		if cerr != nil {
+			cerr = fmt.Errorf("%s is not valid:\n%w", *config, cerr)
+		}
+		var redis *state.RedisURL
+		var rerr error // names the bad part of REDIS_URL, never the password
+		if u := os.Getenv("REDIS_URL"); u != "" {
+			redis, rerr = state.ParseRedisURL(u)
+		}
+		if err := errors.Join(cerr, rerr); err != nil {
+			return err
 		}
 		fmt.Printf("%s is valid: %d service(s)\n", *config, len(cfg.Services))
+		if redis != nil {
+			fmt.Printf("REDIS_URL is valid: %s\n", redis)
+		}
 		return nil
 	case "demo":
 		return bot.Demo(ctx, bot.DemoOptions{Addr: *addr, RedisURL: os.Getenv("REDIS_URL"), Out: os.Stdout,

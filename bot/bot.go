@@ -34,6 +34,9 @@ type Options struct {
 	// "" disables them. Metrics, if nil, are created by New.
 	OpsAddr string
 	Metrics *Metrics
+	// Durability is what every state write waits for (on Sentinel: one
+	// replica), from the REDIS_URL's deployment.
+	Durability state.Durability
 }
 
 // Bot is a running rollbot.
@@ -60,18 +63,28 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 		return err
 	}
 	log = slog.New(NewRedactHandler(log.Handler(), env.Secrets()...))
-	ropt, err := redis.ParseURL(env.RedisURL)
+	// One server, Sentinel or Cluster, by the form of REDIS_URL (see
+	// state.ParseRedisURL); an unreachable Redis is named here, before
+	// anything else starts.
+	ru, err := state.ParseRedisURL(env.RedisURL)
 	if err != nil {
-		return errors.New("REDIS_URL: not a valid redis URL")
+		return err
 	}
-	rdb := redis.NewClient(ropt)
+	rdb := ru.Client()
 	defer rdb.Close()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: cannot reach Redis (%s): %w", ru, err)
+	}
+	log.Info("connected to redis", "redis", ru.String())
 	services, err := BuildServices(ctx, cfg, state.New(rdb, cfg.RedisPrefix), log)
 	if err != nil {
 		return err
 	}
 	checkAccess(ctx, services, log)
-	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log, OpsAddr: opsAddr})
+	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log, OpsAddr: opsAddr, Durability: ru.Durability()})
 	if err != nil {
 		return err
 	}
@@ -88,6 +101,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	o.Redis.AddHook(m.RedisHook())
 	api := slack.New(o.Env.BotToken, slack.OptionAPIURL(o.Env.APIURL), slack.OptionAppLevelToken(o.Env.AppToken))
 	store := state.New(o.Redis, o.Prefix)
+	store.SetDurability(o.Durability)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := store.Ping(pctx); err != nil {

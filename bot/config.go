@@ -17,6 +17,7 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/migrations"
 	"rollbot/platforms/prom"
+	"rollbot/state"
 )
 
 // Config is rollbot.yaml. Secrets never live here: they come from the
@@ -135,21 +136,15 @@ func (e Env) Validate() error {
 	}
 	if e.RedisURL == "" {
 		errs = append(errs, errors.New("REDIS_URL: required, e.g. redis://redis:6379/0"))
-	} else if !strings.HasPrefix(e.RedisURL, "redis://") && !strings.HasPrefix(e.RedisURL, "rediss://") {
-		errs = append(errs, errors.New("REDIS_URL: must start with redis:// or rediss://"))
+	} else if _, err := state.ParseRedisURL(e.RedisURL); err != nil {
+		errs = append(errs, err) // names the bad part, never the password
 	}
 	return errors.Join(errs...)
 }
 
 // Secrets returns the secret values of the environment, for redaction.
 func (e Env) Secrets() []string {
-	out := []string{e.BotToken, e.AppToken}
-	if u, err := url.Parse(e.RedisURL); err == nil && u.User != nil {
-		if p, ok := u.User.Password(); ok {
-			out = append(out, p)
-		}
-	}
-	return out
+	return append([]string{e.BotToken, e.AppToken}, state.RedisURLSecrets(e.RedisURL)...)
 }
 
 // LoadConfig reads and strictly decodes a config file: unknown fields are

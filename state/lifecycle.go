@@ -160,7 +160,7 @@ func ClaimOf(in *Incident) Claim { return Claim{Owner: in.Owner, Fence: in.Fence
 // Heartbeat extends the owner's lease; it fails with ErrFenced once the
 // lease is someone else's (or gone and taken).
 func (s *Store) Heartbeat(ctx context.Context, id string, c Claim, ttl time.Duration) error {
-	n, err := heartbeatScript.Run(ctx, s.rdb, []string{s.key("lease", id)}, c.leaseValue(), ttl.Milliseconds()).Int()
+	n, err := s.run(ctx, heartbeatScript, []string{s.key("lease", id)}, c.leaseValue(), ttl.Milliseconds()).Int()
 	if err != nil {
 		return fmt.Errorf("heartbeat %s: %w", id, err)
 	}
@@ -239,7 +239,7 @@ type Takeover struct {
 // incident was taken over, and ErrLocked with the holder when the service
 // lock is gone or someone else's.
 func (s *Store) Guard(ctx context.Context, in *Incident, c Claim, lease, lockTTL time.Duration) (*Lock, error) {
-	n, err := guardScript.Run(ctx, s.rdb,
+	n, err := s.run(ctx, guardScript,
 		[]string{s.key("lease", in.ID), s.key("incident", in.ID), s.key("lock", in.Service)},
 		c.leaseValue(), c.Fence, lease.Milliseconds(), in.Lock, lockTTL.Milliseconds()).Int()
 	if err != nil {
@@ -288,7 +288,7 @@ func (s *Store) HoldLock(ctx context.Context, in *Incident, ttl time.Duration) e
 // down), so that another replica takes the incident over without waiting
 // for the lease to run out.
 func (s *Store) ReleaseLease(ctx context.Context, id string, c Claim) error {
-	if err := releaseLeaseScript.Run(ctx, s.rdb, []string{s.key("lease", id)}, c.leaseValue()).Err(); err != nil {
+	if err := s.run(ctx, releaseLeaseScript, []string{s.key("lease", id)}, c.leaseValue()).Err(); err != nil {
 		return fmt.Errorf("release lease %s: %w", id, err)
 	}
 	return nil

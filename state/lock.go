@@ -49,7 +49,12 @@ func (s *Store) AcquireLock(ctx context.Context, service, incident, holder strin
 	}
 	l := &Lock{Service: service, Token: hex.EncodeToString(tok), Incident: incident, Holder: holder, Since: s.now()}
 	b, _ := json.Marshal(l)
-	ok, err := s.rdb.SetNX(ctx, s.key("lock", service), b, ttl).Result()
+	var ok bool
+	err := s.write(ctx, func(c redis.Cmdable) error {
+		var err error
+		ok, err = c.SetNX(ctx, s.key("lock", service), b, ttl).Result()
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", service, err)
 	}
@@ -84,7 +89,7 @@ func (s *Store) LockHolder(ctx context.Context, service string) (*Lock, error) {
 
 // RefreshLock extends a held lock; it fails if the token no longer holds it.
 func (s *Store) RefreshLock(ctx context.Context, service, token string, ttl time.Duration) error {
-	n, err := refreshScript.Run(ctx, s.rdb, []string{s.key("lock", service)}, token, ttl.Milliseconds()).Int()
+	n, err := s.run(ctx, refreshScript, []string{s.key("lock", service)}, token, ttl.Milliseconds()).Int()
 	if err != nil {
 		return fmt.Errorf("refresh lock %s: %w", service, err)
 	}
@@ -100,7 +105,7 @@ func (s *Store) ReleaseLock(ctx context.Context, service, token string) error {
 	if token == "" {
 		return nil
 	}
-	if err := unlockScript.Run(ctx, s.rdb, []string{s.key("lock", service)}, token).Err(); err != nil {
+	if err := s.run(ctx, unlockScript, []string{s.key("lock", service)}, token).Err(); err != nil {
 		return fmt.Errorf("release lock %s: %w", service, err)
 	}
 	return nil
@@ -109,7 +114,12 @@ func (s *Store) ReleaseLock(ctx context.Context, service, token string) error {
 // Once reports true the first time key is seen within ttl, false after.
 // It makes redelivered envelopes and double clicks act once.
 func (s *Store) Once(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	ok, err := s.rdb.SetNX(ctx, s.key("once", key), s.now().UTC().Format(time.RFC3339), ttl).Result()
+	var ok bool
+	err := s.write(ctx, func(c redis.Cmdable) error {
+		var err error
+		ok, err = c.SetNX(ctx, s.key("once", key), s.now().UTC().Format(time.RFC3339), ttl).Result()
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("idempotency key: %w", err)
 	}

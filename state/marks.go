@@ -27,7 +27,7 @@ func (s *Store) MarkDoNotDeploy(ctx context.Context, service string, m Mark) err
 		m.At = s.now()
 	}
 	b, _ := json.Marshal(m)
-	if err := s.rdb.HSet(ctx, s.key("dnd", service), m.Artifact, b).Err(); err != nil {
+	if err := s.write(ctx, func(c redis.Cmdable) error { return c.HSet(ctx, s.key("dnd", service), m.Artifact, b).Err() }); err != nil {
 		return fmt.Errorf("mark %s %s DO_NOT_DEPLOY: %w", service, m.Artifact, err)
 	}
 	return nil

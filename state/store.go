@@ -3,19 +3,37 @@
 // idempotency keys for clicks and redelivered envelopes, approvals with
 // expiry, and the versions marked DO_NOT_DEPLOY.
 //
-// Keys (all under a configurable prefix, default "rollbot"):
+// Keys (all under a configurable prefix p, default "rollbot"; the braces
+// are a Redis Cluster hash tag, see below):
 //
-//	<p>:incident:<id>            JSON incident record
-//	<p>:incidents                zset of incident ids by creation time
-//	<p>:incidents:<service>      zset of a service's incident ids
-//	<p>:active                   set of incidents not yet finished
-//	<p>:timeline:<id>            stream: time, actor, step, detail
-//	<p>:lock:<service>           JSON lock holder, with expiry
-//	<p>:lease:<id>               "<owner>|<fence>" of a working incident, with expiry
-//	<p>:once:<key>               idempotency marker, with expiry
-//	<p>:approvals:<id>:<step>    zset approver -> expiry (unix ms)
-//	<p>:dnd:<service>            hash artifact -> JSON mark
-//	<p>:seq                      incident counter
+//	{p}:incident:<id>            JSON incident record
+//	{p}:incidents                zset of incident ids by creation time
+//	{p}:incidents:<service>      zset of a service's incident ids
+//	{p}:active                   set of incidents not yet finished
+//	{p}:timeline:<id>            stream: time, actor, step, detail
+//	{p}:lock:<service>           JSON lock holder, with expiry
+//	{p}:lease:<id>               "<owner>|<fence>" of a working incident, with expiry
+//	{p}:once:<key>               idempotency marker, with expiry
+//	{p}:approvals:<id>:<step>    zset approver -> expiry (unix ms)
+//	{p}:dnd:<service>            hash artifact -> JSON mark
+//	{p}:deployed:<service>       zset artifact by time seen deployed
+//	{p}:deployed:<service>:rev   hash artifact -> JSON revision
+//	{p}:schema:<service>         zset of JSON applied-migration records
+//	{p}:seq                      incident counter
+//
+// Redis can be one server, Sentinel or Cluster; REDIS_URL says which
+// (ParseRedisURL, Connect):
+//
+//	redis://[:pass@]host:6379/0, rediss://…, unix:///path.sock     one server
+//	redis://sentinel1:26379/0?master_name=NAME&addr=sentinel2:26379  Sentinel
+//	redis+cluster://node1:6379?addr=node2:6379&addr=node3:6379       Cluster
+//
+// On Cluster, a transaction or script may only touch keys of one hash
+// slot; the {p} hash tag puts every rollbot key in the same slot, so all
+// of them (an incident and its indexes, a lock and its incident) can be
+// written atomically together. rollbot's state is small (kilobytes per
+// incident), so one slot, on one master, is plenty; Cluster buys
+// availability here, not capacity.
 package state
 
 import (
@@ -37,6 +55,7 @@ type Store struct {
 	prefix string
 	now    func() time.Time
 	lease  time.Duration // owner lease of an incident created in a working status
+	dur    Durability    // replicas every write waits for (Sentinel)
 }
 
 // New returns a Store using rdb; prefix namespaces every key.
@@ -63,8 +82,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// key builds "{<prefix>}:part:part". The braces are a Redis Cluster hash
+// tag: every key of rollbot hashes to one slot, so the multi-key
+// transactions and scripts work on Cluster (see hashTag).
 func (s *Store) key(parts ...string) string {
-	k := s.prefix
+	k := hashTag(s.prefix)
 	for _, p := range parts {
 		k += ":" + p
 	}
@@ -166,7 +188,12 @@ var ErrNotFound = errors.New("not found")
 
 // NextID allocates an incident id like "RB-42".
 func (s *Store) NextID(ctx context.Context) (string, error) {
-	n, err := s.rdb.Incr(ctx, s.key("seq")).Result()
+	var n int64
+	err := s.write(ctx, func(c redis.Cmdable) error {
+		var err error
+		n, err = c.Incr(ctx, s.key("seq")).Result()
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("allocate incident id: %w", err)
 	}
@@ -186,22 +213,29 @@ func (s *Store) Create(ctx context.Context, in *Incident) error {
 		return fmt.Errorf("encode incident %s: %w", in.ID, err)
 	}
 	score := float64(in.CreatedAt.UnixMilli())
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.SetNX(ctx, s.key("incident", in.ID), b, 0)
-		p.ZAdd(ctx, s.key("incidents"), redis.Z{Score: score, Member: in.ID})
-		p.ZAdd(ctx, s.key("incidents", in.Service), redis.Z{Score: score, Member: in.ID})
-		if in.Status.Final() {
-			p.SRem(ctx, s.key("active"), in.ID)
-		} else {
-			p.SAdd(ctx, s.key("active"), in.ID)
-		}
-		if in.Status.Working() {
-			p.Set(ctx, s.key("lease", in.ID), ClaimOf(in).leaseValue(), s.lease)
-		}
-		return nil
+	err = s.write(ctx, func(c redis.Cmdable) error {
+		_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			return s.createOps(ctx, p, in, b, score)
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("save incident %s: %w", in.ID, err)
+	}
+	return nil
+}
+
+func (s *Store) createOps(ctx context.Context, p redis.Pipeliner, in *Incident, b []byte, score float64) error {
+	p.SetNX(ctx, s.key("incident", in.ID), b, 0)
+	p.ZAdd(ctx, s.key("incidents"), redis.Z{Score: score, Member: in.ID})
+	p.ZAdd(ctx, s.key("incidents", in.Service), redis.Z{Score: score, Member: in.ID})
+	if in.Status.Final() {
+		p.SRem(ctx, s.key("active"), in.ID)
+	} else {
+		p.SAdd(ctx, s.key("active"), in.ID)
+	}
+	if in.Status.Working() {
+		p.Set(ctx, s.key("lease", in.ID), ClaimOf(in).leaseValue(), s.lease)
 	}
 	return nil
 }
@@ -289,7 +323,10 @@ func (s *Store) update(ctx context.Context, id string, c Claim, apply func(*txn,
 			}
 			return nil
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		return s.dur.Wait(ctx, tx)
 	}
 	keys := append([]string{key}, watch...)
 	for range 20 {

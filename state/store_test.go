@@ -11,11 +11,13 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/state"
-	"rollbot/testkit/redistest"
 )
 
+// newStore returns a Store on a key prefix of its own, on one Redis
+// server, or on Sentinel or Cluster when run under TestStoreOnSentinel
+// or TestStoreOnCluster (backends_test.go).
 func newStore(t *testing.T) *state.Store {
-	c, prefix := redistest.Client(t)
+	c, prefix := backendClient(t)
 	return state.New(c, prefix)
 }
 

@@ -24,15 +24,17 @@ func (s *Store) Append(ctx context.Context, incident string, ev Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = s.now()
 	}
-	err := s.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: s.key("timeline", incident),
-		Values: map[string]any{
-			"time":   ev.Time.UTC().Format(time.RFC3339Nano),
-			"actor":  ev.Actor,
-			"step":   ev.Step,
-			"detail": ev.Detail,
-		},
-	}).Err()
+	err := s.write(ctx, func(c redis.Cmdable) error {
+		return c.XAdd(ctx, &redis.XAddArgs{
+			Stream: s.key("timeline", incident),
+			Values: map[string]any{
+				"time":   ev.Time.UTC().Format(time.RFC3339Nano),
+				"actor":  ev.Actor,
+				"step":   ev.Step,
+				"detail": ev.Detail,
+			},
+		}).Err()
+	})
 	if err != nil {
 		return fmt.Errorf("append timeline %s: %w", incident, err)
 	}
@@ -49,7 +51,7 @@ func (s *Store) AppendOwned(ctx context.Context, incident string, c Claim, ev Ev
 	if ev.Time.IsZero() {
 		ev.Time = s.now()
 	}
-	n, err := fencedAppendScript.Run(ctx, s.rdb, []string{s.key("incident", incident), s.key("timeline", incident)},
+	n, err := s.run(ctx, fencedAppendScript, []string{s.key("incident", incident), s.key("timeline", incident)},
 		c.Fence, ev.Time.UTC().Format(time.RFC3339Nano), ev.Actor, ev.Step, ev.Detail).Int()
 	if err != nil {
 		return fmt.Errorf("append timeline %s: %w", incident, err)

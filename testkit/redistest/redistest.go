@@ -1,17 +1,21 @@
-// Package redistest gives tests a real Redis: the server named by
-// ROLLBOT_TEST_REDIS_URL (started by .ci/run), or else a redis-server
-// started for the test binary on a free loopback port. A missing
-// redis-server fails the test; it never skips.
+// Package redistest gives tests a real Redis, from Debian's redis-server
+// and redis-sentinel binaries on free loopback ports:
+//
+//   - URL and Client: one server, the one named by ROLLBOT_TEST_REDIS_URL
+//     (started by .ci/run) or else one started for the test binary;
+//   - Sentinel: a master, a replica and three sentinels for one test,
+//     with a forced failover and a kill -9 of the master;
+//   - Cluster: three masters for one test.
+//
+// A missing binary fails the test; it never skips. REDISTEST_DEBUG=1
+// logs each poll while a helper waits for the servers (go test -v).
 package redistest
 
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -62,39 +66,13 @@ func Client(t testing.TB) (*redis.Client, string) {
 // start runs redis-server for the life of the test binary; the kernel
 // kills it when the test binary exits (Pdeathsig).
 func start() (string, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return "", fmt.Errorf("redis-server not found on PATH: %w", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	dir, err := os.MkdirTemp("", "rollbot-redis-")
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir, "--save", "", "--appendonly", "no")
-	cmd.SysProcAttr = deathSignal()
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start redis-server: %w", err)
+	s, err := spawn(dir, "redis-server", nil)
+	if err != nil {
+		return "", err
 	}
-	u := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
-	opt, _ := redis.ParseURL(u)
-	c := redis.NewClient(opt)
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err = c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return u, nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	cmd.Process.Kill()
-	return "", fmt.Errorf("redis-server on port %d did not answer within 10s: %w", port, err)
+	return "redis://" + s.addr() + "/0", nil
 }

@@ -1,0 +1,172 @@
+package redistest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// server is one redis-server or redis-sentinel process started by a test.
+type server struct {
+	port int
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+}
+
+func (s *server) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// client returns a plain client of this one process.
+func (s *server) client() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: s.addr(), DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1})
+}
+
+// logTail is the end of the process's log, for failure messages.
+func (s *server) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (s *server) kill() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	<-s.done
+}
+
+func (s *server) alive() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// spawn starts bin (redis-server or redis-sentinel) in a fresh directory
+// under parent on a free loopback port; conf is written to redis.conf
+// there and passed as the config file (sentinels rewrite it). It waits
+// until the process answers PING.
+func spawn(parent, bin string, conf []string) (*server, error) {
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		pkg := "redis-server"
+		if bin == "redis-sentinel" {
+			pkg = "redis-sentinel"
+		}
+		return nil, fmt.Errorf("%s not found on PATH (apt-get install %s): %w", bin, pkg, err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(parent, bin+"-"+strconv.Itoa(port))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	lines := []string{"bind 127.0.0.1", "port " + strconv.Itoa(port), "dir " + dir, "logfile " + filepath.Join(dir, "log")}
+	if bin == "redis-server" {
+		// no persistence; a replica's full sync starts at once instead
+		// of after the default 5 s diskless delay
+		lines = append(lines, `save ""`, "appendonly no", "repl-diskless-sync-delay 0")
+	}
+	lines = append(lines, conf...)
+	cfg := filepath.Join(dir, "redis.conf")
+	if err := os.WriteFile(cfg, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(path, cfg)
+	cmd.SysProcAttr = deathSignal()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	s := &server{port: port, dir: dir, cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(s.done) }()
+	c := s.client()
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		err = c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		if !s.alive() || time.Now().After(deadline) {
+			s.kill()
+			return nil, fmt.Errorf("%s on port %d did not answer within 10s: %v\n%s", bin, port, err, s.logTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startT spawns a server that is killed when the test ends.
+func startT(t testing.TB, bin string, conf ...string) *server {
+	t.Helper()
+	s, err := spawn(t.TempDir(), bin, conf)
+	if err != nil {
+		t.Fatalf("redis for tests: %v", err)
+	}
+	t.Cleanup(s.kill)
+	return s
+}
+
+// waitFor polls cond every 50ms until it returns nil or the deadline
+// passes; the test fails with the last error.
+func waitFor(t testing.TB, what string, within time.Duration, cond func(ctx context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := cond(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if os.Getenv("REDISTEST_DEBUG") != "" {
+			t.Logf("%s %s: %v", time.Now().Format("15:04:05.000"), what, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis for tests: %s: not within %s: %v", what, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// infoField reads one field of INFO <section>.
+func infoField(ctx context.Context, c *redis.Client, section, field string) (string, error) {
+	s, err := c.Info(ctx, section).Result()
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("INFO %s has no %s", section, field)
+}
