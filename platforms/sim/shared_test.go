@@ -67,6 +67,19 @@ func writes(t *testing.T, stateFile, op string) []Write {
 	return ws
 }
 
+// await fails the test if ch has not delivered within a minute: a guard
+// against hanging, not a measure of speed.
+func await[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(time.Minute):
+		t.Fatalf("gave up waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
 func TestSharedStateFirstProcessWins(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "myapp.json")
 	a := newSim(t, sharedConfig(path, 0))
@@ -165,7 +178,7 @@ func TestSecondRollbackToTheSameRevisionWaitsAndWritesNothing(t *testing.T) {
 	modes(t, time.Millisecond, func(t *testing.T, path string, a, b *Sim) {
 		proceed := make(chan struct{})
 		written, first := pausedAfterTemplate(a, revV2, proceed)
-		<-written
+		await(t, written, "the template write")
 
 		waitingSeen, second := make(chan struct{}), make(chan outcome, 1)
 		go func() {
@@ -176,13 +189,13 @@ func TestSecondRollbackToTheSameRevisionWaitsAndWritesNothing(t *testing.T) {
 			})
 			second <- outcome{res, err}
 		}()
-		<-waitingSeen
+		await(t, waitingSeen, "the second rollback to wait")
 		close(proceed)
 
-		if o := <-first; o.err != nil || o.res.Outcome != platforms.Done {
+		if o := await(t, first, "the first rollback"); o.err != nil || o.res.Outcome != platforms.Done {
 			t.Fatalf("first rollback = %+v, %v; want Done", o.res, o.err)
 		}
-		if o := <-second; o.err != nil || o.res.Outcome != platforms.Skipped || !strings.Contains(o.res.Detail, "already at 2 (app:v2)") {
+		if o := await(t, second, "the second rollback"); o.err != nil || o.res.Outcome != platforms.Skipped || !strings.Contains(o.res.Detail, "already at 2 (app:v2)") {
 			t.Fatalf("second rollback = %+v, %v; want Skipped, already at 2 (app:v2)", o.res, o.err)
 		}
 		if snap := snapshot(t, b); snap.Current.Artifact != "app:v2" || snap.Health.Ready != 5 || snap.RolloutInProgress {
@@ -237,13 +250,13 @@ func TestLaterRollbackToAnotherRevisionStopsTheFirst(t *testing.T) {
 	modes(t, time.Millisecond, func(t *testing.T, path string, a, b *Sim) {
 		proceed := make(chan struct{})
 		written, first := pausedAfterTemplate(a, revV1, proceed)
-		<-written
+		await(t, written, "the template write")
 		res, err := b.Rollback(context.Background(), revV2, false, nil)
 		if err != nil || res.Outcome != platforms.Done {
 			t.Fatalf("rollback to v2 during the one to v1 = %+v, %v; want Done", res, err)
 		}
 		close(proceed)
-		if o := <-first; !errors.Is(o.err, platforms.ErrConflict) {
+		if o := await(t, first, "the rollback to v1"); !errors.Is(o.err, platforms.ErrConflict) {
 			t.Fatalf("rollback to v1 = %+v, %v; want ErrConflict", o.res, o.err)
 		}
 		if snap := snapshot(t, a); snap.Current.Artifact != "app:v2" || snap.Health.Ready != 5 || snap.RolloutInProgress {
@@ -431,10 +444,10 @@ func TestRollbackWaitingOnALiveProcessTakesOverWhenItIsKilled(t *testing.T) {
 		})
 		done <- outcome{res, err}
 	}()
-	<-waitingSeen // the child is alive and holds the rollout: this one waits
+	await(t, waitingSeen, "the rollback to wait") // the child is alive and holds the rollout: this one waits
 	c.kill(t)
 
-	o := <-done
+	o := await(t, done, "the rollback")
 	if o.err != nil || o.res.Outcome != platforms.Done || !strings.Contains(o.res.Detail, "continued the rollout process "+strconv.Itoa(pid)) {
 		t.Fatalf("rollback = %+v, %v; want Done, continuing process %d's rollout", o.res, o.err, pid)
 	}
