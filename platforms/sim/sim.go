@@ -16,8 +16,9 @@
 //
 // A rollback writes the template first, then replaces the pods one by one
 // (step_delay each), recording its progress in the state. The process
-// driving it holds <state_file>.rollout-<revision>.lock; the kernel
-// releases it when that process dies. A Rollback to the same revision from
+// driving it holds a lock file of that revision next to the state file
+// (<state_file>.rollout-<hex of the revision ID>.lock), which the kernel
+// releases when that process dies. A Rollback to the same revision from
 // anywhere else therefore never writes the template a second time: while
 // the driver is alive it waits for it and then reports Skipped ("already
 // at"); once the driver is gone it continues from the last replaced pod.
