@@ -1,14 +1,37 @@
 // Package sim is a SIMULATED platform for rollbot's demo and flow tests:
-// an in-memory deployment whose versions, pods and request metrics behave
-// like a real service's, so the whole runbook can be clicked through
-// without a cluster. Every Target() says "simulated"; nothing here touches
-// a real system.
+// a deployment whose versions, pods and request metrics behave like a real
+// service's, so the whole runbook can be clicked through without a
+// cluster. Every Target() says "simulated"; nothing here touches a real
+// system.
+//
+// By default the deployment lives in the process's memory. With
+// state_file set it lives in that JSON file instead, shared by every
+// process configured with the same path (several `rollbot serve` replicas,
+// a test and the child processes it kills): each operation takes an
+// advisory lock (flock, Unix only) on <state_file>.lock, loads, acts,
+// saves and unlocks. The first process creates the file from its config;
+// the others load it. Every write the platform accepts is also appended,
+// one JSON line each, to <state_file>.writes (see ReadWrites), so tests
+// can count on the platform's side that each write happened once.
+//
+// A rollback writes the template first, then replaces the pods one by one
+// (step_delay each), recording its progress in the state. The process
+// driving it holds a lock file of that revision next to the state file
+// (<state_file>.rollout-<hex of the revision ID>.lock), which the kernel
+// releases when that process dies. A Rollback to the same revision from
+// anywhere else therefore never writes the template a second time: while
+// the driver is alive it waits for it and then reports Skipped ("already
+// at"); once the driver is gone it continues from the last replaced pod.
+// A Rollback to another revision does not wait: it writes its own
+// template, and the older rollout stops at its next pod with ErrConflict
+// (the compare-and-set every write makes).
 package sim
 
 import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -30,6 +53,9 @@ type Config struct {
 	DeployedAgo time.Duration `yaml:"deployed_ago"` // when the current version rolled out
 	StepDelay   time.Duration `yaml:"step_delay"`   // per pod during a rollback
 	RPS         float64       `yaml:"rps"`          // simulated traffic
+	// StateFile, when set, keeps the deployment in this JSON file, shared
+	// by every process configured with the same path (see the package doc).
+	StateFile string `yaml:"state_file"`
 }
 
 // Validate checks the config.
@@ -48,28 +74,21 @@ func (c Config) Validate() error {
 	return nil
 }
 
-type span struct {
-	at  time.Time
-	bad bool
-	art string
-}
+// waitPoll is how often a Rollback waiting for another process's rollout
+// to the same revision checks whether that process is done or gone.
+const waitPoll = 20 * time.Millisecond
 
-// Sim is the simulated deployment. Safe for concurrent use.
+// Sim is the simulated deployment. Safe for concurrent use, and with a
+// state file, by concurrent processes.
 type Sim struct {
 	name string
 	cfg  Config
 	now  func() time.Time
 
 	mu       sync.Mutex
-	history  []platforms.Revision // oldest first
-	current  int                  // index into history
-	ready    int
-	replicas int
-	paused   bool
-	version  int64 // bumped on every write: the compare-and-set token
-	spans    []span
-	bad      map[string]bool
-	marks    map[string]string
+	st       *state     // without a state file
+	file     *stateFile // with one
+	rolling  map[string]chan struct{}
 	failNext error
 }
 
@@ -94,7 +113,8 @@ func New(name string, cfg Config) (*Sim, error) {
 	if cfg.RPS == 0 {
 		cfg.RPS = 40
 	}
-	s := &Sim{name: name, cfg: cfg, now: time.Now, bad: map[string]bool{}, marks: map[string]string{}, replicas: cfg.Replicas}
+	s := &Sim{name: name, cfg: cfg, now: time.Now, rolling: map[string]chan struct{}{}}
+	st := &state{Bad: map[string]bool{}, Marks: map[string]string{}, Replicas: cfg.Replicas}
 	now := s.now()
 	n := len(cfg.Versions)
 	for i, v := range cfg.Versions {
@@ -102,13 +122,21 @@ func New(name string, cfg Config) (*Sim, error) {
 		if i == n-1 {
 			created = now.Add(-cfg.DeployedAgo)
 		}
-		s.history = append(s.history, platforms.Revision{ID: strconv.Itoa(i + 1), Artifact: v.Artifact, CreatedAt: created,
+		st.History = append(st.History, platforms.Revision{ID: strconv.Itoa(i + 1), Artifact: v.Artifact, CreatedAt: created,
 			ChangeCause: "deploy " + v.Artifact})
-		s.bad[v.Artifact] = v.Bad
-		s.spans = append(s.spans, span{at: created, bad: v.Bad, art: v.Artifact})
+		st.Bad[v.Artifact] = v.Bad
+		st.Spans = append(st.Spans, span{At: created, Bad: v.Bad, Artifact: v.Artifact})
 	}
-	s.current = n - 1
-	s.ready = s.readyFor(cfg.Versions[n-1].Artifact)
+	st.Current = n - 1
+	st.Ready = readyFor(st, cfg.Versions[n-1].Artifact)
+	if cfg.StateFile == "" {
+		s.st = st
+		return s, nil
+	}
+	s.file = &stateFile{path: cfg.StateFile}
+	if err := s.file.init(st); err != nil {
+		return nil, fmt.Errorf("state_file %s: %w", cfg.StateFile, err)
+	}
 	return s, nil
 }
 
@@ -122,11 +150,29 @@ func (s *Sim) FailNextRollback(err error) {
 	s.mu.Unlock()
 }
 
-func (s *Sim) readyFor(art string) int {
-	if s.bad[art] {
-		return s.replicas / 3 // most pods crash-loop
+// view runs fn on the state without changing it.
+func (s *Sim) view(fn func(st *state)) error {
+	return s.do(false, func(t *tx) error { fn(t.state); return nil })
+}
+
+// update runs fn on the state; the changes stay when it returns nil, and
+// fn must not change anything when it returns an error.
+func (s *Sim) update(fn func(t *tx) error) error { return s.do(true, fn) }
+
+func (s *Sim) do(write bool, fn func(t *tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil {
+		return fn(&tx{state: s.st})
 	}
-	return s.replicas
+	return s.file.do(write, fn)
+}
+
+func readyFor(st *state, art string) int {
+	if st.Bad[art] {
+		return st.Replicas / 3 // most pods crash-loop
+	}
+	return st.Replicas
 }
 
 func (s *Sim) Kind() string   { return "simulated" }
@@ -134,171 +180,337 @@ func (s *Sim) Target() string { return "deployment " + s.name + " (simulated)" }
 
 // Snapshot implements platforms.Platform.
 func (s *Sim) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.history[s.current]
-	hist := make([]platforms.Revision, 0, len(s.history))
-	for i := len(s.history) - 1; i >= 0; i-- {
-		r := s.history[i]
-		if by, ok := s.marks[r.Artifact]; ok {
-			r.DoNotDeploy, r.DoNotDeployBy = true, by
+	var snap *platforms.Snapshot
+	err := s.view(func(st *state) {
+		cur := st.History[st.Current]
+		hist := make([]platforms.Revision, 0, len(st.History))
+		for i := len(st.History) - 1; i >= 0; i-- {
+			r := st.History[i]
+			if by, ok := st.Marks[r.Artifact]; ok {
+				r.DoNotDeploy, r.DoNotDeployBy = true, by
+			}
+			hist = append(hist, r)
 		}
-		hist = append(hist, r)
-	}
-	restarts := 0
-	if s.bad[cur.Artifact] {
-		restarts = 7
-	}
-	h := platforms.Health{Desired: s.replicas, Ready: s.ready, Restarts: restarts, RestartWindow: 5 * time.Minute, Known: true,
-		Detail: fmt.Sprintf("%d/%d pods ready", s.ready, s.replicas)}
-	if s.bad[cur.Artifact] {
-		h.Detail += fmt.Sprintf(", %d in CrashLoopBackOff", s.replicas-s.ready)
-	}
-	return &platforms.Snapshot{Current: cur, History: hist, Health: h, Paused: s.paused,
-		RolloutInProgress: s.ready < s.replicas && !s.paused, DeployedAt: cur.CreatedAt}, nil
+		restarts := 0
+		if st.Bad[cur.Artifact] {
+			restarts = 7
+		}
+		h := platforms.Health{Desired: st.Replicas, Ready: st.Ready, Restarts: restarts, RestartWindow: 5 * time.Minute, Known: true,
+			Detail: fmt.Sprintf("%d/%d pods ready", st.Ready, st.Replicas)}
+		if st.Bad[cur.Artifact] {
+			h.Detail += fmt.Sprintf(", %d in CrashLoopBackOff", st.Replicas-st.Ready)
+		}
+		snap = &platforms.Snapshot{Current: cur, History: hist, Health: h, Paused: st.Paused,
+			RolloutInProgress: (st.Rollout != nil || st.Ready < st.Replicas) && !st.Paused, DeployedAt: cur.CreatedAt}
+	})
+	return snap, err
 }
 
 // Stop implements platforms.Platform: pause the rollout.
 func (s *Sim) Stop(ctx context.Context, dryRun bool) (platforms.Result, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.paused {
-		return platforms.Result{Outcome: platforms.Skipped, Detail: "rollout already paused"}, nil
-	}
 	plan := []string{s.Target() + ": pause the rollout"}
-	if dryRun {
-		return platforms.Result{Outcome: platforms.Planned, Detail: "would pause the rollout", Plan: plan}, nil
-	}
-	s.paused = true
-	s.version++
-	return platforms.Result{Outcome: platforms.Done, Detail: "rollout paused", Plan: plan}, nil
+	var res platforms.Result
+	err := s.update(func(t *tx) error {
+		switch {
+		case t.Paused:
+			res = platforms.Result{Outcome: platforms.Skipped, Detail: "rollout already paused"}
+		case dryRun:
+			res = platforms.Result{Outcome: platforms.Planned, Detail: "would pause the rollout", Plan: plan}
+		default:
+			t.Paused = true
+			t.Version++
+			t.wrote(OpStop, "pause the rollout")
+			res = platforms.Result{Outcome: platforms.Done, Detail: "rollout paused", Plan: plan}
+		}
+		return nil
+	})
+	return res, err
 }
 
 // Rollback implements platforms.Platform.
 func (s *Sim) Rollback(ctx context.Context, to platforms.Revision, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
-	s.mu.Lock()
-	idx := -1
-	for i, r := range s.history {
-		if r.ID == to.ID {
-			idx = i
+	return s.rollback(ctx, to, dryRun, progress, OpRollback)
+}
+
+// rollback moves the deployment to revision to: the template write (op in
+// the write log) after the first step_delay, then one pod per step_delay.
+func (s *Sim) rollback(ctx context.Context, to platforms.Revision, dryRun bool, progress platforms.ProgressFunc, op string) (platforms.Result, error) {
+	if progress == nil {
+		progress = func(platforms.Progress) {}
+	}
+	// Check and plan against the deployment as it is now.
+	var (
+		res     platforms.Result
+		ended   bool
+		idx     = -1
+		target  platforms.Revision
+		base    int64 // the version the template write compares against
+		plan    []string
+		missing error
+	)
+	err := s.view(func(st *state) {
+		for i, r := range st.History {
+			if r.ID == to.ID {
+				idx = i
+			}
 		}
-	}
-	if idx < 0 {
-		s.mu.Unlock()
-		return platforms.Result{}, platforms.Userf(platforms.ErrNotFound, "revision %s does not exist in %s", to.ID, s.Target())
-	}
-	from := s.history[s.current]
-	target := s.history[idx]
-	if target.Artifact == from.Artifact {
-		s.mu.Unlock()
-		return platforms.Result{Outcome: platforms.Skipped, Detail: "already at " + target.Label()}, nil
-	}
-	plan := []string{fmt.Sprintf("%s: template %s -> %s, resume rollout (one write, compare-and-set on version %d)", s.Target(), from.Artifact, target.Artifact, s.version)}
-	if dryRun {
-		s.mu.Unlock()
+		if idx < 0 {
+			missing = platforms.Userf(platforms.ErrNotFound, "revision %s does not exist in %s", to.ID, s.Target())
+			return
+		}
+		from := st.History[st.Current]
+		target = st.History[idx]
+		base = st.Version
+		resuming := st.Rollout != nil && st.Rollout.Target == target.ID
+		switch {
+		case resuming:
+			plan = []string{fmt.Sprintf("%s: continue the rollout to %s that process %d started (template already written; %d of %d pods replaced)",
+				s.Target(), target.Artifact, st.Rollout.PID, st.Rollout.Replaced, st.Rollout.Desired)}
+		case target.Artifact == from.Artifact:
+			res, ended = platforms.Result{Outcome: platforms.Skipped, Detail: "already at " + target.Label()}, true
+		default:
+			plan = []string{fmt.Sprintf("%s: template %s -> %s, resume rollout (one write, compare-and-set on version %d)", s.Target(), from.Artifact, target.Artifact, st.Version)}
+		}
+	})
+	switch {
+	case err != nil:
+		return platforms.Result{}, err
+	case missing != nil:
+		return platforms.Result{}, missing
+	case ended:
+		return res, nil
+	case dryRun:
 		return platforms.Result{Outcome: platforms.Planned, Detail: "would roll back to " + target.Label(), Plan: plan}, nil
 	}
-	if err := s.failNext; err != nil {
-		s.failNext = nil
-		s.mu.Unlock()
+	s.mu.Lock()
+	failed := s.failNext
+	s.failNext = nil
+	s.mu.Unlock()
+	if failed != nil {
+		return platforms.Result{}, failed
+	}
+
+	// Drive the rollout to this revision, alone: another rollout to it,
+	// alive in this or another process, is waited for.
+	release, err := s.drive(ctx, target, progress)
+	if err != nil {
 		return platforms.Result{}, err
 	}
-	token := s.version
-	s.mu.Unlock()
+	defer release()
 
-	replaced := 0
-	for replaced < s.replicas {
-		if progress != nil {
-			progress(platforms.Progress{Message: fmt.Sprintf("Waiting for rollout to finish: %d of %d updated replicas are available...", replaced, s.replicas),
-				Updated: replaced, Ready: replaced, Desired: s.replicas})
+	var (
+		replaced, desired int
+		token             = base
+		resumedFrom       int // the process whose rollout this one continues
+	)
+	err = s.update(func(t *tx) error {
+		cur, r := t.History[t.Current], t.Rollout
+		switch {
+		case r != nil && r.Target == target.ID && t.Version == r.Token && cur.ID == target.ID:
+			replaced, desired, token, resumedFrom = r.Replaced, r.Desired, r.Token, r.PID
+			plan = []string{fmt.Sprintf("%s: continue the rollout to %s that process %d started at %s (template already written; %d of %d pods replaced)",
+				s.Target(), target.Artifact, r.PID, r.StartedAt.Format(time.RFC3339), r.Replaced, r.Desired)}
+		case cur.Artifact == target.Artifact:
+			// Another rollback to it finished while this one waited, or a
+			// later write (a pause, a scale) ended that rollout's claim.
+			if r != nil && r.Target == target.ID {
+				t.Rollout = nil
+			}
+			res, ended = platforms.Result{Outcome: platforms.Skipped, Detail: "already at " + target.Label()}, true
+		case t.Version != base:
+			return s.conflict()
+		default:
+			desired = t.Replicas
 		}
+		return nil
+	})
+	if err != nil || ended {
+		return res, err
+	}
+
+	fresh := replaced == 0
+	if resumedFrom != 0 {
+		progress(platforms.Progress{Message: fmt.Sprintf("Continuing the rollout to %s that process %d started: %d of %d updated replicas are available...",
+			target.Label(), resumedFrom, replaced, desired), Updated: replaced, Ready: replaced, Desired: desired})
+	}
+	var ready int
+	for first := fresh; first || replaced < desired; first = false {
+		progress(platforms.Progress{Message: fmt.Sprintf("Waiting for rollout to finish: %d of %d updated replicas are available...", replaced, desired),
+			Updated: replaced, Ready: replaced, Desired: desired})
 		t := time.NewTimer(s.cfg.StepDelay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return platforms.Result{}, platforms.Userf(ctx.Err(), "the rollback of %s did not finish in time (%d of %d pods replaced)", s.Target(), replaced, s.replicas)
+			return platforms.Result{}, platforms.Userf(ctx.Err(), "the rollback of %s did not finish in time (%d of %d pods replaced)", s.Target(), replaced, desired)
 		case <-t.C:
 		}
+		err := s.update(func(t *tx) error {
+			if t.Version != token || (replaced > 0 && (t.Rollout == nil || t.Rollout.Target != target.ID)) {
+				return s.conflict()
+			}
+			if replaced == 0 { // the template write
+				from := t.History[t.Current].Artifact
+				t.Current = idx
+				t.Paused = false
+				t.Spans = append(t.Spans, span{At: s.now(), Bad: t.Bad[target.Artifact], Artifact: target.Artifact})
+				t.Version++
+				token = t.Version
+				t.Rollout = &rollout{Target: target.ID, Artifact: target.Artifact, Desired: desired, Token: token, StartedAt: s.now(), PID: os.Getpid()}
+				t.wrote(op, fmt.Sprintf("%s: template %s -> %s", s.Target(), from, target.Artifact))
+			}
+			replaced++
+			t.Rollout.Replaced = replaced
+			t.Ready = min(t.Replicas, replaced)
+			if t.Bad[target.Artifact] {
+				t.Ready = readyFor(t.state, target.Artifact)
+			}
+			if replaced >= desired {
+				t.Rollout = nil
+			}
+			ready = t.Ready
+			return nil
+		})
+		if err != nil {
+			return platforms.Result{}, err
+		}
+	}
+	progress(platforms.Progress{Message: fmt.Sprintf("deployment %q successfully rolled out", s.name), Updated: desired, Ready: desired, Desired: desired, Done: true})
+	detail := fmt.Sprintf("%s now runs %s (%d/%d pods ready)", s.Target(), target.Label(), ready, desired)
+	if resumedFrom != 0 {
+		detail += fmt.Sprintf("; continued the rollout process %d had started", resumedFrom)
+	}
+	return platforms.Result{Outcome: platforms.Done, Detail: detail, Plan: plan}, nil
+}
+
+func (s *Sim) conflict() error {
+	return platforms.Userf(platforms.ErrConflict, "%s changed while rolling back (someone else deployed): the rollback stopped instead of fighting it", s.Target())
+}
+
+// drive claims the right to drive the rollout to target, waiting (and
+// saying so once) while someone else drives it. The claim is a lock file
+// with a state file, so that it dies with its process; a channel without.
+func (s *Sim) drive(ctx context.Context, target platforms.Revision, progress platforms.ProgressFunc) (release func(), err error) {
+	if s.file == nil {
 		s.mu.Lock()
-		if s.version != token {
-			s.mu.Unlock()
-			return platforms.Result{}, platforms.Userf(platforms.ErrConflict, "%s changed while rolling back (someone else deployed): the rollback stopped instead of fighting it", s.Target())
-		}
-		if replaced == 0 { // the template write
-			s.current = idx
-			s.paused = false
-			s.spans = append(s.spans, span{at: s.now(), bad: s.bad[target.Artifact], art: target.Artifact})
-		}
-		replaced++
-		s.ready = min(s.replicas, replaced)
-		if s.bad[target.Artifact] {
-			s.ready = s.readyFor(target.Artifact)
+		c, ok := s.rolling[target.ID]
+		if !ok {
+			c = make(chan struct{}, 1)
+			s.rolling[target.ID] = c
 		}
 		s.mu.Unlock()
+		select {
+		case c <- struct{}{}:
+		default:
+			progress(waiting(target))
+			select {
+			case c <- struct{}{}:
+			case <-ctx.Done():
+				return nil, s.gaveUp(ctx, target)
+			}
+		}
+		return func() { <-c }, nil
 	}
-	if progress != nil {
-		progress(platforms.Progress{Message: fmt.Sprintf("deployment %q successfully rolled out", s.name), Updated: s.replicas, Ready: s.replicas, Desired: s.replicas, Done: true})
+	path := s.file.rolloutLockPath(target.ID)
+	for said := false; ; said = true {
+		f, ok, err := flock(path, true, false)
+		if err != nil {
+			return nil, fmt.Errorf("roll back %s: %w", s.Target(), err)
+		}
+		if ok {
+			return func() { f.Close() }, nil
+		}
+		if !said {
+			progress(waiting(target))
+		}
+		t := time.NewTimer(waitPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, s.gaveUp(ctx, target)
+		case <-t.C:
+		}
 	}
-	return platforms.Result{Outcome: platforms.Done, Detail: fmt.Sprintf("%s now runs %s (%d/%d pods ready)", s.Target(), target.Label(), s.ready, s.replicas), Plan: plan}, nil
+}
+
+func waiting(target platforms.Revision) platforms.Progress {
+	return platforms.Progress{Message: "Waiting for another rollback to " + target.Label() + " that is already in progress..."}
+}
+
+func (s *Sim) gaveUp(ctx context.Context, target platforms.Revision) error {
+	return platforms.Userf(ctx.Err(), "another rollback of %s to %s was still in progress when time ran out", s.Target(), target.Label())
 }
 
 // MarkDoNotDeploy implements platforms.Platform.
 func (s *Sim) MarkDoNotDeploy(ctx context.Context, rev platforms.Revision, by string) (platforms.Result, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.marks[rev.Artifact] = by
+	err := s.update(func(t *tx) error {
+		t.Marks[rev.Artifact] = by
+		t.wrote(OpMarkDoNotDeploy, fmt.Sprintf("%s: annotate %s do-not-deploy (by %s)", s.Target(), rev.Artifact, by))
+		return nil
+	})
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	return platforms.Result{Outcome: platforms.Done, Detail: "annotated " + rev.Artifact + " do-not-deploy (simulated)"}, nil
 }
 
 // SetArtifact implements platforms.Fallbacks.
 func (s *Sim) SetArtifact(ctx context.Context, artifact string, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
-	s.mu.Lock()
 	var rev platforms.Revision
-	for _, r := range s.history {
-		if r.Artifact == artifact {
-			rev = r
+	err := s.view(func(st *state) {
+		for _, r := range st.History {
+			if r.Artifact == artifact {
+				rev = r
+			}
 		}
+	})
+	if err != nil {
+		return platforms.Result{}, err
 	}
-	s.mu.Unlock()
 	if rev.ID == "" {
 		return platforms.Result{}, platforms.Userf(platforms.ErrNotFound, "image %s is not known to %s", artifact, s.Target())
 	}
-	return s.Rollback(ctx, rev, dryRun, progress)
+	return s.rollback(ctx, rev, dryRun, progress, OpSetArtifact)
 }
 
 // ScaleToZero implements platforms.Fallbacks.
 func (s *Sim) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Result, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if dryRun {
-		return platforms.Result{Outcome: platforms.Planned, Detail: "would scale to 0", Plan: []string{s.Target() + ": replicas " + strconv.Itoa(s.replicas) + " -> 0"}}, nil
-	}
-	s.replicas, s.ready = 0, 0
-	s.version++
-	return platforms.Result{Outcome: platforms.Done, Detail: s.Target() + " scaled to 0"}, nil
+	var res platforms.Result
+	err := s.update(func(t *tx) error {
+		if dryRun {
+			res = platforms.Result{Outcome: platforms.Planned, Detail: "would scale to 0", Plan: []string{s.Target() + ": replicas " + strconv.Itoa(t.Replicas) + " -> 0"}}
+			return nil
+		}
+		from := t.Replicas
+		t.Replicas, t.Ready = 0, 0
+		t.Version++
+		t.wrote(OpScaleToZero, fmt.Sprintf("%s: replicas %d -> 0", s.Target(), from))
+		res = platforms.Result{Outcome: platforms.Done, Detail: s.Target() + " scaled to 0"}
+		return nil
+	})
+	return res, err
 }
 
 // badShare is the share of [from, to] during which a bad version served.
-func (s *Sim) badShare(from, to time.Time) (float64, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !to.After(from) || len(s.spans) == 0 || to.Before(s.spans[0].at) {
-		return 0, false
-	}
-	total, bad := to.Sub(from).Seconds(), 0.0
-	for i, sp := range s.spans {
-		end := to
-		if i+1 < len(s.spans) {
-			end = s.spans[i+1].at
+func (s *Sim) badShare(from, to time.Time) (share float64, ok bool, err error) {
+	err = s.view(func(st *state) {
+		if !to.After(from) || len(st.Spans) == 0 || to.Before(st.Spans[0].At) {
+			return
 		}
-		a, b := maxTime(sp.at, from), minTime(end, to)
-		if b.After(a) && sp.bad {
-			bad += b.Sub(a).Seconds()
+		total, bad := to.Sub(from).Seconds(), 0.0
+		for i, sp := range st.Spans {
+			end := to
+			if i+1 < len(st.Spans) {
+				end = st.Spans[i+1].At
+			}
+			a, b := maxTime(sp.At, from), minTime(end, to)
+			if b.After(a) && sp.Bad {
+				bad += b.Sub(a).Seconds()
+			}
 		}
-	}
-	return bad / total, true
+		share, ok = bad/total, true
+	})
+	return share, ok, err
 }
-
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -323,7 +535,10 @@ const (
 // ErrorRatio implements platforms.Metrics with simulated request data.
 func (s *Sim) ErrorRatio(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
 	m := platforms.Measurement{Source: "simulated metrics", Query: "simulated http_requests_total{code=~\"5..\"} / http_requests_total"}
-	share, ok := s.badShare(from, to)
+	share, ok, err := s.badShare(from, to)
+	if err != nil {
+		return m, err
+	}
 	m.Requests = s.cfg.RPS * to.Sub(from).Seconds()
 	if !ok || m.Requests < 10 {
 		m.NoData, m.Reason = true, "too little traffic in the window"
@@ -336,7 +551,10 @@ func (s *Sim) ErrorRatio(ctx context.Context, from, to time.Time) (platforms.Mea
 // LatencyP95 implements platforms.Metrics with simulated request data.
 func (s *Sim) LatencyP95(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
 	m := platforms.Measurement{Source: "simulated metrics", Query: "simulated histogram_quantile(0.95, http_request_duration_seconds)"}
-	share, ok := s.badShare(from, to)
+	share, ok, err := s.badShare(from, to)
+	if err != nil {
+		return m, err
+	}
 	m.Requests = s.cfg.RPS * to.Sub(from).Seconds()
 	if !ok || m.Requests < 10 {
 		m.NoData, m.Reason = true, "too little traffic in the window"
@@ -352,10 +570,14 @@ func (s *Sim) LatencyP95(ctx context.Context, from, to time.Time) (platforms.Mea
 
 // Health is the simulated health endpoint: failing while a bad version runs.
 func (s *Sim) Health(ctx context.Context) (bool, string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.history[s.current]
-	if s.bad[cur.Artifact] || s.replicas == 0 {
+	var up bool
+	err := s.view(func(st *state) {
+		up = !st.Bad[st.History[st.Current].Artifact] && st.Replicas > 0
+	})
+	switch {
+	case err != nil:
+		return false, "", err
+	case !up:
 		return false, "GET /health → 503 (simulated)", nil
 	}
 	return true, "GET /health → 200 (simulated)", nil
@@ -363,7 +585,10 @@ func (s *Sim) Health(ctx context.Context) (bool, string, error) {
 
 // Smoke is the simulated smoke test of the critical user flows.
 func (s *Sim) Smoke(ctx context.Context) (bool, string, error) {
-	ok, _, _ := s.Health(ctx)
+	ok, _, err := s.Health(ctx)
+	if err != nil {
+		return false, "", err
+	}
 	if !ok {
 		return false, "checkout flow: 2 of 5 steps failed (simulated)", nil
 	}
