@@ -432,6 +432,7 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 		}); err != nil {
 			return err
 		}
+		e.sayResumed(o)
 	}
 
 	marks, err := e.store.Marks(ctx, svc.Name)

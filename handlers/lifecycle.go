@@ -103,6 +103,10 @@ type owned struct {
 	in    *state.Incident
 	svc   *Service
 	claim state.Claim
+	// resumedFrom is the replica this one took the incident over from,
+	// until the takeover is said in the thread (which may not exist yet
+	// when the assessment was interrupted).
+	resumedFrom string
 }
 
 // Why a working step's context ended early.
@@ -134,9 +138,8 @@ func (e *Engine) work(in *state.Incident, svc *Service, resumed string) {
 				e.failed(o, "an internal error stopped rollbot during "+string(o.in.Status)+" (see the bot log)")
 			}
 		}()
-		if resumed != "" {
-			e.postOwned(o, resumedMsg(o.in, e.opt.Replica, resumed))
-		}
+		o.resumedFrom = resumed
+		e.sayResumed(o)
 		e.drive(ctx, o)
 	}()
 }
@@ -364,4 +367,13 @@ func (e *Engine) postOwned(o *owned, m Msg) string {
 	ctx, cancel := e.fresh()
 	defer cancel()
 	return e.post(ctx, o.in.Channel, o.in.ThreadTS, m)
+}
+
+// sayResumed posts the takeover into the incident's thread, once there is one.
+func (e *Engine) sayResumed(o *owned) {
+	if o.resumedFrom == "" || o.in.ThreadTS == "" {
+		return
+	}
+	e.postOwned(o, resumedMsg(o.in, e.opt.Replica, o.resumedFrom))
+	o.resumedFrom = ""
 }

@@ -1,0 +1,512 @@
+package bot
+
+// Several `rollbot serve` processes on one Redis (through Sentinel) and one
+// Slack-compatible server, as in production with replicas: 3. The faults
+// are real: kill -9 of the process that owns an incident, SENTINEL
+// FAILOVER, every envelope delivered twice to two replicas. The simulated
+// platform is shared by the processes through its state file, and counts
+// every write on its side.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"rollbot/handlers"
+	"rollbot/platforms/sim"
+	"rollbot/state"
+	"rollbot/testkit/redistest"
+	"rollbot/testkit/slackemu"
+)
+
+const replicaLease = 3 * time.Second
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// rollbotBinary builds the rollbot command once per test run.
+func rollbotBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "rollbot-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "rollbot")
+		out, err := exec.Command("go", "build", "-o", builtBin, "rollbot").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// replicaSet is N rollbot processes sharing one Redis and one Slack.
+type replicaSet struct {
+	t         *testing.T
+	bin, dir  string
+	emu       *slackemu.Server
+	redisURL  string
+	prefix    string
+	stateFile string
+	store     *state.Store
+
+	mu    sync.Mutex
+	procs map[int]*exec.Cmd // live processes by pid
+	logs  []string
+}
+
+func newReplicaSet(t *testing.T, sent *redistest.Sentinels, n int, stepDelay time.Duration) *replicaSet {
+	t.Helper()
+	emu, err := slackemu.New(slackemu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	dir := t.TempDir()
+	r := &replicaSet{t: t, bin: rollbotBinary(t), dir: dir, emu: emu, redisURL: sent.URL,
+		prefix: "rb" + strconv.FormatInt(time.Now().UnixNano(), 36), stateFile: filepath.Join(dir, "sim.json"), procs: map[int]*exec.Cmd{}}
+	r.store = state.New(sent.Client(t), r.prefix)
+	cfg := fmt.Sprintf(`incident_channels: [%s]
+redis_prefix: %s
+lease: %s
+lock_ttl: 2m
+verify_timeout: 20s
+verify_interval: 500ms
+query_timeout: 2s
+budgets: {assess: 30s, confirm: 5m, rollout: 1m, verify: 2m, hold: 5m}
+services:
+  myapp:
+    platform: simulated
+    simulated:
+      versions: [{artifact: "app:v1"}, {artifact: "app:v2"}, {artifact: "app:v3", bad: true}]
+      replicas: 3
+      step_delay: %s
+      state_file: %s
+    metrics: {simulated: true}
+    approvers: {groups: [%s]}
+`, slackemu.ChannelIncident, r.prefix, replicaLease, stepDelay, r.stateFile, slackemu.GroupOnCall)
+	if err := os.WriteFile(filepath.Join(dir, "rollbot.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.stopAll)
+	for range n {
+		r.start()
+	}
+	r.waitConnections(n)
+	return r
+}
+
+func (r *replicaSet) start() int {
+	r.t.Helper()
+	logf := filepath.Join(r.dir, fmt.Sprintf("replica-%d.log", len(r.logs)))
+	f, err := os.Create(logf)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(r.bin, "serve", "--config", filepath.Join(r.dir, "rollbot.yaml"))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + r.dir,
+		"SLACK_BOT_TOKEN=" + slackemu.BotToken, "SLACK_APP_TOKEN=" + slackemu.AppToken,
+		"SLACK_API_URL=" + r.emu.APIURL(), "REDIS_URL=" + r.redisURL, "ROLLBOT_OPS_ADDR=off"}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.procs[cmd.Process.Pid] = cmd
+	r.logs = append(r.logs, logf)
+	r.mu.Unlock()
+	return cmd.Process.Pid
+}
+
+func (r *replicaSet) waitConnections(n int) {
+	r.t.Helper()
+	poll(r.t, 30*time.Second, fmt.Sprintf("%d Socket Mode connections", n), func() (bool, string) {
+		ids := r.emu.ConnectionIDs()
+		return len(ids) >= n, fmt.Sprint(ids)
+	})
+}
+
+// kill sends SIGKILL to one replica and reaps it.
+func (r *replicaSet) kill(pid int) {
+	r.t.Helper()
+	r.mu.Lock()
+	cmd := r.procs[pid]
+	delete(r.procs, pid)
+	r.mu.Unlock()
+	if cmd == nil {
+		r.t.Fatalf("no live replica with pid %d", pid)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		r.t.Fatal(err)
+	}
+	cmd.Wait()
+}
+
+func (r *replicaSet) stopAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for pid, cmd := range r.procs {
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		delete(r.procs, pid)
+	}
+	if r.t.Failed() {
+		for _, l := range r.logs {
+			b, _ := os.ReadFile(l)
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			r.t.Logf("--- %s\n%s", filepath.Base(l), b)
+		}
+	}
+}
+
+// ownerPID is the process of an incident's owner: replica ids are
+// host-pid-random.
+func ownerPID(t *testing.T, in *state.Incident) int {
+	t.Helper()
+	parts := strings.Split(in.Owner, "-")
+	if len(parts) < 3 {
+		t.Fatalf("owner %q is not host-pid-random", in.Owner)
+	}
+	pid, err := strconv.Atoi(parts[len(parts)-2])
+	if err != nil {
+		t.Fatalf("owner %q: %v", in.Owner, err)
+	}
+	return pid
+}
+
+func (r *replicaSet) incident(id string) *state.Incident {
+	in, err := r.store.Get(context.Background(), id)
+	if err != nil {
+		return nil
+	}
+	return in
+}
+
+func (r *replicaSet) waitStatus(id string, within time.Duration, ok func(state.Status) bool, what string) *state.Incident {
+	r.t.Helper()
+	var in *state.Incident
+	poll(r.t, within, id+" "+what, func() (bool, string) {
+		in = r.incident(id)
+		if in == nil {
+			return false, "no incident yet"
+		}
+		return ok(in.Status), string(in.Status)
+	})
+	return in
+}
+
+func is(ss ...state.Status) func(state.Status) bool {
+	return func(s state.Status) bool {
+		for _, x := range ss {
+			if s == x {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func (r *replicaSet) writes() map[string]int {
+	r.t.Helper()
+	ws, err := sim.ReadWrites(r.stateFile)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, w := range ws {
+		n[w.Op]++
+	}
+	return n
+}
+
+func (r *replicaSet) wait(what string, pred func(slackemu.Message) bool) slackemu.Message {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	m, err := r.emu.WaitForMessage(ctx, pred)
+	if err != nil {
+		r.t.Fatalf("waiting for %s: %v", what, err)
+	}
+	return m
+}
+
+// poll checks cond every 50ms until it holds or within passes.
+func poll(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s (last: %s)", what, within, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkOnce asserts that the incident completed with every action once:
+// one request, one confirmation, one verdict on the timeline; one pause,
+// one template write and one DO_NOT_DEPLOY mark on the platform.
+func (r *replicaSet) checkOnce(id string, takeovers int) {
+	r.t.Helper()
+	evs, err := r.store.Timeline(context.Background(), id)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	count := func(step, detail string) int {
+		n := 0
+		for _, ev := range evs {
+			if ev.Step == step && strings.Contains(ev.Detail, detail) {
+				n++
+			}
+		}
+		return n
+	}
+	var all strings.Builder
+	for _, ev := range evs {
+		fmt.Fprintf(&all, "  %s %s %s: %s\n", ev.Time.Format("15:04:05.000"), ev.Actor, ev.Step, ev.Detail)
+	}
+	for _, c := range []struct {
+		step, detail string
+		want         int
+	}{
+		{"request", "requested rollback", 1},
+		{"confirm", "confirmed rollback", 1},
+		{"verify", "verified:", 1},
+		{"takeover", "resumed by", takeovers},
+	} {
+		if got := count(c.step, c.detail); got != c.want {
+			r.t.Errorf("%d %q events with %q, want %d; timeline:\n%s", got, c.step, c.detail, c.want, all.String())
+		}
+	}
+	w := r.writes()
+	if w[sim.OpStop] != 1 || w[sim.OpRollback] != 1 || w[sim.OpMarkDoNotDeploy] != 1 {
+		r.t.Errorf("platform writes %v, want one stop, one rollback, one mark", w)
+	}
+	if l, _ := r.store.LockHolder(context.Background(), "myapp"); l != nil {
+		r.t.Errorf("lock still held: %+v", l)
+	}
+}
+
+func (r *replicaSet) confirm() {
+	r.t.Helper()
+	a := r.wait("assessment with buttons", hasAction(handlers.ActConfirm))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.emu.ClickButton(ctx, slackemu.UserBob, slackemu.ChannelIncident, a.TS, handlers.ActConfirm); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *replicaSet) slash(text string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.emu.SlashCommand(ctx, slackemu.UserAlice, slackemu.ChannelIncident, "/rollback", text); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// Kill -9 the replica that owns the incident at each step: another replica
+// finishes the rollback within the lease + 10 s, every action happens
+// once, and the thread says who resumed it.
+func TestReplicasKillOwnerAtEachStep(t *testing.T) {
+	sent := redistest.Sentinel(t)
+	for _, tc := range []struct {
+		name      string
+		takeovers int
+		// kill waits for the step and kills the owner; it returns the
+		// killed pid.
+		kill func(r *replicaSet) int
+	}{
+		{"assessing", -1, func(r *replicaSet) int {
+			in := r.waitStatus("RB-1", 20*time.Second, func(state.Status) bool { return true }, "exists")
+			pid := ownerPID(t, in)
+			r.kill(pid)
+			return pid
+		}},
+		{"awaiting confirmation", 0, func(r *replicaSet) int {
+			in := r.waitStatus("RB-1", 20*time.Second, is(state.AwaitingConfirm), "awaiting confirmation")
+			pid := ownerPID(t, in) // the replica that assessed
+			r.kill(pid)
+			return pid
+		}},
+		{"rolling back", 1, func(r *replicaSet) int {
+			poll(t, 30*time.Second, "the rollback's template write", func() (bool, string) {
+				w := r.writes()
+				return w[sim.OpRollback] == 1, fmt.Sprint(w)
+			})
+			in := r.incident("RB-1")
+			if in.Status != state.RollingBack {
+				t.Fatalf("status %s at the template write, want rolling back", in.Status)
+			}
+			pid := ownerPID(t, in)
+			r.kill(pid)
+			return pid
+		}},
+		{"verifying", 1, func(r *replicaSet) int {
+			in := r.waitStatus("RB-1", 30*time.Second, is(state.Verifying), "verifying")
+			pid := ownerPID(t, in)
+			r.kill(pid)
+			return pid
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newReplicaSet(t, sent, 3, time.Second)
+			r.t = t
+			r.slash("myapp")
+			var killedAt time.Time
+			if tc.name == "assessing" || tc.name == "awaiting confirmation" {
+				tc.kill(r)
+				killedAt = time.Now()
+				r.confirm()
+			} else {
+				r.confirm()
+				tc.kill(r)
+				killedAt = time.Now()
+			}
+			in := r.waitStatus("RB-1", 60*time.Second, is(state.Completed, state.VerifyFailed, state.RollbackFailed, state.Cancelled), "finished")
+			if in.Status != state.Completed {
+				t.Fatalf("RB-1 ended %s, want completed", in.Status)
+			}
+			takeovers := tc.takeovers
+			if takeovers < 0 { // killed while assessing, or just after: either way at most one
+				takeovers = len(in.TakenOver)
+				if takeovers > 1 {
+					t.Errorf("%d takeovers for one kill", takeovers)
+				}
+			}
+			if len(in.TakenOver) != takeovers {
+				t.Errorf("%d takeovers recorded, want %d: %+v", len(in.TakenOver), takeovers, in.TakenOver)
+			}
+			if takeovers > 0 {
+				to := in.TakenOver[0]
+				if d := to.At.Sub(killedAt); d > replicaLease+10*time.Second {
+					t.Errorf("taken over %s after the kill, want within the lease + 10s", d)
+				}
+				m := r.wait("takeover message", textHas("RB-1 resumed by"))
+				if m.ThreadTS == "" {
+					t.Errorf("takeover message outside the thread")
+				}
+				t.Logf("taken over %s after kill -9 (lease %s)", to.At.Sub(killedAt).Round(10*time.Millisecond), replicaLease)
+			}
+			r.checkOnce("RB-1", takeovers)
+		})
+	}
+}
+
+// 200 concurrent /rollback for one service spread over three replicas:
+// exactly one proceeds, 199 are told who holds it.
+func TestReplicasConcurrentCommandsOneProceeds(t *testing.T) {
+	sent := redistest.Sentinel(t)
+	r := newReplicaSet(t, sent, 3, 50*time.Millisecond)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for range 200 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			errs <- r.emu.SlashCommand(ctx, slackemu.UserAlice, slackemu.ChannelIncident, "/rollback", "myapp")
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a command was not acknowledged: %v", err)
+		}
+	}
+	r.wait("assessment with buttons", hasAction(handlers.ActConfirm))
+	var refused int
+	poll(t, 30*time.Second, "199 refusals", func() (bool, string) {
+		refused = 0
+		for _, m := range r.emu.Messages(slackemu.ChannelIncident) {
+			if m.Ephemeral && strings.Contains(m.PlainText(), "is already running") {
+				refused++
+			}
+		}
+		return refused >= 199, strconv.Itoa(refused)
+	})
+	recent, err := r.store.Recent(context.Background(), "myapp", 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recent) != 1 || refused != 199 {
+		t.Fatalf("%d incidents opened and %d refused, want 1 and 199", len(recent), refused)
+	}
+	seen := map[int]bool{}
+	for _, d := range r.emu.Deliveries() {
+		seen[d.Conn] = true
+	}
+	if len(seen) < 3 {
+		t.Errorf("the commands reached %d replicas, want all 3", len(seen))
+	}
+}
+
+// Every envelope delivered twice, to two different replicas: every action
+// happens once.
+func TestReplicasDuplicateDeliveriesActOnce(t *testing.T) {
+	sent := redistest.Sentinel(t)
+	r := newReplicaSet(t, sent, 3, 200*time.Millisecond)
+	r.emu.DuplicateEnvelopes(true)
+	r.slash("myapp")
+	r.confirm()
+	in := r.waitStatus("RB-1", 60*time.Second, is(state.Completed, state.VerifyFailed, state.RollbackFailed), "finished")
+	if in.Status != state.Completed {
+		t.Fatalf("RB-1 ended %s", in.Status)
+	}
+	if in2 := r.incident("RB-2"); in2 != nil {
+		t.Fatalf("a duplicated command opened a second incident: %+v", in2)
+	}
+	for _, m := range r.emu.Messages(slackemu.ChannelIncident) {
+		if m.Ephemeral {
+			t.Errorf("a duplicate was answered: %s", m.PlainText())
+		}
+	}
+	r.checkOnce("RB-1", 0)
+}
+
+// SENTINEL FAILOVER in the middle of a rollback: it finishes, nothing is
+// lost from the timeline, and every write happened once.
+func TestReplicasSentinelFailoverMidRollback(t *testing.T) {
+	sent := redistest.Sentinel(t)
+	r := newReplicaSet(t, sent, 3, time.Second)
+	r.slash("myapp")
+	r.confirm()
+	poll(t, 30*time.Second, "the rollback's template write", func() (bool, string) {
+		w := r.writes()
+		return w[sim.OpRollback] == 1, fmt.Sprint(w)
+	})
+	sent.Failover(t)
+	in := r.waitStatus("RB-1", 90*time.Second, is(state.Completed, state.VerifyFailed, state.RollbackFailed), "finished")
+	if in.Status != state.Completed {
+		t.Fatalf("RB-1 ended %s after the failover", in.Status)
+	}
+	// A replica whose heartbeat failed during the failover may have handed
+	// the incident over; at most once.
+	r.checkOnce("RB-1", len(in.TakenOver))
+	if len(in.TakenOver) > 1 {
+		t.Errorf("%d takeovers for one failover", len(in.TakenOver))
+	}
+}
