@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,6 +31,9 @@ type Options struct {
 	// SchemaInterval is how often rollbot records the applied migration
 	// versions of services whose tool stores no applied time (default 5m).
 	SchemaInterval time.Duration
+	// Secrets are replaced in every Slack message, with Env.Secrets (see
+	// Secrets).
+	Secrets []string
 }
 
 // Bot is a running rollbot.
@@ -48,7 +52,8 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	if err := errors.Join(cfg.Validate(), env.Validate()); err != nil {
 		return err
 	}
-	log = slog.New(NewRedactHandler(log.Handler(), env.Secrets()...))
+	secrets := Secrets(cfg, env, os.Getenv)
+	log = slog.New(NewRedactHandler(log.Handler(), secrets...))
 	ropt, err := redis.ParseURL(env.RedisURL)
 	if err != nil {
 		return errors.New("REDIS_URL: not a valid redis URL")
@@ -60,7 +65,7 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 		return err
 	}
 	checkAccess(ctx, services, log)
-	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log})
+	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log, Secrets: secrets})
 	if err != nil {
 		return err
 	}
@@ -78,7 +83,8 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	b := &Bot{api: api, store: store, log: o.Log, opts: o}
 	b.sm = socketmode.New(api, socketmode.OptionPingInterval(20*time.Second))
-	b.engine = handlers.New(ctx, &slackChat{api: api}, store, o.Services, o.Engine, o.Log)
+	chat := newRedactChat(&slackChat{api: api}, NewRedactor(append(o.Env.Secrets(), o.Secrets...)...))
+	b.engine = handlers.New(ctx, chat, store, o.Services, o.Engine, o.Log)
 	return b, nil
 }
 
