@@ -3,6 +3,7 @@
 //
 //	rollbot serve --config rollbot.yaml   run the bot (Socket Mode)
 //	rollbot check --config rollbot.yaml   validate a config
+//	rollbot rbac --config rollbot.yaml    print the least Kubernetes RBAC for it
 //	rollbot demo [--addr 127.0.0.1:8080]  local Slack server + simulated services
 package main
 
@@ -32,6 +33,8 @@ func main() {
 const usage = `usage:
   rollbot serve --config rollbot.yaml   run the bot (env: SLACK_BOT_TOKEN, SLACK_APP_TOKEN, REDIS_URL, SLACK_API_URL)
   rollbot check --config rollbot.yaml   validate a config (and REDIS_URL if set) and say what is wrong, by field
+  rollbot rbac --config rollbot.yaml [--service-account rollbot/rollbot]
+                                        print the least Roles/RoleBindings for its kubernetes services
   rollbot demo [--addr 127.0.0.1:8080]  local Slack-compatible server, the bot and simulated services`
 
 func run(ctx context.Context, args []string) error {
@@ -42,6 +45,7 @@ func run(ctx context.Context, args []string) error {
 	config := fs.String("config", "rollbot.yaml", "config file")
 	addr := fs.String("addr", "127.0.0.1:8080", "demo: address of the local Slack server and its page")
 	verbose := fs.Bool("v", false, "debug logging")
+	serviceAccount := fs.String("service-account", "rollbot/rollbot", "rbac: the ServiceAccount (namespace/name) to bind")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -79,6 +83,15 @@ func run(ctx context.Context, args []string) error {
 			fmt.Printf("REDIS_URL is valid: %s\n", redis)
 		}
 		return nil
+	case "rbac":
+		cfg, err := bot.LoadConfig(*config)
+		if err != nil {
+			return err
+		}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("%s is not valid:\n%w", *config, err)
+		}
+		return bot.WriteRBAC(os.Stdout, cfg, *serviceAccount)
 	case "demo":
 		return bot.Demo(ctx, bot.DemoOptions{Addr: *addr, RedisURL: os.Getenv("REDIS_URL"), Out: os.Stdout,
 			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})

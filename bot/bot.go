@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,6 +38,9 @@ type Options struct {
 	// Durability is what every state write waits for (on Sentinel: one
 	// replica), from the REDIS_URL's deployment.
 	Durability state.Durability
+	// Secrets are replaced in every Slack message, with Env.Secrets (see
+	// Secrets).
+	Secrets []string
 }
 
 // Bot is a running rollbot.
@@ -62,7 +66,8 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log = slog.New(NewRedactHandler(log.Handler(), env.Secrets()...))
+	secrets := Secrets(cfg, env, os.Getenv)
+	log = slog.New(NewRedactHandler(log.Handler(), secrets...))
 	// One server, Sentinel or Cluster, by the form of REDIS_URL (see
 	// state.ParseRedisURL); an unreachable Redis is named here, before
 	// anything else starts.
@@ -84,7 +89,8 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 		return err
 	}
 	checkAccess(ctx, services, log)
-	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log, OpsAddr: opsAddr, Durability: ru.Durability()})
+	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log,
+		OpsAddr: opsAddr, Durability: ru.Durability(), Secrets: secrets})
 	if err != nil {
 		return err
 	}
@@ -112,7 +118,8 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if o.Engine.Metrics == nil {
 		o.Engine.Metrics = m
 	}
-	b.engine = handlers.New(ctx, &slackChat{api: api, metrics: m}, store, o.Services, o.Engine, o.Log)
+	chat := newRedactChat(&slackChat{api: api, metrics: m}, NewRedactor(append(o.Env.Secrets(), o.Secrets...)...))
+	b.engine = handlers.New(ctx, chat, store, o.Services, o.Engine, o.Log)
 	if o.OpsAddr != "" {
 		var err error
 		if b.ops, err = listenOps(o.OpsAddr, m, o.Redis, o.Log); err != nil {

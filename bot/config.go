@@ -247,6 +247,7 @@ func (c *Config) Validate() error {
 		}
 		errs = append(errs, s.validate(p, add)...)
 	}
+	errs = append(errs, c.validateSafety()...)
 	return errors.Join(errs...)
 }
 

@@ -156,7 +156,11 @@ func (e *Engine) decideMove(ctx context.Context, a Action, id string, m state.Mo
 	return in, true
 }
 
-// incidentFor loads the incident a button belongs to.
+// incidentFor loads the incident a button belongs to. Every button goes
+// through it, so it is also where a click is bound to the incident: one
+// from another channel than the incident's (a copied or forwarded message,
+// a crafted payload) is refused, recorded on the timeline, and changes
+// nothing.
 func (e *Engine) incidentFor(ctx context.Context, a Action) (*state.Incident, *Service, bool) {
 	id := a.Value
 	if i := indexByte(id, '|'); i >= 0 {
@@ -165,6 +169,11 @@ func (e *Engine) incidentFor(ctx context.Context, a Action) (*state.Incident, *S
 	in, err := e.store.Get(ctx, id)
 	if err != nil {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(e.userText(err, "load incident "+id)))
+		return nil, nil, false
+	}
+	if a.ChannelID != in.Channel {
+		e.record(ctx, in.ID, a.UserID, "interaction", "refused: "+a.ActionID+" clicked in channel "+a.ChannelID+", not in the incident's channel")
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("this button belongs to rollback "+in.ID+" in <#"+in.Channel+">; act on it there. Nothing was done."))
 		return nil, nil, false
 	}
 	svc := e.services[in.Service]

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -226,30 +227,64 @@ func mentions(users []string) string {
 }
 
 // tailWriter keeps the last lines written, for streaming command output
-// into a Slack message.
+// into a Slack message. Memory stays bounded whatever is written: at most
+// max lines, each cut to tailLineMax bytes (with a marker saying how much
+// was dropped), and a line still being written (a progress bar without
+// newlines) is cut the same way.
 type tailWriter struct {
 	mu      sync.Mutex
 	max     int
 	lines   []string
-	partial string
+	partial []byte // the line being written, at most tailLineMax bytes
+	cut     int    // bytes of that line dropped
 	onLine  func(tail string)
 }
 
+// tailLineMax caps one kept line.
+const tailLineMax = 4 << 10
+
 func (t *tailWriter) Write(p []byte) (int, error) {
+	n := len(p)
 	t.mu.Lock()
-	s := t.partial + string(p)
-	parts := strings.Split(s, "\n")
-	t.partial = parts[len(parts)-1]
-	t.lines = append(t.lines, parts[:len(parts)-1]...)
+	newLine := false
+	for {
+		i := bytes.IndexByte(p, '\n')
+		chunk := p
+		if i >= 0 {
+			chunk = p[:i]
+		}
+		take := min(max(tailLineMax-len(t.partial), 0), len(chunk))
+		t.partial = append(t.partial, chunk[:take]...)
+		t.cut += len(chunk) - take
+		if i < 0 {
+			break
+		}
+		t.lines = append(t.lines, t.current())
+		t.partial, t.cut = t.partial[:0], 0
+		newLine = true
+		p = p[i+1:]
+	}
 	if len(t.lines) > t.max {
-		t.lines = t.lines[len(t.lines)-t.max:]
+		// In place, so the backing array does not grow with the output.
+		k := copy(t.lines, t.lines[len(t.lines)-t.max:])
+		clear(t.lines[k:])
+		t.lines = t.lines[:k]
 	}
 	tail := strings.Join(t.lines, "\n")
 	t.mu.Unlock()
-	if t.onLine != nil && len(parts) > 1 {
+	if t.onLine != nil && newLine {
 		t.onLine(tail)
 	}
-	return len(p), nil
+	return n, nil
+}
+
+// current is the line being written as it will be kept: valid UTF-8, and
+// marked when cut.
+func (t *tailWriter) current() string {
+	if t.cut == 0 {
+		return string(t.partial)
+	}
+	return strings.ToValidUTF8(string(t.partial), "") + fmt.Sprintf(" …[line cut: %d more bytes]", t.cut)
 }
 
 // Tail returns the kept lines.
@@ -257,8 +292,8 @@ func (t *tailWriter) Tail() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.lines
-	if t.partial != "" {
-		l = append(append([]string{}, l...), t.partial)
+	if len(t.partial) > 0 || t.cut > 0 {
+		l = append(append([]string{}, l...), t.current())
 	}
 	return strings.Join(l, "\n")
 }

@@ -103,10 +103,11 @@ func (e *Engine) postActions(ctx context.Context, o *owned) {
 	e.setMessage(ctx, o, "postactions", ts)
 }
 
-// postActionDone ticks a §6 item a person did.
+// postActionDone ticks a §6 item a person did: one of the service's
+// approvers or the requester.
 func (e *Engine) postActionDone(ctx context.Context, a Action) {
 	_, key, _ := strings.Cut(a.Value, "|")
-	in, _, ok := e.incidentFor(ctx, a)
+	in, svc, ok := e.incidentFor(ctx, a)
 	if !ok {
 		return
 	}
@@ -115,6 +116,11 @@ func (e *Engine) postActionDone(ctx context.Context, a Action) {
 		valid = valid || it.Key == key
 	}
 	if !valid {
+		return
+	}
+	if a.UserID != in.RequestedBy && !e.allowed(ctx, svc.Approvers, a.UserID) {
+		e.record(ctx, in.ID, a.UserID, "postactions", "refused: not allowed to tick "+itemText(key))
+		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "tick post-rollback items", who(svc.Approvers)+" or the requester"))
 		return
 	}
 	detail := "done by <@" + a.UserID + "> at " + e.now().UTC().Format("15:04 UTC")
@@ -131,7 +137,11 @@ func (e *Engine) postActionDone(ctx context.Context, a Action) {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, "postactions", itemText(key)+": "+in.Done[key])
-	e.update(ctx, in.Channel, a.MessageTS, postActionsMsg(in))
+	ts := in.Messages["postactions"]
+	if ts == "" {
+		ts = a.MessageTS
+	}
+	e.update(ctx, in.Channel, ts, postActionsMsg(in))
 }
 
 func itemText(key string) string {

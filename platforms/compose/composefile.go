@@ -234,7 +234,7 @@ func (a *Adapter) rollbackFile(ctx context.Context, st state, r *fileRef, target
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = r.workdir
-	cmd.Env = a.composeEnv()
+	cmd.Env = a.composeEnv(os.Environ())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -308,10 +308,37 @@ func (a *Adapter) sameContainers(ctx context.Context, st state) error {
 	return nil
 }
 
-// composeEnv is the environment for docker-compose: the bot's, with the
-// configured engine.
-func (a *Adapter) composeEnv() []string {
-	env := os.Environ()
+// composeEnvAllowed are the only variables of the bot's environment that
+// docker-compose gets: what it needs to run (PATH, HOME, locale, temp dir),
+// to reach the engine (DOCKER_HOST, DOCKER_CONTEXT, DOCKER_CONFIG, TLS) and
+// its own settings (COMPOSE_*). Nothing else: the bot's environment holds
+// its Slack tokens, REDIS_URL and database DSNs, and docker-compose would
+// hand any of them to a container through ${VAR} interpolation or an
+// `environment: [NAME]` pass-through. Variables the project's compose file
+// interpolates belong in the project's .env file, which docker-compose
+// still reads.
+var composeEnvAllowed = []string{
+	"PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "XDG_RUNTIME_DIR",
+	"DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
+	"DOCKER_API_VERSION", "DOCKER_DEFAULT_PLATFORM",
+}
+
+// composeEnvAllowedPrefix: docker-compose's own settings.
+const composeEnvAllowedPrefix = "COMPOSE_"
+
+// composeEnv is the environment for docker-compose: the allowlisted part of
+// environ (the bot's, os.Environ()), with the configured engine.
+func (a *Adapter) composeEnv(environ []string) []string {
+	var env []string
+	for _, kv := range environ {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		if slices.Contains(composeEnvAllowed, k) || strings.HasPrefix(k, composeEnvAllowedPrefix) {
+			env = append(env, kv)
+		}
+	}
 	if a.cfg.Host != "" {
 		env = append(env, "DOCKER_HOST="+a.cfg.Host)
 	}

@@ -40,8 +40,14 @@ func (a *Adapter) CheckAccess(ctx context.Context) error {
 	var missing []string
 	for _, p := range RequiredPermissions {
 		res, sub, _ := strings.Cut(p.Resource, "/")
+		// The adapter touches only its own Deployment, so ask for that one:
+		// a Role narrowed to it by resourceNames (rollbot rbac) allows it.
+		name := ""
+		if p.Group == "apps" && p.Resource == "deployments" {
+			name = a.cfg.Deployment
+		}
 		r, err := a.access.Create(ctx, &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: a.cfg.Namespace, Group: p.Group, Resource: res, Subresource: sub, Verb: p.Verb},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: a.cfg.Namespace, Group: p.Group, Resource: res, Subresource: sub, Verb: p.Verb, Name: name},
 		}}, metav1.CreateOptions{})
 		if err != nil {
 			return a.apiError("create", "selfsubjectaccessreviews", err)

@@ -130,7 +130,9 @@ type DownConfig struct {
 	Env map[string]string `yaml:"env"`
 	// SecretEnv holds variables whose values are secrets: from the bot's
 	// environment (kind command) or from a Kubernetes Secret
-	// (kubernetes_job). Their values are redacted from the streamed output.
+	// (kubernetes_job). For kind command their values are redacted from the
+	// streamed output. A Job's are not: rollbot never reads the Secret, so
+	// it cannot know them, and the Job's log is posted as the Job writes it.
 	SecretEnv map[string]SecretRef `yaml:"secret_env"`
 	// Timeout bounds the run (default 15m).
 	Timeout time.Duration `yaml:"timeout"`

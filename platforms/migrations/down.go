@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"rollbot/platforms"
 )
@@ -165,17 +166,19 @@ func lookPath(name, path string) (string, error) {
 	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
 }
 
-// copyLines writes r to w one redacted line at a time.
+// copyLines writes r to w one redacted line at a time, each cut to
+// maxLineBytes (readCappedLine).
 func copyLines(w io.Writer, r io.Reader, secrets []string) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var werr error
 	for {
-		line, err := br.ReadString('\n')
+		line, cut, err := readCappedLine(br)
 		if line != "" && werr == nil {
-			if !strings.HasSuffix(line, "\n") {
-				line += "\n"
+			line = strings.TrimSuffix(line, "\n")
+			if cut > 0 {
+				line = trimSecretPrefix(line, secrets) + cutMarker(cut)
 			}
-			_, werr = io.WriteString(w, redactString(line, secrets))
+			_, werr = io.WriteString(w, redactString(line, secrets)+"\n")
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) {
@@ -187,6 +190,67 @@ func copyLines(w io.Writer, r io.Reader, secrets []string) error {
 			return werr
 		}
 	}
+}
+
+// maxLineBytes caps one line of a down command's or Job's output: a
+// progress bar that never writes a newline must not grow a line in
+// rollbot's memory without bound.
+const maxLineBytes = 4 << 10
+
+// readCappedLine reads one line from br like ReadString('\n'), but keeps at
+// most maxLineBytes of it (cut at a UTF-8 boundary) and reads and drops the
+// rest, returning how many bytes it dropped. The newline, when the line has
+// one, is kept. err is as ReadString's: non-nil when the line did not end
+// with a newline.
+func readCappedLine(br *bufio.Reader) (line string, cut int, err error) {
+	var buf []byte
+	nl := false
+	for {
+		frag, ferr := br.ReadSlice('\n')
+		if ferr == nil {
+			frag, nl = frag[:len(frag)-1], true
+		}
+		take := min(max(maxLineBytes-len(buf), 0), len(frag))
+		buf = append(buf, frag[:take]...)
+		cut += len(frag) - take
+		if ferr == bufio.ErrBufferFull {
+			continue
+		}
+		err = ferr
+		break
+	}
+	if cut > 0 {
+		// Do not keep half a rune.
+		i := len(buf) - 1
+		for i > 0 && !utf8.RuneStart(buf[i]) {
+			i--
+		}
+		if i >= 0 && !utf8.FullRune(buf[i:]) {
+			cut += len(buf) - i
+			buf = buf[:i]
+		}
+	}
+	if nl {
+		buf = append(buf, '\n')
+	}
+	return string(buf), cut, err
+}
+
+// cutMarker ends a line readCappedLine cut.
+func cutMarker(cut int) string { return fmt.Sprintf(" …[line cut: %d more bytes]", cut) }
+
+// trimSecretPrefix drops an end of s that begins a secret: a line cut in
+// the middle of a secret value must not show its first characters.
+func trimSecretPrefix(s string, secrets []string) string {
+	for _, sec := range secrets {
+		for n := min(len(sec)-1, len(s)); n > 0; n-- {
+			if strings.HasSuffix(s, sec[:n]) {
+				s = s[:len(s)-n]
+				break
+			}
+		}
+	}
+	return s
 }
 
 func redactString(s string, secrets []string) string {

@@ -553,17 +553,21 @@ func (r *JobRunner) finishLogs(ctx context.Context, ns, pod string, s *logStream
 }
 
 // copyNewLines reads r line by line and writes each line from the
-// skip-th on to w, one Write per line with its newline. It returns how
-// many lines it read and whether r ended cleanly (EOF: the last line is
-// passed on even without a newline). When r breaks, a partial last line is
-// dropped: the next read of the log (skip = n) passes it on whole.
+// skip-th on to w, one Write per line with its newline, each line cut to
+// maxLineBytes (readCappedLine). It returns how many lines it read and
+// whether r ended cleanly (EOF: the last line is passed on even without a
+// newline). When r breaks, a partial last line is dropped: the next read
+// of the log (skip = n) passes it on whole.
 func copyNewLines(w io.Writer, r io.Reader, skip int) (n int, ended bool, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
-		line, rerr := br.ReadString('\n')
+		line, cut, rerr := readCappedLine(br)
 		complete := rerr == nil
 		if rerr != nil && errors.Is(rerr, io.EOF) && line != "" {
 			line, complete = line+"\n", true
+		}
+		if complete && cut > 0 {
+			line = strings.TrimSuffix(line, "\n") + cutMarker(cut) + "\n"
 		}
 		if complete {
 			if n >= skip {

@@ -174,6 +174,9 @@ type Smoke struct {
 	Env []string
 	// Dir is the working directory; empty means the bot's.
 	Dir string
+	// Redact are secret values replaced in the output, besides the
+	// credentials scrub recognises by their shape.
+	Redact []string
 }
 
 // Run runs the command and reports its exit status and the last TailLines
@@ -198,6 +201,7 @@ func (s Smoke) Run(ctx context.Context) ProbeResult {
 	defer cancel()
 
 	tail := newTail(TailLines)
+	tail.redact = s.Redact
 	cmd := exec.CommandContext(runCtx, s.Command[0], s.Command[1:]...)
 	cmd.Stdout, cmd.Stderr = tail, tail
 	cmd.Dir = s.Dir
@@ -259,13 +263,15 @@ func minimalEnv() []string {
 	return env
 }
 
-// tail keeps the last n lines written to it.
+// tail keeps the last n lines written to it, each scrubbed of
+// credentials (scrub) and then cut to maxLineBytes.
 type tail struct {
 	mu      sync.Mutex
 	n       int
 	lines   []string
 	cur     []byte
 	dropped int
+	redact  []string
 }
 
 func newTail(n int) *tail { return &tail{n: n} }
@@ -279,7 +285,7 @@ func (t *tail) Write(p []byte) (int, error) {
 			t.cur = t.cur[:0]
 			continue
 		}
-		if len(t.cur) < maxLineBytes+1 { // one extra byte marks truncation
+		if len(t.cur) < scrubLineBytes {
 			t.cur = append(t.cur, c)
 		}
 	}
@@ -294,7 +300,7 @@ func clean(line string) string {
 }
 
 func (t *tail) push(line string) {
-	t.lines = append(t.lines, clean(line))
+	t.lines = append(t.lines, clean(scrub(line, t.redact)))
 	if len(t.lines) > t.n {
 		t.dropped += len(t.lines) - t.n
 		t.lines = t.lines[len(t.lines)-t.n:]
@@ -306,7 +312,7 @@ func (t *tail) String() string {
 	defer t.mu.Unlock()
 	lines := t.lines
 	if len(t.cur) > 0 { // an unterminated last line
-		lines = append(lines[:len(lines):len(lines)], clean(string(t.cur)))
+		lines = append(lines[:len(lines):len(lines)], clean(scrub(string(t.cur), t.redact)))
 		if len(lines) > t.n {
 			lines = lines[1:]
 		}

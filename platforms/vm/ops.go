@@ -620,12 +620,16 @@ func (a *Adapter) preflight(ctx context.Context, states []hostState) error {
 		if err != nil {
 			return err
 		}
-		script := "command -v " + q(a.cfg.Systemctl) + " >/dev/null || { echo 'no " + strings.ReplaceAll(a.cfg.Systemctl, "'", "") + " command' >&2; exit 1; }"
-		_, err = a.run(ctx, c, script, true)
+		_, err = a.run(ctx, c, a.preflightScript(), true)
 		c.Close()
 		if err != nil {
 			return platforms.Userf(err, "dry run: %s is not ready: %s", s.host.Name, remoteText(err))
 		}
 	}
 	return nil
+}
+
+// preflightScript fails, saying so, when the systemctl command is missing.
+func (a *Adapter) preflightScript() string {
+	return "command -v " + q(a.cfg.Systemctl) + " >/dev/null || { echo " + q("no "+a.cfg.Systemctl+" command") + " >&2; exit 1; }"
 }

@@ -9,9 +9,13 @@ import (
 	"time"
 )
 
-// Remote commands. Every configured path, the unit, the package name and
-// every version is passed through shellQuote; versions are also checked
-// against versionRe and against the versions listed on the host.
+// Remote commands. Every value put into a command — configured paths, the
+// unit, the package name, versions and artifact paths, also in messages the
+// script echoes — is passed through shellQuote: artifact names come from
+// the host's directory listing, and a file named myapp_1.0_$(cmd).deb must
+// stay a name. Versions are also checked against versionRe and against the
+// versions listed on the host. The one exception is version_command, which
+// is the operator's own shell command from the config.
 
 // exitConflict and exitMissing are the install script's own exit codes.
 const (
@@ -243,17 +247,17 @@ if [ "$fp" != %s ]; then printf 'rollbot: changed since read: %%s\n' "$fp" >&2; 
 	switch a.cfg.Strategy {
 	case Symlink:
 		tmp := a.cfg.CurrentLink + ".rollbot-new"
-		do = fmt.Sprintf(`test -d %s || { echo "missing %s" >&2; exit %d; }
+		do = fmt.Sprintf(`test -d %s || { echo missing %s >&2; exit %d; }
 ln -sfn %s %s
-mv -Tf %s %s`, q(rel.artifact), rel.artifact, exitMissing, q(rel.artifact), q(tmp), q(tmp), q(a.cfg.CurrentLink))
+mv -Tf %s %s`, q(rel.artifact), q(rel.artifact), exitMissing, q(rel.artifact), q(tmp), q(tmp), q(a.cfg.CurrentLink))
 	case Deb:
-		do = fmt.Sprintf(`test -f %s || { echo "missing %s" >&2; exit %d; }
-dpkg%s -i %s`, q(rel.artifact), rel.artifact, exitMissing, a.dpkgRootFlag(), q(rel.artifact))
+		do = fmt.Sprintf(`test -f %s || { echo missing %s >&2; exit %d; }
+dpkg%s -i %s`, q(rel.artifact), q(rel.artifact), exitMissing, a.dpkgRootFlag(), q(rel.artifact))
 	default:
 		tmp := a.cfg.InstallPath + ".rollbot-new"
-		do = fmt.Sprintf(`test -f %s || { echo "missing %s" >&2; exit %d; }
+		do = fmt.Sprintf(`test -f %s || { echo missing %s >&2; exit %d; }
 cp -p %s %s
-mv -f %s %s`, q(rel.artifact), rel.artifact, exitMissing, q(rel.artifact), q(tmp), q(tmp), q(a.cfg.InstallPath))
+mv -f %s %s`, q(rel.artifact), q(rel.artifact), exitMissing, q(rel.artifact), q(tmp), q(tmp), q(a.cfg.InstallPath))
 	}
 	return "set -e\n" + check + "\n" + do
 }

@@ -394,6 +394,9 @@ func (c *Cluster) serviceAccountKubeconfig(ctx context.Context, ns string, roles
 		}
 		res, sub, _ := strings.Cut(rule.Resources[0], "/")
 		attrs := &authorizationv1.ResourceAttributes{Namespace: ns, Verb: rule.Verbs[0], Group: group, Resource: res, Subresource: sub}
+		if len(rule.ResourceNames) > 0 { // a rule narrowed by name allows only those
+			attrs.Name = rule.ResourceNames[0]
+		}
 		err := c.poll(ctx, fmt.Sprintf("RBAC to allow %s %s to %s", attrs.Verb, rule.Resources[0], user), func() (bool, error) {
 			r, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
 				Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: attrs},
