@@ -428,7 +428,7 @@ func TestUnreachable(t *testing.T) {
 		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
 		_, err := a.ErrorRatio(ctx, now.Add(-time.Minute), time.Now())
-		if msg := userMessage(t, err); msg != "no error ratio from "+app.Addr+"/metrics in the time allowed (a first measurement takes two scrapes 1m0s apart)" {
+		if msg := userMessage(t, err); msg != "no error ratio from "+app.Addr+"/metrics in the time allowed (a first measurement takes two scrapes 1m apart)" {
 			t.Fatalf("user message %q", msg)
 		}
 	})
