@@ -36,6 +36,7 @@ import (
 	"rollbot/testkit/awstest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/sshtest"
+	"rollbot/testkit/wait"
 )
 
 const (
@@ -76,17 +77,19 @@ func bgApp(t *testing.T, bin string, args ...string) int {
 		logf.Close()
 	})
 	c := http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/version", port)); err == nil {
-			resp.Body.Close()
-			return port
+	err = wait.Until(context.Background(), 15*time.Second, "the sample app to answer", func() (bool, error) {
+		resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/version", port))
+		if err != nil {
+			return false, err
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval while the app starts
+		resp.Body.Close()
+		return true, nil
+	})
+	if err != nil {
+		b, _ := os.ReadFile(logf.Name())
+		t.Fatalf("%s on port %d: %v\n%s", bin, port, err, b)
 	}
-	b, _ := os.ReadFile(logf.Name())
-	t.Fatalf("%s did not answer on port %d:\n%s", bin, port, b)
-	return 0
+	return port
 }
 
 // bgLoad sends GET url at about rps requests per second until cleanup,

@@ -18,6 +18,7 @@ import (
 	"rollbot/state"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 )
 
 // harness is rollbot connected to the local Slack server and a real Redis.
@@ -91,14 +92,9 @@ func (h *harness) start() {
 	before := h.emu.ConnectionsAccepted()
 	go func() { h.done <- b.Run(ctx) }()
 	h.t.Cleanup(h.stop)
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer wcancel()
-	for h.emu.ConnectionsAccepted() <= before {
-		if wctx.Err() != nil {
-			h.t.Fatal("the bot never connected to the local Slack server")
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, bounded by wctx
-	}
+	wait.For(h.t, 10*time.Second, "the bot to connect to the local Slack server", func() (bool, error) {
+		return h.emu.ConnectionsAccepted() > before, nil
+	})
 }
 
 // stop ends the bot process (like a crash, background steps included).

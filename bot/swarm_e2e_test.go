@@ -20,6 +20,7 @@ import (
 	"rollbot/testkit/dockertest"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 )
 
 // newConfigHarness is newHarness for services built from YAML config the
@@ -91,10 +92,10 @@ func httpGet(url string) (int, string, error) {
 // assessment measures the running version, not a process seconds old.
 func waitWorkServed(t *testing.T, base string, n float64) {
 	t.Helper()
-	dockertest.Eventually(t, 2*time.Minute, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, 2*time.Minute, fmt.Sprintf("%v /work requests served", n), func() (bool, error) {
 		code, body, err := httpGet(base + "/metrics")
 		if err != nil || code != 200 {
-			return false, fmt.Sprintf("/metrics: %d %v", code, err)
+			return false, fmt.Errorf("/metrics: %d %v", code, err)
 		}
 		var sum float64
 		for _, line := range strings.Split(body, "\n") {
@@ -106,7 +107,7 @@ func waitWorkServed(t *testing.T, base string, n float64) {
 				sum += v
 			}
 		}
-		return sum >= n, fmt.Sprintf("%g /work requests served, want %g", sum, n)
+		return sum >= n, fmt.Errorf("%g /work requests served, want %g", sum, n)
 	})
 }
 
@@ -149,9 +150,9 @@ func TestSwarmRollbackThroughSlack(t *testing.T) {
 	dockertest.Deploy(t, cli, name, v2)
 	dockertest.WaitTasks(t, cli, name, v2, 1, true)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	dockertest.Eventually(t, time.Minute, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, time.Minute, "v2 to answer", func() (bool, error) {
 		code, body, err := httpGet(base + "/version")
-		return err == nil && code == 200 && body == "v2", fmt.Sprintf("/version: %d %q %v", code, body, err)
+		return err == nil && code == 200 && body == "v2", fmt.Errorf("/version: %d %q %v", code, body, err)
 	})
 	waitWorkServed(t, base, 40)
 

@@ -12,6 +12,7 @@ import (
 	"rollbot/platforms"
 	"rollbot/state"
 	"rollbot/testkit/redistest"
+	"rollbot/testkit/wait"
 )
 
 func newStore(t *testing.T) *state.Store {
@@ -141,16 +142,10 @@ func TestLock(t *testing.T) {
 		t.Fatalf("acquire after release: %v", err)
 	}
 	// expiry frees the lock
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := s.AcquireLock(ctx, "myapp", "RB-3", "U3", time.Minute); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("lock never expired")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the lock to expire", func() (bool, error) {
+		_, err := s.AcquireLock(ctx, "myapp", "RB-3", "U3", time.Minute)
+		return err == nil, err
+	})
 }
 
 func TestOnceAndApprovals(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"rollbot/testkit/promtest"
+	"rollbot/testkit/wait"
 )
 
 func TestHealthCheck(t *testing.T) {
@@ -108,13 +109,7 @@ func TestSmokeTest(t *testing.T) {
 			t.Fatal(err)
 		}
 		pid := strings.TrimSpace(string(b))
-		deadline := time.Now().Add(5 * time.Second)
-		for alive(pid) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the command's child %s still runs after the timeout", pid)
-			}
-			time.Sleep(20 * time.Millisecond) // poll interval
-		}
+		wait.For(t, 5*time.Second, "the command's child "+pid+" to end after the timeout", func() (bool, error) { return !alive(pid), nil })
 	})
 	t.Run("the bot's secrets are not passed on", func(t *testing.T) {
 		t.Setenv("SLACK_BOT_TOKEN", "xoxb-secret-value")

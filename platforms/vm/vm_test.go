@@ -28,6 +28,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/testkit/sshtest"
+	"rollbot/testkit/wait"
 )
 
 // Sample service binaries, built once by TestMain.
@@ -224,14 +225,13 @@ func (f *fleet) version(i int) string {
 
 func (f *fleet) waitVersion(t *testing.T, i int, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if f.version(i) == want {
-			return
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
+	err := wait.Until(context.Background(), 15*time.Second, f.hosts[i].Name+" to serve "+want, func() (bool, error) {
+		got := f.version(i)
+		return got == want, fmt.Errorf("/version = %q", got)
+	})
+	if err != nil {
+		t.Fatalf("%v\nservice log:\n%s", err, f.hosts[i].ServiceLog("myapp"))
 	}
-	t.Fatalf("%s: /version = %q, want %q\nservice log:\n%s", f.hosts[i].Name, f.version(i), want, f.hosts[i].ServiceLog("myapp"))
 }
 
 func starts(h *sshtest.Host) int { return strings.Count(h.Journal("myapp"), " start ") }
@@ -722,17 +722,12 @@ func TestAuthFailures(t *testing.T) {
 
 func dialAgent(t *testing.T, sock string) net.Conn {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssh-agent did not listen on %s: %v", sock, err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+	var c net.Conn
+	wait.For(t, 10*time.Second, "ssh-agent to listen on "+sock, func() (ok bool, err error) {
+		c, err = net.Dial("unix", sock)
+		return err == nil, err
+	})
+	return c
 }
 
 func TestUnreachableHost(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"rollbot/testkit/wait"
 )
 
 var (
@@ -85,16 +86,15 @@ func start() (string, error) {
 	opt, _ := redis.ParseURL(u)
 	c := redis.NewClient(opt)
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	err = wait.UntilEvery(context.Background(), 50*time.Millisecond, 10*time.Second, fmt.Sprintf("redis-server to answer on port %d", port), func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err = c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return u, nil
-		}
-		time.Sleep(50 * time.Millisecond)
+		defer cancel()
+		err := c.Ping(ctx).Err()
+		return err == nil, err
+	})
+	if err != nil {
+		cmd.Process.Kill()
+		return "", err
 	}
-	cmd.Process.Kill()
-	return "", fmt.Errorf("redis-server on port %d did not answer within 10s: %w", port, err)
+	return u, nil
 }

@@ -1,6 +1,7 @@
 package sshtest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"rollbot/testkit/wait"
 	"sort"
 	"strings"
 	"testing"
@@ -153,12 +155,11 @@ func (f *Fleet) Version(i int) string {
 // WaitVersion polls host i's /version until it is want (15s at most).
 func (f *Fleet) WaitVersion(t testing.TB, i int, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if f.Version(i) == want {
-			return
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
+	err := wait.Until(context.Background(), 15*time.Second, f.Hosts[i].Name+" to serve "+want, func() (bool, error) {
+		got := f.Version(i)
+		return got == want, fmt.Errorf("/version = %q", got)
+	})
+	if err != nil {
+		t.Fatalf("sshtest: %v\nservice log:\n%s", err, f.Hosts[i].ServiceLog(f.Layout.Unit))
 	}
-	t.Fatalf("sshtest: %s: /version = %q, want %q\nservice log:\n%s", f.Hosts[i].Name, f.Version(i), want, f.Hosts[i].ServiceLog(f.Layout.Unit))
 }

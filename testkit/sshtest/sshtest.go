@@ -23,6 +23,7 @@ package sshtest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	_ "embed"
@@ -41,6 +42,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+	"rollbot/testkit/wait"
 )
 
 //go:embed testdata/systemctl
@@ -204,25 +206,26 @@ exec "$2" -D -e -f "$3"`
 	h.exited = make(chan struct{})
 	go func() { _ = cmd.Wait(); close(h.exited) }()
 
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	err := wait.Until(context.Background(), 10*time.Second, "sshd to answer on "+h.Addr, func() (bool, error) {
 		select {
 		case <-h.exited:
-			return fmt.Errorf("sshd exited: %s", h.stderr.String())
+			return false, wait.Stop(fmt.Errorf("sshd exited: %s", h.stderr.String()))
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", h.Addr, 200*time.Millisecond); err == nil {
-			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "SSH-2.0-") {
-				return nil
-			}
+		c, err := net.DialTimeout("tcp", h.Addr, 200*time.Millisecond)
+		if err != nil {
+			return false, err
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval while waiting for sshd to listen
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		return strings.HasPrefix(line, "SSH-2.0-"), fmt.Errorf("greeting %q", line)
+	})
+	if err != nil {
+		h.kill()
+		return fmt.Errorf("%w: %s", err, h.stderr.String())
 	}
-	h.kill()
-	return fmt.Errorf("sshd did not answer on %s within 10s: %s", h.Addr, h.stderr.String())
+	return nil
 }
 
 func (h *Host) kill() {
