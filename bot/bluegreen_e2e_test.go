@@ -37,6 +37,8 @@ import (
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/sshtest"
 	"rollbot/testkit/wait"
+
+	"rollbot/testkit/logtest"
 )
 
 const (
@@ -123,7 +125,7 @@ type bgFixture struct {
 	fake    *awstest.Server
 	dp      *awstest.DataPlane
 	h       *harness
-	svcLogs *syncBuffer
+	svcLogs *logtest.Buffer
 }
 
 func newBGFixture(t *testing.T, greenState, greenReason string, greenArgs ...string) *bgFixture {
@@ -134,7 +136,7 @@ func newBGFixture(t *testing.T, greenState, greenReason string, greenArgs ...str
 	bluePort := bgApp(t, v2)
 	greenPort := bgApp(t, v1, greenArgs...)
 
-	f := &bgFixture{fake: awstest.New(), svcLogs: &syncBuffer{}}
+	f := &bgFixture{fake: awstest.New(), svcLogs: &logtest.Buffer{}}
 	t.Cleanup(f.fake.Close)
 	f.fake.AddTargetGroup(awstest.TargetGroup{ARN: bgBlueARN, Name: "storefront-blue", Port: 8080, Protocol: "HTTP",
 		Targets: []awstest.Target{{ID: "127.0.0.1", Port: bluePort, State: "healthy"}}})
@@ -302,19 +304,7 @@ func TestBlueGreenRollbackThroughSlack(t *testing.T) {
 		t.Errorf("blue still gets traffic: %d -> %d requests", before, after)
 	}
 
-	evs, err := h.store.Timeline(context.Background(), "RB-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []string
-	for _, e := range evs {
-		if len(steps) == 0 || steps[len(steps)-1] != e.Step {
-			steps = append(steps, e.Step)
-		}
-	}
-	if want := []string{"request", "assess", "confirm", "stop", "rollback", "verify", "postactions"}; !slices.Equal(steps, want) {
-		t.Errorf("timeline steps = %v, want %v", steps, want)
-	}
+	evs := h.wantSteps("RB-1", "request", "assess", "confirm", "stop", "rollback", "verify", "postactions")
 	if !slices.ContainsFunc(evs, func(e state.Event) bool {
 		return e.Step == "rollback" && strings.Contains(e.Detail, "switched traffic to green (storefront-green)")
 	}) {

@@ -13,6 +13,8 @@ import (
 	"rollbot/testkit/dockertest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
 )
 
 // composeFile is a project of two services of the sample image: web, with
@@ -42,7 +44,7 @@ func TestComposeRollbackThroughSlack(t *testing.T) {
 	ctx := context.Background()
 	v1 := dockertest.MustImage(t, cli, e2eGood)
 	v2 := dockertest.MustImage(t, cli, e2eBad)
-	port := dockertest.FreePort(t)
+	port := nettest.FreePort(t)
 	p := dockertest.NewProject(t, cli, fmt.Sprintf(composeFile, e2eGood.Tag, port))
 	p.Compose(nil, "up", "-d")
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)

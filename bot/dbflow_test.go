@@ -110,14 +110,11 @@ func TestDBGateReversibleRunsBeforeApp(t *testing.T) {
 	if db.downs != 1 {
 		t.Fatalf("down migrations run: %d, want 1", db.downs)
 	}
-	evs, _ := h.store.Timeline(context.Background(), "RB-1")
-	var order []string
-	for _, e := range evs {
-		if e.Step == "database" && strings.HasPrefix(e.Detail, "done") || e.Step == "rollback" && strings.HasPrefix(e.Detail, "rolling back") {
-			order = append(order, e.Step)
-		}
+	evs, err := h.store.Timeline(context.Background(), "RB-1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if strings.Join(order, ",") != "database,rollback" {
+	if order := dbThenRollback(evs); order != "database,rollback" {
 		t.Fatalf("the app rollback did not wait for the database step: %v", order)
 	}
 }

@@ -21,6 +21,10 @@ import (
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
+
+	"rollbot/testkit/logtest"
 )
 
 // newConfigHarness is newHarness for services built from YAML config the
@@ -42,7 +46,7 @@ func newConfigHarness(t *testing.T, yaml string) (*harness, []*handlers.Service)
 	}
 	t.Cleanup(func() { emu.Close() })
 	rdb, prefix := redistest.Client(t)
-	h := &harness{t: t, emu: emu, store: state.New(rdb, prefix), logs: &syncBuffer{}}
+	h := &harness{t: t, emu: emu, store: state.New(rdb, prefix), logs: &logtest.Buffer{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	services, err := BuildServices(context.Background(), cfg, h.store, log)
 	if err != nil {
@@ -143,7 +147,7 @@ func TestSwarmRollbackThroughSlack(t *testing.T) {
 	v1 := dockertest.MustImage(t, cli, e2eGood)
 	v2 := dockertest.MustImage(t, cli, e2eBad)
 
-	port := dockertest.FreePort(t)
+	port := uint32(nettest.FreePort(t))
 	name := dockertest.ServiceWith(t, cli, v1, dockertest.ServiceOptions{
 		PublishedPort: port, Env: []string{"SAMPLEAPP_SELF_LOAD=20"},
 	})

@@ -14,13 +14,15 @@ import (
 
 	"rollbot/testkit/promtest"
 	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
 )
 
 func TestHealthCheck(t *testing.T) {
 	app := promtest.StartSampleApp(t, promtest.BuildSampleApp(t))
 	redirect := httptest.NewServer(http.RedirectHandler("/login?next=/health", http.StatusFound))
 	defer redirect.Close()
-	closed := promtest.ClosedAddr(t)
+	closed := nettest.ClosedAddr(t)
 	silent := promtest.SilentAddr(t)
 
 	t.Run("healthy", func(t *testing.T) {

@@ -29,6 +29,10 @@ import (
 	"rollbot/platforms"
 	"rollbot/testkit/sshtest"
 	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
+
+	"rollbot/testkit/platformtest"
 )
 
 // Sample service binaries, built once by TestMain.
@@ -67,16 +71,6 @@ type fleet struct {
 	ports []int
 	cfg   Config
 	logs  *bytes.Buffer
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func copyFile(t *testing.T, src, dst string, mtime time.Time) {
@@ -121,7 +115,7 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 	for _, name := range names {
 		h := sshtest.Start(t, f.dir, name, f.key.Public)
 		f.hosts = append(f.hosts, h)
-		f.ports = append(f.ports, freePort(t))
+		f.ports = append(f.ports, nettest.FreePort(t))
 	}
 	known := sshtest.KnownHosts(t, filepath.Join(f.dir, "known_hosts"), f.hosts...)
 	debs := filepath.Join(f.dir, "debs")
@@ -235,15 +229,6 @@ func (f *fleet) waitVersion(t *testing.T, i int, want string) {
 }
 
 func starts(h *sshtest.Host) int { return strings.Count(h.Journal("myapp"), " start ") }
-
-func userMsg(t *testing.T, err error) string {
-	t.Helper()
-	msg, ok := platforms.UserMessage(err)
-	if !ok {
-		t.Fatalf("error without a user message: %v", err)
-	}
-	return msg
-}
 
 func ids(revs []platforms.Revision) []string {
 	var out []string
@@ -436,7 +421,7 @@ func TestRollingStopsAtFirstFailure(t *testing.T) {
 	if err == nil {
 		t.Fatal("Rollback succeeded although hostB's v1 crashes")
 	}
-	msg := userMsg(t, err)
+	msg := platformtest.UserMessage(t, err)
 	for _, want := range []string{
 		"rolled back hostA to v1",
 		"hostB failed health after restart: GET http://127.0.0.1:",
@@ -483,7 +468,7 @@ func TestRollbackConflict(t *testing.T) {
 	if !errors.Is(err, platforms.ErrConflict) {
 		t.Fatalf("err = %v, want ErrConflict", err)
 	}
-	msg := userMsg(t, err)
+	msg := platformtest.UserMessage(t, err)
 	if !strings.Contains(msg, "rolled back hostA to v1") || !strings.Contains(msg, "hostB changed since rollbot read it") {
 		t.Errorf("message = %q", msg)
 	}
@@ -511,7 +496,7 @@ func TestRollbackRefusesUnlistedVersions(t *testing.T) {
 			if !errors.Is(err, platforms.ErrNotFound) {
 				t.Fatalf("err = %v, want ErrNotFound", err)
 			}
-			if msg := userMsg(t, err); !strings.Contains(msg, tt.want) {
+			if msg := platformtest.UserMessage(t, err); !strings.Contains(msg, tt.want) {
 				t.Errorf("message %q lacks %q", msg, tt.want)
 			}
 		})
@@ -605,14 +590,14 @@ func TestHostKeys(t *testing.T) {
 		if err == nil {
 			t.Fatal("Snapshot connected to a host missing from known_hosts")
 		}
-		msg := userMsg(t, err)
+		msg := platformtest.UserMessage(t, err)
 		for _, want := range []string{"refusing to connect to hostB (" + f.hosts[1].Addr + ")", "not in " + f.cfg.KnownHosts, ssh.FingerprintSHA256(f.hosts[1].HostKey), "ssh-ed25519"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("message lacks %q:\n%s", want, msg)
 			}
 		}
 		_, err = a.Rollback(context.Background(), platforms.Revision{ID: "v1"}, false, nil)
-		if err == nil || !strings.Contains(userMsg(t, err), "nothing was changed") {
+		if err == nil || !strings.Contains(platformtest.UserMessage(t, err), "nothing was changed") {
 			t.Fatalf("Rollback = %v", err)
 		}
 		if f.version(0) != "v2" || starts(f.hosts[0]) != 1 {
@@ -630,7 +615,7 @@ func TestHostKeys(t *testing.T) {
 		if err == nil {
 			t.Fatal("connected despite a changed host key")
 		}
-		msg := userMsg(t, err)
+		msg := platformtest.UserMessage(t, err)
 		if !strings.Contains(msg, "HOST KEY MISMATCH for hostA") || !strings.Contains(msg, ssh.FingerprintSHA256(f.hosts[0].HostKey)) || !strings.Contains(msg, ssh.FingerprintSHA256(other.Public)+" at line 1") {
 			t.Errorf("message = %s", msg)
 		}
@@ -656,7 +641,7 @@ func TestAuthFailures(t *testing.T) {
 		if err == nil {
 			t.Fatal("logged in with a key the host does not accept")
 		}
-		msg := userMsg(t, err)
+		msg := platformtest.UserMessage(t, err)
 		if !strings.Contains(msg, "SSH login to hostA as root was refused") || !strings.Contains(msg, ssh.FingerprintSHA256(wrong.Public)) {
 			t.Errorf("message = %s", msg)
 		}
@@ -741,7 +726,7 @@ func TestUnreachableHost(t *testing.T) {
 		t.Errorf("Health = %+v", snap.Health)
 	}
 	_, err = f.adapter(t).Rollback(context.Background(), platforms.Revision{ID: "v1"}, false, nil)
-	if err == nil || !strings.Contains(userMsg(t, err), "cannot reach hostB ("+f.hosts[1].Addr+"): connection refused") || !strings.Contains(userMsg(t, err), "nothing was changed") {
+	if err == nil || !strings.Contains(platformtest.UserMessage(t, err), "cannot reach hostB ("+f.hosts[1].Addr+"): connection refused") || !strings.Contains(platformtest.UserMessage(t, err), "nothing was changed") {
 		t.Fatalf("Rollback = %v", err)
 	}
 }

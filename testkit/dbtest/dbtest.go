@@ -22,7 +22,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -33,6 +32,8 @@ import (
 	"time"
 
 	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
 )
 
 // Database is one database with an owner role that can do anything in it.
@@ -94,12 +95,11 @@ func chownAll(dir string, cred *syscall.Credential) error {
 
 // freePort asks the kernel for a free loopback port.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := nettest.FreePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
 }
 
 func randomHex(n int) string {

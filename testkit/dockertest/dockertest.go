@@ -29,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -481,18 +480,6 @@ func WaitTasks(t testing.TB, cli *client.Client, service, image string, n int, a
 		return len(running) == n && (!all || len(tasks.Items) == n), fmt.Errorf("%d/%d tasks running %s (%d meant to run)", len(running), n, image, len(tasks.Items))
 	})
 	return running
-}
-
-// FreePort returns a TCP port that was free on the loopback interface a
-// moment ago, for a fixed published port.
-func FreePort(t testing.TB) uint32 {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint32(l.Addr().(*net.TCPAddr).Port)
 }
 
 // Deploy updates the service's image the way a CI pipeline would.

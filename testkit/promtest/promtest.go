@@ -28,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"rollbot/testkit/nettest"
 )
 
 // ScrapeInterval is how often the started Prometheus scrapes its targets.
@@ -82,7 +84,7 @@ func Start(t testing.TB, targets ...Target) *Prometheus {
 	}
 	var lastErr error
 	for attempt := range 3 { // a free port can be taken between probe and bind
-		addr := FreeAddr(t)
+		addr := nettest.FreeAddr(t)
 		p := &Prometheus{URL: "http://" + addr, Addr: addr, Dir: dir, log: filepath.Join(dir, fmt.Sprintf("prometheus-%d.log", attempt))}
 		lastErr = p.start(bin, cfgPath)
 		if lastErr == nil {
@@ -296,20 +298,6 @@ func (p *Prometheus) WaitScrapedAfter(t testing.TB, job string, t0 time.Time, ti
 	return at
 }
 
-// FreeAddr returns a loopback host:port that was free a moment ago.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// ClosedAddr returns a loopback host:port where nothing listens.
-func ClosedAddr(t testing.TB) string { return FreeAddr(t) }
-
 // SilentAddr returns a loopback host:port that accepts connections and
 // never answers, like a hung server. It is closed on t.Cleanup.
 func SilentAddr(t testing.TB) string {
@@ -381,7 +369,7 @@ func BuildSampleApp(t testing.TB) string {
 // /health answers. It is stopped on t.Cleanup.
 func StartSampleApp(t testing.TB, bin string, args ...string) *SampleApp {
 	t.Helper()
-	return StartSampleAppAt(t, bin, FreeAddr(t), args...)
+	return StartSampleAppAt(t, bin, nettest.FreeAddr(t), args...)
 }
 
 // StartSampleAppAt is StartSampleApp on a given address, e.g. to restart

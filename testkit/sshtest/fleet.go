@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"rollbot/testkit/nettest"
 )
 
 // BuildSampleApp builds rollbot's sample service (examples/sampleapp) as a
@@ -92,7 +94,7 @@ func StartBackupFleet(t testing.TB, names []string, l BackupLayout) *Fleet {
 	f.Key = NewKey(t, f.Dir, "id_rollbot")
 	for _, name := range names {
 		f.Hosts = append(f.Hosts, Start(t, f.Dir, name, f.Key.Public))
-		f.Ports = append(f.Ports, freePort(t))
+		f.Ports = append(f.Ports, nettest.FreePort(t))
 	}
 	f.KnownHosts = KnownHosts(t, filepath.Join(f.Dir, "known_hosts"), f.Hosts...)
 	bin := path.Base(l.InstallPath)

@@ -43,6 +43,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
 )
 
 //go:embed testdata/systemctl
@@ -139,7 +141,7 @@ func Start(t testing.TB, parent, name string, authorized ssh.PublicKey) *Host {
 
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port := freePort(t)
+		port := nettest.FreePort(t)
 		h.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if lastErr = h.start(t, hk.File, port); lastErr == nil {
 			t.Cleanup(h.Stop)
@@ -153,15 +155,6 @@ func Start(t testing.TB, parent, name string, authorized ssh.PublicKey) *Host {
 // Path maps a path on the host (e.g. /opt/myapp/current) to the test's view.
 func (h *Host) Path(p string) string {
 	return filepath.Join(h.Dir, filepath.FromSlash(strings.TrimPrefix(p, "/")))
-}
-
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (h *Host) start(t testing.TB, hostKeyFile string, port int) error {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"rollbot/testkit/nettest"
 )
 
 // get makes a real request and returns its error, with the ctx it ran in.
@@ -26,18 +28,6 @@ func get(t *testing.T, ctx context.Context, url string) error {
 		t.Fatalf("GET %s succeeded, want a failure", url)
 	}
 	return err
-}
-
-// closedAddr is an address where nothing listens.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // TestClassify provokes each failure for real (a closed port, a silent
@@ -62,7 +52,7 @@ func TestClassify(t *testing.T) {
 		reason string
 		msg    string
 	}{
-		{"refused", func(ctx context.Context) error { return get(t, ctx, "http://"+closedAddr(t)+"/") },
+		{"refused", func(ctx context.Context) error { return get(t, ctx, "http://"+nettest.ClosedAddr(t)+"/") },
 			Refused, "connection refused", "Peer X is not reachable (connection refused)"},
 		{"timeout", func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
