@@ -73,25 +73,6 @@ type fleet struct {
 	logs  *bytes.Buffer
 }
 
-func copyFile(t *testing.T, src, dst string, mtime time.Time) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if !mtime.IsZero() {
-		if err := os.Chtimes(dst, mtime, mtime); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func chtimes(t *testing.T, p string, at time.Time) {
 	t.Helper()
 	if err := os.Chtimes(p, at, at); err != nil {
@@ -133,13 +114,13 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 		switch strategy {
 		case Backup:
 			f.cfg.InstallPath = "/opt/myapp/bin/myapp"
-			copyFile(t, bins.v1, h.Path("/opt/myapp/backup/v1/myapp"), day1)
+			sshtest.Install(t, bins.v1, h.Path("/opt/myapp/backup/v1/myapp"), day1)
 			chtimes(t, h.Path("/opt/myapp/backup/v1"), day2)
-			copyFile(t, bins.v2, h.Path("/opt/myapp/bin/myapp"), day3)
+			sshtest.Install(t, bins.v2, h.Path("/opt/myapp/bin/myapp"), day3)
 			exe = "/opt/myapp/bin/myapp"
 		case Symlink:
-			copyFile(t, bins.v1, h.Path("/opt/myapp/releases/v1/myapp"), time.Time{})
-			copyFile(t, bins.v2, h.Path("/opt/myapp/releases/v2/myapp"), time.Time{})
+			sshtest.Install(t, bins.v1, h.Path("/opt/myapp/releases/v1/myapp"), time.Time{})
+			sshtest.Install(t, bins.v2, h.Path("/opt/myapp/releases/v2/myapp"), time.Time{})
 			chtimes(t, h.Path("/opt/myapp/releases/v1"), day1)
 			chtimes(t, h.Path("/opt/myapp/releases/v2"), day2)
 			if err := os.Symlink("/opt/myapp/releases/v2", h.Path("/opt/myapp/current")); err != nil {
@@ -160,7 +141,7 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 				file string
 				at   time.Time
 			}{{"myapp_1.0.0_amd64.deb", day1}, {"myapp_2.0.0_amd64.deb", day2}} {
-				copyFile(t, filepath.Join(debs, deb.file), h.Path("/opt/myapp/packages/"+deb.file), deb.at)
+				sshtest.Install(t, filepath.Join(debs, deb.file), h.Path("/opt/myapp/packages/"+deb.file), deb.at)
 			}
 			h.Run(t, f.key, "dpkg --root=/opt/dpkgroot -i /opt/myapp/packages/myapp_2.0.0_amd64.deb")
 			exe = "/opt/dpkgroot/usr/local/bin/myapp"
@@ -178,7 +159,7 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 func buildDeb(t *testing.T, bin, ver, outDir string, mtime time.Time) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "pkg")
-	copyFile(t, bin, filepath.Join(root, "usr/local/bin/myapp"), time.Time{})
+	sshtest.Install(t, bin, filepath.Join(root, "usr/local/bin/myapp"), time.Time{})
 	control := fmt.Sprintf("Package: myapp\nVersion: %s\nArchitecture: amd64\nMaintainer: rollbot tests <tests@example.invalid>\nDescription: sample service %s\n", ver, ver)
 	if err := os.MkdirAll(filepath.Join(root, "DEBIAN"), 0o755); err != nil {
 		t.Fatal(err)
@@ -413,7 +394,7 @@ func TestRollbackDeb(t *testing.T) {
 // stops at B, says so, and never touches C.
 func TestRollingStopsAtFirstFailure(t *testing.T) {
 	f := newFleet(t, Backup, "hostA", "hostB", "hostC")
-	copyFile(t, bins.crash, f.hosts[1].Path("/opt/myapp/backup/v1/myapp"), day1)
+	sshtest.Install(t, bins.crash, f.hosts[1].Path("/opt/myapp/backup/v1/myapp"), day1)
 	f.cfg.HealthTimeout = 3 * time.Second
 	a := f.adapter(t)
 	var last platforms.Progress
@@ -458,7 +439,7 @@ func TestRollbackConflict(t *testing.T) {
 	if err := os.Rename(a0.Path(sshtest.Systemctl), real); err != nil {
 		t.Fatal(err)
 	}
-	copyFile(t, bins.v3, b.Path("/opt/v3-staged"), time.Time{})
+	sshtest.Install(t, bins.v3, b.Path("/opt/v3-staged"), time.Time{})
 	wrapper := fmt.Sprintf("#!/bin/sh\n%s \"$@\"; rc=$?\nif [ \"$1\" = restart ]; then cp %s %s.tmp && mv -f %s.tmp %s; fi\nexit $rc\n",
 		sshtest.Systemctl+".real", b.Path("/opt/v3-staged"), b.Path("/opt/myapp/bin/myapp"), b.Path("/opt/myapp/bin/myapp"), b.Path("/opt/myapp/bin/myapp"))
 	if err := os.WriteFile(a0.Path(sshtest.Systemctl), []byte(wrapper), 0o755); err != nil {
@@ -482,7 +463,7 @@ func TestRollbackConflict(t *testing.T) {
 func TestRollbackRefusesUnlistedVersions(t *testing.T) {
 	f := newFleet(t, Backup, "hostA", "hostB")
 	// v0 exists on hostA only.
-	copyFile(t, bins.v1, f.hosts[0].Path("/opt/myapp/backup/v0/myapp"), day1)
+	sshtest.Install(t, bins.v1, f.hosts[0].Path("/opt/myapp/backup/v0/myapp"), day1)
 	a := f.adapter(t)
 	tests := []struct{ id, want string }{
 		{"v1; touch /tmp/pwned", "is not a version name"},

@@ -100,14 +100,14 @@ func StartBackupFleet(t testing.TB, names []string, l BackupLayout) *Fleet {
 	bin := path.Base(l.InstallPath)
 	for i, h := range f.Hosts {
 		for _, r := range l.Backups {
-			install(t, r.Binary, h.Path(path.Join(l.BackupDir, r.Version, bin)), r.Time)
+			Install(t, r.Binary, h.Path(path.Join(l.BackupDir, r.Version, bin)), r.Time)
 			if !r.Time.IsZero() {
 				if err := os.Chtimes(h.Path(path.Join(l.BackupDir, r.Version)), r.Time, r.Time); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
-		install(t, l.Running.Binary, h.Path(l.InstallPath), l.Running.Time)
+		Install(t, l.Running.Binary, h.Path(l.InstallPath), l.Running.Time)
 		args := append([]string{"-listen", fmt.Sprintf("127.0.0.1:%d", f.Ports[i])}, l.Args...)
 		h.Unit(t, l.Unit, l.InstallPath, args...)
 		h.Run(t, f.Key, Systemctl+" start "+l.Unit)
@@ -118,7 +118,10 @@ func StartBackupFleet(t testing.TB, names []string, l BackupLayout) *Fleet {
 	return f
 }
 
-func install(t testing.TB, src, dst string, mtime time.Time) {
+// Install copies the executable src to dst (a path in the test's view,
+// e.g. h.Path("/opt/myapp/bin/myapp")), creating its directory, and sets
+// its mtime when mtime is not zero.
+func Install(t testing.TB, src, dst string, mtime time.Time) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
