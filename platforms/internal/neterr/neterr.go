@@ -208,12 +208,12 @@ func Duration(d time.Duration) string {
 	default:
 		d = d.Round(time.Microsecond)
 	}
+	// Drop zero trailing units: 1m0s is 1m, 2h0m0s is 2h.
 	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
+	for _, unit := range []string{"m0s", "h0m"} {
+		if strings.HasSuffix(s, unit) {
+			s = s[:len(s)-2]
+		}
 	}
 	return s
 }
