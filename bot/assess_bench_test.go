@@ -25,6 +25,7 @@ import (
 	"rollbot/testkit/kubetest"
 	"rollbot/testkit/promtest"
 	"rollbot/testkit/redistest"
+	"rollbot/testkit/wait"
 )
 
 // benchPods is the size of the service the assessment benchmark reads.
@@ -229,15 +230,11 @@ func checkNodeCapacity(b *testing.B, cs kubernetes.Interface, n int) {
 // ready are Ready.
 func waitPods(b *testing.B, cs kubernetes.Interface, ns, app, image string, want, ready int) {
 	b.Helper()
-	deadline := time.Now().Add(5 * time.Minute)
-	var last string
-	for time.Now().Before(deadline) {
+	wait.Every(b, 500*time.Millisecond, 5*time.Minute, "pods of "+ns+"/"+app, func() (bool, error) {
 		images, r := kubetest.PodImages(b, cs, ns, app)
 		if len(images) == want && r == ready && !slices.ContainsFunc(images, func(s string) bool { return s != image }) {
-			return
+			return true, nil
 		}
-		last = fmt.Sprintf("%d pods (%d Ready), want %d of %s (%d Ready)", len(images), r, want, image, ready)
-		time.Sleep(500 * time.Millisecond) // poll interval
-	}
-	b.Fatalf("pods of %s/%s: %s", ns, app, last)
+		return false, fmt.Errorf("%d pods (%d Ready), want %d of %s (%d Ready)", len(images), r, want, image, ready)
+	})
 }

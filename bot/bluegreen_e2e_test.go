@@ -36,6 +36,9 @@ import (
 	"rollbot/testkit/awstest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/sshtest"
+	"rollbot/testkit/wait"
+
+	"rollbot/testkit/logtest"
 )
 
 const (
@@ -76,17 +79,19 @@ func bgApp(t *testing.T, bin string, args ...string) int {
 		logf.Close()
 	})
 	c := http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/version", port)); err == nil {
-			resp.Body.Close()
-			return port
+	err = wait.Until(context.Background(), 15*time.Second, "the sample app to answer", func() (bool, error) {
+		resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/version", port))
+		if err != nil {
+			return false, err
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval while the app starts
+		resp.Body.Close()
+		return true, nil
+	})
+	if err != nil {
+		b, _ := os.ReadFile(logf.Name())
+		t.Fatalf("%s on port %d: %v\n%s", bin, port, err, b)
 	}
-	b, _ := os.ReadFile(logf.Name())
-	t.Fatalf("%s did not answer on port %d:\n%s", bin, port, b)
-	return 0
+	return port
 }
 
 // bgLoad sends GET url at about rps requests per second until cleanup,
@@ -120,7 +125,7 @@ type bgFixture struct {
 	fake    *awstest.Server
 	dp      *awstest.DataPlane
 	h       *harness
-	svcLogs *syncBuffer
+	svcLogs *logtest.Buffer
 }
 
 func newBGFixture(t *testing.T, greenState, greenReason string, greenArgs ...string) *bgFixture {
@@ -131,7 +136,7 @@ func newBGFixture(t *testing.T, greenState, greenReason string, greenArgs ...str
 	bluePort := bgApp(t, v2)
 	greenPort := bgApp(t, v1, greenArgs...)
 
-	f := &bgFixture{fake: awstest.New(), svcLogs: &syncBuffer{}}
+	f := &bgFixture{fake: awstest.New(), svcLogs: &logtest.Buffer{}}
 	t.Cleanup(f.fake.Close)
 	f.fake.AddTargetGroup(awstest.TargetGroup{ARN: bgBlueARN, Name: "storefront-blue", Port: 8080, Protocol: "HTTP",
 		Targets: []awstest.Target{{ID: "127.0.0.1", Port: bluePort, State: "healthy"}}})
@@ -299,19 +304,7 @@ func TestBlueGreenRollbackThroughSlack(t *testing.T) {
 		t.Errorf("blue still gets traffic: %d -> %d requests", before, after)
 	}
 
-	evs, err := h.store.Timeline(context.Background(), "RB-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []string
-	for _, e := range evs {
-		if len(steps) == 0 || steps[len(steps)-1] != e.Step {
-			steps = append(steps, e.Step)
-		}
-	}
-	if want := []string{"request", "assess", "confirm", "stop", "rollback", "verify", "postactions"}; !slices.Equal(steps, want) {
-		t.Errorf("timeline steps = %v, want %v", steps, want)
-	}
+	evs := h.wantSteps("RB-1", "request", "assess", "confirm", "stop", "rollback", "verify", "postactions")
 	if !slices.ContainsFunc(evs, func(e state.Event) bool {
 		return e.Step == "rollback" && strings.Contains(e.Detail, "switched traffic to green (storefront-green)")
 	}) {

@@ -12,6 +12,9 @@ import (
 	"rollbot/handlers"
 	"rollbot/testkit/dockertest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
 )
 
 // composeFile is a project of two services of the sample image: web, with
@@ -41,13 +44,13 @@ func TestComposeRollbackThroughSlack(t *testing.T) {
 	ctx := context.Background()
 	v1 := dockertest.MustImage(t, cli, e2eGood)
 	v2 := dockertest.MustImage(t, cli, e2eBad)
-	port := dockertest.FreePort(t)
+	port := nettest.FreePort(t)
 	p := dockertest.NewProject(t, cli, fmt.Sprintf(composeFile, e2eGood.Tag, port))
 	p.Compose(nil, "up", "-d")
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	dockertest.Eventually(t, time.Minute, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, time.Minute, "v1 to answer", func() (bool, error) {
 		code, body, err := httpGet(base + "/version")
-		return err == nil && code == 200 && body == "v1", fmt.Sprintf("/version: %d %q %v", code, body, err)
+		return err == nil && code == 200 && body == "v1", fmt.Errorf("/version: %d %q %v", code, body, err)
 	})
 
 	h, services := newConfigHarness(t, fmt.Sprintf(`
@@ -86,9 +89,9 @@ services:
 	// CI deploys the bad build.
 	p.Write(fmt.Sprintf(composeFile, e2eBad.Tag, port))
 	p.Compose(nil, "up", "-d")
-	dockertest.Eventually(t, time.Minute, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, time.Minute, "v2 to answer", func() (bool, error) {
 		code, body, err := httpGet(base + "/version")
-		return err == nil && code == 200 && body == "v2", fmt.Sprintf("/version: %d %q %v", code, body, err)
+		return err == nil && code == 200 && body == "v2", fmt.Errorf("/version: %d %q %v", code, body, err)
 	})
 	// The scrape source compares with its scrapes of the dry run: give v2
 	// the traffic a bad deploy has by the time someone runs /rollback.

@@ -19,6 +19,8 @@ import (
 	"rollbot/testkit/dbtest"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
+
+	"rollbot/testkit/logtest"
 )
 
 // The database step end to end: /rollback in the local Slack server, a
@@ -155,7 +157,7 @@ type dbService struct {
 	dir      string // the Django project (migrations_dir and the down command's dir)
 	h        *harness
 	sim      *sim.Sim
-	buildLog *syncBuffer
+	buildLog *logtest.Buffer
 }
 
 // writeProject writes the Django project with the bad release's migration.
@@ -202,7 +204,7 @@ type restoreConfig struct {
 func startDBService(t *testing.T, bad map[string]string, restore *restoreConfig) *dbService {
 	t.Helper()
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{TimeZone: "Europe/Berlin"})
-	s := &dbService{t: t, db: pg.CreateDatabase(t), dir: writeProject(t, bad), buildLog: &syncBuffer{}}
+	s := &dbService{t: t, db: pg.CreateDatabase(t), dir: writeProject(t, bad), buildLog: &logtest.Buffer{}}
 	var err error
 	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
 		t.Fatal(err)
@@ -368,13 +370,7 @@ func (s *dbService) timelineOrder() string {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	var order []string
-	for _, e := range evs {
-		if e.Step == "database" && strings.HasPrefix(e.Detail, "done") || e.Step == "rollback" && strings.HasPrefix(e.Detail, "rolling back") {
-			order = append(order, e.Step)
-		}
-	}
-	return strings.Join(order, ",")
+	return dbThenRollback(evs)
 }
 
 func inThread(thread string, pred func(slackemu.Message) bool) func(slackemu.Message) bool {
@@ -595,7 +591,7 @@ func migrateBin(t *testing.T) string {
 func gmService(t *testing.T, history *state.Store) (*dbService, string) {
 	t.Helper()
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
-	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &syncBuffer{}}
+	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &logtest.Buffer{}}
 	var err error
 	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"rollbot/platforms"
 	"rollbot/state"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 )
 
 // recordingDB is a database whose down migration and restore are recorded;
@@ -108,14 +110,11 @@ func TestDBGateReversibleRunsBeforeApp(t *testing.T) {
 	if db.downs != 1 {
 		t.Fatalf("down migrations run: %d, want 1", db.downs)
 	}
-	evs, _ := h.store.Timeline(context.Background(), "RB-1")
-	var order []string
-	for _, e := range evs {
-		if e.Step == "database" && strings.HasPrefix(e.Detail, "done") || e.Step == "rollback" && strings.HasPrefix(e.Detail, "rolling back") {
-			order = append(order, e.Step)
-		}
+	evs, err := h.store.Timeline(context.Background(), "RB-1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if strings.Join(order, ",") != "database,rollback" {
+	if order := dbThenRollback(evs); order != "database,rollback" {
 		t.Fatalf("the app rollback did not wait for the database step: %v", order)
 	}
 }
@@ -146,20 +145,13 @@ func TestDBApprovalExpires(t *testing.T) {
 	h.approve(slackemu.UserDana, m, "payments")
 	h.waitFor("1 of 2", textHas("Approved so far (1 of 2)"))
 	// Wait, on the stored approvals themselves, until dana's has expired.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.For(t, 10*time.Second, "dana's approval to expire", func() (bool, error) {
 		valid, err := h.store.Approvals(context.Background(), "RB-1", "database")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(valid) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dana's approval never expired: %v", valid)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		return len(valid) == 0, fmt.Errorf("still valid: %v", valid)
+	})
 	h.approve(slackemu.UserErin, m, "payments")
 	h.waitFor("still 1 of 2", func(msg slackemu.Message) bool {
 		return msg.TS == m.TS && strings.Contains(msg.PlainText(), "Approved so far (1 of 2): <@"+slackemu.UserErin+">")

@@ -28,6 +28,8 @@ import (
 	"rollbot/testkit/dbtest"
 	"rollbot/testkit/kubetest"
 	"rollbot/testkit/slackemu"
+
+	"rollbot/testkit/logtest"
 )
 
 // TestDBDownJobThroughSlack is the runbook's "run the down migration as a
@@ -56,7 +58,7 @@ func TestDBDownJobThroughSlack(t *testing.T) {
 	// The last good release: Deployment on shop:v1, migrations 0001 and
 	// 0002 applied two hours ago, with data.
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{TimeZone: "Europe/Berlin"})
-	s := &dbService{t: t, db: pg.CreateDatabase(t), dir: writeProject(t, reversibleMigration), buildLog: &syncBuffer{}}
+	s := &dbService{t: t, db: pg.CreateDatabase(t), dir: writeProject(t, reversibleMigration), buildLog: &logtest.Buffer{}}
 	var err error
 	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package bot
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,9 @@ import (
 	"rollbot/state"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
+
+	"rollbot/testkit/logtest"
 )
 
 // harness is rollbot connected to the local Slack server and a real Redis.
@@ -25,27 +27,10 @@ type harness struct {
 	t      *testing.T
 	emu    *slackemu.Server
 	store  *state.Store
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	cancel context.CancelFunc
 	done   chan error
 	opts   Options
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func fastEngine() handlers.Options {
@@ -65,7 +50,7 @@ func newHarness(t *testing.T, services []*handlers.Service, eng handlers.Options
 	}
 	t.Cleanup(func() { emu.Close() })
 	rdb, prefix := redistest.Client(t)
-	h := &harness{t: t, emu: emu, store: state.New(rdb, prefix), logs: &syncBuffer{}}
+	h := &harness{t: t, emu: emu, store: state.New(rdb, prefix), logs: &logtest.Buffer{}}
 	h.opts = Options{
 		Env:      Env{BotToken: slackemu.BotToken, AppToken: slackemu.AppToken, APIURL: emu.APIURL()},
 		Redis:    rdb,
@@ -91,14 +76,9 @@ func (h *harness) start() {
 	before := h.emu.ConnectionsAccepted()
 	go func() { h.done <- b.Run(ctx) }()
 	h.t.Cleanup(h.stop)
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer wcancel()
-	for h.emu.ConnectionsAccepted() <= before {
-		if wctx.Err() != nil {
-			h.t.Fatal("the bot never connected to the local Slack server")
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, bounded by wctx
-	}
+	wait.For(h.t, 10*time.Second, "the bot to connect to the local Slack server", func() (bool, error) {
+		return h.emu.ConnectionsAccepted() > before, nil
+	})
 }
 
 // stop ends the bot process (like a crash, background steps included).
@@ -160,6 +140,39 @@ func (h *harness) dump() string {
 		b.WriteString("--- " + m.TS + " eph=" + m.EphemeralFor + "\n" + m.PlainText() + "\n")
 	}
 	return b.String()
+}
+
+// wantSteps checks that incident id's timeline went through the runbook's
+// steps in this order (each step once, however many events it wrote) and
+// returns the events.
+func (h *harness) wantSteps(id string, want ...string) []state.Event {
+	h.t.Helper()
+	evs, err := h.store.Timeline(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var steps []string
+	for _, e := range evs {
+		if len(steps) == 0 || steps[len(steps)-1] != e.Step {
+			steps = append(steps, e.Step)
+		}
+	}
+	if !slices.Equal(steps, want) {
+		h.t.Errorf("timeline of %s: steps = %v, want %v", id, steps, want)
+	}
+	return evs
+}
+
+// dbThenRollback returns "database" and "rollback" in the order the
+// database step finished and the app rollback started.
+func dbThenRollback(evs []state.Event) string {
+	var order []string
+	for _, e := range evs {
+		if e.Step == "database" && strings.HasPrefix(e.Detail, "done") || e.Step == "rollback" && strings.HasPrefix(e.Detail, "rolling back") {
+			order = append(order, e.Step)
+		}
+	}
+	return strings.Join(order, ",")
 }
 
 func wantAll(t *testing.T, what, text string, want ...string) {
@@ -265,20 +278,7 @@ func TestFlowHappyPath(t *testing.T) {
 	if l, _ := h.store.LockHolder(context.Background(), "myapp"); l != nil {
 		t.Errorf("lock still held after the rollback: %+v", l)
 	}
-	evs, err := h.store.Timeline(context.Background(), "RB-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []string
-	for _, e := range evs {
-		if len(steps) == 0 || steps[len(steps)-1] != e.Step {
-			steps = append(steps, e.Step)
-		}
-	}
-	want := []string{"request", "assess", "confirm", "stop", "rollback", "verify", "postactions"}
-	if !slices.Equal(steps, want) {
-		t.Errorf("timeline steps = %v, want %v", steps, want)
-	}
+	h.wantSteps("RB-1", "request", "assess", "confirm", "stop", "rollback", "verify", "postactions")
 	// A later rollback TO the bad version is refused.
 	h.slash(slackemu.UserAlice, "myapp --to v3")
 	h.waitFor("refusal to roll back to a DO_NOT_DEPLOY version", textHas("is marked DO_NOT_DEPLOY"))

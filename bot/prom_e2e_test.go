@@ -21,6 +21,8 @@ import (
 	"rollbot/platforms/sim"
 	"rollbot/testkit/promtest"
 	"rollbot/testkit/slackemu"
+
+	"rollbot/testkit/nettest"
 )
 
 // The request metrics of these tests are real: Prometheus (Debian's
@@ -358,7 +360,7 @@ func TestPrometheusMetricsRollbackThroughSlack(t *testing.T) {
 // posted, the platform's rows keep their verdicts, and the request-metric
 // rows are inconclusive with a reason an on-call engineer can act on.
 func TestPrometheusDownAssessmentThroughSlack(t *testing.T) {
-	down := "http://" + promtest.ClosedAddr(t)
+	down := "http://" + nettest.ClosedAddr(t)
 	hung := "http://" + promtest.SilentAddr(t)
 	_, svcs := buildFromYAML(t, promServiceYAML("downapp", down, 12*time.Minute, "")+promServiceYAML("hungapp", hung, 12*time.Minute, ""))
 	eng := fastEngine()

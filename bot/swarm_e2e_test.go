@@ -20,6 +20,11 @@ import (
 	"rollbot/testkit/dockertest"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
+
+	"rollbot/testkit/logtest"
 )
 
 // newConfigHarness is newHarness for services built from YAML config the
@@ -41,7 +46,7 @@ func newConfigHarness(t *testing.T, yaml string) (*harness, []*handlers.Service)
 	}
 	t.Cleanup(func() { emu.Close() })
 	rdb, prefix := redistest.Client(t)
-	h := &harness{t: t, emu: emu, store: state.New(rdb, prefix), logs: &syncBuffer{}}
+	h := &harness{t: t, emu: emu, store: state.New(rdb, prefix), logs: &logtest.Buffer{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	services, err := BuildServices(context.Background(), cfg, h.store, log)
 	if err != nil {
@@ -91,10 +96,10 @@ func httpGet(url string) (int, string, error) {
 // assessment measures the running version, not a process seconds old.
 func waitWorkServed(t *testing.T, base string, n float64) {
 	t.Helper()
-	dockertest.Eventually(t, 2*time.Minute, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, 2*time.Minute, fmt.Sprintf("%v /work requests served", n), func() (bool, error) {
 		code, body, err := httpGet(base + "/metrics")
 		if err != nil || code != 200 {
-			return false, fmt.Sprintf("/metrics: %d %v", code, err)
+			return false, fmt.Errorf("/metrics: %d %v", code, err)
 		}
 		var sum float64
 		for _, line := range strings.Split(body, "\n") {
@@ -106,7 +111,7 @@ func waitWorkServed(t *testing.T, base string, n float64) {
 				sum += v
 			}
 		}
-		return sum >= n, fmt.Sprintf("%g /work requests served, want %g", sum, n)
+		return sum >= n, fmt.Errorf("%g /work requests served, want %g", sum, n)
 	})
 }
 
@@ -142,16 +147,16 @@ func TestSwarmRollbackThroughSlack(t *testing.T) {
 	v1 := dockertest.MustImage(t, cli, e2eGood)
 	v2 := dockertest.MustImage(t, cli, e2eBad)
 
-	port := dockertest.FreePort(t)
+	port := uint32(nettest.FreePort(t))
 	name := dockertest.ServiceWith(t, cli, v1, dockertest.ServiceOptions{
 		PublishedPort: port, Env: []string{"SAMPLEAPP_SELF_LOAD=20"},
 	})
 	dockertest.Deploy(t, cli, name, v2)
 	dockertest.WaitTasks(t, cli, name, v2, 1, true)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	dockertest.Eventually(t, time.Minute, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, time.Minute, "v2 to answer", func() (bool, error) {
 		code, body, err := httpGet(base + "/version")
-		return err == nil && code == 200 && body == "v2", fmt.Sprintf("/version: %d %q %v", code, body, err)
+		return err == nil && code == 200 && body == "v2", fmt.Errorf("/version: %d %q %v", code, body, err)
 	})
 	waitWorkServed(t, base, 40)
 

@@ -13,6 +13,8 @@ import (
 	"rollbot/state"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/sshtest"
+
+	"rollbot/testkit/logtest"
 )
 
 // TestVMRollbackThroughSlack: /rollback myapp in the local Slack server
@@ -78,7 +80,7 @@ services:
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
-	svcLogs := &syncBuffer{}
+	svcLogs := &logtest.Buffer{}
 	services, err := BuildServices(context.Background(), cfg, nil, slog.New(slog.NewJSONHandler(svcLogs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
@@ -124,19 +126,7 @@ services:
 		}
 	}
 
-	evs, err := h.store.Timeline(context.Background(), "RB-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var steps []string
-	for _, e := range evs {
-		if len(steps) == 0 || steps[len(steps)-1] != e.Step {
-			steps = append(steps, e.Step)
-		}
-	}
-	if want := []string{"request", "assess", "confirm", "stop", "rollback", "verify", "postactions"}; !slices.Equal(steps, want) {
-		t.Errorf("timeline steps = %v, want %v", steps, want)
-	}
+	evs := h.wantSteps("RB-1", "request", "assess", "confirm", "stop", "rollback", "verify", "postactions")
 	has := func(step, actor, s string) bool {
 		return slices.ContainsFunc(evs, func(e state.Event) bool { return e.Step == step && e.Actor == actor && strings.Contains(e.Detail, s) })
 	}

@@ -11,6 +11,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/state"
+	"rollbot/testkit/wait"
 )
 
 // newStore returns a Store on a key prefix of its own, on one Redis
@@ -143,16 +144,10 @@ func TestLock(t *testing.T) {
 		t.Fatalf("acquire after release: %v", err)
 	}
 	// expiry frees the lock
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := s.AcquireLock(ctx, "myapp", "RB-3", "U3", time.Minute); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("lock never expired")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the lock to expire", func() (bool, error) {
+		_, err := s.AcquireLock(ctx, "myapp", "RB-3", "U3", time.Minute)
+		return err == nil, err
+	})
 }
 
 func TestOnceAndApprovals(t *testing.T) {

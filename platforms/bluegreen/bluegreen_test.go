@@ -15,6 +15,8 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/testkit/awstest"
+
+	"rollbot/testkit/platformtest"
 )
 
 const (
@@ -107,15 +109,6 @@ func weights(t *testing.T, f *awstest.Server) map[string]int {
 		}
 	}
 	return out
-}
-
-func userMsg(t *testing.T, err error) string {
-	t.Helper()
-	msg, ok := platforms.UserMessage(err)
-	if !ok {
-		t.Fatalf("error has no user message: %v", err)
-	}
-	return msg
 }
 
 func TestSnapshot(t *testing.T) {
@@ -286,7 +279,7 @@ func TestRollbackRefusesUnhealthy(t *testing.T) {
 			if err == nil {
 				t.Fatal("Rollback switched to an unhealthy group")
 			}
-			msg := userMsg(t, err)
+			msg := platformtest.UserMessage(t, err)
 			for _, w := range tt.want {
 				if !strings.Contains(msg, w) {
 					t.Errorf("message %q lacks %q", msg, w)
@@ -328,8 +321,8 @@ func TestRollbackConflict(t *testing.T) {
 		if !errors.Is(err, platforms.ErrConflict) {
 			t.Fatalf("err = %v, want ErrConflict", err)
 		}
-		if !strings.Contains(userMsg(t, err), "changed since the assessment") {
-			t.Errorf("message = %q", userMsg(t, err))
+		if !strings.Contains(platformtest.UserMessage(t, err), "changed since the assessment") {
+			t.Errorf("message = %q", platformtest.UserMessage(t, err))
 		}
 		if n := len(e.fake.Requests("ModifyListener")); n != 0 {
 			t.Errorf("ModifyListener called %d times", n)
@@ -346,7 +339,7 @@ func TestRollbackConflict(t *testing.T) {
 		if !errors.Is(err, platforms.ErrConflict) {
 			t.Fatalf("err = %v, want ErrConflict", err)
 		}
-		if msg := userMsg(t, err); !strings.Contains(msg, "changed while rolling back") || !strings.Contains(msg, "80%") {
+		if msg := platformtest.UserMessage(t, err); !strings.Contains(msg, "changed while rolling back") || !strings.Contains(msg, "80%") {
 			t.Errorf("message = %q", msg)
 		}
 		if n := len(e.fake.Requests("ModifyListener")); n != 0 {
@@ -363,7 +356,7 @@ func TestUnknownTargetGroupRefused(t *testing.T) {
 	e.fake.AddTargetGroup(awstest.TargetGroup{ARN: otherARN, Name: "other", Targets: targets("healthy", "i-1")})
 	e.fake.SetListenerActions(listenerARN, forward(awstest.WeightedGroup{ARN: otherARN, Weight: 1}))
 	_, err := e.adapter(t).Snapshot(context.Background())
-	if err == nil || !strings.Contains(userMsg(t, err), "neither blue") {
+	if err == nil || !strings.Contains(platformtest.UserMessage(t, err), "neither blue") {
 		t.Fatalf("Snapshot err = %v", err)
 	}
 	_, err = e.adapter(t).Rollback(context.Background(), platforms.Revision{ID: "purple"}, false, nil)
@@ -405,7 +398,7 @@ func TestThrottlingExhausted(t *testing.T) {
 	if err == nil {
 		t.Fatal("Snapshot succeeded under permanent throttling")
 	}
-	if msg := userMsg(t, err); !strings.Contains(msg, "kept throttling elasticloadbalancing:DescribeListeners") {
+	if msg := platformtest.UserMessage(t, err); !strings.Contains(msg, "kept throttling elasticloadbalancing:DescribeListeners") {
 		t.Errorf("message = %q", msg)
 	}
 	if n := len(e.fake.Requests("DescribeListeners")); n != e.cfg.MaxAttempts {
@@ -420,7 +413,7 @@ func TestAccessDeniedNoSecrets(t *testing.T) {
 	if err == nil {
 		t.Fatal("Rollback succeeded without permission")
 	}
-	msg := userMsg(t, err)
+	msg := platformtest.UserMessage(t, err)
 	if !strings.Contains(msg, "elasticloadbalancing:ModifyListener") || !strings.Contains(msg, "IAM") {
 		t.Errorf("message = %q; want the missing IAM action named", msg)
 	}

@@ -508,8 +508,11 @@ func (a *Adapter) moveTo(ctx context.Context, st state, target string, dryRun bo
 		if errors.Is(ferr, errFileMoved) {
 			return platforms.Result{}, a.conflict(ferr, "its compose file names another image than the one running")
 		}
+		if msg, ok := platforms.UserMessage(ferr); ok {
+			return platforms.Result{}, platforms.Userf(ferr, "cannot roll back compose service %s through its compose file: %s", svc, msg)
+		}
 		if ferr != nil {
-			return platforms.Result{}, platforms.Userf(ferr, "cannot roll back compose service %s through its compose file: %v", svc, userText(ferr))
+			return platforms.Result{}, fmt.Errorf("roll back compose service %s through its compose file: %w", svc, ferr)
 		}
 		useFile = true
 	case ModeAuto:
@@ -522,15 +525,6 @@ func (a *Adapter) moveTo(ctx context.Context, st state, target string, dryRun bo
 		return a.rollbackFile(ctx, st, file, target, dryRun, progress)
 	}
 	return a.rollbackRecreate(ctx, st, todo, target, dryRun, progress)
-}
-
-// userText is the user message of err, or its text when it has none (used
-// only for errors this package builds without engine output).
-func userText(err error) string {
-	if m, ok := platforms.UserMessage(err); ok {
-		return m
-	}
-	return err.Error()
 }
 
 func (a *Adapter) conflict(cause error, what string) error {

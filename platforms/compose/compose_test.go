@@ -23,6 +23,7 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/internal/docker"
 	"rollbot/testkit/dockertest"
+	"rollbot/testkit/wait"
 )
 
 // Images: v1 good, v2 fails its health check; the -nohc ones have no
@@ -310,9 +311,9 @@ services:
 	if after.ID != before.ID || !after.State.Running || after.Name != before.Name {
 		t.Errorf("previous container not back: id %s (was %s), running %v, name %s", after.ID[:12], before.ID[:12], after.State.Running, after.Name)
 	}
-	dockertest.Eventually(t, 10*time.Second, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, 10*time.Second, "the restored web to answer v1", func() (bool, error) {
 		code, body, err := tryGet(after, "/version")
-		return err == nil && code == 200 && body == "v1", fmt.Sprintf("restored web /version = %d %q %v", code, body, err)
+		return err == nil && code == 200 && body == "v1", fmt.Errorf("restored web /version = %d %q %v", code, body, err)
 	})
 
 	res, err := p.adapter(Config{Service: "web", Timeout: 10 * time.Second}).SetArtifact(ctx, badNoHC.Ref(), false, nil)
@@ -320,9 +321,9 @@ services:
 		t.Fatalf("without health_path: %+v, %v", res, err)
 	}
 	web := p.Container("web")
-	dockertest.Eventually(t, 10*time.Second, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, 10*time.Second, "v2-nohc to fail its health check", func() (bool, error) {
 		code, _, err := tryGet(web, "/health")
-		return err == nil && code == http.StatusServiceUnavailable, fmt.Sprintf("v2-nohc /health = %d %v; the test premise (it fails health) is wrong", code, err)
+		return err == nil && code == http.StatusServiceUnavailable, fmt.Errorf("v2-nohc /health = %d %v; the test premise (it fails health) is wrong", code, err)
 	})
 }
 

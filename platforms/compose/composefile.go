@@ -46,7 +46,7 @@ func (a *Adapter) composeFile(st state) (*fileRef, error) {
 		}
 	}
 	if len(files) == 0 {
-		return nil, errors.New("no compose file is known (set compose_files)")
+		return nil, platforms.Userf(nil, "no compose file is known (set compose_files)")
 	}
 	abs := make([]string, len(files))
 	for i, f := range files {
@@ -62,11 +62,11 @@ func (a *Adapter) composeFile(st state) (*fileRef, error) {
 	for _, f := range abs {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("read compose file %s: %w", f, err)
+			return nil, platforms.Userf(fmt.Errorf("read compose file %s: %w", f, err), "rollbot cannot read the compose file %s", f)
 		}
 		r, err := findImage(data, a.cfg.Service)
 		if err != nil {
-			return nil, fmt.Errorf("compose file %s: %w", f, err)
+			return nil, platforms.Userf(fmt.Errorf("compose file %s: %w", f, err), "the compose file %s is not valid YAML", f)
 		}
 		if r != nil { // later files override earlier ones
 			r.path, r.data = f, data
@@ -74,14 +74,14 @@ func (a *Adapter) composeFile(st state) (*fileRef, error) {
 		}
 	}
 	if ref == nil {
-		return nil, fmt.Errorf("no compose file sets services.%s.image", a.cfg.Service)
+		return nil, platforms.Userf(nil, "no compose file sets services.%s.image", a.cfg.Service)
 	}
 	ref.files, ref.workdir = abs, workdir
 	if strings.Contains(ref.value, "$") {
-		return nil, fmt.Errorf("%s sets services.%s.image through a variable (%s), which rollbot does not edit", ref.path, a.cfg.Service, ref.value)
+		return nil, platforms.Userf(nil, "%s sets services.%s.image through a variable (%s), which rollbot does not edit", ref.path, a.cfg.Service, ref.value)
 	}
 	if !docker.SameImage(ref.value, st.current) {
-		return nil, fmt.Errorf("%s names %s for %s but the service runs %s: %w", ref.path, ref.value, a.cfg.Service, st.current, errFileMoved)
+		return nil, platforms.Userf(errFileMoved, "%s names %s for %s but the service runs %s", ref.path, ref.value, a.cfg.Service, st.current)
 	}
 	return ref, nil
 }

@@ -7,7 +7,6 @@ package kube_test
 // deploy/kubernetes/rbac.yaml.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +30,8 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
 	"rollbot/testkit/kubetest"
+
+	"rollbot/testkit/logtest"
 )
 
 const (
@@ -79,23 +80,6 @@ func cluster(t testing.TB) *kubetest.Cluster {
 	return theCluster
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // env is one namespace with one Deployment and an adapter on it that uses
 // a ServiceAccount bound to the shipped Role.
 type env struct {
@@ -105,13 +89,13 @@ type env struct {
 	a          *kube.Adapter
 	kubeconfig string
 	token      string
-	logs       *syncBuffer
+	logs       *logtest.Buffer
 }
 
 func newEnv(t *testing.T, image string, replicas int32, mutate ...func(*appsv1.Deployment)) *env {
 	t.Helper()
 	c := cluster(t)
-	e := &env{c: c, admin: c.AdminClient, name: "myapp", logs: &syncBuffer{}}
+	e := &env{c: c, admin: c.AdminClient, name: "myapp", logs: &logtest.Buffer{}}
 	e.ns = kubetest.CreateNamespace(t, e.admin, "kube")
 	d := kubetest.NewDeployment(e.ns, e.name, image, replicas)
 	for _, m := range mutate {
@@ -730,7 +714,7 @@ func TestSnapshotUnready(t *testing.T) {
 	}
 }
 
-func slogTo(w *syncBuffer) *slog.Logger {
+func slogTo(w *logtest.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 

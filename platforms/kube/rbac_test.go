@@ -26,6 +26,8 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
 	"rollbot/testkit/kubetest"
+
+	"rollbot/testkit/logtest"
 )
 
 // The shipped Role grants exactly what the adapter declares it uses.
@@ -113,7 +115,7 @@ func TestRBACEachPermissionIsNeeded(t *testing.T) {
 			}
 			rules := without(role.Rules, p)
 			path, token := e.c.KubeconfigForRules(t, e.ns, "less-"+strings.NewReplacer("/", "-").Replace(p.Verb+"-"+p.Resource), rules)
-			var logs syncBuffer
+			var logs logtest.Buffer
 			a, err := kube.New(kube.Config{Kubeconfig: path, Namespace: e.ns, Deployment: e.name}, slogTo(&logs))
 			if err != nil {
 				t.Fatal(err)

@@ -3,6 +3,7 @@ package migrations
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"rollbot/platforms"
+	"rollbot/testkit/wait"
 )
 
 // TestRunDownStreams checks that output reaches the writer line by line
@@ -132,17 +134,13 @@ func TestRunDownTimeoutKillsGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	err = wait.UntilEvery(context.Background(), 50*time.Millisecond, 10*time.Second, fmt.Sprintf("background child %d of the down command to end after the timeout", pid), func() (bool, error) {
 		// A zombie is dead too: it is reparented and reaped by init.
 		stat, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) || strings.Contains(string(stat), ") Z ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("background child %d of the down command survived the timeout", pid)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a process table, not synchronising
+		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) || strings.Contains(string(stat), ") Z "), nil
+	})
+	if err != nil {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatal(err)
 	}
 }

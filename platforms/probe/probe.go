@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"rollbot/platforms/internal/neterr"
 )
 
 const (
@@ -110,25 +111,16 @@ func HealthCheck(ctx context.Context, rawURL string) ProbeResult {
 	return done()
 }
 
+// netDetail is the Detail of a health check whose request failed: the
+// neterr phrase ("connection refused", "no answer within 5s", "TLS check
+// failed: …"), or, for a failure neterr does not recognise, the transport
+// error without the URL (which may carry credentials).
 func netDetail(ctx context.Context, err error, budget time.Duration) string {
-	var (
-		dns *net.DNSError
-		ne  net.Error
-	)
-	switch {
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		return "no answer within " + roundDur(budget)
-	case errors.Is(err, context.Canceled):
-		return "cancelled"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "connection reset"
-	case errors.As(err, &dns):
-		return "cannot resolve " + dns.Name
+	if reason := neterr.Classify(ctx, err).Reason(budget); reason != "" {
+		return reason
 	}
 	var ue *url.Error
-	if errors.As(err, &ue) { // drop the URL, which may carry credentials
+	if errors.As(err, &ue) {
 		return ue.Err.Error()
 	}
 	return err.Error()

@@ -13,13 +13,16 @@ import (
 	"time"
 
 	"rollbot/testkit/promtest"
+	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
 )
 
 func TestHealthCheck(t *testing.T) {
 	app := promtest.StartSampleApp(t, promtest.BuildSampleApp(t))
 	redirect := httptest.NewServer(http.RedirectHandler("/login?next=/health", http.StatusFound))
 	defer redirect.Close()
-	closed := promtest.ClosedAddr(t)
+	closed := nettest.ClosedAddr(t)
 	silent := promtest.SilentAddr(t)
 
 	t.Run("healthy", func(t *testing.T) {
@@ -108,13 +111,7 @@ func TestSmokeTest(t *testing.T) {
 			t.Fatal(err)
 		}
 		pid := strings.TrimSpace(string(b))
-		deadline := time.Now().Add(5 * time.Second)
-		for alive(pid) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the command's child %s still runs after the timeout", pid)
-			}
-			time.Sleep(20 * time.Millisecond) // poll interval
-		}
+		wait.For(t, 5*time.Second, "the command's child "+pid+" to end after the timeout", func() (bool, error) { return !alive(pid), nil })
 	})
 	t.Run("the bot's secrets are not passed on", func(t *testing.T) {
 		t.Setenv("SLACK_BOT_TOKEN", "xoxb-secret-value")
@@ -190,7 +187,7 @@ func TestTail(t *testing.T) {
 // and a failed smoke test shows its output.
 func TestProbes(t *testing.T) {
 	app := promtest.StartSampleApp(t, promtest.BuildSampleApp(t))
-	closed := "http://" + promtest.ClosedAddr(t) + "/health"
+	closed := "http://" + nettest.ClosedAddr(t) + "/health"
 	ctx := context.Background()
 	tests := []struct {
 		name       string

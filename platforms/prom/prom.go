@@ -28,7 +28,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"syscall"
 	"text/template"
 	"time"
 
@@ -37,6 +36,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"rollbot/platforms"
+	"rollbot/platforms/internal/neterr"
 )
 
 // Default queries, for services instrumented with the usual
@@ -152,7 +152,7 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 	u, _ := url.Parse(cfg.URL) // checked by Validate
 	var rt http.RoundTripper = api.DefaultRoundTripper
 	if cfg.TokenEnv != "" {
-		rt = bearer{token: os.Getenv(cfg.TokenEnv), next: rt}
+		rt = neterr.Bearer{Token: os.Getenv(cfg.TokenEnv), Next: rt}
 	}
 	client, err := api.NewClient(api.Config{Address: cfg.URL, RoundTripper: rt})
 	if err != nil {
@@ -309,42 +309,28 @@ type resultError struct{ q, msg string }
 func (e *resultError) Error() string { return fmt.Sprintf("query %s %s", e.q, e.msg) }
 
 // userError turns a query failure into an error whose platforms.UserMessage
-// says what happened in words an on-call engineer can act on.
+// says what happened in words an on-call engineer can act on; a failure
+// neither Prometheus nor neterr recognises keeps no user message (the
+// handlers show a reference into the log).
 func (a *Adapter) userError(ctx context.Context, what string, err error, budget time.Duration) error {
 	err = fmt.Errorf("%s from prometheus %s: %w", what, a.host, err)
 	var (
 		pe *promv1.Error
-		se *statusError
 		re *resultError
 	)
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return platforms.Userf(err, "Prometheus at %s did not answer within %s", a.host, fmtWindow(shown(budget)))
-	case errors.Is(err, context.Canceled):
-		return platforms.Userf(err, "the %s query to Prometheus at %s was cancelled", what, a.host)
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return platforms.Userf(err, "Prometheus at %s is not reachable (connection refused)", a.host)
-	case errors.As(err, &se) && (se.code == http.StatusUnauthorized || se.code == http.StatusForbidden):
-		hint := "set token_env"
-		if a.cfg.TokenEnv != "" {
-			hint = "check the token in $" + a.cfg.TokenEnv
-		}
-		return platforms.Userf(err, "Prometheus at %s refused the request (HTTP %d); %s", a.host, se.code, hint)
-	case errors.As(err, &se):
-		return platforms.Userf(err, "Prometheus at %s answered HTTP %d to the %s query", a.host, se.code, what)
 	case errors.As(err, &pe) && (pe.Type == promv1.ErrBadData || pe.Type == promv1.ErrExec):
 		return platforms.Userf(err, "Prometheus at %s rejected the %s query: %s", a.host, what, pe.Msg)
 	case errors.As(err, &pe) && pe.Type == promv1.ErrTimeout:
 		return platforms.Userf(err, "Prometheus at %s timed out evaluating the %s query", a.host, what)
 	case errors.As(err, &re):
 		return platforms.Userf(err, "the %s query to Prometheus at %s %s", what, a.host, re.msg)
-	default:
-		var ne interface{ Timeout() bool }
-		if errors.As(err, &ne) && ne.Timeout() {
-			return platforms.Userf(err, "Prometheus at %s did not answer within %s", a.host, fmtWindow(shown(budget)))
-		}
-		return platforms.Userf(err, "could not query Prometheus at %s", a.host)
 	}
+	call := neterr.Call{Peer: "Prometheus at " + a.host, What: what + " query", Budget: budget, TokenEnv: a.cfg.TokenEnv}
+	if msg, ok := call.Message(ctx, err); ok {
+		return platforms.Userf(err, "%s", msg)
+	}
+	return err
 }
 
 // render executes a query template for a selector and window.
@@ -367,14 +353,6 @@ func promDuration(d time.Duration) string {
 }
 
 // fmtWindow formats d for people: 5m, 20s, 1h30m.
-// shown rounds a time budget for people: "2s", not "1s999ms".
-func shown(d time.Duration) time.Duration {
-	if d >= time.Second {
-		return d.Round(100 * time.Millisecond)
-	}
-	return d.Round(time.Millisecond)
-}
-
 func fmtWindow(d time.Duration) string {
 	if d < time.Millisecond {
 		return d.String()
@@ -382,26 +360,10 @@ func fmtWindow(d time.Duration) string {
 	return promDuration(d)
 }
 
-// bearer adds a bearer token to every request.
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
-}
-
 // statusClient turns HTTP statuses that are not Prometheus API answers
 // (401, 403, 404, 5xx from a proxy) into a typed error, so callers can
 // branch on the status without parsing text.
 type statusClient struct{ api.Client }
-
-type statusError struct{ code int }
-
-func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d", e.code) }
 
 func (c statusClient) Do(ctx context.Context, req *http.Request) (*http.Response, []byte, error) {
 	resp, body, err := c.Client.Do(ctx, req)
@@ -412,6 +374,6 @@ func (c statusClient) Do(ctx context.Context, req *http.Request) (*http.Response
 	case code/100 == 2, code == http.StatusBadRequest, code == http.StatusUnprocessableEntity:
 		return resp, body, nil // API answers, decoded by promv1
 	default:
-		return resp, body, &statusError{code: code}
+		return resp, body, &neterr.StatusError{Code: code}
 	}
 }

@@ -18,6 +18,10 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/testkit/promtest"
+
+	"rollbot/testkit/nettest"
+
+	"rollbot/testkit/platformtest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -127,18 +131,6 @@ func newAdapter(t *testing.T, cfg Config, log *slog.Logger) *Adapter {
 		t.Fatalf("New: %v", err)
 	}
 	return a
-}
-
-func userMessage(t *testing.T, err error) string {
-	t.Helper()
-	if err == nil {
-		t.Fatal("got no error")
-	}
-	msg, ok := platforms.UserMessage(err)
-	if !ok {
-		t.Fatalf("error %q carries no user message", err)
-	}
-	return msg
 }
 
 // TestPrometheus runs Debian's Prometheus scraping the sample service
@@ -272,7 +264,7 @@ func TestPrometheus(t *testing.T) {
 	t.Run("rejected query", func(t *testing.T) {
 		broken := newAdapter(t, Config{URL: p.URL, Selector: `job="loaded"`, ErrorQuery: `sum(rate(http_requests_total{ {{.Selector}} }[{{.Window}}])`}, log)
 		_, err := broken.ErrorRatio(ctx, bad.Add(-window), bad)
-		if msg := userMessage(t, err); !strings.Contains(msg, "Prometheus at "+p.Addr+" rejected the error ratio query") {
+		if msg := platformtest.UserMessage(t, err); !strings.Contains(msg, "Prometheus at "+p.Addr+" rejected the error ratio query") {
 			t.Fatalf("user message %q", msg)
 		}
 	})
@@ -280,7 +272,7 @@ func TestPrometheus(t *testing.T) {
 	t.Run("query not aggregated", func(t *testing.T) {
 		perCode := newAdapter(t, Config{URL: p.URL, Selector: `job="loaded"`, ErrorQuery: `sum by (code) (rate(http_requests_total{ {{.Selector}} }[{{.Window}}]))`}, log)
 		_, err := perCode.ErrorRatio(ctx, bad.Add(-window), bad)
-		if msg := userMessage(t, err); !strings.Contains(msg, "returned 2 series") {
+		if msg := platformtest.UserMessage(t, err); !strings.Contains(msg, "returned 2 series") {
 			t.Fatalf("user message %q", msg)
 		}
 	})
@@ -316,7 +308,7 @@ func TestPrometheus(t *testing.T) {
 		t.Setenv("ROLLBOT_TEST_PROM_TOKEN", wrong)
 		withWrong := newAdapter(t, Config{URL: auth.URL, Selector: `job="loaded"`, TokenEnv: "ROLLBOT_TEST_PROM_TOKEN"}, log)
 		_, err = withWrong.LatencyP95(ctx, bad.Add(-window), bad)
-		msg := userMessage(t, err)
+		msg := platformtest.UserMessage(t, err)
 		if !strings.Contains(msg, "refused the request (HTTP 401); check the token in $ROLLBOT_TEST_PROM_TOKEN") {
 			t.Fatalf("user message %q", msg)
 		}
@@ -330,7 +322,7 @@ func TestPrometheus(t *testing.T) {
 	t.Run("prometheus down", func(t *testing.T) {
 		p.Stop(t)
 		_, err := a.ErrorRatio(ctx, bad.Add(-window), bad)
-		msg := userMessage(t, err)
+		msg := platformtest.UserMessage(t, err)
 		if msg != "Prometheus at "+p.Addr+" is not reachable (connection refused)" {
 			t.Fatalf("user message %q", msg)
 		}
@@ -341,10 +333,10 @@ func TestUnreachable(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	t.Run("closed port", func(t *testing.T) {
-		addr := promtest.ClosedAddr(t)
+		addr := nettest.ClosedAddr(t)
 		a := newAdapter(t, Config{URL: "http://" + addr}, nil)
 		m, err := a.ErrorRatio(ctx, now.Add(-time.Minute), now)
-		if msg := userMessage(t, err); msg != "Prometheus at "+addr+" is not reachable (connection refused)" {
+		if msg := platformtest.UserMessage(t, err); msg != "Prometheus at "+addr+" is not reachable (connection refused)" {
 			t.Fatalf("user message %q", msg)
 		}
 		if m.Source != "prometheus "+addr {
@@ -355,7 +347,7 @@ func TestUnreachable(t *testing.T) {
 		addr := promtest.SilentAddr(t)
 		a := newAdapter(t, Config{URL: "http://" + addr, Timeout: 300 * time.Millisecond}, nil)
 		_, err := a.LatencyP95(ctx, now.Add(-time.Minute), now)
-		if msg := userMessage(t, err); msg != "Prometheus at "+addr+" did not answer within 300ms" {
+		if msg := platformtest.UserMessage(t, err); msg != "Prometheus at "+addr+" did not answer within 300ms" {
 			t.Fatalf("user message %q (%v)", msg, err)
 		}
 	})
@@ -365,7 +357,7 @@ func TestUnreachable(t *testing.T) {
 		ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
 		_, err := a.ErrorRatio(ctx, now.Add(-time.Minute), now)
-		msg := userMessage(t, err)
+		msg := platformtest.UserMessage(t, err)
 		if !strings.HasPrefix(msg, "Prometheus at "+addr+" did not answer within ") || strings.Contains(msg, "1m") {
 			t.Fatalf("user message %q, want the caller's deadline, not the 1m timeout", msg)
 		}

@@ -18,6 +18,8 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/testkit/awstest"
+
+	"rollbot/testkit/platformtest"
 )
 
 const (
@@ -89,15 +91,6 @@ func (e *env) adapter(t *testing.T) *Adapter {
 	}
 	a.now = func() time.Time { return now }
 	return a
-}
-
-func userMsg(t *testing.T, err error) string {
-	t.Helper()
-	msg, ok := platforms.UserMessage(err)
-	if !ok {
-		t.Fatalf("error has no user message: %v", err)
-	}
-	return msg
 }
 
 func TestRestoreFromSnapshot(t *testing.T) {
@@ -267,7 +260,7 @@ func TestPlanRefusals(t *testing.T) {
 			if tt.is != nil && !errors.Is(err, tt.is) {
 				t.Errorf("err = %v, want %v", err, tt.is)
 			}
-			if msg := userMsg(t, err); !strings.Contains(msg, tt.want) {
+			if msg := platformtest.UserMessage(t, err); !strings.Contains(msg, tt.want) {
 				t.Errorf("message %q lacks %q", msg, tt.want)
 			}
 		})
@@ -323,7 +316,7 @@ func TestAccessDeniedNoSecrets(t *testing.T) {
 	if err == nil {
 		t.Fatal("Restore succeeded without permission")
 	}
-	msg := userMsg(t, err)
+	msg := platformtest.UserMessage(t, err)
 	if !strings.Contains(msg, "rds:RestoreDBInstanceFromDBSnapshot") || strings.Contains(msg, "arn:") {
 		t.Errorf("message = %q", msg)
 	}
@@ -351,7 +344,7 @@ func TestWaitFailsAndTimesOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = a.Wait(context.Background(), plan, nil)
-		if err == nil || !strings.Contains(userMsg(t, err), `stopped waiting for myapp-db-rb-202606260942`) || !strings.Contains(userMsg(t, err), `"creating"`) {
+		if err == nil || !strings.Contains(platformtest.UserMessage(t, err), `stopped waiting for myapp-db-rb-202606260942`) || !strings.Contains(platformtest.UserMessage(t, err), `"creating"`) {
 			t.Fatalf("Wait = %v", err)
 		}
 	})
@@ -360,7 +353,7 @@ func TestWaitFailsAndTimesOut(t *testing.T) {
 		e.fake.AddDBInstance(awstest.DBInstance{ID: "broken-rb", Status: "incompatible-restore"})
 		a := e.adapter(t)
 		_, err := a.Wait(context.Background(), Plan{Target: "broken-rb"}, nil)
-		if err == nil || !strings.Contains(userMsg(t, err), `"incompatible-restore"`) {
+		if err == nil || !strings.Contains(platformtest.UserMessage(t, err), `"incompatible-restore"`) {
 			t.Fatalf("Wait = %v", err)
 		}
 	})

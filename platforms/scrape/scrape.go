@@ -44,7 +44,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -52,6 +51,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"rollbot/platforms"
+	"rollbot/platforms/internal/neterr"
 )
 
 // Defaults for the usual instrumentation: an http_requests_total counter
@@ -195,7 +195,7 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 	clean := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
 	var rt http.RoundTripper = http.DefaultTransport
 	if cfg.TokenEnv != "" {
-		rt = bearer{token: os.Getenv(cfg.TokenEnv), next: rt}
+		rt = neterr.Bearer{Token: os.Getenv(cfg.TokenEnv), Next: rt}
 	}
 	return &Adapter{
 		cfg:    cfg,
@@ -341,12 +341,7 @@ func span(base, cur *snapshot) string {
 		base.at.UTC().Format("15:04:05.000"), cur.at.UTC().Format("15:04:05.000"), fmtDur(cur.at.Sub(base.at)))
 }
 
-func fmtDur(d time.Duration) string {
-	if d >= time.Second {
-		return d.Round(100 * time.Millisecond).String()
-	}
-	return d.Round(time.Millisecond).String()
-}
+func fmtDur(d time.Duration) string { return neterr.Duration(d) }
 
 // pair returns two scrapes inside [from, to], oldest first, or a reason
 // why there are none (a window in the past with no kept scrapes).
@@ -470,7 +465,7 @@ func (a *Adapter) scrape(ctx context.Context, what string) (*snapshot, error) {
 	fams, err := a.fetch(ctx)
 	a.log.DebugContext(ctx, "scrape", "op", what, "source", a.source, "took", time.Since(start), "err", err)
 	if err != nil {
-		return nil, a.userError(what, err, budget)
+		return nil, a.userError(ctx, what, err, budget)
 	}
 	s := &snapshot{at: time.Now(), requests: map[string]counter{}, hists: map[string]histogram{}}
 	if mf, ok := fams[a.cfg.RequestsMetric]; ok {
@@ -535,7 +530,7 @@ func (a *Adapter) fetch(ctx context.Context) (map[string]*dto.MetricFamily, erro
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return nil, &statusError{code: resp.StatusCode}
+		return nil, &neterr.StatusError{Code: resp.StatusCode}
 	}
 	body := io.LimitReader(resp.Body, maxBody)
 	format := expfmt.ResponseFormat(resp.Header)
@@ -639,10 +634,6 @@ func quantile(q float64, buckets map[float64]float64) float64 {
 	return start + (end-start)*(rank/count)
 }
 
-type statusError struct{ code int }
-
-func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d", e.code) }
-
 type formatError struct{ err error }
 
 func (e *formatError) Error() string { return "parse metrics: " + e.err.Error() }
@@ -655,43 +646,18 @@ func (a *Adapter) late(what string, err error) error {
 		"no %s from %s in the time allowed (a first measurement takes two scrapes %s apart)", what, a.where, fmtDur(a.cfg.Interval))
 }
 
-func (a *Adapter) userError(what string, err error, budget time.Duration) error {
+// userError turns a failed scrape into an error whose platforms.UserMessage
+// says what happened; a failure neterr does not recognise keeps no user
+// message (the handlers show a reference into the log).
+func (a *Adapter) userError(ctx context.Context, what string, err error, budget time.Duration) error {
 	err = fmt.Errorf("%s from %s: %w", what, a.source, err)
-	var (
-		se *statusError
-		fe *formatError
-		ne interface{ Timeout() bool }
-	)
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return platforms.Userf(err, "the metrics endpoint %s did not answer within %s", a.where, fmtDur(budget))
-	case errors.Is(err, context.Canceled):
-		return platforms.Userf(err, "the %s scrape of %s was cancelled", what, a.where)
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return platforms.Userf(err, "the metrics endpoint %s is not reachable (connection refused)", a.where)
-	case errors.As(err, &se) && (se.code == http.StatusUnauthorized || se.code == http.StatusForbidden):
-		hint := "set token_env"
-		if a.cfg.TokenEnv != "" {
-			hint = "check the token in $" + a.cfg.TokenEnv
-		}
-		return platforms.Userf(err, "the metrics endpoint %s refused the request (HTTP %d); %s", a.where, se.code, hint)
-	case errors.As(err, &se):
-		return platforms.Userf(err, "the metrics endpoint %s answered HTTP %d", a.where, se.code)
-	case errors.As(err, &fe):
+	var fe *formatError
+	if errors.As(err, &fe) {
 		return platforms.Userf(err, "the metrics endpoint %s did not serve the Prometheus text format: %v", a.where, fe.err)
-	default:
-		return platforms.Userf(err, "could not scrape the metrics endpoint %s", a.where)
 	}
-}
-
-// bearer adds a bearer token to every request.
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
+	call := neterr.Call{Peer: "the metrics endpoint " + a.where, What: what + " scrape", Budget: budget, TokenEnv: a.cfg.TokenEnv}
+	if msg, ok := call.Message(ctx, err); ok {
+		return platforms.Userf(err, "%s", msg)
+	}
+	return err
 }

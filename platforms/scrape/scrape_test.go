@@ -18,6 +18,10 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/testkit/promtest"
+
+	"rollbot/testkit/nettest"
+
+	"rollbot/testkit/platformtest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -119,18 +123,6 @@ func newAdapter(t *testing.T, cfg Config, log *slog.Logger) *Adapter {
 		t.Fatalf("New: %v", err)
 	}
 	return a
-}
-
-func userMessage(t *testing.T, err error) string {
-	t.Helper()
-	if err == nil {
-		t.Fatal("got no error")
-	}
-	msg, ok := platforms.UserMessage(err)
-	if !ok {
-		t.Fatalf("error %q carries no user message", err)
-	}
-	return msg
 }
 
 // TestSampleApp drives the sample service from the test, so the number of
@@ -345,10 +337,10 @@ func TestUnreachable(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	t.Run("closed port", func(t *testing.T) {
-		addr := promtest.ClosedAddr(t)
+		addr := nettest.ClosedAddr(t)
 		a := newAdapter(t, Config{URL: "http://" + addr + "/metrics"}, nil)
 		_, err := a.ErrorRatio(ctx, now.Add(-time.Minute), now)
-		if msg := userMessage(t, err); msg != "the metrics endpoint "+addr+"/metrics is not reachable (connection refused)" {
+		if msg := platformtest.UserMessage(t, err); msg != "the metrics endpoint "+addr+"/metrics is not reachable (connection refused)" {
 			t.Fatalf("user message %q", msg)
 		}
 	})
@@ -356,7 +348,7 @@ func TestUnreachable(t *testing.T) {
 		addr := promtest.SilentAddr(t)
 		a := newAdapter(t, Config{URL: "http://" + addr + "/metrics", Timeout: 300 * time.Millisecond}, nil)
 		_, err := a.LatencyP95(ctx, now.Add(-time.Minute), now)
-		if msg := userMessage(t, err); msg != "the metrics endpoint "+addr+"/metrics did not answer within 300ms" {
+		if msg := platformtest.UserMessage(t, err); msg != "the metrics endpoint "+addr+"/metrics did not answer within 300ms" {
 			t.Fatalf("user message %q (%v)", msg, err)
 		}
 	})
@@ -387,7 +379,7 @@ func TestUnreachable(t *testing.T) {
 		t.Run(tt.path, func(t *testing.T) {
 			a := newAdapter(t, Config{URL: srv.URL + tt.path}, nil)
 			_, err := a.ErrorRatio(ctx, now.Add(-time.Minute), now)
-			if msg := userMessage(t, err); !strings.HasPrefix(msg, tt.want) {
+			if msg := platformtest.UserMessage(t, err); !strings.HasPrefix(msg, tt.want) {
 				t.Fatalf("user message %q, want prefix %q", msg, tt.want)
 			}
 		})
@@ -412,7 +404,7 @@ func TestUnreachable(t *testing.T) {
 		t.Setenv("ROLLBOT_TEST_SCRAPE_TOKEN", wrong)
 		bad := newAdapter(t, Config{URL: srv.URL + "/auth", TokenEnv: "ROLLBOT_TEST_SCRAPE_TOKEN"}, log)
 		_, err = bad.ErrorRatio(ctx, now.Add(-time.Minute), time.Now())
-		if msg := userMessage(t, err); msg != "the metrics endpoint "+host+"/auth refused the request (HTTP 401); check the token in $ROLLBOT_TEST_SCRAPE_TOKEN" {
+		if msg := platformtest.UserMessage(t, err); msg != "the metrics endpoint "+host+"/auth refused the request (HTTP 401); check the token in $ROLLBOT_TEST_SCRAPE_TOKEN" {
 			t.Fatalf("user message %q", msg)
 		}
 		for _, s := range []string{secret, wrong} {
@@ -428,7 +420,7 @@ func TestUnreachable(t *testing.T) {
 		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
 		_, err := a.ErrorRatio(ctx, now.Add(-time.Minute), time.Now())
-		if msg := userMessage(t, err); msg != "no error ratio from "+app.Addr+"/metrics in the time allowed (a first measurement takes two scrapes 1m0s apart)" {
+		if msg := platformtest.UserMessage(t, err); msg != "no error ratio from "+app.Addr+"/metrics in the time allowed (a first measurement takes two scrapes 1m apart)" {
 			t.Fatalf("user message %q", msg)
 		}
 	})

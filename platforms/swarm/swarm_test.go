@@ -20,6 +20,7 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/internal/docker"
 	"rollbot/testkit/dockertest"
+	"rollbot/testkit/wait"
 )
 
 // Images every test uses: v1 is good, v2 fails its health check (the
@@ -95,9 +96,9 @@ func inspectService(t *testing.T, name string) swarm.Service {
 
 func waitUpdateState(t *testing.T, name string, want swarm.UpdateState) {
 	t.Helper()
-	dockertest.Eventually(t, 90*time.Second, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, 90*time.Second, "update state "+string(want), func() (bool, error) {
 		st := updateState(inspectService(t, name))
-		return st == want, fmt.Sprintf("update state %q, want %q", st, want)
+		return st == want, fmt.Errorf("update state %q, want %q", st, want)
 	})
 }
 

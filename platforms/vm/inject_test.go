@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"rollbot/testkit/platformtest"
+	"rollbot/testkit/sshtest"
 	"strings"
 	"testing"
 
@@ -89,7 +91,7 @@ func TestHostileArtifactNameOverSSH(t *testing.T) {
 	f := newFleet(t, Deb, "hostA")
 	h := f.hosts[0]
 	evil := h.Path("/opt/myapp/packages/" + hostileName)
-	copyFile(t, h.Path("/opt/myapp/packages/myapp_1.0.0_amd64.deb"), evil, day3)
+	sshtest.Install(t, h.Path("/opt/myapp/packages/myapp_1.0.0_amd64.deb"), evil, day3)
 	marker := h.Path("/opt/rollbot-pwned")
 	a := f.adapter(t)
 	snap, err := a.Snapshot(context.Background())
@@ -111,7 +113,7 @@ func TestHostileArtifactNameOverSSH(t *testing.T) {
 	if _, serr := os.Stat(marker); serr == nil {
 		t.Fatal("the artifact's file name ran as a command in the host's root shell")
 	}
-	if err == nil || !strings.Contains(userMsg(t, err), "disappeared before install") {
+	if err == nil || !strings.Contains(platformtest.UserMessage(t, err), "disappeared before install") {
 		t.Errorf("Rollback err = %v, want the artifact reported missing", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"rollbot/platforms"
+	"rollbot/platforms/internal/neterr"
 )
 
 var (
@@ -55,7 +56,10 @@ func (a *Adapter) readHost(ctx context.Context, h Host) (hostRead, error) {
 	defer c.Close()
 	out, err := a.run(ctx, c, a.readScript(), false)
 	if err != nil {
-		return hostRead{}, platforms.Userf(err, "cannot read the state of %s; see the bot log", h.Name)
+		if text, ok := hostText(err); ok {
+			return hostRead{}, platforms.Userf(err, "cannot read the state of %s: %s", h.Name, text)
+		}
+		return hostRead{}, fmt.Errorf("read the state of %s: %w", h.Name, err)
 	}
 	return a.parseRead(out), nil
 }
@@ -67,11 +71,23 @@ func isHostKeyErr(err error) bool {
 	return errors.As(err, &ke) || errors.As(err, &re)
 }
 
-func userText(err error) string {
-	if msg, ok := platforms.UserMessage(err); ok {
-		return msg
+// hostText is the user text of a failed step on one host: the tail of the
+// remote command's stderr, the error's user message, or what neterr says
+// of a network failure. ok is false for an error rollbot has no words for:
+// the caller then returns an error without a user message, and the
+// handlers show a reference into the log instead of the raw error.
+func hostText(err error) (text string, ok bool) {
+	var ce *cmdError
+	if errors.As(err, &ce) {
+		return ce.tail(), true
 	}
-	return "internal error, see the bot log"
+	if msg, ok := platforms.UserMessage(err); ok {
+		return msg, true
+	}
+	if reason := neterr.Classify(nil, err).Reason(0); reason != "" {
+		return reason, true
+	}
+	return "an unexpected error", false
 }
 
 // history builds the newest-first list of versions available on every
@@ -130,7 +146,7 @@ func (a *Adapter) history(states []hostState) []platforms.Revision {
 func (a *Adapter) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
 	states := a.readAll(ctx)
 	var problems []string
-	var firstErr error
+	var firstErr, unexpected error
 	reachable := 0
 	for _, s := range states {
 		if s.err == nil {
@@ -143,9 +159,18 @@ func (a *Adapter) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
 		if firstErr == nil {
 			firstErr = s.err
 		}
-		problems = append(problems, userText(s.err))
+		text, ok := hostText(s.err)
+		if !ok {
+			a.log.WarnContext(ctx, "host not read", "op", "snapshot", "host", s.host.Name, "err", s.err)
+			text = s.host.Name + " could not be read: " + text
+			unexpected = cmp(unexpected, s.err)
+		}
+		problems = append(problems, text)
 	}
 	if reachable == 0 {
+		if unexpected != nil {
+			return nil, fmt.Errorf("no host of %s could be read: %w", a.cfg.Unit, unexpected)
+		}
 		return nil, platforms.Userf(firstErr, "no host of %s could be read: %s", a.cfg.Unit, strings.Join(problems, "; "))
 	}
 	hist := a.history(states)
@@ -303,7 +328,11 @@ func (a *Adapter) checkHealth(ctx context.Context, i int, c *client) error {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("GET %s: %s", u, netReason(err))
+		reason := neterr.Classify(ctx, err).Reason(0)
+		if reason == "" {
+			reason = "the request failed"
+		}
+		return fmt.Errorf("GET %s: %s", u, reason)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -361,12 +390,19 @@ func (a *Adapter) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Resul
 func (a *Adapter) stopAll(ctx context.Context, dryRun bool) (platforms.Result, error) {
 	log := a.log.With("op", "stop")
 	var plan, stopped, already, failed []string
-	var firstErr error
+	var firstErr, unexpected error
+	fail := func(h Host, err error) {
+		text, ok := hostText(err)
+		if !ok {
+			unexpected = cmp(unexpected, err)
+		}
+		failed = append(failed, fmt.Sprintf("%s: %s", h.Name, text))
+		firstErr = cmp(firstErr, err)
+	}
 	for i, h := range a.cfg.Hosts {
 		c, err := a.dial(ctx, h)
 		if err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %s", h.Name, userText(err)))
-			firstErr = cmp(firstErr, err)
+			fail(h, err)
 			continue
 		}
 		_, activeErr := a.run(ctx, c, a.systemctl("is-active"), false)
@@ -382,8 +418,7 @@ func (a *Adapter) stopAll(ctx context.Context, dryRun bool) (platforms.Result, e
 			continue
 		}
 		if _, err := a.run(ctx, c, a.systemctl("stop"), true); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %s", h.Name, remoteText(err)))
-			firstErr = cmp(firstErr, err)
+			fail(h, err)
 		} else {
 			stopped = append(stopped, h.Name)
 			log.Info("unit stopped", "host", h.Name, "index", i)
@@ -394,6 +429,9 @@ func (a *Adapter) stopAll(ctx context.Context, dryRun bool) (platforms.Result, e
 		msg := fmt.Sprintf("could not stop %s on %s", a.cfg.Unit, strings.Join(failed, "; "))
 		if len(stopped) > 0 {
 			msg += "; stopped on " + strings.Join(stopped, ", ")
+		}
+		if unexpected != nil {
+			return platforms.Result{Outcome: platforms.Done, Detail: msg, Plan: plan}, fmt.Errorf("%s: %w", msg, unexpected)
 		}
 		return platforms.Result{Outcome: platforms.Done, Detail: msg, Plan: plan}, platforms.Userf(firstErr, "%s", msg)
 	}
@@ -411,15 +449,6 @@ func cmp(first, err error) error {
 		return first
 	}
 	return err
-}
-
-// remoteText is a short user text for a failed remote step.
-func remoteText(err error) string {
-	var ce *cmdError
-	if errors.As(err, &ce) {
-		return ce.tail()
-	}
-	return userText(err)
 }
 
 // MarkDoNotDeploy implements platforms.Platform: hosts have no place for
@@ -470,7 +499,10 @@ func (a *Adapter) rollTo(ctx context.Context, ver string, dryRun bool, progress 
 	states := a.readAll(ctx)
 	for _, s := range states {
 		if s.err != nil {
-			return platforms.Result{}, platforms.Userf(s.err, "%s; nothing was changed", userText(s.err))
+			if text, ok := hostText(s.err); ok {
+				return platforms.Result{}, platforms.Userf(s.err, "%s; nothing was changed", text)
+			}
+			return platforms.Result{}, fmt.Errorf("read %s before the rollback, nothing was changed: %w", s.host.Name, s.err)
 		}
 	}
 	avail := a.history(states)
@@ -526,13 +558,16 @@ func (a *Adapter) rollTo(ctx context.Context, ver string, dryRun bool, progress 
 			for _, r := range states[i+1:] {
 				rest = append(rest, r.host.Name)
 			}
-			msg := failureMessage(done, h.Name, stage, err, ver, s.read.version, rest)
+			msg, curated := failureMessage(done, h.Name, stage, err, ver, s.read.version, rest)
 			log.Error("rollback stopped", "host", h.Name, "stage", stage, "err", err)
 			progress(platforms.Progress{Message: msg, Updated: i, Ready: i, Desired: n, Done: true})
 			cause := err
 			var ce *cmdError
 			if errors.As(err, &ce) && ce.code == exitConflict {
 				cause = fmt.Errorf("%w: %w", platforms.ErrConflict, err)
+			}
+			if !curated {
+				return platforms.Result{Outcome: platforms.Done, Detail: msg, Plan: plan}, fmt.Errorf("%s: %w", msg, cause)
 			}
 			return platforms.Result{Outcome: platforms.Done, Detail: msg, Plan: plan}, platforms.Userf(cause, "%s", msg)
 		}
@@ -556,7 +591,8 @@ func orNone(s []string) string {
 
 // failureMessage: "rolled back hostA to v1; hostB failed health after
 // restart: …; hostB now has v1 installed; hosts not touched: hostC".
-func failureMessage(done []string, host, stage string, err error, ver, was string, rest []string) string {
+func failureMessage(done []string, host, stage string, err error, ver, was string, rest []string) (msg string, curated bool) {
+	curated = true
 	var b strings.Builder
 	if len(done) == 0 {
 		b.WriteString("rolled back no host")
@@ -570,7 +606,9 @@ func failureMessage(done []string, host, stage string, err error, ver, was strin
 	case errors.As(err, &ce) && ce.code == exitMissing:
 		fmt.Fprintf(&b, "; on %s the files of %s disappeared before install, nothing was installed there", host, ver)
 	default:
-		fmt.Fprintf(&b, "; %s failed %s: %s", host, stage, remoteText(err))
+		var text string
+		text, curated = hostText(err)
+		fmt.Fprintf(&b, "; %s failed %s: %s", host, stage, text)
 		switch stage {
 		case "health after restart", "the version check after restart":
 			fmt.Fprintf(&b, "; %s now has %s installed but is not healthy (it was on %s)", host, ver, was)
@@ -581,7 +619,7 @@ func failureMessage(done []string, host, stage string, err error, ver, was strin
 	if len(rest) > 0 {
 		fmt.Fprintf(&b, "; hosts not touched: %s", strings.Join(rest, ", "))
 	}
-	return b.String()
+	return b.String(), curated
 }
 
 // rollHost installs ver on one host, restarts the unit and waits until it
@@ -623,7 +661,10 @@ func (a *Adapter) preflight(ctx context.Context, states []hostState) error {
 		_, err = a.run(ctx, c, a.preflightScript(), true)
 		c.Close()
 		if err != nil {
-			return platforms.Userf(err, "dry run: %s is not ready: %s", s.host.Name, remoteText(err))
+			if text, ok := hostText(err); ok {
+				return platforms.Userf(err, "dry run: %s is not ready: %s", s.host.Name, text)
+			}
+			return fmt.Errorf("dry run: check %s: %w", s.host.Name, err)
 		}
 	}
 	return nil

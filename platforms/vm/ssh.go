@@ -8,7 +8,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"rollbot/platforms"
+	"rollbot/platforms/internal/neterr"
 )
 
 type agentAuth struct{ sock string }
@@ -71,8 +71,12 @@ func (a *Adapter) dial(ctx context.Context, h Host) (*client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", h.Addr)
 	if err != nil {
-		reason := netReason(err)
-		if errors.Is(err, syscall.ECONNREFUSED) {
+		f := neterr.Classify(ctx, err)
+		if f.Kind == neterr.Unknown {
+			return nil, fmt.Errorf("connect to %s (%s): %w", h.Name, h.Addr, err)
+		}
+		reason := f.Reason(0)
+		if f.Kind == neterr.Refused {
 			reason += " (is sshd running, is the port right?)"
 		}
 		return nil, platforms.Userf(err, "cannot reach %s (%s): %s", h.Name, h.Addr, reason)
@@ -93,29 +97,14 @@ func (a *Adapter) dial(ctx context.Context, h Host) (*client, error) {
 		case checked:
 			// The host proved its identity; the login itself was refused.
 			return nil, platforms.Userf(err, "SSH login to %s as %s was refused: the host does not accept %s. Add rollbot's public key to %s's authorized_keys there", h.Name, h.User, a.auth.describe(), h.User)
-		default:
-			return nil, platforms.Userf(err, "SSH handshake with %s (%s) failed: %s", h.Name, h.Addr, netReason(err))
 		}
+		if reason := neterr.Classify(ctx, err).Reason(0); reason != "" {
+			return nil, platforms.Userf(err, "SSH handshake with %s (%s) failed: %s", h.Name, h.Addr, reason)
+		}
+		return nil, fmt.Errorf("SSH handshake with %s (%s): %w", h.Name, h.Addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return &client{host: h, c: ssh.NewClient(c, chans, reqs)}, nil
-}
-
-func netReason(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timed out"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return "no route to host"
-	}
-	var dns *net.DNSError
-	if errors.As(err, &dns) {
-		return "cannot resolve the host name"
-	}
-	return "connection failed (see the bot log)"
 }
 
 func (a *Adapter) hostKeyError(h Host, presented ssh.PublicKey, err error) error {

@@ -28,6 +28,11 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/testkit/sshtest"
+	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
+
+	"rollbot/testkit/platformtest"
 )
 
 // Sample service binaries, built once by TestMain.
@@ -68,35 +73,6 @@ type fleet struct {
 	logs  *bytes.Buffer
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func copyFile(t *testing.T, src, dst string, mtime time.Time) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if !mtime.IsZero() {
-		if err := os.Chtimes(dst, mtime, mtime); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func chtimes(t *testing.T, p string, at time.Time) {
 	t.Helper()
 	if err := os.Chtimes(p, at, at); err != nil {
@@ -120,7 +96,7 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 	for _, name := range names {
 		h := sshtest.Start(t, f.dir, name, f.key.Public)
 		f.hosts = append(f.hosts, h)
-		f.ports = append(f.ports, freePort(t))
+		f.ports = append(f.ports, nettest.FreePort(t))
 	}
 	known := sshtest.KnownHosts(t, filepath.Join(f.dir, "known_hosts"), f.hosts...)
 	debs := filepath.Join(f.dir, "debs")
@@ -138,13 +114,13 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 		switch strategy {
 		case Backup:
 			f.cfg.InstallPath = "/opt/myapp/bin/myapp"
-			copyFile(t, bins.v1, h.Path("/opt/myapp/backup/v1/myapp"), day1)
+			sshtest.Install(t, bins.v1, h.Path("/opt/myapp/backup/v1/myapp"), day1)
 			chtimes(t, h.Path("/opt/myapp/backup/v1"), day2)
-			copyFile(t, bins.v2, h.Path("/opt/myapp/bin/myapp"), day3)
+			sshtest.Install(t, bins.v2, h.Path("/opt/myapp/bin/myapp"), day3)
 			exe = "/opt/myapp/bin/myapp"
 		case Symlink:
-			copyFile(t, bins.v1, h.Path("/opt/myapp/releases/v1/myapp"), time.Time{})
-			copyFile(t, bins.v2, h.Path("/opt/myapp/releases/v2/myapp"), time.Time{})
+			sshtest.Install(t, bins.v1, h.Path("/opt/myapp/releases/v1/myapp"), time.Time{})
+			sshtest.Install(t, bins.v2, h.Path("/opt/myapp/releases/v2/myapp"), time.Time{})
 			chtimes(t, h.Path("/opt/myapp/releases/v1"), day1)
 			chtimes(t, h.Path("/opt/myapp/releases/v2"), day2)
 			if err := os.Symlink("/opt/myapp/releases/v2", h.Path("/opt/myapp/current")); err != nil {
@@ -165,7 +141,7 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 				file string
 				at   time.Time
 			}{{"myapp_1.0.0_amd64.deb", day1}, {"myapp_2.0.0_amd64.deb", day2}} {
-				copyFile(t, filepath.Join(debs, deb.file), h.Path("/opt/myapp/packages/"+deb.file), deb.at)
+				sshtest.Install(t, filepath.Join(debs, deb.file), h.Path("/opt/myapp/packages/"+deb.file), deb.at)
 			}
 			h.Run(t, f.key, "dpkg --root=/opt/dpkgroot -i /opt/myapp/packages/myapp_2.0.0_amd64.deb")
 			exe = "/opt/dpkgroot/usr/local/bin/myapp"
@@ -183,7 +159,7 @@ func newFleet(t *testing.T, strategy Strategy, names ...string) *fleet {
 func buildDeb(t *testing.T, bin, ver, outDir string, mtime time.Time) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "pkg")
-	copyFile(t, bin, filepath.Join(root, "usr/local/bin/myapp"), time.Time{})
+	sshtest.Install(t, bin, filepath.Join(root, "usr/local/bin/myapp"), time.Time{})
 	control := fmt.Sprintf("Package: myapp\nVersion: %s\nArchitecture: amd64\nMaintainer: rollbot tests <tests@example.invalid>\nDescription: sample service %s\n", ver, ver)
 	if err := os.MkdirAll(filepath.Join(root, "DEBIAN"), 0o755); err != nil {
 		t.Fatal(err)
@@ -224,26 +200,16 @@ func (f *fleet) version(i int) string {
 
 func (f *fleet) waitVersion(t *testing.T, i int, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if f.version(i) == want {
-			return
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
+	err := wait.Until(context.Background(), 15*time.Second, f.hosts[i].Name+" to serve "+want, func() (bool, error) {
+		got := f.version(i)
+		return got == want, fmt.Errorf("/version = %q", got)
+	})
+	if err != nil {
+		t.Fatalf("%v\nservice log:\n%s", err, f.hosts[i].ServiceLog("myapp"))
 	}
-	t.Fatalf("%s: /version = %q, want %q\nservice log:\n%s", f.hosts[i].Name, f.version(i), want, f.hosts[i].ServiceLog("myapp"))
 }
 
 func starts(h *sshtest.Host) int { return strings.Count(h.Journal("myapp"), " start ") }
-
-func userMsg(t *testing.T, err error) string {
-	t.Helper()
-	msg, ok := platforms.UserMessage(err)
-	if !ok {
-		t.Fatalf("error without a user message: %v", err)
-	}
-	return msg
-}
 
 func ids(revs []platforms.Revision) []string {
 	var out []string
@@ -428,7 +394,7 @@ func TestRollbackDeb(t *testing.T) {
 // stops at B, says so, and never touches C.
 func TestRollingStopsAtFirstFailure(t *testing.T) {
 	f := newFleet(t, Backup, "hostA", "hostB", "hostC")
-	copyFile(t, bins.crash, f.hosts[1].Path("/opt/myapp/backup/v1/myapp"), day1)
+	sshtest.Install(t, bins.crash, f.hosts[1].Path("/opt/myapp/backup/v1/myapp"), day1)
 	f.cfg.HealthTimeout = 3 * time.Second
 	a := f.adapter(t)
 	var last platforms.Progress
@@ -436,7 +402,7 @@ func TestRollingStopsAtFirstFailure(t *testing.T) {
 	if err == nil {
 		t.Fatal("Rollback succeeded although hostB's v1 crashes")
 	}
-	msg := userMsg(t, err)
+	msg := platformtest.UserMessage(t, err)
 	for _, want := range []string{
 		"rolled back hostA to v1",
 		"hostB failed health after restart: GET http://127.0.0.1:",
@@ -473,7 +439,7 @@ func TestRollbackConflict(t *testing.T) {
 	if err := os.Rename(a0.Path(sshtest.Systemctl), real); err != nil {
 		t.Fatal(err)
 	}
-	copyFile(t, bins.v3, b.Path("/opt/v3-staged"), time.Time{})
+	sshtest.Install(t, bins.v3, b.Path("/opt/v3-staged"), time.Time{})
 	wrapper := fmt.Sprintf("#!/bin/sh\n%s \"$@\"; rc=$?\nif [ \"$1\" = restart ]; then cp %s %s.tmp && mv -f %s.tmp %s; fi\nexit $rc\n",
 		sshtest.Systemctl+".real", b.Path("/opt/v3-staged"), b.Path("/opt/myapp/bin/myapp"), b.Path("/opt/myapp/bin/myapp"), b.Path("/opt/myapp/bin/myapp"))
 	if err := os.WriteFile(a0.Path(sshtest.Systemctl), []byte(wrapper), 0o755); err != nil {
@@ -483,7 +449,7 @@ func TestRollbackConflict(t *testing.T) {
 	if !errors.Is(err, platforms.ErrConflict) {
 		t.Fatalf("err = %v, want ErrConflict", err)
 	}
-	msg := userMsg(t, err)
+	msg := platformtest.UserMessage(t, err)
 	if !strings.Contains(msg, "rolled back hostA to v1") || !strings.Contains(msg, "hostB changed since rollbot read it") {
 		t.Errorf("message = %q", msg)
 	}
@@ -497,7 +463,7 @@ func TestRollbackConflict(t *testing.T) {
 func TestRollbackRefusesUnlistedVersions(t *testing.T) {
 	f := newFleet(t, Backup, "hostA", "hostB")
 	// v0 exists on hostA only.
-	copyFile(t, bins.v1, f.hosts[0].Path("/opt/myapp/backup/v0/myapp"), day1)
+	sshtest.Install(t, bins.v1, f.hosts[0].Path("/opt/myapp/backup/v0/myapp"), day1)
 	a := f.adapter(t)
 	tests := []struct{ id, want string }{
 		{"v1; touch /tmp/pwned", "is not a version name"},
@@ -511,7 +477,7 @@ func TestRollbackRefusesUnlistedVersions(t *testing.T) {
 			if !errors.Is(err, platforms.ErrNotFound) {
 				t.Fatalf("err = %v, want ErrNotFound", err)
 			}
-			if msg := userMsg(t, err); !strings.Contains(msg, tt.want) {
+			if msg := platformtest.UserMessage(t, err); !strings.Contains(msg, tt.want) {
 				t.Errorf("message %q lacks %q", msg, tt.want)
 			}
 		})
@@ -605,14 +571,14 @@ func TestHostKeys(t *testing.T) {
 		if err == nil {
 			t.Fatal("Snapshot connected to a host missing from known_hosts")
 		}
-		msg := userMsg(t, err)
+		msg := platformtest.UserMessage(t, err)
 		for _, want := range []string{"refusing to connect to hostB (" + f.hosts[1].Addr + ")", "not in " + f.cfg.KnownHosts, ssh.FingerprintSHA256(f.hosts[1].HostKey), "ssh-ed25519"} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("message lacks %q:\n%s", want, msg)
 			}
 		}
 		_, err = a.Rollback(context.Background(), platforms.Revision{ID: "v1"}, false, nil)
-		if err == nil || !strings.Contains(userMsg(t, err), "nothing was changed") {
+		if err == nil || !strings.Contains(platformtest.UserMessage(t, err), "nothing was changed") {
 			t.Fatalf("Rollback = %v", err)
 		}
 		if f.version(0) != "v2" || starts(f.hosts[0]) != 1 {
@@ -630,7 +596,7 @@ func TestHostKeys(t *testing.T) {
 		if err == nil {
 			t.Fatal("connected despite a changed host key")
 		}
-		msg := userMsg(t, err)
+		msg := platformtest.UserMessage(t, err)
 		if !strings.Contains(msg, "HOST KEY MISMATCH for hostA") || !strings.Contains(msg, ssh.FingerprintSHA256(f.hosts[0].HostKey)) || !strings.Contains(msg, ssh.FingerprintSHA256(other.Public)+" at line 1") {
 			t.Errorf("message = %s", msg)
 		}
@@ -656,7 +622,7 @@ func TestAuthFailures(t *testing.T) {
 		if err == nil {
 			t.Fatal("logged in with a key the host does not accept")
 		}
-		msg := userMsg(t, err)
+		msg := platformtest.UserMessage(t, err)
 		if !strings.Contains(msg, "SSH login to hostA as root was refused") || !strings.Contains(msg, ssh.FingerprintSHA256(wrong.Public)) {
 			t.Errorf("message = %s", msg)
 		}
@@ -722,17 +688,12 @@ func TestAuthFailures(t *testing.T) {
 
 func dialAgent(t *testing.T, sock string) net.Conn {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssh-agent did not listen on %s: %v", sock, err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+	var c net.Conn
+	wait.For(t, 10*time.Second, "ssh-agent to listen on "+sock, func() (ok bool, err error) {
+		c, err = net.Dial("unix", sock)
+		return err == nil, err
+	})
+	return c
 }
 
 func TestUnreachableHost(t *testing.T) {
@@ -746,7 +707,7 @@ func TestUnreachableHost(t *testing.T) {
 		t.Errorf("Health = %+v", snap.Health)
 	}
 	_, err = f.adapter(t).Rollback(context.Background(), platforms.Revision{ID: "v1"}, false, nil)
-	if err == nil || !strings.Contains(userMsg(t, err), "cannot reach hostB ("+f.hosts[1].Addr+"): connection refused") || !strings.Contains(userMsg(t, err), "nothing was changed") {
+	if err == nil || !strings.Contains(platformtest.UserMessage(t, err), "cannot reach hostB ("+f.hosts[1].Addr+"): connection refused") || !strings.Contains(platformtest.UserMessage(t, err), "nothing was changed") {
 		t.Fatalf("Rollback = %v", err)
 	}
 }

@@ -22,7 +22,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -31,6 +30,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
 )
 
 // Database is one database with an owner role that can do anything in it.
@@ -92,12 +95,11 @@ func chownAll(dir string, cred *syscall.Credential) error {
 
 // freePort asks the kernel for a free loopback port.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := nettest.FreePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
 }
 
 func randomHex(n int) string {
@@ -156,26 +158,21 @@ func (s *server) start(cmd *exec.Cmd) error {
 
 // waitReady polls ping until it succeeds, the process exits, or 60s pass.
 func (s *server) waitReady(ping func(context.Context) error) error {
-	deadline := time.Now().Add(60 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
+	err := wait.UntilEvery(context.Background(), 100*time.Millisecond, 60*time.Second, s.name+" to be ready", func() (bool, error) {
 		select {
 		case <-s.exited:
-			return fmt.Errorf("%s exited during start (%v); log:\n%s", s.name, s.waitErr, s.log())
+			return false, wait.Stop(fmt.Errorf("%s exited during start (%v)", s.name, s.waitErr))
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		last = ping(ctx)
-		cancel()
-		if last == nil {
-			return nil
-		}
-		select {
-		case <-s.exited:
-		case <-time.After(100 * time.Millisecond): // poll interval
-		}
+		defer cancel()
+		err := ping(ctx)
+		return err == nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("%w; log:\n%s", err, s.log())
 	}
-	return fmt.Errorf("%s not ready after 60s: %v; log:\n%s", s.name, last, s.log())
+	return nil
 }
 
 func (s *server) log() string {

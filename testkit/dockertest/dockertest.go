@@ -29,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +41,8 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/swarm"
 	"github.com/moby/moby/client"
+
+	"rollbot/testkit/wait"
 )
 
 // Repo is the repository name of every sample image.
@@ -376,20 +377,12 @@ func EnsureSwarm(ctx context.Context, cli *client.Client) (release func(context.
 		}
 		if labels["rollbot.dockertest.gwbridge-existed"] == "false" {
 			// The bridge may still have the ingress sandbox attached for a moment.
-			deadline := time.Now().Add(20 * time.Second)
-			for {
+			err := wait.UntilEvery(ctx, 200*time.Millisecond, 20*time.Second, "docker_gwbridge to be removed", func() (bool, error) {
 				_, err := cli.NetworkRemove(ctx, "docker_gwbridge", client.NetworkRemoveOptions{})
-				if err == nil || cerrdefs.IsNotFound(err) {
-					break
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("remove docker_gwbridge: %w", err)
-				}
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(200 * time.Millisecond):
-				}
+				return err == nil || cerrdefs.IsNotFound(err), err
+			})
+			if err != nil {
+				return err
 			}
 		}
 		return nil
@@ -399,23 +392,6 @@ func EnsureSwarm(ctx context.Context, cli *client.Client) (release func(context.
 func networkExists(ctx context.Context, cli *client.Client, name string) bool {
 	_, err := cli.NetworkInspect(ctx, name, client.NetworkInspectOptions{})
 	return err == nil
-}
-
-// Eventually polls cond every 200ms until it returns true or timeout
-// passes; then it fails the test with the last status cond gave.
-func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, status := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %s", timeout, status)
-		}
-		time.Sleep(200 * time.Millisecond) // polling interval, not synchronisation
-	}
 }
 
 // Service starts a replicated swarm service of image for a test, with
@@ -472,13 +448,13 @@ func ServiceWith(t testing.TB, cli *client.Client, image string, o ServiceOption
 			t.Errorf("remove service %s: %v", name, err)
 		}
 		// Wait for its containers to go, so the swarm can be left cleanly.
-		Eventually(t, time.Minute, func() (bool, string) {
+		wait.Every(t, 200*time.Millisecond, time.Minute, "the containers of "+name+" to go", func() (bool, error) {
 			l, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true,
 				Filters: make(client.Filters).Add("label", "com.docker.swarm.service.id="+res.ID)})
 			if err != nil {
-				return false, err.Error()
+				return false, err
 			}
-			return len(l.Items) == 0, fmt.Sprintf("%d containers of %s left", len(l.Items), name)
+			return len(l.Items) == 0, fmt.Errorf("%d containers of %s left", len(l.Items), name)
 		})
 	})
 	WaitTasks(t, cli, name, image, int(replicas), true)
@@ -490,10 +466,10 @@ func ServiceWith(t testing.TB, cli *client.Client, image string, o ServiceOption
 func WaitTasks(t testing.TB, cli *client.Client, service, image string, n int, all bool) []swarm.Task {
 	t.Helper()
 	var running []swarm.Task
-	Eventually(t, 90*time.Second, func() (bool, string) {
+	wait.Every(t, 200*time.Millisecond, 90*time.Second, "tasks of "+service, func() (bool, error) {
 		tasks, err := cli.TaskList(context.Background(), client.TaskListOptions{Filters: make(client.Filters).Add("service", service).Add("desired-state", "running")})
 		if err != nil {
-			return false, err.Error()
+			return false, err
 		}
 		running = running[:0]
 		for _, tk := range tasks.Items {
@@ -501,21 +477,9 @@ func WaitTasks(t testing.TB, cli *client.Client, service, image string, n int, a
 				running = append(running, tk)
 			}
 		}
-		return len(running) == n && (!all || len(tasks.Items) == n), fmt.Sprintf("%d/%d tasks running %s (%d meant to run)", len(running), n, image, len(tasks.Items))
+		return len(running) == n && (!all || len(tasks.Items) == n), fmt.Errorf("%d/%d tasks running %s (%d meant to run)", len(running), n, image, len(tasks.Items))
 	})
 	return running
-}
-
-// FreePort returns a TCP port that was free on the loopback interface a
-// moment ago, for a fixed published port.
-func FreePort(t testing.TB) uint32 {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint32(l.Addr().(*net.TCPAddr).Port)
 }
 
 // Deploy updates the service's image the way a CI pipeline would.

@@ -2,6 +2,7 @@ package dockertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+
+	"rollbot/testkit/wait"
 )
 
 // TestImageRunsAndReportsHealth builds two variants, runs each in a
@@ -65,19 +68,19 @@ func TestImageRunsAndReportsHealth(t *testing.T) {
 				t.Fatal(err)
 			}
 			var url string
-			Eventually(t, 30*time.Second, func() (bool, string) {
+			wait.Every(t, 200*time.Millisecond, 30*time.Second, "health "+string(tt.wantHealth), func() (bool, error) {
 				in, err := cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
 				if err != nil {
-					return false, err.Error()
+					return false, err
 				}
 				st := in.Container.State
 				if st.Health == nil {
-					return false, "no health state"
+					return false, errors.New("no health state")
 				}
 				for _, b := range in.Container.NetworkSettings.Ports[port] {
 					url = fmt.Sprintf("http://127.0.0.1:%s", b.HostPort)
 				}
-				return st.Health.Status == tt.wantHealth, fmt.Sprintf("health %s", st.Health.Status)
+				return st.Health.Status == tt.wantHealth, fmt.Errorf("health %s", st.Health.Status)
 			})
 			resp, err := http.Get(url + "/version")
 			if err != nil {

@@ -55,6 +55,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"rollbot/testkit/nettest"
 )
 
 //go:embed kwok-stages.yaml
@@ -155,7 +157,7 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(4)
+	ports, err := nettest.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -377,25 +379,6 @@ func writeKubeconfig(path, server, caFile, user, token string) error {
 	cfg.Contexts["kubetest"] = &clientcmdapi.Context{Cluster: "kubetest", AuthInfo: user}
 	cfg.CurrentContext = "kubetest"
 	return clientcmd.WriteToFile(*cfg, path)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // run starts bin/name with args, its output in Dir/name.log.

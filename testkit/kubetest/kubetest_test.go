@@ -14,6 +14,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"rollbot/testkit/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -90,10 +91,7 @@ func TestClusterDetectsExitAndStopsClean(t *testing.T) {
 	if err := kwok.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Err() == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond) // polling Err with a deadline
-	}
+	wait.For(t, 10*time.Second, "the cluster to report kwok's exit", func() (bool, error) { return c.Err() != nil, nil })
 	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "kwok exited") {
 		t.Fatalf("Err() after killing kwok = %v; want it reported", err)
 	}

@@ -21,12 +21,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"rollbot/testkit/wait"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"rollbot/testkit/nettest"
 )
 
 // ScrapeInterval is how often the started Prometheus scrapes its targets.
@@ -81,7 +84,7 @@ func Start(t testing.TB, targets ...Target) *Prometheus {
 	}
 	var lastErr error
 	for attempt := range 3 { // a free port can be taken between probe and bind
-		addr := FreeAddr(t)
+		addr := nettest.FreeAddr(t)
 		p := &Prometheus{URL: "http://" + addr, Addr: addr, Dir: dir, log: filepath.Join(dir, fmt.Sprintf("prometheus-%d.log", attempt))}
 		lastErr = p.start(bin, cfgPath)
 		if lastErr == nil {
@@ -138,44 +141,42 @@ func (p *Prometheus) start(bin, cfgPath string) error {
 	exited := make(chan struct{})
 	go func() { _ = p.cmd.Wait(); close(exited) }()
 	// Either the port answers or the process exits (e.g. address in use).
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	err = wait.UntilEvery(context.Background(), 50*time.Millisecond, 15*time.Second, "prometheus to listen on "+p.Addr, func() (bool, error) {
 		select {
 		case <-exited:
-			return fmt.Errorf("prometheus exited early: %s", p.LogTail(10))
-		case <-time.After(50 * time.Millisecond):
+			return false, wait.Stop(errors.New("prometheus exited early"))
+		default:
 		}
-		if c, err := net.DialTimeout("tcp", p.Addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			p.exited = exited
-			return nil
+		c, err := net.DialTimeout("tcp", p.Addr, 200*time.Millisecond)
+		if err != nil {
+			return false, err
 		}
+		c.Close()
+		return true, nil
+	})
+	if err != nil {
+		_ = p.cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%w: %s", err, p.LogTail(10))
 	}
-	_ = p.cmd.Process.Kill()
-	<-exited
-	return fmt.Errorf("prometheus did not listen on %s within 15s: %s", p.Addr, p.LogTail(10))
+	p.exited = exited
+	return nil
 }
 
 func (p *Prometheus) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(p.URL + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("/-/ready: HTTP %d", resp.StatusCode)
-		}
-		last = err
+	return wait.UntilEvery(context.Background(), 100*time.Millisecond, timeout, "prometheus to be ready", func() (bool, error) {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("prometheus exited: %v", last)
-		case <-time.After(100 * time.Millisecond):
+			return false, wait.Stop(errors.New("prometheus exited"))
+		default:
 		}
-	}
-	return last
+		resp, err := http.Get(p.URL + "/-/ready")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Errorf("/-/ready: HTTP %d", resp.StatusCode)
+	})
 }
 
 func (p *Prometheus) stop(t testing.TB) {
@@ -277,43 +278,25 @@ func (p *Prometheus) Query(ctx context.Context, query string, ts time.Time) ([]S
 func (p *Prometheus) WaitScrapedAfter(t testing.TB, job string, t0 time.Time, timeout time.Duration) time.Time {
 	t.Helper()
 	q := fmt.Sprintf(`timestamp(up{job=%q} == 1)`, job)
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
+	var at time.Time
+	err := wait.UntilEvery(context.Background(), 100*time.Millisecond, timeout, fmt.Sprintf("a scrape of job %q after %s", job, t0.Format(time.RFC3339Nano)), func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		res, err := p.Query(ctx, q, time.Time{})
 		cancel()
 		switch {
 		case err != nil:
-			last = err.Error()
+			return false, err
 		case len(res) == 0:
-			last = "no successful scrape yet"
-		default:
-			at := time.UnixMilli(int64(res[0].Value * 1000))
-			if at.After(t0) {
-				return at
-			}
-			last = "last scrape at " + at.Format(time.RFC3339Nano)
+			return false, errors.New("no successful scrape yet")
 		}
-		time.Sleep(100 * time.Millisecond) // poll interval, not synchronisation
-	}
-	t.Fatalf("no scrape of job %q after %s within %s (%s)\n%s", job, t0.Format(time.RFC3339Nano), timeout, last, p.LogTail(10))
-	return time.Time{}
-}
-
-// FreeAddr returns a loopback host:port that was free a moment ago.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+		at = time.UnixMilli(int64(res[0].Value * 1000))
+		return at.After(t0), errors.New("last scrape at " + at.Format(time.RFC3339Nano))
+	})
 	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+		t.Fatalf("%v\n%s", err, p.LogTail(10))
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return at
 }
-
-// ClosedAddr returns a loopback host:port where nothing listens.
-func ClosedAddr(t testing.TB) string { return FreeAddr(t) }
 
 // SilentAddr returns a loopback host:port that accepts connections and
 // never answers, like a hung server. It is closed on t.Cleanup.
@@ -386,7 +369,7 @@ func BuildSampleApp(t testing.TB) string {
 // /health answers. It is stopped on t.Cleanup.
 func StartSampleApp(t testing.TB, bin string, args ...string) *SampleApp {
 	t.Helper()
-	return StartSampleAppAt(t, bin, FreeAddr(t), args...)
+	return StartSampleAppAt(t, bin, nettest.FreeAddr(t), args...)
 }
 
 // StartSampleAppAt is StartSampleApp on a given address, e.g. to restart
@@ -408,22 +391,23 @@ func StartSampleAppAt(t testing.TB, bin, addr string, args ...string) *SampleApp
 	a.exit = make(chan struct{})
 	go func() { _ = a.cmd.Wait(); close(a.exit) }()
 	t.Cleanup(a.stop)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get(a.URL + "/health")
-		if err == nil {
-			resp.Body.Close()
-			return a
-		}
+	err = wait.UntilEvery(context.Background(), 50*time.Millisecond, 15*time.Second, "sampleapp to answer on "+addr, func() (bool, error) {
 		select {
 		case <-a.exit:
-			t.Fatalf("sampleapp exited at start: %s", a.output())
-		case <-time.After(50 * time.Millisecond):
+			return false, wait.Stop(errors.New("sampleapp exited at start"))
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sampleapp did not answer on %s: %v", addr, err)
+		resp, err := http.Get(a.URL + "/health")
+		if err != nil {
+			return false, err
 		}
+		resp.Body.Close()
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, a.output())
 	}
+	return a
 }
 
 func (a *SampleApp) output() string {

@@ -2,6 +2,7 @@ package slackemu
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slackevents"
 	"github.com/slack-go/slack/socketmode"
+	"rollbot/testkit/wait"
 )
 
 // recorder keeps what a test bot received.
@@ -41,13 +43,9 @@ func (r *recorder) events() []socketmode.Event {
 // waitLen polls until the recorder holds n requests.
 func (r *recorder) waitLen(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for r.len() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("got %d requests, want %d", r.len(), n)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
-	}
+	wait.For(t, 10*time.Second, fmt.Sprintf("%d requests", n), func() (bool, error) {
+		return r.len() >= n, fmt.Errorf("got %d", r.len())
+	})
 }
 
 func TestEventsRedelivery(t *testing.T) {
@@ -180,13 +178,9 @@ func TestRefreshConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.RefreshConnections()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.ConnectionsAccepted() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("client did not reconnect after disconnect/refresh_requested")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, "the client to reconnect after disconnect/refresh_requested", func() (bool, error) {
+		return s.ConnectionsAccepted() >= 2, nil
+	})
 	if err := s.WaitConnected(ctx, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package sshtest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -9,10 +10,13 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"rollbot/testkit/wait"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"rollbot/testkit/nettest"
 )
 
 // BuildSampleApp builds rollbot's sample service (examples/sampleapp) as a
@@ -90,20 +94,20 @@ func StartBackupFleet(t testing.TB, names []string, l BackupLayout) *Fleet {
 	f.Key = NewKey(t, f.Dir, "id_rollbot")
 	for _, name := range names {
 		f.Hosts = append(f.Hosts, Start(t, f.Dir, name, f.Key.Public))
-		f.Ports = append(f.Ports, freePort(t))
+		f.Ports = append(f.Ports, nettest.FreePort(t))
 	}
 	f.KnownHosts = KnownHosts(t, filepath.Join(f.Dir, "known_hosts"), f.Hosts...)
 	bin := path.Base(l.InstallPath)
 	for i, h := range f.Hosts {
 		for _, r := range l.Backups {
-			install(t, r.Binary, h.Path(path.Join(l.BackupDir, r.Version, bin)), r.Time)
+			Install(t, r.Binary, h.Path(path.Join(l.BackupDir, r.Version, bin)), r.Time)
 			if !r.Time.IsZero() {
 				if err := os.Chtimes(h.Path(path.Join(l.BackupDir, r.Version)), r.Time, r.Time); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
-		install(t, l.Running.Binary, h.Path(l.InstallPath), l.Running.Time)
+		Install(t, l.Running.Binary, h.Path(l.InstallPath), l.Running.Time)
 		args := append([]string{"-listen", fmt.Sprintf("127.0.0.1:%d", f.Ports[i])}, l.Args...)
 		h.Unit(t, l.Unit, l.InstallPath, args...)
 		h.Run(t, f.Key, Systemctl+" start "+l.Unit)
@@ -114,7 +118,10 @@ func StartBackupFleet(t testing.TB, names []string, l BackupLayout) *Fleet {
 	return f
 }
 
-func install(t testing.TB, src, dst string, mtime time.Time) {
+// Install copies the executable src to dst (a path in the test's view,
+// e.g. h.Path("/opt/myapp/bin/myapp")), creating its directory, and sets
+// its mtime when mtime is not zero.
+func Install(t testing.TB, src, dst string, mtime time.Time) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
@@ -153,12 +160,11 @@ func (f *Fleet) Version(i int) string {
 // WaitVersion polls host i's /version until it is want (15s at most).
 func (f *Fleet) WaitVersion(t testing.TB, i int, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if f.Version(i) == want {
-			return
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
+	err := wait.Until(context.Background(), 15*time.Second, f.Hosts[i].Name+" to serve "+want, func() (bool, error) {
+		got := f.Version(i)
+		return got == want, fmt.Errorf("/version = %q", got)
+	})
+	if err != nil {
+		t.Fatalf("sshtest: %v\nservice log:\n%s", err, f.Hosts[i].ServiceLog(f.Layout.Unit))
 	}
-	t.Fatalf("sshtest: %s: /version = %q, want %q\nservice log:\n%s", f.Hosts[i].Name, f.Version(i), want, f.Hosts[i].ServiceLog(f.Layout.Unit))
 }

@@ -23,6 +23,7 @@ package sshtest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	_ "embed"
@@ -41,6 +42,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+	"rollbot/testkit/wait"
+
+	"rollbot/testkit/nettest"
 )
 
 //go:embed testdata/systemctl
@@ -137,7 +141,7 @@ func Start(t testing.TB, parent, name string, authorized ssh.PublicKey) *Host {
 
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port := freePort(t)
+		port := nettest.FreePort(t)
 		h.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if lastErr = h.start(t, hk.File, port); lastErr == nil {
 			t.Cleanup(h.Stop)
@@ -151,15 +155,6 @@ func Start(t testing.TB, parent, name string, authorized ssh.PublicKey) *Host {
 // Path maps a path on the host (e.g. /opt/myapp/current) to the test's view.
 func (h *Host) Path(p string) string {
 	return filepath.Join(h.Dir, filepath.FromSlash(strings.TrimPrefix(p, "/")))
-}
-
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (h *Host) start(t testing.TB, hostKeyFile string, port int) error {
@@ -204,25 +199,26 @@ exec "$2" -D -e -f "$3"`
 	h.exited = make(chan struct{})
 	go func() { _ = cmd.Wait(); close(h.exited) }()
 
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	err := wait.Until(context.Background(), 10*time.Second, "sshd to answer on "+h.Addr, func() (bool, error) {
 		select {
 		case <-h.exited:
-			return fmt.Errorf("sshd exited: %s", h.stderr.String())
+			return false, wait.Stop(fmt.Errorf("sshd exited: %s", h.stderr.String()))
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", h.Addr, 200*time.Millisecond); err == nil {
-			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "SSH-2.0-") {
-				return nil
-			}
+		c, err := net.DialTimeout("tcp", h.Addr, 200*time.Millisecond)
+		if err != nil {
+			return false, err
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval while waiting for sshd to listen
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		return strings.HasPrefix(line, "SSH-2.0-"), fmt.Errorf("greeting %q", line)
+	})
+	if err != nil {
+		h.kill()
+		return fmt.Errorf("%w: %s", err, h.stderr.String())
 	}
-	h.kill()
-	return fmt.Errorf("sshd did not answer on %s within 10s: %s", h.Addr, h.stderr.String())
+	return nil
 }
 
 func (h *Host) kill() {
