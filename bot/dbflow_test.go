@@ -38,7 +38,7 @@ func (d *recordingDB) Detect(ctx context.Context, since time.Time) (platforms.Mi
 
 func (d *recordingDB) DownPlan(platforms.MigrationReport) string { return "run `migrate down 1`" }
 
-func (d *recordingDB) RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
+func (d *recordingDB) RollBack(ctx context.Context, run platforms.DBRun, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
 	d.mu.Lock()
 	d.downs++
 	d.mu.Unlock()
@@ -46,11 +46,11 @@ func (d *recordingDB) RollBack(ctx context.Context, since time.Time, bad platfor
 	return "schema back at 20261124000000", nil
 }
 
-func (d *recordingDB) RestorePlan(ctx context.Context, before time.Time) string {
+func (d *recordingDB) RestorePlan(ctx context.Context, incident string, before time.Time) string {
 	return "restore the newest snapshot before the deploy"
 }
 
-func (d *recordingDB) Restore(ctx context.Context, before time.Time, progress func(string)) (string, error) {
+func (d *recordingDB) Restore(ctx context.Context, run platforms.DBRun, before time.Time, progress func(string)) (string, error) {
 	d.mu.Lock()
 	d.restores++
 	d.mu.Unlock()

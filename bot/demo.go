@@ -150,7 +150,16 @@ func (d *demoDB) DownPlan(r platforms.MigrationReport) string {
 	return "run `flyway undo` (U42) as a Kubernetes Job with the bad release's image, then check flyway_schema_history (simulated)"
 }
 
-func (d *demoDB) RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
+// RollBack is re-entrant like the real one (platforms.Database): once the
+// simulated undo has run, a resumed call reports it instead of undoing again.
+func (d *demoDB) RollBack(ctx context.Context, run platforms.DBRun, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
+	d.mu.Lock()
+	done := d.rolledBack
+	d.mu.Unlock()
+	if done {
+		fmt.Fprintf(out, "attached to the down migration of %s started by an earlier attempt: it has finished\n", run.Incident)
+		return "schema back at V41; flyway_schema_history checked (the earlier attempt's undo had finished)", nil
+	}
 	for _, l := range []string{
 		"Flyway Community Edition (simulated)",
 		"Database: jdbc:postgresql://payments-db/payments (PostgreSQL 15)",
@@ -171,10 +180,10 @@ func (d *demoDB) RollBack(ctx context.Context, since time.Time, bad platforms.Re
 	return "schema back at V41; flyway_schema_history checked", nil
 }
 
-func (d *demoDB) RestorePlan(ctx context.Context, before time.Time) string {
+func (d *demoDB) RestorePlan(ctx context.Context, incident string, before time.Time) string {
 	return "restore the newest snapshot before " + before.UTC().Format(time.RFC3339) + " (simulated)"
 }
 
-func (d *demoDB) Restore(ctx context.Context, before time.Time, progress func(string)) (string, error) {
+func (d *demoDB) Restore(ctx context.Context, run platforms.DBRun, before time.Time, progress func(string)) (string, error) {
 	return "", platforms.Userf(nil, "the simulated database has no snapshots")
 }

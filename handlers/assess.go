@@ -534,7 +534,7 @@ func (e *Engine) dryRun(ctx context.Context, svc *Service, in *state.Incident, a
 		plan = append(plan, "database (after approval): a DB approver checks the migration table by hand first (rollbot could not)")
 	} else if a.Gate && svc.Database != nil {
 		if a.Migrations.Destructive() {
-			plan = append(plan, "database (after approval by "+fmt.Sprint(svc.DestructiveApprovals)+" DB approvers): "+svc.Database.RestorePlan(ctx, in.DeployedAt))
+			plan = append(plan, "database (after approval by "+fmt.Sprint(svc.DestructiveApprovals)+" DB approvers): "+svc.Database.RestorePlan(ctx, in.ID, in.DeployedAt))
 		} else {
 			plan = append(plan, "database (after approval): "+svc.Database.DownPlan(*a.Migrations))
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"rollbot/platforms"
 	"rollbot/state"
 )
 
@@ -32,7 +33,7 @@ func (e *Engine) requestDBApproval(ctx context.Context, in *state.Incident, svc 
 		plan = "rollbot could not tell whether migrations ran (see the assessment): check the migration table, roll back by hand whatever the bad release migrated, then approve to continue with the app"
 	} else if svc.Database != nil {
 		if in.DBDestructive {
-			plan = svc.Database.RestorePlan(ctx, in.DeployedAt)
+			plan = svc.Database.RestorePlan(ctx, in.ID, in.DeployedAt)
 		} else if rep := e.assessmentOf(in).Migrations; rep != nil {
 			// The assessment's report: the down command re-checks the table
 			// itself when it runs.
@@ -152,15 +153,19 @@ func (e *Engine) dbRefuse(ctx context.Context, a Action) {
 
 // dbStep is runbook §4, then (only on success) the app rollback. A
 // replica that takes the incident over while the database step was
-// running never starts it a second time: the down command or restore
-// that was started may still be running, so it reports and stops.
+// running never starts it a second time: it calls RollBack / Restore
+// again as a resumed run, and they attach to the down Job or restore the
+// stopped replica started (platforms.Database: re-entrant per incident),
+// or report a local down command they cannot follow.
 func (e *Engine) dbStep(ctx context.Context, o *owned) error {
 	in, svc := o.in, o.svc
 	approvers := in.DBApprovedBy
 	title := "Database rollback"
-	if in.Steps[dbStep] == "started" {
-		msg := "the database step was running on a replica that stopped (" + firstNonEmpty(lastOwner(in), "unknown") + "); rollbot does not start it a second time. Check what it left: " + in.DBPlan + ". The app was *not* rolled back. End this rollback, then run `/rollback " + in.Service + "` again"
-		return failf("%s", msg)
+	resumed := in.Steps[dbStep] == "started"
+	if resumed {
+		if err := e.recordOwned(ctx, o, dbStep, "resuming the database step: attaching to what the stopped replica started (never a second one)"); err != nil {
+			return failf("could not write the timeline, so the database step was not resumed")
+		}
 	}
 	e.store.ClearApprovals(ctx, in.ID, dbStep)
 	ts := e.post(ctx, in.Channel, in.ThreadTS, dbOutputMsg(in, title, "starting…", ""))
@@ -179,19 +184,22 @@ func (e *Engine) dbStep(ctx context.Context, o *owned) error {
 		if in.DBDestructive {
 			what = "restoring the database: " + in.DBPlan
 		}
-		if err := e.recordOwned(ctx, o, dbStep, what); err != nil {
-			return failf("could not write the timeline, so the database step did not start")
-		}
-		if err := e.setStep(ctx, o, dbStep, "started"); err != nil {
-			return err
+		if !resumed {
+			if err := e.recordOwned(ctx, o, dbStep, what); err != nil {
+				return failf("could not write the timeline, so the database step did not start")
+			}
+			if err := e.setStep(ctx, o, dbStep, "started"); err != nil {
+				return err
+			}
 		}
 		if err := e.guard(ctx, o); err != nil {
 			return err
 		}
+		run := platforms.DBRun{Incident: in.ID, Resumed: resumed}
 		if in.DBDestructive {
-			result, err = svc.Database.Restore(ctx, in.DeployedAt, func(s string) { out.Write([]byte(s + "\n")) })
+			result, err = svc.Database.Restore(ctx, run, in.DeployedAt, func(s string) { out.Write([]byte(s + "\n")) })
 		} else {
-			result, err = svc.Database.RollBack(ctx, in.DeployedAt, in.Bad, out)
+			result, err = svc.Database.RollBack(ctx, run, in.DeployedAt, in.Bad, out)
 		}
 	}
 	if err != nil {

@@ -206,9 +206,30 @@ func (r MigrationReport) Destructive() bool {
 	return false
 }
 
+// DBRun identifies one run of a database step (a down migration or a
+// restore), so that a run resumed by another replica finds what an
+// earlier attempt of the same incident started.
+type DBRun struct {
+	// Incident is the incident's id ("RB-42"). The down Job and the
+	// restored instance carry it (a label, a tag) and are named after it.
+	Incident string
+	// Resumed is set when an earlier attempt of this step, on a replica
+	// that stopped, may already have started it.
+	Resumed bool
+}
+
 // Database is a service's database as the runbook §4 needs it.
 // Implementation: package database (migration table check, down command,
 // RDS restore).
+//
+// RollBack and Restore are re-entrant per incident: when a down Job or a
+// restore for run.Incident already exists (started by a replica that
+// stopped), the call attaches to it — follows it to its end and reports
+// its outcome — and never starts a second one. A down command that ran as
+// a local process of the stopped replica (down.kind command) cannot be
+// followed: a resumed RollBack never runs it again; it reports success
+// when the migration table is already back, else a user error saying
+// what to check.
 type Database interface {
 	// Detect reports migrations applied since the bad deploy started.
 	Detect(ctx context.Context, since time.Time) (MigrationReport, error)
@@ -217,14 +238,18 @@ type Database interface {
 	// RollBack runs the reversible down migration(s) applied since the
 	// deploy started, streaming output to out, and checks the migration
 	// table afterwards. bad is the release whose image carries them.
-	RollBack(ctx context.Context, since time.Time, bad Revision, out io.Writer) (string, error)
+	// Re-entrant per run.Incident (see above).
+	RollBack(ctx context.Context, run DBRun, since time.Time, bad Revision, out io.Writer) (string, error)
 	// RestorePlan describes the snapshot / point-in-time restore exactly
 	// (which snapshot, the new instance, the data-loss window), for the
-	// approvers; problems finding one are part of the text.
-	RestorePlan(ctx context.Context, before time.Time) string
+	// approvers; problems finding one are part of the text. The new
+	// instance is named after incident, as Restore names it.
+	RestorePlan(ctx context.Context, incident string, before time.Time) string
 	// Restore restores the database to before the deploy (a new instance)
 	// and returns what the team must do next (endpoint switch, data-loss window).
-	Restore(ctx context.Context, before time.Time, progress func(string)) (string, error)
+	// Re-entrant per run.Incident (see above): a restore already started
+	// for it is waited for, not started again.
+	Restore(ctx context.Context, run DBRun, before time.Time, progress func(string)) (string, error)
 }
 
 // Prober runs the verification probes of runbook §5.

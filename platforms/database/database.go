@@ -183,7 +183,19 @@ func ids(r platforms.MigrationReport) string {
 	return strings.Join(s, ", ")
 }
 
-func (d *DB) RollBack(ctx context.Context, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
+// RollBack runs the down command for run.Incident, re-entrant per
+// incident (platforms.Database):
+//   - kind kubernetes_job: when the incident's down Job exists (an earlier
+//     attempt started it), it is followed to its end, whatever the table
+//     shows meanwhile (a running golang-migrate marks it dirty); once it
+//     has completed, the table must show no migration since the deploy.
+//   - kind command, resumed: the command ran as a process of the replica
+//     that stopped and cannot be followed, so it is never run again: the
+//     table already back (no migration since the deploy) is success,
+//     anything else a user error saying what to check.
+//   - otherwise the table is checked again (it may have changed since the
+//     approval) and the down command runs only when it still says "down".
+func (d *DB) RollBack(ctx context.Context, run platforms.DBRun, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
 	if len(d.down.Command) == 0 {
 		// The plan asked the approvers to roll back by hand before approving.
 		return "rolled back by hand before the approval (no down command is configured for this service)", nil
@@ -192,18 +204,70 @@ func (d *DB) RollBack(ctx context.Context, since time.Time, bad platforms.Revisi
 	if err != nil {
 		return "", err
 	}
+	dec := rep.Decide()
+	var earlierJob string
+	switch {
+	case d.down.Kind == migrations.DownKubernetesJob:
+		if d.jobs == nil {
+			return "", fmt.Errorf("run down job for %s: no Kubernetes client (down.kind kubernetes_job needs platform kubernetes)", d.service)
+		}
+		if earlierJob, err = d.jobs.Find(ctx, d.down.Namespace, run.Incident); err != nil {
+			return "", err
+		}
+	case run.Resumed:
+		return d.afterInterruptedCommand(ctx, rep, dec)
+	}
 	// Re-checked at run time: the table may have changed since approval.
-	if dec := rep.Decide(); dec.Action != migrations.ActionDown {
+	if dec.Action != migrations.ActionDown && earlierJob == "" {
 		return "", platforms.Userf(nil, "the down migration was not run: %s", dec.Reason)
 	}
-	ran, err := d.runDown(ctx, rep, bad, out)
+	if d.down.Kind != migrations.DownKubernetesJob {
+		if err := d.mig.RunDown(ctx, rep, out); err != nil {
+			return "", err
+		}
+		return d.verified(ctx, rep, "")
+	}
+	job, err := d.runJob(ctx, run, rep, bad, out)
 	if err != nil {
 		return "", err
 	}
+	ran := fmt.Sprintf("; the down Job %s/%s ran %s", d.down.Namespace, job.Name, job.Image)
+	if !job.Attached {
+		return d.verified(ctx, rep, ran)
+	}
+	// The report read before the Job ended may show it half-way: read
+	// the table again now that it has completed.
+	ran = fmt.Sprintf("; attached to the down Job %s/%s (%s) started by an earlier attempt", d.down.Namespace, job.Name, job.Image)
+	if rep, err = d.detect(ctx, since); err != nil {
+		return "", err
+	}
+	if dec := rep.Decide(); dec.Action != migrations.ActionNone {
+		return "", platforms.Userf(nil, "the down Job %s/%s started by an earlier attempt completed, but the migration table is not back: %s. Check the migration table before anything else", d.down.Namespace, job.Name, dec.Reason)
+	}
+	return d.verified(ctx, rep, ran)
+}
+
+// verified checks that the table is at rep.Target and says so.
+func (d *DB) verified(ctx context.Context, rep migrations.Report, ran string) (string, error) {
 	if err := d.mig.Verify(ctx, rep.Target); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s is back at %s (checked in %s)%s", d.mig.Target(), rep.Target, rep.Table, ran), nil
+	at := rep.Target
+	if at == "" && len(rep.Ran) == 0 {
+		at = rep.Current // nothing ran since the deploy (Django names no single target then)
+	}
+	return fmt.Sprintf("%s is back at %s (checked in %s)%s", d.mig.Target(), at, rep.Table, ran), nil
+}
+
+// afterInterruptedCommand is a resumed kind command down step: rep is the
+// table now.
+func (d *DB) afterInterruptedCommand(ctx context.Context, rep migrations.Report, dec migrations.Decision) (string, error) {
+	if dec.Action == migrations.ActionNone {
+		return d.verified(ctx, rep, "; the down command run by the replica that stopped had finished")
+	}
+	return "", platforms.Userf(fmt.Errorf("resume down command %s for %s: %s", d.down.Command[0], d.service, dec.Action),
+		"the down command `%s` was interrupted: it ran on a replica that stopped, and rollbot cannot follow it or know how far it got, so it does not run it a second time. %s: %s. Check the migration table (and the database's own logs for the command), finish the rollback by hand",
+		d.down.Command[0], rep.Table, dec.Reason)
 }
 
 // CheckAccess reports, for down.kind kubernetes_job, whether rollbot's
@@ -217,21 +281,15 @@ func (d *DB) CheckAccess(ctx context.Context) error {
 	return d.jobs.CheckAccess(ctx, d.down.Namespace)
 }
 
-// runDown runs the configured down command: on this host, or as a
-// Kubernetes Job on the service's cluster with the image down.image_from
-// picks (the bad release's by default). It returns what ran, for the result.
-func (d *DB) runDown(ctx context.Context, rep migrations.Report, bad platforms.Revision, out io.Writer) (string, error) {
-	if d.down.Kind != migrations.DownKubernetesJob {
-		return "", d.mig.RunDown(ctx, rep, out)
-	}
-	if d.jobs == nil {
-		return "", fmt.Errorf("run down job for %s: no Kubernetes client (down.kind kubernetes_job needs platform kubernetes)", d.service)
-	}
+// runJob runs the down command as a Kubernetes Job on the service's
+// cluster with the image down.image_from picks (the bad release's by
+// default), or attaches to the incident's Job an earlier attempt started.
+func (d *DB) runJob(ctx context.Context, run platforms.DBRun, rep migrations.Report, bad platforms.Revision, out io.Writer) (migrations.JobRun, error) {
 	var lastGood string
 	if d.down.ImageFrom == migrations.ImageFromLastGood {
 		snap, err := d.platform.Snapshot(ctx)
 		if err != nil {
-			return "", fmt.Errorf("run down job for %s: %w", d.service, err)
+			return migrations.JobRun{}, fmt.Errorf("run down job for %s: %w", d.service, err)
 		}
 		if r, ok := platforms.LastKnownGood(snap.History, bad, nil); ok {
 			lastGood = r.Artifact
@@ -239,47 +297,56 @@ func (d *DB) runDown(ctx context.Context, rep migrations.Report, bad platforms.R
 	}
 	image := d.down.ImageFor(bad.Artifact, lastGood)
 	if image == "" {
-		return "", platforms.Userf(fmt.Errorf("run down job for %s: no image (image_from %q, bad %q)", d.service, d.down.ImageFrom, bad.Artifact),
-			"the down Job was not started: rollbot cannot tell which image to run it with (%s); roll the database back by hand", jobImageText(d.down))
+		// An existing Job needs no image: JobRunner.Run attaches to it.
+		if name, err := d.jobs.Find(ctx, d.down.Namespace, run.Incident); err != nil || name == "" {
+			return migrations.JobRun{}, platforms.Userf(fmt.Errorf("run down job for %s: no image (image_from %q, bad %q)", d.service, d.down.ImageFrom, bad.Artifact),
+				"the down Job was not started: rollbot cannot tell which image to run it with (%s); roll the database back by hand", jobImageText(d.down))
+		}
 	}
-	d.log.InfoContext(ctx, "running the down migration as a Kubernetes Job", "namespace", d.down.Namespace, "image", image, "steps", rep.Steps, "target", rep.Target)
-	job, err := d.jobs.Run(ctx, d.down, image, rep.DownVars(), out)
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("; the down Job %s/%s ran %s", d.down.Namespace, job, image), nil
+	d.log.InfoContext(ctx, "running the down migration as a Kubernetes Job", "incident", run.Incident, "namespace", d.down.Namespace, "image", image, "steps", rep.Steps, "target", rep.Target)
+	return d.jobs.Run(ctx, d.down, run.Incident, image, rep.DownVars(), out)
 }
 
-func (d *DB) RestorePlan(ctx context.Context, before time.Time) string {
+func (d *DB) RestorePlan(ctx context.Context, incident string, before time.Time) string {
 	if d.restore == nil {
 		return "no RDS restore is configured for this service: restore the pre-deploy snapshot by hand (runbook §4), then approve"
 	}
-	plan, err := d.restore.Plan(ctx, rds.Request{Before: before})
+	plan, err := d.restore.Plan(ctx, rds.Request{Before: before, Incident: incident})
 	if err != nil {
 		msg, ok := platforms.UserMessage(err)
 		if !ok {
 			msg = "see the bot log"
 		}
-		d.log.Warn("plan database restore", "err", err)
+		d.log.Warn("plan database restore", "incident", incident, "err", err)
 		return fmt.Sprintf("restore %s to its state before %s into a new instance; rollbot could not prepare the exact plan yet (%s)", d.restore.Target(), before.UTC().Format("2006-01-02 15:04 UTC"), msg)
 	}
 	return strings.Join(plan.Lines(), "; ") + fmt.Sprintf(". Everything written after %s is not in the new instance (data-loss window); the app must then be switched to it", plan.DataAsOf.UTC().Format("2006-01-02 15:04:05 UTC"))
 }
 
-func (d *DB) Restore(ctx context.Context, before time.Time, progress func(string)) (string, error) {
+// Restore restores into a new instance named after run.Incident
+// (rds.IncidentTarget). When that instance exists and carries the
+// incident's tags — a restore an earlier attempt started — it attaches:
+// no second restore call, it waits for that instance (platforms.Database).
+func (d *DB) Restore(ctx context.Context, run platforms.DBRun, before time.Time, progress func(string)) (string, error) {
 	if d.restore == nil {
 		// The plan asked the approvers to restore by hand before approving.
 		return "restored by hand before the approvals (no RDS restore is configured for this service)", nil
 	}
-	plan, err := d.restore.Plan(ctx, rds.Request{Before: before})
+	plan, err := d.restore.Plan(ctx, rds.Request{Before: before, Incident: run.Incident})
 	if err != nil {
 		return "", err
 	}
-	for _, l := range plan.Lines() {
-		progress(l)
+	if !plan.Attach {
+		for _, l := range plan.Lines() {
+			progress(l)
+		}
 	}
-	if _, err := d.restore.Restore(ctx, plan, false); err != nil {
+	res, err := d.restore.Restore(ctx, plan, false)
+	if err != nil {
 		return "", err
+	}
+	if res.Outcome == platforms.Skipped {
+		progress(res.Detail) // attached to the earlier attempt's restore
 	}
 	r, err := d.restore.Wait(ctx, plan, func(p platforms.Progress) { progress(p.Message) })
 	if err != nil {

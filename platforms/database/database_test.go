@@ -119,13 +119,13 @@ func TestByHand(t *testing.T) {
 	ctx := context.Background()
 	db := New(Parts{Service: "shop"}, nil)
 	before := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
-	if got := db.RestorePlan(ctx, before); !strings.HasPrefix(got, "no RDS restore is configured for this service") {
+	if got := db.RestorePlan(ctx, "RB-1", before); !strings.HasPrefix(got, "no RDS restore is configured for this service") {
 		t.Errorf("RestorePlan = %q", got)
 	}
-	if got, err := db.Restore(ctx, before, func(string) { t.Error("progress from a restore by hand") }); err != nil || !strings.HasPrefix(got, "restored by hand") {
+	if got, err := db.Restore(ctx, platforms.DBRun{Incident: "RB-1"}, before, func(string) { t.Error("progress from a restore by hand") }); err != nil || !strings.HasPrefix(got, "restored by hand") {
 		t.Errorf("Restore = %q, %v", got, err)
 	}
-	if got, err := db.RollBack(ctx, before, platforms.Revision{ID: "2"}, nil); err != nil || !strings.HasPrefix(got, "rolled back by hand") {
+	if got, err := db.RollBack(ctx, platforms.DBRun{Incident: "RB-1"}, before, platforms.Revision{ID: "2"}, nil); err != nil || !strings.HasPrefix(got, "rolled back by hand") {
 		t.Errorf("RollBack = %q, %v", got, err)
 	}
 	if err := db.CheckAccess(ctx); err != nil {

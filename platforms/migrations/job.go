@@ -3,10 +3,13 @@ package migrations
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +30,10 @@ import (
 const (
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	LabelOperation = "rollbot.io/operation"
+	// LabelIncident carries the incident's id (IncidentLabel) on the down
+	// Job and its pod: `kubectl get jobs -l rollbot.io/incident=RB-42`.
+	// The exact id is also in the annotation of the same name.
+	LabelIncident = "rollbot.io/incident"
 	// controllerUIDLabel is set by the Job controller on the Job's pods.
 	controllerUIDLabel = "batch.kubernetes.io/controller-uid"
 	downContainer      = "db-down"
@@ -67,14 +74,17 @@ var JobPermissions = []JobPermission{
 }
 
 // DownJob builds the batch/v1 Job that runs the down command with image
-// (normally the bad release's: DownConfig.ImageFor). It never retries
+// (normally the bad release's: DownConfig.ImageFor) for incident: named
+// JobName(incident) — so that a second attempt for the same incident
+// finds it and a second create of it fails — and labelled with
+// IncidentLabel(incident). It never retries
 // (backoffLimit 0: a half-run down migration must not run twice), is bounded
 // by cfg.Timeout (activeDeadlineSeconds) and is kept KeepFinishedJob after
 // it ends. The container gets vars (Report.DownVars), cfg.Env and
 // cfg.SecretEnv as secretKeyRef variables, and every key of
 // cfg.EnvFromSecret; Kubernetes itself expands $(NAME) in the command.
-func DownJob(cfg DownConfig, image string, vars map[string]string) *batchv1.Job {
-	labels := map[string]string{LabelManagedBy: "rollbot", LabelOperation: "db-down"}
+func DownJob(cfg DownConfig, incident, image string, vars map[string]string) *batchv1.Job {
+	labels := map[string]string{LabelManagedBy: "rollbot", LabelOperation: "db-down", LabelIncident: IncidentLabel(incident)}
 	var env []corev1.EnvVar
 	for _, k := range sortedKeys(vars) {
 		if _, over := cfg.Env[k]; over {
@@ -108,9 +118,10 @@ func DownJob(cfg DownConfig, image string, vars map[string]string) *batchv1.Job 
 	return &batchv1.Job{
 		TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"},
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "rollbot-db-down-",
-			Namespace:    cfg.Namespace,
-			Labels:       labels,
+			Name:        JobName(incident),
+			Namespace:   cfg.Namespace,
+			Labels:      labels,
+			Annotations: map[string]string{LabelIncident: incident},
 		},
 		Spec: batchv1.JobSpec{
 			BackoffLimit:            new(int32(0)),
@@ -136,6 +147,69 @@ func DownJob(cfg DownConfig, image string, vars map[string]string) *batchv1.Job 
 			},
 		},
 	}
+}
+
+// jobNamePrefix starts every down Job's name.
+const jobNamePrefix = "rollbot-db-down-"
+
+// JobName is the name of incident's down Job: jobNamePrefix and the id in
+// lower case with anything but letters and digits as single hyphens
+// ("RB-42" → rollbot-db-down-rb-42). A Job's name is at most 63 characters
+// (its pods carry it as a label): a longer id is shortened and ends with
+// a hash of the whole id. Two ids that differ only in case or punctuation
+// get the same name: the annotation tells them apart (Run never attaches
+// to another incident's Job).
+func JobName(incident string) string {
+	var b strings.Builder
+	dash := false
+	for _, c := range strings.ToLower(incident) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+			dash = false
+		} else if !dash && b.Len() > 0 {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	id := strings.TrimRight(b.String(), "-")
+	const room = 63 - len(jobNamePrefix)
+	if id == "" || len(id) > room {
+		id = strings.TrimRight(id[:min(len(id), room-9)], "-")
+		if id != "" {
+			id += "-"
+		}
+		id += shortHash(incident)
+	}
+	return jobNamePrefix + id
+}
+
+var labelValueRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
+
+// IncidentLabel is incident as a label value: itself when it is one
+// (at most 63 letters, digits, '-', '_', '.', starting and ending with a
+// letter or digit), else its valid characters, shortened, and a hash of
+// the whole id.
+func IncidentLabel(incident string) string {
+	if labelValueRe.MatchString(incident) {
+		return incident
+	}
+	var b strings.Builder
+	for _, c := range incident {
+		if c < 128 && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			b.WriteRune(c)
+		}
+	}
+	v := strings.Trim(b.String(), "-_.")
+	v = strings.TrimRight(v[:min(len(v), 54)], "-_.")
+	if v != "" {
+		v += "-"
+	}
+	return v + shortHash(incident)
+}
+
+func shortHash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:4])
 }
 
 // jobAPI is the part of the Kubernetes API the runner uses.
@@ -234,11 +308,55 @@ func (r *JobRunner) CheckAccess(ctx context.Context, ns string) error {
 	return nil
 }
 
-// Run checks the runner's permissions (CheckAccess), creates the down Job
-// (DownJob) with image, streams its pod's log to out line by line (one
-// Write per line, newline included) as the pod writes it, and waits until
-// the Job completes or fails. It returns the Job's name (also on failure,
-// once created) for the timeline.
+// JobRun is the down Job Run followed.
+type JobRun struct {
+	// Name is the Job's name in DownConfig.Namespace.
+	Name string
+	// Image is what its container runs.
+	Image string
+	// Attached is set when the Job was started by an earlier attempt for
+	// the same incident (a replica that stopped) and Run only followed it.
+	Attached bool
+}
+
+// Find returns the name of incident's down Job in ns, or "" when there is
+// none. A Job with that name that belongs to another incident (see
+// JobName) is a user error: rollbot neither follows nor replaces it.
+func (r *JobRunner) Find(ctx context.Context, ns, incident string) (string, error) {
+	j, err := r.find(ctx, ns, incident)
+	if err != nil || j == nil {
+		return "", err
+	}
+	return j.Name, nil
+}
+
+func (r *JobRunner) find(ctx context.Context, ns, incident string) (*batchv1.Job, error) {
+	name := JobName(incident)
+	j, err := r.api.getJob(ctx, ns, name)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, apiError("get", "jobs", ns, err)
+	}
+	if owner := j.Annotations[LabelIncident]; owner != incident {
+		return nil, platforms.Userf(fmt.Errorf("job %s/%s: annotation %s is %q, not %q", ns, name, LabelIncident, owner, incident),
+			"a Job named %s already exists in namespace %s, but it was not started for %s: rollbot does not follow or replace it. Check the migration table and that Job, and roll the database back by hand", name, ns, incident)
+	}
+	return j, nil
+}
+
+// Run checks the runner's permissions (CheckAccess), then looks for
+// incident's down Job (Find): when there is one — started by an earlier
+// attempt, on a replica that stopped — it attaches to it and never creates
+// a second; else it creates the down Job (DownJob) with image. Either way
+// it streams the pod's log to out line by line (one Write per line,
+// newline included) as the pod writes it (from its first line, also for a
+// Job that has already ended), and waits until the Job completes or
+// fails. It returns the Job (also on failure, once found or created) for
+// the timeline. The first line of out says which of the two happened:
+// "job <ns>/<name> created with image …" or "attached to job <ns>/<name>
+// started by an earlier attempt (image …)". image is used only to create.
 //
 // A Job that fails is a user error naming the exit code (or the Job's
 // reason, such as its deadline) with the last lines of its log. A Job whose
@@ -246,35 +364,69 @@ func (r *JobRunner) CheckAccess(ctx context.Context, ns string) error {
 // never runs a down migration later, unobserved; so is one that has not
 // started when ctx ends. A Job whose pod has started is never deleted: a
 // down migration stopped half-way is worse than one that finishes.
-func (r *JobRunner) Run(ctx context.Context, cfg DownConfig, image string, vars map[string]string, out io.Writer) (string, error) {
+func (r *JobRunner) Run(ctx context.Context, cfg DownConfig, incident, image string, vars map[string]string, out io.Writer) (JobRun, error) {
 	if cfg.Kind != DownKubernetesJob {
-		return "", fmt.Errorf("run down job: kind %q: JobRunner runs kind kubernetes_job", cfg.Kind)
+		return JobRun{}, fmt.Errorf("run down job: kind %q: JobRunner runs kind kubernetes_job", cfg.Kind)
 	}
 	if err := cfg.Validate(); err != nil {
-		return "", fmt.Errorf("run down job: %w", err)
+		return JobRun{}, fmt.Errorf("run down job: %w", err)
 	}
-	if image == "" {
-		return "", platforms.Userf(errors.New("run down job: no image"), "no image for the down Job: the bad release's image is not known")
+	if incident == "" {
+		return JobRun{}, errors.New("run down job: no incident id")
 	}
 	ns := cfg.Namespace
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout()+time.Minute)
 	defer cancel()
 	if err := r.CheckAccess(ctx, ns); err != nil {
-		return "", err
+		return JobRun{}, err
 	}
-	job, err := r.api.createJob(ctx, DownJob(cfg, image, vars))
+	job, err := r.find(ctx, ns, incident)
 	if err != nil {
-		return "", apiError("create", "jobs", ns, err)
+		return JobRun{}, err
+	}
+	attached := job != nil
+	if !attached {
+		if image == "" {
+			return JobRun{}, platforms.Userf(errors.New("run down job: no image"), "no image for the down Job: the bad release's image is not known")
+		}
+		job, err = r.api.createJob(ctx, DownJob(cfg, incident, image, vars))
+		if apierrors.IsAlreadyExists(err) {
+			// Created since find looked: by another attempt for this
+			// incident (or another incident's of the same name, which
+			// find refuses).
+			if job, err = r.find(ctx, ns, incident); err == nil && job == nil {
+				err = fmt.Errorf("run down job: job %s/%s exists but cannot be read", ns, JobName(incident))
+			}
+			if err != nil {
+				return JobRun{}, err
+			}
+			attached = true
+		} else if err != nil {
+			return JobRun{}, apiError("create", "jobs", ns, err)
+		}
 	}
 	ref := ns + "/" + job.Name
-	log := r.log.With("op", "db-down", "job", ref)
-	log.InfoContext(ctx, "down job created", "image", image)
-	fmt.Fprintf(out, "job %s created with image %s\n", ref, image)
+	run := JobRun{Name: job.Name, Attached: attached}
+	if cs := job.Spec.Template.Spec.Containers; len(cs) > 0 {
+		run.Image = cs[0].Image
+	}
+	log := r.log.With("op", "db-down", "job", ref, "incident", incident)
+	if attached {
+		if job.DeletionTimestamp != nil {
+			return run, platforms.Userf(fmt.Errorf("job %s is being deleted", ref),
+				"the down Job %s started by an earlier attempt is being deleted (not yet started, or deleted by hand): rollbot does not start a second one. Check the migration table before anything else", ref)
+		}
+		log.InfoContext(ctx, "attached to the down job started by an earlier attempt", "image", run.Image)
+		fmt.Fprintf(out, "attached to job %s started by an earlier attempt (image %s)\n", ref, run.Image)
+	} else {
+		log.InfoContext(ctx, "down job created", "image", image)
+		fmt.Fprintf(out, "job %s created with image %s\n", ref, image)
+	}
 
 	tail := &lineTail{w: out, max: failTailLines}
 	pod, done, err := r.waitStart(ctx, job)
 	if err != nil {
-		return job.Name, err
+		return run, err
 	}
 	var logs *logStream
 	if pod != "" {
@@ -288,14 +440,14 @@ func (r *JobRunner) Run(ctx context.Context, cfg DownConfig, image string, vars 
 		r.finishLogs(ctx, ns, pod, logs, tail, log)
 	}
 	if err != nil {
-		return job.Name, err
+		return run, err
 	}
 	if err := r.outcome(ctx, cfg, done, pod, tail.lines()); err != nil {
 		log.WarnContext(ctx, "down job failed", "err", err)
-		return job.Name, err
+		return run, err
 	}
 	log.InfoContext(ctx, "down job complete")
-	return job.Name, nil
+	return run, nil
 }
 
 // waitStart polls the Job and its pods until the pod has started (running

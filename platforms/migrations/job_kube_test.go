@@ -143,9 +143,13 @@ func TestJobRunnerOnCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out lines
-		name, err := e.runner.Run(ctx, e.downConfig(), "registry.local/myapp:v2", vars, &out)
+		run, err := e.runner.Run(ctx, e.downConfig(), "RB-100", "registry.local/myapp:v2", vars, &out)
 		if err != nil {
 			t.Fatalf("Run: %v\n%s", err, e.logs.String())
+		}
+		name := run.Name
+		if run.Attached || run.Image != "registry.local/myapp:v2" {
+			t.Errorf("Run = %+v, want a created Job", run)
 		}
 		want := append([]string{fmt.Sprintf("job %s/%s created with image registry.local/myapp:v2\n", e.ns, name)}, withNL(migrateDownLog)...)
 		if !slices.Equal(out.l, want) {
@@ -178,7 +182,8 @@ func TestJobRunnerOnCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out lines
-		name, err := e.runner.Run(ctx, e.downConfig(), "registry.local/myapp:v2-fail", vars, &out)
+		run, err := e.runner.Run(ctx, e.downConfig(), "RB-101", "registry.local/myapp:v2-fail", vars, &out)
+		name := run.Name
 		if err == nil {
 			t.Fatal("a failed Job reported success")
 		}
@@ -205,7 +210,8 @@ func TestJobRunnerOnCluster(t *testing.T) {
 
 	t.Run("image cannot be pulled", func(t *testing.T) {
 		var out lines
-		name, err := e.runner.Run(ctx, e.downConfig(), "registry.local/myapp:v2-missing", vars, &out)
+		run, err := e.runner.Run(ctx, e.downConfig(), "RB-102", "registry.local/myapp:v2-missing", vars, &out)
+		name := run.Name
 		msg, _ := platforms.UserMessage(err)
 		want := "the down Job " + e.ns + "/" + name + " cannot start (ErrImagePull: failed to pull image \"registry.local/myapp:v2-missing\": not found); rollbot deleted it so that it cannot run later unobserved. The database was not changed"
 		if msg != want {
@@ -228,7 +234,8 @@ func TestJobRunnerOnCluster(t *testing.T) {
 		cfg := e.downConfig()
 		cfg.Timeout = 2 * time.Second
 		var out lines
-		name, err := e.runner.Run(ctx, cfg, "registry.local/myapp:v2", vars, &out)
+		run, err := e.runner.Run(ctx, cfg, "RB-103", "registry.local/myapp:v2", vars, &out)
+		name := run.Name
 		msg, _ := platforms.UserMessage(err)
 		want := "the down Job " + e.ns + "/" + name + " did not finish within its timeout of 2s and was stopped: check the migration table before anything else"
 		if msg != want {
@@ -316,7 +323,8 @@ func TestJobRunnerNeedsEachPermission(t *testing.T) {
 			path, token := e.c.KubeconfigForRules(t, e.ns, "less-"+strings.NewReplacer("/", "-").Replace(p.Verb+"-"+p.Resource), rules)
 			r := NewJobRunner(clientFor(t, path), slog.New(slog.DiscardHandler))
 			var out lines
-			name, runErr := r.Run(ctx, e.downConfig(), "registry.local/myapp:v2", nil, &out)
+			run, runErr := r.Run(ctx, e.downConfig(), "RB-104", "registry.local/myapp:v2", nil, &out)
+			name := run.Name
 			msg, _ := platforms.UserMessage(runErr)
 			want := "rollbot may not run the down Job in namespace " + e.ns + ": add " + p.String() + " to the Role " + JobRole + " bound to rollbot there (deploy/kubernetes/rbac.yaml)"
 			if msg != want || name != "" {
@@ -334,4 +342,137 @@ func TestJobRunnerNeedsEachPermission(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestJobRunnerAttaches: Run is re-entrant per incident. A second Run for
+// RB-1 (another replica resuming the incident) creates no Job: it attaches
+// to the first one and reports the same outcome, log included; RB-2 gets
+// its own Job; a Job that has not finished yet is followed to its end; a
+// failed Job is reported again, never re-run; a same-named Job of another
+// incident is neither followed nor replaced.
+func TestJobRunnerAttaches(t *testing.T) {
+	e := newJobEnv(t)
+	ctx := context.Background()
+	vars := Report{Tool: ToolGolangMigrate, Steps: 2, Target: "2", Current: "4"}.DownVars()
+	jobsOf := func(t *testing.T, incident string) []batchv1.Job {
+		t.Helper()
+		sel := LabelIncident + "=" + IncidentLabel(incident)
+		if incident == "" {
+			sel = LabelIncident
+		}
+		l, err := e.c.AdminClient.BatchV1().Jobs(e.ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Items
+	}
+	if err := e.c.SetContainerLog(migrateDownLog...); err != nil {
+		t.Fatal(err)
+	}
+
+	var first lines
+	run1, err := e.runner.Run(ctx, e.downConfig(), "RB-1", "registry.local/myapp:v2", vars, &first)
+	if err != nil || run1.Attached {
+		t.Fatalf("first Run = %+v, %v\n%s", run1, err, e.logs.String())
+	}
+	if n := len(jobsOf(t, "RB-1")); n != 1 {
+		t.Fatalf("%d Jobs for RB-1 after the first Run, want 1", n)
+	}
+
+	// The second attempt would run another image: it must not matter.
+	var second lines
+	run2, err := e.runner.Run(ctx, e.downConfig(), "RB-1", "registry.local/myapp:v3", vars, &second)
+	if err != nil {
+		t.Fatalf("second Run: %v\n%s", err, e.logs.String())
+	}
+	if !run2.Attached || run2.Name != run1.Name || run2.Image != "registry.local/myapp:v2" {
+		t.Errorf("second Run = %+v, want attached to %s (image registry.local/myapp:v2)", run2, run1.Name)
+	}
+	want := append([]string{fmt.Sprintf("attached to job %s/%s started by an earlier attempt (image registry.local/myapp:v2)\n", e.ns, run1.Name)}, withNL(migrateDownLog)...)
+	if !slices.Equal(second.l, want) {
+		t.Errorf("second Run's output:\n%q\nwant\n%q", second.l, want)
+	}
+	if n := len(jobsOf(t, "RB-1")); n != 1 {
+		t.Errorf("%d Jobs for RB-1 after the second Run, want 1", n)
+	}
+
+	run3, err := e.runner.Run(ctx, e.downConfig(), "RB-2", "registry.local/myapp:v2", vars, &lines{})
+	if err != nil || run3.Attached || run3.Name == run1.Name {
+		t.Errorf("Run for RB-2 = %+v, %v; want its own Job", run3, err)
+	}
+	if n1, n2, all := len(jobsOf(t, "RB-1")), len(jobsOf(t, "RB-2")), len(jobsOf(t, "")); n1 != 1 || n2 != 1 || all != 2 {
+		t.Errorf("Jobs: RB-1 %d, RB-2 %d, all %d; want 1, 1, 2", n1, n2, all)
+	}
+
+	t.Run("in flight", func(t *testing.T) {
+		// The stopped replica created the Job; no node has taken its pod yet.
+		cordon(t, e.c.AdminClient, true)
+		t.Cleanup(func() { cordon(t, e.c.AdminClient, false) })
+		created, err := e.c.AdminClient.BatchV1().Jobs(e.ns).Create(ctx, DownJob(e.downConfig(), "RB-3", "registry.local/myapp:v2", vars), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		attached := make(chan struct{})
+		out := &lines{on: func(l string) {
+			if strings.HasPrefix(l, "attached to job") {
+				close(attached)
+			}
+		}}
+		type result struct {
+			run JobRun
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			r, err := e.runner.Run(ctx, e.downConfig(), "RB-3", "registry.local/myapp:v2", vars, out)
+			done <- result{r, err}
+		}()
+		<-attached
+		if _, _, finished := jobFinished(e.job(t, created.Name)); finished {
+			t.Fatal("the Job finished before Run attached: the test proves nothing")
+		}
+		cordon(t, e.c.AdminClient, false)
+		res := <-done
+		if res.err != nil || !res.run.Attached || res.run.Name != created.Name {
+			t.Fatalf("Run = %+v, %v\n%s", res.run, res.err, e.logs.String())
+		}
+		if complete, _, _ := jobFinished(e.job(t, created.Name)); !complete {
+			t.Error("Run returned before the Job completed")
+		}
+		if !slices.Equal(out.l[1:], withNL(migrateDownLog)) {
+			t.Errorf("output %q", out.l)
+		}
+		if n := len(jobsOf(t, "RB-3")); n != 1 {
+			t.Errorf("%d Jobs for RB-3, want 1", n)
+		}
+	})
+
+	t.Run("failed stays failed", func(t *testing.T) {
+		_, err1 := e.runner.Run(ctx, e.downConfig(), "RB-4", "registry.local/myapp:v2-fail", vars, &lines{})
+		_, err2 := e.runner.Run(ctx, e.downConfig(), "RB-4", "registry.local/myapp:v2", vars, &lines{})
+		msg1, _ := platforms.UserMessage(err1)
+		msg2, _ := platforms.UserMessage(err2)
+		if err1 == nil || msg1 == "" || msg1 != msg2 {
+			t.Errorf("first %q\nsecond %q\nwant the same failure twice", msg1, msg2)
+		}
+		if n := len(jobsOf(t, "RB-4")); n != 1 {
+			t.Errorf("%d Jobs for RB-4, want 1", n)
+		}
+	})
+
+	t.Run("another incident's job", func(t *testing.T) {
+		// rb-5 and RB-5 share the Job name; only the annotation differs.
+		other, err := e.c.AdminClient.BatchV1().Jobs(e.ns).Create(ctx, DownJob(e.downConfig(), "rb-5", "registry.local/myapp:v2", vars), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run, err := e.runner.Run(ctx, e.downConfig(), "RB-5", "registry.local/myapp:v2", vars, &lines{})
+		msg, _ := platforms.UserMessage(err)
+		if !strings.Contains(msg, "a Job named "+other.Name+" already exists in namespace "+e.ns+", but it was not started for RB-5") || run.Name != "" {
+			t.Errorf("Run = %+v, message %q", run, msg)
+		}
+		if n := len(jobsOf(t, "RB-5")); n != 0 {
+			t.Errorf("%d Jobs for RB-5, want 0", n)
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -35,10 +36,14 @@ func TestDownJob(t *testing.T) {
 		t.Fatalf("ImageFor default = %s, want the bad release's image", image)
 	}
 	rep := Report{Tool: ToolGolangMigrate, Steps: 2, Target: "2", Current: "4"}
-	job := DownJob(cfg, image, rep.DownVars())
+	job := DownJob(cfg, "RB-42", image, rep.DownVars())
 
-	if job.Namespace != "prod" || job.GenerateName != "rollbot-db-down-" || job.Labels[LabelManagedBy] != "rollbot" {
+	if job.Namespace != "prod" || job.Name != "rollbot-db-down-rb-42" || job.GenerateName != "" || job.Labels[LabelManagedBy] != "rollbot" ||
+		job.Labels[LabelIncident] != "RB-42" || job.Annotations[LabelIncident] != "RB-42" {
 		t.Errorf("metadata %+v", job.ObjectMeta)
+	}
+	if job.Spec.Template.Labels[LabelIncident] != "RB-42" {
+		t.Errorf("pod labels %v", job.Spec.Template.Labels)
 	}
 	s := job.Spec
 	if *s.BackoffLimit != 0 || *s.Completions != 1 || *s.Parallelism != 1 {
@@ -91,7 +96,7 @@ func TestDownJob(t *testing.T) {
 
 	noSA := cfg
 	noSA.ServiceAccount = ""
-	if *DownJob(noSA, image, nil).Spec.Template.Spec.AutomountServiceAccountToken {
+	if *DownJob(noSA, "RB-42", image, nil).Spec.Template.Spec.AutomountServiceAccountToken {
 		t.Error("without a service account the pod must not mount an API token")
 	}
 	fixed := cfg
@@ -177,3 +182,45 @@ func TestCopyNewLines(t *testing.T) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestJobNameAndLabel: the down Job's name and incident label are valid
+// for Kubernetes (a DNS label of at most 63 characters; a label value),
+// the same for the same incident and different for different ones.
+func TestJobNameAndLabel(t *testing.T) {
+	dnsLabel := regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	long := strings.Repeat("incident-", 12)
+	tests := []struct{ id, name, label string }{
+		{"RB-42", "rollbot-db-down-rb-42", "RB-42"},
+		{"rb-42", "rollbot-db-down-rb-42", "rb-42"}, // same name: the annotation tells them apart
+		{"RB 7/ops", "rollbot-db-down-rb-7-ops", ""},
+		{"--", "", ""},
+		{long, "", ""},
+		{long + "x", "", ""},
+	}
+	seen := map[string]string{}
+	for _, tt := range tests {
+		name, label := JobName(tt.id), IncidentLabel(tt.id)
+		if !dnsLabel.MatchString(name) || len(name) > 63 || !strings.HasPrefix(name, jobNamePrefix) {
+			t.Errorf("JobName(%q) = %q: not a valid Job name", tt.id, name)
+		}
+		if !labelValueRe.MatchString(label) {
+			t.Errorf("IncidentLabel(%q) = %q: not a label value", tt.id, label)
+		}
+		if tt.name != "" && name != tt.name {
+			t.Errorf("JobName(%q) = %q, want %q", tt.id, name, tt.name)
+		}
+		if tt.label != "" && label != tt.label {
+			t.Errorf("IncidentLabel(%q) = %q, want %q", tt.id, label, tt.label)
+		}
+		if JobName(tt.id) != name || IncidentLabel(tt.id) != label {
+			t.Errorf("JobName/IncidentLabel(%q) not deterministic", tt.id)
+		}
+		if other, dup := seen[label]; dup {
+			t.Errorf("IncidentLabel(%q) = IncidentLabel(%q) = %q", tt.id, other, label)
+		}
+		seen[label] = tt.id
+	}
+	if JobName(long) == JobName(long+"x") {
+		t.Errorf("two long ids share the name %s", JobName(long))
+	}
+}

@@ -22,6 +22,13 @@
 // endpoint switch the team must make, with the data-loss window spelled
 // out). Only RDS DB instances are handled, not Aurora clusters.
 //
+// A restore for an incident is re-entrant: the new instance is named after
+// the incident (IncidentTarget) and tagged with it, so a second attempt
+// (another replica resuming the incident) finds the instance the first
+// one started, attaches to it (Plan.Attach: no second restore call) and
+// waits for it. A same-named instance without the incident's tags is a
+// conflict, never reused.
+//
 // AWS access uses aws-sdk-go-v2 with the default credential chain, an
 // optional endpoint override and the SDK's standard retryer (throttling is
 // retried with backoff). The tests run the real SDK against
@@ -30,6 +37,8 @@ package rds
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -189,11 +198,26 @@ type Request struct {
 	// Method overrides the configured method when set.
 	Method Method
 	// Target is the new instance's identifier; empty means
-	// <instance>-rb-<yyyymmddhhmm> (UTC, now).
+	// IncidentTarget(instance, Incident), or without an incident
+	// DefaultTarget (<instance>-rb-<yyyymmddhhmm>, UTC, now).
 	Target string
-	// Incident is recorded as a tag on the new instance, when set.
+	// Incident is recorded as a tag on the new instance, when set; an
+	// instance named Target that carries it (and the same source and
+	// Before) is the restore of an earlier attempt: the plan attaches.
 	Incident string
 }
+
+// Tags rollbot puts on a restored instance. The last three let a later
+// attempt for the same incident attach to it with the plan it was
+// started with.
+const (
+	TagIncident     = "rollbot:incident"
+	TagRestoredFrom = "rollbot:restored-from"
+	TagDataAsOf     = "rollbot:data-as-of"
+	TagBefore       = "rollbot:before"
+	TagMethod       = "rollbot:method"
+	TagSnapshot     = "rollbot:snapshot"
+)
 
 // Plan is a restore decided but not started. Show Lines() to approvers.
 // It survives a JSON round trip (state store) with everything Restore needs.
@@ -206,6 +230,12 @@ type Plan struct {
 	// SourceEndpoint is "host:port" of the instance the app uses today.
 	SourceEndpoint string `json:"source_endpoint,omitempty"`
 	Incident       string `json:"incident,omitempty"`
+	// Before is Request.Before, recorded as a tag with the incident.
+	Before time.Time `json:"before,omitzero"`
+	// Attach: Target already exists, restored for Incident by an earlier
+	// attempt (a replica that stopped). Restore makes no restore call;
+	// Wait follows that instance.
+	Attach bool `json:"attach,omitempty"`
 	// Settings are copied from the source so the new instance is reachable
 	// like the old one (RDS would otherwise use its defaults).
 	Settings Settings `json:"settings"`
@@ -249,7 +279,40 @@ func DefaultTarget(instance string, now time.Time) string {
 	return base + suffix
 }
 
-// Plan decides what to restore. It reads only.
+// IncidentTarget is <instance>-<incident>: the incident's id in lower case
+// with anything but letters and digits as single hyphens ("RB-42" →
+// myapp-db-rb-42), the instance shortened to fit RDS's 63 characters. An
+// id longer than 30 characters is shortened and ends with a hash of the
+// whole id. The same incident always gets the same name.
+func IncidentTarget(instance, incident string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(incident) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+		} else if s := b.String(); s != "" && !strings.HasSuffix(s, "-") {
+			b.WriteByte('-')
+		}
+	}
+	id := strings.TrimRight(b.String(), "-")
+	if id == "" || len(id) > 30 {
+		h := sha256.Sum256([]byte(incident))
+		id = strings.TrimRight(id[:min(len(id), 21)], "-")
+		if id != "" {
+			id += "-"
+		}
+		id += hex.EncodeToString(h[:4])
+	}
+	base := strings.ToLower(instance)
+	if len(base)+1+len(id) > 63 {
+		base = base[:63-1-len(id)]
+	}
+	return strings.TrimRight(base, "-") + "-" + id
+}
+
+// Plan decides what to restore. It reads only. When the target exists
+// and was restored for req.Incident (its tags: the incident, the source,
+// req.Before), the plan is the one that restore was started with, marked
+// Attach; any other existing instance of that name is a conflict.
 func (a *Adapter) Plan(ctx context.Context, req Request) (Plan, error) {
 	if req.Before.IsZero() {
 		return Plan{}, errors.New("plan restore: Before is required")
@@ -262,7 +325,11 @@ func (a *Adapter) Plan(ctx context.Context, req Request) (Plan, error) {
 		return Plan{}, platforms.Userf(nil, "unknown restore method %q; use snapshot or point_in_time", method)
 	}
 	target := req.Target
-	if target == "" {
+	switch {
+	case target != "":
+	case req.Incident != "":
+		target = IncidentTarget(a.cfg.Instance, req.Incident)
+	default:
 		target = DefaultTarget(a.cfg.Instance, a.now())
 	}
 	if !validInstanceID(target) {
@@ -275,14 +342,17 @@ func (a *Adapter) Plan(ctx context.Context, req Request) (Plan, error) {
 	if src == nil {
 		return Plan{}, platforms.Userf(platforms.ErrNotFound, "%s not found; check the database instance in the config", a.Target())
 	}
+	p := Plan{Method: method, Source: a.cfg.Instance, Target: target, Incident: req.Incident, Before: req.Before, Settings: settingsOf(src)}
+	if src.Endpoint != nil {
+		p.SourceEndpoint = fmt.Sprintf("%s:%d", aws.ToString(src.Endpoint.Address), aws.ToInt32(src.Endpoint.Port))
+	}
 	if existing, err := a.describe(ctx, target); err != nil {
 		return Plan{}, err
 	} else if existing != nil {
-		return Plan{}, platforms.Userf(platforms.ErrConflict, "an RDS instance named %s already exists (an earlier restore?); use it or choose another name", target)
-	}
-	p := Plan{Method: method, Source: a.cfg.Instance, Target: target, Incident: req.Incident, Settings: settingsOf(src)}
-	if src.Endpoint != nil {
-		p.SourceEndpoint = fmt.Sprintf("%s:%d", aws.ToString(src.Endpoint.Address), aws.ToInt32(src.Endpoint.Port))
+		if !p.startedBy(existing) {
+			return Plan{}, conflict(target)
+		}
+		return p.attached(existing), nil
 	}
 	switch method {
 	case FromSnapshot:
@@ -366,25 +436,88 @@ func (a *Adapter) describe(ctx context.Context, id string) (*rdstypes.DBInstance
 	return &out.DBInstances[0], nil
 }
 
+func conflict(target string) error {
+	return platforms.Userf(platforms.ErrConflict, "an RDS instance named %s already exists (an earlier restore?); use it or choose another name", target)
+}
+
+func tagsOf(in *rdstypes.DBInstance) map[string]string {
+	m := map[string]string{}
+	for _, t := range in.TagList {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
+}
+
+// startedBy reports whether in is the restore an attempt of p's incident
+// started: tagged with the incident, the source and the same Before.
+func (p Plan) startedBy(in *rdstypes.DBInstance) bool {
+	if p.Incident == "" || aws.ToString(in.DBInstanceIdentifier) != p.Target {
+		return false
+	}
+	tags := tagsOf(in)
+	before, err := time.Parse(time.RFC3339Nano, tags[TagBefore])
+	return tags[TagIncident] == p.Incident && tags[TagRestoredFrom] == p.Source && err == nil && before.Equal(p.Before)
+}
+
+// attached is p as the earlier attempt started it (its tags), marked
+// Attach. The source's settings stay: the instance has its own.
+func (p Plan) attached(in *rdstypes.DBInstance) Plan {
+	tags := tagsOf(in)
+	p.Attach = true
+	if m := Method(tags[TagMethod]); m == FromSnapshot || m == PointInTime {
+		p.Method = m
+	}
+	p.Snapshot = tags[TagSnapshot]
+	if t, err := time.Parse(time.RFC3339, tags[TagDataAsOf]); err == nil {
+		p.DataAsOf = t
+	}
+	return p
+}
+
 // Restore starts the restore the plan describes. With dryRun it checks the
 // plan against AWS again (source and snapshot still there, target name
 // free) and returns Planned. The new instance's name is p.Target.
+//
+// When p.Target exists and was started for p's incident (Plan.Attach, or
+// an attempt that got there between Plan and Restore), it makes no
+// restore call and returns Skipped: Wait follows that instance. Any other
+// existing instance of that name is a conflict.
 func (a *Adapter) Restore(ctx context.Context, p Plan, dryRun bool) (platforms.Result, error) {
-	log := a.log.With("op", "restore", "method", string(p.Method), "new_instance", p.Target)
+	log := a.log.With("op", "restore", "method", string(p.Method), "new_instance", p.Target, "incident", p.Incident)
 	if existing, err := a.describe(ctx, p.Target); err != nil {
 		return platforms.Result{}, err
 	} else if existing != nil {
-		return platforms.Result{}, platforms.Userf(platforms.ErrConflict, "an RDS instance named %s already exists (an earlier restore?); use it or choose another name", p.Target)
+		if !p.startedBy(existing) {
+			return platforms.Result{}, conflict(p.Target)
+		}
+		status := aws.ToString(existing.DBInstanceStatus)
+		if dryRun {
+			return platforms.Result{Outcome: platforms.Planned, Detail: fmt.Sprintf("would attach to %s (%s), restored for %s by an earlier attempt", p.Target, status, p.Incident), Plan: p.Lines()}, nil
+		}
+		log.Info("attached to the restore started by an earlier attempt", "status", status)
+		return platforms.Result{Outcome: platforms.Skipped, Plan: p.Lines(),
+			Detail: fmt.Sprintf("attached to the restore of %s started by an earlier attempt for %s (status %s); no second restore", p.Target, p.Incident, status)}, nil
+	} else if p.Attach {
+		// Planned as an attach, but the instance is gone: starting a new
+		// restore now would not be what the approvers approved.
+		return platforms.Result{}, platforms.Userf(platforms.ErrNotFound, "%s, restored for %s by an earlier attempt, no longer exists (deleted?): check the RDS console", p.Target, p.Incident)
 	}
 	if dryRun {
 		return platforms.Result{Outcome: platforms.Planned, Detail: "would create " + p.Target, Plan: p.Lines()}, nil
 	}
 	tags := []rdstypes.Tag{
-		{Key: aws.String("rollbot:restored-from"), Value: aws.String(p.Source)},
-		{Key: aws.String("rollbot:data-as-of"), Value: aws.String(p.DataAsOf.UTC().Format(time.RFC3339))},
+		{Key: aws.String(TagRestoredFrom), Value: aws.String(p.Source)},
+		{Key: aws.String(TagDataAsOf), Value: aws.String(p.DataAsOf.UTC().Format(time.RFC3339))},
+		{Key: aws.String(TagMethod), Value: aws.String(string(p.Method))},
 	}
 	if p.Incident != "" {
-		tags = append(tags, rdstypes.Tag{Key: aws.String("rollbot:incident"), Value: aws.String(p.Incident)})
+		tags = append(tags, rdstypes.Tag{Key: aws.String(TagIncident), Value: aws.String(p.Incident)})
+	}
+	if !p.Before.IsZero() {
+		tags = append(tags, rdstypes.Tag{Key: aws.String(TagBefore), Value: aws.String(p.Before.UTC().Format(time.RFC3339Nano))})
+	}
+	if p.Snapshot != "" {
+		tags = append(tags, rdstypes.Tag{Key: aws.String(TagSnapshot), Value: aws.String(p.Snapshot)})
 	}
 	s := p.Settings
 	var err error

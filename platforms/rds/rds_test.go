@@ -104,8 +104,8 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	if plan.Snapshot != "pre-deploy-2026-06-26" || !plan.DataAsOf.Equal(deployAt.Add(-10*time.Minute)) {
 		t.Errorf("chose %s at %s; want pre-deploy-2026-06-26 at 08:50 (newest available before the deploy)", plan.Snapshot, plan.DataAsOf)
 	}
-	if plan.Target != "myapp-db-rb-202606260942" {
-		t.Errorf("Target = %q", plan.Target)
+	if plan.Target != "myapp-db-inc-42" || plan.Attach {
+		t.Errorf("Target = %q (attach %v), want myapp-db-inc-42, named after the incident", plan.Target, plan.Attach)
 	}
 	if plan.SourceEndpoint != "myapp-db.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432" {
 		t.Errorf("SourceEndpoint = %q", plan.SourceEndpoint)
@@ -113,7 +113,7 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	if pages := len(e.fake.Requests("DescribeDBSnapshots")); pages != 2 {
 		t.Errorf("DescribeDBSnapshots pages = %d, want 2 (108 snapshots, 100 a page)", pages)
 	}
-	if got := strings.Join(plan.Lines(), "\n"); !strings.Contains(got, "after 2026-06-26 08:50:00 UTC will NOT be in myapp-db-rb-202606260942") {
+	if got := strings.Join(plan.Lines(), "\n"); !strings.Contains(got, "after 2026-06-26 08:50:00 UTC will NOT be in myapp-db-inc-42") {
 		t.Errorf("Lines = %s", got)
 	}
 	if len(e.fake.Requests("RestoreDBInstanceFromDBSnapshot")) != 0 {
@@ -148,7 +148,7 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	}
 	p := reqs[0].Params
 	for k, want := range map[string]string{
-		"DBInstanceIdentifier": "myapp-db-rb-202606260942", "DBSnapshotIdentifier": "pre-deploy-2026-06-26",
+		"DBInstanceIdentifier": "myapp-db-inc-42", "DBSnapshotIdentifier": "pre-deploy-2026-06-26",
 		"DBSubnetGroupName": "myapp-private", "DBParameterGroupName": "myapp-pg16", "DBInstanceClass": "db.r6g.large",
 		"MultiAZ": "true", "VpcSecurityGroupIds.VpcSecurityGroupId.1": "sg-0app", "VpcSecurityGroupIds.VpcSecurityGroupId.2": "sg-0ops",
 	} {
@@ -159,8 +159,9 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	if reqs[0].AccessKeyID != testKeyID {
 		t.Errorf("signed with %q", reqs[0].AccessKeyID)
 	}
-	restored, _ := e.fake.DBInstance("myapp-db-rb-202606260942")
-	if restored.Tags["rollbot:incident"] != "INC-42" || restored.Tags["rollbot:restored-from"] != "myapp-db" {
+	restored, _ := e.fake.DBInstance("myapp-db-inc-42")
+	if restored.Tags["rollbot:incident"] != "INC-42" || restored.Tags["rollbot:restored-from"] != "myapp-db" ||
+		restored.Tags["rollbot:before"] != "2026-06-26T09:00:00Z" || restored.Tags["rollbot:snapshot"] != "pre-deploy-2026-06-26" || restored.Tags["rollbot:method"] != "snapshot" {
 		t.Errorf("tags = %v", restored.Tags)
 	}
 	orig, _ := e.fake.DBInstance("myapp-db")
@@ -177,7 +178,7 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Wait: %v", err)
 	}
-	if r.Endpoint != "myapp-db-rb-202606260942.c0fake0abcde.us-east-1.rds.amazonaws.com:5432" {
+	if r.Endpoint != "myapp-db-inc-42.c0fake0abcde.us-east-1.rds.amazonaws.com:5432" {
 		t.Errorf("Endpoint = %q", r.Endpoint)
 	}
 	if n := len(e.fake.Requests("DescribeDBInstances")); n < 4+3 { // Plan (2) + Restore (1) + 3 "creating" + 1 "available"
@@ -191,8 +192,8 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	}
 	sum := r.Summary()
 	for _, want := range []string{
-		"myapp-db-rb-202606260942 is available at myapp-db-rb-202606260942.c0fake0abcde",
-		"from myapp-db.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432 to myapp-db-rb-",
+		"myapp-db-inc-42 is available at myapp-db-inc-42.c0fake0abcde",
+		"from myapp-db.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432 to myapp-db-inc-42",
 		"after 2026-06-26 08:50:00 UTC", "52m of writes", "snapshot pre-deploy-2026-06-26",
 	} {
 		if !strings.Contains(sum, want) {
@@ -397,5 +398,123 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRestoreAttaches: a restore is re-entrant per incident. A second
+// attempt for the same incident (another replica resuming it) plans an
+// attach from the instance's tags, makes no second restore call (counted
+// on the fake's side) and waits for the instance the first attempt
+// started; any other instance of that name stays a conflict.
+func TestRestoreAttaches(t *testing.T) {
+	for _, method := range []Method{FromSnapshot, PointInTime} {
+		t.Run(string(method), func(t *testing.T) {
+			e := setup(t)
+			e.cfg.Method = method
+			ctx := context.Background()
+			call := "RestoreDBInstanceFromDBSnapshot"
+			if method == PointInTime {
+				call = "RestoreDBInstanceToPointInTime"
+			}
+			req := Request{Before: deployAt.Add(17 * time.Second), Incident: "RB-7"}
+
+			// The first attempt starts the restore, then its replica stops.
+			first := e.adapter(t)
+			p1, err := first.Plan(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := first.Restore(ctx, p1, false); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(e.fake.Requests(call)); n != 1 || p1.Target != "myapp-db-rb-7" {
+				t.Fatalf("%d %s calls, target %s", n, call, p1.Target)
+			}
+
+			// The second replica: the same request finds it.
+			second := e.adapter(t)
+			p2, err := second.Plan(ctx, req)
+			if err != nil {
+				t.Fatalf("Plan of the second attempt: %v", err)
+			}
+			if !p2.Attach || p2.Target != p1.Target || p2.Method != method || p2.Snapshot != p1.Snapshot || !p2.DataAsOf.Equal(p1.DataAsOf) {
+				t.Errorf("second plan %+v\nwant an attach to %+v", p2, p1)
+			}
+			res, err := second.Restore(ctx, p2, false)
+			if err != nil || res.Outcome != platforms.Skipped || !strings.Contains(res.Detail, "attached to the restore of myapp-db-rb-7 started by an earlier attempt") {
+				t.Errorf("second Restore = %+v, %v", res, err)
+			}
+			// Restore re-checks too: the first attempt's own plan, again.
+			if res, err := first.Restore(ctx, p1, false); err != nil || res.Outcome != platforms.Skipped {
+				t.Errorf("Restore of the same plan again = %+v, %v", res, err)
+			}
+			if n := len(e.fake.Requests(call)); n != 1 {
+				t.Errorf("%d %s calls, want 1: a second restore was started", n, call)
+			}
+			r, err := second.Wait(ctx, p2, nil)
+			if err != nil {
+				t.Fatalf("Wait: %v", err)
+			}
+			if r.Target != "myapp-db-rb-7" || r.Endpoint != "myapp-db-rb-7.c0fake0abcde.us-east-1.rds.amazonaws.com:5432" || !r.DataAsOf.Equal(p1.DataAsOf) {
+				t.Errorf("Wait = %+v", r)
+			}
+			if len(e.fake.Requests("RestoreDBInstanceFromDBSnapshot"))+len(e.fake.Requests("RestoreDBInstanceToPointInTime")) != 1 {
+				t.Error("more than one restore call in all")
+			}
+		})
+	}
+
+	t.Run("not ours", func(t *testing.T) {
+		tests := []struct {
+			name string
+			tags map[string]string
+		}{
+			{"no tags", nil},
+			{"another incident", map[string]string{TagIncident: "RB-9", TagRestoredFrom: "myapp-db", TagBefore: "2026-06-26T09:00:00Z", TagDataAsOf: "2026-06-26T08:50:00Z", TagMethod: "snapshot"}},
+			{"same id, another deploy", map[string]string{TagIncident: "RB-8", TagRestoredFrom: "myapp-db", TagBefore: "2026-01-02T09:00:00Z", TagDataAsOf: "2026-01-02T08:50:00Z", TagMethod: "snapshot"}},
+			{"another source", map[string]string{TagIncident: "RB-8", TagRestoredFrom: "other-db", TagBefore: "2026-06-26T09:00:00Z", TagDataAsOf: "2026-06-26T08:50:00Z", TagMethod: "snapshot"}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				e := setup(t)
+				e.fake.AddDBInstance(awstest.DBInstance{ID: "myapp-db-rb-8", Engine: "postgres", Address: "myapp-db-rb-8.x", Port: 5432, CreatedAt: now.AddDate(0, -1, 0), Tags: tt.tags})
+				a := e.adapter(t)
+				req := Request{Before: deployAt, Incident: "RB-8"}
+				_, err := a.Plan(context.Background(), req)
+				if !errors.Is(err, platforms.ErrConflict) || !strings.Contains(userMsg(t, err), "an RDS instance named myapp-db-rb-8 already exists") {
+					t.Errorf("Plan = %v", err)
+				}
+				// Restore refuses it too (a plan made before it appeared).
+				p := Plan{Method: FromSnapshot, Source: "myapp-db", Target: "myapp-db-rb-8", Snapshot: "pre-deploy-2026-06-26", DataAsOf: deployAt.Add(-10 * time.Minute), Incident: "RB-8", Before: deployAt}
+				if _, err := a.Restore(context.Background(), p, false); !errors.Is(err, platforms.ErrConflict) {
+					t.Errorf("Restore = %v", err)
+				}
+				if n := len(e.fake.Requests("RestoreDBInstanceFromDBSnapshot")); n != 0 {
+					t.Errorf("%d restore calls", n)
+				}
+			})
+		}
+	})
+}
+
+func TestIncidentTarget(t *testing.T) {
+	long := strings.Repeat("a", 60)
+	tests := []struct{ instance, incident, want string }{
+		{"myapp-db", "RB-42", "myapp-db-rb-42"},
+		{"MyApp-DB", "RB-42", "myapp-db-rb-42"},
+		{"myapp-db", "INC 7/ops", "myapp-db-inc-7-ops"},
+		{long, "RB-42", strings.Repeat("a", 57) + "-rb-42"},
+		{strings.Repeat("a", 56) + "-bcd", "RB-42", strings.Repeat("a", 56) + "-rb-42"},
+		{"myapp-db", "--", ""},
+		{"myapp-db", strings.Repeat("incident-", 5), ""},
+	}
+	for _, tt := range tests {
+		got := IncidentTarget(tt.instance, tt.incident)
+		if (tt.want != "" && got != tt.want) || len(got) > 63 || !validInstanceID(got) || IncidentTarget(tt.instance, tt.incident) != got {
+			t.Errorf("IncidentTarget(%q, %q) = %q (len %d), want %q", tt.instance, tt.incident, got, len(got), tt.want)
+		}
+	}
+	if IncidentTarget("db", strings.Repeat("incident-", 5)) == IncidentTarget("db", strings.Repeat("incident-", 5)+"x") {
+		t.Error("two long ids share a name")
 	}
 }
