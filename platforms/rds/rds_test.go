@@ -481,7 +481,7 @@ func TestRestoreAttaches(t *testing.T) {
 				a := e.adapter(t)
 				req := Request{Before: deployAt, Incident: "RB-8"}
 				_, err := a.Plan(context.Background(), req)
-				if !errors.Is(err, platforms.ErrConflict) || !strings.Contains(userMsg(t, err), "an RDS instance named myapp-db-rb-8 already exists") {
+				if !errors.Is(err, platforms.ErrConflict) || !strings.Contains(platformtest.UserMessage(t, err), "an RDS instance named myapp-db-rb-8 already exists") {
 					t.Errorf("Plan = %v", err)
 				}
 				// Restore refuses it too (a plan made before it appeared).
