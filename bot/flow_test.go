@@ -121,17 +121,16 @@ func (h *harness) waitFor(what string, pred func(slackemu.Message) bool) slackem
 // transition follows the last message by a few milliseconds).
 func (h *harness) waitStatus(id string, want state.Status) *state.Incident {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		in, err := h.store.Get(context.Background(), id)
-		if err == nil && in.Status == want {
-			return in
+	var in *state.Incident
+	wait.For(h.t, 10*time.Second, id+" reaching "+string(want), func() (bool, error) {
+		var err error
+		in, err = h.store.Get(context.Background(), id)
+		if err != nil {
+			return false, err
 		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("%s did not reach %s: %+v, %v", id, want, in, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return in.Status == want, errors.New(string(in.Status))
+	})
+	return in
 }
 
 func (h *harness) dump() string {

@@ -219,6 +219,13 @@ func (s *Store) Takeover(ctx context.Context, id, owner string, lease time.Durat
 		t.queue(func(p redis.Pipeliner) { p.Set(ctx, leaseKey, val, lease) })
 		return nil
 	}, leaseKey)
+	if errors.Is(err, ErrNotReplicated) && in != nil && in.Owner == owner {
+		// The takeover is on the master but no replica confirmed it yet
+		// (a failover under way): go on with it rather than leave an
+		// owner that does not work the incident. If a failover loses it,
+		// the fence refuses this replica's next write.
+		return in, ClaimOf(in), nil
+	}
 	if err != nil {
 		return in, Claim{}, err
 	}
