@@ -17,8 +17,8 @@ import (
 // MasterName is the name the sentinels of Sentinel monitor.
 const MasterName = "rollbot"
 
-// Sentinels is a Sentinel deployment for one test: one master, two
-// replicas and three sentinels (quorum 2) on loopback ports. Failures are
+// Sentinels is a Sentinel deployment for one test: one master, one
+// replica and three sentinels (quorum 2) on loopback ports. Failures are
 // noticed after 1 s and a failover may take 5 s, so tests are quick.
 type Sentinels struct {
 	// URL is the REDIS_URL that reaches the deployment through the
@@ -34,16 +34,11 @@ type Sentinels struct {
 func Sentinel(t testing.TB) *Sentinels {
 	t.Helper()
 	master := startT(t, "redis-server")
-	s := &Sentinels{data: map[string]*server{master.addr(): master}}
-	// Two replicas: after a failover one of them is promoted and the other
-	// still confirms writes (WAIT 1) while the old master rejoins.
-	for range 2 {
-		replica := startT(t, "redis-server", fmt.Sprintf("replicaof 127.0.0.1 %d", master.port))
-		s.data[replica.addr()] = replica
-		waitFor(t, "replica in sync with the master", 15*time.Second, func(ctx context.Context) error {
-			return linkUp(ctx, replica)
-		})
-	}
+	replica := startT(t, "redis-server", fmt.Sprintf("replicaof 127.0.0.1 %d", master.port))
+	s := &Sentinels{data: map[string]*server{master.addr(): master, replica.addr(): replica}}
+	waitFor(t, "replica in sync with the master", 15*time.Second, func(ctx context.Context) error {
+		return linkUp(ctx, replica)
+	})
 	for range 3 {
 		s.sentinels = append(s.sentinels, startT(t, "redis-sentinel",
 			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2", MasterName, master.port),
