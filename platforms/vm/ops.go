@@ -84,7 +84,7 @@ func hostText(err error) (text string, ok bool) {
 	if msg, ok := platforms.UserMessage(err); ok {
 		return msg, true
 	}
-	if reason := neterr.Classify(nil, err).Reason(0); reason != "" {
+	if reason := neterr.Classify(context.Background(), err).Reason(0); reason != "" {
 		return reason, true
 	}
 	return "an unexpected error", false
