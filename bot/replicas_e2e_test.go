@@ -24,9 +24,12 @@ import (
 	"rollbot/handlers"
 	"rollbot/platforms/sim"
 	"rollbot/state"
+	"rollbot/testkit/kubetest"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 const replicaLease = 3 * time.Second
@@ -75,6 +78,22 @@ type replicaSet struct {
 
 func newReplicaSet(t testing.TB, sent *redistest.Sentinels, n int, stepDelay time.Duration) *replicaSet {
 	t.Helper()
+	return newReplicaSetFor(t, sent, n, func(stateFile string) string {
+		return fmt.Sprintf(`    platform: simulated
+    simulated:
+      versions: [{artifact: "app:v1"}, {artifact: "app:v2"}, {artifact: "app:v3", bad: true}]
+      replicas: 3
+      step_delay: %s
+      state_file: %s
+    metrics: {simulated: true}
+`, stepDelay, stateFile)
+	})
+}
+
+// newReplicaSetFor starts n replicas whose one service, myapp, is
+// configured by service (indented under services.myapp).
+func newReplicaSetFor(t testing.TB, sent *redistest.Sentinels, n int, service func(stateFile string) string) *replicaSet {
+	t.Helper()
 	emu, err := slackemu.New(slackemu.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -94,15 +113,8 @@ query_timeout: 2s
 budgets: {assess: 30s, confirm: 5m, rollout: 1m, verify: 2m, hold: 5m}
 services:
   myapp:
-    platform: simulated
-    simulated:
-      versions: [{artifact: "app:v1"}, {artifact: "app:v2"}, {artifact: "app:v3", bad: true}]
-      replicas: 3
-      step_delay: %s
-      state_file: %s
-    metrics: {simulated: true}
-    approvers: {groups: [%s]}
-`, slackemu.ChannelIncident, r.prefix, replicaLease, stepDelay, r.stateFile, slackemu.GroupOnCall)
+%s    approvers: {groups: [%s]}
+`, slackemu.ChannelIncident, r.prefix, replicaLease, service(r.stateFile), slackemu.GroupOnCall)
 	if err := os.WriteFile(filepath.Join(dir, "rollbot.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -526,4 +538,84 @@ func BenchmarkTakeoverAfterKill(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-to-takeover")
 	b.ReportMetric(float64(replicaLease.Milliseconds()), "ms-lease")
+}
+
+// The same on the real Kubernetes control plane: kill -9 of the owner right
+// after its rollback write (and, separately, while it verifies); another
+// replica resumes, the Deployment saw exactly two spec writes (the pause
+// and the rollback, counted by its generation on the apiserver), and the
+// pods end on the good image.
+func TestReplicasKillOwnerOnKubernetes(t *testing.T) {
+	sent := redistest.Sentinel(t)
+	c := kubetest.Start(t)
+	for _, at := range []string{"rolling back", "verifying"} {
+		t.Run(at, func(t *testing.T) {
+			ns := kubetest.CreateNamespace(t, c.AdminClient, "replicas")
+			kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)
+			kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+			kubetest.SetImage(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v2")
+			g0 := kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp").Generation
+			kubeconfig := c.KubeconfigFor(t, ns, "../deploy/kubernetes/rbac.yaml")
+			r := newReplicaSetFor(t, sent, 3, func(string) string {
+				return fmt.Sprintf(`    platform: kubernetes
+    kubernetes: {kubeconfig: %s, namespace: %s, deployment: myapp, rollout_timeout: 1m}
+    thresholds: {baseline_p95: 100ms}
+`, kubeconfig, ns)
+			})
+			generation := func() int64 {
+				d, err := c.AdminClient.AppsV1().Deployments(ns).Get(context.Background(), "myapp", metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return d.Generation
+			}
+			r.slash("myapp")
+			r.confirm()
+			var in *state.Incident
+			if at == "rolling back" {
+				wait.For(t, 30*time.Second, "the rollback write", func() (bool, error) {
+					g := generation()
+					return g >= g0+2, fmt.Errorf("generation %d (before %d)", g, g0)
+				})
+				in = r.incident("RB-1")
+			} else {
+				in = r.waitStatus("RB-1", 30*time.Second, is(state.Verifying), "verifying")
+			}
+			killed := time.Now()
+			r.kill(ownerPID(t, in))
+			in = r.waitStatus("RB-1", 60*time.Second, is(state.Completed, state.VerifyFailed, state.RollbackFailed), "finished")
+			if in.Status == state.RollbackFailed {
+				t.Fatalf("the rollback failed after the takeover")
+			}
+			// Killed while working (the verification polls for 20s here),
+			// so exactly one takeover.
+			if len(in.TakenOver) != 1 {
+				t.Fatalf("%d takeovers for one kill: %+v", len(in.TakenOver), in.TakenOver)
+			}
+			if d := in.TakenOver[0].At.Sub(killed); d > replicaLease+10*time.Second {
+				t.Errorf("taken over %s after the kill", d)
+			}
+			t.Logf("%s, taken over %s after kill -9 at %s", in.Status, in.TakenOver[0].At.Sub(killed).Round(10*time.Millisecond), in.TakenOver[0].Status)
+			if g := generation(); g != g0+2 {
+				t.Errorf("the Deployment's generation went %d → %d: want exactly two writes (pause, rollback)", g0, g)
+			}
+			images, ready := kubetest.PodImages(t, c.AdminClient, ns, "myapp")
+			if len(images) != 3 || ready != 3 {
+				t.Errorf("pods after the resumed rollback: %v, %d ready", images, ready)
+			}
+			for _, img := range images {
+				if img != "registry.local/myapp:v1" {
+					t.Errorf("a pod runs %s", img)
+				}
+			}
+			if in.Status == state.VerifyFailed {
+				// No metrics source here: the rollback converged (pods
+				// healthy); only the request-metric items are left.
+				m := r.wait("verification verdict", textHas("did not recover"))
+				if !strings.Contains(m.PlainText(), "no metrics source configured") {
+					t.Errorf("verification failed for another reason:\n%s", m.PlainText())
+				}
+			}
+		})
+	}
 }
