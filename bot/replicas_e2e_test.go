@@ -9,6 +9,7 @@ package bot
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"rollbot/handlers"
 	"rollbot/platforms/sim"
 	"rollbot/state"
+	"rollbot/testkit/dbtest"
 	"rollbot/testkit/kubetest"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
@@ -138,6 +140,11 @@ func (r *replicaSet) start() int {
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + r.dir,
 		"SLACK_BOT_TOKEN=" + slackemu.BotToken, "SLACK_APP_TOKEN=" + slackemu.AppToken,
 		"SLACK_API_URL=" + r.emu.APIURL(), "REDIS_URL=" + r.redisURL, "ROLLBOT_OPS_ADDR=off"}
+	for _, kv := range os.Environ() { // the service's own variables (DSNs)
+		if strings.HasPrefix(kv, "MYAPP_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -617,5 +624,137 @@ func TestReplicasKillOwnerOnKubernetes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The database steps with replicas: kill -9 of a replica while the DB
+// approval waits (another serves the approval), and of the owner while the
+// down migration runs (a real golang-migrate against PostgreSQL, started
+// by the dead replica and finishing on its own): the next owner never runs
+// it a second time — the migration table says it finished — and rolls the
+// app back.
+func TestReplicasKillDuringDatabaseStep(t *testing.T) {
+	sent := redistest.Sentinel(t)
+	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
+	dir, err := filepath.Abs("../platforms/migrations/testdata/golang-migrate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := migrateBin(t)
+	for _, at := range []string{"awaiting DB approval", "down migration running"} {
+		t.Run(at, func(t *testing.T) {
+			db := pg.CreateDatabase(t)
+			owner, err := sql.Open("pgx", db.DSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer owner.Close()
+			for _, n := range []string{"2", "1"} { // the good deploy, then the bad one's migration
+				if out, err := exec.Command(bin, "-path", dir, "-database", db.URL, "up", n).CombinedOutput(); err != nil {
+					t.Fatalf("migrate up %s: %v\n%s", n, err, out)
+				}
+			}
+			version := func() string {
+				var v int64
+				var dirty bool
+				if err := owner.QueryRow(`SELECT version, dirty FROM schema_migrations`).Scan(&v, &dirty); err != nil {
+					t.Fatal(err)
+				}
+				return fmt.Sprintf("%d dirty=%v", v, dirty)
+			}
+			t.Setenv("MYAPP_RO_DSN", db.DSN)
+			t.Setenv("MYAPP_MIGRATE_URL", db.URL)
+			r := newReplicaSetFor(t, sent, 3, func(stateFile string) string {
+				return fmt.Sprintf(`    platform: simulated
+    simulated:
+      versions: [{artifact: "app:v1"}, {artifact: "app:v2"}, {artifact: "app:v3", bad: true}]
+      deployed_ago: 1h
+      step_delay: 200ms
+      state_file: %s
+    metrics: {simulated: true}
+    database:
+      driver: postgres
+      dsn_env: MYAPP_RO_DSN
+      tool: golang-migrate
+      migrations_dir: %q
+      down:
+        kind: command
+        command: [sh, -c, "sleep 1 && exec %s -path %s -database '$(DATABASE_URL)' down $(ROLLBOT_STEPS)"]
+        secret_env:
+          DATABASE_URL: {env: MYAPP_MIGRATE_URL}
+        timeout: 2m
+      approvers: {groups: [%s]}
+`, stateFile, dir, bin, dir, slackemu.GroupDBA)
+			})
+			// What the replicas' recorder wrote while app:v2 ran.
+			if err := r.store.RecordSchema(context.Background(), "myapp", state.SchemaRecord{
+				At: time.Now().Add(-2 * time.Hour), Artifact: "app:v2", Tool: "golang-migrate", Versions: []string{"2"}}); err != nil {
+				t.Fatal(err)
+			}
+			r.slash("myapp")
+			r.confirm()
+			in := r.waitStatus("RB-1", 30*time.Second, is(state.AwaitingDBApprove), "awaiting DB approval")
+			m := r.wait("DB approval request", hasAction(handlers.ActDBApprove))
+			var killed time.Time
+			if at == "awaiting DB approval" {
+				r.kill(ownerPID(t, in)) // the replica that assessed and asked
+				killed = time.Now()
+			}
+			r.approve(slackemu.UserDana, m)
+			if at == "down migration running" {
+				in = r.waitStatus("RB-1", 30*time.Second, func(state.Status) bool {
+					cur := r.incident("RB-1")
+					return cur != nil && cur.Steps["database"] == "started"
+				}, "down migration started")
+				r.kill(ownerPID(t, in))
+				killed = time.Now()
+			}
+			in = r.waitStatus("RB-1", 90*time.Second, is(state.Completed, state.VerifyFailed, state.RollbackFailed), "finished")
+			if in.Status != state.Completed {
+				t.Fatalf("RB-1 ended %s", in.Status)
+			}
+			if got := version(); got != "2 dirty=false" {
+				t.Errorf("schema_migrations = %s, want 2 dirty=false (the down migration once)", got)
+			}
+			want := 0
+			if at == "down migration running" {
+				want = 1
+				if d := in.TakenOver[0].At.Sub(killed); len(in.TakenOver) == 1 && d > replicaLease+10*time.Second {
+					t.Errorf("taken over %s after the kill", d)
+				}
+			}
+			if len(in.TakenOver) != want {
+				t.Errorf("%d takeovers, want %d: %+v", len(in.TakenOver), want, in.TakenOver)
+			}
+			r.checkOnce("RB-1", want)
+			if at == "down migration running" {
+				evs, _ := r.store.Timeline(context.Background(), "RB-1")
+				resumed := false
+				for _, ev := range evs {
+					resumed = resumed || (ev.Step == "database" && strings.Contains(ev.Detail, "resuming the database step"))
+				}
+				if !resumed {
+					t.Errorf("the database step was not resumed by the new owner: %+v", evs)
+				}
+			}
+		})
+	}
+}
+
+// approve approves the DB step as user in the modal, typing the service.
+func (r *replicaSet) approve(user string, dbMsg slackemu.Message) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.emu.ClickButton(ctx, user, slackemu.ChannelIncident, dbMsg.TS, handlers.ActDBApprove); err != nil {
+		r.t.Fatal(err)
+	}
+	v, err := r.emu.WaitForView(ctx, func(v slackemu.View) bool { return v.User == user && v.Open && v.CallbackID == "db_approve_modal" })
+	if err != nil {
+		r.t.Fatalf("no approval modal for %s: %v", user, err)
+	}
+	ack, err := r.emu.SubmitView(ctx, user, v.ID, map[string]map[string]string{"confirm": {"service": "myapp"}})
+	if err != nil || len(ack.Errors) > 0 {
+		r.t.Fatalf("approval: %+v %v", ack, err)
 	}
 }
