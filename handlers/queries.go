@@ -100,7 +100,7 @@ func (e *Engine) timeline(ctx context.Context, sc SlashCommand, cmd Command) {
 }
 
 // Supervise runs on every replica until ctx ends. Every third of the
-// lease it looks at the incidents that are not finished:
+// lease (at most 2s) it looks at the incidents that are not finished:
 //   - a working incident whose owner's lease expired (the replica died or
 //     hung) is taken over, fenced, and resumed from its recorded step;
 //   - a wait that outlived its budget (nobody confirmed, the DB approvals
@@ -110,7 +110,10 @@ func (e *Engine) timeline(ctx context.Context, sc SlashCommand, cmd Command) {
 // Every replica does this; the compare-and-set of each move makes sure one
 // of them acts.
 func (e *Engine) Supervise(ctx context.Context) {
-	t := time.NewTicker(max(e.opt.Lease/3, 200*time.Millisecond))
+	// Every third of the lease, at most 2s: an expired lease is noticed
+	// within 2s (takeover ≤ lease + 2s), and listing the open incidents is
+	// one small read.
+	t := time.NewTicker(max(min(e.opt.Lease/3, 2*time.Second), 200*time.Millisecond))
 	defer t.Stop()
 	for {
 		e.superviseOnce(ctx)
