@@ -1,0 +1,44 @@
+package bot
+
+import (
+	"testing"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"rollbot/handlers"
+	"rollbot/testkit/slackemu"
+)
+
+// The demo runs on the embedded in-memory Redis: the lifecycle's scripts
+// and transactions work there too, and both demo services complete.
+func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {
+	mr := miniredis.RunT(t)
+	services, err := DemoServices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, services, DemoEngineOptions())
+	h.stop()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	h.opts.Redis, h.opts.Prefix = rdb, ""
+	h.start()
+
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+	h.waitFor("post-rollback actions", inThread(a.TS, textHas("Post-rollback actions")))
+
+	h.slash(slackemu.UserAlice, "payments")
+	p := h.waitFor("payments assessment", func(m slackemu.Message) bool {
+		return hasAction(handlers.ActConfirm)(m) && m.TS != a.TS
+	})
+	h.click(slackemu.UserBob, p.TS, handlers.ActConfirm)
+	db := h.waitFor("DB approval request", inThread(p.TS, hasAction(handlers.ActDBApprove)))
+	if ack := h.approve(slackemu.UserDana, db, "payments"); len(ack.Errors) > 0 {
+		t.Fatalf("approval refused: %+v", ack.Errors)
+	}
+	h.waitFor("payments verified", inThread(p.TS, textHas("Rollback verified")))
+}
