@@ -21,6 +21,7 @@ import (
 // the subject is the gate and the approvals.
 type recordingDB struct {
 	destructive bool
+	fail        error // RollBack's answer, when set
 	mu          sync.Mutex
 	downs       int
 	restores    int
@@ -41,7 +42,12 @@ func (d *recordingDB) DownPlan(platforms.MigrationReport) string { return "run `
 func (d *recordingDB) RollBack(ctx context.Context, run platforms.DBRun, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
 	d.mu.Lock()
 	d.downs++
+	fail := d.fail
 	d.mu.Unlock()
+	if fail != nil {
+		io.WriteString(out, "error: Dirty database version 20261125090000. Fix and force version.\n")
+		return "", fail
+	}
 	io.WriteString(out, "20261125090000/d drop_legacy_email (3.1ms)\n")
 	return "schema back at 20261124000000", nil
 }

@@ -10,7 +10,10 @@ import (
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/state"
+	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func lifecycleEngine(mut func(*handlers.Options)) handlers.Options {
@@ -192,5 +195,112 @@ func TestLifecycleLosingDecisionIsNotRecorded(t *testing.T) {
 	h.waitStatus("RB-1", state.Completed)
 	if hasEvent(h.events("RB-1"), "cancel", "") {
 		t.Errorf("a cancel that lost to the confirmation is on the timeline:\n%v", h.events("RB-1"))
+	}
+}
+
+// A failed database step keeps the service (the team must see what the
+// database is left in) with an End button, and says until when; End
+// releases it. Before, the lock stayed held with nothing to click.
+func TestLifecycleFailedDBStepCanBeEnded(t *testing.T) {
+	h, db, m := dbHarness(t, false, lifecycleEngine(func(*handlers.Options) {}))
+	db.mu.Lock()
+	db.fail = platforms.Userf(errors.New("exit status 1"), "migrate down failed: Dirty database version 20261125090000")
+	db.mu.Unlock()
+	h.approve(slackemu.UserDana, m, "payments")
+	f := h.waitFor("failure", textHas("The database step failed"))
+	wantAll(t, "failure", f.PlainText(), "Dirty database version", "the app was not rolled back", "stays locked for this rollback until")
+	if !hasAction(handlers.ActEnd)(f) || hasAction(handlers.ActFallbackImage)(f) {
+		t.Errorf("want only End on a failed database step: %v", f.ActionIDs())
+	}
+	in := h.waitStatus("RB-1", state.RollbackFailed)
+	if l, _ := h.store.LockHolder(context.Background(), "payments"); l == nil || l.Token != in.Lock {
+		t.Fatalf("lock not kept: %+v", l)
+	}
+	h.click(slackemu.UserBob, f.TS, handlers.ActEnd)
+	h.waitStatus("RB-1", state.Closed)
+	if l, _ := h.store.LockHolder(context.Background(), "payments"); l != nil {
+		t.Errorf("lock held after End: %+v", l)
+	}
+}
+
+// The service lock taken by someone else during the rollback (it expired
+// and another rollback took it) stops the step at the next heartbeat, and
+// the thread names the holder.
+func TestLifecycleLostLockStopsTheStep(t *testing.T) {
+	svc, _ := simService(t, "myapp", 2*time.Second)
+	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("rollback in progress", textHas("Rolling back"))
+	in, err := h.store.Get(context.Background(), "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.store.ReleaseLock(context.Background(), "myapp", in.Lock)
+	if _, err := h.store.AcquireLock(context.Background(), "myapp", "RB-9", slackemu.UserDana, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	m := h.waitFor("lost lock report", textHas("RB-9 holds it"))
+	if m.ThreadTS != a.TS {
+		t.Errorf("report outside the thread")
+	}
+	h.waitStatus("RB-1", state.RollbackFailed)
+	if !hasEvent(h.events("RB-1"), "rollback", "failed: the service lock of myapp is no longer this rollback's") {
+		t.Errorf("timeline lacks the lost lock:\n%v", h.events("RB-1"))
+	}
+}
+
+// Slack refuses the update that puts the buttons on the assessment: the
+// table is posted again with them, so there is something to click.
+func TestLifecycleAssessmentUpdateFailureRepostsTheButtons(t *testing.T) {
+	svc, _ := simService(t, "myapp", time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
+	h.emu.FailMethod("chat.update", "internal_error", 1)
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment posted again", hasAction(handlers.ActConfirm))
+	if a.ThreadTS == "" {
+		t.Errorf("the re-posted assessment is not in the incident's thread")
+	}
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitStatus("RB-1", state.Completed)
+}
+
+// Redis goes away mid-rollback: the thread says so within seconds, and no
+// further write runs (the step stops at the next heartbeat).
+func TestLifecycleRedisDownMidFlowIsReported(t *testing.T) {
+	svc, s := simService(t, "myapp", 2*time.Second)
+	rs := redistest.Server(t)
+	opt, err := redis.ParseURL(rs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
+	h.stop()
+	h.opts.Redis, h.store = rdb, state.New(rdb, h.opts.Prefix)
+	h.start()
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("rollback in progress", textHas("Rolling back"))
+	rs.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := h.emu.WaitForMessage(ctx, textHas("rollbot lost its state store (Redis)"))
+	if err != nil {
+		t.Fatalf("no report in the thread within 10s of Redis going away:\n%s", h.dump())
+	}
+	if m.ThreadTS != a.TS {
+		t.Errorf("report outside the thread")
+	}
+	// The rollback stopped where it was: no pod replaced after the report.
+	snap, _ := s.Snapshot(context.Background())
+	before := snap.Health.Ready
+	time.Sleep(3 * time.Second) // longer than a pod's replacement (2s)
+	snap, _ = s.Snapshot(context.Background())
+	if snap.Health.Ready != before {
+		t.Errorf("the platform kept changing after the step stopped: ready %d → %d", before, snap.Health.Ready)
 	}
 }

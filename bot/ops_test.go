@@ -2,13 +2,9 @@ package bot
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,68 +19,12 @@ import (
 	"rollbot/testkit/slackemu"
 )
 
-// redisProcess is a redis-server of this test alone, so the test can stop
-// it for real.
-type redisProcess struct {
-	cmd  *exec.Cmd
-	url  string
-	done chan struct{}
-}
-
-func startRedisProcess(t *testing.T) *redisProcess {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not found on PATH: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", t.TempDir(), "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	p := &redisProcess{cmd: cmd, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port), done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(p.stop)
-	opt, _ := redis.ParseURL(p.url)
-	c := redis.NewClient(opt)
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on port %d did not answer: %v", port, err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline
-	}
-}
-
-// stop ends the redis-server process and waits until it has exited.
-func (p *redisProcess) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
 // opsBot is a bot with its ops listener, against the local Slack server
 // and a redis-server process of its own.
 type opsBot struct {
 	t     *testing.T
 	emu   *slackemu.Server
-	redis *redisProcess
+	redis *redistest.Standalone
 	bot   *Bot
 	base  string // http://127.0.0.1:PORT
 }
@@ -96,8 +36,8 @@ func startOpsBot(t *testing.T) *opsBot {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	rp := startRedisProcess(t)
-	opt, _ := redis.ParseURL(rp.url)
+	rp := redistest.Server(t)
+	opt, _ := redis.ParseURL(rp.URL)
 	// Short timeouts and no retries: a stopped Redis shows at once.
 	opt.MaxRetries, opt.DialTimeout = -1, 500*time.Millisecond
 	rdb := redis.NewClient(opt)
@@ -279,7 +219,7 @@ func TestOpsHealthAndReadiness(t *testing.T) {
 
 	// redis-server stops: not ready, the failed PINGs are counted.
 	before := value(o.metrics(), "rollbot_redis_errors_total", "command", "ping")
-	o.redis.stop()
+	o.redis.Kill()
 	body = o.waitStatus("/readyz", http.StatusServiceUnavailable)
 	if !strings.Contains(body, "redis: no answer to PING") || strings.Contains(body, "slack") || strings.Contains(body, "127.0.0.1") {
 		t.Errorf("/readyz with redis-server stopped: %q", body)

@@ -215,15 +215,16 @@ func (s stepError) Error() string { return s.msg }
 func failf(format string, args ...any) error { return stepError{fmt.Sprintf(format, args...)} }
 
 // heartbeat refreshes the lease and the service lock every third of the
-// lease, and cancels ctx with the reason once either is lost, or once the
-// state store has not answered for a whole lease (another replica may
-// have taken over by then).
+// lease (at most 2s), and cancels ctx with the reason once either is lost,
+// or once the state store has not answered for 5s (or most of the lease):
+// the step stops and says so in the thread within seconds, and another
+// replica may take over once Redis is back.
 func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, o *owned) func() {
 	hctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		every := e.opt.Lease / 3
+		every := min(e.opt.Lease/3, 2*time.Second)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		last := e.now()
@@ -249,7 +250,7 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 				return
 			default:
 				e.log.Warn("heartbeat", "incident", o.in.ID, "err", err)
-				if e.now().Sub(last) >= min(e.opt.Lease-every, 8*time.Second) {
+				if e.now().Sub(last) >= min(e.opt.Lease-every, 5*time.Second) {
 					cancel(errStoreDown)
 					return
 				}

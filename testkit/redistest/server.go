@@ -170,3 +170,20 @@ func infoField(ctx context.Context, c *redis.Client, section, field string) (str
 	}
 	return "", fmt.Errorf("INFO %s has no %s", section, field)
 }
+
+// Standalone is one redis-server of a test alone, so that the test can
+// kill it for real (a Redis that goes away mid-flow).
+type Standalone struct {
+	URL string
+	s   *server
+}
+
+// Server starts a redis-server for t alone, killed when t ends.
+func Server(t testing.TB) *Standalone {
+	t.Helper()
+	s := startT(t, "redis-server")
+	return &Standalone{URL: "redis://" + s.addr() + "/0", s: s}
+}
+
+// Kill sends SIGKILL and waits until the process is gone.
+func (x *Standalone) Kill() { x.s.kill() }
