@@ -85,14 +85,17 @@ func newReplicaSet(t testing.TB, sent *redistest.Sentinels, n int, stepDelay tim
 
 func simYAML(stepDelay time.Duration) func(stateFile string) string {
 	return func(stateFile string) string {
+		// Stopping the rollout takes as long as a pod, so a test can kill
+		// the replica while it stops.
 		return fmt.Sprintf(`    platform: simulated
     simulated:
       versions: [{artifact: "app:v1"}, {artifact: "app:v2"}, {artifact: "app:v3", bad: true}]
       replicas: 3
       step_delay: %s
+      stop_delay: %s
       state_file: %s
     metrics: {simulated: true}
-`, stepDelay, stateFile)
+`, stepDelay, stepDelay, stateFile)
 	}
 }
 
@@ -363,6 +366,12 @@ func TestReplicasKillOwnerAtEachStep(t *testing.T) {
 		{"awaiting confirmation", 0, func(r *replicaSet) int {
 			in := r.waitStatus("RB-1", 20*time.Second, is(state.AwaitingConfirm), "awaiting confirmation")
 			pid := ownerPID(t, in) // the replica that assessed
+			r.kill(pid)
+			return pid
+		}},
+		{"stopping", 1, func(r *replicaSet) int {
+			in := r.waitStatus("RB-1", 20*time.Second, is(state.Stopping), "stopping")
+			pid := ownerPID(t, in)
 			r.kill(pid)
 			return pid
 		}},

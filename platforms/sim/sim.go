@@ -52,6 +52,7 @@ type Config struct {
 	Replicas    int           `yaml:"replicas"`
 	DeployedAgo time.Duration `yaml:"deployed_ago"` // when the current version rolled out
 	StepDelay   time.Duration `yaml:"step_delay"`   // per pod during a rollback
+	StopDelay   time.Duration `yaml:"stop_delay"`   // how long stopping the rollout takes, before its write
 	RPS         float64       `yaml:"rps"`          // simulated traffic
 	// StateFile, when set, keeps the deployment in this JSON file, shared
 	// by every process configured with the same path (see the package doc).
@@ -209,6 +210,15 @@ func (s *Sim) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
 // Stop implements platforms.Platform: pause the rollout.
 func (s *Sim) Stop(ctx context.Context, dryRun bool) (platforms.Result, error) {
 	plan := []string{s.Target() + ": pause the rollout"}
+	if !dryRun && s.cfg.StopDelay > 0 {
+		t := time.NewTimer(s.cfg.StopDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return platforms.Result{}, platforms.Userf(ctx.Err(), "stopping the rollout of %s did not finish in time", s.Target())
+		case <-t.C:
+		}
+	}
 	var res platforms.Result
 	err := s.update(func(t *tx) error {
 		switch {
