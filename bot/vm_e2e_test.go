@@ -141,10 +141,7 @@ services:
 			t.Errorf("timeline has no %s event by %s with %q:\n%+v", c.step, c.actor, c.detail, evs)
 		}
 	}
-	final, err := h.store.Get(context.Background(), "RB-1")
-	if err != nil || final.Status != state.Completed {
-		t.Errorf("incident after verification: %+v, %v", final, err)
-	}
+	h.waitStatus("RB-1", state.Completed)
 	marks, err := h.store.Marks(context.Background(), "myapp")
 	if _, ok := marks[as.Bad.Artifact]; err != nil || len(marks) != 1 || !ok {
 		t.Errorf("DO_NOT_DEPLOY marks = %v, %v; want only the bad v2 (%s)", marks, err, as.Bad.Artifact)
