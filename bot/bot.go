@@ -172,7 +172,9 @@ func (b *Bot) Run(ctx context.Context) error {
 	}
 }
 
-// dispatch acks first, then hands the work to the engine in the background.
+// dispatch acknowledges every envelope before any Redis or platform work
+// (the duplicate check included) and hands the work to its own goroutine,
+// so the socket loop never waits on a store or a handler.
 func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 	b.metrics.socketEvent(evt.Type)
 	switch evt.Type {
@@ -194,10 +196,13 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 	case socketmode.EventTypeSlashCommand:
 		b.sm.Ack(req)
 		cmd, ok := evt.Data.(slack.SlashCommand)
-		if !ok || !b.first(ctx, firstNonEmpty(cmd.TriggerID, req.EnvelopeID)) {
+		if !ok {
 			return
 		}
 		b.work("command", func(ctx context.Context) {
+			if !b.first(ctx, firstNonEmpty(cmd.TriggerID, req.EnvelopeID)) {
+				return
+			}
 			b.engine.HandleCommand(ctx, handlers.SlashCommand{UserID: cmd.UserID, ChannelID: cmd.ChannelID,
 				ChannelName: cmd.ChannelName, Text: cmd.Text, TriggerID: cmd.TriggerID})
 		})
@@ -209,28 +214,34 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 		}
 		switch cb.Type {
 		case slack.InteractionTypeViewSubmission:
-			// Inline errors must travel in the ack, so this one runs first.
-			vctx, cancel := context.WithTimeout(ctx, 2500*time.Millisecond)
-			errs := b.engine.HandleView(vctx, viewSubmission(cb))
-			cancel()
-			if len(errs) > 0 {
-				b.sm.Ack(req, map[string]any{"response_action": "errors", "errors": errs})
-				return
-			}
-			b.sm.Ack(req)
+			// Inline errors must travel in the ack, so this one is
+			// acknowledged when the check is done: off the event loop,
+			// so other envelopes are not held behind it.
+			go func() {
+				vctx, cancel := context.WithTimeout(ctx, 2500*time.Millisecond)
+				errs := b.engine.HandleView(vctx, viewSubmission(cb))
+				cancel()
+				if len(errs) > 0 {
+					b.sm.Ack(req, map[string]any{"response_action": "errors", "errors": errs})
+					return
+				}
+				b.sm.Ack(req)
+			}()
 		case slack.InteractionTypeBlockActions:
 			b.sm.Ack(req)
-			if !b.first(ctx, firstNonEmpty(cb.TriggerID, req.EnvelopeID)) {
-				return
-			}
-			for _, act := range cb.ActionCallback.BlockActions {
-				a := handlers.Action{UserID: cb.User.ID, ChannelID: cb.Channel.ID, MessageTS: cb.Container.MessageTs,
-					ActionID: act.ActionID, Value: act.Value, TriggerID: cb.TriggerID}
-				if a.ChannelID == "" {
-					a.ChannelID = cb.Container.ChannelID
+			b.work("action", func(ctx context.Context) {
+				if !b.first(ctx, firstNonEmpty(cb.TriggerID, req.EnvelopeID)) {
+					return
 				}
-				b.work("action", func(ctx context.Context) { b.engine.HandleAction(ctx, a) })
-			}
+				for _, act := range cb.ActionCallback.BlockActions {
+					a := handlers.Action{UserID: cb.User.ID, ChannelID: cb.Channel.ID, MessageTS: cb.Container.MessageTs,
+						ActionID: act.ActionID, Value: act.Value, TriggerID: cb.TriggerID}
+					if a.ChannelID == "" {
+						a.ChannelID = cb.Container.ChannelID
+					}
+					b.engine.HandleAction(ctx, a)
+				}
+			})
 		default:
 			b.sm.Ack(req)
 		}

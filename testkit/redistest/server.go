@@ -187,3 +187,11 @@ func Server(t testing.TB) *Standalone {
 
 // Kill sends SIGKILL and waits until the process is gone.
 func (x *Standalone) Kill() { x.s.kill() }
+
+// Freeze stops the process (SIGSTOP): connections stay open and every
+// command hangs, as with a Redis that is overloaded or cut off without a
+// reset. Thaw lets it go on; Freeze is undone when t ends.
+func (x *Standalone) Freeze() { x.s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (x *Standalone) Thaw() { x.s.cmd.Process.Signal(syscall.SIGCONT) }

@@ -1,0 +1,289 @@
+// Command ackload measures how fast rollbot acknowledges a burst of slash
+// commands, beside a Socket Mode client that does nothing but acknowledge,
+// on the same local Slack-compatible server in the same run.
+//
+//	go run ./bench/ackload [-n 200] [-runs 3]
+//
+// It starts a redis-server (Debian's redis-server must be installed), the
+// local Slack server (testkit/slackemu), builds rollbot, and for each run:
+//  1. starts `rollbot serve` on the simulated platform, waits until it is
+//     connected and idle, reads its RSS, sends n `/rollback checkout` at
+//     once and times each acknowledgement; then checks the outcome: one
+//     rollback proceeds, n-1 are told who holds the service;
+//  2. does the same with the ack-only client (this program re-executed
+//     with -ackonly), which is the floor for the machine and the server.
+//
+// It prints one table: min / median / max over the runs of ack p50 and p99
+// and of the idle RSS, for both.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/socketmode"
+
+	"rollbot/testkit/nettest"
+	"rollbot/testkit/slackemu"
+)
+
+func main() {
+	n := flag.Int("n", 200, "concurrent slash commands per run")
+	runs := flag.Int("runs", 3, "runs")
+	ackOnly := flag.Bool("ackonly", false, "internal: run as the ack-only Socket Mode client")
+	flag.Parse()
+	if *ackOnly {
+		runAckOnly()
+		return
+	}
+	if err := drive(*n, *runs); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// runAckOnly acknowledges every envelope and does nothing else.
+func runAckOnly() {
+	api := slack.New(os.Getenv("SLACK_BOT_TOKEN"), slack.OptionAppLevelToken(os.Getenv("SLACK_APP_TOKEN")),
+		slack.OptionAPIURL(os.Getenv("SLACK_API_URL")))
+	sm := socketmode.New(api)
+	go func() {
+		for evt := range sm.Events {
+			if evt.Request != nil {
+				sm.Ack(*evt.Request)
+			}
+		}
+	}()
+	if err := sm.Run(); err != nil {
+		log.Fatal(err)
+	}
+}
+
+type result struct {
+	p50, p99 time.Duration
+	rssKB    int
+}
+
+func drive(n, runs int) error {
+	dir, err := os.MkdirTemp("", "ackload")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	redisURL, stopRedis, err := startRedis(dir)
+	if err != nil {
+		return err
+	}
+	defer stopRedis()
+
+	bin := filepath.Join(dir, "rollbot")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build rollbot: %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+
+	var bot, floor []result
+	for run := range runs {
+		prefix := "ackload" + strconv.Itoa(run) + strconv.FormatInt(time.Now().UnixNano(), 36)
+		cfg := filepath.Join(dir, prefix+".yaml")
+		if err := os.WriteFile(cfg, []byte(config(prefix, filepath.Join(dir, prefix+".sim.json"))), 0o600); err != nil {
+			return err
+		}
+		r, err := measure(n, bin, []string{"serve", "--config", cfg}, redisURL, true)
+		if err != nil {
+			return fmt.Errorf("run %d, rollbot: %w", run+1, err)
+		}
+		bot = append(bot, r)
+		f, err := measure(n, self, []string{"-ackonly"}, redisURL, false)
+		if err != nil {
+			return fmt.Errorf("run %d, ack-only client: %w", run+1, err)
+		}
+		floor = append(floor, f)
+		fmt.Fprintf(os.Stderr, "run %d: rollbot p50 %s p99 %s rss %d KB; ack-only p50 %s p99 %s rss %d KB\n",
+			run+1, r.p50, r.p99, r.rssKB, f.p50, f.p99, f.rssKB)
+	}
+	fmt.Printf("%d concurrent /rollback commands over one Socket Mode connection, %d runs (min / median / max)\n\n", n, runs)
+	fmt.Println("| | ack p50 | ack p99 | idle RSS |")
+	fmt.Println("|---|---|---|---|")
+	row := func(name string, rs []result) {
+		fmt.Printf("| %s | %s | %s | %s |\n", name,
+			spread(rs, func(r result) float64 { return ms(r.p50) }, "%.1f ms"),
+			spread(rs, func(r result) float64 { return ms(r.p99) }, "%.1f ms"),
+			spread(rs, func(r result) float64 { return float64(r.rssKB) / 1024 }, "%.1f MB"))
+	}
+	row("rollbot serve (simulated platform, real redis-server)", bot)
+	row("ack-only slack-go client", floor)
+	var ratios []result
+	for i := range bot {
+		ratios = append(ratios, result{p99: time.Duration(float64(bot[i].p99) / float64(floor[i].p99) * float64(time.Millisecond))})
+	}
+	fmt.Printf("\nack p99 ratio rollbot / ack-only, per run: %s\n", spread(ratios, func(r result) float64 { return ms(r.p99) }, "%.2f×"))
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func spread(rs []result, f func(result) float64, format string) string {
+	var v []float64
+	for _, r := range rs {
+		v = append(v, f(r))
+	}
+	slices.Sort(v)
+	return fmt.Sprintf(format+" / "+format+" / "+format, v[0], v[len(v)/2], v[len(v)-1])
+}
+
+func config(prefix, stateFile string) string {
+	return fmt.Sprintf(`incident_channels: [%s]
+redis_prefix: %s
+verify_timeout: 20s
+services:
+  checkout:
+    platform: simulated
+    simulated:
+      versions: [{artifact: "checkout:v1"}, {artifact: "checkout:v2"}, {artifact: "checkout:v3", bad: true}]
+      replicas: 3
+      state_file: %s
+    metrics: {simulated: true}
+    approvers: {groups: [%s]}
+`, slackemu.ChannelIncident, prefix, stateFile, slackemu.GroupOnCall)
+}
+
+// measure starts the program as the Slack app of a fresh local Slack
+// server, waits until it is connected and idle, then sends n commands at
+// once and times their acknowledgements.
+func measure(n int, bin string, args []string, redisURL string, isBot bool) (result, error) {
+	emu, err := slackemu.New(slackemu.Options{})
+	if err != nil {
+		return result{}, err
+	}
+	defer emu.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(),
+		"SLACK_BOT_TOKEN=" + slackemu.BotToken, "SLACK_APP_TOKEN=" + slackemu.AppToken,
+		"SLACK_API_URL=" + emu.APIURL(), "REDIS_URL=" + redisURL, "ROLLBOT_OPS_ADDR=off"}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(emu.ConnectionIDs()) == 0 {
+		if time.Now().After(deadline) {
+			return result{}, fmt.Errorf("no Socket Mode connection after 30s; its output:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // idle: start-up work done
+	rss, err := rssKB(cmd.Process.Pid)
+	if err != nil {
+		return result{}, err
+	}
+
+	lat := make([]time.Duration, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			errs[i] = emu.SlashCommand(ctx, slackemu.UserAlice, slackemu.ChannelIncident, "/rollback", "checkout")
+			lat[i] = time.Since(t0)
+		})
+	}
+	close(start)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return result{}, fmt.Errorf("commands not acknowledged: %w", err)
+	}
+	slices.Sort(lat)
+	r := result{p50: lat[n/2], p99: lat[(n*99+99)/100-1], rssKB: rss}
+	if isBot {
+		if err := outcome(emu, n); err != nil {
+			return result{}, err
+		}
+	}
+	return r, nil
+}
+
+// outcome checks that exactly one rollback went ahead and every other
+// command was told who holds the service.
+func outcome(emu *slackemu.Server, n int) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var assessed, refused int
+		for _, m := range emu.Messages(slackemu.ChannelIncident) {
+			switch {
+			case m.Ephemeral && strings.Contains(m.PlainText(), "is already running"):
+				refused++
+			case !m.Ephemeral && m.ThreadTS == "" && strings.Contains(m.PlainText(), "RB-"):
+				assessed++
+			}
+		}
+		if refused == n-1 && assessed == 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after 60s: %d incidents started and %d refused, want 1 and %d", assessed, refused, n-1)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func rssKB(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// startRedis starts a throwaway redis-server on a free loopback port.
+func startRedis(dir string) (string, func(), error) {
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		return u, func() {}, nil
+	}
+	ports, err := nettest.FreePorts(1)
+	if err != nil {
+		return "", nil, err
+	}
+	port := ports[0]
+	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir, "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start redis-server (install Debian's redis-server): %w", err)
+	}
+	stop := func() { cmd.Process.Kill(); cmd.Wait() }
+	for range 100 {
+		if out, err := exec.Command("redis-cli", "-p", strconv.Itoa(port), "ping").Output(); err == nil && strings.TrimSpace(string(out)) == "PONG" {
+			return fmt.Sprintf("redis://127.0.0.1:%d/0", port), stop, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	return "", nil, errors.New("redis-server did not answer within 5s")
+}
