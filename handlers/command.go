@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"strconv"
 	"fmt"
 	"regexp"
 	"strings"
@@ -28,6 +29,7 @@ type Command struct {
 	Reason   string
 	Incident string // timeline RB-3
 	Markdown bool   // timeline --markdown
+	Page     int    // timeline --page N (1-based; 0 means the first)
 }
 
 // ParseError is a malformed command; Msg says what to type instead.
@@ -92,15 +94,34 @@ func ParseCommand(text string) (Command, error) {
 		return Command{Kind: CmdHistory, Service: args[1]}, nil
 	case "timeline":
 		c := Command{Kind: CmdTimeline}
-		for _, a := range args[1:] {
+		const usage = "usage: `/rollback timeline [RB-n] [--page N] [--markdown]`"
+		for i := 1; i < len(args); i++ {
+			a := args[i]
 			switch {
 			case a == "--markdown" || a == "--md":
 				c.Markdown = true
+			case a == "--page" || strings.HasPrefix(a, "--page="):
+				v, ok := strings.CutPrefix(a, "--page=")
+				if !ok {
+					if i+1 >= len(args) {
+						return Command{}, parseErrorf("`--page` needs a number; %s", usage)
+					}
+					i++
+					v = args[i]
+				}
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 100000 {
+					return Command{}, parseErrorf("`--page` takes a page number like 2 (got %q); %s", v, usage)
+				}
+				c.Page = n
 			case incidentArg.MatchString(a) && c.Incident == "":
 				c.Incident = strings.ToUpper(a)
 			default:
-				return Command{}, parseErrorf("usage: `/rollback timeline [RB-n] [--markdown]` (%q is not an incident id like RB-3)", a)
+				return Command{}, parseErrorf("%s (%q is not an incident id like RB-3)", usage, a)
 			}
+		}
+		if c.Page > 0 && c.Markdown {
+			return Command{}, parseErrorf("`--markdown` exports the whole timeline: leave out `--page`")
 		}
 		return c, nil
 	}

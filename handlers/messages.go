@@ -659,35 +659,68 @@ func historyMsg(name, target string, snap *platforms.Snapshot, marks map[string]
 	return Msg{Text: "History of " + name, Blocks: blocks}
 }
 
-func timelineMsg(in *state.Incident, events []state.Event) Msg {
-	var lines []string
+// timelinePages splits a timeline into pages that each fit one message
+// (sections of at most ~2900 characters, at most 45 of them), in order.
+func timelinePages(events []state.Event) [][]string {
+	var pages [][]string
+	var page []string
+	var cur strings.Builder
+	flush := func() {
+		if cur.Len() > 0 {
+			page = append(page, cur.String())
+			cur.Reset()
+		}
+		if len(page) == 45 {
+			pages = append(pages, page)
+			page = nil
+		}
+	}
 	for _, ev := range events {
 		actor := ev.Actor
 		if strings.HasPrefix(actor, "U") {
 			actor = "<@" + actor + ">"
 		}
-		lines = append(lines, fmt.Sprintf("`%s` *%s* %s: %s", ev.Time.UTC().Format("15:04:05"), ev.Step, actor, ev.Detail))
-	}
-	blocks := []slack.Block{
-		header("title", "Timeline "+in.ID+": "+in.Service),
-		contextBlock("meta", fmt.Sprintf("Status: %s · bad %s · target %s · `--markdown` to export", strings.ReplaceAll(string(in.Status), "_", " "), in.Bad.Label(), in.Target.Label())),
-	}
-	// Sections of at most ~2900 characters, at most 45 of them.
-	var cur strings.Builder
-	flush := func() {
-		if cur.Len() > 0 && len(blocks) < 48 {
-			blocks = append(blocks, section(fmt.Sprintf("events_%d", len(blocks)), cur.String()))
-		}
-		cur.Reset()
-	}
-	for _, l := range lines {
-		l = clip(l, 2000)
+		l := clip("`"+ev.Time.UTC().Format("15:04:05")+"` *"+ev.Step+"* "+actor+": "+ev.Detail, 2000)
 		if cur.Len()+len(l)+1 > 2900 {
 			flush()
 		}
-		cur.WriteString(l + "\n")
+		cur.WriteString(l)
+		cur.WriteByte('\n')
 	}
 	flush()
+	if len(page) > 0 {
+		pages = append(pages, page)
+	}
+	return pages
+}
+
+// timelineMsg shows one page of the timeline (1-based; 0 is the first)
+// and says where the rest is: nothing is dropped without saying so.
+func timelineMsg(in *state.Incident, events []state.Event, page int) Msg {
+	pages := timelinePages(events)
+	if page < 1 {
+		page = 1
+	}
+	meta := fmt.Sprintf("Status: %s · bad %s · target %s · %d events · `--markdown` to export", strings.ReplaceAll(string(in.Status), "_", " "), in.Bad.Label(), in.Target.Label(), len(events))
+	blocks := []slack.Block{header("title", "Timeline "+in.ID+": "+in.Service)}
+	switch {
+	case len(pages) == 0:
+		blocks = append(blocks, contextBlock("meta", meta), section("empty", "No events yet."))
+	case page > len(pages):
+		blocks = append(blocks, contextBlock("meta", meta),
+			section("nopage", fmt.Sprintf("There is no page %d: the timeline has %d. `/rollback timeline %s --page %d` shows the last.", page, len(pages), in.ID, len(pages))))
+	default:
+		if len(pages) > 1 {
+			meta += fmt.Sprintf(" · page %d of %d", page, len(pages))
+		}
+		blocks = append(blocks, contextBlock("meta", meta))
+		for i, sec := range pages[page-1] {
+			blocks = append(blocks, section(fmt.Sprintf("events_%d", i), sec))
+		}
+		if page < len(pages) {
+			blocks = append(blocks, contextBlock("next", fmt.Sprintf("More: `/rollback timeline %s --page %d`", in.ID, page+1)))
+		}
+	}
 	return Msg{Text: "Timeline " + in.ID, Blocks: blocks}
 }
 

@@ -3,6 +3,7 @@ package handlers
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,7 +115,7 @@ func TestGoldenMessages(t *testing.T) {
 		"status":               statusMsg([]*state.Incident{in}, []string{"myapp"}),
 		"service_status":       serviceStatusMsg("myapp", "kubernetes", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, Health: platforms.Health{Desired: 3, Ready: 1, Restarts: 7, Known: true}, RolloutInProgress: true}, "", lock, []*state.Incident{in}),
 		"history":              historyMsg("myapp", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, History: []platforms.Revision{in.Bad, in.Target}}, map[string]state.Mark{"registry/myapp:v1.5.0": {Incident: "RB-7"}}, []*state.Incident{in}),
-		"timeline":             timelineMsg(in, events),
+		"timeline":             timelineMsg(in, events, 1),
 		"markdown":             markdownMsg(in, state.Markdown(in, events, func(a string) string { return a })),
 		"interrupted":          interruptedMsg(in, state.RollingBack),
 	}
@@ -184,5 +185,72 @@ func TestTimelineMessageStaysWithinLimits(t *testing.T) {
 	for i := range 400 {
 		evs = append(evs, state.Event{Time: t0.Add(time.Duration(i) * time.Second), Actor: "rollbot", Step: "verify", Detail: strings.Repeat("x", 200)})
 	}
-	checkLimits(t, timelineMsg(in, evs))
+	checkLimits(t, timelineMsg(in, evs, 1))
+}
+
+// A 10 000-event timeline is shown page by page, each page within Slack's
+// limits, every event on exactly one page, and each page says where the
+// next one is.
+func TestTimelinePagesKeepEveryEvent(t *testing.T) {
+	in := goldenIncident()
+	evs := manyEvents(10000)
+	pages := timelinePages(evs)
+	if len(pages) < 2 {
+		t.Fatalf("%d pages for 10 000 events", len(pages))
+	}
+	seen := 0
+	for p := range pages {
+		m := timelineMsg(in, evs, p+1)
+		checkLimits(t, m)
+		text := msgText(m)
+		seen += strings.Count(text, "*verify* rollbot: event ")
+		if p+1 < len(pages) && !strings.Contains(text, fmt.Sprintf("--page %d", p+2)) {
+			t.Fatalf("page %d does not point at the next", p+1)
+		}
+		if !strings.Contains(text, fmt.Sprintf("page %d of %d", p+1, len(pages))) {
+			t.Fatalf("page %d does not say which page it is", p+1)
+		}
+	}
+	if seen != len(evs) {
+		t.Errorf("%d events over all pages, want %d", seen, len(evs))
+	}
+	last := msgText(timelineMsg(in, evs, len(pages)+3))
+	if !strings.Contains(last, fmt.Sprintf("has %d", len(pages))) {
+		t.Errorf("a page past the end: %s", last)
+	}
+}
+
+func manyEvents(n int) []state.Event {
+	evs := make([]state.Event, n)
+	for i := range evs {
+		evs[i] = state.Event{Time: t0.Add(time.Duration(i) * time.Second), Actor: "rollbot", Step: "verify",
+			Detail: fmt.Sprintf("event %d: error rate 0.4%% over the last 30s, p95 120 ms | checked", i)}
+	}
+	return evs
+}
+
+func msgText(m Msg) string {
+	var b strings.Builder
+	for _, bl := range m.Blocks {
+		switch x := bl.(type) {
+		case *slack.SectionBlock:
+			if x.Text != nil {
+				b.WriteString(x.Text.Text + "\n")
+			}
+		case *slack.ContextBlock:
+			for _, e := range x.ContextElements.Elements {
+				if t, ok := e.(*slack.TextBlockObject); ok {
+					b.WriteString(t.Text + "\n")
+				}
+			}
+		}
+	}
+	return b.String()
+}
+
+func BenchmarkTimelinePages10k(b *testing.B) {
+	evs := manyEvents(10000)
+	for b.Loop() {
+		timelinePages(evs)
+	}
 }

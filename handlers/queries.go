@@ -96,7 +96,7 @@ func (e *Engine) timeline(ctx context.Context, sc SlashCommand, cmd Command) {
 		e.post(ctx, sc.ChannelID, in.ThreadTS, markdownMsg(in, md))
 		return
 	}
-	e.post(ctx, sc.ChannelID, "", timelineMsg(in, events))
+	e.post(ctx, sc.ChannelID, "", timelineMsg(in, events, cmd.Page))
 }
 
 // Supervise runs on every replica until ctx ends. Every third of the

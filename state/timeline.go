@@ -109,14 +109,47 @@ func Markdown(in *Incident, events []Event, name func(actor string) string) stri
 	}
 	fmt.Fprintf(&b, "- Status: %s\n\n", in.Status)
 	b.WriteString("| Time (UTC) | Actor | Step | Detail |\n|---|---|---|---|\n")
+	size := 0
 	for _, ev := range events {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", ev.Time.UTC().Format("2006-01-02 15:04:05"),
-			mdCell(name(ev.Actor)), mdCell(ev.Step), mdCell(ev.Detail))
+		size += 32 + len(ev.Actor) + len(ev.Step) + len(ev.Detail)
+	}
+	b.Grow(size)
+	var ts [32]byte
+	names := map[string]string{} // a timeline has few actors
+	for _, ev := range events {
+		n, ok := names[ev.Actor]
+		if !ok {
+			n = name(ev.Actor)
+			names[ev.Actor] = n
+		}
+		b.WriteString("| ")
+		b.Write(ev.Time.UTC().AppendFormat(ts[:0], "2006-01-02 15:04:05"))
+		b.WriteString(" | ")
+		writeCell(&b, n)
+		b.WriteString(" | ")
+		writeCell(&b, ev.Step)
+		b.WriteString(" | ")
+		writeCell(&b, ev.Detail)
+		b.WriteString(" |\n")
 	}
 	return b.String()
 }
 
-func mdCell(s string) string {
-	s = strings.ReplaceAll(s, "|", `\|`)
-	return strings.ReplaceAll(s, "\n", "<br>")
+// writeCell writes s as one Markdown table cell: '|' escaped, line
+// breaks as <br>.
+func writeCell(b *strings.Builder, s string) {
+	for {
+		i := strings.IndexAny(s, "|\n")
+		if i < 0 {
+			b.WriteString(s)
+			return
+		}
+		b.WriteString(s[:i])
+		if s[i] == '|' {
+			b.WriteString(`\|`)
+		} else {
+			b.WriteString("<br>")
+		}
+		s = s[i+1:]
+	}
 }
