@@ -1,9 +1,9 @@
 package handlers
 
 import (
-	"strconv"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
