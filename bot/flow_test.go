@@ -44,7 +44,13 @@ func fastEngine() handlers.Options {
 
 func newHarness(t *testing.T, services []*handlers.Service, eng handlers.Options) *harness {
 	t.Helper()
-	emu, err := slackemu.New(slackemu.Options{})
+	return newHarnessOn(t, slackemu.Options{}, services, eng)
+}
+
+// newHarnessOn is newHarness on a local Slack server with options.
+func newHarnessOn(t *testing.T, emuOpts slackemu.Options, services []*handlers.Service, eng handlers.Options) *harness {
+	t.Helper()
+	emu, err := slackemu.New(emuOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +127,14 @@ func (h *harness) waitFor(what string, pred func(slackemu.Message) bool) slackem
 // transition follows the last message by a few milliseconds).
 func (h *harness) waitStatus(id string, want state.Status) *state.Incident {
 	h.t.Helper()
+	return h.waitStatusWithin(id, want, 10*time.Second)
+}
+
+// waitStatusWithin is waitStatus with a deadline of its own.
+func (h *harness) waitStatusWithin(id string, want state.Status, within time.Duration) *state.Incident {
+	h.t.Helper()
 	var in *state.Incident
-	wait.For(h.t, 10*time.Second, id+" reaching "+string(want), func() (bool, error) {
+	wait.For(h.t, within, id+" reaching "+string(want), func() (bool, error) {
 		var err error
 		in, err = h.store.Get(context.Background(), id)
 		if err != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/slack-go/slack"
+	"golang.org/x/time/rate"
 
 	"rollbot/handlers"
 )
@@ -17,15 +19,80 @@ import (
 type slackChat struct {
 	api     *slack.Client
 	metrics *Metrics
+	pace    pacer
 }
 
-// call runs one Web API method through retry, counting each try.
-func (c *slackChat) call(ctx context.Context, method string, f func() error) error {
+// call runs one Web API method through retry, counting each try. Each try
+// first waits for the method's turn under Slack's rate-limit tier (see
+// pacer), so many incidents at once queue here instead of drawing 429s.
+func (c *slackChat) call(ctx context.Context, method, channel string, f func() error) error {
 	return retry(ctx, func() error {
+		if err := c.pace.wait(ctx, method, channel); err != nil {
+			return err
+		}
 		err := f()
 		c.metrics.slackCall(method, err)
 		return err
 	})
+}
+
+// Slack's published rate-limit tiers, calls per minute per workspace, for
+// the methods rollbot calls often; chat.postMessage is about one message
+// per second per channel with short bursts. views.open is not paced (its
+// trigger_id lapses in 3 s), nor chat.postEphemeral (Tier 4: a burst of
+// refusals waits out a 429's Retry-After instead of queueing every
+// incident's messages behind it).
+var paceTiers = map[string]int{
+	"chat.update":           50, // Tier 3
+	"chat.scheduleMessage":  50, // Tier 3
+	"usergroups.users.list": 20, // Tier 2
+}
+
+// pacer keeps rollbot a little under Slack's tiers: 90 % of each rate and
+// one call less than a fifth of the minute at once (Slack allows "short
+// bursts"; a request that arrives earlier than it was sent relative to the
+// previous one must still fit). The zero value is ready to use.
+type pacer struct {
+	mu      sync.Mutex
+	methods map[string]*rate.Limiter
+	posts   map[string]*rate.Limiter // chat.postMessage, per channel
+}
+
+func (p *pacer) limiter(method, channel string) *rate.Limiter {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if method == "chat.postMessage" {
+		if p.posts == nil {
+			p.posts = map[string]*rate.Limiter{}
+		}
+		l := p.posts[channel]
+		if l == nil {
+			l = rate.NewLimiter(0.9, 2)
+			p.posts[channel] = l
+		}
+		return l
+	}
+	perMin, ok := paceTiers[method]
+	if !ok {
+		return nil
+	}
+	if p.methods == nil {
+		p.methods = map[string]*rate.Limiter{}
+	}
+	l := p.methods[method]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(0.9*float64(perMin)/60), max(1, perMin/5-1))
+		p.methods[method] = l
+	}
+	return l
+}
+
+// wait blocks until method may be called, or ctx ends.
+func (p *pacer) wait(ctx context.Context, method, channel string) error {
+	if l := p.limiter(method, channel); l != nil {
+		return l.Wait(ctx)
+	}
+	return nil
 }
 
 func msgOptions(m handlers.Msg) []slack.MsgOption {
@@ -62,7 +129,7 @@ func (c *slackChat) Post(ctx context.Context, channel, thread string, m handlers
 		opts = append(opts, slack.MsgOptionTS(thread))
 	}
 	var ts string
-	err := c.call(ctx, "chat.postMessage", func() error {
+	err := c.call(ctx, "chat.postMessage", channel, func() error {
 		var err error
 		_, ts, err = c.api.PostMessageContext(ctx, channel, opts...)
 		return err
@@ -71,28 +138,28 @@ func (c *slackChat) Post(ctx context.Context, channel, thread string, m handlers
 }
 
 func (c *slackChat) Update(ctx context.Context, channel, ts string, m handlers.Msg) error {
-	return c.call(ctx, "chat.update", func() error {
+	return c.call(ctx, "chat.update", channel, func() error {
 		_, _, _, err := c.api.UpdateMessageContext(ctx, channel, ts, msgOptions(m)...)
 		return err
 	})
 }
 
 func (c *slackChat) Ephemeral(ctx context.Context, channel, user string, m handlers.Msg) error {
-	return c.call(ctx, "chat.postEphemeral", func() error {
+	return c.call(ctx, "chat.postEphemeral", channel, func() error {
 		_, err := c.api.PostEphemeralContext(ctx, channel, user, msgOptions(m)...)
 		return err
 	})
 }
 
 func (c *slackChat) Schedule(ctx context.Context, channel string, at time.Time, m handlers.Msg) error {
-	return c.call(ctx, "chat.scheduleMessage", func() error {
+	return c.call(ctx, "chat.scheduleMessage", channel, func() error {
 		_, _, err := c.api.ScheduleMessageContext(ctx, channel, strconv.FormatInt(at.Unix(), 10), msgOptions(m)...)
 		return err
 	})
 }
 
 func (c *slackChat) OpenModal(ctx context.Context, triggerID string, v slack.ModalViewRequest) error {
-	return c.call(ctx, "views.open", func() error {
+	return c.call(ctx, "views.open", "", func() error {
 		_, err := c.api.OpenViewContext(ctx, triggerID, v)
 		return err
 	})
@@ -100,7 +167,7 @@ func (c *slackChat) OpenModal(ctx context.Context, triggerID string, v slack.Mod
 
 func (c *slackChat) GroupMembers(ctx context.Context, group string) ([]string, error) {
 	var out []string
-	err := c.call(ctx, "usergroups.users.list", func() error {
+	err := c.call(ctx, "usergroups.users.list", "", func() error {
 		var err error
 		out, err = c.api.GetUserGroupMembersContext(ctx, group)
 		return err

@@ -139,6 +139,13 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if s.opts.SlackRateLimits {
+		if ok, ra := s.rl.allow(method, req.params["channel"], time.Now()); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(ra.Seconds())))
+			answer(http.StatusTooManyRequests, map[string]any{"ok": false, "error": "ratelimited"}, "ratelimited")
+			return
+		}
+	}
 	if ra, code := s.takeFault(method); ra > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ra.Seconds()))))
 		answer(http.StatusTooManyRequests, map[string]any{"ok": false, "error": "ratelimited"}, "ratelimited")

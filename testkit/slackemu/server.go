@@ -57,6 +57,10 @@ type Options struct {
 	PingInterval time.Duration
 	// MaxRedeliveries of an unacknowledged events_api envelope; default 3.
 	MaxRedeliveries int
+	// SlackRateLimits enforces Slack's per-method rate-limit tiers
+	// (ratelimit.go): a call over its tier gets HTTP 429 with
+	// Retry-After, as from Slack. Off by default.
+	SlackRateLimits bool
 }
 
 // Server is a running emulator. Create it with New, stop it with Close.
@@ -72,6 +76,7 @@ type Server struct {
 	mu    sync.Mutex
 	st    store
 	flt   faults
+	rl    rateLimits
 	close chan struct{} // closed by Close
 
 	bg     context.Context // ends with Close: background deliveries
