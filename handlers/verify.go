@@ -59,8 +59,10 @@ type VerifyItem struct {
 	// holding); Bad is set when the last conclusive observation failed.
 	Since time.Time
 	Bad   bool
-	// Regressed says when the item last went back to pending, and by how much.
+	// Regressed says when the item last went back to pending, and by how
+	// much; LastBad is when an observation last failed.
 	Regressed string
+	LastBad   time.Time
 	Checks    int       // observations made
 	Last      time.Time // the last observation
 	// Metric items: the last measured window and its traffic, and the
@@ -639,7 +641,16 @@ func (v *Verification) observe(i int, ob observation, now time.Time) (held, regr
 	case Pass:
 		it.Bad = false
 		if it.Since.IsZero() {
+			// A good measurement of the request metrics covers its whole
+			// window, back to the last failed one at most; the other
+			// items are good as of now.
 			it.Since = now
+			if ob.hasValue && ob.from.Before(now) {
+				it.Since = ob.from
+				if it.LastBad.After(it.Since) {
+					it.Since = it.LastBad
+				}
+			}
 		}
 		if now.Sub(it.Since) >= v.Soak {
 			first := it.At.IsZero()
@@ -654,7 +665,7 @@ func (v *Verification) observe(i int, ob observation, now time.Time) (held, regr
 		if wasHolding {
 			it.Regressed = fmt.Sprintf("regressed at %s after holding %s of %s: %s", clock(now), dur(now.Sub(it.Since)), window(v.Soak), ob.detail)
 		}
-		it.Since, it.State, it.Bad, it.At = time.Time{}, ItemPending, true, time.Time{}
+		it.Since, it.State, it.Bad, it.At, it.LastBad = time.Time{}, ItemPending, true, time.Time{}, now
 		return false, wasHolding
 	default:
 		// Not observed this round: the run goes on (the next measurement
