@@ -30,7 +30,7 @@ func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	v := h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
 	// The demo's short soak, labelled: every automatic check held 10s.
-	wantAll(t, "verified checklist", v.PlainText(), "held for the 10s soak", "held 1", "of 10s, verified by rollbot")
+	wantAll(t, "verified checklist", v.PlainText(), "held for the 10s soak", "verified by rollbot: held 1", "(soak 10s)")
 	h.waitFor("post-rollback actions", inThread(a.TS, textHas("Post-rollback actions")))
 
 	h.slash(slackemu.UserAlice, "payments")

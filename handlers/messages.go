@@ -471,7 +471,7 @@ func itemProgress(it VerifyItem, soak time.Duration) string {
 	}
 	p := fmt.Sprintf("held %s of %s", dur(held), window(soak))
 	if it.State == ItemPass {
-		p += ", verified by rollbot"
+		p = fmt.Sprintf("verified by rollbot: held %s (soak %s)", dur(held), window(soak))
 	}
 	if it.Regressed != "" {
 		p += " · " + it.Regressed
