@@ -359,11 +359,12 @@ func (v *Verification) failureText() string {
 			short = append(short, it.Name+": "+held)
 		}
 	}
+	// What failed comes first; what merely had not held long enough yet
+	// is in the observations then.
 	var parts []string
 	if len(bad) > 0 {
 		parts = append(parts, "the service did not recover after the rollback: "+strings.Join(bad, "; "))
-	}
-	if len(short) > 0 {
+	} else if len(short) > 0 {
 		parts = append(parts, fmt.Sprintf("not verified by %s (each check must hold for %s): %s", clock(v.Deadline), window(v.Soak), strings.Join(short, "; ")))
 	}
 	if len(unanswered) > 0 {
