@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"rollbot/handlers"
+	"rollbot/platforms/sim"
 	"rollbot/state"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
@@ -98,7 +99,9 @@ func TestManualChecksVerifiedWhenAnApproverAnswers(t *testing.T) {
 
 	final := answerChecksByHand(t, h.emu, slackemu.UserAlice, 2, 20*time.Second)
 	in := h.waitStatus("RB-1", state.Completed)
-	verdict := h.waitFor("verified", func(m slackemu.Message) bool { return m.TS == final.TS && strings.Contains(m.PlainText(), "Rollback verified") })
+	verdict := h.waitFor("verified", func(m slackemu.Message) bool {
+		return m.TS == final.TS && strings.Contains(m.PlainText(), "Rollback verified")
+	})
 	t.Logf("verdict:\n%s", verdict.PlainText())
 	wantAll(t, "verdict", verdict.PlainText(),
 		"Verified by rollbot, each held for the 1s soak: All pods healthy, Health checks passing, Critical user flows working.",
@@ -201,4 +204,57 @@ func TestManualChecksSurviveATakeover(t *testing.T) {
 	}
 	wantAll(t, "verdict", h.waitFor("verified", textHas("Rollback verified")).PlainText(),
 		"Error rate < baseline by <@"+slackemu.UserBob+">", "Latency p95 normal by <@"+slackemu.UserAlice+">")
+}
+
+// TestVerificationWithoutTrafficIsNotVerified: the service converged but
+// gets too little traffic for the request metrics (fewer than 10 requests
+// in the window): the verification ends "not verified" with what was seen,
+// and never says the service did not recover.
+func TestVerificationWithoutTrafficIsNotVerified(t *testing.T) {
+	s, err := sim.New("myapp", sim.Config{
+		Versions:  []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:v2"}, {Artifact: "app:v3", Bad: true}},
+		StepDelay: 20 * time.Millisecond,
+		RPS:       0.1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &handlers.Service{Name: "myapp", Platform: s, Metrics: s, Health: s, HasHealth: true, HasSmoke: true,
+		Approvers: handlers.Access{Groups: []string{slackemu.GroupOnCall}}}
+	eng := fastEngine()
+	eng.VerifyTimeout = time.Second
+	h := newHarness(t, []*handlers.Service{svc}, eng)
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	f := h.waitFor("verification failure", hasAction(handlers.ActRetryVerify))
+	t.Logf("failure:\n%s", f.PlainText())
+	wantAll(t, "failure", f.PlainText(), "Verification failed:* not verified by ", "(each check must hold for 1s)",
+		"Error rate < baseline: never held (waiting for data since the rollback: too little traffic", "Observed: All pods healthy: ")
+	if strings.Contains(f.PlainText(), "did not recover") {
+		t.Errorf("the failure says the service did not recover, but no check failed:\n%s", f.PlainText())
+	}
+	h.waitStatus("RB-1", state.VerifyFailed)
+}
+
+// TestVerificationOutOfBudgetSaysWhatWasSeen: the verification's budget
+// ends before the soak could: the failure path says so, with what was
+// observed until then.
+func TestVerificationOutOfBudgetSaysWhatWasSeen(t *testing.T) {
+	svc, _ := simService(t, "myapp", 20*time.Millisecond)
+	eng := fastEngine()
+	eng.VerifySoak = time.Minute
+	eng.Budgets.Verify = 2 * time.Second
+	h := newHarness(t, []*handlers.Service{svc}, eng)
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	f := h.waitFor("verification failure", hasAction(handlers.ActRetryVerify))
+	t.Logf("failure:\n%s", f.PlainText())
+	wantAll(t, "failure", f.PlainText(), "the verification did not finish within its budget of 2s: not verified: All pods healthy: ",
+		"Error rate < baseline: 0.", "requests), worst seen ", "s of 1m (")
+	if strings.Contains(f.PlainText(), "did not recover") {
+		t.Errorf("the failure says the service did not recover, but no check failed:\n%s", f.PlainText())
+	}
+	h.waitStatus("RB-1", state.VerifyFailed)
 }

@@ -432,7 +432,7 @@ func (v *Verification) observedItem(it VerifyItem) string {
 	}
 	held := "not holding"
 	if !it.Since.IsZero() {
-		held = "held " + dur(it.Last.Sub(it.Since))
+		held = "held " + dur(it.Last.Sub(it.Since)) + " of " + window(v.Soak)
 	}
 	fmt.Fprintf(&b, ", %s (%d checks)", held, it.Checks)
 	if it.Regressed != "" {
