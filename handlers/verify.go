@@ -225,11 +225,16 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 			break
 		}
 	}
-	if ctx.Err() != nil { // over budget or interrupted: show where it stood
+	if ctx.Err() != nil { // over budget or interrupted
 		live.Close(verifyMsg(in, v, svc.Approvers))
-		fctx, cancel := e.fresh()
-		defer cancel()
-		e.update(fctx, in.Channel, ts, verifyMsg(in, v, svc.Approvers))
+		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			// Over budget: the checklist shows where it stood, and the
+			// failure path says what was seen. An interrupted owner (taken
+			// over, shutting down) writes nothing more.
+			fctx, cancel := e.fresh()
+			defer cancel()
+			e.update(fctx, in.Channel, ts, verifyMsg(in, v, svc.Approvers))
+		}
 		return failf("%s", "not verified: "+v.observed())
 	}
 	v.Done, v.Finished = true, e.now()
