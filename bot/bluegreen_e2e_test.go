@@ -162,6 +162,7 @@ func newBGFixture(t *testing.T, greenState, greenReason string, greenArgs ...str
 	yaml := fmt.Sprintf(`
 incident_channels: [%[1]s]
 verify_timeout: 90s
+verify_soak: 2s              # every check must hold 2s (soak_e2e_test.go proves the soak)
 verify_interval: 250ms
 query_timeout: 15s
 services:
@@ -282,6 +283,8 @@ func TestBlueGreenRollbackThroughSlack(t *testing.T) {
 	}
 
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	// No smoke test: the critical user flows are a check by hand.
+	answerChecksByHand(t, h.emu, slackemu.UserBob, 1, 2*time.Minute)
 	v := h.waitFor("verified", textHas("Rollback verified"))
 	wantAll(t, "verification", v.PlainText(), "All pods healthy", "green (storefront-green): 1/1 targets healthy", "1/1 health URLs answer 2xx", "Error rate < baseline", "Latency p95 normal")
 	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))

@@ -56,6 +56,7 @@ func TestComposeRollbackThroughSlack(t *testing.T) {
 	h, services := newConfigHarness(t, fmt.Sprintf(`
 incident_channels: [%s]
 verify_timeout: 3m
+verify_soak: 2s              # every check must hold 2s (soak_e2e_test.go proves the soak)
 verify_interval: 500ms
 query_timeout: 20s
 services:
@@ -105,6 +106,8 @@ services:
 		"Last known good:* e2e-v1 ("+v1+")",
 		"Proceed to rollback: Error rate, Failed readiness")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	// No smoke test: the critical user flows are a check by hand.
+	answerChecksByHand(t, h.emu, slackemu.UserBob, 1, 4*time.Minute)
 	h.waitLong("verified", textHas("Rollback verified"))
 	h.waitLong("post-rollback actions", textHas("Post-rollback actions"))
 

@@ -32,9 +32,13 @@ type Config struct {
 	ApprovalTTL     time.Duration `yaml:"approval_ttl"`
 	PostmortemAfter time.Duration `yaml:"postmortem_after"`
 	VerifyTimeout   time.Duration `yaml:"verify_timeout"`
-	VerifyInterval  time.Duration `yaml:"verify_interval"`
-	QueryTimeout    time.Duration `yaml:"query_timeout"`
-	StepTimeout     time.Duration `yaml:"step_timeout"`
+	// VerifySoak is how long every automatic verification item must hold
+	// before a rollback counts as verified (3m, the runbook's §5); a
+	// service may set its own.
+	VerifySoak     time.Duration `yaml:"verify_soak"`
+	VerifyInterval time.Duration `yaml:"verify_interval"`
+	QueryTimeout   time.Duration `yaml:"query_timeout"`
+	StepTimeout    time.Duration `yaml:"step_timeout"`
 	// Lease is how long a replica's claim on a working incident lasts
 	// without a heartbeat before another replica takes it over (15s).
 	Lease time.Duration `yaml:"lease"`
@@ -58,6 +62,8 @@ type ServiceConfig struct {
 	HealthURLs []string          `yaml:"health_urls"`
 	SmokeTest  SmokeTestConfig   `yaml:"smoke_test"`
 	Database   *DatabaseSettings `yaml:"database"`
+	// VerifySoak overrides the top-level verify_soak for this service.
+	VerifySoak time.Duration `yaml:"verify_soak"`
 }
 
 // ThresholdsConfig overrides the runbook's defaults; unset fields keep them.
@@ -210,7 +216,7 @@ func (c *Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"lock_ttl", c.LockTTL}, {"approval_ttl", c.ApprovalTTL}, {"postmortem_after", c.PostmortemAfter},
-		{"verify_timeout", c.VerifyTimeout}, {"verify_interval", c.VerifyInterval}, {"query_timeout", c.QueryTimeout}, {"step_timeout", c.StepTimeout}, {"lease", c.Lease}} {
+		{"verify_timeout", c.VerifyTimeout}, {"verify_soak", c.VerifySoak}, {"verify_interval", c.VerifyInterval}, {"query_timeout", c.QueryTimeout}, {"step_timeout", c.StepTimeout}, {"lease", c.Lease}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", d.name))
 		}
@@ -222,7 +228,7 @@ func (c *Config) Validate() error {
 	if lease <= 0 {
 		lease = 15 * time.Second
 	}
-	if err := c.Budgets.Resolve(c.VerifyTimeout, c.StepTimeout).Validate(c.verifyTimeout(), lease); err != nil {
+	if err := c.Budgets.Resolve(c.VerifyTimeout, c.longestSoak(), c.StepTimeout).Validate(c.verifyTimeout(), c.longestSoak(), lease); err != nil {
 		errs = append(errs, unjoin(err)...)
 	}
 	if c.LockTTL != 0 && c.LockTTL < 2*lease {
@@ -281,6 +287,9 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	for i, u := range s.HealthURLs {
 		errs = append(errs, platforms.FieldErrors(fmt.Sprintf("%s.health_urls[%d]", p, i), platforms.CheckHTTPURL(u))...)
 	}
+	if s.VerifySoak < 0 {
+		errs = append(errs, fmt.Errorf("%s.verify_soak: must not be negative", p))
+	}
 	if s.SmokeTest.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.smoke_test.timeout: must not be negative", p))
 	}
@@ -334,9 +343,22 @@ func unjoin(err error) []error {
 func (c *Config) EngineOptions() handlers.Options {
 	return handlers.Options{
 		IncidentChannels: c.IncidentChannels, LockTTL: c.LockTTL, ApprovalTTL: c.ApprovalTTL,
-		PostmortemAfter: c.PostmortemAfter, VerifyTimeout: c.VerifyTimeout, VerifyInterval: c.VerifyInterval,
+		PostmortemAfter: c.PostmortemAfter, VerifyTimeout: c.VerifyTimeout, VerifySoak: c.VerifySoak, VerifyInterval: c.VerifyInterval,
 		QueryTimeout: c.QueryTimeout, StepTimeout: c.StepTimeout, Lease: c.Lease, Budgets: c.Budgets,
 	}
+}
+
+// longestSoak is the longest soak of any service: the verify budget must
+// cover it.
+func (c *Config) longestSoak() time.Duration {
+	soak := c.VerifySoak
+	if soak <= 0 {
+		soak = handlers.DefaultVerifySoak
+	}
+	for _, s := range c.Services {
+		soak = max(soak, s.VerifySoak)
+	}
+	return soak
 }
 
 func (c *Config) verifyTimeout() time.Duration {

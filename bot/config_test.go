@@ -37,7 +37,11 @@ services:
 	}{
 		{"unknown field with its line", base + "    treshold: {}\n", "line 8: field treshold not found"},
 		{"no channels", strings.Replace(base, "incident_channels: [C0INCIDENT]", "", 1), "incident_channels: at least one"},
-		{"verify budget shorter than its polling", "verify_timeout: 5m\nbudgets: {verify: 4m}\n" + base, "budgets.verify (4m0s) must be at least verify_timeout (5m0s) + 1m"},
+		{"verify budget shorter than its polling", "verify_timeout: 5m\nbudgets: {verify: 4m}\n" + base, "budgets.verify (4m0s) must be at least verify_timeout (5m0s) + verify_soak (3m0s) + 1m"},
+		{"verify budget shorter than timeout and the default soak", "verify_timeout: 5m\nbudgets: {verify: 8m}\n" + base, "budgets.verify (8m0s) must be at least verify_timeout (5m0s) + verify_soak (3m0s) + 1m"},
+		{"verify budget shorter than a service's soak", "verify_timeout: 5m\nverify_soak: 1m\nbudgets: {verify: 9m}\n" + base + "    verify_soak: 10m\n", "budgets.verify (9m0s) must be at least verify_timeout (5m0s) + verify_soak (10m0s) + 1m"},
+		{"negative soak", "verify_soak: -1s\n" + base, "verify_soak: must not be negative"},
+		{"negative service soak", base + "    verify_soak: -1s\n", "services.myapp.verify_soak: must not be negative"},
 		{"budget shorter than two leases", "lease: 20s\nbudgets: {assess: 30s}\n" + base, "budgets.assess (30s) must be at least twice the lease (20s)"},
 		{"lease too short", "lease: 1s\n" + base, "lease: at least 3s"},
 		{"lock shorter than two leases", "lease: 20s\nlock_ttl: 30s\n" + base, "lock_ttl (30s) must be at least twice the lease (20s)"},

@@ -184,6 +184,8 @@ services:
 	}
 	done := h.waitFor("database step done", inThread(a.TS, textHas("Database rollback* done:")))
 	t.Logf("database step in the thread:\n%s", done.PlainText())
+	// No health URL and no smoke test: those two items are checks by hand.
+	answerChecksByHand(t, h.emu, slackemu.UserBob, 2, time.Minute)
 	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
 	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
 

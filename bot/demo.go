@@ -80,15 +80,19 @@ rollbot demo: everything runs in this process, nothing leaves this machine.
   - rollbot connected to it over Socket Mode
   - SIMULATED services: "myapp" (v1.5.0 is failing) and "payments" (its bad deploy ran a migration)
   - state: %s
+  - verification soak shortened to %s for the demo (verify_soak; the default is the runbook's 3m)
 
   Try: /rollback myapp     then "Roll back" as alice or bob (on-call)
        /rollback payments  the database step needs a DBA (dana or erin)
        /rollback timeline  /rollback history myapp   /rollback help
 
 Ctrl-C stops the demo.
-`, emu.PageURL(), stateNote)
+`, emu.PageURL(), stateNote, DemoVerifySoak)
 	return b.Run(ctx)
 }
+
+// DemoVerifySoak is the demo's short soak window.
+const DemoVerifySoak = 10 * time.Second
 
 // DemoEngineOptions are quick timings for the demo.
 func DemoEngineOptions() handlers.Options {
@@ -96,6 +100,9 @@ func DemoEngineOptions() handlers.Options {
 		IncidentChannels: []string{slackemu.ChannelIncident},
 		VerifyInterval:   2 * time.Second,
 		VerifyTimeout:    time.Minute,
+		// Short for the demo (the default is the runbook's 3m), and said so
+		// on the page and in the checklist.
+		VerifySoak: DemoVerifySoak,
 	}
 }
 

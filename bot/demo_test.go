@@ -28,7 +28,9 @@ func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
-	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+	v := h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+	// The demo's short soak, labelled: every automatic check held 10s.
+	wantAll(t, "verified checklist", v.PlainText(), "held for the 10s soak", "verified by rollbot: held 1", "(soak 10s)")
 	h.waitFor("post-rollback actions", inThread(a.TS, textHas("Post-rollback actions")))
 
 	h.slash(slackemu.UserAlice, "payments")

@@ -38,7 +38,10 @@ func fastEngine() handlers.Options {
 		IncidentChannels: []string{slackemu.ChannelIncident},
 		VerifyInterval:   100 * time.Millisecond,
 		VerifyTimeout:    5 * time.Second,
-		UpdateInterval:   50 * time.Millisecond,
+		// Every check must hold this long; short so the flows are quick
+		// (prom_e2e_test.go proves the soak itself).
+		VerifySoak:     time.Second,
+		UpdateInterval: 50 * time.Millisecond,
 	}
 }
 

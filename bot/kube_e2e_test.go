@@ -72,6 +72,8 @@ func TestKubernetesRollbackThroughSlack(t *testing.T) {
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	wantAll(t, "assessment", a.PlainText(), "Bad version:* 2 (registry.local/myapp:v2)", "Last known good:* 1 (registry.local/myapp:v1)", "9.00%")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	// No health URL and no smoke test: those two items are checks by hand.
+	answerChecksByHand(t, h.emu, slackemu.UserBob, 2, time.Minute)
 	h.waitFor("verified", textHas("Rollback verified"))
 	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
 

@@ -250,6 +250,8 @@ func TestPrometheusMetricsRollbackThroughSlack(t *testing.T) {
 	eng := fastEngine()
 	eng.VerifyInterval = 500 * time.Millisecond
 	eng.VerifyTimeout = 90 * time.Second // the machine is shared; the outcome is asserted, not the time
+	// Long enough for rate() over two scrapes; soak_e2e_test.go proves the soak.
+	eng.VerifySoak = 5 * time.Second
 	h := newHarness(t, svcs, eng)
 	h.slash(slackemu.UserAlice, `myapp --reason "5xx after v3"`)
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
@@ -302,6 +304,8 @@ func TestPrometheusMetricsRollbackThroughSlack(t *testing.T) {
 	}
 
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	// No smoke test is configured: the critical user flows are a check by hand.
+	answerChecksByHand(t, h.emu, slackemu.UserBob, 1, time.Minute)
 	v := h.waitFor("verification verdict", func(m slackemu.Message) bool {
 		return strings.Contains(m.PlainText(), "Rollback verified") || strings.Contains(m.PlainText(), "Verification failed")
 	})

@@ -163,6 +163,7 @@ func TestSwarmRollbackThroughSlack(t *testing.T) {
 	h, services := newConfigHarness(t, fmt.Sprintf(`
 incident_channels: [%s]
 verify_timeout: 3m
+verify_soak: 2s              # every check must hold 2s (soak_e2e_test.go proves the soak)
 verify_interval: 500ms
 query_timeout: 20s
 services:
@@ -195,6 +196,8 @@ services:
 		"Proceed to rollback: Error rate, Failed readiness",
 		"scrape "+base+"/metrics")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	// No smoke test: the critical user flows are a check by hand.
+	answerChecksByHand(t, h.emu, slackemu.UserBob, 1, 4*time.Minute)
 	h.waitLong("verified", textHas("Rollback verified"))
 	h.waitLong("post-rollback actions", textHas("Post-rollback actions"))
 

@@ -80,6 +80,9 @@ type Service struct {
 	DestructiveApprovals int
 	AssessWindow         time.Duration // current-value window, default 5m
 	BaselineWindow       time.Duration // baseline window before the deploy, default 30m
+	// VerifySoak is how long every automatic verification item must hold
+	// before the rollback counts as verified (0: Options.VerifySoak).
+	VerifySoak time.Duration
 }
 
 // Options tune the engine; zero values take defaults.
@@ -88,7 +91,8 @@ type Options struct {
 	LockTTL          time.Duration // 30m
 	ApprovalTTL      time.Duration // 15m
 	PostmortemAfter  time.Duration // 20h, at most 24h
-	VerifyTimeout    time.Duration // 5m
+	VerifyTimeout    time.Duration // 5m: how long the service has to recover before the soak must start
+	VerifySoak       time.Duration // 3m: how long each automatic verification item must hold
 	VerifyInterval   time.Duration // 10s
 	QueryTimeout     time.Duration // 5s per metric query
 	StepTimeout      time.Duration // deprecated name of Budgets.Rollout
@@ -140,6 +144,7 @@ type Engine struct {
 	wg      sync.WaitGroup
 	groupMu sync.Mutex
 	groups  map[string]groupCache
+	nudges  nudges
 }
 
 type groupCache struct {
@@ -163,10 +168,15 @@ func New(base context.Context, chat Chat, store *state.Store, services []*Servic
 	def(&opt.QueryTimeout, 5*time.Second)
 	def(&opt.UpdateInterval, time.Second)
 	def(&opt.Lease, 15*time.Second)
+	def(&opt.VerifySoak, DefaultVerifySoak)
 	if opt.Budgets.Rollout <= 0 {
 		opt.Budgets.Rollout = opt.StepTimeout
 	}
-	opt.Budgets.defaults(opt.VerifyTimeout)
+	soak := opt.VerifySoak
+	for _, s := range services {
+		soak = max(soak, s.VerifySoak)
+	}
+	opt.Budgets.defaults(opt.VerifyTimeout, soak)
 	if opt.Replica == "" {
 		opt.Replica = DefaultReplica()
 	}
@@ -289,6 +299,8 @@ func (e *Engine) HandleAction(ctx context.Context, a Action) {
 		e.end(ctx, a)
 	case ActPostDone:
 		e.postActionDone(ctx, a)
+	case ActCheckOK, ActCheckNotOK:
+		e.manualCheck(ctx, a)
 	default:
 		e.log.Warn("unknown action", "action", a.ActionID)
 	}

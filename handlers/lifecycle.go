@@ -18,27 +18,31 @@ type Budgets struct {
 	DBDown  time.Duration `yaml:"db_down"` // 20m: a reversible down migration (§4)
 	Restore time.Duration `yaml:"restore"` // 3h: a snapshot / point-in-time restore (§4)
 	Rollout time.Duration `yaml:"rollout"` // 15m: stop the rollout and roll back, until converged (§2, §3)
-	Verify  time.Duration `yaml:"verify"`  // verify_timeout + 2m: the verification checklist (§5)
+	Verify  time.Duration `yaml:"verify"`  // verify_timeout + verify_soak + 2m: the verification checklist (§5)
 	// Hold is how long a failed rollback keeps the service lock while it
 	// offers its fallbacks; then it is closed and the service released.
 	Hold time.Duration `yaml:"hold"` // 30m
 }
 
-// Resolve fills the defaults: verifyTimeout is the checklist's polling
-// time (default 5m), rollout the older step_timeout when budgets.rollout
-// is not set.
-func (b Budgets) Resolve(verifyTimeout, rollout time.Duration) Budgets {
+// Resolve fills the defaults: verifyTimeout is how long the service has to
+// recover (default 5m), soak how long every check must then hold (the
+// longest of the services', default 3m), rollout the older step_timeout
+// when budgets.rollout is not set.
+func (b Budgets) Resolve(verifyTimeout, soak, rollout time.Duration) Budgets {
 	if verifyTimeout <= 0 {
 		verifyTimeout = 5 * time.Minute
+	}
+	if soak <= 0 {
+		soak = DefaultVerifySoak
 	}
 	if b.Rollout <= 0 {
 		b.Rollout = rollout
 	}
-	b.defaults(verifyTimeout)
+	b.defaults(verifyTimeout, soak)
 	return b
 }
 
-func (b *Budgets) defaults(verifyTimeout time.Duration) {
+func (b *Budgets) defaults(verifyTimeout, soak time.Duration) {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -49,16 +53,16 @@ func (b *Budgets) defaults(verifyTimeout time.Duration) {
 	def(&b.DBDown, 20*time.Minute)
 	def(&b.Restore, 3*time.Hour)
 	def(&b.Rollout, 15*time.Minute)
-	def(&b.Verify, verifyTimeout+2*time.Minute)
+	def(&b.Verify, verifyTimeout+soak+2*time.Minute)
 	def(&b.Hold, 30*time.Minute)
 }
 
-// Validate checks the budgets against each other and the verification
-// timeout; errors name the config field.
-func (b Budgets) Validate(verifyTimeout, lease time.Duration) error {
+// Validate checks the budgets against each other, the verification
+// timeout and the longest soak; errors name the config field.
+func (b Budgets) Validate(verifyTimeout, soak, lease time.Duration) error {
 	var errs []error
-	if b.Verify > 0 && verifyTimeout > 0 && b.Verify < verifyTimeout+time.Minute {
-		errs = append(errs, fmt.Errorf("budgets.verify (%s) must be at least verify_timeout (%s) + 1m: verification polls for verify_timeout, then reports", b.Verify, verifyTimeout))
+	if b.Verify > 0 && verifyTimeout > 0 && b.Verify < verifyTimeout+soak+time.Minute {
+		errs = append(errs, fmt.Errorf("budgets.verify (%s) must be at least verify_timeout (%s) + verify_soak (%s) + 1m: the service gets verify_timeout to recover, then every check must hold for verify_soak, then rollbot reports", b.Verify, verifyTimeout, soak))
 	}
 	for _, f := range []struct {
 		name string
@@ -184,7 +188,11 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 		}
 		if overBudget {
 			msg := fmt.Sprintf("%s did not finish within its budget of %s", what, window(budget))
-			if err != nil {
+			var se stepError
+			switch {
+			case errors.As(err, &se):
+				msg += ": " + se.msg
+			case err != nil:
 				msg += ": " + e.userText(err, string(before), "incident", o.in.ID)
 			}
 			e.failed(o, msg)

@@ -439,51 +439,96 @@ func fallbackChosenMsg(in *state.Incident, user, what string) Msg {
 	return simple(fmt.Sprintf(":arrow_forward: <@%s> chose the fallback: %s.", user, what))
 }
 
-func itemIcon(s ItemState) string {
-	switch s {
-	case ItemPass:
+func itemIcon(it VerifyItem) string {
+	switch {
+	case it.State == ItemPass:
 		return ":white_check_mark:"
-	case ItemFail:
+	case it.State == ItemFail:
 		return ":x:"
-	case ItemSkipped:
-		return ":white_circle:"
+	case it.Manual:
+		return ":raised_hand:"
+	case it.Regressed != "" && it.Since.IsZero():
+		return ":warning:"
 	}
 	return ":hourglass_flowing_sand:"
 }
 
-func verifyMsg(in *state.Incident, v *Verification) Msg {
-	var b strings.Builder
-	for _, it := range v.Items {
-		fmt.Fprintf(&b, "%s *%s*", itemIcon(it.State), it.Name)
-		if it.State == ItemPass && !it.At.IsZero() {
-			fmt.Fprintf(&b, " · %s (+%s)", clock(it.At), it.At.Sub(v.Started).Round(time.Second))
+// itemProgress is an item's standing: how long an automatic one has held
+// of the soak, who answered a manual one.
+func itemProgress(it VerifyItem, soak time.Duration) string {
+	if it.Manual {
+		switch it.State {
+		case ItemPass:
+			return fmt.Sprintf("confirmed OK by <@%s> at %s", it.By, clock(it.At))
+		case ItemFail:
+			return fmt.Sprintf("*NOT OK* by <@%s> at %s", it.By, clock(it.At))
 		}
-		if it.Detail != "" {
+		return "check by hand: " + it.Hint
+	}
+	held := time.Duration(0)
+	if !it.Since.IsZero() {
+		held = it.Last.Sub(it.Since)
+	}
+	p := fmt.Sprintf("held %s of %s", dur(held), window(soak))
+	if it.State == ItemPass {
+		p = fmt.Sprintf("verified by rollbot: held %s (soak %s)", dur(held), window(soak))
+	}
+	if it.Regressed != "" {
+		p += " · " + it.Regressed
+	}
+	return p
+}
+
+func verifyMsg(in *state.Incident, v *Verification, approvers Access) Msg {
+	var b strings.Builder
+	var manual []VerifyItem
+	for _, it := range v.Items {
+		fmt.Fprintf(&b, "%s *%s* · %s", itemIcon(it), it.Name, itemProgress(it, v.Soak))
+		if it.Detail != "" && !it.Manual {
 			fmt.Fprintf(&b, " · %s", it.Detail)
 		}
 		b.WriteString("\n")
+		if it.Manual && it.By == "" && !v.Done {
+			manual = append(manual, it)
+		}
 	}
 	title := ":mag: *Verifying the rollback* (runbook §5)"
-	verdict := "Checking until every item passes…"
+	verdict := fmt.Sprintf("Each automatic check must hold for %s without a break (verify_soak) before it counts; rollbot reports by %s at the latest.", window(v.Soak), clock(v.Deadline))
+	blocks := []slack.Block{nil, section("checklist", b.String())}
+	for _, it := range manual {
+		blocks = append(blocks,
+			section("manual_"+it.Key, fmt.Sprintf(":raised_hand: *Check by hand: %s* — %s. Answer as one of %s.", it.Name, it.Hint, who(approvers))),
+			slack.NewActionBlock("answer_"+it.Key,
+				button(ActCheckOK, in.ID+"|"+it.Key, "Checked: OK", slack.StylePrimary, nil),
+				button(ActCheckNotOK, in.ID+"|"+it.Key, "Not OK", slack.StyleDanger,
+					confirmDialog("Not OK?", "*"+it.Name+"* is not OK: the verification fails and the fallbacks are offered.", "Not OK")),
+			))
+	}
 	if v.Done {
 		if v.Passed() {
 			title = ":white_check_mark: *Rollback verified*"
-			verdict = fmt.Sprintf("Every check passed by %s (%s after the rollback).", clock(v.Finished), v.Finished.Sub(v.Started).Round(time.Second))
+			verdict = v.verdictText()
 		} else {
 			title = ":x: *Verification failed*"
-			verdict = "Not every check passed before the timeout; see below for the next step."
+			verdict = "See below for why and the next step."
 		}
 	}
-	return Msg{Text: "Verification", Blocks: []slack.Block{
-		section("title", title+" "+in.Target.Label()),
-		section("checklist", b.String()),
-		contextBlock("verdict", verdict),
-	}}
+	blocks[0] = section("title", title+" "+in.Target.Label())
+	blocks = append(blocks, contextBlock("verdict", verdict))
+	if v.Done && v.Passed() {
+		blocks = append(blocks, section("observed", "*Observed:* "+v.observed()))
+	}
+	return Msg{Text: "Verification", Blocks: blocks}
+}
+
+// regressedMsg says in the thread that an item went back to pending.
+func regressedMsg(in *state.Incident, it VerifyItem, soak time.Duration) Msg {
+	return simple(fmt.Sprintf(":warning: *%s* %s. It is pending again: the %s soak starts over once it is good again (%s).", it.Name, it.Regressed, window(soak), in.ID))
 }
 
 func verifyFailedMsg(in *state.Incident, why string, fallbacks bool) Msg {
 	blocks := []slack.Block{
-		section("failed", ":x: *The service did not recover after the rollback.* "+clip(why, 1500)),
+		section("failed", ":x: *Verification failed:* "+clip(why, 2500)),
 		section("next", "*Next step:* check whether the failure is deployment-related at all (infrastructure, a dependency, data). Re-run the verification when you have acted, or use a fallback."),
 	}
 	acts := []slack.BlockElement{button(ActRetryVerify, in.ID, "Re-run verification", slack.StylePrimary, nil)}
@@ -494,6 +539,27 @@ func verifyFailedMsg(in *state.Incident, why string, fallbacks bool) Msg {
 	acts = append(acts, endButton(in))
 	blocks = append(blocks, slack.NewActionBlock("next_actions", acts...))
 	return Msg{Text: "Verification failed", Blocks: blocks}
+}
+
+// checkRecordedMsg confirms an answer to the person who gave it.
+func checkRecordedMsg(in *state.Incident, c state.ManualCheck) Msg {
+	answer := "OK"
+	if c.Answer == state.CheckNotOK {
+		answer = "NOT OK: the verification fails and the fallbacks are offered in the thread"
+	}
+	return simple(fmt.Sprintf(":memo: Recorded for %s: *%s* checked by hand by <@%s> at %s: %s.", in.ID, c.Name, c.By, clock(c.At), answer))
+}
+
+// checkClosedMsg answers a click on a check that can no longer be answered.
+func checkClosedMsg(in *state.Incident, c state.ManualCheck) Msg {
+	if c.Answered() {
+		answer := "OK"
+		if c.Answer == state.CheckNotOK {
+			answer = "not OK"
+		}
+		return errorMsg(fmt.Sprintf("*%s* was already answered by <@%s> at %s (%s); nothing was changed.", c.Name, c.By, clock(c.At), answer))
+	}
+	return errorMsg(fmt.Sprintf("%s is no longer verifying (it is %s); nothing was recorded.", in.ID, strings.ReplaceAll(string(in.Status), "_", " ")))
 }
 
 func postmortemReminderMsg(in *state.Incident, at time.Time) Msg {

@@ -65,15 +65,30 @@ func TestGoldenMessages(t *testing.T) {
 	planned.Status, planned.DryRun = state.Planned, true
 	destructive := *in
 	destructive.DBDestructive = true
-	v := &Verification{Started: t0, Items: []VerifyItem{
-		{Name: "All pods healthy", State: ItemPass, At: t0.Add(40 * time.Second), Detail: "3/3 ready, 0 restarts"},
-		{Name: "Health checks passing", State: ItemPass, At: t0.Add(12 * time.Second), Detail: "1/1 health URLs answer 2xx"},
-		{Name: "Error rate < baseline", State: ItemPending, Detail: "waiting for data since the rollback: no samples yet"},
-		{Name: "Latency p95 normal", State: ItemFail, Detail: "540 ms (limit 236 ms = 2× baseline)"},
-		{Name: "Critical user flows working", State: ItemSkipped, Detail: "no smoke_test configured"},
+	v := &Verification{Started: t0, Soak: 3 * time.Minute, Deadline: t0.Add(8 * time.Minute), Items: []VerifyItem{
+		{Key: "pods", Name: "All pods healthy", State: ItemPass, At: t0.Add(3*time.Minute + 40*time.Second), Since: t0.Add(40 * time.Second), Last: t0.Add(4 * time.Minute), Detail: "3/3 ready, 0 restarts", Checks: 24},
+		{Key: "health", Name: "Health checks passing", State: ItemPending, Since: t0.Add(2 * time.Minute), Last: t0.Add(4 * time.Minute), Detail: "1/1 health URLs answer 2xx", Checks: 24},
+		{Key: "errors", Name: "Error rate < baseline", State: ItemPending, Bad: true, Last: t0.Add(4 * time.Minute), Checks: 24,
+			Regressed: "regressed at 09:33:10 after holding 2m50s of 3m: 14.30% (limit 1.00% threshold)", Detail: "14.30% (limit 1.00% threshold)",
+			From: t0.Add(time.Minute), To: t0.Add(4 * time.Minute), Requests: 7200, Worst: 0.143, WorstText: "14.30%"},
+		{Key: "latency", Name: "Latency p95 normal", State: ItemPending, Last: t0.Add(4 * time.Minute), Detail: "waiting for data since the rollback: no samples yet", Checks: 24},
+		{Key: "flows", Name: "Critical user flows working", State: ItemPending, Manual: true, Hint: "no smoke_test configured: try the critical user flows by hand"},
 	}}
 	vdone := *v
+	vdone.Items = []VerifyItem{
+		{Key: "pods", Name: "All pods healthy", State: ItemPass, At: t0.Add(3*time.Minute + 40*time.Second), Since: t0.Add(40 * time.Second), Last: t0.Add(5 * time.Minute), Detail: "3/3 ready, 0 restarts", Checks: 30},
+		{Key: "health", Name: "Health checks passing", State: ItemPass, At: t0.Add(3*time.Minute + 12*time.Second), Since: t0.Add(12 * time.Second), Last: t0.Add(5 * time.Minute), Detail: "1/1 health URLs answer 2xx", Checks: 30},
+		{Key: "errors", Name: "Error rate < baseline", State: ItemPass, At: t0.Add(5 * time.Minute), Since: t0.Add(2 * time.Minute), Last: t0.Add(5 * time.Minute), Checks: 30,
+			Detail: "0.10% (limit 1.00% threshold)", From: t0.Add(2 * time.Minute), To: t0.Add(5 * time.Minute), Requests: 7200, Worst: 0.143, WorstText: "14.30%",
+			Regressed: "regressed at 09:31:50 after holding 1m of 3m: 14.30% (limit 1.00% threshold)"},
+		{Key: "latency", Name: "Latency p95 normal", State: ItemPass, At: t0.Add(4 * time.Minute), Since: t0.Add(time.Minute), Last: t0.Add(5 * time.Minute), Checks: 30,
+			Detail: "120 ms (limit 236 ms = 2× baseline)", From: t0.Add(2 * time.Minute), To: t0.Add(5 * time.Minute), Requests: 7200, Worst: 0.3, WorstText: "300 ms"},
+		{Key: "flows", Name: "Critical user flows working", State: ItemPass, Manual: true, By: "U0BOB", At: t0.Add(150 * time.Second), Hint: "no smoke_test configured: try the critical user flows by hand"},
+	}
 	vdone.Done, vdone.Finished = true, t0.Add(5*time.Minute)
+	vfailed := *v
+	vfailed.Done, vfailed.Finished = true, t0.Add(8*time.Minute)
+	oncall := Access{Groups: []string{"S0ONCALL"}}
 	done := *in
 	done.Done = map[string]string{"dnd": "marked by rollbot", "timeline": "`/rollback timeline RB-7`"}
 	events := []state.Event{
@@ -102,9 +117,13 @@ func TestGoldenMessages(t *testing.T) {
 		"rollback_failed_bare": rollbackFailedMsg(in, "refusing to switch to green: 0/1 targets healthy", "bluegreen", false),
 		"ended":                endedMsg(in, "U0BOB", t0),
 		"fallback_chosen":      fallbackChosenMsg(in, "U0BOB", "scale deployment prod/myapp to zero"),
-		"verify_running":       verifyMsg(in, v),
-		"verify_done":          verifyMsg(in, &vdone),
-		"verify_failed":        verifyFailedMsg(in, "Latency p95 normal fail", true),
+		"verify_running":       verifyMsg(in, v, oncall),
+		"verify_done":          verifyMsg(in, &vdone, oncall),
+		"verify_done_failed":   verifyMsg(in, &vfailed, oncall),
+		"verify_failed":        verifyFailedMsg(in, "the service did not recover after the rollback: Error rate < baseline: 14.30% (limit 1.00% threshold)", true),
+		"verify_regressed":     regressedMsg(in, v.Items[2], 3*time.Minute),
+		"check_recorded":       checkRecordedMsg(in, state.ManualCheck{Name: "Critical user flows working", Answer: state.CheckOK, By: "U0BOB", At: t0}),
+		"check_closed":         checkClosedMsg(in, state.ManualCheck{Name: "Critical user flows working", Answer: state.CheckNotOK, By: "U0BOB", At: t0}),
 		"postmortem_reminder":  postmortemReminderMsg(in, t0.Add(20*time.Hour)),
 		"post_actions":         postActionsMsg(&done),
 		"db_approval":          dbApprovalMsg(in, Access{Groups: []string{"S0DBA"}}, 1, nil, 15*time.Minute),

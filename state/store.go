@@ -181,6 +181,9 @@ type Incident struct {
 	// StepStarted is when the current working step started (its budget
 	// counts from here, across takeovers).
 	StepStarted time.Time `json:"step_started,omitzero"`
+	// Checks are the verification items a person answers by hand, by
+	// key, with who answered and when (see ManualCheck).
+	Checks map[string]ManualCheck `json:"checks,omitempty"`
 }
 
 // ErrNotFound is returned for a missing incident.
