@@ -159,3 +159,68 @@ func TestGuardChecksTheServiceLock(t *testing.T) {
 		t.Fatalf("guard after the lock changed hands: %+v, %v", holder, err)
 	}
 }
+
+// The final move gives the service back in the same transaction: the
+// lock is gone when Advance returns, without a separate release (a
+// replica killed right after the move cannot leave it locked), and a lock
+// another incident took meanwhile is left alone.
+func TestFinalMoveReleasesTheLockAtomically(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	for _, tc := range []struct {
+		name  string
+		to    state.Status
+		path  []state.Status
+		other bool // the lock now belongs to another incident
+	}{
+		{"completed", state.Completed, []state.Status{state.RollingBack, state.Verifying}, false},
+		{"cancelled from a wait", state.Cancelled, nil, false},
+		{"someone else's lock", state.Completed, []state.Status{state.RollingBack, state.Verifying}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "RB-" + map[string]string{"completed": "10", "cancelled from a wait": "11", "someone else's lock": "12"}[tc.name]
+			svc := "svc-" + id
+			l, err := s.AcquireLock(ctx, svc, id, "U1", time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := &state.Incident{ID: id, Service: svc, Channel: "C1", Status: state.AwaitingConfirm, Lock: l.Token}
+			if err := s.Create(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+			cur := in
+			if tc.to != state.Cancelled {
+				if cur, err = s.Advance(ctx, id, state.Move{To: state.Stopping, Owner: "r1", Lease: time.Minute}); err != nil {
+					t.Fatal(err)
+				}
+				for _, st := range tc.path {
+					if cur, err = s.Advance(ctx, id, state.Move{To: st, Claim: state.ClaimOf(cur), Owner: "r1", Lease: time.Minute}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			var otherToken string
+			if tc.other {
+				s.ReleaseLock(ctx, svc, l.Token)
+				ol, err := s.AcquireLock(ctx, svc, "RB-99", "U2", time.Minute)
+				if err != nil {
+					t.Fatal(err)
+				}
+				otherToken = ol.Token
+			}
+			if _, err := s.Advance(ctx, id, state.Move{To: tc.to, Claim: state.ClaimOf(cur)}); err != nil {
+				t.Fatal(err)
+			}
+			holder, err := s.LockHolder(ctx, svc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tc.other && (holder == nil || holder.Token != otherToken):
+				t.Errorf("the other incident's lock was touched: %+v", holder)
+			case !tc.other && holder != nil:
+				t.Errorf("lock still held after the move to %s: %+v", tc.to, holder)
+			}
+		})
+	}
+}

@@ -24,13 +24,17 @@ type Lock struct {
 // ErrLocked is returned with the current holder when the lock is taken.
 var ErrLocked = errors.New("service locked")
 
-// unlockScript deletes the lock only if the caller still holds it.
-var unlockScript = redis.NewScript(`
+// unlockSrc deletes the lock only if the caller still holds it (its
+// token); unlockScript runs it on its own, a final move inside its
+// transaction.
+const unlockSrc = `
 local v = redis.call("GET", KEYS[1])
 if not v then return 0 end
 local ok, l = pcall(cjson.decode, v)
 if ok and l.token == ARGV[1] then return redis.call("DEL", KEYS[1]) end
-return -1`)
+return -1`
+
+var unlockScript = redis.NewScript(unlockSrc)
 
 // refreshScript extends the lock only if the caller still holds it.
 var refreshScript = redis.NewScript(`

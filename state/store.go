@@ -318,6 +318,13 @@ func (s *Store) update(ctx context.Context, id string, c Claim, apply func(*txn,
 			p.Set(ctx, key, nb, 0)
 			if cp.Status.Final() {
 				p.SRem(ctx, s.key("active"), id)
+				if !in.Status.Final() && cp.Lock != "" {
+					// A finished incident gives its service back in the
+					// same transaction: a crash right after the final
+					// move cannot leave the service locked until the
+					// lock's TTL.
+					p.Eval(ctx, unlockSrc, []string{s.key("lock", cp.Service)}, cp.Lock)
+				}
 			} else {
 				p.SAdd(ctx, s.key("active"), id)
 			}

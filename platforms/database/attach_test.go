@@ -107,7 +107,7 @@ func (s *shop) setVersion(t *testing.T, v int) {
 func TestRollBackResumedCommand(t *testing.T) {
 	ctx := context.Background()
 	marker := filepath.Join(t.TempDir(), "down-ran")
-	s := newShop(t, migrations.DownConfig{Kind: migrations.DownCommand, Command: []string{"touch", marker}})
+	s := newShop(t, migrations.DownConfig{Kind: migrations.DownCommand, Command: []string{"touch", marker}, Timeout: 3 * time.Second})
 	ran := func() bool { _, err := os.Stat(marker); return err == nil }
 	resumed := platforms.DBRun{Incident: "RB-1", Resumed: true}
 
@@ -126,12 +126,38 @@ func TestRollBackResumedCommand(t *testing.T) {
 		}
 	})
 
+	// The command is still running on its own (its process group outlives
+	// the replica): the table comes back while rollbot watches it.
+	t.Run("table back while watching", func(t *testing.T) {
+		s.setVersion(t, 3)
+		done := make(chan error, 1)
+		go func() {
+			time.Sleep(1500 * time.Millisecond)
+			_, err := s.owner.Exec(`UPDATE schema_migrations SET version = 2`)
+			done <- err
+		}()
+		var out bytes.Buffer
+		got, err := s.db.RollBack(ctx, resumed, s.since, s.bad, &out)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if err != nil {
+			t.Fatalf("RollBack: %v", err)
+		}
+		if !strings.Contains(got, "is back at 2") || !strings.Contains(out.String(), "may still be running; rollbot does not start it again. Watching schema_migrations for up to 3s") {
+			t.Errorf("result %q, output %q", got, out.String())
+		}
+		if ran() {
+			t.Error("the down command ran again")
+		}
+	})
+
 	for _, v := range []int{4, 3} {
 		t.Run("table at "+string(rune('0'+v)), func(t *testing.T) {
 			s.setVersion(t, v)
 			_, err := s.db.RollBack(ctx, resumed, s.since, s.bad, &bytes.Buffer{})
 			msg, ok := platforms.UserMessage(err)
-			if !ok || !strings.HasPrefix(msg, "the down command `touch` was interrupted: it ran on a replica that stopped") ||
+			if !ok || !strings.HasPrefix(msg, "the down command `touch` was interrupted: it ran on a replica that stopped") || !strings.Contains(msg, "After waiting 3s") ||
 				!strings.Contains(msg, "does not run it a second time") || !strings.Contains(msg, "Check the migration table") {
 				t.Errorf("RollBack = %v (message %q)", err, msg)
 			}

@@ -215,7 +215,7 @@ func (d *DB) RollBack(ctx context.Context, run platforms.DBRun, since time.Time,
 			return "", err
 		}
 	case run.Resumed:
-		return d.afterInterruptedCommand(ctx, rep, dec)
+		return d.afterInterruptedCommand(ctx, since, rep, dec, out)
 	}
 	// Re-checked at run time: the table may have changed since approval.
 	if dec.Action != migrations.ActionDown && earlierJob == "" {
@@ -260,14 +260,46 @@ func (d *DB) verified(ctx context.Context, rep migrations.Report, ran string) (s
 }
 
 // afterInterruptedCommand is a resumed kind command down step: rep is the
-// table now.
-func (d *DB) afterInterruptedCommand(ctx context.Context, rep migrations.Report, dec migrations.Decision) (string, error) {
+// table now. The command was started by a replica that stopped; it runs
+// in a process group of its own, so it may well still be running (or
+// about to finish). rollbot never starts it a second time: it watches the
+// migration table for up to the command's timeout (within ctx) and goes
+// on once the table is back at the target; otherwise it stops with what
+// the table says.
+func (d *DB) afterInterruptedCommand(ctx context.Context, since time.Time, rep migrations.Report, dec migrations.Decision, out io.Writer) (string, error) {
+	const finished = "; the down command run by the replica that stopped had finished"
 	if dec.Action == migrations.ActionNone {
-		return d.verified(ctx, rep, "; the down command run by the replica that stopped had finished")
+		return d.verified(ctx, rep, finished)
 	}
-	return "", platforms.Userf(fmt.Errorf("resume down command %s for %s: %s", d.down.Command[0], d.service, dec.Action),
-		"the down command `%s` was interrupted: it ran on a replica that stopped, and rollbot cannot follow it or know how far it got, so it does not run it a second time. %s: %s. Check the migration table (and the database's own logs for the command), finish the rollback by hand",
-		d.down.Command[0], rep.Table, dec.Reason)
+	limit := d.down.Timeout
+	if limit <= 0 {
+		limit = migrations.DefaultDownTimeout
+	}
+	fmt.Fprintf(out, "The down command `%s` was started by a replica that stopped and may still be running; rollbot does not start it again. Watching %s for up to %s…\n", d.down.Command[0], rep.Table, limit)
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			return "", platforms.Userf(fmt.Errorf("resume down command %s for %s: %s", d.down.Command[0], d.service, dec.Action),
+				"the down command `%s` was interrupted: it ran on a replica that stopped, and rollbot cannot follow it or know how far it got, so it does not run it a second time. After waiting %s, %s: %s. Check the migration table (and the database's own logs for the command), finish the rollback by hand",
+				d.down.Command[0], limit, rep.Table, dec.Reason)
+		case <-tick.C:
+		}
+		next, err := d.detect(wctx, since)
+		if err != nil {
+			continue // the table may be locked by the running command
+		}
+		rep, dec = next, next.Decide()
+		if dec.Action == migrations.ActionNone {
+			return d.verified(ctx, rep, finished)
+		}
+	}
 }
 
 // CheckAccess reports, for down.kind kubernetes_job, whether rollbot's
