@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -11,15 +12,23 @@ import (
 )
 
 // status answers `/rollback status [service]`.
-func (e *Engine) status(ctx context.Context, sc SlashCommand, cmd Command) {
-	active, err := e.store.Active(ctx)
+// Without a service it lists the open rollbacks of the services this
+// channel sees.
+func (e *Engine) status(ctx context.Context, sc SlashCommand, cmd Command, visible []*Service) {
+	all, err := e.store.Active(ctx)
 	if err != nil {
 		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg(e.userText(err, "read incidents")))
 		return
 	}
+	var active []*state.Incident
+	for _, in := range all {
+		if slices.ContainsFunc(visible, func(s *Service) bool { return s.Name == in.Service }) {
+			active = append(active, in)
+		}
+	}
 	sort.Slice(active, func(i, j int) bool { return active[i].CreatedAt.After(active[j].CreatedAt) })
 	if cmd.Service == "" {
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, statusMsg(active, e.serviceNames()))
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, statusMsg(active, names(visible)))
 		return
 	}
 	svc := e.services[cmd.Service]
