@@ -120,28 +120,38 @@ func (e *Engine) resolve(ctx context.Context, sc SlashCommand, cmd Command, visi
 		return match[0], true
 	case len(match) > 1:
 		return say(ambiguousMsg(cmd.Service, sc.Text, envsOf(match)))
-	case len(same) > 0: // known here, not in that environment
-		return say(errorMsg(fmt.Sprintf("`%s` has no environment `%s` in this channel; here it has %s. Run `/rollback %s --env <environment>` with one of them.",
-			cmd.Service, cmd.Env, codeList(envsOf(same)), cmd.Service)))
 	}
-	// Not visible here: maybe bound to another channel.
-	var elsewhere []string
-	for _, s := range e.services {
-		if s.BaseName() == cmd.Service && (cmd.Env == "" || s.Env == cmd.Env) {
-			for _, c := range e.channelsOf(s) {
-				if !slices.Contains(elsewhere, c) {
-					elsewhere = append(elsewhere, c)
-				}
-			}
+	elsewhere := e.channelsFor(cmd.Service, cmd.Env)
+	if len(same) > 0 { // known here, not in that environment
+		t := fmt.Sprintf("`%s` has no environment `%s` in this channel; here it has %s.", cmd.Service, cmd.Env, codeList(envsOf(same)))
+		if len(elsewhere) > 0 {
+			t += " `" + ServiceKey(cmd.Service, cmd.Env) + "` is run in " + channelList(elsewhere) + "."
 		}
+		return say(errorMsg(t + " Nothing was done."))
 	}
 	if len(elsewhere) > 0 {
-		sort.Strings(elsewhere)
 		what := "`" + ServiceKey(cmd.Service, cmd.Env) + "`"
 		return say(errorMsg(what + " is not handled in this channel; its team runs it in " + channelList(elsewhere) + ". Run the command there."))
 	}
 	bases := baseNames(visible)
 	return say(unknownServiceMsg(ServiceKey(cmd.Service, cmd.Env), suggest(cmd.Service, bases), names(visible)))
+}
+
+// channelsFor are the channels of the services with this name (and
+// environment, when given).
+func (e *Engine) channelsFor(name, env string) []string {
+	var out []string
+	for _, s := range e.services {
+		if s.BaseName() == name && (env == "" || s.Env == env) {
+			for _, c := range e.channelsOf(s) {
+				if !slices.Contains(out, c) {
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func envsOf(svcs []*Service) []string {
