@@ -102,10 +102,18 @@ func (e *Engine) timeline(ctx context.Context, sc SlashCommand, cmd Command) {
 			}
 			return a
 		})
+		// The step times go before the event table, which a long
+		// incident may have clipped in Slack.
+		steps := strings.TrimPrefix(stepTimesMarkdown(in, e.now()), "\n") + "\n## Events\n\n"
+		if i := strings.Index(md, "| Time (UTC) |"); i >= 0 {
+			md = md[:i] + steps + md[i:]
+		} else {
+			md += "\n" + steps
+		}
 		e.post(ctx, sc.ChannelID, in.ThreadTS, markdownMsg(in, md))
 		return
 	}
-	e.post(ctx, sc.ChannelID, "", timelineMsg(in, events))
+	e.post(ctx, sc.ChannelID, "", withBudgets(timelineMsg(in, events), in, e.now()))
 }
 
 // Supervise runs on every replica until ctx ends. Every third of the

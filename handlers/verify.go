@@ -79,7 +79,8 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 		v.Items[2].State, v.Items[2].Detail = ItemFail, "no metrics source configured: check the error rate by hand"
 		v.Items[3].State, v.Items[3].Detail = ItemFail, "no metrics source configured: check latency by hand"
 	}
-	ts := e.post(ctx, in.Channel, in.ThreadTS, verifyMsg(in, v))
+	render := func(in *state.Incident) Msg { return withBudgets(verifyMsg(in, v), in, e.now()) }
+	ts := e.post(ctx, in.Channel, in.ThreadTS, render(in))
 	e.setMessage(ctx, o, "verify", ts)
 	live := newLiveMessage(ctx, e.chat, in.Channel, ts, e.opt.UpdateInterval, nil)
 
@@ -91,7 +92,7 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 		if v.Passed() || !e.now().Before(deadline) || ctx.Err() != nil {
 			break
 		}
-		live.Set(verifyMsg(in, v))
+		live.Set(render(in))
 		t := time.NewTimer(e.opt.VerifyInterval)
 		select {
 		case <-ctx.Done():
@@ -100,7 +101,7 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 		t.Stop()
 	}
 	if ctx.Err() != nil { // over budget or interrupted: show where it stood
-		live.Close(verifyMsg(in, v))
+		live.Close(render(in))
 		return ctx.Err()
 	}
 	for i := range v.Items {
@@ -112,7 +113,22 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 		}
 	}
 	v.Done, v.Finished = true, e.now()
-	live.Close(verifyMsg(in, v))
+	if v.Passed() {
+		// The verification ends here; the post-rollback actions that
+		// follow are not part of its time.
+		if err := e.updateOwned(ctx, o, func(in *state.Incident) {
+			setTiming(in, "verify", state.StepTiming{Start: in.StepStarted, End: v.Finished})
+		}); err != nil {
+			live.Close(render(in))
+			return err
+		}
+		in = o.in
+		m := render(in)
+		m.Blocks = append(m.Blocks, contextBlock("recovery", fmt.Sprintf("Time to recovery: %s from the rollback request (%s).", short(v.Finished.Sub(in.CreatedAt)), clock(in.CreatedAt))))
+		live.Close(m)
+	} else {
+		live.Close(render(in))
+	}
 
 	if !v.Passed() {
 		return failf("%s", verifySummary(v))

@@ -181,6 +181,17 @@ type Incident struct {
 	// StepStarted is when the current working step started (its budget
 	// counts from here, across takeovers).
 	StepStarted time.Time `json:"step_started,omitzero"`
+	// Timings are the measured runbook steps ("assess", "database",
+	// "stop", "rollback", "fallback", "verify"): when each started and
+	// ended, for the budgets shown live and in the timeline export.
+	Timings map[string]StepTiming `json:"timings,omitempty"`
+}
+
+// StepTiming is when a runbook step ran; End is zero while it runs.
+type StepTiming struct {
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end,omitzero"`
+	Failed bool      `json:"failed,omitempty"`
 }
 
 // ErrNotFound is returned for a missing incident.
