@@ -76,16 +76,25 @@ func TestEnvironmentsExpand(t *testing.T) {
 	}
 }
 
-// A config without channels or environments decodes as before.
+// Services without channels or environments decode as before: keyed by
+// their name, answering in incident_channels.
 func TestConfigWithoutTeamsUnchanged(t *testing.T) {
 	c, err := LoadConfig("../deploy/rollbot.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, s := range c.Services {
-		if s.Env != "" || strings.Contains(k, "@") || len(s.Channels) != 0 {
-			t.Errorf("service %s changed: env %q channels %v", k, s.Env, s.Channels)
+	for _, k := range []string{"myapp", "shop", "billing", "storefront"} {
+		s, ok := c.Services[k]
+		if !ok || s.Env != "" || s.Base != "" || len(s.Channels) != 0 {
+			t.Errorf("service %s changed: %v env %q channels %v", k, ok, s.Env, s.Channels)
 		}
+	}
+	svcs, err := BuildServices(t.Context(), &Config{Services: map[string]ServiceConfig{"shop": c.Services["shop"]}}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := svcs[0]; s.Name != "shop" || s.Env != "" || s.Channels != nil || s.Drill != nil {
+		t.Errorf("built %+v", s)
 	}
 }
 
