@@ -434,6 +434,12 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 		}
 		e.sayResumed(o)
 	}
+	if in.Drill != nil && in.Steps["drill_deploy"] != "done" {
+		if err := e.drillDeploy(ctx, o); err != nil {
+			return err
+		}
+		in = o.in
+	}
 
 	marks, err := e.store.Marks(ctx, svc.Name)
 	if err != nil {

@@ -199,6 +199,9 @@ func lockedMsg(service string, l *state.Lock, holder *state.Incident) Msg {
 }
 
 func incidentTitle(in *state.Incident) string {
+	if in.Drill != nil {
+		return fmt.Sprintf("Drill: rollback of %s (%s)", in.Service, in.ID)
+	}
 	if in.DryRun {
 		return fmt.Sprintf("Dry run: rollback of %s (%s)", in.Service, in.ID)
 	}

@@ -172,6 +172,7 @@ func (e *Engine) failed(o *owned, msg string) {
 		return
 	}
 	in := o.in
+	msg += e.drillLeftNote(ctx, in, o.svc)
 	if hold {
 		if err := e.store.HoldLock(ctx, in, e.opt.Budgets.Hold); err != nil {
 			e.log.Warn("hold the service lock", "incident", in.ID, "err", err)
@@ -182,6 +183,8 @@ func (e *Engine) failed(o *owned, msg string) {
 	e.metrics.RollbackFinished(string(to))
 	var m Msg
 	switch {
+	case was == state.Assessing && in.Drill != nil:
+		m = errorMsg(in.ID + " (drill): " + msg)
 	case was == state.Assessing:
 		m = errorMsg(in.ID + ": " + msg + ". Nothing was changed; the service is released. Run `/rollback " + in.Service + "` again.")
 	case was == state.RollingBackDB:

@@ -185,6 +185,8 @@ type Incident struct {
 	// "stop", "rollback", "fallback", "verify"): when each started and
 	// ended, for the budgets shown live and in the timeline export.
 	Timings map[string]StepTiming `json:"timings,omitempty"`
+	// Drill is set for a practice rollback (`/rollback drill`).
+	Drill *DrillRun `json:"drill,omitempty"`
 }
 
 // StepTiming is when a runbook step ran; End is zero while it runs.
