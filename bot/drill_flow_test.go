@@ -67,7 +67,7 @@ func TestDrillFlow(t *testing.T) {
 	if len(sched) < 2 || !strings.Contains(sched[len(sched)-1].Text, "Monthly rollback drill of *myapp@staging* is due") {
 		t.Fatalf("scheduled messages: %+v", sched)
 	}
-	if at := sched[len(sched)-1].PostAt; at.Before(time.Now().Add(29*24*time.Hour)) {
+	if at := sched[len(sched)-1].PostAt; at.Before(time.Now().Add(29 * 24 * time.Hour)) {
 		t.Errorf("the next drill reminder is at %s, want in about a month", at)
 	}
 	h.slash(slackemu.UserAlice, "drills myapp@staging")
