@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -323,15 +322,6 @@ func (e *Engine) HandleView(ctx context.Context, v ViewSubmission) map[string]st
 		return e.dbApproveSubmitted(ctx, v)
 	}
 	return nil
-}
-
-func (e *Engine) serviceNames() []string {
-	out := make([]string, 0, len(e.services))
-	for n := range e.services {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // allowed reports whether user is in acc, resolving user groups.
