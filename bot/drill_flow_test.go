@@ -10,6 +10,7 @@ import (
 	"rollbot/platforms/sim"
 	"rollbot/state"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 )
 
 func drillSim(t *testing.T, key string) (*handlers.Service, *sim.Sim) {
@@ -37,6 +38,12 @@ func TestDrillFlow(t *testing.T) {
 	prod, _ := drillSim(t, "myapp@prod")
 	h := newHarness(t, []*handlers.Service{staging, prod}, fastEngine())
 
+	// The monthly reminder is scheduled at start, before any drill, for
+	// the service marked for drills only.
+	wait.For(t, 10*time.Second, "the monthly drill reminder", func() (bool, error) {
+		sc := h.emu.Scheduled()
+		return len(sc) == 1 && strings.Contains(sc[0].Text, "drill of *myapp@staging*") && sc[0].Channel == slackemu.ChannelIncident, fmt.Errorf("scheduled: %+v", sc)
+	})
 	h.slash(slackemu.UserAlice, "drill myapp --env prod")
 	h.ephemeralIn(slackemu.ChannelIncident, slackemu.UserAlice, "No drill of `myapp@prod`: its environment is not marked for drills")
 
@@ -64,7 +71,7 @@ func TestDrillFlow(t *testing.T) {
 		}
 	}
 	sched := h.emu.Scheduled()
-	if len(sched) < 2 || !strings.Contains(sched[len(sched)-1].Text, "Monthly rollback drill of *myapp@staging* is due") {
+	if len(sched) != 3 || !strings.Contains(sched[len(sched)-1].Text, "Monthly rollback drill of *myapp@staging* is due") {
 		t.Fatalf("scheduled messages: %+v", sched)
 	}
 	if at := sched[len(sched)-1].PostAt; at.Before(time.Now().Add(29 * 24 * time.Hour)) {

@@ -189,6 +189,7 @@ func (e *Engine) drillFinish(ctx context.Context, o *owned) {
 		e.log.Warn("record drill", "service", svc.Name, "err", err)
 	}
 	next := now.Add(drillEvery)
+	e.store.Once(ctx, "drill-reminder:"+svc.Name, drillEvery) // a restart does not schedule another
 	reminded := true
 	if err := e.chat.Schedule(ctx, in.Channel, next, drillReminderMsg(svc.Name, next)); err != nil {
 		reminded = false
@@ -197,6 +198,27 @@ func (e *Engine) drillFinish(ctx context.Context, o *owned) {
 		e.recordOwned(ctx, o, "drill", "next drill reminder scheduled for "+next.UTC().Format(time.RFC3339))
 	}
 	e.post(ctx, in.Channel, in.ThreadTS, drillReportMsg(in, steps, rec, earlier, left, reminded, next))
+}
+
+// scheduleDrillReminders makes sure every service marked for drills has
+// its monthly reminder in its channel, even before its first drill: once
+// per month across replicas and restarts (a drill schedules the next one
+// itself, a month after it).
+func (e *Engine) scheduleDrillReminders(ctx context.Context) {
+	for _, svc := range e.services {
+		chans := e.channelsOf(svc)
+		if svc.Drill == nil || len(chans) == 0 {
+			continue
+		}
+		first, err := e.store.Once(ctx, "drill-reminder:"+svc.Name, drillEvery)
+		if err != nil || !first {
+			continue
+		}
+		at := e.now().Add(drillEvery)
+		if err := e.chat.Schedule(ctx, strings.TrimPrefix(chans[0], "#"), at, drillReminderMsg(svc.Name, at)); err != nil {
+			e.log.Warn("schedule the monthly drill reminder", "service", svc.Name, "err", err)
+		}
+	}
 }
 
 // drillCompare says how the target differs from how the drill found it,

@@ -130,6 +130,7 @@ func (e *Engine) Supervise(ctx context.Context) {
 	// Every third of the lease, at most 2s: an expired lease is noticed
 	// within 2s (takeover ≤ lease + 2s), and listing the open incidents is
 	// one small read.
+	e.scheduleDrillReminders(ctx)
 	t := time.NewTicker(max(min(e.opt.Lease/3, 2*time.Second), 200*time.Millisecond))
 	defer t.Stop()
 	for {
