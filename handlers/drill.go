@@ -160,7 +160,12 @@ func (e *Engine) drillFinish(ctx context.Context, o *owned) {
 			if _, err := dep.Deploy(ctx, d.Original.Artifact, false); err != nil {
 				left += "; restoring it failed: " + e.userText(err, "drill restore", "incident", in.ID)
 			} else {
-				left = e.drillCompare(ctx, o.in, o.svc)
+				// The platform reports the restored version once its
+				// controller took the write: wait for that, up to a minute.
+				deadline := e.now().Add(time.Minute)
+				for left = e.drillCompare(ctx, o.in, o.svc); left != "" && e.now().Before(deadline) && ctx.Err() == nil; left = e.drillCompare(ctx, o.in, o.svc) {
+					time.Sleep(500 * time.Millisecond)
+				}
 			}
 		}
 	}
