@@ -2,11 +2,13 @@ package bot
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"rollbot/handlers"
+	"rollbot/platforms"
 	"rollbot/platforms/sim"
 	"rollbot/state"
 	"rollbot/testkit/slackemu"
@@ -98,4 +100,23 @@ func TestDrillFlow(t *testing.T) {
 		t.Fatal("the real incident is a drill")
 	}
 	_ = real
+}
+
+// A drill whose rollback fails says in the thread exactly what it left on
+// the target and how to put it back.
+func TestDrillFailsMidway(t *testing.T) {
+	staging, st := drillSim(t, "myapp@staging")
+	staging.Drill = &handlers.Drill{Bad: "app:drill-broken"}
+	h := newHarness(t, []*handlers.Service{staging}, fastEngine())
+	h.slash(slackemu.UserAlice, "drill myapp")
+	a := h.waitFor("drill assessment", func(m slackemu.Message) bool {
+		return strings.Contains(m.PlainText(), "Drill: rollback of myapp@staging") && slices.Contains(m.ActionIDs(), handlers.ActConfirm)
+	})
+	st.FailNextRollback(platforms.Userf(nil, "image app:v1 cannot be pulled"))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	f := h.waitFor("the failure with what the drill left", textHas("The drill is NOT restored"))
+	wantAll(t, "failure", f.PlainText(), "image app:v1 cannot be pulled", "it runs app:drill-broken, not app:v2", "it started on 3 (app:v2) with 3 units", "`/rollback myapp@staging`")
+	if got := current(t, st); got != "app:drill-broken" {
+		t.Fatalf("the platform runs %s; the message must match it", got)
+	}
 }
