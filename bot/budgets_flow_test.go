@@ -21,6 +21,7 @@ func TestFlowRunbookBudgets(t *testing.T) {
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), "Runbook budgets: ✅ Assess", "/ 2 min", "▫️ Stop – / 30 s", "▫️ Roll back – / 1–3 min")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 
 	live := h.waitFor("live budget line while rolling back", textHas("⏳ Roll back"))

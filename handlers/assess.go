@@ -507,7 +507,7 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 // fails too, nobody could click, so the incident is closed and the service
 // released rather than left locked with nothing to click.
 func (e *Engine) showDecision(ctx context.Context, in *state.Incident, a *Assessment) {
-	m := assessmentMsg(in, a, nil)
+	m := withBudgets(assessmentMsg(in, a, nil), in, e.now())
 	if err := e.chat.Update(ctx, in.Channel, in.ThreadTS, m); err == nil {
 		return
 	} else {
