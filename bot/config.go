@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -55,6 +56,20 @@ type ServiceConfig struct {
 	Platform         string `yaml:"platform"`
 	PlatformSections `yaml:",inline"`
 
+	// Channels are where /rollback sees this service (ids or names);
+	// default: incident_channels. A team's channel sees only its services.
+	Channels []string `yaml:"channels"`
+	// Environments define the service once per environment (staging,
+	// prod): each entry takes the keys above as defaults and replaces the
+	// ones it sets (a key set in the environment replaces the service's
+	// whole value for that key). `/rollback <name> --env <environment>`
+	// picks one; a name left ambiguous in a channel is asked about.
+	Environments map[string]ServiceConfig `yaml:"environments"`
+	// Drills allows `/rollback drill` on this service (or environment):
+	// only for non-production targets.
+	Drills bool         `yaml:"drills"`
+	Drill  *DrillConfig `yaml:"drill"`
+
 	Approvers  handlers.Access   `yaml:"approvers"`
 	Thresholds ThresholdsConfig  `yaml:"thresholds"`
 	Windows    WindowsConfig     `yaml:"windows"`
@@ -64,6 +79,25 @@ type ServiceConfig struct {
 	Database   *DatabaseSettings `yaml:"database"`
 	// VerifySoak overrides the top-level verify_soak for this service.
 	VerifySoak time.Duration `yaml:"verify_soak"`
+
+	// Base and Env are set for an environment's entry: the service's name
+	// and the environment's. Its key in Config.Services is Base@Env.
+	Base string `yaml:"-"`
+	Env  string `yaml:"-"`
+}
+
+// DrillConfig is services.<name>.drill.
+type DrillConfig struct {
+	// Bad is the artifact (image or tag) a drill deploys as its bad version.
+	Bad string `yaml:"bad"`
+}
+
+// path is the config path of a service, for error messages.
+func (s ServiceConfig) path(key string) string {
+	if s.Env != "" {
+		return "services." + s.Base + ".environments." + s.Env
+	}
+	return "services." + key
 }
 
 // ThresholdsConfig overrides the runbook's defaults; unset fields keep them.
@@ -171,8 +205,94 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if err := c.expandEnvironments(b); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	c.applyDefaults()
 	return &c, nil
+}
+
+var envNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,30}$`)
+
+// expandEnvironments replaces each service that has environments by one
+// entry per environment, keyed name@env (handlers.ServiceKey). An entry is
+// the service's keys overridden key by key by the environment's: the
+// merge is done on the YAML mapping, so "set in the environment" means
+// written there, whatever its value. The strict decode before this one
+// already rejected unknown keys, with their lines.
+func (c *Config) expandEnvironments(b []byte) error {
+	var withEnvs []string
+	for name, s := range c.Services {
+		if len(s.Environments) > 0 {
+			withEnvs = append(withEnvs, name)
+		}
+	}
+	if len(withEnvs) == 0 {
+		return nil
+	}
+	sort.Strings(withEnvs)
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return err
+	}
+	services := mappingValue(docRoot(&doc), "services")
+	for _, name := range withEnvs {
+		svcNode := mappingValue(services, name)
+		envsNode := mappingValue(svcNode, "environments")
+		if svcNode == nil || envsNode == nil || envsNode.Kind != yaml.MappingNode {
+			return fmt.Errorf("services.%s.environments: a mapping of environment names to settings", name)
+		}
+		for i := 0; i+1 < len(envsNode.Content); i += 2 {
+			env, envNode := envsNode.Content[i].Value, envsNode.Content[i+1]
+			p := "services." + name + ".environments." + env
+			if !envNameRE.MatchString(env) {
+				return fmt.Errorf("%s: environment names are lowercase letters, digits, '_' and '-' (at most 31)", p)
+			}
+			if envNode.Kind != yaml.MappingNode {
+				return fmt.Errorf("%s: a mapping of settings (line %d)", p, envNode.Line)
+			}
+			if mappingValue(envNode, "environments") != nil {
+				return fmt.Errorf("%s.environments: environments do not nest (line %d)", p, envNode.Line)
+			}
+			merged := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+			for j := 0; j+1 < len(svcNode.Content); j += 2 {
+				k := svcNode.Content[j].Value
+				if k == "environments" || mappingValue(envNode, k) != nil {
+					continue
+				}
+				merged.Content = append(merged.Content, svcNode.Content[j], svcNode.Content[j+1])
+			}
+			merged.Content = append(merged.Content, envNode.Content...)
+			var sc ServiceConfig
+			if err := merged.Decode(&sc); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			sc.Base, sc.Env = name, env
+			c.Services[handlers.ServiceKey(name, env)] = sc
+		}
+		delete(c.Services, name)
+	}
+	return nil
+}
+
+func docRoot(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		return n.Content[0]
+	}
+	return n
+}
+
+// mappingValue is the value of key in a mapping node, or nil.
+func mappingValue(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
 }
 
 // applyDefaults fills fields whose default comes from elsewhere in the file.
@@ -204,8 +324,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.%s", path, e))
 		}
 	}
-	if len(c.IncidentChannels) == 0 {
-		errs = append(errs, errors.New("incident_channels: at least one channel id (C…) or name is required"))
+	if len(c.IncidentChannels) == 0 && !c.everyServiceHasChannels() {
+		errs = append(errs, errors.New("incident_channels: at least one channel id (C…) or name is required (or give every service its channels)"))
 	}
 	for i, ch := range c.IncidentChannels {
 		if !channelRE.MatchString(ch) {
@@ -247,9 +367,13 @@ func (c *Config) Validate() error {
 	sort.Strings(names)
 	for _, name := range names {
 		s := c.Services[name]
-		p := "services." + name
-		if !serviceNameRE.MatchString(name) {
-			errs = append(errs, fmt.Errorf("%s: service names are lowercase letters, digits, '.', '_' and '-'", p))
+		p := s.path(name)
+		base := name
+		if s.Env != "" {
+			base = s.Base
+		}
+		if !serviceNameRE.MatchString(base) {
+			errs = append(errs, fmt.Errorf("services.%s: service names are lowercase letters, digits, '.', '_' and '-'", base))
 		}
 		errs = append(errs, s.validate(p, add)...)
 	}
@@ -257,9 +381,24 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+func (c *Config) everyServiceHasChannels() bool {
+	for _, s := range c.Services {
+		if len(s.Channels) == 0 {
+			return false
+		}
+	}
+	return len(c.Services) > 0
+}
+
 func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	var errs []error
 	errs = append(errs, s.validatePlatform(p, add)...)
+	for i, ch := range s.Channels {
+		if !channelRE.MatchString(ch) {
+			errs = append(errs, fmt.Errorf("%s.channels[%d]: %q is not a channel id (C…) or name", p, i, ch))
+		}
+	}
+	errs = append(errs, s.validateDrill(p)...)
 	if s.Approvers.Empty() {
 		errs = append(errs, fmt.Errorf("%s.approvers: list the users or user groups allowed to confirm a rollback", p))
 	}
@@ -385,4 +524,21 @@ func (t ThresholdsConfig) thresholds() handlers.Thresholds {
 	}
 	h.BaselineP95 = t.BaselineP95
 	return h
+}
+
+// drillPlatforms can deploy a drill's bad version (platforms.Deployer).
+var drillPlatforms = []string{"kubernetes", "swarm", "simulated"}
+
+func (s ServiceConfig) validateDrill(p string) []error {
+	if !s.Drills {
+		return nil
+	}
+	var errs []error
+	if s.Drill == nil || strings.TrimSpace(s.Drill.Bad) == "" {
+		errs = append(errs, fmt.Errorf("%s.drill.bad: drills: true needs the artifact a drill deploys as its bad version (an image or tag)", p))
+	}
+	if !slices.Contains(drillPlatforms, s.Platform) {
+		errs = append(errs, fmt.Errorf("%s.drills: drills run on platform %s, not %q", p, strings.Join(drillPlatforms, ", "), s.Platform))
+	}
+	return errs
 }

@@ -26,7 +26,7 @@ func (c *Config) validateSafety() []error {
 		if d == nil {
 			continue
 		}
-		p := "services." + name + ".database"
+		p := c.Services[name].path(name) + ".database"
 		if d.DestructiveApprovals != 0 && d.DestructiveApprovals < minDestructiveApprovals {
 			errs = append(errs, fmt.Errorf("%s.destructive_approvals: at least %d (a destructive restore needs two people besides the requester); leave it unset for %d",
 				p, minDestructiveApprovals, minDestructiveApprovals))

@@ -17,7 +17,8 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("the shipped example config is invalid:\n%v", err)
 	}
-	if len(c.Services) != 5 || c.Services["myapp"].Kubernetes.Namespace != "prod" {
+	// 5 services, and checkout in two environments.
+	if len(c.Services) != 7 || c.Services["myapp"].Kubernetes.Namespace != "prod" || c.Services["checkout@staging"].Kubernetes.Namespace != "staging" {
 		t.Fatalf("example config decoded wrong: %+v", c.Services["myapp"])
 	}
 }

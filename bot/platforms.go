@@ -201,7 +201,7 @@ func BuildServices(ctx context.Context, c *Config, history *state.Store, log *sl
 	for name, sc := range c.Services {
 		svc, err := buildService(ctx, name, sc, history, log.With("service", name))
 		if err != nil {
-			return nil, fmt.Errorf("services.%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", sc.path(name), err)
 		}
 		out = append(out, svc)
 	}
@@ -210,8 +210,11 @@ func BuildServices(ctx context.Context, c *Config, history *state.Store, log *sl
 
 func buildService(ctx context.Context, name string, sc ServiceConfig, history *state.Store, log *slog.Logger) (*handlers.Service, error) {
 	svc := &handlers.Service{
-		Name: name, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
+		Name: name, Env: sc.Env, Channels: sc.Channels, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
 		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, VerifySoak: sc.VerifySoak,
+	}
+	if sc.Drills && sc.Drill != nil {
+		svc.Drill = &handlers.Drill{Bad: sc.Drill.Bad}
 	}
 	a, ok := adapterNamed(sc.Platform)
 	if !ok {

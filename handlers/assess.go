@@ -434,6 +434,12 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 		}
 		e.sayResumed(o)
 	}
+	if in.Drill != nil && in.Steps["drill_deploy"] != "done" {
+		if err := e.drillDeploy(ctx, o); err != nil {
+			return err
+		}
+		in = o.in
+	}
 
 	marks, err := e.store.Marks(ctx, svc.Name)
 	if err != nil {
@@ -486,6 +492,10 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 		}
 		e.store.ReleaseLock(ctx, svc.Name, o.in.Lock)
 		e.update(ctx, o.in.Channel, ts, assessmentMsg(o.in, a, nil))
+		if note := e.drillLeftNote(ctx, o.in, svc); note != "" {
+			e.record(ctx, o.in.ID, "rollbot", "drill", strings.TrimSpace(note))
+			e.post(ctx, o.in.Channel, ts, errorMsg("Drill "+o.in.ID+" stopped: no rollback possible."+note))
+		}
 	default:
 		if err := e.advance(ctx, o, state.AwaitingConfirm, nil); err != nil {
 			return err
@@ -501,7 +511,7 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 // fails too, nobody could click, so the incident is closed and the service
 // released rather than left locked with nothing to click.
 func (e *Engine) showDecision(ctx context.Context, in *state.Incident, a *Assessment) {
-	m := assessmentMsg(in, a, nil)
+	m := withBudgets(assessmentMsg(in, a, nil), in, e.now())
 	if err := e.chat.Update(ctx, in.Channel, in.ThreadTS, m); err == nil {
 		return
 	} else {

@@ -18,12 +18,15 @@ const (
 	CmdHistory  CommandKind = "history"
 	CmdTimeline CommandKind = "timeline"
 	CmdHelp     CommandKind = "help"
+	CmdDrill    CommandKind = "drill"  // drill <service> [--env e]: a practice rollback
+	CmdDrills   CommandKind = "drills" // drills <service> [--env e]: earlier drills
 )
 
 // Command is a parsed /rollback text.
 type Command struct {
 	Kind     CommandKind
 	Service  string
+	Env      string // --env <environment>, or the part after @ in service@env
 	To       string // --to <revision|tag>
 	DryRun   bool
 	Reason   string
@@ -48,6 +51,7 @@ const (
 
 var (
 	serviceName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	envName     = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,30}$`)
 	revisionArg = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$`)
 	incidentArg = regexp.MustCompile(`^(?i)rb-[0-9]{1,12}$`)
 )
@@ -76,22 +80,14 @@ func ParseCommand(text string) (Command, error) {
 		}
 		return Command{Kind: CmdHelp}, nil
 	case "status":
-		if len(args) > 2 {
-			return Command{}, parseErrorf("usage: `/rollback status [service]`")
-		}
-		c := Command{Kind: CmdStatus}
-		if len(args) == 2 {
-			if !serviceName.MatchString(args[1]) {
-				return Command{}, parseErrorf("%q is not a service name; usage: `/rollback status [service]`", args[1])
-			}
-			c.Service = args[1]
-		}
-		return c, nil
+		c, err := parseServiceArgs(CmdStatus, args[1:], false, "`/rollback status [service]`, optionally with `--env <environment>`")
+		return c, err
 	case "history":
-		if len(args) != 2 || !serviceName.MatchString(args[1]) {
-			return Command{}, parseErrorf("usage: `/rollback history <service>`")
-		}
-		return Command{Kind: CmdHistory, Service: args[1]}, nil
+		return parseServiceArgs(CmdHistory, args[1:], true, "`/rollback history <service>`, optionally with `--env <environment>`")
+	case "drill":
+		return parseServiceArgs(CmdDrill, args[1:], true, "`/rollback drill <service>`, optionally with `--env <environment>`")
+	case "drills":
+		return parseServiceArgs(CmdDrills, args[1:], true, "`/rollback drills <service>`, optionally with `--env <environment>`")
 	case "timeline":
 		c := Command{Kind: CmdTimeline}
 		const usage = "usage: `/rollback timeline [RB-n] [--page N] [--markdown]`"
@@ -128,18 +124,80 @@ func ParseCommand(text string) (Command, error) {
 	return parseRollback(args)
 }
 
+// setService sets the service argument, "name" or "name@env".
+func (c *Command) setService(a, usage string) error {
+	if c.Service != "" {
+		return parseErrorf("only one service (got %q and %q); usage: %s", c.Service, a, usage)
+	}
+	name, env, hasEnv := strings.Cut(a, "@")
+	if !serviceName.MatchString(name) {
+		return parseErrorf("%q is not a service name (lowercase letters, digits, '.', '_' and '-'); usage: %s", a, usage)
+	}
+	if hasEnv {
+		if err := c.setEnv(env); err != nil {
+			return err
+		}
+	}
+	c.Service = name
+	return nil
+}
+
+// setEnv sets the environment from --env or name@env.
+func (c *Command) setEnv(env string) error {
+	if !envName.MatchString(env) {
+		return parseErrorf("%q is not an environment name (e.g. `--env staging`)", env)
+	}
+	if c.Env != "" && c.Env != env {
+		return parseErrorf("two environments given (%q and %q); name one", c.Env, env)
+	}
+	c.Env = env
+	return nil
+}
+
+// parseServiceArgs parses "[service] [--env e]" for the commands that
+// take only those.
+func parseServiceArgs(kind CommandKind, args []string, need bool, usage string) (Command, error) {
+	c := Command{Kind: kind}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			if err := c.setService(a, usage); err != nil {
+				return Command{}, err
+			}
+			continue
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.ToLower(name) != "env" {
+			return Command{}, parseErrorf("unknown option `%s`; usage: %s", a, usage)
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return Command{}, parseErrorf("`--env` needs a value; usage: %s", usage)
+			}
+			i++
+			val = args[i]
+		}
+		if err := c.setEnv(val); err != nil {
+			return Command{}, err
+		}
+	}
+	if c.Service == "" && (need || c.Env != "") {
+		return Command{}, parseErrorf("which service? usage: %s", usage)
+	}
+	return c, nil
+}
+
 func parseRollback(args []string) (Command, error) {
 	c := Command{Kind: CmdRollback}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") {
 			if c.Service != "" {
-				return Command{}, parseErrorf("only one service per rollback (got %q and %q); usage: `/rollback <service> [--to <revision|tag>] [--dry-run] [--reason \"…\"]`", c.Service, a)
+				return Command{}, parseErrorf("only one service per rollback (got %q and %q); usage: `/rollback <service> [--env <environment>] [--to <revision|tag>] [--dry-run] [--reason \"…\"]`", c.Service, a)
 			}
-			if !serviceName.MatchString(a) {
-				return Command{}, parseErrorf("%q is not a service name (lowercase letters, digits, '.', '_' and '-')", a)
+			if err := c.setService(a, "`/rollback <service> [--env <environment>]`"); err != nil {
+				return Command{}, err
 			}
-			c.Service = a
 			continue
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
@@ -159,6 +217,14 @@ func parseRollback(args []string) (Command, error) {
 				return Command{}, parseErrorf("`--dry-run` takes no value")
 			}
 			c.DryRun = true
+		case "env":
+			v, err := value()
+			if err != nil {
+				return Command{}, err
+			}
+			if err := c.setEnv(v); err != nil {
+				return Command{}, err
+			}
 		case "to":
 			v, err := value()
 			if err != nil {
@@ -182,7 +248,7 @@ func parseRollback(args []string) (Command, error) {
 			}
 			c.Reason = v
 		default:
-			return Command{}, parseErrorf("unknown option `%s`; options are `--to <revision|tag>`, `--dry-run`, `--reason \"…\"`", a)
+			return Command{}, parseErrorf("unknown option `%s`; options are `--env <environment>`, `--to <revision|tag>`, `--dry-run`, `--reason \"…\"`", a)
 		}
 	}
 	if c.Service == "" {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"rollbot/state"
@@ -117,6 +118,10 @@ func (e *Engine) cancel(ctx context.Context, a Action) {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, "cancel", "cancelled before any change")
+	if note := e.drillLeftNote(ctx, in, svc); note != "" {
+		e.record(ctx, in.ID, "rollbot", "drill", strings.TrimSpace(note))
+		defer e.post(ctx, in.Channel, in.ThreadTS, simple(":information_source: Drill "+in.ID+" cancelled."+note))
+	}
 	e.store.ReleaseLock(ctx, in.Service, in.Lock)
 	e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
 	if ts := in.Messages["db"]; ts != "" {

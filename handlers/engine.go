@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -65,7 +64,19 @@ func DefaultThresholds() Thresholds {
 
 // Service is one service rollbot may roll back.
 type Service struct {
-	Name       string
+	// Name is the service's key: its name, or "<name>@<env>" for a
+	// service defined per environment (see ServiceKey). Locks, incidents,
+	// marks and the timeline are all keyed by it, so environments never
+	// share them.
+	Name string
+	// Env is the environment of this definition; "" for a service
+	// without environments.
+	Env string
+	// Channels are where /rollback sees the service (ids or names);
+	// empty: Options.IncidentChannels.
+	Channels []string
+	// Drill configures practice rollbacks; nil: drills are refused.
+	Drill      *Drill
 	Platform   platforms.Platform
 	Metrics    platforms.Metrics  // nil: no request metrics
 	Database   platforms.Database // nil: no database configured
@@ -244,7 +255,10 @@ const (
 	viewDBApprove = "db_approve_modal"
 )
 
-// HandleCommand serves a /rollback slash command.
+// HandleCommand serves a /rollback slash command. A channel sees only
+// the services bound to it (services.<name>.channels, default the
+// incident channels): help, "did you mean" and every command stay
+// within them.
 func (e *Engine) HandleCommand(ctx context.Context, sc SlashCommand) {
 	cmd, err := ParseCommand(sc.Text)
 	if err != nil {
@@ -256,27 +270,35 @@ func (e *Engine) HandleCommand(ctx context.Context, sc SlashCommand) {
 		e.ephemeral(ctx, sc.ChannelID, sc.UserID, usageMsg(msg))
 		return
 	}
+	visible := e.visible(sc.ChannelID, sc.ChannelName)
 	if cmd.Kind == CmdHelp {
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, helpMsg(e.serviceNames()))
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, helpMsg(names(visible)))
 		return
 	}
-	if !e.incidentChannel(sc.ChannelID, sc.ChannelName) {
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, notIncidentChannelMsg(e.opt.IncidentChannels))
+	if len(visible) == 0 {
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, notIncidentChannelMsg(e.allChannels()))
 		return
 	}
-	if cmd.Service != "" && e.services[cmd.Service] == nil {
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, unknownServiceMsg(cmd.Service, suggest(cmd.Service, e.serviceNames()), e.serviceNames()))
-		return
+	if cmd.Service != "" {
+		svc, ok := e.resolve(ctx, sc, cmd, visible)
+		if !ok {
+			return
+		}
+		cmd.Service, cmd.Env = svc.Name, svc.Env
 	}
 	switch cmd.Kind {
 	case CmdRollback:
 		e.startRollback(ctx, sc, cmd)
 	case CmdStatus:
-		e.status(ctx, sc, cmd)
+		e.status(ctx, sc, cmd, visible)
 	case CmdHistory:
 		e.history(ctx, sc, cmd)
 	case CmdTimeline:
 		e.timeline(ctx, sc, cmd)
+	case CmdDrill:
+		e.startDrill(ctx, sc, cmd)
+	case CmdDrills:
+		e.drills(ctx, sc, cmd)
 	}
 }
 
@@ -312,28 +334,6 @@ func (e *Engine) HandleView(ctx context.Context, v ViewSubmission) map[string]st
 		return e.dbApproveSubmitted(ctx, v)
 	}
 	return nil
-}
-
-func (e *Engine) serviceNames() []string {
-	out := make([]string, 0, len(e.services))
-	for n := range e.services {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (e *Engine) incidentChannel(id, name string) bool {
-	if len(e.opt.IncidentChannels) == 0 {
-		return true
-	}
-	for _, c := range e.opt.IncidentChannels {
-		c = strings.TrimPrefix(c, "#")
-		if c == id || (name != "" && c == name) {
-			return true
-		}
-	}
-	return false
 }
 
 // allowed reports whether user is in acc, resolving user groups.

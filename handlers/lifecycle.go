@@ -296,7 +296,16 @@ func (e *Engine) recordOwned(ctx context.Context, o *owned, step, detail string)
 // advance moves an owned incident on; into a working status it keeps the
 // owner (a new fence, the lease renewed) and starts that step's budget.
 func (e *Engine) advance(ctx context.Context, o *owned, to state.Status, mutate func(*state.Incident)) error {
+	step, started, now := timingStep(o.in.Status, o.in.Fallback), o.in.StepStarted, e.now()
 	m := state.Move{From: []state.Status{o.in.Status}, To: to, Claim: o.claim, Mutate: func(in *state.Incident) {
+		// The step that ends here is measured (one that recorded its own
+		// end, like the verification before the post-rollback actions,
+		// keeps it).
+		if step != "" && !started.IsZero() {
+			if cur, ok := in.Timings[step]; !ok || !cur.Start.Equal(started) || cur.End.IsZero() {
+				setTiming(in, step, state.StepTiming{Start: started, End: now})
+			}
+		}
 		if to.Working() {
 			in.StepStarted = e.now()
 		}
@@ -333,6 +342,27 @@ func (e *Engine) setStep(ctx context.Context, o *owned, step, val string) error 
 		}
 		in.Steps[step] = val
 	})
+}
+
+// tick calls f every second (or every UpdateInterval, if longer) until
+// the returned stop is called or ctx ends.
+func (e *Engine) tick(ctx context.Context, f func()) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(e.opt.UpdateInterval, time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // fresh is a context for reporting an outcome after the step's own

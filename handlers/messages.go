@@ -90,11 +90,13 @@ func helpMsg(services []string) Msg {
 		"*`/rollback status [service]`* open rollbacks, or one service's state",
 		"*`/rollback history <service>`* revisions, DO_NOT_DEPLOY marks and past rollbacks",
 		"*`/rollback timeline [RB-n] [--markdown]`* an incident's timeline, or its Markdown export",
+		"*`/rollback drill <service> [--env <environment>]`* practise a rollback on an environment with drills enabled",
+		"*`/rollback drills <service>`* earlier drills with their step times against the runbook's budgets",
 	}, "\n")
 	return Msg{Text: "rollbot commands", Blocks: []slack.Block{
 		header("title", "rollbot: deployment rollbacks from the incident channel"),
 		section("commands", text),
-		contextBlock("services", "Services: "+codeList(services)),
+		contextBlock("services", "Services in this channel: "+codeList(services)+". A service in several environments: add `--env <environment>` (or type `name@environment`)."),
 	}}
 }
 
@@ -109,7 +111,8 @@ func codeList(xs []string) string {
 	return strings.Join(out, ", ")
 }
 
-func notIncidentChannelMsg(channels []string) Msg {
+// channelList renders channel ids as links and names as #name.
+func channelList(channels []string) string {
 	var names []string
 	for _, c := range channels {
 		if strings.HasPrefix(c, "C") || strings.HasPrefix(c, "G") {
@@ -118,7 +121,24 @@ func notIncidentChannelMsg(channels []string) Msg {
 			names = append(names, "#"+strings.TrimPrefix(c, "#"))
 		}
 	}
-	return errorMsg("rollbot only acts in incident channels: " + strings.Join(names, ", ") + ". Run the command there, so the team sees it.")
+	return strings.Join(names, ", ")
+}
+
+func notIncidentChannelMsg(channels []string) Msg {
+	return errorMsg("rollbot only acts in incident channels: " + channelList(channels) + ". Run the command there, so the team sees it.")
+}
+
+// ambiguousMsg asks which environment a name means; rollbot never guesses.
+func ambiguousMsg(name, text string, envs []string) Msg {
+	t := fmt.Sprintf("`%s` runs in %d environments here: %s. Which one? Nothing was done.", name, len(envs), codeList(envs))
+	var cmds []string
+	for _, env := range envs {
+		cmds = append(cmds, fmt.Sprintf("• %s: `/rollback %s`", env, withEnv(text, env)))
+	}
+	return Msg{Text: t, Blocks: []slack.Block{
+		section("problem", ":question: "+t),
+		section("choices", strings.Join(cmds, "\n")),
+	}}
 }
 
 func unknownServiceMsg(name, suggestion string, all []string) Msg {
@@ -128,7 +148,7 @@ func unknownServiceMsg(name, suggestion string, all []string) Msg {
 	}
 	return Msg{Text: t, Blocks: []slack.Block{
 		section("problem", ":warning: "+t),
-		contextBlock("services", "Known services: "+codeList(all)),
+		contextBlock("services", "Services in this channel: "+codeList(all)),
 	}}
 }
 
@@ -179,6 +199,9 @@ func lockedMsg(service string, l *state.Lock, holder *state.Incident) Msg {
 }
 
 func incidentTitle(in *state.Incident) string {
+	if in.Drill != nil {
+		return fmt.Sprintf("Drill: rollback of %s (%s)", in.Service, in.ID)
+	}
 	if in.DryRun {
 		return fmt.Sprintf("Dry run: rollback of %s (%s)", in.Service, in.ID)
 	}

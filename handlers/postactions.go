@@ -42,7 +42,11 @@ func (e *Engine) complete(ctx context.Context, o *owned) error {
 		if err := e.setStep(ctx, o, "postactions", "started"); err != nil {
 			return err
 		}
-		e.postActions(ctx, o)
+		if o.in.Drill != nil {
+			e.drillFinish(ctx, o) // a drill's bad version is not marked, no postmortem
+		} else {
+			e.postActions(ctx, o)
+		}
 		if err := e.setStep(ctx, o, "postactions", "done"); err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -11,15 +12,23 @@ import (
 )
 
 // status answers `/rollback status [service]`.
-func (e *Engine) status(ctx context.Context, sc SlashCommand, cmd Command) {
-	active, err := e.store.Active(ctx)
+// Without a service it lists the open rollbacks of the services this
+// channel sees.
+func (e *Engine) status(ctx context.Context, sc SlashCommand, cmd Command, visible []*Service) {
+	all, err := e.store.Active(ctx)
 	if err != nil {
 		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg(e.userText(err, "read incidents")))
 		return
 	}
+	var active []*state.Incident
+	for _, in := range all {
+		if slices.ContainsFunc(visible, func(s *Service) bool { return s.Name == in.Service }) {
+			active = append(active, in)
+		}
+	}
 	sort.Slice(active, func(i, j int) bool { return active[i].CreatedAt.After(active[j].CreatedAt) })
 	if cmd.Service == "" {
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, statusMsg(active, e.serviceNames()))
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, statusMsg(active, names(visible)))
 		return
 	}
 	svc := e.services[cmd.Service]
@@ -93,10 +102,18 @@ func (e *Engine) timeline(ctx context.Context, sc SlashCommand, cmd Command) {
 			}
 			return a
 		})
+		// The step times go before the event table, which a long
+		// incident may have clipped in Slack.
+		steps := strings.TrimPrefix(stepTimesMarkdown(in, e.now()), "\n") + "\n## Events\n\n"
+		if i := strings.Index(md, "| Time (UTC) |"); i >= 0 {
+			md = md[:i] + steps + md[i:]
+		} else {
+			md += "\n" + steps
+		}
 		e.post(ctx, sc.ChannelID, in.ThreadTS, markdownMsg(in, md))
 		return
 	}
-	e.post(ctx, sc.ChannelID, "", timelineMsg(in, events, cmd.Page))
+	e.post(ctx, sc.ChannelID, "", withBudgets(timelineMsg(in, events, cmd.Page), in, e.now()))
 }
 
 // Supervise runs on every replica until ctx ends. Every third of the
@@ -113,6 +130,7 @@ func (e *Engine) Supervise(ctx context.Context) {
 	// Every third of the lease, at most 2s: an expired lease is noticed
 	// within 2s (takeover ≤ lease + 2s), and listing the open incidents is
 	// one small read.
+	e.scheduleDrillReminders(ctx)
 	t := time.NewTicker(max(min(e.opt.Lease/3, 2*time.Second), 200*time.Millisecond))
 	defer t.Stop()
 	for {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"sync"
 	"time"
 
 	"rollbot/platforms"
@@ -17,7 +19,7 @@ func (e *Engine) stopStep(ctx context.Context, o *owned) error {
 	in, svc := o.in, o.svc
 	progTS := in.Messages["progress"]
 	if progTS == "" {
-		progTS = e.post(ctx, in.Channel, in.ThreadTS, progressMsg(in, "Stopping the rollout…", nil, ""))
+		progTS = e.post(ctx, in.Channel, in.ThreadTS, withBudgets(progressMsg(in, "Stopping the rollout…", nil, ""), in, e.now()))
 		e.setMessage(ctx, o, "progress", progTS)
 	}
 	if err := e.recordOwned(ctx, o, "stop", "stopping the rollout of "+svc.Platform.Target()); err != nil {
@@ -57,23 +59,39 @@ func (e *Engine) rollbackStep(ctx context.Context, o *owned) error {
 	if err := e.guard(ctx, o); err != nil {
 		return err
 	}
+	render := func(lines []string) Msg {
+		return withBudgets(progressMsg(in, "Rolling back…", lines, in.StopLine), in, e.now())
+	}
 	if progTS == "" {
-		progTS = e.post(ctx, in.Channel, in.ThreadTS, progressMsg(in, "Rolling back…", nil, in.StopLine))
+		progTS = e.post(ctx, in.Channel, in.ThreadTS, render(nil))
 		e.setMessage(ctx, o, "progress", progTS)
 	}
 	live := newLiveMessage(ctx, e.chat, in.Channel, progTS, e.opt.UpdateInterval, func(err error) { e.log.Warn("progress update", "err", err) })
 	started := e.now()
-	var lines []string
-	res, err := svc.Platform.Rollback(ctx, in.Target, false, func(p platforms.Progress) {
-		lines = appendProgress(lines, p.Message)
-		live.Set(progressMsg(in, "Rolling back…", lines, in.StopLine))
+	var (
+		mu    sync.Mutex
+		lines []string
+	)
+	// The elapsed time against the runbook's budget moves on between
+	// progress lines too.
+	stopTick := e.tick(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		live.Set(render(lines))
 	})
+	res, err := svc.Platform.Rollback(ctx, in.Target, false, func(p platforms.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = appendProgress(lines, p.Message)
+		live.Set(render(lines))
+	})
+	stopTick()
 	took := e.now().Sub(started).Round(100 * time.Millisecond)
 	if err != nil {
 		msg := e.userText(err, "roll back", "incident", in.ID, "service", svc.Name)
 		fctx, cancel := e.fresh()
 		defer cancel()
-		live.Close(progressMsg(in, "Rolling back…", lines, in.StopLine))
+		live.Close(render(lines))
 		if ctx.Err() != nil {
 			return err // over budget or interrupted: drive reports it
 		}
@@ -86,7 +104,10 @@ func (e *Engine) rollbackStep(ctx context.Context, o *owned) error {
 	if err := e.store.RecordDeployed(ctx, svc.Name, target); err != nil {
 		e.log.Warn("record deployed version", "service", svc.Name, "err", err)
 	}
-	live.Close(rolledBackMsg(in, res, took, lines, in.StopLine))
+	done := *in
+	done.Timings = maps.Clone(in.Timings)
+	setTiming(&done, "rollback", state.StepTiming{Start: in.StepStarted, End: e.now()})
+	live.Close(withBudgets(rolledBackMsg(in, res, took, lines, in.StopLine), &done, e.now()))
 	if err := e.setStep(ctx, o, "rollback", "done"); err != nil {
 		return err
 	}
@@ -131,9 +152,14 @@ func (e *Engine) failed(o *owned, msg string) {
 	if err := e.recordOwned(ctx, o, stepOf(was), "failed: "+msg); errors.Is(err, state.ErrFenced) {
 		return
 	}
+	failedStep := timingStep(o.in.Status, o.in.Fallback)
 	err := e.advance(ctx, o, to, func(in *state.Incident) {
 		if hold {
 			in.HeldUntil = until
+		}
+		if t, ok := in.Timings[failedStep]; ok {
+			t.Failed = true
+			in.Timings[failedStep] = t
 		}
 	})
 	if errors.Is(err, state.ErrFenced) || errors.Is(err, state.ErrStale) {
@@ -146,6 +172,7 @@ func (e *Engine) failed(o *owned, msg string) {
 		return
 	}
 	in := o.in
+	msg += e.drillLeftNote(ctx, in, o.svc)
 	if hold {
 		if err := e.store.HoldLock(ctx, in, e.opt.Budgets.Hold); err != nil {
 			e.log.Warn("hold the service lock", "incident", in.ID, "err", err)
@@ -156,6 +183,8 @@ func (e *Engine) failed(o *owned, msg string) {
 	e.metrics.RollbackFinished(string(to))
 	var m Msg
 	switch {
+	case was == state.Assessing && in.Drill != nil:
+		m = errorMsg(in.ID + " (drill): " + msg)
 	case was == state.Assessing:
 		m = errorMsg(in.ID + ": " + msg + ". Nothing was changed; the service is released. Run `/rollback " + in.Service + "` again.")
 	case was == state.RollingBackDB:

@@ -202,12 +202,13 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 	}
 	v.applyAnswers(o.in.Checks)
 	in = o.in
+	render := func(in *state.Incident) Msg { return withBudgets(verifyMsg(in, v, svc.Approvers), in, e.now()) }
 
 	ts := in.Messages["verify"]
 	if resumed && ts != "" {
-		e.update(ctx, in.Channel, ts, verifyMsg(in, v, svc.Approvers))
+		e.update(ctx, in.Channel, ts, render(in))
 	} else {
-		ts = e.post(ctx, in.Channel, in.ThreadTS, verifyMsg(in, v, svc.Approvers))
+		ts = e.post(ctx, in.Channel, in.ThreadTS, render(in))
 		e.setMessage(ctx, o, "verify", ts)
 	}
 	live := newLiveMessage(ctx, e.chat, in.Channel, ts, e.opt.UpdateInterval, nil)
@@ -220,25 +221,40 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 		if e.decideVerification(v) || ctx.Err() != nil {
 			break
 		}
-		live.Set(verifyMsg(in, v, svc.Approvers))
-		if e.awaitRound(ctx, o, v, nudge, func() { live.Set(verifyMsg(in, v, svc.Approvers)) }) {
+		live.Set(render(in))
+		if e.awaitRound(ctx, o, v, nudge, func() { live.Set(render(in)) }) {
 			break
 		}
 	}
 	if ctx.Err() != nil { // over budget or interrupted
-		live.Close(verifyMsg(in, v, svc.Approvers))
+		live.Close(render(in))
 		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 			// Over budget: the checklist shows where it stood, and the
 			// failure path says what was seen. An interrupted owner (taken
 			// over, shutting down) writes nothing more.
 			fctx, cancel := e.fresh()
 			defer cancel()
-			e.update(fctx, in.Channel, ts, verifyMsg(in, v, svc.Approvers))
+			e.update(fctx, in.Channel, ts, render(in))
 		}
 		return failf("%s", "not verified: "+v.observed())
 	}
 	v.Done, v.Finished = true, e.now()
-	live.Close(verifyMsg(in, v, svc.Approvers))
+	if v.Passed() {
+		// The verification ends here; the post-rollback actions that
+		// follow are not part of its time.
+		if err := e.updateOwned(ctx, o, func(in *state.Incident) {
+			setTiming(in, "verify", state.StepTiming{Start: in.StepStarted, End: v.Finished})
+		}); err != nil {
+			live.Close(render(in))
+			return err
+		}
+		in = o.in
+		m := render(in)
+		m.Blocks = append(m.Blocks, contextBlock("recovery", fmt.Sprintf("Time to recovery: %s from the rollback request (%s).", short(v.Finished.Sub(in.CreatedAt)), clock(in.CreatedAt))))
+		live.Close(m)
+	} else {
+		live.Close(render(in))
+	}
 
 	if !v.Passed() {
 		return failf("%s", v.Failure)

@@ -156,6 +156,17 @@ type Fallbacks interface {
 	ScaleToZero(ctx context.Context, dryRun bool) (Result, error)
 }
 
+// Deployer deploys an artifact as a release pipeline would: a new
+// revision on the platform, written compare-and-set against the state it
+// read. It returns once the platform took the write, without waiting for
+// the rollout (a drill's bad version may never become ready). Only drills
+// use it (`/rollback drill`, on targets marked drills: true), to put the
+// drill's bad version in place before the runbook runs against it.
+// Already running artifact → Skipped.
+type Deployer interface {
+	Deploy(ctx context.Context, artifact string, dryRun bool) (Result, error)
+}
+
 // Metrics is a source of the two request-level numbers of the assessment.
 // Implementations: Prometheus HTTP API, direct scrape of /metrics, simulated.
 type Metrics interface {

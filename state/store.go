@@ -184,6 +184,19 @@ type Incident struct {
 	// Checks are the verification items a person answers by hand, by
 	// key, with who answered and when (see ManualCheck).
 	Checks map[string]ManualCheck `json:"checks,omitempty"`
+	// Timings are the measured runbook steps ("assess", "database",
+	// "stop", "rollback", "fallback", "verify"): when each started and
+	// ended, for the budgets shown live and in the timeline export.
+	Timings map[string]StepTiming `json:"timings,omitempty"`
+	// Drill is set for a practice rollback (`/rollback drill`).
+	Drill *DrillRun `json:"drill,omitempty"`
+}
+
+// StepTiming is when a runbook step ran; End is zero while it runs.
+type StepTiming struct {
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end,omitzero"`
+	Failed bool      `json:"failed,omitempty"`
 }
 
 // ErrNotFound is returned for a missing incident.

@@ -275,6 +275,57 @@ func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool,
 		Detail: fmt.Sprintf("set container %s of %s to %s: %d/%d pods ready", name, a.Target(), artifact, final.Status.AvailableReplicas, replicas(final))}, nil
 }
 
+// Deploy implements platforms.Deployer: the container's image is set to
+// artifact in one patch conditional on the resourceVersion read, which
+// makes a new revision as a release would; it returns once the API server
+// took it, without waiting for the rollout. A paused Deployment is
+// refused (someone is in the middle of something).
+func (a *Adapter) Deploy(ctx context.Context, artifact string, dryRun bool) (platforms.Result, error) {
+	if artifact == "" {
+		return platforms.Result{}, platforms.Userf(nil, "no image given for %s", a.Target())
+	}
+	d, err := a.deployments.Get(ctx, a.cfg.Deployment, metav1.GetOptions{})
+	if err != nil {
+		return platforms.Result{}, a.apiError("get", "deployments", err)
+	}
+	if d.Spec.Paused {
+		return platforms.Result{}, platforms.Userf(nil, "%s is paused; resume it (or finish what paused it) before deploying to it", a.Target())
+	}
+	name, err := a.containerName(d)
+	if err != nil {
+		return platforms.Result{}, err
+	}
+	idx := 0
+	for i, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == name {
+			idx = i
+		}
+	}
+	old := d.Spec.Template.Spec.Containers[idx].Image
+	if old == artifact {
+		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("container %s of %s already runs %s", name, a.Target(), artifact)}, nil
+	}
+	cause := fmt.Sprintf("rollbot drill: deploy %s=%s", name, artifact)
+	ops := []patchOp{{Op: "replace", Path: "/spec/template/spec/containers/" + strconv.Itoa(idx) + "/image", Value: artifact}}
+	if d.Annotations == nil {
+		ops = append(ops, patchOp{Op: "add", Path: "/metadata/annotations", Value: map[string]string{changeCauseAnnotation: cause}})
+	} else {
+		ops = append(ops, patchOp{Op: "add", Path: "/metadata/annotations/" + pointer(changeCauseAnnotation), Value: cause})
+	}
+	plan := []string{fmt.Sprintf("deployment %s: container %s image %s -> %s (a new revision)", a.name(), name, old, artifact)}
+	updated, err := a.patchDeployment(ctx, d, ops, dryRun)
+	if err != nil {
+		return platforms.Result{}, err
+	}
+	if dryRun {
+		return platforms.Result{Outcome: platforms.Planned, Plan: plan,
+			Detail: fmt.Sprintf("dry run: the API server accepted deploying %s to %s", artifact, a.Target())}, nil
+	}
+	a.log.InfoContext(ctx, "deployed", "op", "deploy", "container", name, "from", old, "to", artifact, "generation", updated.Generation)
+	return platforms.Result{Outcome: platforms.Done, Plan: plan,
+		Detail: fmt.Sprintf("deployed %s to container %s of %s (generation %d)", artifact, name, a.Target(), updated.Generation)}, nil
+}
+
 // ScaleToZero implements platforms.Fallbacks: replicas → 0, conditional on
 // the resourceVersion read, then waits until no pod is left.
 func (a *Adapter) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Result, error) {

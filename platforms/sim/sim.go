@@ -482,6 +482,38 @@ func (s *Sim) SetArtifact(ctx context.Context, artifact string, dryRun bool, pro
 	return s.rollback(ctx, rev, dryRun, progress, OpSetArtifact)
 }
 
+// Deploy implements platforms.Deployer: the simulated deployment moves
+// to one of its configured versions (a drill's bad one), as a deploy.
+func (s *Sim) Deploy(ctx context.Context, artifact string, dryRun bool) (platforms.Result, error) {
+	var rev platforms.Revision
+	current := ""
+	err := s.view(func(st *state) {
+		current = st.History[st.Current].Artifact
+		for _, r := range st.History {
+			if r.Artifact == artifact {
+				rev = r
+			}
+		}
+	})
+	if err != nil {
+		return platforms.Result{}, err
+	}
+	if rev.ID == "" {
+		return platforms.Result{}, platforms.Userf(platforms.ErrNotFound, "image %s is not one of the versions of %s; add it to simulated.versions", artifact, s.Target())
+	}
+	if current == artifact {
+		return platforms.Result{Outcome: platforms.Skipped, Detail: s.Target() + " already runs " + artifact}, nil
+	}
+	res, err := s.rollback(ctx, rev, dryRun, nil, OpDeploy)
+	if err != nil {
+		return res, err
+	}
+	if res.Outcome == platforms.Done {
+		res.Detail = fmt.Sprintf("deployed %s to %s", artifact, s.Target())
+	}
+	return res, nil
+}
+
 // ScaleToZero implements platforms.Fallbacks.
 func (s *Sim) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Result, error) {
 	var res platforms.Result

@@ -54,6 +54,7 @@ const (
 	OpRollback        = "rollback"           // the template write of a Rollback
 	OpSetArtifact     = "set_artifact"       // the template write of a SetArtifact
 	OpScaleToZero     = "scale_to_zero"      // replicas set to 0
+	OpDeploy          = "deploy"             // the template write of a Deploy (drills)
 	OpMarkDoNotDeploy = "mark_do_not_deploy" // the do-not-deploy annotation
 )
 

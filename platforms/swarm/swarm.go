@@ -454,6 +454,43 @@ func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool,
 	return a.moveTo(ctx, svc, artifact, false, dryRun, progress)
 }
 
+// Deploy implements platforms.Deployer: the service's image is updated
+// as a release would (the service's own update config), conditional on
+// the version read; it returns once the engine took the update, without
+// waiting for the tasks.
+func (a *Adapter) Deploy(ctx context.Context, artifact string, dryRun bool) (platforms.Result, error) {
+	if err := docker.ValidImage(artifact); err != nil {
+		return platforms.Result{}, err
+	}
+	svc, err := a.inspect(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
+	name, cur := svc.Spec.Name, specImage(&svc.Spec)
+	if docker.SameImage(cur, artifact) {
+		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("swarm service %s already runs %s", name, docker.WithoutDigest(cur))}, nil
+	}
+	if !a.cfg.RemoteImages {
+		if err := a.eng.RequireImage(ctx, a.api, artifact); err != nil {
+			return platforms.Result{}, err
+		}
+	}
+	plan := []string{fmt.Sprintf("swarm service %s (version %d): image %s -> %s", name, svc.Version.Index, docker.WithoutDigest(cur), docker.WithoutDigest(artifact))}
+	if dryRun {
+		return platforms.Result{Outcome: platforms.Planned, Plan: plan, Detail: fmt.Sprintf("would deploy %s to swarm service %s", docker.WithoutDigest(artifact), name)}, nil
+	}
+	spec := svc.Spec
+	cs := *spec.TaskTemplate.ContainerSpec
+	cs.Image = artifact
+	spec.TaskTemplate.ContainerSpec = &cs
+	a.log.InfoContext(ctx, "swarm service update", "op", "deploy", "from", cur, "to", artifact, "version", svc.Version.Index)
+	if _, err := a.api.ServiceUpdate(ctx, svc.ID, client.ServiceUpdateOptions{Version: svc.Version, Spec: spec}); err != nil {
+		return platforms.Result{}, a.writeErr(ctx, svc, err, "update service "+name)
+	}
+	return platforms.Result{Outcome: platforms.Done, Plan: plan,
+		Detail: fmt.Sprintf("deployed %s to swarm service %s (was %s)", docker.WithoutDigest(artifact), name, docker.WithoutDigest(cur))}, nil
+}
+
 func (a *Adapter) moveTo(ctx context.Context, svc swarm.Service, target string, allowNative, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
 	name := svc.Spec.Name
 	cur := specImage(&svc.Spec)

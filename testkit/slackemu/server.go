@@ -37,6 +37,8 @@ const (
 
 	ChannelIncident = "C0INCIDENT" // #incident-rollbacks
 	ChannelGeneral  = "C0GENERAL"  // #general
+	ChannelTeamWeb  = "C0TEAMWEB"  // #web-incidents: one team's incident channel
+	ChannelTeamPay  = "C0TEAMPAY"  // #payments-incidents: another team's
 )
 
 // Options configure a Server. The zero value is usable.

@@ -55,6 +55,8 @@ var seedGroups = []Group{
 var seedChannels = []Channel{
 	{ID: ChannelIncident, Name: "incident-rollbacks", Topic: "Rollbacks in progress. Use /rollback <service>", Purpose: "Coordinate deployment rollbacks", BotMember: true},
 	{ID: ChannelGeneral, Name: "general", Topic: "Company-wide announcements", Purpose: "General chatter", BotMember: true},
+	{ID: ChannelTeamWeb, Name: "web-incidents", Topic: "Web team incidents", Purpose: "Rollbacks of the web team's services", BotMember: true},
+	{ID: ChannelTeamPay, Name: "payments-incidents", Topic: "Payments team incidents", Purpose: "Rollbacks of the payments team's services", BotMember: true},
 }
 
 // Users returns the seeded users, the bot first.

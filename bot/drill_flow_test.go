@@ -1,0 +1,122 @@
+package bot
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"rollbot/handlers"
+	"rollbot/platforms"
+	"rollbot/platforms/sim"
+	"rollbot/state"
+	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
+)
+
+func drillSim(t *testing.T, key string) (*handlers.Service, *sim.Sim) {
+	t.Helper()
+	s, err := sim.New(key, sim.Config{
+		Versions:  []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}},
+		StepDelay: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, env, _ := strings.Cut(key, "@")
+	return &handlers.Service{Name: handlers.ServiceKey(name, env), Env: env, Platform: s, Metrics: s, Health: s, HasHealth: true, HasSmoke: true,
+		Approvers: handlers.Access{Groups: []string{slackemu.GroupOnCall}}}, s
+}
+
+// A drill through the local Slack server on the simulated platform: it
+// deploys the bad version, the assessment sees it, the same buttons roll
+// it back, the target ends as it started, the report has each step with
+// its budget and the trend, the next drill is scheduled; refused on an
+// environment without drills and while a real incident holds the service.
+func TestDrillFlow(t *testing.T) {
+	staging, st := drillSim(t, "myapp@staging")
+	staging.Drill = &handlers.Drill{Bad: "app:drill-broken"}
+	prod, _ := drillSim(t, "myapp@prod")
+	h := newHarness(t, []*handlers.Service{staging, prod}, fastEngine())
+
+	// The monthly reminder is scheduled at start, before any drill, for
+	// the service marked for drills only.
+	wait.For(t, 10*time.Second, "the monthly drill reminder", func() (bool, error) {
+		sc := h.emu.Scheduled()
+		return len(sc) == 1 && strings.Contains(sc[0].Text, "drill of *myapp@staging*") && sc[0].Channel == slackemu.ChannelIncident, fmt.Errorf("scheduled: %+v", sc)
+	})
+	h.slash(slackemu.UserAlice, "drill myapp --env prod")
+	h.ephemeralIn(slackemu.ChannelIncident, slackemu.UserAlice, "No drill of `myapp@prod`: its environment is not marked for drills")
+
+	for round := 1; round <= 2; round++ {
+		h.slash(slackemu.UserAlice, "drill myapp --env staging")
+		a := h.waitFor("drill assessment", func(m slackemu.Message) bool {
+			return strings.Contains(m.PlainText(), "Drill: rollback of myapp@staging") && len(m.ActionIDs()) > 0 && !strings.Contains(m.PlainText(), "confirmed by")
+		})
+		wantAll(t, "drill assessment", a.PlainText(), "Bad version:* 2 (app:drill-broken)", "Proceed to rollback")
+		h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+		r := h.waitFor("drill report", func(m slackemu.Message) bool {
+			return m.ThreadTS == a.TS && strings.Contains(m.PlainText(), "Drill report")
+		})
+		wantAll(t, "drill report", r.PlainText(), "*Assess*", "of 2 min", "*Stop*", "of 30 s", "*Roll back*", "of 1–3 min", "*Verify*", "of 3 min",
+			"pass", "back as the drill found it: 3 (app:v2), 3 units", "Next drill reminder")
+		if round == 1 && !strings.Contains(r.PlainText(), "trend: first drill") {
+			t.Errorf("first drill report:\n%s", r.PlainText())
+		}
+		if round == 2 && !strings.Contains(r.PlainText(), "→") {
+			t.Errorf("second drill report has no trend:\n%s", r.PlainText())
+		}
+		h.waitStatus(fmt.Sprintf("RB-%d", round), state.Completed)
+		if got := current(t, st); got != "app:v2" {
+			t.Fatalf("after drill %d staging runs %s, want app:v2 as before", round, got)
+		}
+	}
+	sched := h.emu.Scheduled()
+	if len(sched) != 3 || !strings.Contains(sched[len(sched)-1].Text, "Monthly rollback drill of *myapp@staging* is due") {
+		t.Fatalf("scheduled messages: %+v", sched)
+	}
+	if at := sched[len(sched)-1].PostAt; at.Before(time.Now().Add(29 * 24 * time.Hour)) {
+		t.Errorf("the next drill reminder is at %s, want in about a month", at)
+	}
+	h.slash(slackemu.UserAlice, "drills myapp@staging")
+	list := h.ephemeralIn(slackemu.ChannelIncident, slackemu.UserAlice, "Drills of myapp@staging")
+	if n := strings.Count(list.PlainText(), "restored"); n != 2 {
+		t.Errorf("drills list has %d drills, want 2:\n%s", n, list.PlainText())
+	}
+
+	// A real incident holds staging: the drill is refused, naming it.
+	h.slash(slackemu.UserAlice, "myapp --env staging")
+	real := h.waitFor("a real assessment", func(m slackemu.Message) bool {
+		return strings.Contains(m.PlainText(), "Rollback of myapp@staging") && !strings.Contains(m.PlainText(), "Drill")
+	})
+	lock, _ := h.store.LockHolder(t.Context(), "myapp@staging")
+	if lock == nil {
+		t.Fatal("the real rollback holds no lock")
+	}
+	h.slash(slackemu.UserAlice, "drill myapp --env staging")
+	h.ephemeralIn(slackemu.ChannelIncident, slackemu.UserAlice, "No drill of `myapp@staging`: rollback "+lock.Incident+" (started by <@"+slackemu.UserAlice+">")
+	if in, _ := h.store.Get(t.Context(), lock.Incident); in.Drill != nil {
+		t.Fatal("the real incident is a drill")
+	}
+	_ = real
+}
+
+// A drill whose rollback fails says in the thread exactly what it left on
+// the target and how to put it back.
+func TestDrillFailsMidway(t *testing.T) {
+	staging, st := drillSim(t, "myapp@staging")
+	staging.Drill = &handlers.Drill{Bad: "app:drill-broken"}
+	h := newHarness(t, []*handlers.Service{staging}, fastEngine())
+	h.slash(slackemu.UserAlice, "drill myapp")
+	a := h.waitFor("drill assessment", func(m slackemu.Message) bool {
+		return strings.Contains(m.PlainText(), "Drill: rollback of myapp@staging") && slices.Contains(m.ActionIDs(), handlers.ActConfirm)
+	})
+	st.FailNextRollback(platforms.Userf(nil, "image app:v1 cannot be pulled"))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	f := h.waitFor("the failure with what the drill left", textHas("The drill is NOT restored"))
+	wantAll(t, "failure", f.PlainText(), "image app:v1 cannot be pulled", "it runs app:drill-broken, not app:v2", "it started on 3 (app:v2) with 3 units", "`/rollback myapp@staging`")
+	if got := current(t, st); got != "app:drill-broken" {
+		t.Fatalf("the platform runs %s; the message must match it", got)
+	}
+}
