@@ -48,6 +48,11 @@ var paceTiers = map[string]int{
 	"usergroups.users.list": 20, // Tier 2
 }
 
+// postBurst is how many messages rollbot posts in one channel at once
+// before pacing to one a second: Slack allows "short bursts"; an incident's
+// first messages (assessment, progress, checklist) go out without delay.
+const postBurst = 4
+
 // pacer keeps rollbot a little under Slack's tiers: 90 % of each rate and
 // one call less than a fifth of the minute at once (Slack allows "short
 // bursts"; a request that arrives earlier than it was sent relative to the
@@ -67,7 +72,7 @@ func (p *pacer) limiter(method, channel string) *rate.Limiter {
 		}
 		l := p.posts[channel]
 		if l == nil {
-			l = rate.NewLimiter(0.9, 2)
+			l = rate.NewLimiter(0.9, postBurst)
 			p.posts[channel] = l
 		}
 		return l

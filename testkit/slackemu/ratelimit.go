@@ -48,10 +48,10 @@ var methodTiers = map[string]int{
 }
 
 // Bursts: a Tier n method may make a fifth of its minute at once;
-// chat.postMessage three messages in a channel at once, then one a second.
+// chat.postMessage five messages in a channel at once, then one a second.
 const (
 	postPerSecond = 1
-	postBurst     = 3
+	postBurst     = 5
 )
 
 type rateLimits struct {
