@@ -30,10 +30,11 @@ type windowSum struct {
 	askFrom, askTo time.Time
 }
 
-// sumWindow adds up the samples taken in (from, to]. A sample counts the
-// increase since the scrape before it, which may be up to an interval
-// before from; samples taken after to are left out, so a window that ends
-// at a deploy counts nothing of the new version.
+// sumWindow adds up the samples that lie inside [from, to]: a sample
+// counts the increase since the scrape before it, so one that started
+// before from or ended after to is left out. A window that ends at a
+// deploy counts nothing of the new version, and one that starts at a
+// rollback nothing of the old.
 func sumWindow(h history, from, to time.Time) windowSum {
 	w := windowSum{buckets: map[float64]float64{}}
 	f, t := from.UnixMilli(), to.UnixMilli()
@@ -47,7 +48,9 @@ func sumWindow(h history, from, to time.Time) windowSum {
 			continue
 		}
 		w.reqType, w.histType = s.reqType, s.histType
-		if s.prev == 0 {
+		if s.prev == 0 || s.prev < f {
+			// Nothing measured, or partly before the window: a window
+			// that starts at a rollback counts nothing from before it.
 			continue
 		}
 		if w.samples == 0 {
