@@ -108,8 +108,8 @@ func (a *Adapter) noHistory(w windowSum) string {
 func clockOf(t time.Time) string { return t.UTC().Format(time.TimeOnly) }
 
 // historySpan is the Query suffix of a measurement from history.
-func historySpan(w windowSum) string {
-	s := fmt.Sprintf(", scrape history %s–%s UTC (%s", clockOf(w.from), clockOf(w.to), fmtDur(w.to.Sub(w.from)))
+func historySpan(w windowSum, requests float64) string {
+	s := fmt.Sprintf(", scrape history %s–%s UTC (%s, %.0f requests", clockOf(w.from), clockOf(w.to), fmtDur(w.to.Sub(w.from)), requests)
 	if gap := w.to.Sub(w.from) - w.covered; gap > time.Second {
 		s += fmt.Sprintf(", %s of it missing", fmtDur(gap))
 	}
@@ -133,7 +133,7 @@ func (a *Adapter) errorRatioOf(w windowSum, q string) platforms.Measurement {
 		m.NoData, m.Reason = true, a.noHistory(w)+"; use Prometheus for a baseline error ratio"
 		return m
 	}
-	m.Query += historySpan(w)
+	m.Query += historySpan(w, w.total)
 	m.From, m.To, m.Requests = w.from, w.to, w.total
 	if w.reqType != 0 {
 		m.NoData, m.Reason = true, fmt.Sprintf("%s at %s is a %s, not a counter", a.cfg.RequestsMetric, a.where, wrongType(w.reqType))
@@ -154,7 +154,7 @@ func (a *Adapter) latencyOf(w windowSum, q string) platforms.Measurement {
 		m.NoData, m.Reason = true, a.noHistory(w)+"; set thresholds.baseline_p95 or use Prometheus"
 		return m
 	}
-	m.Query += historySpan(w)
+	m.Query += historySpan(w, w.count)
 	m.From, m.To, m.Requests = w.from, w.to, w.count
 	if w.histType != 0 {
 		m.NoData, m.Reason = true, fmt.Sprintf("%s at %s is a %s, not a histogram", a.cfg.DurationMetric, a.where, wrongType(w.histType))

@@ -211,7 +211,7 @@ func TestCollectorHistory(t *testing.T) {
 
 // sharedRedis returns two clients of the test Redis (as two replicas
 // have) and a prefix of this test's own.
-func sharedRedis(t *testing.T) (redis.UniversalClient, redis.UniversalClient, string) {
+func sharedRedis(t testing.TB) (redis.UniversalClient, redis.UniversalClient, string) {
 	t.Helper()
 	opt, err := redis.ParseURL(redistest.URL(t))
 	if err != nil {
