@@ -9,6 +9,14 @@
 // increase of each histogram bucket, interpolated linearly within the
 // bucket like PromQL's histogram_quantile.
 //
+// In rollbot a Collector (collector.go) scrapes every such service in the
+// background from start-up and keeps compact samples of the last History
+// (sample.go; shared through Redis between replicas), and the adapter
+// answers any window from them (history.go): Measurement.From and To say
+// which span that was. What follows is the on-demand path, for an adapter
+// without a Collector or a window ending now that the history has no
+// sample of yet.
+//
 // The adapter keeps the scrapes it took (the last hour, at most 64). For a
 // window ending now it takes a fresh scrape and compares it with the oldest
 // kept scrape inside the window that is at least interval/2 older; when it
