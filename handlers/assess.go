@@ -229,7 +229,7 @@ func (e *Engine) errorRateCheck(ctx context.Context, svc *Service, now time.Time
 		return c
 	}
 	m, err := svc.Metrics.ErrorRatio(ctx, now.Add(-svc.AssessWindow), now)
-	defer markSpan(&c, m, svc.AssessWindow)
+	defer markSpan(&c, m, now.Add(-svc.AssessWindow), svc.AssessWindow)
 	if !e.usable(&c, svc, m, err, "query error rate") {
 		return c
 	}
@@ -273,27 +273,28 @@ func (e *Engine) baselineP95(ctx context.Context, svc *Service, deployedAt time.
 		return 0, "", platforms.Userf(nil, "no baseline: %s in the %s before the deploy", why, window(svc.BaselineWindow))
 	}
 	at := deployedAt.UTC().Format("15:04")
-	if got, ok := shortSpan(m, svc.BaselineWindow); ok {
+	if got, ok := shortSpan(m, deployedAt.Add(-svc.BaselineWindow), svc.BaselineWindow); ok {
 		return m.Value, fmt.Sprintf("baseline = p95 over %s of history (%s–%s UTC) before the deploy at %s UTC: the history is shorter than the %s window",
 			window(got), m.From.UTC().Format(time.TimeOnly), m.To.UTC().Format(time.TimeOnly), at, window(svc.BaselineWindow)), nil
 	}
 	return m.Value, fmt.Sprintf("baseline = p95 over the %s before the deploy at %s UTC", window(svc.BaselineWindow), at), nil
 }
 
-// shortSpan reports the span m covers when it is less than 90% of the
-// window w asked for.
-func shortSpan(m platforms.Measurement, w time.Duration) (time.Duration, bool) {
+// shortSpan reports the span m covers when it starts well after the
+// window [from, from+w] asked for (by more than a tenth of it): the
+// source's history is shorter. A span that ends a little early (the
+// newest sample is a few seconds old) is not short.
+func shortSpan(m platforms.Measurement, from time.Time, w time.Duration) (time.Duration, bool) {
 	if m.From.IsZero() || m.To.IsZero() || w <= 0 {
 		return 0, false
 	}
-	got := m.To.Sub(m.From).Round(time.Second)
-	return got, got < w*9/10
+	return m.To.Sub(m.From).Round(time.Second), m.From.Sub(from) > w/10
 }
 
 // markSpan says, in the measured cell and in a note above the table,
 // that a check measured a shorter span than its window.
-func markSpan(c *Check, m platforms.Measurement, w time.Duration) {
-	got, ok := shortSpan(m, w)
+func markSpan(c *Check, m platforms.Measurement, from time.Time, w time.Duration) {
+	got, ok := shortSpan(m, from, w)
 	if !ok {
 		return
 	}
@@ -324,7 +325,7 @@ func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now time.Time, 
 	m, err := svc.Metrics.LatencyP95(qctx, now.Add(-svc.AssessWindow), now)
 	cancel()
 	wg.Wait()
-	defer markSpan(&c, m, svc.AssessWindow)
+	defer markSpan(&c, m, now.Add(-svc.AssessWindow), svc.AssessWindow)
 	if !e.usable(&c, svc, m, err, "query latency") {
 		return c
 	}

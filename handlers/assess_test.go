@@ -52,6 +52,13 @@ func TestAssessVerdicts(t *testing.T) {
 		m.From = m.To.Add(-40 * time.Second)
 		return m
 	}
+	// A history that covers the window but whose newest sample is 20s old.
+	late := func(v float64) platforms.Measurement {
+		m := val(v)
+		m.From = time.Now().Add(-5*time.Minute + time.Second)
+		m.To = time.Now().Add(-20 * time.Second)
+		return m
+	}
 	tests := []struct {
 		name        string
 		m           fakeMetrics
@@ -71,6 +78,7 @@ func TestAssessVerdicts(t *testing.T) {
 		{"baseline_p95 is the fallback", fakeMetrics{errRatio: val(0.002), p95: val(0.3), baseline: none}, Pass, Pass, "configured baseline_p95 500 ms (no measured baseline: too little traffic: 3 requests in the 30m before the deploy)", 500 * time.Millisecond, ""},
 		{"a shorter span than the window", fakeMetrics{errRatio: short(0.5), p95: short(0.3), baseline: val(0.1)}, Fail, Fail, "50.00% (over 40s)", 0,
 			"Error rate measured over the last 40s only"},
+		{"a span that ends a little early is the window", fakeMetrics{errRatio: late(0.5), p95: late(0.3), baseline: val(0.1)}, Fail, Fail, "50.00%", 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -99,12 +99,31 @@ func (s *Store) PushScrapes(ctx context.Context, owner string, lease time.Durati
 	if len(pushes) == 0 {
 		return nil, nil
 	}
-	// Load the script once, so the pipeline sends only its hash.
-	if err := pushScript.Load(ctx, s.rdb).Err(); err != nil {
+	// The pipeline sends the script's hash only; the first push after a
+	// Redis restart or failover loads the script and tries again. The
+	// samples are not decisions, so unlike the incident writes they do
+	// not wait for a replica (a failover may lose the last few).
+	cmds, err := s.pushScrapes(ctx, owner, lease, pushes)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err := pushScript.Load(ctx, s.rdb).Err(); err != nil {
+			return nil, fmt.Errorf("push scrape samples: %w", err)
+		}
+		cmds, err = s.pushScrapes(ctx, owner, lease, pushes)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("push scrape samples: %w", err)
 	}
+	for i, c := range cmds {
+		if n, _ := c.Int(); n == 0 {
+			lost = append(lost, pushes[i].Service)
+		}
+	}
+	return lost, nil
+}
+
+func (s *Store) pushScrapes(ctx context.Context, owner string, lease time.Duration, pushes []ScrapePush) ([]*redis.Cmd, error) {
 	cmds := make([]*redis.Cmd, len(pushes))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, ps := range pushes {
 			ko, kl, kh := s.scrapeKeys(ps.Service)
 			args := []any{owner, lease.Milliseconds(), max(ps.Max, 1), max(ps.Keep.Milliseconds(), 1), len(ps.Layouts)}
@@ -118,15 +137,7 @@ func (s *Store) PushScrapes(ctx context.Context, owner string, lease time.Durati
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("push scrape samples: %w", err)
-	}
-	for i, c := range cmds {
-		if n, _ := c.Int(); n == 0 {
-			lost = append(lost, pushes[i].Service)
-		}
-	}
-	return lost, nil
+	return cmds, err
 }
 
 // ScrapeHistory reads a service's shared scrape history in one round trip.

@@ -282,6 +282,16 @@ func TestCollectorShared(t *testing.T) {
 	})
 	took := time.Now()
 	waitScraped(t, ab, took)
+	// Redis forgets the push script (as after a restart): the next push
+	// loads it again.
+	if err := rb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	flushed := len(sampleList(t, sb))
+	wait.For(t, 10*time.Second, "pushes after SCRIPT FLUSH", func() (bool, error) {
+		n := len(sampleList(t, sb))
+		return n > flushed+2, fmt.Errorf("%d samples, %d at the flush", n, flushed)
+	})
 	app.Work(t, 20, 2)
 	waitScraped(t, ab, time.Now())
 	m, err := ab.ErrorRatio(ctx, t0, time.Now())
@@ -306,4 +316,13 @@ func sampleTime(t *testing.T, h state.ScrapeHistory, i int) time.Time {
 		t.Fatalf("only %d samples", len(h.Samples))
 	}
 	return time.UnixMilli(sampleAt(h.Samples[i]))
+}
+
+func sampleList(t *testing.T, s *state.Store) [][]byte {
+	t.Helper()
+	h, err := s.ScrapeHistory(context.Background(), "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Samples
 }
