@@ -314,6 +314,7 @@ func (c *Collector) push(ctx context.Context, all []*tracked) {
 			}
 			if slices.Contains(lost, p.Service) {
 				t.owned, t.loaded, t.prev, t.pending, t.gen = false, false, nil, nil, t.gen+1
+				t.ring.reset(nil, nil, c.now()) // the shared list is the history now
 				c.log.Info("another replica scrapes it now (lost the scrape lease)", "service", p.Service)
 			}
 		}
