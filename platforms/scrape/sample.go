@@ -397,7 +397,7 @@ func (r *ring) len() int {
 	return len(r.offs) - r.head
 }
 
-// snapshot copies what a window needs: the samples and layouts.
+// copyOut copies what a window needs: the samples and layouts.
 func (r *ring) copyOut() (history, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -425,5 +425,4 @@ func (r *ring) copyOut() (history, error) {
 type history struct {
 	samples [][]byte
 	layouts map[uint32][]float64
-	start   time.Time // when the history begins (the oldest sample), zero if empty
 }
