@@ -30,10 +30,10 @@ type Check struct {
 	Threshold string
 	Verdict   Verdict
 	Source    string // where the number came from: source, window, query
-	// Note, when set, says the number covers a shorter span than the
-	// window (a scrape history that starts after the window does); it is
-	// shown above the table.
-	Note string `json:",omitempty"`
+	// Notes say when a number covers a shorter span than its window (a
+	// scrape history that starts after the window does); they are shown
+	// above the table.
+	Notes []string `json:",omitempty"`
 }
 
 // Assessment is what step 1 found.
@@ -59,9 +59,7 @@ type Assessment struct {
 func (a *Assessment) Notes() []string {
 	var out []string
 	for _, c := range a.Checks {
-		if c.Note != "" {
-			out = append(out, c.Note)
-		}
+		out = append(out, c.Notes...)
 	}
 	return out
 }
@@ -244,23 +242,25 @@ func (e *Engine) errorRateCheck(ctx context.Context, svc *Service, now time.Time
 // baselineP95 is the p95 over the window that ends when the bad deploy
 // started; the configured baseline_p95 is the fallback when that window
 // has no usable measurement.
-func (e *Engine) baselineP95(ctx context.Context, svc *Service, deployedAt time.Time) (float64, string, error) {
+//
+// note, when set, says the baseline covers less than its window.
+func (e *Engine) baselineP95(ctx context.Context, svc *Service, deployedAt time.Time) (v float64, src, note string, err error) {
 	fixed := svc.Thresholds.BaselineP95
-	fallback := func(why string) (float64, string, error) {
-		return fixed.Seconds(), fmt.Sprintf("configured baseline_p95 %s (no measured baseline: %s)", ms(fixed.Seconds()), why), nil
+	fallback := func(why string) (float64, string, string, error) {
+		return fixed.Seconds(), fmt.Sprintf("configured baseline_p95 %s (no measured baseline: %s)", ms(fixed.Seconds()), why), "", nil
 	}
 	if deployedAt.IsZero() {
 		if fixed > 0 {
 			return fallback("the platform did not say when the deploy started")
 		}
-		return 0, "", platforms.Userf(nil, "the platform did not say when the deploy started, and no baseline_p95 is configured")
+		return 0, "", "", platforms.Userf(nil, "the platform did not say when the deploy started, and no baseline_p95 is configured")
 	}
 	m, err := svc.Metrics.LatencyP95(ctx, deployedAt.Add(-svc.BaselineWindow), deployedAt)
 	if err != nil {
 		if fixed > 0 {
 			return fallback(e.userText(err, "query baseline latency", "service", svc.Name))
 		}
-		return 0, "", err
+		return 0, "", "", err
 	}
 	if m.NoData || math.IsNaN(m.Value) || m.Value <= 0 {
 		why := m.Reason
@@ -270,14 +270,15 @@ func (e *Engine) baselineP95(ctx context.Context, svc *Service, deployedAt time.
 		if fixed > 0 {
 			return fallback(fmt.Sprintf("%s in the %s before the deploy", why, window(svc.BaselineWindow)))
 		}
-		return 0, "", platforms.Userf(nil, "no baseline: %s in the %s before the deploy", why, window(svc.BaselineWindow))
+		return 0, "", "", platforms.Userf(nil, "no baseline: %s in the %s before the deploy", why, window(svc.BaselineWindow))
 	}
 	at := deployedAt.UTC().Format("15:04")
 	if got, ok := shortSpan(m, deployedAt.Add(-svc.BaselineWindow), svc.BaselineWindow); ok {
-		return m.Value, fmt.Sprintf("baseline = p95 over %s of history (%s–%s UTC) before the deploy at %s UTC: the history is shorter than the %s window",
-			window(got), m.From.UTC().Format(time.TimeOnly), m.To.UTC().Format(time.TimeOnly), at, window(svc.BaselineWindow)), nil
+		return m.Value, fmt.Sprintf("baseline = p95 over %s before the deploy at %s UTC (history shorter than %s)", window(got), at, window(svc.BaselineWindow)),
+			fmt.Sprintf("Baseline p95 measured over %s only (%s–%s UTC, before the deploy), not the %s window: the metrics history is shorter.",
+				window(got), m.From.UTC().Format(time.TimeOnly), m.To.UTC().Format(time.TimeOnly), window(svc.BaselineWindow)), nil
 	}
-	return m.Value, fmt.Sprintf("baseline = p95 over the %s before the deploy at %s UTC", window(svc.BaselineWindow), at), nil
+	return m.Value, fmt.Sprintf("baseline = p95 over the %s before the deploy at %s UTC", window(svc.BaselineWindow), at), "", nil
 }
 
 // shortSpan reports the span m covers when it starts well after the
@@ -299,8 +300,8 @@ func markSpan(c *Check, m platforms.Measurement, from time.Time, w time.Duration
 		return
 	}
 	c.Measured += " (over " + window(got) + ")"
-	c.Note = fmt.Sprintf("%s measured over the last %s only (%s–%s UTC), not the %s window: the metrics history is shorter (rollbot started scraping recently).",
-		c.Name, window(got), m.From.UTC().Format(time.TimeOnly), m.To.UTC().Format(time.TimeOnly), window(w))
+	c.Notes = append(c.Notes, fmt.Sprintf("%s measured over the last %s only (%s–%s UTC), not the %s window: the metrics history is shorter (rollbot started scraping recently).",
+		c.Name, window(got), m.From.UTC().Format(time.TimeOnly), m.To.UTC().Format(time.TimeOnly), window(w)))
 }
 
 func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now time.Time, deployedAt func() time.Time) (c Check) {
@@ -310,16 +311,17 @@ func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now time.Time, 
 		return c
 	}
 	var (
-		base    float64
-		baseSrc string
-		baseErr error
-		wg      sync.WaitGroup
+		base     float64
+		baseSrc  string
+		baseNote string
+		baseErr  error
+		wg       sync.WaitGroup
 	)
 	wg.Go(func() {
 		since := deployedAt() // the baseline window ends where the bad deploy began
 		bctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
 		defer cancel()
-		base, baseSrc, baseErr = e.baselineP95(bctx, svc, since)
+		base, baseSrc, baseNote, baseErr = e.baselineP95(bctx, svc, since)
 	})
 	qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
 	m, err := svc.Metrics.LatencyP95(qctx, now.Add(-svc.AssessWindow), now)
@@ -338,6 +340,9 @@ func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now time.Time, 
 	c.Threshold = fmt.Sprintf("> %g× baseline (%s)", svc.Thresholds.LatencyFactor, ms(base*svc.Thresholds.LatencyFactor))
 	c.Measured = fmt.Sprintf("%s (%.1f× baseline %s)", ms(m.Value), m.Value/base, ms(base))
 	c.Source += "; " + baseSrc
+	if baseNote != "" {
+		c.Notes = append(c.Notes, baseNote)
+	}
 	c.Verdict = Pass
 	if m.Value > svc.Thresholds.LatencyFactor*base {
 		c.Verdict = Fail

@@ -78,6 +78,11 @@ func TestAssessVerdicts(t *testing.T) {
 		{"baseline_p95 is the fallback", fakeMetrics{errRatio: val(0.002), p95: val(0.3), baseline: none}, Pass, Pass, "configured baseline_p95 500 ms (no measured baseline: too little traffic: 3 requests in the 30m before the deploy)", 500 * time.Millisecond, ""},
 		{"a shorter span than the window", fakeMetrics{errRatio: short(0.5), p95: short(0.3), baseline: val(0.1)}, Fail, Fail, "50.00% (over 40s)", 0,
 			"Error rate measured over the last 40s only"},
+		{"a baseline shorter than its window", fakeMetrics{errRatio: val(0.002), p95: val(0.3), baseline: func() platforms.Measurement {
+			m := val(0.1)
+			m.From, m.To = time.Now().Add(-2*time.Minute), time.Now().Add(-90*time.Second)
+			return m
+		}()}, Pass, Fail, "baseline = p95 over 30s before the deploy at ", 0, "Baseline p95 measured over 30s only"},
 		{"a span that ends a little early is the window", fakeMetrics{errRatio: late(0.5), p95: late(0.3), baseline: val(0.1)}, Fail, Fail, "50.00%", 0, ""},
 	}
 	for _, tt := range tests {
