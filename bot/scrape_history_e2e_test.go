@@ -50,9 +50,7 @@ func measuredOver(t *testing.T, text, check string) time.Duration {
 //     /rollback assesses it as failing from the history, not inconclusive
 //     (at 3 requests a second, two scrapes a second apart would have too
 //     little traffic), with the baseline p95 measured from the samples
-//     before the deploy (no baseline_p95 is configured);
-//   - after the rollback (a new container: the counters start from zero)
-//     the verification passes from the history too.
+//     before the deploy (no baseline_p95 is configured).
 func TestScrapeHistoryThroughSlack(t *testing.T) {
 	cli := dockertest.Client(t)
 	ctx := context.Background()
@@ -85,8 +83,6 @@ func TestScrapeHistoryThroughSlack(t *testing.T) {
 	started := time.Now()
 	h, _ := newConfigHarness(t, fmt.Sprintf(`
 incident_channels: [%s]
-verify_timeout: 3m
-verify_interval: 1s
 query_timeout: 20s
 services:
   myapp:
@@ -163,8 +159,4 @@ services:
 		t.Errorf("baseline p95 %s ms, want v1's few ms", m[2])
 	}
 	t.Logf("assessment:\n%s", text)
-
-	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
-	h.waitLong("verified", textHas("Rollback verified"))
-	waitVersion("v1")
 }
