@@ -17,6 +17,7 @@ import (
 
 	"rollbot/handlers"
 	"rollbot/platforms"
+	"rollbot/platforms/scrape"
 	"rollbot/state"
 )
 
@@ -54,6 +55,8 @@ type Bot struct {
 
 	metrics *Metrics
 	ops     *ops // nil when Options.OpsAddr is ""
+	// scrapes scrapes the services with a scrape: source in the background.
+	scrapes *scrape.Collector
 }
 
 // Serve runs the production bot from a config and the environment until
@@ -120,6 +123,12 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	chat := newRedactChat(&slackChat{api: api, metrics: m}, NewRedactor(append(o.Env.Secrets(), o.Secrets...)...))
 	b.engine = handlers.New(ctx, chat, store, o.Services, o.Engine, o.Log)
+	b.scrapes = scrape.NewCollector(scrape.CollectorOptions{Shared: store, Owner: b.engine.Replica(), Lease: o.Engine.Lease}, o.Log)
+	for _, s := range o.Services {
+		if a, ok := s.Metrics.(*scrape.Adapter); ok {
+			b.scrapes.Add(s.Name, a)
+		}
+	}
 	if o.OpsAddr != "" {
 		var err error
 		if b.ops, err = listenOps(o.OpsAddr, m, o.Redis, o.Log); err != nil {
@@ -152,7 +161,9 @@ func (b *Bot) Run(ctx context.Context) error {
 	go func() { defer close(schemaDone); b.recordSchemas(sctx) }()
 	superDone := make(chan struct{})
 	go func() { defer close(superDone); b.engine.Supervise(sctx) }()
-	defer func() { scancel(); <-schemaDone; <-superDone }()
+	scrapeDone := make(chan struct{})
+	go func() { defer close(scrapeDone); b.scrapes.Run(sctx) }()
+	defer func() { scancel(); <-schemaDone; <-superDone; <-scrapeDone }()
 	errc := make(chan error, 1)
 	go func() { errc <- b.sm.RunContext(ctx) }()
 	for {

@@ -2,6 +2,7 @@ package bot
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -420,6 +421,12 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 		add(p+".metrics.prometheus", s.Metrics.Prometheus.Validate())
 	}
 	errs = append(errs, s.Metrics.validate(p+".metrics", add)...)
+	if sc := s.Metrics.Scrape; sc != nil && sc.History > 0 && sc.History < cmp.Or(s.Windows.Assess, 5*time.Minute) {
+		errs = append(errs, fmt.Errorf("%s.metrics.scrape.history (%s) must be at least windows.assess (%s): the assessment is answered from it", p, sc.History, cmp.Or(s.Windows.Assess, 5*time.Minute)))
+	}
+	if s.Windows.Assess < 0 || s.Windows.Baseline < 0 {
+		errs = append(errs, fmt.Errorf("%s.windows: must not be negative", p))
+	}
 	if s.Metrics.Simulated && s.Platform != "simulated" {
 		errs = append(errs, fmt.Errorf("%s.metrics.simulated: only for platform simulated", p))
 	}

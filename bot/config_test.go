@@ -55,6 +55,8 @@ services:
 		{"postmortem too late", base + "postmortem_after: 48h\n", "postmortem_after: at most 24h"},
 		{"adapter field", base + "    metrics: {prometheus: {url: 'ftp://x'}}\n", "services.myapp.metrics.prometheus.url: scheme must be http or https"},
 		{"bad service name", strings.Replace(base, "  myapp:", "  My_App:", 1), "services.My_App: service names are lowercase"},
+		{"scrape history shorter than the window", base + "    metrics: {scrape: {url: 'http://app/metrics', history: 2m}}\n", "services.myapp.metrics.scrape.history (2m0s) must be at least windows.assess (5m0s)"},
+		{"scrape history field", base + "    metrics: {scrape: {url: 'http://app/metrics', history: -1s}}\n", "services.myapp.metrics.scrape.history: must not be negative"},
 		{"health url with credentials", base + "    health_urls: ['http://u:p@x/health']\n", "services.myapp.health_urls[0]: must not contain credentials"},
 	}
 	for _, tt := range tests {

@@ -30,6 +30,10 @@ type Check struct {
 	Threshold string
 	Verdict   Verdict
 	Source    string // where the number came from: source, window, query
+	// Notes say when a number covers a shorter span than its window (a
+	// scrape history that starts after the window does); they are shown
+	// above the table.
+	Notes []string `json:",omitempty"`
 }
 
 // Assessment is what step 1 found.
@@ -49,6 +53,15 @@ type Assessment struct {
 	MigLog      string // init-migrate log tail, when the platform has one
 	Gate        bool   // migrations ran: DB step first
 	Took        time.Duration
+}
+
+// Notes are the checks' notes, in table order.
+func (a *Assessment) Notes() []string {
+	var out []string
+	for _, c := range a.Checks {
+		out = append(out, c.Notes...)
+	}
+	return out
 }
 
 // Failing lists the names of failed checks.
@@ -207,13 +220,14 @@ func sourceOf(m platforms.Measurement, w time.Duration) string {
 	return s
 }
 
-func (e *Engine) errorRateCheck(ctx context.Context, svc *Service, now time.Time) Check {
-	c := Check{Name: "Error rate", Threshold: "> " + pct(svc.Thresholds.ErrorRate), Verdict: Inconclusive}
+func (e *Engine) errorRateCheck(ctx context.Context, svc *Service, now time.Time) (c Check) {
+	c = Check{Name: "Error rate", Threshold: "> " + pct(svc.Thresholds.ErrorRate), Verdict: Inconclusive}
 	if svc.Metrics == nil {
 		c.Measured, c.Source = "no data", "no metrics source configured"
 		return c
 	}
 	m, err := svc.Metrics.ErrorRatio(ctx, now.Add(-svc.AssessWindow), now)
+	defer markSpan(&c, m, now.Add(-svc.AssessWindow), svc.AssessWindow)
 	if !e.usable(&c, svc, m, err, "query error rate") {
 		return c
 	}
@@ -226,50 +240,94 @@ func (e *Engine) errorRateCheck(ctx context.Context, svc *Service, now time.Time
 }
 
 // baselineP95 is the p95 over the window that ends when the bad deploy
-// started, or the configured fixed baseline.
-func (e *Engine) baselineP95(ctx context.Context, svc *Service, deployedAt time.Time) (float64, string, error) {
-	if svc.Thresholds.BaselineP95 > 0 {
-		return svc.Thresholds.BaselineP95.Seconds(), "configured baseline", nil
+// started; the configured baseline_p95 is the fallback when that window
+// has no usable measurement.
+//
+// note, when set, says the baseline covers less than its window.
+func (e *Engine) baselineP95(ctx context.Context, svc *Service, deployedAt time.Time) (v float64, src, note string, err error) {
+	fixed := svc.Thresholds.BaselineP95
+	fallback := func(why string) (float64, string, string, error) {
+		return fixed.Seconds(), fmt.Sprintf("configured baseline_p95 %s (no measured baseline: %s)", ms(fixed.Seconds()), why), "", nil
 	}
 	if deployedAt.IsZero() {
-		return 0, "", platforms.Userf(nil, "the platform did not say when the deploy started, and no baseline_p95 is configured")
+		if fixed > 0 {
+			return fallback("the platform did not say when the deploy started")
+		}
+		return 0, "", "", platforms.Userf(nil, "the platform did not say when the deploy started, and no baseline_p95 is configured")
 	}
 	m, err := svc.Metrics.LatencyP95(ctx, deployedAt.Add(-svc.BaselineWindow), deployedAt)
 	if err != nil {
-		return 0, "", err
+		if fixed > 0 {
+			return fallback(e.userText(err, "query baseline latency", "service", svc.Name))
+		}
+		return 0, "", "", err
 	}
 	if m.NoData || math.IsNaN(m.Value) || m.Value <= 0 {
 		why := m.Reason
 		if why == "" {
 			why = "no samples"
 		}
-		return 0, "", platforms.Userf(nil, "no baseline: %s in the %s before the deploy", why, window(svc.BaselineWindow))
+		if fixed > 0 {
+			return fallback(fmt.Sprintf("%s in the %s before the deploy", why, window(svc.BaselineWindow)))
+		}
+		return 0, "", "", platforms.Userf(nil, "no baseline: %s in the %s before the deploy", why, window(svc.BaselineWindow))
 	}
-	return m.Value, fmt.Sprintf("baseline = p95 over the %s before the deploy at %s UTC", window(svc.BaselineWindow), deployedAt.UTC().Format("15:04")), nil
+	at := deployedAt.UTC().Format("15:04")
+	if got, ok := shortSpan(m, deployedAt.Add(-svc.BaselineWindow), svc.BaselineWindow); ok {
+		return m.Value, fmt.Sprintf("baseline = p95 over %s before the deploy at %s UTC (history shorter than %s)", window(got), at, window(svc.BaselineWindow)),
+			fmt.Sprintf("Baseline p95 measured over %s only (%s–%s UTC, before the deploy), not the %s window: the metrics history is shorter.",
+				window(got), m.From.UTC().Format(time.TimeOnly), m.To.UTC().Format(time.TimeOnly), window(svc.BaselineWindow)), nil
+	}
+	return m.Value, fmt.Sprintf("baseline = p95 over the %s before the deploy at %s UTC", window(svc.BaselineWindow), at), "", nil
 }
 
-func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now time.Time, deployedAt func() time.Time) Check {
-	c := Check{Name: "Latency p95", Threshold: fmt.Sprintf("> %g× baseline", svc.Thresholds.LatencyFactor), Verdict: Inconclusive}
+// shortSpan reports the span m covers when it starts well after the
+// window [from, from+w] asked for (by more than a tenth of it): the
+// source's history is shorter. A span that ends a little early (the
+// newest sample is a few seconds old) is not short.
+func shortSpan(m platforms.Measurement, from time.Time, w time.Duration) (time.Duration, bool) {
+	if m.From.IsZero() || m.To.IsZero() || w <= 0 {
+		return 0, false
+	}
+	return m.To.Sub(m.From).Round(time.Second), m.From.Sub(from) > w/10
+}
+
+// markSpan says, in the measured cell and in a note above the table,
+// that a check measured a shorter span than its window.
+func markSpan(c *Check, m platforms.Measurement, from time.Time, w time.Duration) {
+	got, ok := shortSpan(m, from, w)
+	if !ok {
+		return
+	}
+	c.Measured += " (over " + window(got) + ")"
+	c.Notes = append(c.Notes, fmt.Sprintf("%s measured over the last %s only (%s–%s UTC), not the %s window: the metrics history is shorter (rollbot started scraping recently).",
+		c.Name, window(got), m.From.UTC().Format(time.TimeOnly), m.To.UTC().Format(time.TimeOnly), window(w)))
+}
+
+func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now time.Time, deployedAt func() time.Time) (c Check) {
+	c = Check{Name: "Latency p95", Threshold: fmt.Sprintf("> %g× baseline", svc.Thresholds.LatencyFactor), Verdict: Inconclusive}
 	if svc.Metrics == nil {
 		c.Measured, c.Source = "no data", "no metrics source configured"
 		return c
 	}
 	var (
-		base    float64
-		baseSrc string
-		baseErr error
-		wg      sync.WaitGroup
+		base     float64
+		baseSrc  string
+		baseNote string
+		baseErr  error
+		wg       sync.WaitGroup
 	)
 	wg.Go(func() {
 		since := deployedAt() // the baseline window ends where the bad deploy began
 		bctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
 		defer cancel()
-		base, baseSrc, baseErr = e.baselineP95(bctx, svc, since)
+		base, baseSrc, baseNote, baseErr = e.baselineP95(bctx, svc, since)
 	})
 	qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
 	m, err := svc.Metrics.LatencyP95(qctx, now.Add(-svc.AssessWindow), now)
 	cancel()
 	wg.Wait()
+	defer markSpan(&c, m, now.Add(-svc.AssessWindow), svc.AssessWindow)
 	if !e.usable(&c, svc, m, err, "query latency") {
 		return c
 	}
@@ -282,6 +340,9 @@ func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now time.Time, 
 	c.Threshold = fmt.Sprintf("> %g× baseline (%s)", svc.Thresholds.LatencyFactor, ms(base*svc.Thresholds.LatencyFactor))
 	c.Measured = fmt.Sprintf("%s (%.1f× baseline %s)", ms(m.Value), m.Value/base, ms(base))
 	c.Source += "; " + baseSrc
+	if baseNote != "" {
+		c.Notes = append(c.Notes, baseNote)
+	}
 	c.Verdict = Pass
 	if m.Value > svc.Thresholds.LatencyFactor*base {
 		c.Verdict = Fail

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -44,19 +45,45 @@ func TestAssessVerdicts(t *testing.T) {
 		return platforms.Measurement{Value: v, Source: "test", Requests: 500}
 	}
 	none := platforms.Measurement{NoData: true, Reason: "too little traffic: 3 requests", Source: "test"}
+	// A scrape history of 40s when 5m were asked for.
+	short := func(v float64) platforms.Measurement {
+		m := val(v)
+		m.To = time.Now()
+		m.From = m.To.Add(-40 * time.Second)
+		return m
+	}
+	// A history that covers the window but whose newest sample is 20s old.
+	late := func(v float64) platforms.Measurement {
+		m := val(v)
+		m.From = time.Now().Add(-5*time.Minute + time.Second)
+		m.To = time.Now().Add(-20 * time.Second)
+		return m
+	}
 	tests := []struct {
 		name        string
 		m           fakeMetrics
 		wantErr     Verdict
 		wantLatency Verdict
 		wantText    string
+		fixed       time.Duration // thresholds.baseline_p95
+		wantNote    string
 	}{
-		{"bad release", fakeMetrics{errRatio: val(0.05), p95: val(0.9), baseline: val(0.1)}, Fail, Fail, "900 ms (9.0× baseline 100 ms)"},
-		{"healthy", fakeMetrics{errRatio: val(0.002), p95: val(0.12), baseline: val(0.1)}, Pass, Pass, "0.20%"},
-		{"no traffic is inconclusive, never healthy", fakeMetrics{errRatio: none, p95: none, baseline: val(0.1)}, Inconclusive, Inconclusive, "too little traffic"},
-		{"no baseline", fakeMetrics{errRatio: val(0.002), p95: val(0.12), baseline: none}, Pass, Inconclusive, "no baseline: too little traffic"},
-		{"source down", fakeMetrics{err: platforms.Userf(errors.New("dial tcp"), "Prometheus at prom:9090 is not reachable (connection refused)")}, Inconclusive, Inconclusive, "is not reachable"},
-		{"source hangs", fakeMetrics{slow: true}, Inconclusive, Inconclusive, "did not answer"},
+		{"bad release", fakeMetrics{errRatio: val(0.05), p95: val(0.9), baseline: val(0.1)}, Fail, Fail, "900 ms (9.0× baseline 100 ms)", 0, ""},
+		{"healthy", fakeMetrics{errRatio: val(0.002), p95: val(0.12), baseline: val(0.1)}, Pass, Pass, "0.20%", 0, ""},
+		{"no traffic is inconclusive, never healthy", fakeMetrics{errRatio: none, p95: none, baseline: val(0.1)}, Inconclusive, Inconclusive, "too little traffic", 0, ""},
+		{"no baseline", fakeMetrics{errRatio: val(0.002), p95: val(0.12), baseline: none}, Pass, Inconclusive, "no baseline: too little traffic", 0, ""},
+		{"source down", fakeMetrics{err: platforms.Userf(errors.New("dial tcp"), "Prometheus at prom:9090 is not reachable (connection refused)")}, Inconclusive, Inconclusive, "is not reachable", 0, ""},
+		{"source hangs", fakeMetrics{slow: true}, Inconclusive, Inconclusive, "did not answer", 0, ""},
+		{"measured baseline first", fakeMetrics{errRatio: val(0.002), p95: val(0.3), baseline: val(0.1)}, Pass, Fail, "baseline = p95 over the 30m before the deploy", 500 * time.Millisecond, ""},
+		{"baseline_p95 is the fallback", fakeMetrics{errRatio: val(0.002), p95: val(0.3), baseline: none}, Pass, Pass, "configured baseline_p95 500 ms (no measured baseline: too little traffic: 3 requests in the 30m before the deploy)", 500 * time.Millisecond, ""},
+		{"a shorter span than the window", fakeMetrics{errRatio: short(0.5), p95: short(0.3), baseline: val(0.1)}, Fail, Fail, "50.00% (over 40s)", 0,
+			"Error rate measured over the last 40s only"},
+		{"a baseline shorter than its window", fakeMetrics{errRatio: val(0.002), p95: val(0.3), baseline: func() platforms.Measurement {
+			m := val(0.1)
+			m.From, m.To = time.Now().Add(-2*time.Minute), time.Now().Add(-90*time.Second)
+			return m
+		}()}, Pass, Fail, "baseline = p95 over 30s before the deploy at ", 0, "Baseline p95 measured over 30s only"},
+		{"a span that ends a little early is the window", fakeMetrics{errRatio: late(0.5), p95: late(0.3), baseline: val(0.1)}, Fail, Fail, "50.00%", 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +92,10 @@ func TestAssessVerdicts(t *testing.T) {
 				t.Fatal(err)
 			}
 			svc := &Service{Name: "myapp", Platform: s, Metrics: tt.m}
+			if tt.fixed > 0 {
+				svc.Thresholds = DefaultThresholds()
+				svc.Thresholds.BaselineP95 = tt.fixed
+			}
 			e := New(context.Background(), nil, nil, []*Service{svc}, Options{QueryTimeout: 50 * time.Millisecond}, slog.New(slog.DiscardHandler))
 			a := e.Assess(context.Background(), svc, "", nil)
 			if len(a.Checks) != 4 {
@@ -80,6 +111,13 @@ func TestAssessVerdicts(t *testing.T) {
 			if !strings.Contains(all, tt.wantText) {
 				t.Errorf("table lacks %q:\n%s", tt.wantText, all)
 			}
+			notes := strings.Join(a.Notes(), "\n")
+			if (tt.wantNote == "") != (notes == "") || !strings.Contains(notes, tt.wantNote) {
+				t.Errorf("notes %q, want %q", notes, tt.wantNote)
+			}
+			if tt.wantNote != "" && !strings.Contains(assessmentMsg(goldenIncident(), a, nil).Text+blocksText(t, assessmentMsg(goldenIncident(), a, nil)), tt.wantNote) {
+				t.Errorf("the assessment message does not show the note %q", tt.wantNote)
+			}
 			// The platform checks are there whatever the metrics did.
 			if a.Checks[2].Verdict != Fail || a.Checks[3].Verdict != Fail {
 				t.Errorf("restarts/readiness of the crash-looping release: %+v", a.Checks[2:])
@@ -89,4 +127,14 @@ func TestAssessVerdicts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// blocksText is the JSON of a message's blocks, to look for text in.
+func blocksText(t *testing.T, m Msg) string {
+	t.Helper()
+	b, err := json.Marshal(m.Blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -318,6 +318,9 @@ func assessmentMsg(in *state.Incident, a *Assessment, plan []string) Msg {
 	if a.SnapshotErr != "" {
 		blocks = append(blocks, section("platform", ":warning: *Could not read the platform:* "+a.SnapshotErr))
 	}
+	if notes := a.Notes(); len(notes) > 0 {
+		blocks = append(blocks, section("span", ":warning: *"+strings.Join(notes, "*\n:warning: *")+"*"))
+	}
 	blocks = append(blocks,
 		assessmentTable(a),
 		section("recommendation", "*Recommendation:* "+a.Recommendation()),

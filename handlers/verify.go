@@ -503,7 +503,7 @@ func (e *Engine) refreshBaselines(ctx context.Context, svc *Service, deployedAt 
 	}
 	if math.IsNaN(b.p95) {
 		qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
-		v, _, err := e.baselineP95(qctx, svc, deployedAt)
+		v, _, _, err := e.baselineP95(qctx, svc, deployedAt)
 		cancel()
 		if b.p95Err = err; err == nil {
 			b.p95 = v

@@ -186,6 +186,12 @@ type Measurement struct {
 	Source   string  `json:"source"`             // "prometheus", "scrape http://…/metrics"
 	Query    string  `json:"query,omitempty"`    // the PromQL or metric names used
 	Requests float64 `json:"requests,omitempty"` // traffic seen in the window, when known
+	// From and To are the span the value covers, when the source knows
+	// it: a direct scrape measures the span of its history (or of two
+	// scrapes), which may be shorter than the window asked for. Zero: the
+	// window asked for.
+	From time.Time `json:"from,omitzero"`
+	To   time.Time `json:"to,omitzero"`
 }
 
 // Migration is one database migration that ran since the bad deploy started.

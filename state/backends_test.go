@@ -28,6 +28,7 @@ var storeTests = []struct {
 	{"OnceAndApprovals", TestOnceAndApprovals},
 	{"DeployedRecord", TestDeployedRecord},
 	{"SchemaRecords", TestSchemaRecords},
+	{"ScrapeHistory", TestScrapeHistory},
 }
 
 // The REDIS_URL each backend test started, read by backendClient in

@@ -19,6 +19,9 @@
 //	{p}:deployed:<service>       zset artifact by time seen deployed
 //	{p}:deployed:<service>:rev   hash artifact -> JSON revision
 //	{p}:schema:<service>         zset of JSON applied-migration records
+//	{p}:scrape:<service>         list of scrape samples (platforms/scrape), capped
+//	{p}:scrape:<service>:layouts hash of their latency bucket layouts
+//	{p}:scrape:<service>:owner   the replica that scrapes the service, with expiry
 //	{p}:seq                      incident counter
 //
 // Redis can be one server, Sentinel or Cluster; REDIS_URL says which

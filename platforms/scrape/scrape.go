@@ -9,6 +9,14 @@
 // increase of each histogram bucket, interpolated linearly within the
 // bucket like PromQL's histogram_quantile.
 //
+// In rollbot a Collector (collector.go) scrapes every such service in the
+// background from start-up and keeps compact samples of the last History
+// (sample.go; shared through Redis between replicas), and the adapter
+// answers any window from them (history.go): Measurement.From and To say
+// which span that was. What follows is the on-demand path, for an adapter
+// without a Collector or a window ending now that the history has no
+// sample of yet.
+//
 // The adapter keeps the scrapes it took (the last hour, at most 64). For a
 // window ending now it takes a fresh scrape and compares it with the oldest
 // kept scrape inside the window that is at least interval/2 older; when it
@@ -30,6 +38,7 @@
 package scrape
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +72,7 @@ const (
 	DefaultTimeout        = 5 * time.Second
 	DefaultInterval       = 2 * time.Second
 	DefaultMinRequests    = 10
+	DefaultHistory        = time.Hour
 
 	// currentSlack: a window whose end is at most this far in the past is
 	// "current" and answered with a fresh scrape.
@@ -99,6 +109,11 @@ type Config struct {
 	// TokenEnv names an environment variable holding a bearer token sent
 	// with each scrape. The token is never logged nor put in errors.
 	TokenEnv string `yaml:"token_env"`
+	// History is how much background scrape history rollbot keeps for the
+	// service (default 1h): the assessment's windows are answered from
+	// it, so it should cover windows.baseline before a deploy and
+	// windows.assess.
+	History time.Duration `yaml:"history"`
 }
 
 var (
@@ -132,6 +147,13 @@ func (c Config) Validate() error {
 	if c.MinRequests < 0 {
 		errs = append(errs, errors.New("min_requests: must not be negative"))
 	}
+	if c.History < 0 {
+		errs = append(errs, errors.New("history: must not be negative"))
+	} else if iv := cmp.Or(c.Interval, DefaultInterval); c.History > 0 && c.History < iv {
+		errs = append(errs, errors.New("history: must be at least the scrape interval"))
+	} else if c.History > 24*time.Hour {
+		errs = append(errs, errors.New("history: at most 24h (the samples are kept in memory and in Redis)"))
+	}
 	if c.TokenEnv != "" {
 		errs = append(errs, platforms.FieldErrors("token_env", platforms.CheckSecretEnv(c.TokenEnv))...)
 	}
@@ -157,6 +179,9 @@ func (c Config) withDefaults() Config {
 	if c.MinRequests == 0 {
 		c.MinRequests = DefaultMinRequests
 	}
+	if c.History == 0 {
+		c.History = DefaultHistory
+	}
 	return c
 }
 
@@ -178,6 +203,9 @@ type Adapter struct {
 	// scrapes, which is oldest first.
 	sem     chan struct{}
 	scrapes []*snapshot
+
+	// bg is the background history, when a Collector scrapes the service.
+	bg *background
 }
 
 var _ platforms.Metrics = (*Adapter)(nil)
@@ -215,8 +243,18 @@ func (a *Adapter) Source() string { return a.source }
 // between two scrapes inside [from, to].
 func (a *Adapter) ErrorRatio(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
 	m := platforms.Measurement{Source: a.source}
-	base, cur, reason, err := a.pair(ctx, "error ratio", from, to)
 	errQ := fmt.Sprintf("%s{%s=~\"5..\"%s} / %s%s", a.cfg.RequestsMetric, a.cfg.CodeLabel, a.selector(true), a.cfg.RequestsMetric, a.braces())
+	if a.bg != nil {
+		w, ok, err := a.fromHistory(ctx, "error ratio", from, to)
+		if err != nil {
+			m.Query = errQ
+			return m, err
+		}
+		if ok {
+			return a.errorRatioOf(w, errQ), nil
+		}
+	}
+	base, cur, reason, err := a.pair(ctx, "error ratio", from, to)
 	if err != nil || reason != "" {
 		m.Query = errQ
 		if reason != "" {
@@ -225,6 +263,7 @@ func (a *Adapter) ErrorRatio(ctx context.Context, from, to time.Time) (platforms
 		return m, err
 	}
 	m.Query = errQ + span(base, cur)
+	m.From, m.To = base.at, cur.at
 	if cur.requestsErr != "" {
 		m.NoData, m.Reason = true, cur.requestsErr
 		return m, nil
@@ -256,8 +295,18 @@ func (a *Adapter) ErrorRatio(ctx context.Context, from, to time.Time) (platforms
 // between two scrapes inside [from, to], in seconds.
 func (a *Adapter) LatencyP95(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
 	m := platforms.Measurement{Source: a.source}
-	base, cur, reason, err := a.pair(ctx, "p95 latency", from, to)
 	q := fmt.Sprintf("p95 of %s_bucket%s", a.cfg.DurationMetric, a.braces())
+	if a.bg != nil {
+		w, ok, err := a.fromHistory(ctx, "p95 latency", from, to)
+		if err != nil {
+			m.Query = q
+			return m, err
+		}
+		if ok {
+			return a.latencyOf(w, q), nil
+		}
+	}
+	base, cur, reason, err := a.pair(ctx, "p95 latency", from, to)
 	if err != nil || reason != "" {
 		m.Query = q
 		if reason != "" {
@@ -266,6 +315,7 @@ func (a *Adapter) LatencyP95(ctx context.Context, from, to time.Time) (platforms
 		return m, err
 	}
 	m.Query = q + span(base, cur)
+	m.From, m.To = base.at, cur.at
 	if cur.histErr != "" {
 		m.NoData, m.Reason = true, cur.histErr
 		return m, nil
@@ -442,6 +492,8 @@ type snapshot struct {
 	hists       map[string]histogram
 	requestsErr string // why the requests metric is unusable, for users
 	histErr     string
+	// reqType and histType are 1 + the type of a metric of the wrong kind.
+	reqType, histType uint8
 }
 
 type counter struct {
@@ -487,11 +539,13 @@ func (a *Adapter) scrape(ctx context.Context, what string) (*snapshot, error) {
 			}
 		default:
 			s.requestsErr = fmt.Sprintf("%s at %s is a %s, not a counter", a.cfg.RequestsMetric, a.where, strings.ToLower(mf.GetType().String()))
+			s.reqType = uint8(mf.GetType()) + 1
 		}
 	}
 	if mf, ok := fams[a.cfg.DurationMetric]; ok {
 		if mf.GetType() != dto.MetricType_HISTOGRAM {
 			s.histErr = fmt.Sprintf("%s at %s is a %s, not a histogram", a.cfg.DurationMetric, a.where, strings.ToLower(mf.GetType().String()))
+			s.histType = uint8(mf.GetType()) + 1
 		}
 		for _, m := range mf.GetMetric() {
 			labels, ok := a.match(m)

@@ -37,7 +37,9 @@ func TestConfigValidate(t *testing.T) {
 		{"bad scheme", Config{URL: "file:///metrics"}, []string{"url: scheme"}},
 		{"credentials", Config{URL: "http://u:p@app/metrics"}, []string{"url: must not contain credentials"}},
 		{"bad names", Config{URL: "http://app/metrics", RequestsMetric: "a-b", DurationMetric: "1x", CodeLabel: "c.d", Labels: map[string]string{"x y": "1"}}, []string{"requests_metric:", "duration_metric:", "code_label:", "labels:"}},
-		{"negatives", Config{URL: "http://app/metrics", Timeout: -1, Interval: -1, MinRequests: -1}, []string{"timeout:", "interval:", "min_requests:"}},
+		{"negatives", Config{URL: "http://app/metrics", Timeout: -1, Interval: -1, MinRequests: -1, History: -1}, []string{"timeout:", "interval:", "min_requests:", "history: must not be negative"}},
+		{"history shorter than the interval", Config{URL: "http://app/metrics", Interval: 10 * time.Second, History: 5 * time.Second}, []string{"history: must be at least the scrape interval"}},
+		{"history too long", Config{URL: "http://app/metrics", History: 48 * time.Hour}, []string{"history: at most 24h"}},
 		{"token env unset", Config{URL: "http://app/metrics", TokenEnv: "ROLLBOT_TEST_SCRAPE_TOKEN_UNSET"}, []string{"token_env: environment variable ROLLBOT_TEST_SCRAPE_TOKEN_UNSET is not set"}},
 	}
 	for _, tt := range tests {
@@ -75,12 +77,13 @@ timeout: 2s
 interval: 500ms
 min_requests: 20
 token_env: METRICS_TOKEN
+history: 2h
 `
 	var c Config
 	if err := yaml.Unmarshal([]byte(in), &c); err != nil {
 		t.Fatal(err)
 	}
-	want := Config{URL: "http://app:8080/metrics", RequestsMetric: "reqs_total", CodeLabel: "status", DurationMetric: "latency_seconds", Labels: map[string]string{"handler": "/work"}, Timeout: 2 * time.Second, Interval: 500 * time.Millisecond, MinRequests: 20, TokenEnv: "METRICS_TOKEN"}
+	want := Config{URL: "http://app:8080/metrics", RequestsMetric: "reqs_total", CodeLabel: "status", DurationMetric: "latency_seconds", Labels: map[string]string{"handler": "/work"}, Timeout: 2 * time.Second, Interval: 500 * time.Millisecond, MinRequests: 20, TokenEnv: "METRICS_TOKEN", History: 2 * time.Hour}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("decoded %+v\nwant    %+v", c, want)
 	}
