@@ -17,6 +17,7 @@ const (
 	CmdHistory  CommandKind = "history"
 	CmdTimeline CommandKind = "timeline"
 	CmdHelp     CommandKind = "help"
+	CmdUnlock   CommandKind = "unlock"
 )
 
 // Command is a parsed /rollback text.
@@ -90,6 +91,11 @@ func ParseCommand(text string) (Command, error) {
 			return Command{}, parseErrorf("usage: `/rollback history <service>`")
 		}
 		return Command{Kind: CmdHistory, Service: args[1]}, nil
+	case "unlock":
+		if len(args) != 2 || !serviceName.MatchString(args[1]) {
+			return Command{}, parseErrorf("usage: `/rollback unlock <service>` (lifts the deploy lock a rollback left; approvers only)")
+		}
+		return Command{Kind: CmdUnlock, Service: args[1]}, nil
 	case "timeline":
 		c := Command{Kind: CmdTimeline}
 		for _, a := range args[1:] {

@@ -78,8 +78,13 @@ type Service struct {
 	// distinct ones are needed for a destructive restore (N of M).
 	DBApprovers          Access
 	DestructiveApprovals int
-	AssessWindow         time.Duration // current-value window, default 5m
-	BaselineWindow       time.Duration // baseline window before the deploy, default 30m
+	// DeployLock: after a completed rollback the deploy gate refuses every
+	// version of the service until an approver runs /rollback unlock.
+	DeployLock bool
+	// Registry, when set, marks the bad image in its OCI registry.
+	Registry       platforms.Registry
+	AssessWindow   time.Duration // current-value window, default 5m
+	BaselineWindow time.Duration // baseline window before the deploy, default 30m
 }
 
 // Options tune the engine; zero values take defaults.
@@ -267,6 +272,8 @@ func (e *Engine) HandleCommand(ctx context.Context, sc SlashCommand) {
 		e.history(ctx, sc, cmd)
 	case CmdTimeline:
 		e.timeline(ctx, sc, cmd)
+	case CmdUnlock:
+		e.unlock(ctx, sc, cmd)
 	}
 }
 
