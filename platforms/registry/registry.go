@@ -238,10 +238,10 @@ func (m *Marker) MarkImage(ctx context.Context, image string, mark platforms.Ima
 			at = time.Now()
 		}
 		ann := map[string]string{
-			AnnotationIncident:       mark.Incident,
-			AnnotationWho:            mark.By,
-			AnnotationWhen:           at.UTC().Format(time.RFC3339),
-			AnnotationService:        mark.Service,
+			AnnotationIncident:        mark.Incident,
+			AnnotationWho:             mark.By,
+			AnnotationWhen:            at.UTC().Format(time.RFC3339),
+			AnnotationService:         mark.Service,
 			ocispec.AnnotationCreated: at.UTC().Format(time.RFC3339),
 		}
 		if mark.Reason != "" {
