@@ -17,6 +17,7 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/migrations"
 	"rollbot/platforms/prom"
+	"rollbot/platforms/registry"
 	"rollbot/state"
 )
 
@@ -58,6 +59,12 @@ type ServiceConfig struct {
 	HealthURLs []string          `yaml:"health_urls"`
 	SmokeTest  SmokeTestConfig   `yaml:"smoke_test"`
 	Database   *DatabaseSettings `yaml:"database"`
+	// DeployLock: after a completed rollback the deploy gate (rollbot
+	// deployable, GET /v1/deployable) refuses every version of the service
+	// until an approver runs /rollback unlock <service>.
+	DeployLock bool `yaml:"deploy_lock"`
+	// Registry marks the bad image DO_NOT_DEPLOY in its OCI registry.
+	Registry *registry.Config `yaml:"registry"`
 }
 
 // ThresholdsConfig overrides the runbook's defaults; unset fields keep them.
@@ -280,6 +287,9 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	}
 	for i, u := range s.HealthURLs {
 		errs = append(errs, platforms.FieldErrors(fmt.Sprintf("%s.health_urls[%d]", p, i), platforms.CheckHTTPURL(u))...)
+	}
+	if s.Registry != nil {
+		add(p+".registry", s.Registry.Validate())
 	}
 	if s.SmokeTest.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.smoke_test.timeout: must not be negative", p))

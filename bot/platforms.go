@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"rollbot/handlers"
@@ -16,6 +17,7 @@ import (
 	"rollbot/platforms/probe"
 	"rollbot/platforms/prom"
 	"rollbot/platforms/rds"
+	"rollbot/platforms/registry"
 	"rollbot/platforms/scrape"
 	"rollbot/platforms/sim"
 	"rollbot/platforms/swarm"
@@ -211,7 +213,14 @@ func BuildServices(ctx context.Context, c *Config, history *state.Store, log *sl
 func buildService(ctx context.Context, name string, sc ServiceConfig, history *state.Store, log *slog.Logger) (*handlers.Service, error) {
 	svc := &handlers.Service{
 		Name: name, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
-		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline,
+		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, DeployLock: sc.DeployLock,
+	}
+	if sc.Registry != nil {
+		m, err := registry.New(*sc.Registry, os.Getenv, log.With("op", "registry"))
+		if err != nil {
+			return nil, fmt.Errorf("registry: %w", err)
+		}
+		svc.Registry = m
 	}
 	a, ok := adapterNamed(sc.Platform)
 	if !ok {

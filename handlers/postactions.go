@@ -74,7 +74,7 @@ func (e *Engine) postActions(ctx context.Context, o *owned) {
 	// Mark the bad version, in rollbot's state and on the platform.
 	if in.Bad.Artifact != "" {
 		e.recordOwned(ctx, o, "postactions", "marking "+in.Bad.Label()+" DO_NOT_DEPLOY")
-		err := e.store.MarkDoNotDeploy(ctx, svc.Name, state.Mark{Artifact: in.Bad.Artifact, Revision: in.Bad.ID, By: in.DecidedBy, Incident: in.ID})
+		err := e.store.MarkDoNotDeploy(ctx, svc.Name, state.Mark{Artifact: in.Bad.Artifact, Revision: in.Bad.ID, By: in.DecidedBy, Incident: in.ID, Reason: in.Reason})
 		detail := "marked by rollbot for <@" + in.DecidedBy + ">; rollbot refuses rollbacks to it"
 		if err != nil {
 			detail = "could not record the mark: " + e.userText(err, "mark DO_NOT_DEPLOY")
