@@ -50,6 +50,8 @@ services:
 		{"postmortem too late", base + "postmortem_after: 48h\n", "postmortem_after: at most 24h"},
 		{"adapter field", base + "    metrics: {prometheus: {url: 'ftp://x'}}\n", "services.myapp.metrics.prometheus.url: scheme must be http or https"},
 		{"bad service name", strings.Replace(base, "  myapp:", "  My_App:", 1), "services.My_App: service names are lowercase"},
+		{"registry credentials half set", base + "    registry: {username_env: REG_USER}\n", "services.myapp.registry.username_env, password_env: set both"},
+		{"registry repository with a tag", base + "    registry: {repository: 'reg.example.com/app:v1@sha256:00'}\n", "services.myapp.registry.repository: a repository like"},
 		{"health url with credentials", base + "    health_urls: ['http://u:p@x/health']\n", "services.myapp.health_urls[0]: must not contain credentials"},
 	}
 	for _, tt := range tests {
