@@ -310,9 +310,7 @@ func TestBlueGreenRollbackThroughSlack(t *testing.T) {
 	}) {
 		t.Errorf("timeline lacks the switch:\n%+v", evs)
 	}
-	if final, err := h.store.Get(context.Background(), "RB-1"); err != nil || final.Status != state.Completed {
-		t.Errorf("incident after verification: %+v, %v", final, err)
-	}
+	h.waitStatus("RB-1", state.Completed)
 	f.noSecrets(t)
 }
 
