@@ -5,8 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,5 +183,73 @@ func TestRegistryMarkFailuresDoNotHoldUp(t *testing.T) {
 				t.Errorf("the password is in the log")
 			}
 		})
+	}
+}
+
+// hangingProxy forwards to the registry, but after forwarding the first
+// write of the referrers fallback index (the last write of a mark) it
+// holds the answer until the client gives up, and says so on hung.
+func hangingProxy(t *testing.T, reg *registrytest.Registry) (host string, hung <-chan struct{}) {
+	t.Helper()
+	target, _ := url.Parse("http://" + reg.Host)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	ch := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/sha256-") {
+			first := false
+			once.Do(func() { first = true })
+			if first {
+				rec := httptest.NewRecorder()
+				rp.ServeHTTP(rec, r)
+				close(ch)
+				<-r.Context().Done()
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), ch
+}
+
+// TestRegistryMarkOnceAcrossRestart: the bot stops while it makes the
+// registry mark (the registry has it, the answer never came); the next
+// bot takes the incident over, finds the mark by its incident annotation
+// and does not push a second one, and the checklist says so.
+func TestRegistryMarkOnceAcrossRestart(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	proxy, hung := hangingProxy(t, reg)
+	svc := registryService(t, reg, registry.Config{PlainHTTP: true, Repository: proxy + "/myapp"}, nil)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	select {
+	case <-hung:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the registry mark never reached the registry\n%s", h.dump())
+	}
+	h.stop() // the replica stops with the mark made but not acknowledged
+	h.start()
+	h.waitFor("takeover report", textHas("RB-1 resumed by"))
+	h.waitStatus("RB-1", state.Completed)
+	post := h.waitFor("post-rollback checklist", textHas("Post-rollback actions"))
+	wantAll(t, "post-rollback actions", post.PlainText(), ":white_check_mark: Remove bad image from registry", "already made before a takeover")
+
+	rr := reg.Repository(t, "myapp")
+	ctx := context.Background()
+	bad, err := rr.Resolve(ctx, "v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err = rr.Referrers(ctx, bad, registry.ArtifactType, func(refs []ocispec.Descriptor) error { n += len(refs); return nil })
+	if err != nil || n != 1 {
+		t.Errorf("%d marks on the bad image (%v), want 1", n, err)
+	}
+	in, _ := h.store.Get(ctx, "RB-1")
+	if in.Steps["registry"] != "done" {
+		t.Errorf("registry step %q, want done", in.Steps["registry"])
 	}
 }

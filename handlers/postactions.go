@@ -45,6 +45,8 @@ func (e *Engine) complete(ctx context.Context, o *owned) error {
 			e.saveChecklist(ctx, o, done, notes)
 			if ts := o.in.Messages["postactions"]; ts != "" {
 				e.update(ctx, o.in.Channel, ts, postActionsMsg(o.in))
+			} else {
+				e.setMessage(ctx, o, "postactions", e.post(ctx, o.in.Channel, o.in.ThreadTS, postActionsMsg(o.in)))
 			}
 		}
 	}
