@@ -132,7 +132,9 @@ func TestRegistryMarkThroughSlack(t *testing.T) {
 	h.slash(slackemu.UserAlice, "history myapp")
 	h.waitFor("history with the registry mark", ephemeralFor(slackemu.UserAlice, "Registry marks"))
 	evs := h.wantSteps("RB-1", "request", "assess", "confirm", "stop", "rollback", "verify", "postactions")
-	if !slices.ContainsFunc(evs, func(e state.Event) bool { return strings.HasPrefix(e.Detail, "marking "+reg.Host+"/myapp:v3 DO_NOT_DEPLOY in") }) ||
+	if !slices.ContainsFunc(evs, func(e state.Event) bool {
+		return strings.HasPrefix(e.Detail, "marking "+reg.Host+"/myapp:v3 DO_NOT_DEPLOY in")
+	}) ||
 		!slices.ContainsFunc(evs, func(e state.Event) bool { return strings.HasPrefix(e.Detail, "registry: marked by rollbot") }) {
 		t.Errorf("registry mark not on the timeline: %+v", evs)
 	}
