@@ -96,7 +96,7 @@ func TestDeployGateAfterRollback(t *testing.T) {
 	h.slash(slackemu.UserAlice, `myapp --reason "5xx spike"`)
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	// The approver confirms the deploy lock with the rollback.
-	wantAll(t, "assessment", a.PlainText(), "lock deploys of myapp until an approver runs")
+	wantAll(t, "assessment", a.PlainText(), "lock deploys of myapp until `/rollback unlock myapp`")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	post := h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
 	wantAll(t, "post-rollback actions", post.PlainText(), "deploys of myapp locked until an approver runs")

@@ -29,7 +29,7 @@ func postPlan(svc *Service, bad platforms.Revision) string {
 		parts = append(parts, svc.Registry.Plan(bad.Artifact))
 	}
 	if svc.DeployLock {
-		parts = append(parts, "lock deploys of "+svc.Name+" until an approver runs `/rollback unlock "+svc.Name+"`")
+		parts = append(parts, "lock deploys of "+svc.Name+" until `/rollback unlock "+svc.Name+"`")
 	}
 	return strings.Join(parts, "; ")
 }

@@ -334,7 +334,7 @@ func decisionBlocks(in *state.Incident, a *Assessment, plan []string) []slack.Bl
 		return []slack.Block{
 			section("question", "*Roll back now?* "+what),
 			slack.NewActionBlock("decision",
-				button(ActConfirm, in.ID, "Roll back", slack.StyleDanger, confirmDialog("Roll back "+in.Service+"?", what+" The rollout is paused first.", "Roll back")),
+				button(ActConfirm, in.ID, "Roll back", slack.StyleDanger, confirmDialog("Roll back "+in.Service+"?", confirmText(in, what), "Roll back")),
 				button(ActCancel, in.ID, "Cancel", "", nil),
 			),
 		}
@@ -346,6 +346,16 @@ func decisionBlocks(in *state.Incident, a *Assessment, plan []string) []slack.Bl
 	default:
 		return []slack.Block{section("decision", fmt.Sprintf(":white_check_mark: Rollback confirmed by <@%s> at %s. Progress in the thread.", in.DecidedBy, clock(in.UpdatedAt)))}
 	}
+}
+
+// confirmText is the confirmation dialog's text (at most 300 characters
+// in Slack): what the rollback writes after the verification comes before
+// the targets' long names, so the approver always sees it.
+func confirmText(in *state.Incident, what string) string {
+	if in.PostPlan == "" {
+		return what + " The rollout is paused first."
+	}
+	return fmt.Sprintf("Roll back to %s, then %s. The rollout is paused first.", in.Target.ID, in.PostPlan)
 }
 
 func bullets(lines []string) string {

@@ -78,6 +78,8 @@ func TestGoldenMessages(t *testing.T) {
 		"registry": "marked by rollbot in `registry/myapp`: DO_NOT_DEPLOY artifact <http://registry/v2/myapp/manifests/sha256:0a1b|sha256:0a1b> refers to `sha256:9f8e` (fallback tag sha256-9f8e)"}
 	regFailed := *in
 	regFailed.Notes = map[string]string{"registry": "registry mark of `registry/myapp:v1.5.0` not made: the registry registry refused rollbot's credentials (401)"}
+	withPost := *in
+	withPost.PostPlan = "mark the image DO_NOT_DEPLOY in `registry.example.com/team/myapp` and delete its tag `v1.5.0`; lock deploys of myapp until `/rollback unlock myapp`"
 	deployLock := &state.DeployLock{Service: "myapp", Incident: "RB-7", By: "U0BOB", At: t0}
 	events := []state.Event{
 		{Time: t0, Actor: "U0ALICE", Step: "request", Detail: "requested rollback of myapp: 5xx spike after deploy"},
@@ -94,6 +96,7 @@ func TestGoldenMessages(t *testing.T) {
 		"assessing":            assessingMsg(in),
 		"assessment":           assessmentMsg(in, a, nil),
 		"assessment_decided":   decidedMsg(&decided, a),
+		"assessment_post_plan": assessmentMsg(&withPost, a, nil),
 		"assessment_cancelled": decidedMsg(&cancelled, a),
 		"assessment_dry_run":   assessmentMsg(&planned, a, []string{"stop: deployment prod/myapp: pause the rollout", "rollback: deployment prod/myapp: template registry/myapp:v1.5.0 -> registry/myapp:v1.4.1"}),
 		"not_allowed":          notAllowedMsg("myapp", "roll back", "<!subteam^S0ONCALL>"),

@@ -148,7 +148,7 @@ func (m *Marker) Plan(image string) string {
 	if err != nil {
 		return "mark `" + image + "` DO_NOT_DEPLOY in its registry (" + err.Error() + ")"
 	}
-	p := "mark `" + image + "` DO_NOT_DEPLOY in `" + ref.repo + "` (an OCI artifact referring to its digest)"
+	p := "mark the image DO_NOT_DEPLOY in `" + ref.repo + "`"
 	if m.conf.DeleteTag && ref.tag != "" {
 		p += " and delete its tag `" + ref.tag + "`"
 	}
