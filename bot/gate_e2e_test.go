@@ -210,3 +210,23 @@ func TestDeployGateDuringRollback(t *testing.T) {
 		t.Errorf("unknown service: exit %d\n%s", code, out)
 	}
 }
+
+func TestGateTokenFromOS(t *testing.T) {
+	for _, c := range []struct {
+		env, want string
+		bad       bool
+	}{
+		{"", "", false},
+		{"short", "", true},
+		{"0123456789abcdef0123", "0123456789abcdef0123", false},
+	} {
+		t.Setenv(GateTokenVar, c.env)
+		got, err := GateTokenFromOS()
+		if got != c.want || (err != nil) != c.bad {
+			t.Errorf("%s=%q: %q, %v", GateTokenVar, c.env, got, err)
+		}
+		if err != nil && (strings.Contains(err.Error(), c.env) || !strings.Contains(err.Error(), GateTokenVar)) {
+			t.Errorf("error shows the value or lacks the variable's name: %v", err)
+		}
+	}
+}
