@@ -31,7 +31,6 @@ type harness struct {
 	cancel context.CancelFunc
 	done   chan error
 	opts   Options
-	bot    *Bot // the running bot process
 }
 
 func fastEngine() handlers.Options {
@@ -44,13 +43,6 @@ func fastEngine() handlers.Options {
 }
 
 func newHarness(t *testing.T, services []*handlers.Service, eng handlers.Options) *harness {
-	t.Helper()
-	return newHarnessWith(t, services, eng, nil)
-}
-
-// newHarnessWith is newHarness with the bot's options changed by opt
-// before it starts.
-func newHarnessWith(t *testing.T, services []*handlers.Service, eng handlers.Options, opt func(*Options)) *harness {
 	t.Helper()
 	emu, err := slackemu.New(slackemu.Options{})
 	if err != nil {
@@ -67,9 +59,6 @@ func newHarnessWith(t *testing.T, services []*handlers.Service, eng handlers.Opt
 		Engine:   eng,
 		Log:      slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	if opt != nil {
-		opt(&h.opts)
-	}
 	h.start()
 	return h
 }
@@ -83,7 +72,7 @@ func (h *harness) start() {
 		cancel()
 		h.t.Fatal(err)
 	}
-	h.cancel, h.done, h.bot = cancel, make(chan error, 1), b
+	h.cancel, h.done = cancel, make(chan error, 1)
 	before := h.emu.ConnectionsAccepted()
 	go func() { h.done <- b.Run(ctx) }()
 	h.t.Cleanup(h.stop)

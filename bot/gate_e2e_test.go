@@ -16,6 +16,7 @@ import (
 
 	"rollbot/handlers"
 	"rollbot/state"
+	"rollbot/testkit/nettest"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
 )
@@ -45,10 +46,22 @@ func deployableCLI(t *testing.T, h *harness, args ...string) (int, string) {
 	return -1, ""
 }
 
-// gateGet asks GET /v1/deployable with token ("" sends none).
-func gateGet(t *testing.T, h *harness, token, query string) (int, string) {
+// harnessWith is a harness whose bot runs with opt applied to its
+// options: the bot newHarness started is replaced by one started with them.
+func harnessWith(t *testing.T, services []*handlers.Service, opt func(*Options)) *harness {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, "http://"+h.bot.OpsAddr()+"/v1/deployable?"+query, nil)
+	h := newHarness(t, services, fastEngine())
+	h.stop()
+	opt(&h.opts)
+	h.start()
+	return h
+}
+
+// gateGet asks GET /v1/deployable on the ops listener at addr with token
+// ("" sends none).
+func gateGet(t *testing.T, addr, token, query string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/deployable?"+query, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,15 +94,16 @@ func decodeVerdict(t *testing.T, body string) verdictJSON {
 func TestDeployGateAfterRollback(t *testing.T) {
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	svc.DeployLock = true
-	h := newHarnessWith(t, []*handlers.Service{svc}, fastEngine(), func(o *Options) {
-		o.OpsAddr, o.GateToken = "127.0.0.1:0", gateToken
+	ops := nettest.FreeAddr(t)
+	h := harnessWith(t, []*handlers.Service{svc}, func(o *Options) {
+		o.OpsAddr, o.GateToken = ops, gateToken
 	})
 
 	// Before any rollback every version is deployable.
 	if code, out := deployableCLI(t, h, "--service", "myapp", "--version", "v3"); code != 0 || !strings.Contains(out, "deployable: myapp v3") {
 		t.Fatalf("clean: exit %d\n%s", code, out)
 	}
-	if code, body := gateGet(t, h, gateToken, "service=myapp&version=v3"); code != http.StatusOK || !decodeVerdict(t, body).Deployable {
+	if code, body := gateGet(t, ops, gateToken, "service=myapp&version=v3"); code != http.StatusOK || !decodeVerdict(t, body).Deployable {
 		t.Fatalf("clean over HTTP: %d %s", code, body)
 	}
 
@@ -117,7 +131,7 @@ func TestDeployGateAfterRollback(t *testing.T) {
 	if v := decodeVerdict(t, out); v.Deployable || v.Mark != nil || v.DeployLock == nil || v.DeployLock.Incident != "RB-1" || v.DeployLock.By != slackemu.UserBob {
 		t.Errorf("v2 while locked: %+v", v)
 	}
-	code, body := gateGet(t, h, gateToken, "service=myapp&version=v3")
+	code, body := gateGet(t, ops, gateToken, "service=myapp&version=v3")
 	if v := decodeVerdict(t, body); code != http.StatusConflict || v.Deployable || v.Mark == nil || v.Mark.Incident != "RB-1" || !strings.Contains(v.Reason, "DO_NOT_DEPLOY") {
 		t.Errorf("HTTP v3: %d %s", code, body)
 	}
@@ -135,7 +149,7 @@ func TestDeployGateAfterRollback(t *testing.T) {
 		{"unknown service", gateToken, "service=nope&version=v1", http.StatusNotFound, `unknown service \"nope\"; services: myapp`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			code, body := gateGet(t, h, c.token, c.query)
+			code, body := gateGet(t, ops, c.token, c.query)
 			if code != c.code || !strings.Contains(body, c.body) {
 				t.Errorf("%d %q, want %d %q", code, body, c.code, c.body)
 			}
@@ -167,7 +181,7 @@ func TestDeployGateAfterRollback(t *testing.T) {
 	if code, out := deployableCLI(t, h, "--service", "myapp", "--version", "v3"); code != ExitNotDeployable || strings.Contains(out, "locked") {
 		t.Fatalf("v3 after unlock: exit %d\n%s", code, out)
 	}
-	if code, body := gateGet(t, h, gateToken, "service=myapp&version=v2"); code != http.StatusOK || !decodeVerdict(t, body).Deployable {
+	if code, body := gateGet(t, ops, gateToken, "service=myapp&version=v2"); code != http.StatusOK || !decodeVerdict(t, body).Deployable {
 		t.Errorf("HTTP v2 after unlock: %d %s", code, body)
 	}
 	h.slash(slackemu.UserBob, "unlock myapp")
