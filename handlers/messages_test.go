@@ -80,6 +80,8 @@ func TestGoldenMessages(t *testing.T) {
 	regFailed.Notes = map[string]string{"registry": "registry mark of `registry/myapp:v1.5.0` not made: the registry registry refused rollbot's credentials (401)"}
 	withPost := *in
 	withPost.PostPlan = "mark the image DO_NOT_DEPLOY in `registry.example.com/team/myapp` and delete its tag `v1.5.0`; lock deploys of myapp until `/rollback unlock myapp`"
+	registryMarks := map[string]state.Mark{"registry/myapp:v1.5.0": {Incident: "RB-7", Registry: &state.RegistryMark{Repository: "registry/myapp",
+		Digest: "sha256:9f8e7d6c5b4a39281706f5e4d3c2b1a0", Referrer: "sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f9", Via: "fallback tag sha256-9f8e7d6c5b4a39281706f5e4d3c2b1a0", TagDeleted: "v1.5.0", At: t0}}}
 	deployLock := &state.DeployLock{Service: "myapp", Incident: "RB-7", By: "U0BOB", At: t0}
 	events := []state.Event{
 		{Time: t0, Actor: "U0ALICE", Step: "request", Detail: "requested rollback of myapp: 5xx spike after deploy"},
@@ -114,6 +116,7 @@ func TestGoldenMessages(t *testing.T) {
 		"postmortem_reminder":  postmortemReminderMsg(in, t0.Add(20*time.Hour)),
 		"post_actions":         postActionsMsg(&done),
 		"post_actions_note":    postActionsMsg(&regFailed),
+		"history_registry":     historyMsg("myapp", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, History: []platforms.Revision{in.Bad, in.Target}}, registryMarks, []*state.Incident{in}),
 		"unlocked":             unlockedMsg("myapp", deployLock, "U0BOB"),
 		"db_approval":          dbApprovalMsg(in, Access{Groups: []string{"S0DBA"}}, 1, nil, 15*time.Minute),
 		"db_approval_2of2":     dbApprovalMsg(&destructive, Access{Groups: []string{"S0DBA"}}, 2, []string{"U0DANA"}, 15*time.Minute),
@@ -122,11 +125,10 @@ func TestGoldenMessages(t *testing.T) {
 		"db_output":            dbOutputMsg(in, "Database rollback", "running…", "1/d add_orders_currency (12.1ms)"),
 		"status":               statusMsg([]*state.Incident{in}, []string{"myapp"}, map[string]*state.DeployLock{"myapp": deployLock}),
 		"service_status":       serviceStatusMsg("myapp", "kubernetes", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, Health: platforms.Health{Desired: 3, Ready: 1, Restarts: 7, Known: true}, RolloutInProgress: true}, "", lock, deployLock, []*state.Incident{in}),
-		"history": historyMsg("myapp", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, History: []platforms.Revision{in.Bad, in.Target}}, map[string]state.Mark{"registry/myapp:v1.5.0": {Incident: "RB-7", Registry: &state.RegistryMark{Repository: "registry/myapp",
-			Digest: "sha256:9f8e7d6c5b4a39281706f5e4d3c2b1a0", Referrer: "sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f9", Via: "fallback tag sha256-9f8e7d6c5b4a39281706f5e4d3c2b1a0", TagDeleted: "v1.5.0", At: t0}}}, []*state.Incident{in}),
-		"timeline":    timelineMsg(in, events),
-		"markdown":    markdownMsg(in, state.Markdown(in, events, func(a string) string { return a })),
-		"interrupted": interruptedMsg(in, state.RollingBack),
+		"history":              historyMsg("myapp", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, History: []platforms.Revision{in.Bad, in.Target}}, map[string]state.Mark{"registry/myapp:v1.5.0": {Incident: "RB-7"}}, []*state.Incident{in}),
+		"timeline":             timelineMsg(in, events),
+		"markdown":             markdownMsg(in, state.Markdown(in, events, func(a string) string { return a })),
+		"interrupted":          interruptedMsg(in, state.RollingBack),
 	}
 	for name, m := range cases {
 		t.Run(name, func(t *testing.T) {
