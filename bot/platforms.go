@@ -215,6 +215,13 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 		Name: name, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
 		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, DeployLock: sc.DeployLock,
 	}
+	if k := sc.Kubernetes; k != nil && k.Admission {
+		cs, err := kube.Clientset(*k)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes.admission: %w", err)
+		}
+		svc.Admission = kube.NewAdmission(cs, k.Namespace, name, log.With("op", "admission"))
+	}
 	if sc.Registry != nil {
 		m, err := registry.New(*sc.Registry, os.Getenv, log.With("op", "registry"))
 		if err != nil {

@@ -18,6 +18,7 @@ const (
 	CmdTimeline CommandKind = "timeline"
 	CmdHelp     CommandKind = "help"
 	CmdUnlock   CommandKind = "unlock"
+	CmdAllow    CommandKind = "allow"
 )
 
 // Command is a parsed /rollback text.
@@ -96,6 +97,11 @@ func ParseCommand(text string) (Command, error) {
 			return Command{}, parseErrorf("usage: `/rollback unlock <service>` (lifts the deploy lock a rollback left; approvers only)")
 		}
 		return Command{Kind: CmdUnlock, Service: args[1]}, nil
+	case "allow":
+		if len(args) != 3 || !serviceName.MatchString(args[1]) || !revisionArg.MatchString(args[2]) {
+			return Command{}, parseErrorf("usage: `/rollback allow <service> <version>` (lets the cluster run an image marked DO_NOT_DEPLOY again; approvers only)")
+		}
+		return Command{Kind: CmdAllow, Service: args[1], To: args[2]}, nil
 	case "timeline":
 		c := Command{Kind: CmdTimeline}
 		for _, a := range args[1:] {

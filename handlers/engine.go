@@ -82,7 +82,9 @@ type Service struct {
 	// version of the service until an approver runs /rollback unlock.
 	DeployLock bool
 	// Registry, when set, marks the bad image in its OCI registry.
-	Registry       platforms.Registry
+	Registry platforms.Registry
+	// Admission, when set, makes the cluster refuse the bad image.
+	Admission      platforms.AdmissionGuard
 	AssessWindow   time.Duration // current-value window, default 5m
 	BaselineWindow time.Duration // baseline window before the deploy, default 30m
 }
@@ -274,6 +276,8 @@ func (e *Engine) HandleCommand(ctx context.Context, sc SlashCommand) {
 		e.timeline(ctx, sc, cmd)
 	case CmdUnlock:
 		e.unlock(ctx, sc, cmd)
+	case CmdAllow:
+		e.allow(ctx, sc, cmd)
 	}
 }
 

@@ -28,6 +28,9 @@ func postPlan(svc *Service, bad platforms.Revision) string {
 	if svc.Registry != nil && bad.Artifact != "" {
 		parts = append(parts, svc.Registry.Plan(bad.Artifact))
 	}
+	if svc.Admission != nil && bad.Artifact != "" {
+		parts = append(parts, "refuse the image in "+svc.Admission.Where())
+	}
 	if svc.DeployLock {
 		parts = append(parts, "lock deploys of "+svc.Name+" until `/rollback unlock "+svc.Name+"`")
 	}
@@ -48,6 +51,14 @@ func (e *Engine) gateActions(ctx context.Context, o *owned, done, notes map[stri
 		} else if n != "" {
 			notes["registry"] = n
 		}
+	}
+	if svc.Admission != nil && in.Bad.Artifact != "" && o.in.Steps["admission"] != "done" {
+		line := e.forbidImage(ctx, o)
+		prev := done["dnd"]
+		if prev == "" {
+			prev = o.in.Done["dnd"]
+		}
+		done["dnd"] = strings.TrimPrefix(prev+"; "+line, "; ")
 	}
 	if svc.DeployLock && o.in.Steps["deploy_lock"] != "done" {
 		line := "deploys of " + svc.Name + " locked until an approver runs `/rollback unlock " + svc.Name + "`"
@@ -125,6 +136,98 @@ func shortDigest(d string) string {
 		return d
 	}
 	return algo + ":" + hex[:12]
+}
+
+// forbidImage makes the cluster refuse the bad image (by tag, and by
+// digest once the registry mark resolved it), timeline first; it returns
+// the line for the checklist.
+func (e *Engine) forbidImage(ctx context.Context, o *owned) string {
+	in, svc := o.in, o.svc
+	fail := func(err error) string {
+		line := ":warning: " + svc.Admission.Where() + " does not refuse `" + in.Bad.Artifact + "`: " + e.userText(err, "admission policy", "incident", in.ID)
+		e.recordOwned(ctx, o, "postactions", line)
+		return line
+	}
+	if err := e.recordOwned(ctx, o, "postactions", "making "+svc.Admission.Where()+" refuse "+in.Bad.Artifact); err != nil {
+		return fail(err)
+	}
+	if err := e.setStep(ctx, o, "admission", "started"); err != nil {
+		return fail(err)
+	}
+	if err := e.guard(ctx, o); err != nil {
+		return fail(err)
+	}
+	digest := ""
+	if marks, err := e.store.Marks(ctx, svc.Name); err == nil {
+		digest = marks[in.Bad.Artifact].Digest
+	}
+	res, err := svc.Admission.Forbid(ctx, in.Bad.Artifact, digest, platforms.ImageMark{Service: svc.Name, Incident: in.ID, By: in.DecidedBy, Reason: in.Reason, At: e.now()})
+	if err != nil {
+		return fail(err)
+	}
+	e.recordOwned(ctx, o, "postactions", "admission: "+res.Detail)
+	if err := e.setStep(ctx, o, "admission", "done"); err != nil {
+		e.log.Warn("record admission step done", "incident", in.ID, "err", err)
+	}
+	return res.Detail + " (lift: `/rollback allow " + svc.Name + " " + in.Bad.ID + "`)"
+}
+
+// allow answers `/rollback allow <service> <version>`: an approver lets the
+// cluster run an image it refuses after a rollback. It is recorded on the
+// timeline of the rollback that marked it (else of the newest one of the
+// service) before the policy changes, and said in the channel. The
+// DO_NOT_DEPLOY mark itself stays (the deploy gate still names it).
+func (e *Engine) allow(ctx context.Context, sc SlashCommand, cmd Command) {
+	svc := e.services[cmd.Service]
+	if svc.Admission == nil {
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg(svc.Name+" has no admission policy (set `kubernetes.admission: true`); nothing to allow"))
+		return
+	}
+	incident, version := "", cmd.To
+	if marks, err := e.store.Marks(ctx, svc.Name); err == nil {
+		for _, m := range marks {
+			if state.MarkMatches(m, cmd.To) {
+				incident, version = m.Incident, m.Artifact
+			}
+		}
+	}
+	if incident == "" {
+		if recent, err := e.store.Recent(ctx, svc.Name, 1); err == nil && len(recent) > 0 {
+			incident = recent[0].ID
+		}
+	}
+	if !e.allowed(ctx, svc.Approvers, sc.UserID) {
+		if incident != "" {
+			e.record(ctx, incident, sc.UserID, "allow", "refused: not allowed to lift the admission refusal of "+cmd.To)
+		}
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, notAllowedMsg(svc.Name, "lift the admission refusal", who(svc.Approvers)))
+		return
+	}
+	if incident != "" {
+		if err := e.record(ctx, incident, sc.UserID, "allow", "lifting the admission refusal of "+version+" in "+svc.Admission.Where()); err != nil {
+			e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg("nothing was changed: "+e.userText(err, "record allow")+"; try again"))
+			return
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, 2*e.opt.QueryTimeout)
+	res, err := svc.Admission.Allow(qctx, version)
+	cancel()
+	if err != nil {
+		text := e.userText(err, "lift the admission refusal", "service", svc.Name)
+		if incident != "" {
+			e.record(ctx, incident, sc.UserID, "allow", "failed: "+text)
+		}
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg(text))
+		return
+	}
+	if incident != "" {
+		e.record(ctx, incident, sc.UserID, "allow", res.Detail)
+	}
+	if res.Outcome == platforms.Skipped {
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, simple(":information_source: "+res.Detail+"; nothing to do."))
+		return
+	}
+	e.post(ctx, sc.ChannelID, "", allowedMsg(svc.Name, res.Detail, sc.UserID))
 }
 
 // lockDeploys sets the service's deploy lock, timeline first.

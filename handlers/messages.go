@@ -92,6 +92,7 @@ func helpMsg(services []string) Msg {
 		"*`/rollback history <service>`* revisions, DO_NOT_DEPLOY marks and past rollbacks",
 		"*`/rollback timeline [RB-n] [--markdown]`* an incident's timeline, or its Markdown export",
 		"*`/rollback unlock <service>`* lift the deploy lock a rollback left (approvers)",
+		"*`/rollback allow <service> <version>`* let the cluster run an image refused after a rollback (approvers)",
 	}, "\n")
 	return Msg{Text: "rollbot commands", Blocks: []slack.Block{
 		header("title", "rollbot: deployment rollbacks from the incident channel"),
@@ -663,6 +664,10 @@ func serviceStatusMsg(name, kind, target string, snap *platforms.Snapshot, snapE
 func deployLockLine(l *state.DeployLock) string {
 	return fmt.Sprintf(":no_entry: Deploys of %s locked after %s (rollback confirmed by <@%s>, since %s); an approver lifts it with `/rollback unlock %s`",
 		l.Service, l.Incident, l.By, l.At.UTC().Format("2006-01-02 15:04 UTC"), l.Service)
+}
+
+func allowedMsg(service, detail, by string) Msg {
+	return simple(fmt.Sprintf(":white_check_mark: <@%s> lifted the admission refusal for %s: %s. The DO_NOT_DEPLOY mark stays (`/rollback history %s`).", by, service, detail, service))
 }
 
 func unlockedMsg(service string, l *state.DeployLock, by string) Msg {

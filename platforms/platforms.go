@@ -322,6 +322,20 @@ type Registry interface {
 	MarkImage(ctx context.Context, image string, m ImageMark) (ImageMarkResult, error)
 }
 
+// AdmissionGuard keeps a DO_NOT_DEPLOY image out of a cluster by itself
+// (Kubernetes: a ValidatingAdmissionPolicy per namespace). Implementation:
+// kube.Admission.
+type AdmissionGuard interface {
+	// Forbid refuses image (and digest, when known) from now on; an image
+	// already refused is Skipped.
+	Forbid(ctx context.Context, image, digest string, m ImageMark) (Result, error)
+	// Allow lifts the refusal of the image whose reference or tag is
+	// version; none is Skipped.
+	Allow(ctx context.Context, version string) (Result, error)
+	// Where names what refuses it, for messages ("namespace prod").
+	Where() string
+}
+
 // UserError carries a message that is safe and useful to show in Slack,
 // apart from the underlying cause, which goes to the log only.
 type UserError struct {
