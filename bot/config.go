@@ -52,6 +52,13 @@ type ServiceConfig struct {
 	Platform         string `yaml:"platform"`
 	PlatformSections `yaml:",inline"`
 
+	// DeployLock: after a completed rollback the deploy gate (rollbot
+	// deployable, GET /v1/deployable) refuses every version of the service
+	// until an approver runs /rollback unlock <service>.
+	DeployLock bool `yaml:"deploy_lock"`
+	// Registry marks the bad image DO_NOT_DEPLOY in its OCI registry.
+	Registry *registry.Config `yaml:"registry"`
+
 	Approvers  handlers.Access   `yaml:"approvers"`
 	Thresholds ThresholdsConfig  `yaml:"thresholds"`
 	Windows    WindowsConfig     `yaml:"windows"`
@@ -59,12 +66,6 @@ type ServiceConfig struct {
 	HealthURLs []string          `yaml:"health_urls"`
 	SmokeTest  SmokeTestConfig   `yaml:"smoke_test"`
 	Database   *DatabaseSettings `yaml:"database"`
-	// DeployLock: after a completed rollback the deploy gate (rollbot
-	// deployable, GET /v1/deployable) refuses every version of the service
-	// until an approver runs /rollback unlock <service>.
-	DeployLock bool `yaml:"deploy_lock"`
-	// Registry marks the bad image DO_NOT_DEPLOY in its OCI registry.
-	Registry *registry.Config `yaml:"registry"`
 }
 
 // ThresholdsConfig overrides the runbook's defaults; unset fields keep them.
@@ -265,6 +266,9 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 		errs = append(errs, fmt.Errorf("%s.approvers: list the users or user groups allowed to confirm a rollback", p))
 	}
 	errs = append(errs, validateAccess(p+".approvers", s.Approvers)...)
+	if s.Registry != nil {
+		add(p+".registry", s.Registry.Validate())
+	}
 	t := s.Thresholds
 	if t.ErrorRate != nil && (*t.ErrorRate <= 0 || *t.ErrorRate >= 1) {
 		errs = append(errs, fmt.Errorf("%s.thresholds.error_rate: a ratio between 0 and 1 (0.01 = 1%%)", p))
@@ -287,9 +291,6 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	}
 	for i, u := range s.HealthURLs {
 		errs = append(errs, platforms.FieldErrors(fmt.Sprintf("%s.health_urls[%d]", p, i), platforms.CheckHTTPURL(u))...)
-	}
-	if s.Registry != nil {
-		add(p+".registry", s.Registry.Validate())
 	}
 	if s.SmokeTest.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.smoke_test.timeout: must not be negative", p))

@@ -213,21 +213,7 @@ func BuildServices(ctx context.Context, c *Config, history *state.Store, log *sl
 func buildService(ctx context.Context, name string, sc ServiceConfig, history *state.Store, log *slog.Logger) (*handlers.Service, error) {
 	svc := &handlers.Service{
 		Name: name, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
-		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, DeployLock: sc.DeployLock,
-	}
-	if k := sc.Kubernetes; k != nil && k.Admission {
-		cs, err := kube.Clientset(*k)
-		if err != nil {
-			return nil, fmt.Errorf("kubernetes.admission: %w", err)
-		}
-		svc.Admission = kube.NewAdmission(cs, k.Namespace, name, log.With("op", "admission"))
-	}
-	if sc.Registry != nil {
-		m, err := registry.New(*sc.Registry, os.Getenv, log.With("op", "registry"))
-		if err != nil {
-			return nil, fmt.Errorf("registry: %w", err)
-		}
-		svc.Registry = m
+		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline,
 	}
 	a, ok := adapterNamed(sc.Platform)
 	if !ok {
@@ -252,6 +238,9 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	svc.Health, svc.HasHealth, svc.HasSmoke = newProber(sc, svc.Platform)
+	if err := buildGate(name, sc, svc, log); err != nil {
+		return nil, err
+	}
 	if sc.Database != nil {
 		svc.DBApprovers = sc.Database.Approvers
 		svc.DestructiveApprovals = sc.Database.DestructiveApprovals
@@ -260,6 +249,27 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 		}
 	}
 	return svc, nil
+}
+
+// buildGate constructs what keeps the bad version out after a rollback:
+// the deploy lock, the registry mark and the cluster's admission policy.
+func buildGate(name string, sc ServiceConfig, svc *handlers.Service, log *slog.Logger) error {
+	svc.DeployLock = sc.DeployLock
+	if k := sc.Kubernetes; k != nil && k.Admission {
+		cs, err := kube.Clientset(*k)
+		if err != nil {
+			return fmt.Errorf("kubernetes.admission: %w", err)
+		}
+		svc.Admission = kube.NewAdmission(cs, k.Namespace, name, log.With("op", "admission"))
+	}
+	if sc.Registry != nil {
+		m, err := registry.New(*sc.Registry, os.Getenv, log.With("op", "registry"))
+		if err != nil {
+			return fmt.Errorf("registry: %w", err)
+		}
+		svc.Registry = m
+	}
+	return nil
 }
 
 // buildDatabase constructs the parts of services.<name>.database.

@@ -74,19 +74,19 @@ type Service struct {
 	HasSmoke   bool
 	Thresholds Thresholds
 	Approvers  Access
-	// DBApprovers may approve the database step; DestructiveApprovals
-	// distinct ones are needed for a destructive restore (N of M).
-	DBApprovers          Access
-	DestructiveApprovals int
 	// DeployLock: after a completed rollback the deploy gate refuses every
 	// version of the service until an approver runs /rollback unlock.
 	DeployLock bool
 	// Registry, when set, marks the bad image in its OCI registry.
 	Registry platforms.Registry
 	// Admission, when set, makes the cluster refuse the bad image.
-	Admission      platforms.AdmissionGuard
-	AssessWindow   time.Duration // current-value window, default 5m
-	BaselineWindow time.Duration // baseline window before the deploy, default 30m
+	Admission platforms.AdmissionGuard
+	// DBApprovers may approve the database step; DestructiveApprovals
+	// distinct ones are needed for a destructive restore (N of M).
+	DBApprovers          Access
+	DestructiveApprovals int
+	AssessWindow         time.Duration // current-value window, default 5m
+	BaselineWindow       time.Duration // baseline window before the deploy, default 30m
 }
 
 // Options tune the engine; zero values take defaults.
