@@ -133,8 +133,9 @@ func TestKubernetesAdmissionThroughSlack(t *testing.T) {
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	wantAll(t, "assessment", a.PlainText(), "refuse the image in namespace "+ns)
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
-	h.waitStatus("RB-1", state.Completed)
+	h.waitFor("verified", textHas("Rollback verified"))
 	post := h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+	h.waitStatus("RB-1", state.Completed)
 	wantAll(t, "post-rollback actions", post.PlainText(), "namespace "+ns+" refuses registry.local/myapp:v2", "/rollback allow myapp 2")
 
 	ctx := context.Background()
