@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +16,7 @@ import (
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
+	"rollbot/platforms/probe"
 	"rollbot/state"
 	"rollbot/testkit/kubetest"
 	"rollbot/testkit/slackemu"
@@ -122,7 +126,11 @@ func TestKubernetesAdmissionThroughSlack(t *testing.T) {
 		t.Fatal(err)
 	}
 	adm := kube.NewAdmission(c.AdminClient, ns, "myapp", nil)
+	// A health URL and a smoke test, so the verification needs nobody.
+	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	t.Cleanup(health.Close)
 	svc := &handlers.Service{Name: "myapp", Platform: adapter, Metrics: imageMetrics{adapter}, Admission: adm,
+		Health: &probe.Probes{HealthURLs: []string{health.URL + "/health"}, SmokeCommand: []string{"true"}, SmokeTimeout: 10 * time.Second}, HasHealth: true, HasSmoke: true,
 		Thresholds: handlers.Thresholds{ErrorRate: 0.01, LatencyFactor: 2, Restarts: 3, UnreadyRatio: 0.5, BaselineP95: 100 * time.Millisecond},
 		Approvers:  handlers.Access{Groups: []string{slackemu.GroupOnCall}}}
 	eng := fastEngine()
