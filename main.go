@@ -4,6 +4,7 @@
 //	rollbot serve --config rollbot.yaml   run the bot (Socket Mode)
 //	rollbot check --config rollbot.yaml   validate a config
 //	rollbot rbac --config rollbot.yaml    print the least Kubernetes RBAC for it
+//	rollbot deployable --service S --version V   the deploy gate (exit 0, or 3)
 //	rollbot demo [--addr 127.0.0.1:8080]  local Slack server + simulated services
 package main
 
@@ -25,6 +26,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:]); err != nil {
+		if errors.Is(err, bot.ErrNotDeployable) {
+			os.Exit(bot.ExitNotDeployable) // the reasons are printed
+		}
 		fmt.Fprintln(os.Stderr, "rollbot:", err)
 		os.Exit(1)
 	}
@@ -35,6 +39,9 @@ const usage = `usage:
   rollbot check --config rollbot.yaml   validate a config (and REDIS_URL if set) and say what is wrong, by field
   rollbot rbac --config rollbot.yaml [--service-account rollbot/rollbot]
                                         print the least Roles/RoleBindings for its kubernetes services
+  rollbot deployable --config rollbot.yaml --service S --version V [--json]
+                                        the deploy gate (env: REDIS_URL): exit 0 when V may be deployed,
+                                        3 when it is marked DO_NOT_DEPLOY or the service is locked (and why)
   rollbot demo [--addr 127.0.0.1:8080]  local Slack-compatible server, the bot and simulated services`
 
 func run(ctx context.Context, args []string) error {
@@ -46,6 +53,9 @@ func run(ctx context.Context, args []string) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "demo: address of the local Slack server and its page")
 	verbose := fs.Bool("v", false, "debug logging")
 	serviceAccount := fs.String("service-account", "rollbot/rollbot", "rbac: the ServiceAccount (namespace/name) to bind")
+	service := fs.String("service", "", "deployable: the service")
+	version := fs.String("version", "", "deployable: the version (tag, revision, image reference or digest)")
+	asJSON := fs.Bool("json", false, "deployable: print the verdict as JSON")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -92,6 +102,12 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s is not valid:\n%w", *config, err)
 		}
 		return bot.WriteRBAC(os.Stdout, cfg, *serviceAccount)
+	case "deployable":
+		cfg, err := bot.LoadConfig(*config)
+		if err != nil {
+			return err
+		}
+		return bot.Deployable(ctx, cfg, os.Getenv("REDIS_URL"), *service, *version, *asJSON, os.Stdout)
 	case "demo":
 		return bot.Demo(ctx, bot.DemoOptions{Addr: *addr, RedisURL: os.Getenv("REDIS_URL"), Out: os.Stdout,
 			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})

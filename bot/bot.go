@@ -36,6 +36,9 @@ type Options struct {
 	// "" disables them. Metrics, if nil, are created by New.
 	OpsAddr string
 	Metrics *Metrics
+	// GateToken is the bearer token of the deploy gate on the ops
+	// listener (GET /v1/deployable); "" leaves the gate off.
+	GateToken string
 	// Durability is what every state write waits for (on Sentinel: one
 	// replica), from the REDIS_URL's deployment.
 	Durability state.Durability
@@ -69,6 +72,10 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	gateToken, err := GateTokenFromOS()
+	if err != nil {
+		return err
+	}
 	secrets := Secrets(cfg, env, os.Getenv)
 	log = slog.New(NewRedactHandler(log.Handler(), secrets...))
 	// One server, Sentinel or Cluster, by the form of REDIS_URL (see
@@ -93,7 +100,7 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	}
 	checkAccess(ctx, services, log)
 	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log,
-		OpsAddr: opsAddr, Durability: ru.Durability(), Secrets: secrets})
+		OpsAddr: opsAddr, GateToken: gateToken, Durability: ru.Durability(), Secrets: secrets})
 	if err != nil {
 		return err
 	}
@@ -131,7 +138,15 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	if o.OpsAddr != "" {
 		var err error
-		if b.ops, err = listenOps(o.OpsAddr, m, o.Redis, o.Log); err != nil {
+		var g *gate
+		if o.GateToken != "" {
+			names := make([]string, 0, len(o.Services))
+			for _, s := range o.Services {
+				names = append(names, s.Name)
+			}
+			g = newGate(store, o.GateToken, names, o.Log)
+		}
+		if b.ops, err = listenOps(o.OpsAddr, m, o.Redis, g, o.Log); err != nil {
 			return nil, err
 		}
 	}

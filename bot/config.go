@@ -19,6 +19,7 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/migrations"
 	"rollbot/platforms/prom"
+	"rollbot/platforms/registry"
 	"rollbot/state"
 )
 
@@ -70,6 +71,12 @@ type ServiceConfig struct {
 	// only for non-production targets.
 	Drills bool         `yaml:"drills"`
 	Drill  *DrillConfig `yaml:"drill"`
+	// DeployLock: after a completed rollback the deploy gate (rollbot
+	// deployable, GET /v1/deployable) refuses every version of the service
+	// until an approver runs /rollback unlock <service>.
+	DeployLock bool `yaml:"deploy_lock"`
+	// Registry marks the bad image DO_NOT_DEPLOY in its OCI registry.
+	Registry *registry.Config `yaml:"registry"`
 
 	Approvers  handlers.Access   `yaml:"approvers"`
 	Thresholds ThresholdsConfig  `yaml:"thresholds"`
@@ -404,6 +411,9 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 		errs = append(errs, fmt.Errorf("%s.approvers: list the users or user groups allowed to confirm a rollback", p))
 	}
 	errs = append(errs, validateAccess(p+".approvers", s.Approvers)...)
+	if s.Registry != nil {
+		add(p+".registry", s.Registry.Validate())
+	}
 	t := s.Thresholds
 	if t.ErrorRate != nil && (*t.ErrorRate <= 0 || *t.ErrorRate >= 1) {
 		errs = append(errs, fmt.Errorf("%s.thresholds.error_rate: a ratio between 0 and 1 (0.01 = 1%%)", p))

@@ -57,6 +57,8 @@ services:
 		{"bad service name", strings.Replace(base, "  myapp:", "  My_App:", 1), "services.My_App: service names are lowercase"},
 		{"scrape history shorter than the window", base + "    metrics: {scrape: {url: 'http://app/metrics', history: 2m}}\n", "services.myapp.metrics.scrape.history (2m0s) must be at least windows.assess (5m0s)"},
 		{"scrape history field", base + "    metrics: {scrape: {url: 'http://app/metrics', history: -1s}}\n", "services.myapp.metrics.scrape.history: must not be negative"},
+		{"registry credentials half set", base + "    registry: {username_env: REG_USER}\n", "services.myapp.registry.username_env, password_env: set both"},
+		{"registry repository with a tag", base + "    registry: {repository: 'reg.example.com/app:v1@sha256:00'}\n", "services.myapp.registry.repository: a repository like"},
 		{"health url with credentials", base + "    health_urls: ['http://u:p@x/health']\n", "services.myapp.health_urls[0]: must not contain credentials"},
 	}
 	for _, tt := range tests {

@@ -2,7 +2,12 @@ package bot
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -11,8 +16,11 @@ import (
 	"rollbot/handlers"
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
+	"rollbot/platforms/probe"
+	"rollbot/state"
 	"rollbot/testkit/kubetest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -99,3 +107,86 @@ func TestKubernetesRollbackThroughSlack(t *testing.T) {
 }
 
 func metavOpts() metav1.GetOptions { return metav1.GetOptions{} }
+
+// TestKubernetesAdmissionThroughSlack: with kubernetes.admission, the
+// rollback through the local Slack server leaves the namespace refusing
+// the bad image (a Deployment with it is refused by the real apiserver
+// with the policy's message; another namespace is unaffected) until an
+// approver runs /rollback allow, which is on the timeline.
+func TestKubernetesAdmissionThroughSlack(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := kubetest.CreateNamespace(t, c.AdminClient, "adm")
+	other := kubetest.CreateNamespace(t, c.AdminClient, "adm-other")
+	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 2)
+	kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+	kubetest.SetImage(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v2")
+	kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+
+	kubeconfig := c.KubeconfigFor(t, ns, "../deploy/kubernetes/rbac.yaml")
+	adapter, err := kube.New(kube.Config{Kubeconfig: kubeconfig, Namespace: ns, Deployment: "myapp", RolloutTimeout: time.Minute}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := kube.NewAdmission(c.AdminClient, ns, "myapp", nil)
+	// A health URL and a smoke test, so the verification needs nobody.
+	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	t.Cleanup(health.Close)
+	svc := &handlers.Service{Name: "myapp", Platform: adapter, Metrics: imageMetrics{adapter}, Admission: adm,
+		Health: &probe.Probes{HealthURLs: []string{health.URL + "/health"}, SmokeCommand: []string{"true"}, SmokeTimeout: 10 * time.Second}, HasHealth: true, HasSmoke: true,
+		Thresholds: handlers.Thresholds{ErrorRate: 0.01, LatencyFactor: 2, Restarts: 3, UnreadyRatio: 0.5, BaselineP95: 100 * time.Millisecond},
+		Approvers:  handlers.Access{Groups: []string{slackemu.GroupOnCall}}}
+	eng := fastEngine()
+	eng.VerifyTimeout = 30 * time.Second
+	h := newHarness(t, []*handlers.Service{svc}, eng)
+
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), "refuse the image in namespace "+ns)
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.waitFor("verified", textHas("Rollback verified"))
+	post := h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+	h.waitStatus("RB-1", state.Completed)
+	wantAll(t, "post-rollback actions", post.PlainText(), "namespace "+ns+" refuses registry.local/myapp:v2", "/rollback allow myapp 2")
+
+	ctx := context.Background()
+	n := 0
+	create := func(ns string) error {
+		n++
+		d := kubetest.NewDeployment(ns, fmt.Sprintf("next-%d", n), "registry.local/myapp:v2", 0)
+		_, err := c.AdminClient.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
+		return err
+	}
+	var refusal error
+	wait.For(t, 30*time.Second, "the apiserver to refuse the bad image", func() (bool, error) {
+		refusal = create(ns)
+		return refusal != nil, errors.New("accepted")
+	})
+	if !strings.Contains(refusal.Error(), "image registry.local/myapp:v2 is marked DO_NOT_DEPLOY by rollbot (RB-1, by "+slackemu.UserBob+")") {
+		t.Errorf("refusal: %v", refusal)
+	}
+	if err := create(other); err != nil {
+		t.Errorf("another namespace refused the image: %v", err)
+	}
+
+	h.slash(slackemu.UserEve, "allow myapp v2")
+	h.waitFor("refusal for eve", ephemeralFor(slackemu.UserEve, "not allowed to lift the admission refusal"))
+	if err := create(ns); err == nil {
+		t.Fatal("the image was let in after a refused allow")
+	}
+	h.slash(slackemu.UserBob, "allow myapp v2")
+	h.waitFor("allowed", textHas("<@"+slackemu.UserBob+"> lifted the admission refusal for myapp"))
+	wait.For(t, 30*time.Second, "the apiserver to accept the image again", func() (bool, error) {
+		err := create(ns)
+		return err == nil, err
+	})
+	evs, err := h.store.Timeline(ctx, "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(evs, func(e state.Event) bool { return e.Step == "allow" && e.Actor == slackemu.UserBob }) ||
+		!slices.ContainsFunc(evs, func(e state.Event) bool {
+			return e.Step == "allow" && e.Actor == slackemu.UserEve && strings.Contains(e.Detail, "refused")
+		}) {
+		t.Errorf("allow not on the timeline: %+v", evs)
+	}
+}

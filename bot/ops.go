@@ -37,7 +37,8 @@ func OpsAddrFromOS() (string, error) {
 	return v, nil
 }
 
-// ops is the operations listener: /healthz, /readyz and /metrics.
+// ops is the operations listener: /healthz, /readyz, /metrics and, with
+// a token, the deploy gate /v1/deployable (gate.go).
 type ops struct {
 	ln      net.Listener
 	srv     *http.Server
@@ -47,7 +48,7 @@ type ops struct {
 }
 
 // listenOps opens the ops listener on addr; it serves once serve is called.
-func listenOps(addr string, m *Metrics, rdb redis.UniversalClient, log *slog.Logger) (*ops, error) {
+func listenOps(addr string, m *Metrics, rdb redis.UniversalClient, g *gate, log *slog.Logger) (*ops, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("ops listener (%s): %w", OpsAddrVar, err)
@@ -57,6 +58,9 @@ func listenOps(addr string, m *Metrics, rdb redis.UniversalClient, log *slog.Log
 	mux.HandleFunc("GET /healthz", o.healthz)
 	mux.HandleFunc("GET /readyz", o.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{Registry: m.Registry()}))
+	if g != nil {
+		mux.HandleFunc("GET /v1/deployable", g.deployable)
+	}
 	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
 	return o, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"rollbot/handlers"
@@ -16,6 +17,7 @@ import (
 	"rollbot/platforms/probe"
 	"rollbot/platforms/prom"
 	"rollbot/platforms/rds"
+	"rollbot/platforms/registry"
 	"rollbot/platforms/scrape"
 	"rollbot/platforms/sim"
 	"rollbot/platforms/swarm"
@@ -239,6 +241,9 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	svc.Health, svc.HasHealth, svc.HasSmoke = newProber(sc, svc.Platform)
+	if err := buildGate(name, sc, svc, log); err != nil {
+		return nil, err
+	}
 	if sc.Database != nil {
 		svc.DBApprovers = sc.Database.Approvers
 		svc.DestructiveApprovals = sc.Database.DestructiveApprovals
@@ -247,6 +252,27 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 		}
 	}
 	return svc, nil
+}
+
+// buildGate constructs what keeps the bad version out after a rollback:
+// the deploy lock, the registry mark and the cluster's admission policy.
+func buildGate(name string, sc ServiceConfig, svc *handlers.Service, log *slog.Logger) error {
+	svc.DeployLock = sc.DeployLock
+	if k := sc.Kubernetes; k != nil && k.Admission {
+		cs, err := kube.Clientset(*k)
+		if err != nil {
+			return fmt.Errorf("kubernetes.admission: %w", err)
+		}
+		svc.Admission = kube.NewAdmission(cs, k.Namespace, name, log.With("op", "admission"))
+	}
+	if sc.Registry != nil {
+		m, err := registry.New(*sc.Registry, os.Getenv, log.With("op", "registry"))
+		if err != nil {
+			return fmt.Errorf("registry: %w", err)
+		}
+		svc.Registry = m
+	}
+	return nil
 }
 
 // buildDatabase constructs the parts of services.<name>.database.

@@ -88,6 +88,9 @@ func Secrets(c *Config, e Env, getenv func(string) string) []string {
 			if sc := s.Metrics.Scrape; sc != nil && sc.TokenEnv != "" {
 				names = append(names, sc.TokenEnv)
 			}
+			if r := s.Registry; r != nil && r.PasswordEnv != "" {
+				names = append(names, r.PasswordEnv)
+			}
 			if d := s.Database; d != nil {
 				if d.DSNEnv != "" {
 					names = append(names, d.DSNEnv)
@@ -100,7 +103,7 @@ func Secrets(c *Config, e Env, getenv func(string) string) []string {
 			}
 		}
 	}
-	names = append(names, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+	names = append(names, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", GateTokenVar)
 	for _, n := range names {
 		v := getenv(n)
 		if v == "" {

@@ -42,6 +42,7 @@ services:
     approvers: {groups: [S0ONCALL]}
     metrics:
       scrape: {url: "http://web:8080/metrics", token_env: RB_TEST_SCRAPE_TOKEN}
+    registry: {repository: "registry.example.com/team/web", username_env: RB_TEST_REG_USER, password_env: RB_TEST_REG_PASS}
 `
 
 // leak is each secret as it may appear in a log line or a message.
@@ -58,6 +59,8 @@ func secretsFixture(t *testing.T) ([]string, []leak) {
 		"RB_TEST_SCRAPE_TOKEN": "scrape-token-abcdefgh",
 		"RB_TEST_SHOP_DSN":     "postgres://reader:rd-pw-7777@db:5432/shop?sslmode=disable",
 		"RB_TEST_MIGRATE_DSN":  "host=db user=migrator password=mig-pw-8888 dbname=shop",
+		"RB_TEST_REG_PASS":     "registry-pass-3333",
+		GateTokenVar:           "gate-token-4444-abcdefgh",
 	}
 	e := Env{BotToken: "xoxb-bot-token-1111", AppToken: "xapp-app-token-2222", APIURL: DefaultSlackAPIURL,
 		RedisURL: "redis://:r3d%40s%2Fpw%3A9@redis:6379/0"}
@@ -73,6 +76,8 @@ func secretsFixture(t *testing.T) ([]string, []leak) {
 		{"the Redis password percent-encoded, as in REDIS_URL", "r3d%40s%2Fpw%3A9"},
 		{"the Redis password decoded", "r3d@s/pw:9"},
 		{"the bot token", e.BotToken},
+		{"registry password_env value", "registry-pass-3333"},
+		{"the deploy gate token", "gate-token-4444-abcdefgh"},
 	}
 }
 

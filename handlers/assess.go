@@ -533,6 +533,7 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 			in.DBDestructive = a.Migrations.Destructive()
 		}
 		in.Assessment = b
+		in.PostPlan = postPlan(svc, a.Bad)
 	}); err != nil {
 		return err
 	}
@@ -615,6 +616,9 @@ func (e *Engine) dryRun(ctx context.Context, svc *Service, in *state.Incident, a
 	res, err = svc.Platform.Rollback(ctx, a.Good, true, nil)
 	plan = append(plan, planLines("rollback", res, err, e)...)
 	plan = append(plan, "mark "+a.Bad.Label()+" DO_NOT_DEPLOY; schedule the postmortem reminder")
+	if p := postPlan(svc, a.Bad); p != "" {
+		plan = append(plan, p)
+	}
 	e.record(ctx, in.ID, "rollbot", "dry-run", strings.Join(plan, "; "))
 	return plan
 }

@@ -20,6 +20,8 @@ const (
 	CmdHelp     CommandKind = "help"
 	CmdDrill    CommandKind = "drill"  // drill <service> [--env e]: a practice rollback
 	CmdDrills   CommandKind = "drills" // drills <service> [--env e]: earlier drills
+	CmdUnlock   CommandKind = "unlock"
+	CmdAllow    CommandKind = "allow"
 )
 
 // Command is a parsed /rollback text.
@@ -88,6 +90,18 @@ func ParseCommand(text string) (Command, error) {
 		return parseServiceArgs(CmdDrill, args[1:], true, "`/rollback drill <service>`, optionally with `--env <environment>`")
 	case "drills":
 		return parseServiceArgs(CmdDrills, args[1:], true, "`/rollback drills <service>`, optionally with `--env <environment>`")
+	case "unlock":
+		return parseServiceArgs(CmdUnlock, args[1:], true, "`/rollback unlock <service>`, optionally with `--env <environment>` (lifts the deploy lock a rollback left; approvers only)")
+	case "allow":
+		if len(args) != 3 || !revisionArg.MatchString(args[2]) {
+			return Command{}, parseErrorf("usage: `/rollback allow <service> <version>` (lets the cluster run an image marked DO_NOT_DEPLOY again; approvers only)")
+		}
+		c, err := parseServiceArgs(CmdAllow, args[1:2], true, "`/rollback allow <service> <version>` (lets the cluster run an image marked DO_NOT_DEPLOY again; approvers only)")
+		if err != nil {
+			return Command{}, err
+		}
+		c.To = args[2]
+		return c, nil
 	case "timeline":
 		c := Command{Kind: CmdTimeline}
 		const usage = "usage: `/rollback timeline [RB-n] [--page N] [--markdown]`"

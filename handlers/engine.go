@@ -85,6 +85,13 @@ type Service struct {
 	HasSmoke   bool
 	Thresholds Thresholds
 	Approvers  Access
+	// DeployLock: after a completed rollback the deploy gate refuses every
+	// version of the service until an approver runs /rollback unlock.
+	DeployLock bool
+	// Registry, when set, marks the bad image in its OCI registry.
+	Registry platforms.Registry
+	// Admission, when set, makes the cluster refuse the bad image.
+	Admission platforms.AdmissionGuard
 	// DBApprovers may approve the database step; DestructiveApprovals
 	// distinct ones are needed for a destructive restore (N of M).
 	DBApprovers          Access
@@ -299,6 +306,10 @@ func (e *Engine) HandleCommand(ctx context.Context, sc SlashCommand) {
 		e.startDrill(ctx, sc, cmd)
 	case CmdDrills:
 		e.drills(ctx, sc, cmd)
+	case CmdUnlock:
+		e.unlock(ctx, sc, cmd)
+	case CmdAllow:
+		e.allow(ctx, sc, cmd)
 	}
 }
 

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -89,9 +90,11 @@ func helpMsg(services []string) Msg {
 		"*`/rollback <service> --reason \"…\"`* record why, on the incident timeline",
 		"*`/rollback status [service]`* open rollbacks, or one service's state",
 		"*`/rollback history <service>`* revisions, DO_NOT_DEPLOY marks and past rollbacks",
-		"*`/rollback timeline [RB-n] [--markdown]`* an incident's timeline, or its Markdown export",
+		"*`/rollback timeline [RB-n] [--page N] [--markdown]`* an incident's timeline (page by page when long), or its Markdown export",
 		"*`/rollback drill <service> [--env <environment>]`* practise a rollback on an environment with drills enabled",
 		"*`/rollback drills <service>`* earlier drills with their step times against the runbook's budgets",
+		"*`/rollback unlock <service>`* lift the deploy lock a rollback left (approvers)",
+		"*`/rollback allow <service> <version>`* let the cluster run an image refused after a rollback (approvers)",
 	}, "\n")
 	return Msg{Text: "rollbot commands", Blocks: []slack.Block{
 		header("title", "rollbot: deployment rollbacks from the incident channel"),
@@ -352,10 +355,13 @@ func decisionBlocks(in *state.Incident, a *Assessment, plan []string) []slack.Bl
 		if in.MigrationsRan {
 			what += " The database step comes first and needs DB approval."
 		}
+		if in.PostPlan != "" {
+			what += " After the verification: " + in.PostPlan + "."
+		}
 		return []slack.Block{
 			section("question", "*Roll back now?* "+what),
 			slack.NewActionBlock("decision",
-				button(ActConfirm, in.ID, "Roll back", slack.StyleDanger, confirmDialog("Roll back "+in.Service+"?", what+" The rollout is paused first.", "Roll back")),
+				button(ActConfirm, in.ID, "Roll back", slack.StyleDanger, confirmDialog("Roll back "+in.Service+"?", confirmText(in, what), "Roll back")),
 				button(ActCancel, in.ID, "Cancel", "", nil),
 			),
 		}
@@ -367,6 +373,16 @@ func decisionBlocks(in *state.Incident, a *Assessment, plan []string) []slack.Bl
 	default:
 		return []slack.Block{section("decision", fmt.Sprintf(":white_check_mark: Rollback confirmed by <@%s> at %s. Progress in the thread.", in.DecidedBy, clock(in.UpdatedAt)))}
 	}
+}
+
+// confirmText is the confirmation dialog's text (at most 300 characters
+// in Slack): what the rollback writes after the verification comes before
+// the targets' long names, so the approver always sees it.
+func confirmText(in *state.Incident, what string) string {
+	if in.PostPlan == "" {
+		return what + " The rollout is paused first."
+	}
+	return fmt.Sprintf("Roll back to %s, then %s. The rollout is paused first.", in.Target.ID, in.PostPlan)
 }
 
 func bullets(lines []string) string {
@@ -604,6 +620,9 @@ func postActionsMsg(in *state.Incident) Msg {
 		if it.Key == "dnd" && !done && in.Bad.Artifact != "" {
 			text += " (`" + in.Bad.Artifact + "`)"
 		}
+		if note := in.Notes[it.Key]; note != "" && !done {
+			text += "\n:warning: " + note
+		}
 		s := section("item_"+it.Key, text)
 		if !done {
 			s.Accessory = slack.NewAccessory(button(ActPostDone, in.ID+"|"+it.Key, "Done", "", nil))
@@ -675,18 +694,32 @@ func dbApproveModalView(in *state.Incident, msgTS string) slack.ModalViewRequest
 	}
 }
 
-func statusMsg(active []*state.Incident, services []string) Msg {
+func statusMsg(active []*state.Incident, services []string, deployLocks map[string]*state.DeployLock) Msg {
+	var locks []string
+	for _, name := range services {
+		if l := deployLocks[name]; l != nil {
+			locks = append(locks, deployLockLine(l))
+		}
+	}
 	if len(active) == 0 {
-		return simple(":white_check_mark: No rollback is running. Services: " + codeList(services))
+		text := ":white_check_mark: No rollback is running. Services: " + codeList(services)
+		if len(locks) > 0 {
+			text += "\n" + strings.Join(locks, "\n")
+		}
+		return simple(text)
 	}
 	var b strings.Builder
 	for _, in := range active {
 		fmt.Fprintf(&b, "• *%s* %s: %s (by <@%s>, %s)\n", in.ID, in.Service, strings.ReplaceAll(string(in.Status), "_", " "), in.RequestedBy, clock(in.CreatedAt))
 	}
-	return Msg{Text: "Open rollbacks", Blocks: []slack.Block{section("title", "*Open rollbacks*"), section("list", b.String())}}
+	blocks := []slack.Block{section("title", "*Open rollbacks*"), section("list", b.String())}
+	if len(locks) > 0 {
+		blocks = append(blocks, section("deploy_locks", clip(strings.Join(locks, "\n"), 2900)))
+	}
+	return Msg{Text: "Open rollbacks", Blocks: blocks}
 }
 
-func serviceStatusMsg(name, kind, target string, snap *platforms.Snapshot, snapErr string, lock *state.Lock, active []*state.Incident) Msg {
+func serviceStatusMsg(name, kind, target string, snap *platforms.Snapshot, snapErr string, lock *state.Lock, deployLock *state.DeployLock, active []*state.Incident) Msg {
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%s* on %s `%s`\n", name, kind, target)
 	if snap != nil {
@@ -710,10 +743,27 @@ func serviceStatusMsg(name, kind, target string, snap *platforms.Snapshot, snapE
 	if lock != nil {
 		fmt.Fprintf(&b, ":lock: Locked by %s (<@%s>, since %s)\n", lock.Incident, lock.Holder, clock(lock.Since))
 	}
+	if deployLock != nil {
+		b.WriteString(deployLockLine(deployLock) + "\n")
+	}
 	for _, in := range active {
 		fmt.Fprintf(&b, "• *%s*: %s\n", in.ID, strings.ReplaceAll(string(in.Status), "_", " "))
 	}
 	return simple(b.String())
+}
+
+// deployLockLine is a deploy lock as /rollback status shows it.
+func deployLockLine(l *state.DeployLock) string {
+	return fmt.Sprintf(":no_entry: Deploys of %s locked after %s (rollback confirmed by <@%s>, since %s); an approver lifts it with `/rollback unlock %s`",
+		l.Service, l.Incident, l.By, l.At.UTC().Format("2006-01-02 15:04 UTC"), l.Service)
+}
+
+func allowedMsg(service, detail, by string) Msg {
+	return simple(fmt.Sprintf(":white_check_mark: <@%s> lifted the admission refusal for %s: %s. The DO_NOT_DEPLOY mark stays (`/rollback history %s`).", by, service, detail, service))
+}
+
+func unlockedMsg(service string, l *state.DeployLock, by string) Msg {
+	return simple(fmt.Sprintf(":unlock: Deploys of %s unlocked by <@%s> (the lock was set after %s). The deploy gate lets versions through again, except those marked DO_NOT_DEPLOY.", service, by, l.Incident))
 }
 
 func historyMsg(name, target string, snap *platforms.Snapshot, marks map[string]state.Mark, past []*state.Incident) Msg {
@@ -741,6 +791,20 @@ func historyMsg(name, target string, snap *platforms.Snapshot, marks map[string]
 		t.AddRow(cell(id), cell(r.Artifact), cell(created), cell(r.ChangeCause), cell(mark))
 	}
 	blocks := []slack.Block{section("title", fmt.Sprintf("*History of %s* (`%s`)", name, target)), t}
+	var reg []string
+	for art, m := range marks {
+		if r := m.Registry; r != nil {
+			line := fmt.Sprintf("• `%s` (%s): DO_NOT_DEPLOY artifact `%s` in `%s` on `%s`, %s, %s", art, m.Incident, shortDigest(r.Referrer), r.Repository, shortDigest(r.Digest), r.Via, r.At.UTC().Format("2006-01-02 15:04"))
+			if r.TagDeleted != "" {
+				line += "; tag `" + r.TagDeleted + "` deleted"
+			}
+			reg = append(reg, line)
+		}
+	}
+	if len(reg) > 0 {
+		sort.Strings(reg)
+		blocks = append(blocks, section("registry", clip("*Registry marks*\n"+strings.Join(reg, "\n"), 2900)))
+	}
 	if len(past) > 0 {
 		var b strings.Builder
 		for _, in := range past {

@@ -90,7 +90,15 @@ func TestGoldenMessages(t *testing.T) {
 	vfailed.Done, vfailed.Finished = true, t0.Add(8*time.Minute)
 	oncall := Access{Groups: []string{"S0ONCALL"}}
 	done := *in
-	done.Done = map[string]string{"dnd": "marked by rollbot", "timeline": "`/rollback timeline RB-7`"}
+	done.Done = map[string]string{"dnd": "marked by rollbot; deploys of myapp locked until an approver runs `/rollback unlock myapp`", "timeline": "`/rollback timeline RB-7`",
+		"registry": "marked by rollbot in `registry/myapp`: DO_NOT_DEPLOY artifact <http://registry/v2/myapp/manifests/sha256:0a1b|sha256:0a1b> refers to `sha256:9f8e` (fallback tag sha256-9f8e)"}
+	regFailed := *in
+	regFailed.Notes = map[string]string{"registry": "registry mark of `registry/myapp:v1.5.0` not made: the registry registry refused rollbot's credentials (401)"}
+	withPost := *in
+	withPost.PostPlan = "mark the image DO_NOT_DEPLOY in `registry.example.com/team/myapp` and delete its tag `v1.5.0`; lock deploys of myapp until `/rollback unlock myapp`"
+	registryMarks := map[string]state.Mark{"registry/myapp:v1.5.0": {Incident: "RB-7", Registry: &state.RegistryMark{Repository: "registry/myapp",
+		Digest: "sha256:9f8e7d6c5b4a39281706f5e4d3c2b1a0", Referrer: "sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f9", Via: "fallback tag sha256-9f8e7d6c5b4a39281706f5e4d3c2b1a0", TagDeleted: "v1.5.0", At: t0}}}
+	deployLock := &state.DeployLock{Service: "myapp", Incident: "RB-7", By: "U0BOB", At: t0}
 	events := []state.Event{
 		{Time: t0, Actor: "U0ALICE", Step: "request", Detail: "requested rollback of myapp: 5xx spike after deploy"},
 		{Time: t0.Add(time.Second), Actor: "rollbot", Step: "assess", Detail: "Error rate 7.40% (fail)"},
@@ -106,6 +114,7 @@ func TestGoldenMessages(t *testing.T) {
 		"assessing":            assessingMsg(in),
 		"assessment":           assessmentMsg(in, a, nil),
 		"assessment_decided":   decidedMsg(&decided, a),
+		"assessment_post_plan": assessmentMsg(&withPost, a, nil),
 		"assessment_cancelled": decidedMsg(&cancelled, a),
 		"assessment_dry_run":   assessmentMsg(&planned, a, []string{"stop: deployment prod/myapp: pause the rollout", "rollback: deployment prod/myapp: template registry/myapp:v1.5.0 -> registry/myapp:v1.4.1"}),
 		"not_allowed":          notAllowedMsg("myapp", "roll back", "<!subteam^S0ONCALL>"),
@@ -126,13 +135,16 @@ func TestGoldenMessages(t *testing.T) {
 		"check_closed":         checkClosedMsg(in, state.ManualCheck{Name: "Critical user flows working", Answer: state.CheckNotOK, By: "U0BOB", At: t0}),
 		"postmortem_reminder":  postmortemReminderMsg(in, t0.Add(20*time.Hour)),
 		"post_actions":         postActionsMsg(&done),
+		"post_actions_note":    postActionsMsg(&regFailed),
+		"history_registry":     historyMsg("myapp", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, History: []platforms.Revision{in.Bad, in.Target}}, registryMarks, []*state.Incident{in}),
+		"unlocked":             unlockedMsg("myapp", deployLock, "U0BOB"),
 		"db_approval":          dbApprovalMsg(in, Access{Groups: []string{"S0DBA"}}, 1, nil, 15*time.Minute),
 		"db_approval_2of2":     dbApprovalMsg(&destructive, Access{Groups: []string{"S0DBA"}}, 2, []string{"U0DANA"}, 15*time.Minute),
 		"db_approved":          dbApprovedMsg(in, []string{"U0DANA", "U0ERIN"}),
 		"db_closed":            dbClosedMsg(in, "Refused by <@U0DANA>"),
 		"db_output":            dbOutputMsg(in, "Database rollback", "running…", "1/d add_orders_currency (12.1ms)"),
-		"status":               statusMsg([]*state.Incident{in}, []string{"myapp"}),
-		"service_status":       serviceStatusMsg("myapp", "kubernetes", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, Health: platforms.Health{Desired: 3, Ready: 1, Restarts: 7, Known: true}, RolloutInProgress: true}, "", lock, []*state.Incident{in}),
+		"status":               statusMsg([]*state.Incident{in}, []string{"myapp"}, map[string]*state.DeployLock{"myapp": deployLock}),
+		"service_status":       serviceStatusMsg("myapp", "kubernetes", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, Health: platforms.Health{Desired: 3, Ready: 1, Restarts: 7, Known: true}, RolloutInProgress: true}, "", lock, deployLock, []*state.Incident{in}),
 		"history":              historyMsg("myapp", "deployment prod/myapp", &platforms.Snapshot{Current: in.Bad, History: []platforms.Revision{in.Bad, in.Target}}, map[string]state.Mark{"registry/myapp:v1.5.0": {Incident: "RB-7"}}, []*state.Incident{in}),
 		"timeline":             timelineMsg(in, events, 1),
 		"markdown":             markdownMsg(in, state.Markdown(in, events, func(a string) string { return a })),

@@ -37,6 +37,18 @@ func (e *Engine) complete(ctx context.Context, o *owned) error {
 		note := "the post-rollback actions were running on a replica that stopped; rollbot does not repeat them (a second postmortem reminder or mark would be noise): check the DO_NOT_DEPLOY mark (`/rollback history " + o.in.Service + "`) and the reminder"
 		e.recordOwned(ctx, o, "postactions", note)
 		e.post(ctx, o.in.Channel, o.in.ThreadTS, simple(":information_source: "+note+"."))
+		// The registry mark and the deploy lock are re-entrant: those the
+		// stopped replica had not finished are made here.
+		done, notes := map[string]string{}, map[string]string{}
+		e.gateActions(ctx, o, done, notes)
+		if len(done)+len(notes) > 0 {
+			e.saveChecklist(ctx, o, done, notes)
+			if ts := o.in.Messages["postactions"]; ts != "" {
+				e.update(ctx, o.in.Channel, ts, postActionsMsg(o.in))
+			} else {
+				e.setMessage(ctx, o, "postactions", e.post(ctx, o.in.Channel, o.in.ThreadTS, postActionsMsg(o.in)))
+			}
+		}
 	}
 	if o.in.Steps["postactions"] == "" {
 		if err := e.setStep(ctx, o, "postactions", "started"); err != nil {
@@ -68,7 +80,7 @@ func (e *Engine) postActions(ctx context.Context, o *owned) {
 	// Mark the bad version, in rollbot's state and on the platform.
 	if in.Bad.Artifact != "" {
 		e.recordOwned(ctx, o, "postactions", "marking "+in.Bad.Label()+" DO_NOT_DEPLOY")
-		err := e.store.MarkDoNotDeploy(ctx, svc.Name, state.Mark{Artifact: in.Bad.Artifact, Revision: in.Bad.ID, By: in.DecidedBy, Incident: in.ID})
+		err := e.store.MarkDoNotDeploy(ctx, svc.Name, state.Mark{Artifact: in.Bad.Artifact, Revision: in.Bad.ID, By: in.DecidedBy, Incident: in.ID, Reason: in.Reason})
 		detail := "marked by rollbot for <@" + in.DecidedBy + ">; rollbot refuses rollbacks to it"
 		if err != nil {
 			detail = "could not record the mark: " + e.userText(err, "mark DO_NOT_DEPLOY")
@@ -80,6 +92,8 @@ func (e *Engine) postActions(ctx context.Context, o *owned) {
 		e.recordOwned(ctx, o, "postactions", detail)
 		done["dnd"] = detail
 	}
+	notes := map[string]string{}
+	e.gateActions(ctx, o, done, notes)
 	done["timeline"] = "`/rollback timeline " + in.ID + "` (export: `--markdown`)"
 
 	at := e.now().Add(e.opt.PostmortemAfter)
@@ -90,7 +104,15 @@ func (e *Engine) postActions(ctx context.Context, o *owned) {
 	} else {
 		done["postmortem"] = "reminder scheduled for <!date^" + itoa(at.Unix()) + "^{date_short_pretty} {time}|" + at.UTC().Format("2006-01-02 15:04 UTC") + ">"
 	}
-	updated, _ := e.store.Update(ctx, in.ID, o.claim, func(in *state.Incident) {
+	e.saveChecklist(ctx, o, done, notes)
+	in = o.in
+	ts := e.post(ctx, in.Channel, in.ThreadTS, postActionsMsg(in))
+	e.setMessage(ctx, o, "postactions", ts)
+}
+
+// saveChecklist records ticked checklist items and notes on open ones.
+func (e *Engine) saveChecklist(ctx context.Context, o *owned, done, notes map[string]string) {
+	err := e.updateOwned(ctx, o, func(in *state.Incident) {
 		if in.Done == nil {
 			in.Done = map[string]string{}
 		}
@@ -99,12 +121,18 @@ func (e *Engine) postActions(ctx context.Context, o *owned) {
 				in.Done[k] = v
 			}
 		}
+		if len(notes) > 0 && in.Notes == nil {
+			in.Notes = map[string]string{}
+		}
+		for k, v := range notes {
+			if _, ticked := in.Done[k]; !ticked {
+				in.Notes[k] = v
+			}
+		}
 	})
-	if updated != nil {
-		in = updated
+	if err != nil {
+		e.log.Warn("record the checklist", "incident", o.in.ID, "err", err)
 	}
-	ts := e.post(ctx, in.Channel, in.ThreadTS, postActionsMsg(in))
-	e.setMessage(ctx, o, "postactions", ts)
 }
 
 // postActionDone ticks a §6 item a person did: one of the service's

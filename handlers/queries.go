@@ -28,7 +28,11 @@ func (e *Engine) status(ctx context.Context, sc SlashCommand, cmd Command, visib
 	}
 	sort.Slice(active, func(i, j int) bool { return active[i].CreatedAt.After(active[j].CreatedAt) })
 	if cmd.Service == "" {
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, statusMsg(active, names(visible)))
+		locks, err := e.store.DeployLocks(ctx, names(visible))
+		if err != nil {
+			e.log.Warn("read deploy locks", "err", err)
+		}
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, statusMsg(active, names(visible), locks))
 		return
 	}
 	svc := e.services[cmd.Service]
@@ -39,6 +43,10 @@ func (e *Engine) status(ctx context.Context, sc SlashCommand, cmd Command, visib
 		}
 	}
 	lock, _ := e.store.LockHolder(ctx, svc.Name)
+	deployLock, err := e.store.DeployLockOf(ctx, svc.Name)
+	if err != nil {
+		e.log.Warn("read deploy lock", "service", svc.Name, "err", err)
+	}
 	qctx, cancel := context.WithTimeout(ctx, 2*e.opt.QueryTimeout)
 	snap, err := svc.Platform.Snapshot(qctx)
 	cancel()
@@ -46,7 +54,7 @@ func (e *Engine) status(ctx context.Context, sc SlashCommand, cmd Command, visib
 	if err != nil {
 		snapErr = e.userText(err, "read platform state", "service", svc.Name)
 	}
-	e.ephemeral(ctx, sc.ChannelID, sc.UserID, serviceStatusMsg(svc.Name, svc.Platform.Kind(), svc.Platform.Target(), snap, snapErr, lock, mine))
+	e.ephemeral(ctx, sc.ChannelID, sc.UserID, serviceStatusMsg(svc.Name, svc.Platform.Kind(), svc.Platform.Target(), snap, snapErr, lock, deployLock, mine))
 }
 
 // history answers `/rollback history <service>`.

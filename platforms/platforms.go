@@ -297,6 +297,62 @@ type SchemaRecorder interface {
 	RecordSchema(ctx context.Context) error
 }
 
+// ImageMark says who marked an image DO_NOT_DEPLOY, in which incident
+// and why (runbook §6).
+type ImageMark struct {
+	Service  string
+	Incident string
+	By       string // the Slack user who confirmed the rollback
+	Reason   string
+	At       time.Time
+}
+
+// ImageMarkResult is what a registry mark did.
+type ImageMarkResult struct {
+	Repository string // "registry.example.com/team/app"
+	Digest     string // the bad image's manifest digest
+	Referrer   string // the mark artifact's manifest digest
+	// Via is how registries find the mark: "referrers API", or "fallback
+	// tag sha256-…" on registries without that API.
+	Via        string
+	TagDeleted string // the tag deleted, with registry.delete_tag
+	// Existing is set when the incident's mark was already there (made
+	// before a takeover): nothing was written again.
+	Existing bool
+	// Link points at the mark artifact's manifest in the registry.
+	Link string
+}
+
+// Registry marks bad images in their OCI registry, so that tools other
+// than rollbot (CI/CD, admission, people) can see it: an artifact of
+// rollbot's own artifactType whose subject is the bad image's manifest.
+// Implementation: package registry (oras-go).
+type Registry interface {
+	// Target names the registry, for messages (never credentials).
+	Target() string
+	// Plan says what MarkImage will do to image, one line, for the
+	// confirmation ("mark … in …; delete tag v3").
+	Plan(image string) string
+	// MarkImage pushes the mark for image (a reference with a tag or
+	// digest). It is re-entrant per m.Incident: a mark of that incident
+	// that already refers to the image is found, not made twice.
+	MarkImage(ctx context.Context, image string, m ImageMark) (ImageMarkResult, error)
+}
+
+// AdmissionGuard keeps a DO_NOT_DEPLOY image out of a cluster by itself
+// (Kubernetes: a ValidatingAdmissionPolicy per namespace). Implementation:
+// kube.Admission.
+type AdmissionGuard interface {
+	// Forbid refuses image (and digest, when known) from now on; an image
+	// already refused is Skipped.
+	Forbid(ctx context.Context, image, digest string, m ImageMark) (Result, error)
+	// Allow lifts the refusal of the image whose reference or tag is
+	// version; none is Skipped.
+	Allow(ctx context.Context, version string) (Result, error)
+	// Where names what refuses it, for messages ("namespace prod").
+	Where() string
+}
+
 // UserError carries a message that is safe and useful to show in Slack,
 // apart from the underlying cause, which goes to the log only.
 type UserError struct {

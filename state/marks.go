@@ -19,6 +19,43 @@ type Mark struct {
 	By       string    `json:"by"`
 	Incident string    `json:"incident"`
 	At       time.Time `json:"at"`
+	Reason   string    `json:"reason,omitempty"`
+	// Digest is the image's manifest digest, once the registry mark
+	// resolved it.
+	Digest string `json:"digest,omitempty"`
+	// Registry is the mark rollbot made in the image's OCI registry.
+	Registry *RegistryMark `json:"registry,omitempty"`
+}
+
+// RegistryMark is a DO_NOT_DEPLOY mark made in an OCI registry: an
+// artifact whose subject is the bad image's manifest.
+type RegistryMark struct {
+	Repository string `json:"repository"` // "registry.example.com/team/app"
+	Digest     string `json:"digest"`     // the bad image's manifest digest
+	Referrer   string `json:"referrer"`   // the mark artifact's manifest digest
+	// Via says how registries find it: "referrers API" or the fallback
+	// tag ("sha256-…") for registries without that API.
+	Via string `json:"via"`
+	// TagDeleted is the tag rollbot deleted (registry.delete_tag).
+	TagDeleted string    `json:"tag_deleted,omitempty"`
+	At         time.Time `json:"at"`
+}
+
+// SetRegistryMark records the registry mark of a marked artifact.
+func (s *Store) SetRegistryMark(ctx context.Context, service, artifact string, rm RegistryMark) error {
+	marks, err := s.Marks(ctx, service)
+	if err != nil {
+		return err
+	}
+	m, ok := marks[artifact]
+	if !ok {
+		return fmt.Errorf("record registry mark of %s %s: no DO_NOT_DEPLOY mark", service, artifact)
+	}
+	if rm.At.IsZero() {
+		rm.At = s.now()
+	}
+	m.Digest, m.Registry = rm.Digest, &rm
+	return s.MarkDoNotDeploy(ctx, service, m)
 }
 
 // MarkDoNotDeploy records a DO_NOT_DEPLOY mark for a service's artifact.

@@ -161,6 +161,13 @@ type Incident struct {
 	Assessment json.RawMessage `json:"assessment,omitempty"`
 	// Done lists post-rollback checklist items ticked off, by key.
 	Done map[string]string `json:"done,omitempty"`
+	// PostPlan is what the post-rollback actions will write besides
+	// rollbot's own state (the registry mark, a deleted tag, the deploy
+	// lock), shown with the confirmation so the approver confirms it too.
+	PostPlan string `json:"post_plan,omitempty"`
+	// Notes are lines about checklist items rollbot tried and could not
+	// do (a registry that is down), by key; the item stays open.
+	Notes map[string]string `json:"notes,omitempty"`
 
 	// Owner is the replica doing the incident's current working step, and
 	// Fence the fencing token of its claim (see Claim); TakenOver lists

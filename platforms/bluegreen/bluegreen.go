@@ -117,6 +117,8 @@ type elbAPI interface {
 	DescribeTargetHealth(context.Context, *elb.DescribeTargetHealthInput, ...func(*elb.Options)) (*elb.DescribeTargetHealthOutput, error)
 	ModifyListener(context.Context, *elb.ModifyListenerInput, ...func(*elb.Options)) (*elb.ModifyListenerOutput, error)
 	ModifyRule(context.Context, *elb.ModifyRuleInput, ...func(*elb.Options)) (*elb.ModifyRuleOutput, error)
+	AddTags(context.Context, *elb.AddTagsInput, ...func(*elb.Options)) (*elb.AddTagsOutput, error)
+	DescribeTags(context.Context, *elb.DescribeTagsInput, ...func(*elb.Options)) (*elb.DescribeTagsOutput, error)
 }
 
 // Adapter is bound to one service's listener (or rule) and its two groups.
@@ -506,10 +508,52 @@ func newActions(t traffic, dst, src string) []elbtypes.Action {
 	return out
 }
 
-// MarkDoNotDeploy implements platforms.Platform. Target groups carry no
-// such mark here; rollbot keeps its own.
+// The do-not-deploy tags on a target group (runbook §6). The group is the
+// environment, not the version: a deploy tool that puts a new version
+// into it removes the tags, and must not switch traffic to a group that
+// carries them.
+const (
+	TagDoNotDeploy   = "rollbot:do-not-deploy" // "true"
+	TagDoNotDeployBy = "rollbot:do-not-deploy-by"
+	TagDoNotDeployAt = "rollbot:do-not-deploy-at" // RFC 3339
+)
+
+// MarkDoNotDeploy implements platforms.Platform: it tags the bad side's
+// target group (elasticloadbalancing:AddTags). A group already tagged is
+// left as it is.
 func (a *Adapter) MarkDoNotDeploy(ctx context.Context, rev platforms.Revision, by string) (platforms.Result, error) {
-	return platforms.Result{Outcome: platforms.Skipped, Detail: "target groups have no do-not-deploy mark; rollbot records it itself"}, nil
+	var sd *side
+	for i := range a.sides {
+		if rev.ID == a.sides[i].color || rev.ID == a.sides[i].name || rev.Artifact == a.sides[i].name || rev.Artifact == a.sides[i].arn {
+			sd = &a.sides[i]
+		}
+	}
+	if sd == nil {
+		return platforms.Result{}, platforms.Userf(platforms.ErrNotFound, "%s is neither the blue nor the green target group of %s", rev.Label(), a.Target())
+	}
+	out, err := a.api.DescribeTags(ctx, &elb.DescribeTagsInput{ResourceArns: []string{sd.arn}})
+	if err != nil {
+		return platforms.Result{}, a.awsErr(err, "DescribeTags")
+	}
+	for _, d := range out.TagDescriptions {
+		for _, t := range d.Tags {
+			if aws.ToString(t.Key) == TagDoNotDeploy && aws.ToString(t.Value) == "true" {
+				return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("target group %s already carries the tag %s", sd.name, TagDoNotDeploy)}, nil
+			}
+		}
+	}
+	tags := []elbtypes.Tag{
+		{Key: aws.String(TagDoNotDeploy), Value: aws.String("true")},
+		{Key: aws.String(TagDoNotDeployAt), Value: aws.String(time.Now().UTC().Format(time.RFC3339))},
+	}
+	if by != "" {
+		tags = append(tags, elbtypes.Tag{Key: aws.String(TagDoNotDeployBy), Value: aws.String(by)})
+	}
+	if _, err := a.api.AddTags(ctx, &elb.AddTagsInput{ResourceArns: []string{sd.arn}, Tags: tags}); err != nil {
+		return platforms.Result{}, a.awsErr(err, "AddTags")
+	}
+	a.log.Info("target group tagged do-not-deploy", "op", "mark", "group", sd.name)
+	return platforms.Result{Outcome: platforms.Done, Detail: fmt.Sprintf("target group %s tagged %s=true (a deploy into it removes the tag)", sd.name, TagDoNotDeploy)}, nil
 }
 
 // groupHealth summarises DescribeTargetHealth.

@@ -470,3 +470,45 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// The mark is a tag on the bad side's target group, made once, and the
+// other group is left alone.
+func TestMarkDoNotDeployTagsTheGroup(t *testing.T) {
+	e := setup(t)
+	a := e.adapter(t)
+	ctx := context.Background()
+	res, err := a.MarkDoNotDeploy(ctx, platforms.Revision{ID: "green", Artifact: "myapp-green"}, "U0BOB")
+	if err != nil || res.Outcome != platforms.Done || !strings.Contains(res.Detail, "myapp-green tagged rollbot:do-not-deploy=true") {
+		t.Fatalf("MarkDoNotDeploy = %+v, %v", res, err)
+	}
+	tags := e.fake.GroupTags(greenARN)
+	if tags[TagDoNotDeploy] != "true" || tags[TagDoNotDeployBy] != "U0BOB" {
+		t.Errorf("green tags = %v", tags)
+	}
+	if at, err := time.Parse(time.RFC3339, tags[TagDoNotDeployAt]); err != nil || time.Since(at) > time.Minute {
+		t.Errorf("tag %s = %q: %v", TagDoNotDeployAt, tags[TagDoNotDeployAt], err)
+	}
+	if tags := e.fake.GroupTags(blueARN); len(tags) != 0 {
+		t.Errorf("blue was tagged too: %v", tags)
+	}
+	again, err := a.MarkDoNotDeploy(ctx, platforms.Revision{ID: "green"}, "U0CAROL")
+	if err != nil || again.Outcome != platforms.Skipped || e.fake.GroupTags(greenARN)[TagDoNotDeployBy] != "U0BOB" {
+		t.Errorf("second mark = %+v, %v; tags %v", again, err, e.fake.GroupTags(greenARN))
+	}
+	if n := len(e.fake.Requests("AddTags")); n != 1 {
+		t.Errorf("AddTags called %d times, want 1", n)
+	}
+	if _, err := a.MarkDoNotDeploy(ctx, platforms.Revision{ID: "purple"}, "U0BOB"); !errors.Is(err, platforms.ErrNotFound) {
+		t.Errorf("unknown side: %v", err)
+	}
+}
+
+func TestMarkDoNotDeployAccessDenied(t *testing.T) {
+	e := setup(t)
+	e.fake.Inject(awstest.Fault{Action: "AddTags", Code: "AccessDenied", Times: -1})
+	_, err := e.adapter(t).MarkDoNotDeploy(context.Background(), platforms.Revision{ID: "green"}, "U0BOB")
+	msg := platformtest.UserMessage(t, err)
+	if !strings.Contains(msg, "elasticloadbalancing:AddTags") || strings.Contains(msg, "arn:") {
+		t.Errorf("message = %q", msg)
+	}
+}

@@ -43,6 +43,11 @@ type Config struct {
 	// in addition to the Deployment's own progressDeadlineSeconds, which is
 	// what normally ends a stuck rollout. Zero means progress deadline + 1m.
 	RolloutTimeout time.Duration `yaml:"rollout_timeout"`
+	// Admission: after a rollback the namespace refuses the bad image
+	// (a ValidatingAdmissionPolicy and its binding; needs the ClusterRole
+	// rollbot-admission of deploy/kubernetes/rbac.yaml), until an approver
+	// runs /rollback allow <service> <version>.
+	Admission bool `yaml:"admission"`
 }
 
 // Validate reports every invalid field, each error naming its field.

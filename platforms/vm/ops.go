@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -135,7 +136,13 @@ func (a *Adapter) history(states []hostState) []platforms.Revision {
 	})
 	out := make([]platforms.Revision, 0, len(rels))
 	for _, r := range rels {
-		out = append(out, platforms.Revision{ID: r.version, Artifact: r.artifact, CreatedAt: r.mtime})
+		rev := platforms.Revision{ID: r.version, Artifact: r.artifact, CreatedAt: r.mtime}
+		for _, st := range states {
+			if by, ok := st.read.marked[r.version]; ok && st.err == nil {
+				rev.DoNotDeploy, rev.DoNotDeployBy = true, by
+			}
+		}
+		out = append(out, rev)
 	}
 	return out
 }
@@ -451,10 +458,69 @@ func cmp(first, err error) error {
 	return err
 }
 
-// MarkDoNotDeploy implements platforms.Platform: hosts have no place for
-// such a mark that deploy tools would honour; rollbot keeps its own.
+// MarkDoNotDeploy implements platforms.Platform: a marker file
+// "<version>.DO_NOT_DEPLOY" beside the version's artifact (in the
+// releases, packages or backup directory) on every host, saying who marked
+// it and when. Deploy scripts can test for it; rollbot reads it back
+// (Revision.DoNotDeploy) and never chooses a marked version. A host that
+// already has the marker is left as it is; a host that fails does not stop
+// the others.
 func (a *Adapter) MarkDoNotDeploy(ctx context.Context, rev platforms.Revision, by string) (platforms.Result, error) {
-	return platforms.Result{Outcome: platforms.Skipped, Detail: "VM hosts have no do-not-deploy mark; rollbot records it itself"}, nil
+	if !versionRe.MatchString(rev.ID) {
+		return platforms.Result{}, platforms.Userf(platforms.ErrNotFound, "%q is not a version rollbot can mark on the hosts", rev.ID)
+	}
+	marker := a.markerPath(rev.ID)
+	content := fmt.Sprintf("DO_NOT_DEPLOY\nversion=%s\nartifact=%s\nby=%s\nat=%s\n", rev.ID, rev.Artifact, by, time.Now().UTC().Format(time.RFC3339))
+	tmp := marker + ".rollbot-tmp"
+	script := fmt.Sprintf("if [ -f %s ]; then echo exists; exit 0; fi\nprintf '%%s' %s > %s && mv -f %s %s && echo made",
+		q(marker), q(content), q(tmp), q(tmp), q(marker))
+	var made, existed, failed []string
+	var firstErr, unexpected error
+	for _, h := range a.cfg.Hosts {
+		c, err := a.dial(ctx, h)
+		if err == nil {
+			var out string
+			out, err = a.run(ctx, c, script, true)
+			c.Close()
+			if err == nil {
+				if strings.TrimSpace(out) == "exists" {
+					existed = append(existed, h.Name)
+				} else {
+					made = append(made, h.Name)
+					a.log.Info("do-not-deploy marker written", "op", "mark", "host", h.Name, "path", marker)
+				}
+				continue
+			}
+		}
+		text, ok := hostText(err)
+		if !ok {
+			unexpected = cmp(unexpected, err)
+			text = "unexpected error (see the bot log)"
+		}
+		failed = append(failed, h.Name+": "+text)
+		firstErr = cmp(firstErr, err)
+	}
+	detail := fmt.Sprintf("marker %s on %s", marker, strings.Join(append(made, existed...), ", "))
+	if len(failed) > 0 {
+		msg := fmt.Sprintf("could not write the marker %s on %s", marker, strings.Join(failed, "; "))
+		if len(made)+len(existed) > 0 {
+			msg += "; written on " + strings.Join(append(made, existed...), ", ")
+		}
+		if unexpected != nil {
+			return platforms.Result{Outcome: platforms.Done, Detail: msg}, fmt.Errorf("%s: %w", msg, unexpected)
+		}
+		return platforms.Result{Outcome: platforms.Done, Detail: msg}, platforms.Userf(firstErr, "%s", msg)
+	}
+	if len(made) == 0 {
+		return platforms.Result{Outcome: platforms.Skipped, Detail: detail + " (already there)"}, nil
+	}
+	return platforms.Result{Outcome: platforms.Done, Detail: detail}, nil
+}
+
+// markerPath is the do-not-deploy marker of version ver, beside its
+// artifact. The listings ignore it (they list directories, or *.deb).
+func (a *Adapter) markerPath(ver string) string {
+	return path.Join(a.listDir(), ver+".DO_NOT_DEPLOY")
 }
 
 // Rollback implements platforms.Platform: host by host, install to.ID,

@@ -140,6 +140,8 @@ func (a *Adapter) readScript() string {
 		"if [ -d " + q(a.listDir()) + " ]; then echo yes; else echo no; fi",
 		"echo @@releases",
 		"( " + a.listCmd() + " ) 2>/dev/null",
+		"echo @@marked",
+		"for f in " + q(a.listDir()) + "/*.DO_NOT_DEPLOY; do [ -f \"$f\" ] || continue; printf '%s ' \"${f##*/}\"; sed -n 's/^by=//p' \"$f\" | head -n 1; done 2>/dev/null",
 		"exit 0",
 	}, "\n")
 }
@@ -158,10 +160,12 @@ type hostRead struct {
 	deployed    time.Time
 	listDirOK   bool
 	releases    map[string]release
+	// marked maps a version with a do-not-deploy marker to who marked it.
+	marked map[string]string
 }
 
 func (a *Adapter) parseRead(out string) hostRead {
-	r := hostRead{releases: map[string]release{}}
+	r := hostRead{releases: map[string]release{}, marked: map[string]string{}}
 	sections := map[string][]string{}
 	cur := ""
 	for _, line := range strings.Split(out, "\n") {
@@ -181,6 +185,12 @@ func (a *Adapter) parseRead(out string) hostRead {
 		r.deployed = time.Unix(secs, 0).UTC()
 	}
 	r.listDirOK = strings.TrimSpace(strings.Join(sections["listdir"], "")) == "yes"
+	for _, line := range sections["marked"] {
+		name, by, _ := strings.Cut(strings.TrimSpace(line), " ")
+		if ver, ok := strings.CutSuffix(name, ".DO_NOT_DEPLOY"); ok && versionRe.MatchString(ver) {
+			r.marked[ver] = strings.TrimSpace(by)
+		}
+	}
 	for _, line := range sections["releases"] {
 		ts, name, ok := strings.Cut(strings.TrimSpace(line), " ")
 		if !ok {

@@ -812,3 +812,69 @@ func TestParseRead(t *testing.T) {
 func addToAgent(conn net.Conn, key sshtest.Key) error {
 	return agent.NewClient(conn).Add(agent.AddedKey{PrivateKey: key.Private, Comment: "rollbot test"})
 }
+
+// The do-not-deploy mark is a marker file beside the version's artifact
+// on every host; rollbot reads it back and never chooses that version.
+func TestMarkDoNotDeployMarker(t *testing.T) {
+	for _, c := range []struct {
+		strategy Strategy
+		marker   string
+	}{
+		{Symlink, "/opt/myapp/releases/v1.DO_NOT_DEPLOY"},
+		{Deb, "/opt/myapp/packages/1.0.0.DO_NOT_DEPLOY"},
+	} {
+		t.Run(string(c.strategy), func(t *testing.T) {
+			f := newFleet(t, c.strategy, "hostA", "hostB")
+			a := f.adapter(t)
+			ctx := context.Background()
+			snap, err := a.Snapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := snap.History[1]
+			res, err := a.MarkDoNotDeploy(ctx, bad, "U0BOB")
+			if err != nil || res.Outcome != platforms.Done || !strings.Contains(res.Detail, c.marker+" on hostA, hostB") {
+				t.Fatalf("MarkDoNotDeploy = %+v, %v", res, err)
+			}
+			for _, h := range f.hosts {
+				b, err := os.ReadFile(h.Path(c.marker))
+				if err != nil || !strings.Contains(string(b), "by=U0BOB\n") || !strings.Contains(string(b), "version="+bad.ID+"\n") {
+					t.Errorf("%s marker: %q, %v", h.Name, b, err)
+				}
+			}
+			snap, err = a.Snapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(ids(snap.History), ","); len(snap.History) != 2 {
+				t.Fatalf("history after the mark = %s (the marker must not be listed as a version)", got)
+			}
+			if m := snap.History[1]; !m.DoNotDeploy || m.DoNotDeployBy != "U0BOB" || snap.History[0].DoNotDeploy {
+				t.Errorf("history after the mark: %+v", snap.History)
+			}
+			if lkg, ok := platforms.LastKnownGood(snap.History, snap.Current, nil); ok {
+				t.Errorf("the marked version is still chosen as last known good: %+v", lkg)
+			}
+			again, err := a.MarkDoNotDeploy(ctx, bad, "U0CAROL")
+			if err != nil || again.Outcome != platforms.Skipped {
+				t.Errorf("second mark = %+v, %v", again, err)
+			}
+		})
+	}
+}
+
+// A host that is down does not stop the marker on the others, and the
+// failure names it.
+func TestMarkDoNotDeployHostDown(t *testing.T) {
+	f := newFleet(t, Symlink, "hostA", "hostB")
+	a := f.adapter(t)
+	f.hosts[1].Stop()
+	res, err := a.MarkDoNotDeploy(context.Background(), platforms.Revision{ID: "v1"}, "U0BOB")
+	msg, ok := platforms.UserMessage(err)
+	if !ok || !strings.Contains(msg, "hostB:") || !strings.Contains(msg, "written on hostA") {
+		t.Fatalf("result %+v, error %v", res, err)
+	}
+	if _, err := os.Stat(f.hosts[0].Path("/opt/myapp/releases/v1.DO_NOT_DEPLOY")); err != nil {
+		t.Errorf("hostA has no marker: %v", err)
+	}
+}

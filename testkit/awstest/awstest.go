@@ -22,6 +22,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -208,6 +209,8 @@ type TargetGroup struct {
 	Port     int
 	Protocol string
 	Targets  []Target
+	// Tags are the group's tags (AddTags, DescribeTags).
+	Tags map[string]string
 }
 
 // AddListener stores a listener (replacing one with the same ARN).
@@ -234,6 +237,7 @@ func (s *Server) AddTargetGroup(g TargetGroup) {
 	defer s.mu.Unlock()
 	c := g
 	c.Targets = slices.Clone(g.Targets)
+	c.Tags = maps.Clone(g.Tags)
 	if _, ok := s.groups[g.ARN]; !ok {
 		s.groupSeq = append(s.groupSeq, g.ARN)
 	}
@@ -252,6 +256,16 @@ func (s *Server) SetTargetState(groupARN, state, reason string) {
 		g.Targets[i].State = state
 		g.Targets[i].Reason = reason
 	}
+}
+
+// GroupTags returns a copy of a target group's tags.
+func (s *Server) GroupTags(arn string) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g := s.groups[arn]; g != nil {
+		return maps.Clone(g.Tags)
+	}
+	return nil
 }
 
 // Listener returns a copy of the stored listener.
@@ -479,6 +493,10 @@ func (s *Server) dispatch(req Request) (any, *apiError) {
 		return s.modifyListener(req.Params)
 	case "elasticloadbalancing:ModifyRule":
 		return s.modifyRule(req.Params)
+	case "elasticloadbalancing:AddTags":
+		return s.addTags(req.Params)
+	case "elasticloadbalancing:DescribeTags":
+		return s.describeTags(req.Params)
 	case "rds:DescribeDBSnapshots":
 		return s.describeDBSnapshots(req.Params)
 	case "rds:DescribeDBInstances":

@@ -2,6 +2,8 @@ package awstest
 
 import (
 	"encoding/xml"
+	"maps"
+	"regexp"
 	"slices"
 	"strconv"
 )
@@ -313,4 +315,80 @@ func first(form map[string][]string, key string) string {
 		return v[0]
 	}
 	return ""
+}
+
+// Tags, as ELBv2 answers them: target groups only here, at most 50 tags
+// per resource, keys of 1–128 and values of at most 256 characters.
+
+var tagRe = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
+
+func (s *Server) addTags(form map[string][]string) (any, *apiError) {
+	arns := list(form, "ResourceArns", "member")
+	if len(arns) == 0 {
+		return nil, errf(400, "ValidationError", "1 validation error detected: Value null at 'resourceArns' failed to satisfy constraint: Member must not be null")
+	}
+	tags := map[string]string{}
+	for _, p := range structs(form, "Tags", "member") {
+		k, v := first(form, p+".Key"), first(form, p+".Value")
+		if k == "" || len(k) > 128 || len(v) > 256 || !tagRe.MatchString(k) || !tagRe.MatchString(v) {
+			return nil, errf(400, "ValidationError", "tag %q=%q does not satisfy the tag constraints", k, v)
+		}
+		tags[k] = v
+	}
+	if len(tags) == 0 {
+		return nil, errf(400, "ValidationError", "1 validation error detected: Value null at 'tags' failed to satisfy constraint: Member must not be null")
+	}
+	for _, arn := range arns {
+		g, ok := s.groups[arn]
+		if !ok {
+			return nil, errf(400, "TargetGroupNotFound", "Target groups '%s' not found", arn)
+		}
+		n := len(g.Tags)
+		for k := range tags {
+			if _, ok := g.Tags[k]; !ok {
+				n++
+			}
+		}
+		if n > 50 {
+			return nil, errf(400, "TooManyTags", "You've reached the limit on the number of tags for this resource")
+		}
+	}
+	for _, arn := range arns {
+		g := s.groups[arn]
+		if g.Tags == nil {
+			g.Tags = map[string]string{}
+		}
+		maps.Copy(g.Tags, tags)
+	}
+	return []any{}, nil
+}
+
+type xmlTagDescription struct {
+	ResourceArn string   `xml:"ResourceArn"`
+	Tags        []xmlTag `xml:"Tags>member"`
+}
+
+type xmlTagDescriptions struct {
+	XMLName      xml.Name            `xml:"TagDescriptions"`
+	Descriptions []xmlTagDescription `xml:"member"`
+}
+
+func (s *Server) describeTags(form map[string][]string) (any, *apiError) {
+	arns := list(form, "ResourceArns", "member")
+	if len(arns) == 0 || len(arns) > 20 {
+		return nil, errf(400, "ValidationError", "resourceArns: between 1 and 20 ARNs")
+	}
+	var out xmlTagDescriptions
+	for _, arn := range arns {
+		g, ok := s.groups[arn]
+		if !ok {
+			return nil, errf(400, "TargetGroupNotFound", "Target groups '%s' not found", arn)
+		}
+		d := xmlTagDescription{ResourceArn: arn}
+		for _, k := range slices.Sorted(maps.Keys(g.Tags)) {
+			d.Tags = append(d.Tags, xmlTag{Key: k, Value: g.Tags[k]})
+		}
+		out.Descriptions = append(out.Descriptions, d)
+	}
+	return out, nil
 }
