@@ -181,6 +181,10 @@ type Incident struct {
 	// StepStarted is when the current working step started (its budget
 	// counts from here, across takeovers).
 	StepStarted time.Time `json:"step_started,omitzero"`
+	// OwnerPause is what pausing the workload's GitOps owner changed
+	// (Argo CD auto-sync, Flux suspend), so `/rollback resume-sync`
+	// restores it exactly.
+	OwnerPause *platforms.OwnerPause `json:"owner_pause,omitempty"`
 }
 
 // ErrNotFound is returned for a missing incident.

@@ -39,6 +39,10 @@ type Config struct {
 	MigrationContainer string `yaml:"migration_container"`
 	// MigrationLogLines is how many log lines to keep (default 20).
 	MigrationLogLines int `yaml:"migration_log_lines"`
+	// ArgoCDNamespace is where Argo CD's Applications live (default
+	// "argocd"); an Application elsewhere is named "<namespace>_<name>" by
+	// Argo CD's labels and found there.
+	ArgoCDNamespace string `yaml:"argocd_namespace"`
 	// RolloutTimeout caps how long a write waits for the rollout to finish,
 	// in addition to the Deployment's own progressDeadlineSeconds, which is
 	// what normally ends a stuck rollout. Zero means progress deadline + 1m.
@@ -69,6 +73,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("container: %q is not a valid container name", c.Container))
 		}
 	}
+	if c.ArgoCDNamespace != "" {
+		if msgs := validation.IsDNS1123Label(c.ArgoCDNamespace); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("argocd_namespace: %q is not a valid namespace name", c.ArgoCDNamespace))
+		}
+	}
 	if c.MigrationLogLines < 0 {
 		errs = append(errs, errors.New("migration_log_lines: must not be negative"))
 	}
@@ -87,6 +96,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Cluster == "" {
 		c.Cluster = c.Context
+	}
+	if c.ArgoCDNamespace == "" {
+		c.ArgoCDNamespace = DefaultArgoCDNamespace
 	}
 	return c
 }

@@ -28,6 +28,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	appsclient "k8s.io/client-go/kubernetes/typed/apps/v1"
 	authorizationclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
@@ -66,13 +67,17 @@ type Adapter struct {
 	pods        coreclient.PodInterface
 	logs        logReader
 	access      authorizationclient.SelfSubjectAccessReviewInterface
-	now         func() time.Time
+	// dyn reads and pauses the workload's GitOps owner (Argo CD, Flux);
+	// nil on an Adapter built by NewWithClient without WithDynamic.
+	dyn dynamic.Interface
+	now func() time.Time
 }
 
 var (
 	_ platforms.Platform      = (*Adapter)(nil)
 	_ platforms.Fallbacks     = (*Adapter)(nil)
 	_ platforms.AccessChecker = (*Adapter)(nil)
+	_ platforms.OwnerPauser   = (*Adapter)(nil)
 )
 
 // New builds an Adapter from cfg: in-cluster config, or the kubeconfig
@@ -81,11 +86,27 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cs, err := Clientset(cfg)
+	rc, err := restConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return NewWithClient(cs, cfg, log), nil
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Deployment, err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Deployment, err)
+	}
+	return NewWithClient(cs, cfg, log).WithDynamic(dyn), nil
+}
+
+// WithDynamic gives the adapter a client for the GitOps owners' custom
+// resources (Argo CD Applications, Flux Kustomizations and HelmReleases),
+// on the same cluster and credentials as its clientset.
+func (a *Adapter) WithDynamic(dyn dynamic.Interface) *Adapter {
+	a.dyn = dyn
+	return a
 }
 
 // Clientset is a client for the cluster cfg names (in_cluster, or its
