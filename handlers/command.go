@@ -17,6 +17,8 @@ const (
 	CmdHistory  CommandKind = "history"
 	CmdTimeline CommandKind = "timeline"
 	CmdHelp     CommandKind = "help"
+	// CmdResumeSync restores the GitOps owner a rollback paused.
+	CmdResumeSync CommandKind = "resume-sync"
 )
 
 // Command is a parsed /rollback text.
@@ -90,6 +92,11 @@ func ParseCommand(text string) (Command, error) {
 			return Command{}, parseErrorf("usage: `/rollback history <service>`")
 		}
 		return Command{Kind: CmdHistory, Service: args[1]}, nil
+	case "resume-sync":
+		if len(args) != 2 || !serviceName.MatchString(args[1]) {
+			return Command{}, parseErrorf("usage: `/rollback resume-sync <service>`")
+		}
+		return Command{Kind: CmdResumeSync, Service: args[1]}, nil
 	case "timeline":
 		c := Command{Kind: CmdTimeline}
 		for _, a := range args[1:] {

@@ -230,6 +230,7 @@ const (
 	ActRetryVerify   = "verify_retry"
 	ActEnd           = "rollback_end"    // close a failed rollback, release the lock
 	ActPostDone      = "postaction_done" // value: incident id + "|" + item key
+	ActOwnerOverride = "owner_override"  // roll back although the GitOps owner could not be paused
 
 	viewDBApprove = "db_approve_modal"
 )
@@ -267,6 +268,8 @@ func (e *Engine) HandleCommand(ctx context.Context, sc SlashCommand) {
 		e.history(ctx, sc, cmd)
 	case CmdTimeline:
 		e.timeline(ctx, sc, cmd)
+	case CmdResumeSync:
+		e.resumeSync(ctx, sc, cmd)
 	}
 }
 
@@ -289,6 +292,8 @@ func (e *Engine) HandleAction(ctx context.Context, a Action) {
 		e.end(ctx, a)
 	case ActPostDone:
 		e.postActionDone(ctx, a)
+	case ActOwnerOverride:
+		e.overrideOwner(ctx, a)
 	default:
 		e.log.Warn("unknown action", "action", a.ActionID)
 	}

@@ -86,8 +86,14 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 	since := e.now()
 	base := &baselines{errRatio: math.NaN(), p95: math.NaN()}
 	deadline := since.Add(e.opt.VerifyTimeout)
+	// A rollback of a GitOps-owned workload is watched for the bad
+	// version coming back (someone resumed the sync) all through.
+	watch, said := in.OwnerPause != nil || in.Steps["owner"] == ownerOverridden, false
 	for {
 		e.verifyRound(ctx, svc, in, v, since, base)
+		if watch {
+			e.watchBadVersion(ctx, o, v, &said)
+		}
 		if v.Passed() || !e.now().Before(deadline) || ctx.Err() != nil {
 			break
 		}

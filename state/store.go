@@ -185,6 +185,9 @@ type Incident struct {
 	// (Argo CD auto-sync, Flux suspend), so `/rollback resume-sync`
 	// restores it exactly.
 	OwnerPause *platforms.OwnerPause `json:"owner_pause,omitempty"`
+	// GitChange is what must change in Git so that the rollback sticks,
+	// read from the owner after the verification.
+	GitChange *platforms.GitChange `json:"git_change,omitempty"`
 }
 
 // ErrNotFound is returned for a missing incident.
