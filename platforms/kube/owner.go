@@ -37,6 +37,10 @@ const (
 	// pause changed, so that any replica can resume it exactly.
 	AnnotationPausedPrevious = "rollbot.dev/paused-previous"
 
+	// GitOpsRole is the Role of deploy/kubernetes/rbac.yaml that lets
+	// rollbot read and pause GitOps owners.
+	GitOpsRole = "rollbot-gitops"
+
 	// DefaultArgoCDNamespace is where Argo CD's Applications live unless
 	// Config.ArgoCDNamespace says otherwise.
 	DefaultArgoCDNamespace = "argocd"
@@ -188,7 +192,7 @@ func (a *Adapter) ownerProblem(o *platforms.Owner, verb string, err error) strin
 	case apierrors.IsNotFound(err):
 		return fmt.Sprintf("the cluster%s has no %s API (%s): is %s installed?", a.clusterSuffix(), res.Resource+"."+res.Group, res.Version, ownerTool(o.Kind))
 	case apierrors.IsForbidden(err):
-		return fmt.Sprintf("rollbot may not %s %s in %s: the cluster said %q; grant the rollbot-gitops Role (%s)", verb, res.Resource+"."+res.Group, o.Namespace, statusMessage(err), RBACFile)
+		return fmt.Sprintf("rollbot may not %s %s in %s: the cluster said %q; grant the %s Role (%s)", verb, res.Resource+"."+res.Group, o.Namespace, statusMessage(err), GitOpsRole, RBACFile)
 	}
 	return fmt.Sprintf("could not %s %s: %v", verb, o.Label(), err)
 }
