@@ -155,7 +155,7 @@ func TestArgoCDOwnedRollbackThroughSlack(t *testing.T) {
 	})
 	wantAll(t, "assessment", a.PlainText(),
 		"Owner", "Argo CD Application "+myapp.ns+"/myapp (auto-sync, self-heal, prune)",
-		"Argo CD auto-sync of Argo CD Application "+myapp.ns+"/myapp is turned off first",
+		"Auto-sync of Argo CD Application "+myapp.ns+"/myapp is turned off first",
 		"`/rollback resume-sync myapp`")
 	id := incident(a)
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)

@@ -212,14 +212,15 @@ func verdictCell(v Verdict) string {
 	return "❔ inconclusive"
 }
 
-func assessmentTable(a *Assessment) *slack.TableBlock {
+func assessmentTable(in *state.Incident, a *Assessment) *slack.TableBlock {
 	t := slack.NewTableBlock("checks")
 	cell := func(s string) slack.TableCell { return slack.NewTableRawTextCell(clip(s, maxCell)) }
 	t.AddRow(cell("Check"), cell("Measured"), cell("Threshold"), cell("Verdict"), cell("Source"))
 	for _, c := range a.Checks {
 		t.AddRow(cell(c.Name), cell(c.Measured), cell(c.Threshold), cell(verdictCell(c.Verdict)), cell(c.Source))
 	}
-	if a.Snapshot != nil {
+	// Only Kubernetes tells who owns the workload (Helm, Argo CD, Flux).
+	if a.Snapshot != nil && (a.Snapshot.Owner != nil || in.Platform == "kubernetes") {
 		t.AddRow(ownerRow(a.Snapshot.Owner, cell)...)
 	}
 	t.WithColumnSettings(
@@ -269,7 +270,7 @@ func ownerDialogText(a *Assessment) string {
 	case o.Problem != "":
 		return " " + o.Label() + " cannot be paused: rollbot will ask before rolling back."
 	case o.GitOps():
-		return " " + o.Label() + " is paused first."
+		return " Its owner, " + o.Label() + ", is paused first."
 	}
 	return " The Helm release history will not reflect the rollback."
 }
@@ -342,7 +343,7 @@ func assessmentMsg(in *state.Incident, a *Assessment, plan []string) Msg {
 		blocks = append(blocks, section("platform", ":warning: *Could not read the platform:* "+a.SnapshotErr))
 	}
 	blocks = append(blocks,
-		assessmentTable(a),
+		assessmentTable(in, a),
 		section("recommendation", "*Recommendation:* "+a.Recommendation()),
 		section("versions", versionsText(a)),
 		section("migrations", migrationsText(in, a)),

@@ -158,7 +158,7 @@ func (a *Adapter) ownerObject(ctx context.Context, d *appsv1.Deployment) (*platf
 				opts = append(opts, "prune")
 			}
 			o.Detail = o.Label() + " (auto-sync" + prefixed(", ", strings.Join(opts, ", ")) + ")"
-			o.Plan = "Argo CD auto-sync of " + o.Label() + " is turned off first (" + field + " removed, its value kept for resume-sync), so Argo CD does not put the bad version back."
+			o.Plan = "Auto-sync of " + o.Label() + " is turned off first (" + field + " removed, its value kept for resume-sync), so Argo CD does not put the bad version back."
 		default:
 			o.Detail = o.Label() + " (manual sync)"
 			o.Plan = o.Label() + " has no auto-sync: nothing to pause; nobody may sync it until Git is changed."
