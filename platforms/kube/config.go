@@ -31,6 +31,11 @@ type Config struct {
 
 	Namespace  string `yaml:"namespace"`
 	Deployment string `yaml:"deployment"`
+	// Kind is the workload's kind: deployment (the default), statefulset
+	// or daemonset. A StatefulSet or DaemonSet is named by Name (Name also
+	// works for a Deployment, instead of Deployment).
+	Kind string `yaml:"kind"`
+	Name string `yaml:"name"`
 	// Container is the container whose image is the service's artifact.
 	// Empty means the first container of the pod template.
 	Container string `yaml:"container"`
@@ -57,10 +62,24 @@ func (c Config) Validate() error {
 	} else if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("namespace: %q is not a valid namespace name: %s", c.Namespace, strings.Join(msgs, "; ")))
 	}
-	if c.Deployment == "" {
+	switch c.kind() {
+	case KindDeployment, KindStatefulSet, KindDaemonSet:
+	default:
+		errs = append(errs, fmt.Errorf("kind: %q is not one of deployment, statefulset, daemonset", c.Kind))
+	}
+	switch {
+	case c.Deployment != "" && c.Name != "":
+		errs = append(errs, errors.New("name: give either name or deployment, not both"))
+	case c.kind() != KindDeployment && c.Deployment != "":
+		errs = append(errs, fmt.Errorf("deployment: this service is a %s: name it with `name:`", c.kind()))
+	case c.workloadName() == "" && c.kind() == KindDeployment:
 		errs = append(errs, errors.New("deployment: required"))
-	} else if msgs := validation.IsDNS1123Subdomain(c.Deployment); len(msgs) > 0 {
-		errs = append(errs, fmt.Errorf("deployment: %q is not a valid Deployment name: %s", c.Deployment, strings.Join(msgs, "; ")))
+	case c.workloadName() == "":
+		errs = append(errs, errors.New("name: required"))
+	default:
+		if msgs := validation.IsDNS1123Subdomain(c.workloadName()); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("deployment: %q is not a valid %s name: %s", c.workloadName(), c.kind(), strings.Join(msgs, "; ")))
+		}
 	}
 	if c.InCluster && c.Kubeconfig != "" {
 		errs = append(errs, errors.New("in_cluster: cannot be combined with kubeconfig"))
@@ -87,6 +106,16 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+func (c Config) kind() string {
+	if c.Kind == "" {
+		return KindDeployment
+	}
+	return strings.ToLower(c.Kind)
+}
+
+// workloadName is the workload's name: Name, or Deployment.
+func (c Config) workloadName() string { return firstNonEmpty(c.Name, c.Deployment) }
+
 func (c Config) withDefaults() Config {
 	if c.MigrationContainer == "" {
 		c.MigrationContainer = DefaultMigrationContainer
@@ -99,6 +128,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ArgoCDNamespace == "" {
 		c.ArgoCDNamespace = DefaultArgoCDNamespace
+	}
+	if c.Deployment == "" && c.kind() == KindDeployment {
+		c.Deployment = c.Name
 	}
 	return c
 }
