@@ -97,10 +97,12 @@ func (e *Engine) postActions(ctx context.Context, o *owned) {
 		}
 	})
 	if updated != nil {
-		in = updated
+		in, o.in = updated, updated
 	}
-	e.gitChange(ctx, o)
-	in = o.in
+	if in.OwnerPause != nil {
+		e.gitChange(ctx, o)
+		in = o.in
+	}
 	ts := e.post(ctx, in.Channel, in.ThreadTS, postActionsMsg(in))
 	e.setMessage(ctx, o, "postactions", ts)
 }
