@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/retry"
 
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
@@ -93,6 +94,24 @@ func (e *ownerEnv) getObj(t *testing.T, gvr schema.GroupVersionResource, name st
 		t.Fatal(err)
 	}
 	return obj
+}
+
+// setMeta sets the Deployment's labels and annotations (the controller
+// writes its status meanwhile: retried on conflict).
+func (e *ownerEnv) setMeta(t *testing.T, labels, annotations map[string]string) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := e.admin.AppsV1().Deployments(e.ns).Get(context.Background(), e.name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Labels, d.Annotations = labels, annotations
+		_, err = e.admin.AppsV1().Deployments(e.ns).Update(context.Background(), d, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 const argoApp = `
@@ -313,11 +332,7 @@ func TestOwnerMissingOrWithoutCRD(t *testing.T) {
 			for k, v := range tc.labels {
 				labels[k] = strings.ReplaceAll(v, "%s", e.ns)
 			}
-			d := e.get(t)
-			d.Labels = labels
-			if _, err := e.admin.AppsV1().Deployments(e.ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			e.setMeta(t, labels, nil)
 			want := tc.want
 			if strings.Count(want, "%s") == 2 {
 				want = fmt.Sprintf(want, e.ns, e.ns)
@@ -351,11 +366,7 @@ func TestOwnerDetection(t *testing.T) {
 		{nil, map[string]string{"argocd.argoproj.io/tracking-id": "team-a_shop:apps/Deployment:prod/myapp"}, platforms.OwnerArgoCD, "shop", "team-a"},
 		{nil, nil, "", "", ""},
 	} {
-		d := e.get(t)
-		d.Labels, d.Annotations = tc.labels, tc.annotations
-		if _, err := e.admin.AppsV1().Deployments(e.ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		e.setMeta(t, tc.labels, tc.annotations)
 		o, err := e.a.OwnerOf(context.Background())
 		if err != nil {
 			t.Fatal(err)
