@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"regexp"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"rollbot/state"
 	"rollbot/testkit/kubetest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 )
 
 // gate is a health check the test opens when it is ready for the
@@ -120,7 +122,7 @@ func TestArgoCDOwnedRollbackThroughSlack(t *testing.T) {
 	ghost := setup("ghost", "nowhere", "rollbot", kube.GitOpsRole)
 
 	eng := fastEngine()
-	eng.VerifyTimeout = 20 * time.Second
+	eng.VerifyTimeout = 12 * time.Second
 	h := newHarness(t, []*handlers.Service{myapp.svc, locked.svc, ghost.svc}, eng)
 	app := func(ns, name string) *unstructured.Unstructured {
 		t.Helper()
@@ -201,7 +203,14 @@ func TestArgoCDOwnedRollbackThroughSlack(t *testing.T) {
 		return m.ThreadTS == a2.TS && strings.Contains(m.PlainText(), "The bad version is back")
 	})
 	wantAll(t, "bad version back", back.PlainText(), "runs `registry.local/myapp:v2` again", "Argo CD Application "+myapp.ns+"/myapp")
-	h.waitStatus(id2, state.VerifyFailed)
+	// The verification then fails (the bad version runs) at its timeout.
+	wait.For(t, eng.VerifyTimeout+10*time.Second, id2+" reaching "+string(state.VerifyFailed), func() (bool, error) {
+		in, err := h.store.Get(ctx, id2)
+		if err != nil {
+			return false, err
+		}
+		return in.Status == state.VerifyFailed, errors.New(string(in.Status))
+	})
 
 	// --- locked: the pause is Forbidden; nothing is rolled back until an
 	// approver chooses "Roll back anyway".
