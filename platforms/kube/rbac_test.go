@@ -228,7 +228,7 @@ func TestDeployManifests(t *testing.T) {
 	c := cluster(t)
 	ctx := context.Background()
 	cs := c.AdminClient
-	for _, ns := range []string{"prod", "rollbot"} {
+	for _, ns := range []string{"prod", "rollbot", "argocd"} { // argocd: the rollbot-gitops Role
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
@@ -287,6 +287,14 @@ func TestDeployManifests(t *testing.T) {
 		if allowed("default", p) {
 			t.Errorf("%s may %s in namespace default too", user, p)
 		}
+	}
+	// The GitOps owners' Role: where Argo CD's Applications live.
+	for _, p := range []kube.Permission{{"argoproj.io", "applications", "patch"}, {"kustomize.toolkit.fluxcd.io", "kustomizations", "patch"}} {
+		kubetest.Poll(t, user+" may "+p.String()+" in argocd", func(ctx context.Context) (bool, error) { return allowed("argocd", p), nil })
+	}
+	// StatefulSets and DaemonSets (rollbot-workloads).
+	for _, p := range []kube.Permission{{"apps", "statefulsets", "patch"}, {"apps", "controllerrevisions", "list"}} {
+		kubetest.Poll(t, user+" may "+p.String()+" in prod", func(ctx context.Context) (bool, error) { return allowed("prod", p), nil })
 	}
 	for _, extra := range []kube.Permission{{"apps", "deployments", "delete"}, {"", "secrets", "get"}, {"apps", "deployments", "update"}} {
 		if allowed("prod", extra) {
