@@ -422,6 +422,21 @@ func UserMessage(err error) (string, bool) {
 	return "", false
 }
 
+type actorKey struct{}
+
+// WithActor marks ctx as acting for a Slack user (the one whose click
+// started the write), for adapters that write with that person's own
+// identity on the platform (Kubernetes impersonation).
+func WithActor(ctx context.Context, slackUser string) context.Context {
+	return context.WithValue(ctx, actorKey{}, slackUser)
+}
+
+// ActorFrom returns the Slack user WithActor put in ctx, or "".
+func ActorFrom(ctx context.Context) string {
+	s, _ := ctx.Value(actorKey{}).(string)
+	return s
+}
+
 // ErrConflict is wrapped by writes whose compare-and-set precondition failed
 // because someone else changed the target concurrently.
 var ErrConflict = errors.New("concurrent change")

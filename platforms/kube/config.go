@@ -48,6 +48,12 @@ type Config struct {
 	// "argocd"); an Application elsewhere is named "<namespace>_<name>" by
 	// Argo CD's labels and found there.
 	ArgoCDNamespace string `yaml:"argocd_namespace"`
+	// Impersonate maps Slack user ids to Kubernetes identities. When set,
+	// every write for a click runs as the clicker's identity (client-go
+	// impersonation), so the cluster's RBAC decides; a clicker without an
+	// entry is refused. rollbot's own credentials then need only
+	// `impersonate` on exactly these users and groups.
+	Impersonate map[string]Identity `yaml:"impersonate"`
 	// RolloutTimeout caps how long a write waits for the rollout to finish,
 	// in addition to the Deployment's own progressDeadlineSeconds, which is
 	// what normally ends a stuck rollout. Zero means progress deadline + 1m.
@@ -97,6 +103,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("argocd_namespace: %q is not a valid namespace name", c.ArgoCDNamespace))
 		}
 	}
+	for slackUser, id := range c.Impersonate {
+		if id.User == "" {
+			errs = append(errs, fmt.Errorf("impersonate.%s.user: required (the Kubernetes user the Slack user %s acts as)", slackUser, slackUser))
+		}
+	}
 	if c.MigrationLogLines < 0 {
 		errs = append(errs, errors.New("migration_log_lines: must not be negative"))
 	}
@@ -104,6 +115,12 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("rollout_timeout: must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// Identity is a Kubernetes user and its groups, for impersonation.
+type Identity struct {
+	User   string   `yaml:"user"`
+	Groups []string `yaml:"groups"`
 }
 
 func (c Config) kind() string {

@@ -71,6 +71,12 @@ type Adapter struct {
 	// nil on an Adapter built by NewWithClient without WithDynamic.
 	dyn dynamic.Interface
 	now func() time.Time
+	// rc is the client configuration New built the clients from; the
+	// impersonating clients are built from it.
+	rc *rest.Config
+	// as names the identity an impersonating copy writes with, for
+	// messages: "bob@example.com (for <@U0BOB>)".
+	as string
 }
 
 var (
@@ -98,7 +104,45 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Deployment, err)
 	}
-	return NewWithClient(cs, cfg, log).WithDynamic(dyn), nil
+	a := NewWithClient(cs, cfg, log).WithDynamic(dyn)
+	a.rc = rc
+	return a, nil
+}
+
+// forActor is the adapter a write runs with: itself, or, when
+// Config.Impersonate is set, a copy whose clients impersonate the
+// Kubernetes identity of the Slack user in ctx (platforms.WithActor).
+func (a *Adapter) forActor(ctx context.Context) (*Adapter, error) {
+	if len(a.cfg.Impersonate) == 0 {
+		return a, nil
+	}
+	user := platforms.ActorFrom(ctx)
+	id, ok := a.cfg.Impersonate[user]
+	if !ok || user == "" {
+		who := "this write has no Slack user"
+		if user != "" {
+			who = "<@" + user + "> has no Kubernetes identity"
+		}
+		return nil, platforms.Userf(fmt.Errorf("impersonate for %s: no identity for %q", a.Target(), user),
+			"%s in rollbot's `impersonate:` for %s, so rollbot changed nothing: ask an admin to map you, or ask someone who is mapped", who, a.Target())
+	}
+	if a.rc == nil {
+		return nil, platforms.Userf(nil, "impersonation for %s needs an adapter built by kube.New", a.Target())
+	}
+	rc := rest.CopyConfig(a.rc)
+	rc.Impersonate = rest.ImpersonationConfig{UserName: id.User, Groups: id.Groups}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("impersonating client for %s: %w", a.Target(), err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("impersonating client for %s: %w", a.Target(), err)
+	}
+	b := NewWithClient(cs, a.cfg, a.log).WithDynamic(dyn)
+	b.log, b.now, b.logs, b.rc = a.log.With("as", id.User), a.now, a.logs, rc
+	b.as = id.User + " (for <@" + user + ">)"
+	return b, nil
 }
 
 // WithDynamic gives the adapter a client for the GitOps owners' custom

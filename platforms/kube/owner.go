@@ -218,6 +218,10 @@ func statusMessage(err error) string {
 // incident go into annotations of the owner in the same JSON patch, which
 // carries the resourceVersion read (so an edit in between fails it).
 func (a *Adapter) PauseOwner(ctx context.Context, incident string, dryRun bool) (platforms.Result, *platforms.OwnerPause, error) {
+	a, err := a.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, nil, err
+	}
 	d, err := a.deployments.Get(ctx, a.cfg.Deployment, metav1.GetOptions{})
 	if err != nil {
 		return platforms.Result{}, nil, a.apiError("get", "deployments", err)
@@ -346,6 +350,10 @@ func (a *Adapter) ownerWriteError(o *platforms.Owner, what string, err error) er
 // one JSON patch that first tests that the owner is still paused by p's
 // incident.
 func (a *Adapter) ResumeOwner(ctx context.Context, p platforms.OwnerPause) (platforms.Result, error) {
+	a, err := a.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	o := p.Owner
 	if !p.Changed {
 		return platforms.Result{Outcome: platforms.Skipped, Detail: "rollbot did not pause " + o.Label() + " for " + p.Incident + ": nothing to resume"}, nil
