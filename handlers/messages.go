@@ -255,7 +255,7 @@ func ownerConfirmText(in *state.Incident, a *Assessment) string {
 	switch {
 	case o.Problem != "":
 		return " " + o.Label() + " cannot be paused (" + o.Problem + "): rollbot will stop before changing anything and ask."
-	case o.GitOps():
+	case o.GitOps() && o.Reconciles:
 		return " " + o.Plan + " Resume it with `/rollback resume-sync " + in.Service + "` once Git is changed."
 	}
 	return " " + o.Plan
@@ -783,6 +783,9 @@ func withHoldNote(m Msg, in *state.Incident, until time.Time) Msg {
 // ownerPausedMsg says the GitOps owner was paused before the rollback.
 func ownerPausedMsg(in *state.Incident, res platforms.Result) Msg {
 	t := ":pause_button: *Owner paused before the rollback:* " + res.Detail
+	if res.Outcome == platforms.Skipped {
+		t = ":information_source: *Owner:* " + res.Detail
+	}
 	if in.OwnerPause != nil && in.OwnerPause.Changed {
 		t += ". After the rollback, change Git, then `/rollback resume-sync " + in.Service + "` restores " + in.OwnerPause.Field + " exactly as it was."
 	}

@@ -80,7 +80,7 @@ func TestGoldenMessages(t *testing.T) {
 		{Time: t0.Add(time.Second), Actor: "rollbot", Step: "assess", Detail: "Error rate 7.40% (fail)"},
 	}
 	lock := &state.Lock{Service: "myapp", Incident: "RB-7", Holder: "U0ALICE", Since: t0}
-	argo := &platforms.Owner{Kind: platforms.OwnerArgoCD, Name: "myapp", Namespace: "argocd", Detail: "Argo CD Application argocd/myapp (auto-sync, self-heal)",
+	argo := &platforms.Owner{Kind: platforms.OwnerArgoCD, Name: "myapp", Namespace: "argocd", Detail: "Argo CD Application argocd/myapp (auto-sync, self-heal)", Reconciles: true,
 		Plan: "Auto-sync of Argo CD Application argocd/myapp is turned off first (spec.syncPolicy.automated removed, its value kept for resume-sync), so Argo CD does not put the bad version back."}
 	owned := *a
 	owned.Snapshot = &platforms.Snapshot{DeployedAt: t0.Add(-12 * time.Minute), Owner: argo}

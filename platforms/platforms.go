@@ -115,6 +115,10 @@ type Owner struct {
 	Detail string `json:"detail"`
 	// Plan is what rollbot will do about the owner, for the confirmation.
 	Plan string `json:"plan"`
+	// Reconciles is set when the owner puts its own version back by
+	// itself now (Argo CD auto-sync on, Flux not suspended): the rollback
+	// pauses it.
+	Reconciles bool `json:"reconciles,omitempty"`
 	// Problem says why the owner cannot be paused (its object is missing,
 	// its CRD is not installed, rollbot may not read it); empty when fine.
 	Problem string `json:"problem,omitempty"`

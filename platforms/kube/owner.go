@@ -158,6 +158,7 @@ func (a *Adapter) ownerObject(ctx context.Context, d *appsv1.Deployment) (*platf
 				opts = append(opts, "prune")
 			}
 			o.Detail = o.Label() + " (auto-sync" + prefixed(", ", strings.Join(opts, ", ")) + ")"
+			o.Reconciles = true
 			o.Plan = "Auto-sync of " + o.Label() + " is turned off first (" + field + " removed, its value kept for resume-sync), so Argo CD does not put the bad version back."
 		default:
 			o.Detail = o.Label() + " (manual sync)"
@@ -169,6 +170,7 @@ func (a *Adapter) ownerObject(ctx context.Context, d *appsv1.Deployment) (*platf
 			o.Plan = o.Label() + " is already suspended: nothing to pause; keep it suspended until Git is changed."
 		} else {
 			o.Detail = o.Label() + " (reconciling)"
+			o.Reconciles = true
 			o.Plan = o.Label() + " is suspended first (" + field + ": true, as `flux suspend` does), so Flux does not put the bad version back."
 		}
 	}

@@ -146,7 +146,7 @@ func TestArgoCDPauseAndResume(t *testing.T) {
 	ctx := context.Background()
 
 	snap := e.snapshot(t)
-	if o := snap.Owner; o == nil || o.Kind != platforms.OwnerArgoCD || o.Name != "myapp" || o.Namespace != e.ns || o.Problem != "" ||
+	if o := snap.Owner; o == nil || o.Kind != platforms.OwnerArgoCD || o.Name != "myapp" || o.Namespace != e.ns || o.Problem != "" || !o.Reconciles ||
 		o.Detail != "Argo CD Application "+e.ns+"/myapp (auto-sync, self-heal, prune)" {
 		t.Fatalf("owner = %+v", snap.Owner)
 	}
