@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"rollbot/handlers"
+	"rollbot/platforms"
 	"rollbot/platforms/kube"
 	"rollbot/state"
 	"rollbot/testkit/kubetest"
@@ -264,4 +265,87 @@ func slicesHas(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// TestArgoCDPauseOnceAcrossTakeover: a replica paused the Application for
+// its incident and stopped before it could record the pause (Steps["owner"]
+// is "started", no OwnerPause in Redis). The bot that takes the incident
+// over does not pause again — the Application is not written a second time
+// — and recovers the exact previous value from the owner's annotations, so
+// resume-sync still restores it.
+func TestArgoCDPauseOnceAcrossTakeover(t *testing.T) {
+	c := kubetest.Start(t)
+	c.InstallCRDs(t, kubetest.ArgoCDCRDs)
+	dyn, err := dynamic.NewForConfig(c.AdminConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ns := kubetest.CreateNamespace(t, c.AdminClient, "takeover")
+	d := kubetest.NewDeployment(ns, "myapp", "registry.local/myapp:v1", 2)
+	d.Labels = map[string]string{"argocd.argoproj.io/instance": "myapp"}
+	kubetest.Create(t, c.AdminClient, d)
+	kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+	kubetest.SetImage(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v2")
+	kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+	objs, err := kubetest.DecodeYAML([]byte(strings.NewReplacer("%APP%", "myapp", "%NS%", ns).Replace(gitopsApp)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	original, err := dyn.Resource(argoApplications).Namespace(ns).Create(ctx, objs[0], metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := c.KubeconfigForRoles(t, ns, "../deploy/kubernetes/rbac.yaml", "rollbot", kube.GitOpsRole)
+	adapter, err := kube.New(kube.Config{Kubeconfig: kubeconfig, Namespace: ns, Deployment: "myapp", ArgoCDNamespace: ns, RolloutTimeout: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &handlers.Service{Name: "myapp", Platform: adapter, Metrics: imageMetrics{adapter},
+		Thresholds: handlers.Thresholds{ErrorRate: 0.01, LatencyFactor: 2, Restarts: 3, UnreadyRatio: 0.5, BaselineP95: 100 * time.Millisecond},
+		Approvers:  handlers.Access{Groups: []string{slackemu.GroupOnCall}}}
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+
+	// The replica that stopped: its incident, its lock, its pause.
+	id, err := h.store.NextID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := h.store.AcquireLock(ctx, "myapp", id, slackemu.UserAlice, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := adapter.PauseOwner(ctx, id, false); err != nil {
+		t.Fatal(err)
+	}
+	paused, err := dyn.Resource(argoApplications).Namespace(ns).Get(ctx, "myapp", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.store.SetLease(time.Second)
+	now := time.Now()
+	if err := h.store.Create(ctx, &state.Incident{ID: id, Service: "myapp", Channel: slackemu.ChannelIncident, RequestedBy: slackemu.UserAlice,
+		DecidedBy: slackemu.UserBob, Status: state.Stopping, Platform: "kubernetes", PlatformTgt: adapter.Target(), Lock: lock.Token,
+		Bad:    platforms.Revision{ID: "2", Artifact: "registry.local/myapp:v2"},
+		Target: platforms.Revision{ID: "1", Artifact: "registry.local/myapp:v1"},
+		Steps:  map[string]string{"owner": "started"}, Owner: "replica-that-stopped", Fence: 1, StepStarted: now, DeployedAt: now.Add(-time.Minute),
+		Messages: map[string]string{}}); err != nil {
+		t.Fatal(err)
+	}
+
+	h.waitFor("owner already paused", textHas("Argo CD Application "+ns+"/myapp was already paused for "+id))
+	h.waitFor("verified", textHas("Rollback verified"))
+	in := h.waitStatus(id, state.Completed)
+	if p := in.OwnerPause; p == nil || !p.Changed || string(p.Previous) != `{"prune":true,"selfHeal":true}` {
+		t.Fatalf("pause record after the takeover: %+v", in.OwnerPause)
+	}
+	if got, err := dyn.Resource(argoApplications).Namespace(ns).Get(ctx, "myapp", metav1.GetOptions{}); err != nil || got.GetResourceVersion() != paused.GetResourceVersion() {
+		t.Fatalf("the Application was written again after the takeover (resourceVersion %s -> %v, %v)", paused.GetResourceVersion(), got.GetResourceVersion(), err)
+	}
+	h.slash(slackemu.UserBob, "resume-sync myapp")
+	h.waitFor("resumed", textHas("resumed the sync ("+id+")"))
+	got, err := dyn.Resource(argoApplications).Namespace(ns).Get(ctx, "myapp", metav1.GetOptions{})
+	if err != nil || !reflect.DeepEqual(got.Object["spec"], original.Object["spec"]) {
+		t.Fatalf("after resume-sync: %v %v", got.Object["spec"], err)
+	}
 }
