@@ -419,7 +419,10 @@ func (a *Adapter) GitChange(ctx context.Context, p platforms.OwnerPause, bad, go
 	if err != nil {
 		return g, platforms.Userf(err, "cannot read %s: %s", o.Label(), a.ownerProblem(&o, "get", err))
 	}
-	str := func(m map[string]any, path ...string) string { s, _, _ := unstructured.NestedString(m, path...); return s }
+	str := func(m map[string]any, path ...string) string {
+		s, _, _ := unstructured.NestedString(m, path...)
+		return s
+	}
 	switch o.Kind {
 	case platforms.OwnerArgoCD:
 		src, _, _ := unstructured.NestedMap(obj.Object, "spec", "source")

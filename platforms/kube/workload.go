@@ -523,7 +523,9 @@ func (r *RevisionAdapter) MarkDoNotDeploy(ctx context.Context, rev platforms.Rev
 	return platforms.Result{}, platforms.Userf(fmt.Errorf("mark %s %s: %w", r.Target(), rev.Label(), platforms.ErrNotFound), "%s has no revision %s to mark DO_NOT_DEPLOY", r.Target(), rev.Label())
 }
 
-func (r *RevisionAdapter) apiError(verb string, err error) error { return r.apiErrorOn(verb, r.resource(), err) }
+func (r *RevisionAdapter) apiError(verb string, err error) error {
+	return r.apiErrorOn(verb, r.resource(), err)
+}
 
 func (r *RevisionAdapter) apiErrorOn(verb, resource string, err error) error {
 	cause := fmt.Errorf("%s %s for %s: %w", verb, resource, r.Target(), err)
