@@ -70,7 +70,7 @@ func platformAdapter[C validatable](name string, section func(PlatformSections) 
 var adapters = []adapter{
 	platformAdapter("kubernetes", func(s PlatformSections) *kube.Config { return s.Kubernetes },
 		func(_ context.Context, c kube.Config, b buildEnv) (platforms.Platform, error) {
-			return kube.New(c, b.log)
+			return kube.NewPlatform(c, b.log)
 		}),
 	platformAdapter("swarm", func(s PlatformSections) *swarm.Config { return s.Swarm },
 		func(_ context.Context, c swarm.Config, b buildEnv) (platforms.Platform, error) {

@@ -48,10 +48,18 @@ func WriteRBAC(w io.Writer, c *Config, serviceAccount string) error {
 		}
 		k := s.Kubernetes
 		cluster := clusterOf(*k)
-		key := nsKey{cluster, k.Namespace}
-		see(key)
-		if !slices.Contains(deployments[key], k.Deployment) {
-			deployments[key] = append(deployments[key], k.Deployment)
+		// StatefulSets and DaemonSets need the rollbot-workloads Role of
+		// deploy/kubernetes/rbac.yaml instead.
+		if k.Kind == "" || strings.EqualFold(k.Kind, kube.KindDeployment) {
+			key := nsKey{cluster, k.Namespace}
+			see(key)
+			name := k.Deployment
+			if name == "" {
+				name = k.Name
+			}
+			if !slices.Contains(deployments[key], name) {
+				deployments[key] = append(deployments[key], name)
+			}
 		}
 		if d := s.Database; d != nil && d.Down.Kind == migrations.DownKubernetesJob {
 			jk := nsKey{cluster, d.Down.Namespace}

@@ -611,6 +611,10 @@ func (e *Engine) dryRun(ctx context.Context, svc *Service, in *state.Incident, a
 			plan = append(plan, "database (after approval): "+svc.Database.DownPlan(*a.Migrations))
 		}
 	}
+	if op, ok := svc.Platform.(platforms.OwnerPauser); ok && a.Snapshot != nil && a.Snapshot.Owner != nil && a.Snapshot.Owner.GitOps() {
+		res, _, err := op.PauseOwner(ctx, in.ID, true)
+		plan = append(plan, planLines("pause owner", res, err, e)...)
+	}
 	res, err := svc.Platform.Stop(ctx, true)
 	plan = append(plan, planLines("stop", res, err, e)...)
 	res, err = svc.Platform.Rollback(ctx, a.Good, true, nil)

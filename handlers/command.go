@@ -22,6 +22,8 @@ const (
 	CmdDrills   CommandKind = "drills" // drills <service> [--env e]: earlier drills
 	CmdUnlock   CommandKind = "unlock"
 	CmdAllow    CommandKind = "allow"
+	// CmdResumeSync restores the GitOps owner a rollback paused.
+	CmdResumeSync CommandKind = "resume-sync"
 )
 
 // Command is a parsed /rollback text.
@@ -102,6 +104,8 @@ func ParseCommand(text string) (Command, error) {
 		}
 		c.To = args[2]
 		return c, nil
+	case "resume-sync":
+		return parseServiceArgs(CmdResumeSync, args[1:], true, "`/rollback resume-sync <service>`, optionally with `--env <environment>`")
 	case "timeline":
 		c := Command{Kind: CmdTimeline}
 		const usage = "usage: `/rollback timeline [RB-n] [--page N] [--markdown]`"

@@ -258,6 +258,7 @@ const (
 	ActRetryVerify   = "verify_retry"
 	ActEnd           = "rollback_end"    // close a failed rollback, release the lock
 	ActPostDone      = "postaction_done" // value: incident id + "|" + item key
+	ActOwnerOverride = "owner_override"  // roll back although the GitOps owner could not be paused
 
 	viewDBApprove = "db_approve_modal"
 )
@@ -310,6 +311,8 @@ func (e *Engine) HandleCommand(ctx context.Context, sc SlashCommand) {
 		e.unlock(ctx, sc, cmd)
 	case CmdAllow:
 		e.allow(ctx, sc, cmd)
+	case CmdResumeSync:
+		e.resumeSync(ctx, sc, cmd)
 	}
 }
 
@@ -334,6 +337,8 @@ func (e *Engine) HandleAction(ctx context.Context, a Action) {
 		e.postActionDone(ctx, a)
 	case ActCheckOK, ActCheckNotOK:
 		e.manualCheck(ctx, a)
+	case ActOwnerOverride:
+		e.overrideOwner(ctx, a)
 	default:
 		e.log.Warn("unknown action", "action", a.ActionID)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"rollbot/platforms"
 	"rollbot/state"
 )
 
@@ -161,6 +162,9 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 			started = e.now()
 		}
 		sctx, cancel := context.WithDeadline(ctx, started.Add(budget))
+		// Platform writes act for the person who decided (the requester
+		// for the assessment's dry run): adapters that impersonate use it.
+		sctx = platforms.WithActor(sctx, firstNonEmpty(o.in.DecidedBy, o.in.RequestedBy))
 		before := o.in.Status
 		var err error
 		switch o.in.Status {

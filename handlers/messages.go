@@ -95,6 +95,7 @@ func helpMsg(services []string) Msg {
 		"*`/rollback drills <service>`* earlier drills with their step times against the runbook's budgets",
 		"*`/rollback unlock <service>`* lift the deploy lock a rollback left (approvers)",
 		"*`/rollback allow <service> <version>`* let the cluster run an image refused after a rollback (approvers)",
+		"*`/rollback resume-sync <service>`* turn the Argo CD auto-sync / Flux reconciliation a rollback paused back on, exactly as it was",
 	}, "\n")
 	return Msg{Text: "rollbot commands", Blocks: []slack.Block{
 		header("title", "rollbot: deployment rollbacks from the incident channel"),
@@ -237,12 +238,16 @@ func verdictCell(v Verdict) string {
 	return "❔ inconclusive"
 }
 
-func assessmentTable(a *Assessment) *slack.TableBlock {
+func assessmentTable(in *state.Incident, a *Assessment) *slack.TableBlock {
 	t := slack.NewTableBlock("checks")
 	cell := func(s string) slack.TableCell { return slack.NewTableRawTextCell(clip(s, maxCell)) }
 	t.AddRow(cell("Check"), cell("Measured"), cell("Threshold"), cell("Verdict"), cell("Source"))
 	for _, c := range a.Checks {
 		t.AddRow(cell(c.Name), cell(c.Measured), cell(c.Threshold), cell(verdictCell(c.Verdict)), cell(c.Source))
+	}
+	// Only Kubernetes tells who owns the workload (Helm, Argo CD, Flux).
+	if a.Snapshot != nil && (a.Snapshot.Owner != nil || in.Platform == "kubernetes") {
+		t.AddRow(ownerRow(a.Snapshot.Owner, cell)...)
 	}
 	t.WithColumnSettings(
 		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft},
@@ -252,6 +257,48 @@ func assessmentTable(a *Assessment) *slack.TableBlock {
 		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft, IsWrapped: true},
 	)
 	return t
+}
+
+// ownerRow is the assessment's "Owner" row: Helm, Argo CD, Flux or none.
+func ownerRow(o *platforms.Owner, cell func(string) slack.TableCell) []slack.TableCell {
+	if o == nil {
+		return []slack.TableCell{cell("Owner"), cell("none"), cell("-"), cell("ℹ️ info"), cell("no Helm, Argo CD or Flux labels on the workload")}
+	}
+	verdict, source := "ℹ️ info", o.Plan
+	if o.Problem != "" {
+		verdict, source = "⚠️ cannot pause", o.Problem
+	}
+	return []slack.TableCell{cell("Owner"), cell(o.Detail), cell("-"), cell(verdict), cell(source)}
+}
+
+// ownerConfirmText says, in the confirmation, what will be done about the
+// workload's owner.
+func ownerConfirmText(in *state.Incident, a *Assessment) string {
+	if a == nil || a.Snapshot == nil || a.Snapshot.Owner == nil {
+		return ""
+	}
+	o := a.Snapshot.Owner
+	switch {
+	case o.Problem != "":
+		return " " + o.Label() + " cannot be paused (" + o.Problem + "): rollbot will stop before changing anything and ask."
+	case o.GitOps() && o.Reconciles:
+		return " " + o.Plan + " Resume it with `/rollback resume-sync " + in.Service + "` once Git is changed."
+	}
+	return " " + o.Plan
+}
+
+func ownerDialogText(a *Assessment) string {
+	if a == nil || a.Snapshot == nil || a.Snapshot.Owner == nil {
+		return ""
+	}
+	o := a.Snapshot.Owner
+	switch {
+	case o.Problem != "":
+		return " " + o.Label() + " cannot be paused: rollbot will ask before rolling back."
+	case o.GitOps():
+		return " Its owner, " + o.Label() + ", is paused first."
+	}
+	return " The Helm release history will not reflect the rollback."
 }
 
 func versionsText(a *Assessment) string {
@@ -325,7 +372,7 @@ func assessmentMsg(in *state.Incident, a *Assessment, plan []string) Msg {
 		blocks = append(blocks, section("span", ":warning: *"+strings.Join(notes, "*\n:warning: *")+"*"))
 	}
 	blocks = append(blocks,
-		assessmentTable(a),
+		assessmentTable(in, a),
 		section("recommendation", "*Recommendation:* "+a.Recommendation()),
 		section("versions", versionsText(a)),
 		section("migrations", migrationsText(in, a)),
@@ -359,9 +406,9 @@ func decisionBlocks(in *state.Incident, a *Assessment, plan []string) []slack.Bl
 			what += " After the verification: " + in.PostPlan + "."
 		}
 		return []slack.Block{
-			section("question", "*Roll back now?* "+what),
+			section("question", "*Roll back now?* "+what+ownerConfirmText(in, a)),
 			slack.NewActionBlock("decision",
-				button(ActConfirm, in.ID, "Roll back", slack.StyleDanger, confirmDialog("Roll back "+in.Service+"?", confirmText(in, what), "Roll back")),
+				button(ActConfirm, in.ID, "Roll back", slack.StyleDanger, confirmDialog("Roll back "+in.Service+"?", confirmText(in, what, ownerDialogText(a)), "Roll back")),
 				button(ActCancel, in.ID, "Cancel", "", nil),
 			),
 		}
@@ -378,11 +425,11 @@ func decisionBlocks(in *state.Incident, a *Assessment, plan []string) []slack.Bl
 // confirmText is the confirmation dialog's text (at most 300 characters
 // in Slack): what the rollback writes after the verification comes before
 // the targets' long names, so the approver always sees it.
-func confirmText(in *state.Incident, what string) string {
+func confirmText(in *state.Incident, what, owner string) string {
 	if in.PostPlan == "" {
-		return what + " The rollout is paused first."
+		return what + owner + " The rollout is paused first."
 	}
-	return fmt.Sprintf("Roll back to %s, then %s. The rollout is paused first.", in.Target.ID, in.PostPlan)
+	return fmt.Sprintf("Roll back to %s, then %s.%s The rollout is paused first.", in.Target.ID, in.PostPlan, owner)
 }
 
 func bullets(lines []string) string {
@@ -611,7 +658,13 @@ func postmortemReminderMsg(in *state.Incident, at time.Time) Msg {
 
 func postActionsMsg(in *state.Incident) Msg {
 	blocks := []slack.Block{section("title", "*Post-rollback actions* (runbook §6)")}
-	for _, it := range postItems {
+	for _, it := range postItemsFor(in) {
+		if it.Key == gitItem.Key {
+			it.Text += ": `/rollback resume-sync " + in.Service + "`"
+			if in.GitChange != nil {
+				it.Text += " (" + gitChangeLine(*in.GitChange) + ")"
+			}
+		}
 		detail, done := in.Done[it.Key]
 		text := ":white_large_square: " + it.Text
 		if done {
@@ -914,4 +967,85 @@ func dbFailedMsg(in *state.Incident, msg string, until time.Time) Msg {
 func withHoldNote(m Msg, in *state.Incident, until time.Time) Msg {
 	m.Blocks = append(m.Blocks, contextBlock("hold", fmt.Sprintf("%s stays locked for this rollback until someone acts or until %s; then %s is closed and the service released.", in.Service, clock(until), in.ID)))
 	return m
+}
+
+// ownerPausedMsg says the GitOps owner was paused before the rollback.
+func ownerPausedMsg(in *state.Incident, res platforms.Result) Msg {
+	t := ":pause_button: *Owner paused before the rollback:* " + res.Detail
+	if res.Outcome == platforms.Skipped {
+		t = ":information_source: *Owner:* " + res.Detail
+	}
+	if in.OwnerPause != nil && in.OwnerPause.Changed {
+		t += ". After the rollback, change Git, then `/rollback resume-sync " + in.Service + "` restores " + in.OwnerPause.Field + " exactly as it was."
+	}
+	blocks := []slack.Block{section("owner", t)}
+	if len(res.Plan) > 0 {
+		blocks = append(blocks, contextBlock("plan", strings.Join(res.Plan, "; ")))
+	}
+	return Msg{Text: "Owner paused: " + res.Detail, Blocks: blocks}
+}
+
+// ownerRefusedMsg is the failure when the owner could not be paused:
+// nothing was rolled back; an approver may roll back anyway.
+func ownerRefusedMsg(in *state.Incident, msg string) Msg {
+	return Msg{Text: "Not rolled back: " + msg, Blocks: []slack.Block{
+		section("failed", ":no_entry: *Not rolled back:* "+msg),
+		section("faq", "*What now?* Fix what the message says and run `/rollback "+in.Service+"` again (end this one first), or roll back anyway: the owner may then put the bad version back at its next sync."),
+		slack.NewActionBlock("owner_actions",
+			button(ActOwnerOverride, in.ID, "Roll back anyway", slack.StyleDanger,
+				confirmDialog("Roll back without pausing the owner?", "Roll "+in.PlatformTgt+" back to "+in.Target.Label()+" although its GitOps owner is not paused: it may put the bad version back.", "Roll back anyway")),
+			endButton(in)),
+	}}
+}
+
+func ownerOverriddenMsg(in *state.Incident, user string) Msg {
+	return simple(fmt.Sprintf(":warning: <@%s> chose to roll back anyway, without pausing the owner of %s. rollbot watches for the bad version coming back.", user, in.PlatformTgt))
+}
+
+// badVersionBackMsg says at once that the bad version runs again.
+func badVersionBackMsg(in *state.Incident, target string, owner *platforms.Owner) Msg {
+	who := "Something"
+	if owner != nil {
+		who = owner.Label() + " (or someone)"
+	}
+	return simple(fmt.Sprintf(":rotating_light: *The bad version is back:* %s runs `%s` again. %s put it back, probably a sync that was resumed or the old manifest applied again. Pause the sync and change Git (`%s` → `%s`) before anything else.",
+		target, in.Bad.Artifact, who, in.Bad.Artifact, in.Target.Artifact))
+}
+
+func gitChangeLine(g platforms.GitChange) string {
+	s := fmt.Sprintf("in %s", firstNonEmpty(g.Repo, "the repository"))
+	if g.Path != "" {
+		s += ", path " + g.Path
+	}
+	if g.Revision != "" {
+		s += ", revision " + g.Revision
+	}
+	s += fmt.Sprintf(": image %s → %s", g.From, g.To)
+	if g.Note != "" {
+		s += " (" + g.Note + ")"
+	}
+	return s
+}
+
+// gitChangeMsg says what must change in Git so the rollback sticks.
+func gitChangeMsg(in *state.Incident, g platforms.GitChange) Msg {
+	var b strings.Builder
+	fmt.Fprintf(&b, ":memo: *Change Git so the rollback sticks* (read from %s)\n", g.Source)
+	fmt.Fprintf(&b, "• Repository: %s\n", firstNonEmpty(g.Repo, "unknown"))
+	fmt.Fprintf(&b, "• Path: %s\n", firstNonEmpty(g.Path, "unknown"))
+	fmt.Fprintf(&b, "• Target revision: %s\n", firstNonEmpty(g.Revision, "unknown"))
+	fmt.Fprintf(&b, "• Image: `%s` → `%s`\n", g.From, g.To)
+	if g.Note != "" {
+		fmt.Fprintf(&b, ":warning: %s\n", g.Note)
+	}
+	fmt.Fprintf(&b, "Then `/rollback resume-sync %s`.", in.Service)
+	return Msg{Text: "Change Git so the rollback sticks: " + gitChangeLine(g), Blocks: []slack.Block{section("git", b.String())}}
+}
+
+func ownerResumedMsg(in *state.Incident, user string, res platforms.Result) Msg {
+	icon := ":arrow_forward:"
+	if res.Outcome == platforms.Skipped {
+		icon = ":next_track_button:"
+	}
+	return simple(fmt.Sprintf("%s <@%s> resumed the sync (%s): %s", icon, user, in.ID, res.Detail))
 }

@@ -104,6 +104,21 @@ func TestGoldenMessages(t *testing.T) {
 		{Time: t0.Add(time.Second), Actor: "rollbot", Step: "assess", Detail: "Error rate 7.40% (fail)"},
 	}
 	lock := &state.Lock{Service: "myapp", Incident: "RB-7", Holder: "U0ALICE", Since: t0}
+	argo := &platforms.Owner{Kind: platforms.OwnerArgoCD, Name: "myapp", Namespace: "argocd", Detail: "Argo CD Application argocd/myapp (auto-sync, self-heal)", Reconciles: true,
+		Plan: "Auto-sync of Argo CD Application argocd/myapp is turned off first (spec.syncPolicy.automated removed, its value kept for resume-sync), so Argo CD does not put the bad version back."}
+	owned := *a
+	owned.Snapshot = &platforms.Snapshot{DeployedAt: t0.Add(-12 * time.Minute), Owner: argo}
+	helm := *a
+	helm.Snapshot = &platforms.Snapshot{DeployedAt: t0.Add(-12 * time.Minute), Owner: &platforms.Owner{Kind: platforms.OwnerHelm, Name: "myapp", Namespace: "prod",
+		Detail: "Helm release prod/myapp (app.kubernetes.io/managed-by: Helm)", Plan: "rollbot rolls the Deployment back directly, not through Helm: the Helm release history will not reflect the rollback (it keeps showing the bad revision as deployed) until the chart or its values are fixed and upgraded."}}
+	missing := *a
+	missing.Snapshot = &platforms.Snapshot{DeployedAt: t0.Add(-12 * time.Minute), Owner: &platforms.Owner{Kind: platforms.OwnerArgoCD, Name: "ghost", Namespace: "argocd", Detail: "Argo CD Application argocd/ghost",
+		Problem: "Argo CD Application argocd/ghost not found, though deployment prod/myapp names it as its owner: check the workload's labels/annotations (or `argocd_namespace:` in rollbot's config)"}}
+	paused := *in
+	paused.OwnerPause = &platforms.OwnerPause{Owner: *argo, Incident: "RB-7", Field: "spec.syncPolicy.automated", Previous: []byte(`{"prune":true,"selfHeal":true}`), Changed: true}
+	git := platforms.GitChange{Repo: "https://git.example.com/platform/deploy.git", Path: "apps/myapp/prod", Revision: "release-7", Source: "Argo CD Application argocd/myapp", From: in.Bad.Artifact, To: in.Target.Artifact}
+	gitDone := done
+	gitDone.OwnerPause, gitDone.GitChange = paused.OwnerPause, &git
 
 	cases := map[string]Msg{
 		"help":                 helpMsg([]string{"myapp", "payments"}),
@@ -149,6 +164,16 @@ func TestGoldenMessages(t *testing.T) {
 		"timeline":             timelineMsg(in, events, 1),
 		"markdown":             markdownMsg(in, state.Markdown(in, events, func(a string) string { return a })),
 		"interrupted":          interruptedMsg(in, state.RollingBack),
+		"assessment_argocd":    assessmentMsg(in, &owned, nil),
+		"assessment_helm":      assessmentMsg(in, &helm, nil),
+		"assessment_no_owner":  assessmentMsg(in, &missing, nil),
+		"owner_paused":         ownerPausedMsg(&paused, platforms.Result{Outcome: platforms.Done, Detail: `paused Argo CD Application argocd/myapp (spec.syncPolicy.automated was {"prune":true,"selfHeal":true})`, Plan: []string{`Argo CD Application argocd/myapp: remove spec.syncPolicy.automated (was {"prune":true,"selfHeal":true})`}}),
+		"owner_refused":        ownerRefusedMsg(in, "Argo CD Application argocd/myapp could not be paused, so rollbot did not roll back (it would put the bad version back): cannot pause Argo CD Application argocd/myapp: rollbot may not patch applications.argoproj.io in argocd"),
+		"owner_overridden":     ownerOverriddenMsg(in, "U0BOB"),
+		"bad_version_back":     badVersionBackMsg(in, "deployment prod/myapp", argo),
+		"git_change":           gitChangeMsg(in, git),
+		"post_actions_git":     postActionsMsg(&gitDone),
+		"owner_resumed":        ownerResumedMsg(in, "U0BOB", platforms.Result{Outcome: platforms.Done, Detail: `resumed Argo CD Application argocd/myapp: spec.syncPolicy.automated is {"prune":true,"selfHeal":true} again`}),
 	}
 	for name, m := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -106,6 +106,10 @@ func (e *Engine) postActions(ctx context.Context, o *owned) {
 	}
 	e.saveChecklist(ctx, o, done, notes)
 	in = o.in
+	if in.OwnerPause != nil {
+		e.gitChange(ctx, o)
+		in = o.in
+	}
 	ts := e.post(ctx, in.Channel, in.ThreadTS, postActionsMsg(in))
 	e.setMessage(ctx, o, "postactions", ts)
 }
@@ -144,7 +148,7 @@ func (e *Engine) postActionDone(ctx context.Context, a Action) {
 		return
 	}
 	valid := false
-	for _, it := range postItems {
+	for _, it := range postItemsFor(in) {
 		valid = valid || it.Key == key
 	}
 	if !valid {
@@ -176,8 +180,20 @@ func (e *Engine) postActionDone(ctx context.Context, a Action) {
 	e.update(ctx, in.Channel, ts, postActionsMsg(in))
 }
 
+// gitItem is the §6 item of a rollback whose GitOps owner was paused:
+// the rollback sticks only once Git says the same.
+var gitItem = PostItem{Key: "git", Text: "Revert the image in Git so the rollback sticks, then resume the sync"}
+
+// postItemsFor is the checklist of one incident.
+func postItemsFor(in *state.Incident) []PostItem {
+	if in.OwnerPause == nil {
+		return postItems
+	}
+	return append(append([]PostItem(nil), postItems...), gitItem)
+}
+
 func itemText(key string) string {
-	for _, it := range postItems {
+	for _, it := range append(postItems, gitItem) {
 		if it.Key == key {
 			return it.Text
 		}

@@ -16,6 +16,9 @@ import (
 // before it acts. On a resumed incident the adapter answers "skipped"
 // when the rollout is already stopped.
 func (e *Engine) stopStep(ctx context.Context, o *owned) error {
+	if err := e.pauseOwner(ctx, o); err != nil {
+		return err
+	}
 	in, svc := o.in, o.svc
 	progTS := in.Messages["progress"]
 	if progTS == "" {
@@ -191,6 +194,8 @@ func (e *Engine) failed(o *owned, msg string) {
 		m = dbFailedMsg(in, msg, until)
 	case was == state.Verifying:
 		m = verifyFailedMsg(in, msg, fallbacks)
+	case in.Steps["owner"] == ownerRefused && was == state.Stopping:
+		m = ownerRefusedMsg(in, msg)
 	default:
 		m = rollbackFailedMsg(in, msg, o.svc.Platform.Kind(), fallbacks)
 	}

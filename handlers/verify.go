@@ -216,8 +216,14 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 	defer e.nudges.remove(in.ID, nudge)
 
 	base := &baselines{errRatio: math.NaN(), p95: math.NaN()}
+	// A rollback of a GitOps-owned workload is watched for the bad
+	// version coming back (someone resumed the sync) all through.
+	watch, said := in.OwnerPause != nil || in.Steps["owner"] == ownerOverridden, false
 	for {
 		e.verifyRound(ctx, o, v, base)
+		if watch {
+			e.watchBadVersion(ctx, o, v, &said)
+		}
 		if e.decideVerification(v) || ctx.Err() != nil {
 			break
 		}

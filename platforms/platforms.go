@@ -18,6 +18,7 @@ package platforms
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -87,6 +88,65 @@ type Snapshot struct {
 	// MigrationLog is the tail of an init-migrate style container's log,
 	// when the platform has one.
 	MigrationLog string `json:"migration_log,omitempty"`
+	// Owner is what else manages the workload (a Helm release, an Argo CD
+	// Application, a Flux Kustomization or HelmRelease); nil when nothing
+	// does, or the platform cannot tell.
+	Owner *Owner `json:"owner,omitempty"`
+}
+
+// Owner kinds.
+const (
+	OwnerHelm            = "helm"
+	OwnerArgoCD          = "argocd"
+	OwnerFluxKustomize   = "flux-kustomization"
+	OwnerFluxHelmRelease = "flux-helmrelease"
+)
+
+// Owner is a tool that manages a service's workload and would put the bad
+// version back, or keep claiming it is live, after a rollback made on the
+// platform directly.
+type Owner struct {
+	// Kind is one of the Owner* constants.
+	Kind      string `json:"kind"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	// Detail is the assessment's line: "Argo CD Application argocd/myapp
+	// (auto-sync, self-heal)".
+	Detail string `json:"detail"`
+	// Plan is what rollbot will do about the owner, for the confirmation.
+	Plan string `json:"plan"`
+	// Reconciles is set when the owner puts its own version back by
+	// itself now (Argo CD auto-sync on, Flux not suspended): the rollback
+	// pauses it.
+	Reconciles bool `json:"reconciles,omitempty"`
+	// Problem says why the owner cannot be paused (its object is missing,
+	// its CRD is not installed, rollbot may not read it); empty when fine.
+	Problem string `json:"problem,omitempty"`
+}
+
+// Label is the short human form: "Argo CD Application argocd/myapp".
+func (o Owner) Label() string {
+	name := o.Name
+	if o.Namespace != "" {
+		name = o.Namespace + "/" + o.Name
+	}
+	switch o.Kind {
+	case OwnerHelm:
+		return "Helm release " + name
+	case OwnerArgoCD:
+		return "Argo CD Application " + name
+	case OwnerFluxKustomize:
+		return "Flux Kustomization " + name
+	case OwnerFluxHelmRelease:
+		return "Flux HelmRelease " + name
+	}
+	return o.Kind + " " + name
+}
+
+// GitOps reports whether the owner reconciles from a source (Argo CD,
+// Flux) and must be paused before a rollback.
+func (o Owner) GitOps() bool {
+	return o.Kind == OwnerArgoCD || o.Kind == OwnerFluxKustomize || o.Kind == OwnerFluxHelmRelease
 }
 
 // Outcome says what a write did.
@@ -145,6 +205,62 @@ type Platform interface {
 	// never be deployed again, and who said so. Platforms without a place
 	// for such a mark return Skipped.
 	MarkDoNotDeploy(ctx context.Context, rev Revision, by string) (Result, error)
+}
+
+// OwnerPauser is implemented by a Platform whose workload may be owned by
+// a GitOps controller (Argo CD, Flux). Before the rollback writes, the
+// owner is paused through its documented API, so that it does not put the
+// bad version back; after the verification the team changes Git and
+// resumes it.
+type OwnerPauser interface {
+	// OwnerOf reads the workload's owner now; nil when it has none.
+	OwnerOf(ctx context.Context) (*Owner, error)
+	// PauseOwner pauses the owner's reconciliation for incident. No owner,
+	// or one that does not reconcile (Helm) → Skipped and a nil pause.
+	// Re-entrant per incident: an owner this incident already paused
+	// answers Skipped with the same OwnerPause (the previous setting is
+	// kept on the owner object too, so a replica that takes over finds it).
+	// An owner that cannot be paused (missing, CRD absent, Forbidden) is a
+	// UserError saying why, and nothing is changed.
+	PauseOwner(ctx context.Context, incident string, dryRun bool) (Result, *OwnerPause, error)
+	// ResumeOwner restores exactly what PauseOwner changed. Already
+	// resumed (by hand, or by an earlier call) → Skipped.
+	ResumeOwner(ctx context.Context, p OwnerPause) (Result, error)
+	// GitChange says what must change in the owner's source so that the
+	// rollback sticks: the image bad.Artifact back to good.Artifact.
+	GitChange(ctx context.Context, p OwnerPause, bad, good Revision) (GitChange, error)
+}
+
+// OwnerPause is what pausing an owner changed, stored with the incident.
+type OwnerPause struct {
+	Owner    Owner  `json:"owner"`
+	Incident string `json:"incident"`
+	// Field is the owner's field the pause changed ("spec.syncPolicy.automated",
+	// "spec.suspend") and Previous its value before, as JSON ("null" when
+	// it was not set); ResumeOwner puts it back exactly.
+	Field    string          `json:"field"`
+	Previous json.RawMessage `json:"previous"`
+	// Changed is false when the owner was already paused (or never
+	// reconciled by itself): there is nothing for resume-sync to restore.
+	Changed bool      `json:"changed"`
+	At      time.Time `json:"at,omitzero"`
+	// Resumed is set once the owner was resumed, and by whom.
+	Resumed   bool   `json:"resumed,omitempty"`
+	ResumedBy string `json:"resumed_by,omitempty"`
+}
+
+// GitChange is what must change in Git so that a rollback of a
+// GitOps-owned workload sticks.
+type GitChange struct {
+	Repo     string `json:"repo"`     // repository URL
+	Path     string `json:"path"`     // path in the repository
+	Revision string `json:"revision"` // the branch / tag / commit the owner follows
+	// Source names the object these were read from ("Application argocd/myapp").
+	Source string `json:"source"`
+	From   string `json:"from"` // the image value to revert
+	To     string `json:"to"`   // the value it must become
+	// Note is a problem reading part of it, for users.
+	Note string `json:"note,omitempty"`
 }
 
 // Fallbacks are the runbook FAQ's "what if the rollback also fails" steps.
@@ -381,6 +497,21 @@ func UserMessage(err error) (string, bool) {
 		return ue.Msg, true
 	}
 	return "", false
+}
+
+type actorKey struct{}
+
+// WithActor marks ctx as acting for a Slack user (the one whose click
+// started the write), for adapters that write with that person's own
+// identity on the platform (Kubernetes impersonation).
+func WithActor(ctx context.Context, slackUser string) context.Context {
+	return context.WithValue(ctx, actorKey{}, slackUser)
+}
+
+// ActorFrom returns the Slack user WithActor put in ctx, or "".
+func ActorFrom(ctx context.Context) string {
+	s, _ := ctx.Value(actorKey{}).(string)
+	return s
 }
 
 // ErrConflict is wrapped by writes whose compare-and-set precondition failed

@@ -200,6 +200,13 @@ type Incident struct {
 	Timings map[string]StepTiming `json:"timings,omitempty"`
 	// Drill is set for a practice rollback (`/rollback drill`).
 	Drill *DrillRun `json:"drill,omitempty"`
+	// OwnerPause is what pausing the workload's GitOps owner changed
+	// (Argo CD auto-sync, Flux suspend), so `/rollback resume-sync`
+	// restores it exactly.
+	OwnerPause *platforms.OwnerPause `json:"owner_pause,omitempty"`
+	// GitChange is what must change in Git so that the rollback sticks,
+	// read from the owner after the verification.
+	GitChange *platforms.GitChange `json:"git_change,omitempty"`
 }
 
 // StepTiming is when a runbook step ran; End is zero while it runs.

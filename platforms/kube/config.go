@@ -31,6 +31,11 @@ type Config struct {
 
 	Namespace  string `yaml:"namespace"`
 	Deployment string `yaml:"deployment"`
+	// Kind is the workload's kind: deployment (the default), statefulset
+	// or daemonset. A StatefulSet or DaemonSet is named by Name (Name also
+	// works for a Deployment, instead of Deployment).
+	Kind string `yaml:"kind"`
+	Name string `yaml:"name"`
 	// Container is the container whose image is the service's artifact.
 	// Empty means the first container of the pod template.
 	Container string `yaml:"container"`
@@ -39,6 +44,16 @@ type Config struct {
 	MigrationContainer string `yaml:"migration_container"`
 	// MigrationLogLines is how many log lines to keep (default 20).
 	MigrationLogLines int `yaml:"migration_log_lines"`
+	// ArgoCDNamespace is where Argo CD's Applications live (default
+	// "argocd"); an Application elsewhere is named "<namespace>_<name>" by
+	// Argo CD's labels and found there.
+	ArgoCDNamespace string `yaml:"argocd_namespace"`
+	// Impersonate maps Slack user ids to Kubernetes identities. When set,
+	// every write for a click runs as the clicker's identity (client-go
+	// impersonation), so the cluster's RBAC decides; a clicker without an
+	// entry is refused. rollbot's own credentials then need only
+	// `impersonate` on exactly these users and groups.
+	Impersonate map[string]Identity `yaml:"impersonate"`
 	// RolloutTimeout caps how long a write waits for the rollout to finish,
 	// in addition to the Deployment's own progressDeadlineSeconds, which is
 	// what normally ends a stuck rollout. Zero means progress deadline + 1m.
@@ -58,10 +73,24 @@ func (c Config) Validate() error {
 	} else if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("namespace: %q is not a valid namespace name: %s", c.Namespace, strings.Join(msgs, "; ")))
 	}
-	if c.Deployment == "" {
+	switch c.kind() {
+	case KindDeployment, KindStatefulSet, KindDaemonSet:
+	default:
+		errs = append(errs, fmt.Errorf("kind: %q is not one of deployment, statefulset, daemonset", c.Kind))
+	}
+	switch {
+	case c.Deployment != "" && c.Name != "":
+		errs = append(errs, errors.New("name: give either name or deployment, not both"))
+	case c.kind() != KindDeployment && c.Deployment != "":
+		errs = append(errs, fmt.Errorf("deployment: this service is a %s: name it with `name:`", c.kind()))
+	case c.workloadName() == "" && c.kind() == KindDeployment:
 		errs = append(errs, errors.New("deployment: required"))
-	} else if msgs := validation.IsDNS1123Subdomain(c.Deployment); len(msgs) > 0 {
-		errs = append(errs, fmt.Errorf("deployment: %q is not a valid Deployment name: %s", c.Deployment, strings.Join(msgs, "; ")))
+	case c.workloadName() == "":
+		errs = append(errs, errors.New("name: required"))
+	default:
+		if msgs := validation.IsDNS1123Subdomain(c.workloadName()); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("deployment: %q is not a valid %s name: %s", c.workloadName(), c.kind(), strings.Join(msgs, "; ")))
+		}
 	}
 	if c.InCluster && c.Kubeconfig != "" {
 		errs = append(errs, errors.New("in_cluster: cannot be combined with kubeconfig"))
@@ -74,6 +103,16 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("container: %q is not a valid container name", c.Container))
 		}
 	}
+	if c.ArgoCDNamespace != "" {
+		if msgs := validation.IsDNS1123Label(c.ArgoCDNamespace); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("argocd_namespace: %q is not a valid namespace name", c.ArgoCDNamespace))
+		}
+	}
+	for slackUser, id := range c.Impersonate {
+		if id.User == "" {
+			errs = append(errs, fmt.Errorf("impersonate.%s.user: required (the Kubernetes user the Slack user %s acts as)", slackUser, slackUser))
+		}
+	}
 	if c.MigrationLogLines < 0 {
 		errs = append(errs, errors.New("migration_log_lines: must not be negative"))
 	}
@@ -82,6 +121,22 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Identity is a Kubernetes user and its groups, for impersonation.
+type Identity struct {
+	User   string   `yaml:"user"`
+	Groups []string `yaml:"groups"`
+}
+
+func (c Config) kind() string {
+	if c.Kind == "" {
+		return KindDeployment
+	}
+	return strings.ToLower(c.Kind)
+}
+
+// workloadName is the workload's name: Name, or Deployment.
+func (c Config) workloadName() string { return firstNonEmpty(c.Name, c.Deployment) }
 
 func (c Config) withDefaults() Config {
 	if c.MigrationContainer == "" {
@@ -92,6 +147,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Cluster == "" {
 		c.Cluster = c.Context
+	}
+	if c.ArgoCDNamespace == "" {
+		c.ArgoCDNamespace = DefaultArgoCDNamespace
+	}
+	if c.Deployment == "" && c.kind() == KindDeployment {
+		c.Deployment = c.Name
 	}
 	return c
 }

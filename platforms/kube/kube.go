@@ -28,6 +28,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	appsclient "k8s.io/client-go/kubernetes/typed/apps/v1"
 	authorizationclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
@@ -66,13 +67,23 @@ type Adapter struct {
 	pods        coreclient.PodInterface
 	logs        logReader
 	access      authorizationclient.SelfSubjectAccessReviewInterface
-	now         func() time.Time
+	// dyn reads and pauses the workload's GitOps owner (Argo CD, Flux);
+	// nil on an Adapter built by NewWithClient without WithDynamic.
+	dyn dynamic.Interface
+	now func() time.Time
+	// rc is the client configuration New built the clients from; the
+	// impersonating clients are built from it.
+	rc *rest.Config
+	// as names the identity an impersonating copy writes with, for
+	// messages: "bob@example.com (for <@U0BOB>)".
+	as string
 }
 
 var (
 	_ platforms.Platform      = (*Adapter)(nil)
 	_ platforms.Fallbacks     = (*Adapter)(nil)
 	_ platforms.AccessChecker = (*Adapter)(nil)
+	_ platforms.OwnerPauser   = (*Adapter)(nil)
 )
 
 // New builds an Adapter from cfg: in-cluster config, or the kubeconfig
@@ -81,11 +92,65 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cs, err := Clientset(cfg)
+	rc, err := restConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return NewWithClient(cs, cfg, log), nil
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Deployment, err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Deployment, err)
+	}
+	a := NewWithClient(cs, cfg, log).WithDynamic(dyn)
+	a.rc = rc
+	return a, nil
+}
+
+// forActor is the adapter a write runs with: itself, or, when
+// Config.Impersonate is set, a copy whose clients impersonate the
+// Kubernetes identity of the Slack user in ctx (platforms.WithActor).
+func (a *Adapter) forActor(ctx context.Context) (*Adapter, error) {
+	if len(a.cfg.Impersonate) == 0 {
+		return a, nil
+	}
+	user := platforms.ActorFrom(ctx)
+	id, ok := a.cfg.Impersonate[user]
+	if !ok || user == "" {
+		who := "this write has no Slack user"
+		if user != "" {
+			who = "<@" + user + "> has no Kubernetes identity"
+		}
+		return nil, platforms.Userf(fmt.Errorf("impersonate for %s: no identity for %q", a.Target(), user),
+			"%s in rollbot's `impersonate:` for %s, so rollbot changed nothing: ask an admin to map you, or ask someone who is mapped", who, a.Target())
+	}
+	if a.rc == nil {
+		return nil, platforms.Userf(nil, "impersonation for %s needs an adapter built by kube.New", a.Target())
+	}
+	rc := rest.CopyConfig(a.rc)
+	rc.Impersonate = rest.ImpersonationConfig{UserName: id.User, Groups: id.Groups}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("impersonating client for %s: %w", a.Target(), err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("impersonating client for %s: %w", a.Target(), err)
+	}
+	b := NewWithClient(cs, a.cfg, a.log).WithDynamic(dyn)
+	b.log, b.now, b.logs, b.rc = a.log.With("as", id.User), a.now, a.logs, rc
+	b.as = id.User + " (for <@" + user + ">)"
+	return b, nil
+}
+
+// WithDynamic gives the adapter a client for the GitOps owners' custom
+// resources (Argo CD Applications, Flux Kustomizations and HelmReleases),
+// on the same cluster and credentials as its clientset.
+func (a *Adapter) WithDynamic(dyn dynamic.Interface) *Adapter {
+	a.dyn = dyn
+	return a
 }
 
 // Clientset is a client for the cluster cfg names (in_cluster, or its

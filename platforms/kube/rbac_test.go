@@ -228,7 +228,7 @@ func TestDeployManifests(t *testing.T) {
 	c := cluster(t)
 	ctx := context.Background()
 	cs := c.AdminClient
-	for _, ns := range []string{"prod", "rollbot"} {
+	for _, ns := range []string{"prod", "rollbot", "argocd"} { // argocd: the rollbot-gitops Role
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
@@ -250,6 +250,10 @@ func TestDeployManifests(t *testing.T) {
 				_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 			case *rbacv1.RoleBinding:
 				_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			case *rbacv1.ClusterRole:
+				_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+			case *rbacv1.ClusterRoleBinding:
+				_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
 			case *corev1.ConfigMap:
 				cfgYAML = o.Data["rollbot.yaml"]
 				_, err = cs.CoreV1().ConfigMaps(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
@@ -287,6 +291,14 @@ func TestDeployManifests(t *testing.T) {
 		if allowed("default", p) {
 			t.Errorf("%s may %s in namespace default too", user, p)
 		}
+	}
+	// The GitOps owners' Role: where Argo CD's Applications live.
+	for _, p := range []kube.Permission{{"argoproj.io", "applications", "patch"}, {"kustomize.toolkit.fluxcd.io", "kustomizations", "patch"}} {
+		kubetest.Poll(t, user+" may "+p.String()+" in argocd", func(ctx context.Context) (bool, error) { return allowed("argocd", p), nil })
+	}
+	// StatefulSets and DaemonSets (rollbot-workloads).
+	for _, p := range []kube.Permission{{"apps", "statefulsets", "patch"}, {"apps", "controllerrevisions", "list"}} {
+		kubetest.Poll(t, user+" may "+p.String()+" in prod", func(ctx context.Context) (bool, error) { return allowed("prod", p), nil })
 	}
 	for _, extra := range []kube.Permission{{"apps", "deployments", "delete"}, {"", "secrets", "get"}, {"apps", "deployments", "update"}} {
 		if allowed("prod", extra) {

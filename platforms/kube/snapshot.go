@@ -55,6 +55,7 @@ func (a *Adapter) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
 		}
 	}
 	snap.MigrationLog = a.migrationLog(ctx, st, pods)
+	snap.Owner, _ = a.ownerObject(ctx, st.d)
 	return snap, nil
 }
 

@@ -39,6 +39,15 @@ func TestConfigValidate(t *testing.T) {
 			[]string{"in_cluster: cannot be combined with kubeconfig", "in_cluster: cannot be combined with context"}},
 		{"negative", Config{Namespace: "p", Deployment: "d", MigrationLogLines: -1, RolloutTimeout: -time.Second},
 			[]string{"migration_log_lines:", "rollout_timeout:"}},
+		{"statefulset", Config{Namespace: "p", Kind: "StatefulSet", Name: "db"}, nil},
+		{"deployment by name", Config{Namespace: "p", Name: "web"}, nil},
+		{"bad kind", Config{Namespace: "p", Kind: "cronjob", Name: "x"}, []string{"kind: \"cronjob\" is not one of deployment, statefulset, daemonset"}},
+		{"daemonset named by deployment", Config{Namespace: "p", Kind: "daemonset", Deployment: "x"}, []string{"deployment: this service is a daemonset: name it with `name:`"}},
+		{"both names", Config{Namespace: "p", Name: "x", Deployment: "y"}, []string{"name: give either name or deployment, not both"}},
+		{"daemonset without name", Config{Namespace: "p", Kind: "daemonset"}, []string{"name: required"}},
+		{"impersonate without user", Config{Namespace: "p", Deployment: "d", Impersonate: map[string]Identity{"U0BOB": {Groups: []string{"oncall"}}}},
+			[]string{"impersonate.U0BOB.user: required"}},
+		{"bad argocd namespace", Config{Namespace: "p", Deployment: "d", ArgoCDNamespace: "Argo CD"}, []string{"argocd_namespace:"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

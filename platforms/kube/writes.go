@@ -91,6 +91,10 @@ var annotationsToSkip = map[string]bool{
 // Stop implements platforms.Platform: it pauses the rollout (runbook §2,
 // `kubectl rollout pause`). Already paused → Skipped.
 func (a *Adapter) Stop(ctx context.Context, dryRun bool) (platforms.Result, error) {
+	a, err := a.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	d, err := a.deployments.Get(ctx, a.cfg.Deployment, metav1.GetOptions{})
 	if err != nil {
 		return platforms.Result{}, a.apiError("get", "deployments", err)
@@ -117,6 +121,10 @@ func (a *Adapter) Stop(ctx context.Context, dryRun bool) (platforms.Result, erro
 // status`, reporting progress, until the rollout completes or the
 // Deployment's progress deadline is exceeded.
 func (a *Adapter) Rollback(ctx context.Context, to platforms.Revision, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
+	a, err := a.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	st, err := a.read(ctx)
 	if err != nil {
 		return platforms.Result{}, err
@@ -221,6 +229,10 @@ func replicas(d *appsv1.Deployment) int {
 // the configured container's image, ends a pause in the same conditional
 // patch, and waits for the rollout.
 func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
+	a, err := a.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	if artifact == "" {
 		return platforms.Result{}, platforms.Userf(nil, "no image given for %s", a.Target())
 	}
@@ -329,6 +341,10 @@ func (a *Adapter) Deploy(ctx context.Context, artifact string, dryRun bool) (pla
 // ScaleToZero implements platforms.Fallbacks: replicas → 0, conditional on
 // the resourceVersion read, then waits until no pod is left.
 func (a *Adapter) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Result, error) {
+	a, err := a.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	d, err := a.deployments.Get(ctx, a.cfg.Deployment, metav1.GetOptions{})
 	if err != nil {
 		return platforms.Result{}, a.apiError("get", "deployments", err)
@@ -374,6 +390,10 @@ func (a *Adapter) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Resul
 // ID, or by Artifact when ID is empty; the patch is conditional on the
 // ReplicaSet still being that revision (JSON patch test operations).
 func (a *Adapter) MarkDoNotDeploy(ctx context.Context, rev platforms.Revision, by string) (platforms.Result, error) {
+	a, err := a.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	st, err := a.read(ctx)
 	if err != nil {
 		return platforms.Result{}, err

@@ -222,7 +222,7 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		args []string
 	}{
 		{"kube-controller-manager", []string{"--kubeconfig=" + c.AdminKubeconfig,
-			"--controllers=deployment,replicaset,job,serviceaccount,garbagecollector,namespace",
+			"--controllers=deployment,replicaset,statefulset,daemonset,job,serviceaccount,garbagecollector,namespace",
 			"--leader-elect=false", "--secure-port=0"}},
 		{"kube-scheduler", []string{"--kubeconfig=" + c.AdminKubeconfig, "--leader-elect=false", "--secure-port=0"}},
 		{"kwok", []string{"--kubeconfig=" + c.AdminKubeconfig, "--config=" + kwokConfig,

@@ -412,3 +412,32 @@ func (c *Cluster) serviceAccountKubeconfig(ctx context.Context, ns string, roles
 	}
 	return path, tr.Status.Token, nil
 }
+
+// LoadClusterRole reads the ClusterRole called name from a YAML file of
+// one or more documents.
+func LoadClusterRole(path, name string) (*rbacv1.ClusterRole, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: no ClusterRole named %q", path, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if cr, ok := obj.(*rbacv1.ClusterRole); ok && cr.Name == name {
+			return cr, nil
+		}
+	}
+}
