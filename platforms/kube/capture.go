@@ -19,9 +19,9 @@ import (
 
 var _ platforms.Capturer = (*Adapter)(nil)
 
-// Capture implements platforms.Capturer: for up to lim.Units bad pods of
-// the Deployment (not Ready, crash-looping or restarting first; pods of
-// the current revision before older ones), the last lim.Lines lines of
+// Capture implements platforms.Capturer: for up to lim.Units pods of the
+// bad version (the current revision's pods and any other unhealthy one;
+// not Ready or restarting first, the current revision's before others), the last lim.Lines lines of
 // every container's current and previous log and the pod's events; then
 // the Deployment's events. Logs go through pods/log with TailLines and
 // LimitBytes, so the API server never sends more than the limits.
@@ -38,10 +38,10 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 	}
 	bad := badPods(st, pods)
 	if len(bad) == 0 {
-		ev.Missed("no pod of %s is unhealthy: no pod logs kept", a.Target())
+		ev.Missed("%s has no pods: no pod logs kept", a.Target())
 	}
 	if len(bad) > lim.Units {
-		ev.Missed("%d more unhealthy pods not captured (limit: %d pods)", len(bad)-lim.Units, lim.Units)
+		ev.Missed("%d more pods not captured (limit: %d pods)", len(bad)-lim.Units, lim.Units)
 		bad = bad[:lim.Units]
 	}
 	for _, p := range bad {
@@ -68,8 +68,9 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 	return ev, nil
 }
 
-// badPods orders the pods worth keeping: not Ready or restarting, the
-// current revision's first, the most restarts first.
+// badPods orders the pods worth keeping: the current revision's and the
+// unhealthy ones; not Ready first, then the most restarts, the current
+// revision's before others.
 func badPods(st *state, pods []corev1.Pod) []*corev1.Pod {
 	var out []*corev1.Pod
 	restarts := map[*corev1.Pod]int32{}
@@ -82,7 +83,8 @@ func badPods(st *state, pods []corev1.Pod) []*corev1.Pod {
 		for _, c := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
 			r += c.RestartCount
 		}
-		if podReady(p) && r == 0 {
+		current := st.current != nil && metav1.IsControlledBy(p, st.current)
+		if !current && podReady(p) && r == 0 {
 			continue
 		}
 		restarts[p] = r
@@ -95,9 +97,6 @@ func badPods(st *state, pods []corev1.Pod) []*corev1.Pod {
 		return 1
 	}
 	slices.SortStableFunc(out, func(x, y *corev1.Pod) int {
-		if c := cur(x) - cur(y); c != 0 {
-			return c
-		}
 		if rx, ry := podReady(x), podReady(y); rx != ry {
 			if !rx {
 				return -1
@@ -106,6 +105,9 @@ func badPods(st *state, pods []corev1.Pod) []*corev1.Pod {
 		}
 		if restarts[x] != restarts[y] {
 			return int(restarts[y] - restarts[x])
+		}
+		if c := cur(x) - cur(y); c != 0 {
+			return c
 		}
 		return strings.Compare(x.Name, y.Name)
 	})
