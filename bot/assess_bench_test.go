@@ -41,6 +41,7 @@ func (quietChat) Ephemeral(context.Context, string, string, handlers.Msg) error 
 func (quietChat) Schedule(context.Context, string, time.Time, handlers.Msg) error    { return nil }
 func (quietChat) OpenModal(context.Context, string, slack.ModalViewRequest) error    { return nil }
 func (quietChat) GroupMembers(context.Context, string) ([]string, error)             { return nil, nil }
+func (quietChat) Upload(context.Context, string, string, handlers.File) error        { return nil }
 
 // BenchmarkAssess500Pods is issue 6's benchmark: the wall time of the
 // runbook §1 assessment ((*handlers.Engine).Assess, exactly what

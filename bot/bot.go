@@ -118,7 +118,11 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if o.Engine.Metrics == nil {
 		o.Engine.Metrics = m
 	}
-	chat := newRedactChat(&slackChat{api: api, metrics: m}, NewRedactor(append(o.Env.Secrets(), o.Secrets...)...))
+	redactor := NewRedactor(append(o.Env.Secrets(), o.Secrets...)...)
+	chat := newRedactChat(&slackChat{api: api, metrics: m}, redactor)
+	if o.Engine.Redact == nil {
+		o.Engine.Redact = redactor.String
+	}
 	b.engine = handlers.New(ctx, chat, store, o.Services, o.Engine, o.Log)
 	if o.OpsAddr != "" {
 		var err error

@@ -58,6 +58,9 @@ type ServiceConfig struct {
 	HealthURLs []string          `yaml:"health_urls"`
 	SmokeTest  SmokeTestConfig   `yaml:"smoke_test"`
 	Database   *DatabaseSettings `yaml:"database"`
+	// Capture bounds the evidence (logs, events) kept before the rollback's
+	// first write, on platforms that can capture.
+	Capture platforms.CaptureLimits `yaml:"capture"`
 }
 
 // ThresholdsConfig overrides the runbook's defaults; unset fields keep them.
@@ -281,6 +284,7 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	for i, u := range s.HealthURLs {
 		errs = append(errs, platforms.FieldErrors(fmt.Sprintf("%s.health_urls[%d]", p, i), platforms.CheckHTTPURL(u))...)
 	}
+	add(p+".capture", s.Capture.Validate())
 	if s.SmokeTest.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.smoke_test.timeout: must not be negative", p))
 	}

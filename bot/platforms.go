@@ -211,7 +211,7 @@ func BuildServices(ctx context.Context, c *Config, history *state.Store, log *sl
 func buildService(ctx context.Context, name string, sc ServiceConfig, history *state.Store, log *slog.Logger) (*handlers.Service, error) {
 	svc := &handlers.Service{
 		Name: name, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
-		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline,
+		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, Capture: sc.Capture,
 	}
 	a, ok := adapterNamed(sc.Platform)
 	if !ok {

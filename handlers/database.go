@@ -158,6 +158,9 @@ func (e *Engine) dbRefuse(ctx context.Context, a Action) {
 // stopped replica started (platforms.Database: re-entrant per incident),
 // or report a local down command they cannot follow.
 func (e *Engine) dbStep(ctx context.Context, o *owned) error {
+	if err := e.captureFirst(ctx, o); err != nil {
+		return err
+	}
 	in, svc := o.in, o.svc
 	approvers := in.DBApprovedBy
 	title := "Database rollback"

@@ -93,7 +93,22 @@ func (e *Engine) timeline(ctx context.Context, sc SlashCommand, cmd Command) {
 			}
 			return a
 		})
+		ev, kept, err := e.store.Evidence(ctx, id)
+		if err != nil {
+			e.log.Warn("read evidence for the export", "incident", id, "err", err)
+			md += "\n## Evidence kept before the rollback\n\nCould not be read from rollbot's store (see the bot log).\n"
+		} else if kept {
+			md += state.EvidenceMarkdown(ev)
+		}
 		e.post(ctx, sc.ChannelID, in.ThreadTS, markdownMsg(in, md))
+		if kept || err != nil {
+			// The whole export, with the evidence, is longer than a message.
+			f := File{Name: in.ID + "-timeline.md", Title: in.ID + " timeline and evidence (Markdown)", Content: []byte(md),
+				Comment: "The full Markdown export of " + in.ID + ", with the evidence kept before the rollback."}
+			if err := e.chat.Upload(ctx, sc.ChannelID, in.ThreadTS, f); err != nil {
+				e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg("the full Markdown export could not be uploaded ("+e.userText(err, "upload export")+"); the message above shows its start"))
+			}
+		}
 		return
 	}
 	e.post(ctx, sc.ChannelID, "", timelineMsg(in, events))

@@ -14,6 +14,9 @@ import (
 // before it acts. On a resumed incident the adapter answers "skipped"
 // when the rollout is already stopped.
 func (e *Engine) stopStep(ctx context.Context, o *owned) error {
+	if err := e.captureFirst(ctx, o); err != nil {
+		return err
+	}
 	in, svc := o.in, o.svc
 	progTS := in.Messages["progress"]
 	if progTS == "" {
