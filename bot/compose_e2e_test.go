@@ -27,6 +27,7 @@ services:
     ports: ["127.0.0.1:%d:8080"]
     environment:
       SAMPLEAPP_SELF_LOAD: "20"
+      SAMPLEAPP_LOG_LINE: "${LOG_LINE:-}"
   api:
     image: rollbot-sampleapp:e2e-v1
     ports: ["127.0.0.1::8080"]

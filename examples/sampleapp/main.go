@@ -76,6 +76,7 @@ func run() error {
 	crash := fs.String("crash-on-start", envOr("SAMPLEAPP_CRASH_ON_START", crashOnStart), "exit 1 right after start")
 	fh := fs.String("fail-health", envOr("SAMPLEAPP_FAIL_HEALTH", failHealth), "answer /health with 503")
 	flood := fs.Int("log-flood", atoiOr(os.Getenv("SAMPLEAPP_LOG_FLOOD"), 0), "bytes of log lines to write to stderr at start (0: none), for tests of bounded log reading")
+	logLine := fs.String("log-line", os.Getenv("SAMPLEAPP_LOG_LINE"), "a line to write to stderr at start (tests: what an app may log by mistake)")
 	selfLoad := fs.Int("self-load", atoiOr(os.Getenv("SAMPLEAPP_SELF_LOAD"), 0), "requests per second the app sends to its own /work (0: none)")
 	printVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -94,6 +95,9 @@ func run() error {
 		return fmt.Errorf("latency %q: %w", *lat, err)
 	}
 	m.failHealth = *fh == "true"
+	if *logLine != "" {
+		fmt.Fprintln(os.Stderr, *logLine)
+	}
 	if *flood > 0 {
 		logFlood(os.Stderr, *flood)
 	}
