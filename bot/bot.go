@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -41,6 +42,10 @@ type Options struct {
 	// Secrets are replaced in every Slack message, with Env.Secrets (see
 	// Secrets).
 	Secrets []string
+	// Alertmanager, with AlertToken, serves the alert receiver on the ops
+	// listener (nil: no receiver).
+	Alertmanager *AlertmanagerConfig
+	AlertToken   string
 }
 
 // Bot is a running rollbot.
@@ -66,6 +71,16 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var alertToken string
+	if cfg.Alertmanager != nil {
+		name := cfg.Alertmanager.tokenEnv()
+		if alertToken = os.Getenv(name); len(alertToken) < 16 {
+			return fmt.Errorf("%s: the alertmanager receiver needs a bearer token of at least 16 characters in this variable", name)
+		}
+		if opsAddr == "" {
+			return fmt.Errorf("alertmanager: the receiver is served on the ops listener, which %s=off disables", OpsAddrVar)
+		}
+	}
 	secrets := Secrets(cfg, env, os.Getenv)
 	log = slog.New(NewRedactHandler(log.Handler(), secrets...))
 	// One server, Sentinel or Cluster, by the form of REDIS_URL (see
@@ -90,7 +105,7 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	}
 	checkAccess(ctx, services, log)
 	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log,
-		OpsAddr: opsAddr, Durability: ru.Durability(), Secrets: secrets})
+		OpsAddr: opsAddr, Durability: ru.Durability(), Secrets: secrets, Alertmanager: cfg.Alertmanager, AlertToken: alertToken})
 	if err != nil {
 		return err
 	}
@@ -126,7 +141,14 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	b.engine = handlers.New(ctx, chat, store, o.Services, o.Engine, o.Log)
 	if o.OpsAddr != "" {
 		var err error
-		if b.ops, err = listenOps(o.OpsAddr, m, o.Redis, o.Log); err != nil {
+		var alerts http.Handler
+		if o.Alertmanager != nil {
+			if o.AlertToken == "" {
+				return nil, errors.New("alertmanager: no bearer token for the receiver")
+			}
+			alerts = &alertReceiver{cfg: *o.Alertmanager, token: o.AlertToken, engine: b.Engine, log: o.Log}
+		}
+		if b.ops, err = listenOps(o.OpsAddr, m, o.Redis, o.Log, alerts); err != nil {
 			return nil, err
 		}
 	}

@@ -40,6 +40,9 @@ type Config struct {
 	Lease time.Duration `yaml:"lease"`
 	// Budgets bound each step; see handlers.Budgets for the defaults.
 	Budgets handlers.Budgets `yaml:"budgets"`
+	// Alertmanager enables the alert receiver (POST /alertmanager on the
+	// ops listener); nil: off.
+	Alertmanager *AlertmanagerConfig `yaml:"alertmanager"`
 
 	Services map[string]ServiceConfig `yaml:"services"`
 }
@@ -249,6 +252,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: service names are lowercase letters, digits, '.', '_' and '-'", p))
 		}
 		errs = append(errs, s.validate(p, add)...)
+	}
+	if c.Alertmanager != nil {
+		errs = append(errs, c.Alertmanager.validate(c.Services)...)
 	}
 	errs = append(errs, c.validateSafety()...)
 	return errors.Join(errs...)

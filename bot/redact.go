@@ -100,6 +100,9 @@ func Secrets(c *Config, e Env, getenv func(string) string) []string {
 			}
 		}
 	}
+	if c != nil && c.Alertmanager != nil {
+		names = append(names, c.Alertmanager.tokenEnv())
+	}
 	names = append(names, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 	for _, n := range names {
 		v := getenv(n)

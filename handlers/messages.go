@@ -170,7 +170,7 @@ func levenshtein(a, b string) int {
 func clock(t time.Time) string { return t.UTC().Format("15:04:05 UTC") }
 
 func lockedMsg(service string, l *state.Lock, holder *state.Incident) Msg {
-	t := fmt.Sprintf(":no_entry: A rollback of *%s* is already running: *%s*, started by <@%s> at %s.", service, l.Incident, l.Holder, clock(l.Since))
+	t := fmt.Sprintf(":no_entry: A rollback of *%s* is already running: *%s*, started by %s at %s.", service, l.Incident, mention(l.Holder), clock(l.Since))
 	if holder != nil {
 		t += fmt.Sprintf(" Status: %s.", strings.ReplaceAll(string(holder.Status), "_", " "))
 	}
@@ -186,7 +186,17 @@ func incidentTitle(in *state.Incident) string {
 }
 
 func requestLine(in *state.Incident) string {
-	t := fmt.Sprintf("Requested by <@%s> · %s `%s`", in.RequestedBy, in.Platform, in.PlatformTgt)
+	t := fmt.Sprintf("Requested by %s · %s `%s`", mention(in.RequestedBy), in.Platform, in.PlatformTgt)
+	if al := in.Alert; al != nil {
+		t = fmt.Sprintf("Opened by the Alertmanager alert *%s*", al.Name)
+		if !al.StartsAt.IsZero() {
+			t += ", firing since " + clock(al.StartsAt)
+		}
+		if !al.ResolvedAt.IsZero() {
+			t += fmt.Sprintf(" · :white_check_mark: *resolved at %s* (rolling back is still possible; decide whether it is still needed)", clock(al.ResolvedAt))
+		}
+		t += fmt.Sprintf(" · %s `%s`", in.Platform, in.PlatformTgt)
+	}
 	if in.Reason != "" {
 		t += " · _" + in.Reason + "_"
 	}
@@ -725,4 +735,12 @@ func dbFailedMsg(in *state.Incident, msg string, until time.Time) Msg {
 func withHoldNote(m Msg, in *state.Incident, until time.Time) Msg {
 	m.Blocks = append(m.Blocks, contextBlock("hold", fmt.Sprintf("%s stays locked for this rollback until someone acts or until %s; then %s is closed and the service released.", in.Service, clock(until), in.ID)))
 	return m
+}
+
+// mention renders who requested something: a Slack user, or Alertmanager.
+func mention(user string) string {
+	if user == AlertRequester {
+		return "an Alertmanager alert"
+	}
+	return "<@" + user + ">"
 }

@@ -181,6 +181,19 @@ type Incident struct {
 	// StepStarted is when the current working step started (its budget
 	// counts from here, across takeovers).
 	StepStarted time.Time `json:"step_started,omitzero"`
+	// Alert is the Alertmanager alert group that opened the incident (nil
+	// for a /rollback).
+	Alert *AlertRef `json:"alert,omitempty"`
+}
+
+// AlertRef is the alert group an incident was opened for.
+type AlertRef struct {
+	GroupKey   string    `json:"group_key"`
+	Name       string    `json:"name"`              // alertname
+	Summary    string    `json:"summary,omitempty"` // the summary annotation
+	StartsAt   time.Time `json:"starts_at,omitzero"`
+	ResolvedAt time.Time `json:"resolved_at,omitzero"`
+	URL        string    `json:"url,omitempty"` // where the alert comes from (generatorURL)
 }
 
 // ErrNotFound is returned for a missing incident.
