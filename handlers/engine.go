@@ -83,9 +83,9 @@ type Service struct {
 	DestructiveApprovals int
 	// Capture bounds the evidence kept before the first write, when the
 	// platform can capture (platforms.Capturer).
-	Capture platforms.CaptureLimits
-	AssessWindow         time.Duration // current-value window, default 5m
-	BaselineWindow       time.Duration // baseline window before the deploy, default 30m
+	Capture        platforms.CaptureLimits
+	AssessWindow   time.Duration // current-value window, default 5m
+	BaselineWindow time.Duration // baseline window before the deploy, default 30m
 }
 
 // Options tune the engine; zero values take defaults.
