@@ -173,3 +173,9 @@ func (e Evidence) Text(header string) string {
 	}
 	return b.String()
 }
+
+// AtLineLimit reports whether a log tail read with a line limit has as
+// many lines as the limit: older lines were probably left out.
+func AtLineLimit(text string, lines int) bool {
+	return lines > 0 && strings.Count(strings.TrimRight(text, "\n"), "\n")+1 >= lines
+}

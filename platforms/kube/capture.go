@@ -133,7 +133,7 @@ func (a *Adapter) captureLog(ctx context.Context, ev *platforms.Evidence, lim pl
 	if n >= transfer {
 		ev.Missed("%s: its last %d lines are longer than %d bytes; the newest may be missing", name, lim.Lines, transfer)
 	}
-	ev.Add(lim, name, "log", tb.String(), tb.Dropped())
+	ev.Add(lim, name, "log", tb.String(), tb.Dropped() || platforms.AtLineLimit(tb.String(), lim.Lines))
 }
 
 func (a *Adapter) captureEvents(ctx context.Context, ev *platforms.Evidence, lim platforms.CaptureLimits, name, kind, obj string) {

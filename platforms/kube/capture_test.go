@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -20,7 +21,10 @@ import (
 // until every pod of it crash-loops (kwok: CrashLoopBackOff, restarts).
 func crashLooping(t *testing.T) *env {
 	t.Helper()
-	e := newEnv(t, v1, 3)
+	// Recreate: every pod is replaced by a crash-looping one at once.
+	e := newEnv(t, v1, 3, func(d *appsv1.Deployment) {
+		d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+	})
 	kubetest.SetImage(t, e.admin, e.ns, e.name, v2Broken)
 	kubetest.Poll(t, "3 crash-looping pods of v2-broken", func(ctx context.Context) (bool, error) {
 		pods, err := e.admin.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + e.name})

@@ -76,7 +76,7 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 			a.log.WarnContext(ctx, "capture service log", "op", "capture", "err", err)
 			ev.Missed("%s: read cut short (%s)", name, docker.ShortErr(err))
 		}
-		ev.Add(lim, name, "log", tb.String(), tb.Dropped())
+		ev.Add(lim, name, "log", tb.String(), tb.Dropped() || platforms.AtLineLimit(tb.String(), lim.Lines))
 	}
 	ev.Cap(lim.TotalBytes)
 	return ev, nil

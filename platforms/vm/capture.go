@@ -68,7 +68,7 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 				continue
 			}
 		}
-		ev.Add(lim, name, "log", tb.String(), tb.Dropped())
+		ev.Add(lim, name, "log", tb.String(), tb.Dropped() || platforms.AtLineLimit(tb.String(), lim.Lines))
 	}
 	ev.Cap(lim.TotalBytes)
 	return ev, nil

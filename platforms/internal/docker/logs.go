@@ -36,7 +36,7 @@ func TailLog(ctx context.Context, api LogAPI, id string, tty bool, lim platforms
 	} else {
 		_, err = stdcopy.StdCopy(tb, tb, rc)
 	}
-	return tb.String(), tb.Dropped(), err
+	return tb.String(), tb.Dropped() || platforms.AtLineLimit(tb.String(), lim.Lines), err
 }
 
 // ShortErr names an engine error for the evidence file without addresses.
