@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,25 +45,43 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 		ev.Missed("%d more pods not captured (limit: %d pods)", len(bad)-lim.Units, lim.Units)
 		bad = bad[:lim.Units]
 	}
+	// Every read is its own piece, run a few at a time; the pieces are
+	// put together in order.
+	var reads []func(ev *platforms.Evidence)
 	for _, p := range bad {
 		for _, c := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
-			if ctx.Err() != nil {
-				ev.Missed("pod %s: the capture ran out of time", p.Name)
-				break
-			}
 			name := fmt.Sprintf("pod %s/%s container %s", a.cfg.Namespace, p.Name, c.Name)
 			if c.State.Running != nil || c.State.Terminated != nil || c.LastTerminationState.Terminated != nil {
-				a.captureLog(ctx, &ev, lim, name, p.Name, c.Name, false)
+				reads = append(reads, func(ev *platforms.Evidence) { a.captureLog(ctx, ev, lim, name, p.Name, c.Name, false) })
 			}
 			if c.RestartCount > 0 || c.LastTerminationState.Terminated != nil {
-				a.captureLog(ctx, &ev, lim, name+" (previous)", p.Name, c.Name, true)
+				reads = append(reads, func(ev *platforms.Evidence) { a.captureLog(ctx, ev, lim, name+" (previous)", p.Name, c.Name, true) })
 			}
 		}
-		a.captureEvents(ctx, &ev, lim, "pod "+a.cfg.Namespace+"/"+p.Name, "Pod", p.Name)
+		reads = append(reads, func(ev *platforms.Evidence) {
+			a.captureEvents(ctx, ev, lim, "pod "+a.cfg.Namespace+"/"+p.Name, "Pod", p.Name)
+		})
 	}
-	a.captureEvents(ctx, &ev, lim, a.Target(), "Deployment", a.cfg.Deployment)
+	reads = append(reads, func(ev *platforms.Evidence) { a.captureEvents(ctx, ev, lim, a.Target(), "Deployment", a.cfg.Deployment) })
 	if st.current != nil {
-		a.captureEvents(ctx, &ev, lim, "replicaset "+a.cfg.Namespace+"/"+st.current.Name, "ReplicaSet", st.current.Name)
+		reads = append(reads, func(ev *platforms.Evidence) {
+			a.captureEvents(ctx, ev, lim, "replicaset "+a.cfg.Namespace+"/"+st.current.Name, "ReplicaSet", st.current.Name)
+		})
+	}
+	parts := make([]platforms.Evidence, len(reads))
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i, read := range reads {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			read(&parts[i])
+		})
+	}
+	wg.Wait()
+	for _, p := range parts {
+		ev.Sources = append(ev.Sources, p.Sources...)
+		ev.Missing = append(ev.Missing, p.Missing...)
 	}
 	ev.Cap(lim.TotalBytes)
 	return ev, nil
