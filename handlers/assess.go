@@ -47,6 +47,9 @@ type Assessment struct {
 	Migrations  *platforms.MigrationReport
 	MigErr      string
 	MigLog      string // init-migrate log tail, when the platform has one
+	// MigLogApplied are the lines of MigLog that show migrations being
+	// applied: evidence for the decision gate.
+	MigLogApplied []string `json:",omitempty"`
 	Gate        bool   // migrations ran: DB step first
 	Took        time.Duration
 }
@@ -134,6 +137,7 @@ func (e *Engine) Assess(ctx context.Context, svc *Service, to string, marks map[
 		})
 	}
 	wg.Wait()
+	e.gateFromMigrationLog(svc, a)
 	a.Checks[2] = restartsCheck(svc, snap, a.SnapshotErr)
 	a.Checks[3] = readinessCheck(svc, snap, a.SnapshotErr)
 	a.Took = e.now().Sub(start)
@@ -594,4 +598,24 @@ func assessmentSummary(a *Assessment) string {
 		s += fmt.Sprintf("; %d migration(s) ran: database step first", len(a.Migrations.Ran))
 	}
 	return s
+}
+
+// gateFromMigrationLog feeds the migration container's log into the
+// decision gate (runbook §1): when it shows migrations being applied and
+// rollbot has no database to ask, or the database's migration table shows
+// none since the deploy, the database step comes first, checked by hand.
+func (e *Engine) gateFromMigrationLog(svc *Service, a *Assessment) {
+	applied := platforms.AppliedInLog(a.MigLog)
+	if len(applied) == 0 {
+		return
+	}
+	a.MigLogApplied = applied
+	switch {
+	case svc.Database == nil:
+		a.Gate = true
+	case a.Migrations != nil && len(a.Migrations.Ran) == 0:
+		a.MigErr = fmt.Sprintf("the migration container's log shows migrations applied, but %s's migration table shows none since the deploy", a.Migrations.Tool)
+		a.Migrations = nil
+		a.Gate = true
+	}
 }

@@ -261,7 +261,9 @@ func versionsText(a *Assessment) string {
 func migrationsText(in *state.Incident, a *Assessment) string {
 	switch {
 	case a.MigErr != "":
-		return ":warning: *Database migrations:* could not check (" + a.MigErr + "). The database step comes first: a DB approver checks the migration table by hand before the app is rolled back."
+		return ":warning: *Database migrations:* could not check (" + a.MigErr + "). The database step comes first: a DB approver checks the migration table by hand before the app is rolled back." + appliedLines(a)
+	case a.Migrations == nil && len(a.MigLogApplied) > 0:
+		return ":octagonal_sign: *Decision gate: the migration container's log shows migrations applied* (no database is configured for rollbot to check). The database step comes first: an approver checks the database by hand before the app is rolled back." + appliedLines(a)
 	case a.Migrations == nil && a.MigLog != "":
 		return ":warning: *Database migrations:* no database is configured for rollbot to check, but the migration container logged:\n```" + clip(a.MigLog, 1200) + "```"
 	case a.Migrations == nil:
@@ -743,4 +745,12 @@ func mention(user string) string {
 		return "an Alertmanager alert"
 	}
 	return "<@" + user + ">"
+}
+
+// appliedLines quotes the migration log's evidence.
+func appliedLines(a *Assessment) string {
+	if len(a.MigLogApplied) == 0 {
+		return ""
+	}
+	return "\n```" + clip(strings.Join(a.MigLogApplied, "\n"), 1200) + "```"
 }
