@@ -50,8 +50,8 @@ type Assessment struct {
 	// MigLogApplied are the lines of MigLog that show migrations being
 	// applied: evidence for the decision gate.
 	MigLogApplied []string `json:",omitempty"`
-	Gate        bool   // migrations ran: DB step first
-	Took        time.Duration
+	Gate          bool     // migrations ran: DB step first
+	Took          time.Duration
 }
 
 // Failing lists the names of failed checks.

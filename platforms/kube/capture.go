@@ -62,7 +62,9 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 			a.captureEvents(ctx, ev, lim, "pod "+a.cfg.Namespace+"/"+p.Name, "Pod", p.Name)
 		})
 	}
-	reads = append(reads, func(ev *platforms.Evidence) { a.captureEvents(ctx, ev, lim, a.Target(), "Deployment", a.cfg.Deployment) })
+	reads = append(reads, func(ev *platforms.Evidence) {
+		a.captureEvents(ctx, ev, lim, a.Target(), "Deployment", a.cfg.Deployment)
+	})
 	if st.current != nil {
 		reads = append(reads, func(ev *platforms.Evidence) {
 			a.captureEvents(ctx, ev, lim, "replicaset "+a.cfg.Namespace+"/"+st.current.Name, "ReplicaSet", st.current.Name)
