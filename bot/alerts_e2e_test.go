@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +137,62 @@ receivers:
 	}
 	if !strings.Contains(logs, "request without the right bearer token refused") {
 		t.Error("the refused requests are not logged")
+	}
+}
+
+// Ten notifications of one alert group at once (as from several
+// Alertmanager peers, each to another bot replica on the same Redis):
+// one incident, one assessment; another group of the same service is
+// told that rollback is already running.
+func TestAlertReceiverOneIncidentPerGroup(t *testing.T) {
+	svc, _ := simService(t, "myapp", 20*time.Millisecond)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.stop()
+	ops := nettest.FreeAddr(t)
+	h.opts.OpsAddr = ops
+	h.opts.Alertmanager = &AlertmanagerConfig{}
+	h.opts.AlertToken = alertToken
+	h.start()
+	payload := func(group string) []byte {
+		return []byte(`{"version":"4","groupKey":` + strconv.Quote(group) + `,"status":"firing","receiver":"rollbot",
+"groupLabels":{"alertname":"HighErrorRate"},"commonLabels":{"alertname":"HighErrorRate","service":"myapp"},
+"commonAnnotations":{"summary":"5xx above 10%"},"alerts":[{"status":"firing","labels":{"alertname":"HighErrorRate","service":"myapp"},"startsAt":"2026-12-03T07:00:00Z"}]}`)
+	}
+	post := func(body []byte) int {
+		req, _ := http.NewRequest("POST", "http://"+ops+"/alertmanager", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+alertToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	codes := make(chan int, 10)
+	for range 10 {
+		go func() { codes <- post(payload(`{}:{alertname="HighErrorRate"}`)) }()
+	}
+	for range 10 {
+		if c := <-codes; c != http.StatusOK {
+			t.Errorf("HTTP %d", c)
+		}
+	}
+	h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	if c := post(payload(`{}:{alertname="OtherAlert"}`)); c != http.StatusOK {
+		t.Errorf("second group: HTTP %d", c)
+	}
+	h.waitFor("the second group told a rollback runs", textHas("A rollback of *myapp* is already running: *RB-1*, started by an Alertmanager alert"))
+	roots := 0
+	for _, m := range h.emu.Messages(slackemu.ChannelIncident) {
+		if strings.Contains(m.PlainText(), "Rollback of myapp") {
+			roots++
+		}
+	}
+	if roots != 1 {
+		t.Errorf("%d assessments; want one:\n%s", roots, h.dump())
+	}
+	if _, err := h.store.Get(context.Background(), "RB-3"); err == nil {
+		t.Error("a third incident was opened")
 	}
 }
