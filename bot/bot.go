@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -45,6 +46,10 @@ type Options struct {
 	// Secrets are replaced in every Slack message, with Env.Secrets (see
 	// Secrets).
 	Secrets []string
+	// Alertmanager, with AlertToken, serves the alert receiver on the ops
+	// listener (nil: no receiver).
+	Alertmanager *AlertmanagerConfig
+	AlertToken   string
 }
 
 // Bot is a running rollbot.
@@ -76,6 +81,16 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var alertToken string
+	if cfg.Alertmanager != nil {
+		name := cfg.Alertmanager.tokenEnv()
+		if alertToken = os.Getenv(name); len(alertToken) < 16 {
+			return fmt.Errorf("%s: the alertmanager receiver needs a bearer token of at least 16 characters in this variable", name)
+		}
+		if opsAddr == "" {
+			return fmt.Errorf("alertmanager: the receiver is served on the ops listener, which %s=off disables", OpsAddrVar)
+		}
+	}
 	secrets := Secrets(cfg, env, os.Getenv)
 	log = slog.New(NewRedactHandler(log.Handler(), secrets...))
 	// One server, Sentinel or Cluster, by the form of REDIS_URL (see
@@ -100,7 +115,7 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	}
 	checkAccess(ctx, services, log)
 	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log,
-		OpsAddr: opsAddr, GateToken: gateToken, Durability: ru.Durability(), Secrets: secrets})
+		OpsAddr: opsAddr, GateToken: gateToken, Durability: ru.Durability(), Secrets: secrets, Alertmanager: cfg.Alertmanager, AlertToken: alertToken})
 	if err != nil {
 		return err
 	}
@@ -128,7 +143,11 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if o.Engine.Metrics == nil {
 		o.Engine.Metrics = m
 	}
-	chat := newRedactChat(&slackChat{api: api, metrics: m}, NewRedactor(append(o.Env.Secrets(), o.Secrets...)...))
+	redactor := NewRedactor(append(o.Env.Secrets(), o.Secrets...)...)
+	chat := newRedactChat(&slackChat{api: api, metrics: m}, redactor)
+	if o.Engine.Redact == nil {
+		o.Engine.Redact = redactor.String
+	}
 	b.engine = handlers.New(ctx, chat, store, o.Services, o.Engine, o.Log)
 	b.scrapes = scrape.NewCollector(scrape.CollectorOptions{Shared: store, Owner: b.engine.Replica(), Lease: o.Engine.Lease}, o.Log)
 	for _, s := range o.Services {
@@ -146,7 +165,14 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 			}
 			g = newGate(store, o.GateToken, names, o.Log)
 		}
-		if b.ops, err = listenOps(o.OpsAddr, m, o.Redis, g, o.Log); err != nil {
+		var alerts http.Handler
+		if o.Alertmanager != nil {
+			if o.AlertToken == "" {
+				return nil, errors.New("alertmanager: no bearer token for the receiver")
+			}
+			alerts = &alertReceiver{cfg: *o.Alertmanager, token: o.AlertToken, engine: b.Engine, log: o.Log}
+		}
+		if b.ops, err = listenOps(o.OpsAddr, m, o.Redis, g, o.Log, alerts); err != nil {
 			return nil, err
 		}
 	}

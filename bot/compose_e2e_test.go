@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ services:
     ports: ["127.0.0.1:%d:8080"]
     environment:
       SAMPLEAPP_SELF_LOAD: "20"
+      SAMPLEAPP_LOG_LINE: "${LOG_LINE:-}"
   api:
     image: rollbot-sampleapp:e2e-v1
     ports: ["127.0.0.1::8080"]
@@ -87,9 +89,10 @@ services:
 		t.Fatalf("the dry run changed web: it runs %s", web.Config.Image)
 	}
 
-	// CI deploys the bad build.
+	// CI deploys the bad build, which logs the bot's own app token at start
+	// (an app may log any secret by mistake).
 	p.Write(fmt.Sprintf(composeFile, e2eBad.Tag, port))
-	p.Compose(nil, "up", "-d")
+	p.Compose([]string{"LOG_LINE=connecting with token " + slackemu.AppToken}, "up", "-d")
 	wait.Every(t, 200*time.Millisecond, time.Minute, "v2 to answer", func() (bool, error) {
 		code, body, err := httpGet(base + "/version")
 		return err == nil && code == 200 && body == "v2", fmt.Errorf("/version: %d %q %v", code, body, err)
@@ -110,6 +113,39 @@ services:
 	answerChecksByHand(t, h.emu, slackemu.UserBob, 1, 4*time.Minute)
 	h.waitLong("verified", textHas("Rollback verified"))
 	h.waitLong("post-rollback actions", textHas("Post-rollback actions"))
+
+	// Before the first write, the bad container's state and real output
+	// were kept, redacted, with the incident and as a file in the thread.
+	files := h.emu.Files()
+	if len(files) != 1 || files[0].Name != "RB-2-evidence.txt" || files[0].ThreadTS != a.TS {
+		t.Fatalf("files uploaded: %+v", files)
+	}
+	ev := string(files[0].Content)
+	wantAll(t, "evidence file", ev, "RB-2: web, compose service web in project "+p.Name, "_web_1 state (errors)", "image "+v2,
+		"_web_1 (log)", "sampleapp listening", "connecting with token [REDACTED]")
+	stored, kept, err := h.store.Evidence(ctx, "RB-2")
+	if err != nil || !kept || len(stored.Sources) != 2 {
+		t.Fatalf("stored evidence: %+v %v %v", stored, kept, err)
+	}
+	for _, s := range stored.Sources {
+		if strings.Contains(s.Text, slackemu.AppToken) {
+			t.Errorf("stored evidence %s holds the app token", s.Name)
+		}
+	}
+	if strings.Contains(ev, slackemu.AppToken) {
+		t.Error("the uploaded evidence holds the app token")
+	}
+	h.wantSteps("RB-2", "request", "assess", "confirm", "capture", "stop", "rollback", "verify", "postactions")
+
+	// The Markdown export carries the evidence, as a file in the thread.
+	h.slash(slackemu.UserAlice, "timeline RB-2 --markdown")
+	wait.For(t, 20*time.Second, "the Markdown export file", func() (bool, error) { return len(h.emu.Files()) == 2, nil })
+	md := h.emu.Files()[1]
+	if md.Name != "RB-2-timeline.md" || md.ThreadTS != a.TS {
+		t.Errorf("export file %s in thread %s", md.Name, md.ThreadTS)
+	}
+	wantAll(t, "Markdown export", string(md.Content), "# Incident timeline RB-2: rollback of web", "| capture |",
+		"## Evidence kept before the rollback", "connecting with token [REDACTED]")
 
 	web := p.Container("web")
 	if web.Config.Image != v1 || !web.State.Running || web.State.Health == nil || web.State.Health.Status != container.Healthy {

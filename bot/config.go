@@ -47,6 +47,9 @@ type Config struct {
 	Lease time.Duration `yaml:"lease"`
 	// Budgets bound each step; see handlers.Budgets for the defaults.
 	Budgets handlers.Budgets `yaml:"budgets"`
+	// Alertmanager enables the alert receiver (POST /alertmanager on the
+	// ops listener); nil: off.
+	Alertmanager *AlertmanagerConfig `yaml:"alertmanager"`
 
 	Services map[string]ServiceConfig `yaml:"services"`
 }
@@ -87,6 +90,9 @@ type ServiceConfig struct {
 	Database   *DatabaseSettings `yaml:"database"`
 	// VerifySoak overrides the top-level verify_soak for this service.
 	VerifySoak time.Duration `yaml:"verify_soak"`
+	// Capture bounds the evidence (logs, events) kept before the rollback's
+	// first write, on platforms that can capture.
+	Capture platforms.CaptureLimits `yaml:"capture"`
 
 	// Base and Env are set for an environment's entry: the service's name
 	// and the environment's. Its key in Config.Services is Base@Env.
@@ -385,6 +391,9 @@ func (c *Config) Validate() error {
 		}
 		errs = append(errs, s.validate(p, add)...)
 	}
+	if c.Alertmanager != nil {
+		errs = append(errs, c.Alertmanager.validate(c.Services)...)
+	}
 	errs = append(errs, c.validateSafety()...)
 	return errors.Join(errs...)
 }
@@ -446,6 +455,7 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	if s.VerifySoak < 0 {
 		errs = append(errs, fmt.Errorf("%s.verify_soak: must not be negative", p))
 	}
+	add(p+".capture", s.Capture.Validate())
 	if s.SmokeTest.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.smoke_test.timeout: must not be negative", p))
 	}

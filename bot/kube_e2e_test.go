@@ -76,6 +76,11 @@ func TestKubernetesRollbackThroughSlack(t *testing.T) {
 	eng.VerifyTimeout = 30 * time.Second
 	h := newHarness(t, []*handlers.Service{svc}, eng)
 
+	// What the v2 containers log (kwok serves it through pods/log).
+	if err := c.SetContainerLog("myapp v2 listening on :8080", "panic: runtime error: invalid memory address in handler /work"); err != nil {
+		t.Fatal(err)
+	}
+
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	wantAll(t, "assessment", a.PlainText(), "Bad version:* 2 (registry.local/myapp:v2)", "Last known good:* 1 (registry.local/myapp:v1)", "9.00%")
@@ -84,6 +89,20 @@ func TestKubernetesRollbackThroughSlack(t *testing.T) {
 	answerChecksByHand(t, h.emu, slackemu.UserBob, 2, time.Minute)
 	h.waitFor("verified", textHas("Rollback verified"))
 	h.waitFor("post-rollback actions", textHas("Post-rollback actions"))
+
+	// The v2 pods' logs and events, and the Deployment's, were kept before
+	// the rollout was stopped, as the least-privilege ServiceAccount, and
+	// uploaded into the thread.
+	files := h.emu.Files()
+	if len(files) != 1 || files[0].Name != "RB-1-evidence.txt" || files[0].ThreadTS != a.TS {
+		t.Fatalf("files uploaded: %+v", files)
+	}
+	wantAll(t, "evidence file", string(files[0].Content), "===== pod "+ns+"/myapp-", " container app (log) =====",
+		"panic: runtime error: invalid memory address in handler /work", "===== deployment "+ns+"/myapp events (events) =====", "Normal ScalingReplicaSet")
+	if strings.Count(string(files[0].Content), " container app (log) =====") != 3 {
+		t.Errorf("want the logs of the 3 pods of v2 (units: 3):\n%s", files[0].Content)
+	}
+	h.wantSteps("RB-1", "request", "assess", "confirm", "capture", "stop", "rollback", "verify", "postactions")
 
 	images, ready := kubetest.PodImages(t, c.AdminClient, ns, "myapp")
 	if len(images) != 3 || ready != 3 || slices.ContainsFunc(images, func(s string) bool { return s != "registry.local/myapp:v1" }) {

@@ -48,7 +48,7 @@ type ops struct {
 }
 
 // listenOps opens the ops listener on addr; it serves once serve is called.
-func listenOps(addr string, m *Metrics, rdb redis.UniversalClient, g *gate, log *slog.Logger) (*ops, error) {
+func listenOps(addr string, m *Metrics, rdb redis.UniversalClient, g *gate, log *slog.Logger, alerts http.Handler) (*ops, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("ops listener (%s): %w", OpsAddrVar, err)
@@ -60,6 +60,9 @@ func listenOps(addr string, m *Metrics, rdb redis.UniversalClient, g *gate, log 
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{Registry: m.Registry()}))
 	if g != nil {
 		mux.HandleFunc("GET /v1/deployable", g.deployable)
+	}
+	if alerts != nil {
+		mux.Handle("POST /alertmanager", alerts)
 	}
 	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
 	return o, nil

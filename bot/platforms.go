@@ -213,7 +213,7 @@ func BuildServices(ctx context.Context, c *Config, history *state.Store, log *sl
 func buildService(ctx context.Context, name string, sc ServiceConfig, history *state.Store, log *slog.Logger) (*handlers.Service, error) {
 	svc := &handlers.Service{
 		Name: name, Env: sc.Env, Channels: sc.Channels, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
-		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, VerifySoak: sc.VerifySoak,
+		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, VerifySoak: sc.VerifySoak, Capture: sc.Capture,
 	}
 	if sc.Drills && sc.Drill != nil {
 		svc.Drill = &handlers.Drill{Bad: sc.Drill.Bad}

@@ -140,7 +140,9 @@ func adapterRules(names []string) []rbacRule {
 			case "pods":
 				r.comment = "Readiness and restarts. NOT narrowed: a list by label selector."
 			case "pods/log":
-				r.comment = "The migration init container's log. NOT narrowed: pod names are generated."
+				r.comment = "The migration init container's log, and the bad pods' logs kept before a\n# rollback. NOT narrowed: pod names are generated."
+			case "events":
+				r.comment = "The bad pods' and the Deployment's events, kept before a rollback. NOT\n# narrowed: a list by field selector."
 			}
 			rules = append(rules, r)
 			i = len(rules) - 1

@@ -103,6 +103,9 @@ func Secrets(c *Config, e Env, getenv func(string) string) []string {
 			}
 		}
 	}
+	if c != nil && c.Alertmanager != nil {
+		names = append(names, c.Alertmanager.tokenEnv())
+	}
 	names = append(names, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", GateTokenVar)
 	for _, n := range names {
 		v := getenv(n)
@@ -264,4 +267,11 @@ func (c *redactChat) Ephemeral(ctx context.Context, channel, user string, m hand
 
 func (c *redactChat) Schedule(ctx context.Context, channel string, at time.Time, m handlers.Msg) error {
 	return c.Chat.Schedule(ctx, channel, at, c.msg(m))
+}
+
+// Upload redacts the file's name, title, comment and content.
+func (c *redactChat) Upload(ctx context.Context, channel, threadTS string, f handlers.File) error {
+	f.Name, f.Title, f.Comment = c.r.String(f.Name), c.r.String(f.Title), c.r.String(f.Comment)
+	f.Content = []byte(c.r.String(string(f.Content)))
+	return c.Chat.Upload(ctx, channel, threadTS, f)
 }

@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strconv"
@@ -178,4 +179,17 @@ func (c *slackChat) GroupMembers(ctx context.Context, group string) ([]string, e
 		return err
 	})
 	return out, err
+}
+
+// Upload shares a file into a thread with Slack's upload flow:
+// files.getUploadURLExternal, the POST of the content to the URL it
+// returns, files.completeUploadExternal with the channel and thread.
+func (c *slackChat) Upload(ctx context.Context, channel, thread string, f handlers.File) error {
+	return c.call(ctx, "files.upload", channel, func() error {
+		_, err := c.api.UploadFileContext(ctx, slack.UploadFileParameters{
+			Reader: bytes.NewReader(f.Content), FileSize: len(f.Content), Filename: f.Name, Title: f.Title,
+			InitialComment: f.Comment, Channel: channel, ThreadTimestamp: thread,
+		})
+		return err
+	})
 }

@@ -67,6 +67,7 @@ services:
       install_path: /opt/myapp/bin/myapp
       backup_dir: /opt/myapp/backup
       health_timeout: 30s
+      log_command: tail -n {lines} /opt/.sshtest/systemd/{unit}.log
     approvers: {groups: [%[9]s]}
     thresholds: {baseline_p95: 200ms}
     metrics:
@@ -129,7 +130,14 @@ services:
 		}
 	}
 
-	evs := h.wantSteps("RB-1", "request", "assess", "confirm", "stop", "rollback", "verify", "postactions")
+	// The hosts' unit logs were kept before the first write (the stand-in's
+	// log file: the test hosts have no journal) and uploaded to the thread.
+	files := h.emu.Files()
+	if len(files) != 1 || files[0].Name != "RB-1-evidence.txt" || files[0].ThreadTS != a.TS {
+		t.Fatalf("files uploaded: %+v", files)
+	}
+	wantAll(t, "evidence file", string(files[0].Content), "===== host web1 unit myapp (log) =====", "===== host web2 unit myapp (log) =====", "sampleapp listening")
+	evs := h.wantSteps("RB-1", "request", "assess", "confirm", "capture", "stop", "rollback", "verify", "postactions")
 	has := func(step, actor, s string) bool {
 		return slices.ContainsFunc(evs, func(e state.Event) bool { return e.Step == step && e.Actor == actor && strings.Contains(e.Detail, s) })
 	}

@@ -51,8 +51,11 @@ type Assessment struct {
 	Migrations  *platforms.MigrationReport
 	MigErr      string
 	MigLog      string // init-migrate log tail, when the platform has one
-	Gate        bool   // migrations ran: DB step first
-	Took        time.Duration
+	// MigLogApplied are the lines of MigLog that show migrations being
+	// applied: evidence for the decision gate.
+	MigLogApplied []string `json:",omitempty"`
+	Gate          bool     // migrations ran: DB step first
+	Took          time.Duration
 }
 
 // Notes are the checks' notes, in table order.
@@ -147,6 +150,7 @@ func (e *Engine) Assess(ctx context.Context, svc *Service, to string, marks map[
 		})
 	}
 	wg.Wait()
+	e.gateFromMigrationLog(svc, a)
 	a.Checks[2] = restartsCheck(svc, snap, a.SnapshotErr)
 	a.Checks[3] = readinessCheck(svc, snap, a.SnapshotErr)
 	a.Took = e.now().Sub(start)
@@ -420,28 +424,34 @@ func readinessCheck(svc *Service, snap *platforms.Snapshot, snapErr string) Chec
 // service lock, open the incident (owned by this replica), and assess in
 // the background.
 func (e *Engine) startRollback(ctx context.Context, sc SlashCommand, cmd Command) {
-	svc := e.services[cmd.Service]
+	if _, msg := e.openIncident(ctx, e.services[cmd.Service], sc.ChannelID, sc.UserID, cmd, nil); msg != nil {
+		e.ephemeral(ctx, sc.ChannelID, sc.UserID, *msg)
+	}
+}
+
+// openIncident opens an incident (the service lock, the record, the
+// timeline's first event) and starts its assessment; on failure it
+// returns what to tell the requester.
+func (e *Engine) openIncident(ctx context.Context, svc *Service, channel, user string, cmd Command, alert *state.AlertRef) (*state.Incident, *Msg) {
+	fail := func(m Msg) (*state.Incident, *Msg) { return nil, &m }
 	id, err := e.store.NextID(ctx)
 	if err != nil {
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg(e.userText(err, "open incident")))
-		return
+		return fail(errorMsg(e.userText(err, "open incident")))
 	}
 	in := &state.Incident{
-		ID: id, Service: svc.Name, Channel: sc.ChannelID, RequestedBy: sc.UserID, Reason: cmd.Reason,
+		ID: id, Service: svc.Name, Channel: channel, RequestedBy: user, Reason: cmd.Reason,
 		DryRun: cmd.DryRun, To: cmd.To, Status: state.Assessing, Platform: svc.Platform.Kind(),
 		PlatformTgt: svc.Platform.Target(), Messages: map[string]string{},
-		Owner: e.opt.Replica, Fence: 1, StepStarted: e.now(),
+		Owner: e.opt.Replica, Fence: 1, StepStarted: e.now(), Alert: alert,
 	}
 	if !cmd.DryRun { // a dry run changes nothing, so it needs no lock
-		lock, err := e.store.AcquireLock(ctx, svc.Name, id, sc.UserID, e.opt.LockTTL)
+		lock, err := e.store.AcquireLock(ctx, svc.Name, id, user, e.opt.LockTTL)
 		if errors.Is(err, state.ErrLocked) {
 			holder, _ := e.store.Get(ctx, lock.Incident)
-			e.ephemeral(ctx, sc.ChannelID, sc.UserID, lockedMsg(svc.Name, lock, holder))
-			return
+			return fail(lockedMsg(svc.Name, lock, holder))
 		}
 		if err != nil {
-			e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg(e.userText(err, "take the rollback lock", "service", svc.Name)))
-			return
+			return fail(errorMsg(e.userText(err, "take the rollback lock", "service", svc.Name)))
 		}
 		in.Lock = lock.Token
 	}
@@ -457,16 +467,15 @@ func (e *Engine) startRollback(ctx context.Context, sc SlashCommand, cmd Command
 	}
 	if err := e.store.Create(ctx, in); err != nil {
 		e.store.ReleaseLock(ctx, svc.Name, in.Lock)
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg(e.userText(err, "save incident")))
-		return
+		return fail(errorMsg(e.userText(err, "save incident")))
 	}
-	if err := e.record(ctx, id, sc.UserID, "request", detail); err != nil {
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg("could not write the timeline, so nothing was done; try again"))
+	if err := e.record(ctx, id, user, "request", detail); err != nil {
 		e.store.Advance(ctx, id, state.Move{To: state.Cancelled, Claim: state.ClaimOf(in)})
 		e.store.ReleaseLock(ctx, svc.Name, in.Lock)
-		return
+		return fail(errorMsg("could not write the timeline, so nothing was done; try again"))
 	}
 	e.work(in, svc, "")
+	return in, nil
 }
 
 // assessStep posts the placeholder, assesses, and posts the table with
@@ -668,4 +677,24 @@ func assessmentSummary(a *Assessment) string {
 		s += fmt.Sprintf("; %d migration(s) ran: database step first", len(a.Migrations.Ran))
 	}
 	return s
+}
+
+// gateFromMigrationLog feeds the migration container's log into the
+// decision gate (runbook §1): when it shows migrations being applied and
+// rollbot has no database to ask, or the database's migration table shows
+// none since the deploy, the database step comes first, checked by hand.
+func (e *Engine) gateFromMigrationLog(svc *Service, a *Assessment) {
+	applied := platforms.AppliedInLog(a.MigLog)
+	if len(applied) == 0 {
+		return
+	}
+	a.MigLogApplied = applied
+	switch {
+	case svc.Database == nil:
+		a.Gate = true
+	case a.Migrations != nil && len(a.Migrations.Ran) == 0:
+		a.MigErr = fmt.Sprintf("the migration container's log shows migrations applied, but %s's migration table shows none since the deploy", a.Migrations.Tool)
+		a.Migrations = nil
+		a.Gate = true
+	}
 }

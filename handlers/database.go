@@ -43,7 +43,7 @@ func (e *Engine) requestDBApproval(ctx context.Context, in *state.Incident, svc 
 	e.store.Update(ctx, in.ID, state.Claim{}, func(i *state.Incident) { i.DBPlan = plan })
 	in.DBPlan = plan
 	e.record(ctx, in.ID, "rollbot", dbStep, fmt.Sprintf("waiting for %d DB approval(s): %s", requiredApprovals(in, svc), plan))
-	ts := e.post(ctx, in.Channel, in.ThreadTS, dbApprovalMsg(in, svc.DBApprovers, requiredApprovals(in, svc), nil, e.opt.ApprovalTTL))
+	ts := e.post(ctx, in.Channel, in.ThreadTS, dbApprovalMsg(in, svc.dbApprovers(), requiredApprovals(in, svc), nil, e.opt.ApprovalTTL))
 	e.setMessage(ctx, &owned{in: in}, "db", ts)
 }
 
@@ -70,8 +70,8 @@ func (e *Engine) dbApproveClicked(ctx context.Context, a Action) {
 
 // dbApproverProblem says why user may not approve, or "".
 func (e *Engine) dbApproverProblem(ctx context.Context, in *state.Incident, svc *Service, user string) string {
-	if !e.allowed(ctx, svc.DBApprovers, user) {
-		return "only " + svc.Name + "'s DB approvers may approve the database step: " + who(svc.DBApprovers)
+	if !e.allowed(ctx, svc.dbApprovers(), user) {
+		return "only " + svc.Name + "'s DB approvers may approve the database step: " + who(svc.dbApprovers())
 	}
 	if user == in.RequestedBy {
 		return "you requested this rollback; another DB approver must approve the database step (requester ≠ approver)"
@@ -112,7 +112,7 @@ func (e *Engine) dbApproveSubmitted(ctx context.Context, v ViewSubmission) map[s
 	}
 	need := requiredApprovals(in, svc)
 	if len(approvers) < need {
-		e.update(ctx, in.Channel, msgTS, dbApprovalMsg(in, svc.DBApprovers, need, approvers, e.opt.ApprovalTTL))
+		e.update(ctx, in.Channel, msgTS, dbApprovalMsg(in, svc.dbApprovers(), need, approvers, e.opt.ApprovalTTL))
 		return nil
 	}
 	in, err = e.store.Advance(ctx, in.ID, state.Move{From: []state.Status{state.AwaitingDBApprove}, To: state.RollingBackDB,
@@ -136,9 +136,9 @@ func (e *Engine) dbRefuse(ctx context.Context, a Action) {
 	if !ok {
 		return
 	}
-	if !e.allowed(ctx, svc.DBApprovers, a.UserID) {
+	if !e.allowed(ctx, svc.dbApprovers(), a.UserID) {
 		e.record(ctx, in.ID, a.UserID, dbStep, "refusal refused: not a DB approver")
-		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "refuse the database step", who(svc.DBApprovers)))
+		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "refuse the database step", who(svc.dbApprovers())))
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, dbStep, "refused the database step; the app rollback does not run without it")
@@ -158,6 +158,9 @@ func (e *Engine) dbRefuse(ctx context.Context, a Action) {
 // stopped replica started (platforms.Database: re-entrant per incident),
 // or report a local down command they cannot follow.
 func (e *Engine) dbStep(ctx context.Context, o *owned) error {
+	if err := e.captureFirst(ctx, o); err != nil {
+		return err
+	}
 	in, svc := o.in, o.svc
 	approvers := in.DBApprovedBy
 	title := "Database rollback"
@@ -304,4 +307,14 @@ func (t *tailWriter) Tail() string {
 		l = append(append([]string{}, l...), t.current())
 	}
 	return strings.Join(l, "\n")
+}
+
+// dbApprovers may approve the database step: the DB approvers, or, for a
+// service with none (no database configured, and the migration log showed
+// migrations applied), its approvers.
+func (s *Service) dbApprovers() Access {
+	if s.DBApprovers.Empty() {
+		return s.Approvers
+	}
+	return s.DBApprovers
 }

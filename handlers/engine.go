@@ -37,6 +37,9 @@ type Chat interface {
 	Schedule(ctx context.Context, channel string, at time.Time, m Msg) error
 	OpenModal(ctx context.Context, triggerID string, v slack.ModalViewRequest) error
 	GroupMembers(ctx context.Context, group string) ([]string, error)
+	// Upload shares a file into a thread (Slack's upload flow:
+	// files.getUploadURLExternal, the upload, files.completeUploadExternal).
+	Upload(ctx context.Context, channel, threadTS string, f File) error
 }
 
 // Access lists who may do something: Slack user ids and user group ids.
@@ -96,6 +99,9 @@ type Service struct {
 	// distinct ones are needed for a destructive restore (N of M).
 	DBApprovers          Access
 	DestructiveApprovals int
+	// Capture bounds the evidence kept before the first write, when the
+	// platform can capture (platforms.Capturer).
+	Capture              platforms.CaptureLimits
 	AssessWindow         time.Duration // current-value window, default 5m
 	BaselineWindow       time.Duration // baseline window before the deploy, default 30m
 	// VerifySoak is how long every automatic verification item must hold
@@ -125,6 +131,9 @@ type Options struct {
 	Budgets Budgets
 	// Metrics receives the engine's events (nil: none).
 	Metrics Metrics
+	// Redact replaces known secrets in text rollbot keeps or uploads
+	// (the captured evidence); nil: none known.
+	Redact func(string) string
 }
 
 // Metrics receives what the engine counts, for the bot's /metrics.

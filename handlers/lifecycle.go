@@ -23,6 +23,9 @@ type Budgets struct {
 	// Hold is how long a failed rollback keeps the service lock while it
 	// offers its fallbacks; then it is closed and the service released.
 	Hold time.Duration `yaml:"hold"` // 30m
+	// Capture is the evidence capture's own budget inside the first write
+	// step's: the platform reads, the record and the upload (20s).
+	Capture time.Duration `yaml:"capture"`
 }
 
 // Resolve fills the defaults: verifyTimeout is how long the service has to
@@ -56,6 +59,7 @@ func (b *Budgets) defaults(verifyTimeout, soak time.Duration) {
 	def(&b.Rollout, 15*time.Minute)
 	def(&b.Verify, verifyTimeout+soak+2*time.Minute)
 	def(&b.Hold, 30*time.Minute)
+	def(&b.Capture, 20*time.Second)
 }
 
 // Validate checks the budgets against each other, the verification
@@ -68,13 +72,16 @@ func (b Budgets) Validate(verifyTimeout, soak, lease time.Duration) error {
 	for _, f := range []struct {
 		name string
 		d    time.Duration
-	}{{"assess", b.Assess}, {"confirm", b.Confirm}, {"db_down", b.DBDown}, {"restore", b.Restore}, {"rollout", b.Rollout}, {"verify", b.Verify}, {"hold", b.Hold}} {
+	}{{"capture", b.Capture}, {"assess", b.Assess}, {"confirm", b.Confirm}, {"db_down", b.DBDown}, {"restore", b.Restore}, {"rollout", b.Rollout}, {"verify", b.Verify}, {"hold", b.Hold}} {
 		if f.d < 0 {
 			errs = append(errs, fmt.Errorf("budgets.%s: must not be negative", f.name))
 		}
-		if f.d > 0 && lease > 0 && f.d < 2*lease {
+		if f.name != "capture" && f.d > 0 && lease > 0 && f.d < 2*lease {
 			errs = append(errs, fmt.Errorf("budgets.%s (%s) must be at least twice the lease (%s)", f.name, f.d, lease))
 		}
+	}
+	if b.Capture > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("budgets.capture (%s): at most 5m, the capture must not hold the rollback up", b.Capture))
 	}
 	return errors.Join(errs...)
 }

@@ -194,7 +194,7 @@ func levenshtein(a, b string) int {
 func clock(t time.Time) string { return t.UTC().Format("15:04:05 UTC") }
 
 func lockedMsg(service string, l *state.Lock, holder *state.Incident) Msg {
-	t := fmt.Sprintf(":no_entry: A rollback of *%s* is already running: *%s*, started by <@%s> at %s.", service, l.Incident, l.Holder, clock(l.Since))
+	t := fmt.Sprintf(":no_entry: A rollback of *%s* is already running: *%s*, started by %s at %s.", service, l.Incident, mention(l.Holder), clock(l.Since))
 	if holder != nil {
 		t += fmt.Sprintf(" Status: %s.", strings.ReplaceAll(string(holder.Status), "_", " "))
 	}
@@ -213,7 +213,17 @@ func incidentTitle(in *state.Incident) string {
 }
 
 func requestLine(in *state.Incident) string {
-	t := fmt.Sprintf("Requested by <@%s> · %s `%s`", in.RequestedBy, in.Platform, in.PlatformTgt)
+	t := fmt.Sprintf("Requested by %s · %s `%s`", mention(in.RequestedBy), in.Platform, in.PlatformTgt)
+	if al := in.Alert; al != nil {
+		t = fmt.Sprintf("Opened by the Alertmanager alert *%s*", al.Name)
+		if !al.StartsAt.IsZero() {
+			t += ", firing since " + clock(al.StartsAt)
+		}
+		if !al.ResolvedAt.IsZero() {
+			t += fmt.Sprintf(" · :white_check_mark: *resolved at %s* (rolling back is still possible; decide whether it is still needed)", clock(al.ResolvedAt))
+		}
+		t += fmt.Sprintf(" · %s `%s`", in.Platform, in.PlatformTgt)
+	}
 	if in.Reason != "" {
 		t += " · _" + in.Reason + "_"
 	}
@@ -324,7 +334,9 @@ func versionsText(a *Assessment) string {
 func migrationsText(in *state.Incident, a *Assessment) string {
 	switch {
 	case a.MigErr != "":
-		return ":warning: *Database migrations:* could not check (" + a.MigErr + "). The database step comes first: a DB approver checks the migration table by hand before the app is rolled back."
+		return ":warning: *Database migrations:* could not check (" + a.MigErr + "). The database step comes first: a DB approver checks the migration table by hand before the app is rolled back." + appliedLines(a)
+	case a.Migrations == nil && len(a.MigLogApplied) > 0:
+		return ":octagonal_sign: *Decision gate: the migration container's log shows migrations applied* (no database is configured for rollbot to check). The database step comes first: an approver checks the database by hand before the app is rolled back." + appliedLines(a)
 	case a.Migrations == nil && a.MigLog != "":
 		return ":warning: *Database migrations:* no database is configured for rollbot to check, but the migration container logged:\n```" + clip(a.MigLog, 1200) + "```"
 	case a.Migrations == nil:
@@ -933,10 +945,14 @@ func timelineMsg(in *state.Incident, events []state.Event, page int) Msg {
 	return Msg{Text: "Timeline " + in.ID, Blocks: blocks}
 }
 
+// maxMarkdownInMessage is how much of a Markdown export a message shows;
+// a longer export is also uploaded whole, as a file.
+const maxMarkdownInMessage = maxSection - 10
+
 func markdownMsg(in *state.Incident, mdText string) Msg {
 	return Msg{Text: "Timeline " + in.ID + " (Markdown)", Blocks: []slack.Block{
 		section("title", "*Timeline "+in.ID+" as Markdown* (copy into the postmortem):"),
-		section("markdown", "```"+clip(mdText, maxSection-10)+"```"),
+		section("markdown", "```"+clip(mdText, maxMarkdownInMessage)+"```"),
 	}}
 }
 
@@ -1048,4 +1064,20 @@ func ownerResumedMsg(in *state.Incident, user string, res platforms.Result) Msg 
 		icon = ":next_track_button:"
 	}
 	return simple(fmt.Sprintf("%s <@%s> resumed the sync (%s): %s", icon, user, in.ID, res.Detail))
+}
+
+// mention renders who requested something: a Slack user, or Alertmanager.
+func mention(user string) string {
+	if user == AlertRequester {
+		return "an Alertmanager alert"
+	}
+	return "<@" + user + ">"
+}
+
+// appliedLines quotes the migration log's evidence.
+func appliedLines(a *Assessment) string {
+	if len(a.MigLogApplied) == 0 {
+		return ""
+	}
+	return "\n```" + clip(strings.Join(a.MigLogApplied, "\n"), 1200) + "```"
 }

@@ -118,7 +118,26 @@ func (e *Engine) timeline(ctx context.Context, sc SlashCommand, cmd Command) {
 		} else {
 			md += "\n" + steps
 		}
+		ev, kept, evErr := e.store.Evidence(ctx, id)
+		if evErr != nil {
+			e.log.Warn("read evidence for the export", "incident", id, "err", evErr)
+			md += "\n## Evidence kept before the rollback\n\nCould not be read from rollbot's store (see the bot log).\n"
+		} else if kept {
+			md += state.EvidenceMarkdown(ev)
+		}
 		e.post(ctx, sc.ChannelID, in.ThreadTS, markdownMsg(in, md))
+		if kept || evErr != nil || len(md) > maxMarkdownInMessage {
+			// The whole export (with the evidence, or a long timeline) is
+			// longer than a message: it goes to the thread as a file.
+			title, comment := in.ID+" timeline (Markdown)", "The full Markdown export of "+in.ID+"."
+			if kept {
+				title, comment = in.ID+" timeline and evidence (Markdown)", "The full Markdown export of "+in.ID+", with the evidence kept before the rollback."
+			}
+			f := File{Name: in.ID + "-timeline.md", Title: title, Content: []byte(md), Comment: comment}
+			if err := e.chat.Upload(ctx, sc.ChannelID, in.ThreadTS, f); err != nil {
+				e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg("the full Markdown export could not be uploaded ("+e.userText(err, "upload export")+"); the message above shows its start"))
+			}
+		}
 		return
 	}
 	e.post(ctx, sc.ChannelID, "", withBudgets(timelineMsg(in, events, cmd.Page), in, e.now()))

@@ -16,6 +16,10 @@ import (
 // before it acts. On a resumed incident the adapter answers "skipped"
 // when the rollout is already stopped.
 func (e *Engine) stopStep(ctx context.Context, o *owned) error {
+	// The evidence is kept before any write (pausing the owner is one).
+	if err := e.captureFirst(ctx, o); err != nil {
+		return err
+	}
 	if err := e.pauseOwner(ctx, o); err != nil {
 		return err
 	}

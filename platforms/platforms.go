@@ -7,8 +7,8 @@
 //   - Database, with Migration and MigrationReport: the migration check
 //     and the database step (§1 decision gate, §4);
 //   - Prober: the verification probes (§5);
-//   - AccessChecker and SchemaRecorder: optional capabilities the bot
-//     looks for on a Platform or a Database.
+//   - AccessChecker, SchemaRecorder and Capturer: optional capabilities
+//     the bot looks for on a Platform or a Database.
 //
 // Every adapter lives in its own sub-package (kube, swarm, compose, vm,
 // bluegreen, sim, prom, scrape, probe, database, ...), is bound to one
@@ -467,6 +467,49 @@ type AdmissionGuard interface {
 	Allow(ctx context.Context, version string) (Result, error)
 	// Where names what refuses it, for messages ("namespace prod").
 	Where() string
+}
+
+// Capturer is implemented by a Platform that can keep the evidence of the
+// bad version (logs, events, task errors) before a write removes it
+// (runbook: "roll back and keep the evidence"). The bot calls it once per
+// incident, right before the first write, within its own short budget:
+// ctx ends when that budget does, and whatever was read by then is kept.
+//
+// Capture must stay within lim: at most lim.Units bad units (pods, tasks,
+// containers, hosts; the unhealthy ones first), at most lim.Lines lines
+// and lim.SourceBytes bytes of each source (the last ones). A source that
+// cannot be read is reported in its Err, not as an error: the error is
+// only for a capture that could not start at all (the workload cannot be
+// read). Implemented by kube, swarm, compose and vm.
+type Capturer interface {
+	Capture(ctx context.Context, lim CaptureLimits) (Evidence, error)
+}
+
+// CaptureLimits bound a capture (see Capturer).
+type CaptureLimits struct {
+	Units       int `json:"units" yaml:"units"`               // bad units captured (K); default 3
+	Lines       int `json:"lines" yaml:"lines"`               // last lines per source (N); default 200
+	SourceBytes int `json:"source_bytes" yaml:"source_bytes"` // per source; default 64 KiB
+	TotalBytes  int `json:"total_bytes" yaml:"total_bytes"`   // all sources; default 512 KiB
+}
+
+// Evidence is what a capture kept, one Source per log or event list.
+type Evidence struct {
+	Sources []EvidenceSource `json:"sources"`
+	// Missing says what could not be captured and why, for users
+	// ("pod myapp-1 previous container: no previous container").
+	Missing []string `json:"missing,omitempty"`
+}
+
+// EvidenceSource is one captured log or event list.
+type EvidenceSource struct {
+	// Name says where it comes from: "pod prod/myapp-7d9-x container app (previous)".
+	Name string `json:"name"`
+	// Kind is "log", "events" or "errors".
+	Kind string `json:"kind"`
+	Text string `json:"text"`
+	// Truncated is set when older lines or bytes were cut to the limits.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // UserError carries a message that is safe and useful to show in Slack,

@@ -207,6 +207,9 @@ type Incident struct {
 	// GitChange is what must change in Git so that the rollback sticks,
 	// read from the owner after the verification.
 	GitChange *platforms.GitChange `json:"git_change,omitempty"`
+	// Alert is the Alertmanager alert group that opened the incident (nil
+	// for a /rollback).
+	Alert *AlertRef `json:"alert,omitempty"`
 }
 
 // StepTiming is when a runbook step ran; End is zero while it runs.
@@ -214,6 +217,16 @@ type StepTiming struct {
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end,omitzero"`
 	Failed bool      `json:"failed,omitempty"`
+}
+
+// AlertRef is the alert group an incident was opened for.
+type AlertRef struct {
+	GroupKey   string    `json:"group_key"`
+	Name       string    `json:"name"`              // alertname
+	Summary    string    `json:"summary,omitempty"` // the summary annotation
+	StartsAt   time.Time `json:"starts_at,omitzero"`
+	ResolvedAt time.Time `json:"resolved_at,omitzero"`
+	URL        string    `json:"url,omitempty"` // where the alert comes from (generatorURL)
 }
 
 // ErrNotFound is returned for a missing incident.

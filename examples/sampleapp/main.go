@@ -11,15 +11,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -72,6 +75,8 @@ func run() error {
 	lat := fs.String("latency", envOr("SAMPLEAPP_LATENCY", extraLatency), "latency added to each /work request")
 	crash := fs.String("crash-on-start", envOr("SAMPLEAPP_CRASH_ON_START", crashOnStart), "exit 1 right after start")
 	fh := fs.String("fail-health", envOr("SAMPLEAPP_FAIL_HEALTH", failHealth), "answer /health with 503")
+	flood := fs.Int("log-flood", atoiOr(os.Getenv("SAMPLEAPP_LOG_FLOOD"), 0), "bytes of log lines to write to stderr at start (0: none), for tests of bounded log reading")
+	logLine := fs.String("log-line", os.Getenv("SAMPLEAPP_LOG_LINE"), "a line to write to stderr at start (tests: what an app may log by mistake)")
 	selfLoad := fs.Int("self-load", atoiOr(os.Getenv("SAMPLEAPP_SELF_LOAD"), 0), "requests per second the app sends to its own /work (0: none)")
 	printVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -90,6 +95,12 @@ func run() error {
 		return fmt.Errorf("latency %q: %w", *lat, err)
 	}
 	m.failHealth = *fh == "true"
+	if *logLine != "" {
+		fmt.Fprintln(os.Stderr, *logLine)
+	}
+	if *flood > 0 {
+		logFlood(os.Stderr, *flood)
+	}
 	if *crash == "true" {
 		return fmt.Errorf("version %s crashes on start (crash-on-start=true)", *ver)
 	}
@@ -206,4 +217,15 @@ func generateLoad(ctx context.Context, addr string, rps int) {
 			}()
 		}
 	}
+}
+
+// logFlood writes n bytes of numbered log lines to w.
+func logFlood(w io.Writer, n int) {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	pad := strings.Repeat(".", 100)
+	for i, written := 0, 0; written < n; i++ {
+		k, _ := fmt.Fprintf(bw, "flood line %09d %s\n", i, pad)
+		written += k
+	}
+	bw.Flush()
 }

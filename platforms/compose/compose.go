@@ -147,6 +147,7 @@ type dockerAPI interface {
 	ContainerRename(ctx context.Context, containerID string, options client.ContainerRenameOptions) (client.ContainerRenameResult, error)
 	ContainerRemove(ctx context.Context, containerID string, options client.ContainerRemoveOptions) (client.ContainerRemoveResult, error)
 	NetworkConnect(ctx context.Context, networkID string, options client.NetworkConnectOptions) (client.NetworkConnectResult, error)
+	docker.LogAPI   // the containers' logs, for the capture
 	docker.ImageAPI // image inspect and list, for the history and the image check
 }
 

@@ -30,6 +30,7 @@ var RequiredPermissions = []Permission{
 	{"apps", "replicasets", "patch"},
 	{"", "pods", "list"},
 	{"", "pods/log", "get"},
+	{"", "events", "list"},
 }
 
 // CheckAccess asks the API server (SelfSubjectAccessReview, which every

@@ -65,6 +65,7 @@ type Adapter struct {
 	deployments appsclient.DeploymentInterface
 	replicaSets appsclient.ReplicaSetInterface
 	pods        coreclient.PodInterface
+	events      coreclient.EventInterface
 	logs        logReader
 	access      authorizationclient.SelfSubjectAccessReviewInterface
 	// dyn reads and pauses the workload's GitOps owner (Argo CD, Flux);
@@ -210,6 +211,7 @@ func NewWithClient(cs kubernetes.Interface, cfg Config, log *slog.Logger) *Adapt
 		deployments: cs.AppsV1().Deployments(cfg.Namespace),
 		replicaSets: cs.AppsV1().ReplicaSets(cfg.Namespace),
 		pods:        cs.CoreV1().Pods(cfg.Namespace),
+		events:      cs.CoreV1().Events(cfg.Namespace),
 		access:      cs.AuthorizationV1().SelfSubjectAccessReviews(),
 		now:         time.Now,
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -211,15 +212,22 @@ func (l *limited) Write(p []byte) (int, error) {
 // privileged and configured) and returns its stdout. A non-zero exit is a
 // *cmdError. Bounded by ctx and the per-host timeout.
 func (a *Adapter) run(ctx context.Context, c *client, script string, privileged bool) (string, error) {
+	stdout := &limited{max: 1 << 20}
+	err := a.runTo(ctx, c, script, privileged, stdout)
+	return string(stdout.b), err
+}
+
+// runTo is run with stdout going to w.
+func (a *Adapter) runTo(ctx context.Context, c *client, script string, privileged bool, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
 	sess, err := c.c.NewSession()
 	if err != nil {
-		return "", fmt.Errorf("open session on %s: %w", c.host.Name, err)
+		return fmt.Errorf("open session on %s: %w", c.host.Name, err)
 	}
 	defer sess.Close()
 	// Separate buffers: stdout and stderr are copied concurrently.
-	stdout, stderr := &limited{max: 1 << 20}, &limited{max: 64 << 10}
+	stderr := &limited{max: 64 << 10}
 	sess.Stdout, sess.Stderr = stdout, stderr
 	cmd := "sh -c " + shellQuote(script)
 	if privileged && a.cfg.Sudo {
@@ -232,16 +240,16 @@ func (a *Adapter) run(ctx context.Context, c *client, script string, privileged 
 	case <-ctx.Done():
 		_ = sess.Signal(ssh.SIGKILL)
 		sess.Close()
-		return "", fmt.Errorf("command on %s: %w", c.host.Name, ctx.Err())
+		return fmt.Errorf("command on %s: %w", c.host.Name, ctx.Err())
 	}
 	if err != nil {
 		var ee *ssh.ExitError
 		if errors.As(err, &ee) {
-			return string(stdout.b), &cmdError{host: c.host.Name, code: ee.ExitStatus(), stderr: string(stderr.b)}
+			return &cmdError{host: c.host.Name, code: ee.ExitStatus(), stderr: string(stderr.b)}
 		}
-		return string(stdout.b), fmt.Errorf("command on %s: %w", c.host.Name, err)
+		return fmt.Errorf("command on %s: %w", c.host.Name, err)
 	}
-	return string(stdout.b), nil
+	return nil
 }
 
 // shellQuote single-quotes s for a POSIX shell; an embedded quote becomes

@@ -125,6 +125,12 @@ type Config struct {
 	// HistoryOrder orders the available versions: mtime (default: newest
 	// directory/file first) or version (natural version order).
 	HistoryOrder string `yaml:"history_order,omitempty"`
+	// LogCommand prints the unit's recent log on a host, for the evidence
+	// kept before a rollback; {unit} and {lines} are replaced by the unit
+	// and the number of lines to keep. Default: journalctl -u {unit} -n
+	// {lines} --no-pager -o short-iso. Run by the login shell as written
+	// (trusted configuration), through sudo when `sudo` is set.
+	LogCommand string `yaml:"log_command,omitempty"`
 	// StopUnitOnPause makes Stop run `systemctl stop` on every host, as the
 	// runbook's step 2 says. Off by default: see Adapter.Stop.
 	StopUnitOnPause bool `yaml:"stop_unit_on_pause,omitempty"`

@@ -14,13 +14,15 @@
 // unless its image tag is "fail" or ends in "-fail": then its container
 // exits with code 1 and the pod fails. kwok also
 // serves container logs (kubectl logs, pods/log): every container's log is
-// the file Cluster.ContainerLog (SetContainerLog).
+// the file Cluster.ContainerLog (SetContainerLog), and the previous
+// container's log is Cluster.PreviousContainerLog (SetPreviousContainerLog).
 //
 // Start one cluster per test package from TestMain (StartCluster) or per
 // test (Start); it takes a few seconds once the binaries exist (BinDir).
 package kubetest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -34,6 +36,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -42,7 +45,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -81,6 +83,9 @@ type Cluster struct {
 	// ContainerLog is the file kwok serves as every container's log; see
 	// SetContainerLog.
 	ContainerLog string
+	// PreviousContainerLog is the file kwok serves as every container's
+	// previous log (kubectl logs --previous); see SetPreviousContainerLog.
+	PreviousContainerLog string
 
 	mu    sync.Mutex
 	procs []*proc
@@ -276,7 +281,11 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 // --kubelet-certificate-authority).
 func (c *Cluster) writeKwokConfig(path string) error {
 	c.ContainerLog = filepath.Join(c.Dir, "container.log")
+	c.PreviousContainerLog = filepath.Join(c.Dir, "previous.log")
 	if err := c.SetContainerLog(); err != nil {
+		return err
+	}
+	if err := c.SetPreviousContainerLog(); err != nil {
 		return err
 	}
 	logs := fmt.Sprintf(`
@@ -288,7 +297,8 @@ metadata:
 spec:
   logs:
   - logsFile: %q
-`, c.ContainerLog)
+    previousLogsFile: %q
+`, c.ContainerLog, c.PreviousContainerLog)
 	if err := os.WriteFile(path, append(slices.Clone(kwokStages), logs...), 0o600); err != nil {
 		return err
 	}
@@ -324,17 +334,62 @@ spec:
 // kwok never ends a log stream with follow=true: it cannot tell that the
 // container stopped.
 func (c *Cluster) SetContainerLog(lines ...string) error {
-	var b strings.Builder
-	now := time.Now().UTC()
-	for _, l := range lines {
-		// CRI log format: time stream tag message.
-		fmt.Fprintf(&b, "%s stdout F %s\n", now.Format(time.RFC3339Nano), l)
+	return c.WriteContainerLog(false, func(w io.Writer) error {
+		for _, l := range lines {
+			if err := WriteLogLine(w, l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SetPreviousContainerLog replaces what kwok serves as every container's
+// previous log (kubectl logs --previous).
+func (c *Cluster) SetPreviousContainerLog(lines ...string) error {
+	return c.WriteContainerLog(true, func(w io.Writer) error {
+		for _, l := range lines {
+			if err := WriteLogLine(w, l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// WriteContainerLog replaces the current (or previous) container log with
+// what write writes (lines in CRI format: WriteLogLine), for logs too big
+// to hold in memory.
+func (c *Cluster) WriteContainerLog(previous bool, write func(w io.Writer) error) error {
+	path := c.ContainerLog
+	if previous {
+		path = c.PreviousContainerLog
 	}
-	tmp := c.ContainerLog + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, c.ContainerLog)
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = write(bw)
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// WriteLogLine writes one log line in the CRI log format kwok reads:
+// time stream tag message.
+func WriteLogLine(w io.Writer, line string) error {
+	_, err := fmt.Fprintf(w, "%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), line)
+	return err
 }
 
 // writeCredentials writes the service-account signing key pair and the

@@ -76,10 +76,39 @@ func Binary(t testing.TB) string {
 // until it is ready to answer queries. It is stopped on t.Cleanup.
 func Start(t testing.TB, targets ...Target) *Prometheus {
 	t.Helper()
+	return StartWith(t, Options{Targets: targets})
+}
+
+// Options are StartWith's: scrape targets, alerting rules (the content of
+// a rule file, evaluated every ScrapeInterval) and the Alertmanagers
+// (host:port) that firing alerts are sent to.
+type Options struct {
+	Targets       []Target
+	Rules         string
+	Alertmanagers []string
+}
+
+// StartWith is Start with rules and Alertmanagers.
+func StartWith(t testing.TB, o Options) *Prometheus {
+	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(config(targets)), 0o644); err != nil {
+	cfg := config(o.Targets)
+	if o.Rules != "" {
+		rules := filepath.Join(dir, "rules.yml")
+		if err := os.WriteFile(rules, []byte(o.Rules), 0o644); err != nil {
+			t.Fatalf("write prometheus rules: %v", err)
+		}
+		cfg += fmt.Sprintf("rule_files:\n  - %q\n", rules)
+	}
+	if len(o.Alertmanagers) > 0 {
+		cfg += "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets:\n"
+		for _, a := range o.Alertmanagers {
+			cfg += fmt.Sprintf("            - %q\n", a)
+		}
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatalf("write prometheus config: %v", err)
 	}
 	var lastErr error

@@ -16,7 +16,12 @@
 // deleteScheduledMessage / getPermalink, conversations.info / history /
 // replies / members, users.info / list / lookupByEmail, usergroups.list,
 // usergroups.users.list, reactions.add / remove, team.info, bots.info,
-// views.open / push / update. Others answer unknown_method.
+// views.open / push / update, and Slack's file upload flow:
+// files.getUploadURLExternal, the POST to the upload URL it returns,
+// files.completeUploadExternal (the file is shared in a message of the
+// channel or thread, shown on the page as a card with its first lines and
+// a link to its content; Server.Files lists them). Others answer
+// unknown_method.
 //
 // Tokens are checked as Slack does: a form field "token", a query parameter
 // or "Authorization: Bearer"; no token → not_authed, another token →

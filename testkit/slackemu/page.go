@@ -306,6 +306,7 @@ func (s *Server) renderMessages(msgs []*storedMsg, viewer User, md mrkdwnRendere
 			ar := &blockRenderer{md: md, interactive: true}
 			body += ar.attachments(m.Attachments)
 		}
+		body += filesHTML(m.files)
 		if m.Edited {
 			// "(edited)" goes at the end of the last block, as Slack shows it.
 			i := len(body)

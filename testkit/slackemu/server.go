@@ -124,6 +124,8 @@ func New(opts Options) (*Server, error) {
 	mux.HandleFunc("/api/", s.handleAPI)
 	mux.HandleFunc("/link/", s.hub.handleLink)
 	mux.HandleFunc("/response/", s.handleResponseURL)
+	mux.HandleFunc("POST /upload/v1/{id}", s.handleUpload)
+	mux.HandleFunc("GET /files/{id}", s.handleFile)
 	s.routePage(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {

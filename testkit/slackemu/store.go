@@ -26,6 +26,8 @@ type Message struct {
 	Edited       bool
 	Deleted      bool
 	Reactions    []string // reaction names, in the order first added
+	// Files were shared with the message (files.completeUploadExternal).
+	Files []File
 }
 
 // View is a modal opened with views.open (or pushed, or updated).
@@ -90,6 +92,7 @@ type ViewAck struct {
 type storedMsg struct {
 	Message
 	reactions []reaction
+	files     []*File
 	editedTS  string
 	created   time.Time
 }
@@ -129,6 +132,7 @@ type store struct {
 	stacks    map[string][]string // user → open view IDs, bottom first
 	scheduled []*ScheduledMessage
 	calls     []Call
+	files     map[string]*File
 	triggers  map[string]*trigger
 	responses map[string]*responseTarget
 	dms       map[string]Channel
@@ -217,6 +221,10 @@ func (m *storedMsg) export() Message {
 	if len(m.Blocks) == 0 {
 		out.Blocks = nil
 	}
+	out.Files = nil
+	for _, f := range m.files {
+		out.Files = append(out.Files, f.export())
+	}
 	return out
 }
 
@@ -243,6 +251,13 @@ func (m *storedMsg) slackJSON() map[string]any {
 	}
 	if len(m.Attachments) > 0 {
 		out["attachments"] = json.RawMessage(m.Attachments)
+	}
+	if len(m.files) > 0 {
+		var fs []map[string]any
+		for _, f := range m.files {
+			fs = append(fs, f.slackJSON(""))
+		}
+		out["files"], out["upload"] = fs, true
 	}
 	if m.ThreadTS != "" {
 		out["thread_ts"] = m.ThreadTS
