@@ -101,6 +101,12 @@ const (
 	AwaitingConfirm   Status = "awaiting_confirmation"
 	AwaitingDBApprove Status = "awaiting_db_approval"
 	RollingBackDB     Status = "rolling_back_database"
+	// SwitchingEndpoint: after a restore, rollbot points the app at the
+	// restored data (an RDS instance rename or a Kubernetes Secret).
+	SwitchingEndpoint Status = "switching_endpoint"
+	// AwaitingSwitch: after a restore, a DB approver switches the app's
+	// database endpoint by hand and says so with a button.
+	AwaitingSwitch Status = "awaiting_endpoint_switch"
 	Stopping          Status = "stopping"
 	RollingBack       Status = "rolling_back"
 	Verifying         Status = "verifying"
@@ -173,6 +179,13 @@ type Incident struct {
 	Fallback string `json:"fallback,omitempty"`
 	// DBApprovedBy are the DB approvers whose approvals started the database step.
 	DBApprovedBy []string `json:"db_approved_by,omitempty"`
+	// Switch is how the app is pointed at restored data after a restore
+	// ("rename", "secret", "manual"); empty when no switch is needed.
+	Switch string `json:"switch,omitempty"`
+	// SwitchAt names the renamed original instance
+	// (<id>-pre-rollback-<time>): set once when the switch step starts, so
+	// a replica that takes it over uses the same name.
+	SwitchAt time.Time `json:"switch_at,omitzero"`
 	// StopLine is what stopping the rollout did, shown above the progress.
 	StopLine string `json:"stop_line,omitempty"`
 	// HeldUntil is when a failed rollback that offers fallbacks gives the

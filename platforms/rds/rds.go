@@ -128,6 +128,7 @@ type rdsAPI interface {
 	DescribeDBInstances(context.Context, *awsrds.DescribeDBInstancesInput, ...func(*awsrds.Options)) (*awsrds.DescribeDBInstancesOutput, error)
 	RestoreDBInstanceFromDBSnapshot(context.Context, *awsrds.RestoreDBInstanceFromDBSnapshotInput, ...func(*awsrds.Options)) (*awsrds.RestoreDBInstanceFromDBSnapshotOutput, error)
 	RestoreDBInstanceToPointInTime(context.Context, *awsrds.RestoreDBInstanceToPointInTimeInput, ...func(*awsrds.Options)) (*awsrds.RestoreDBInstanceToPointInTimeOutput, error)
+	ModifyDBInstance(context.Context, *awsrds.ModifyDBInstanceInput, ...func(*awsrds.Options)) (*awsrds.ModifyDBInstanceOutput, error)
 }
 
 // Adapter restores one service's DB instance.
