@@ -107,16 +107,16 @@ const (
 	// AwaitingSwitch: after a restore, a DB approver switches the app's
 	// database endpoint by hand and says so with a button.
 	AwaitingSwitch Status = "awaiting_endpoint_switch"
-	Stopping          Status = "stopping"
-	RollingBack       Status = "rolling_back"
-	Verifying         Status = "verifying"
-	RollbackFailed    Status = "rollback_failed"
-	Completed         Status = "completed"
-	VerifyFailed      Status = "verification_failed"
-	Cancelled         Status = "cancelled"
-	Planned           Status = "dry_run"
-	Interrupted       Status = "interrupted"
-	Closed            Status = "closed" // ended by a person after a failed rollback or verification
+	Stopping       Status = "stopping"
+	RollingBack    Status = "rolling_back"
+	Verifying      Status = "verifying"
+	RollbackFailed Status = "rollback_failed"
+	Completed      Status = "completed"
+	VerifyFailed   Status = "verification_failed"
+	Cancelled      Status = "cancelled"
+	Planned        Status = "dry_run"
+	Interrupted    Status = "interrupted"
+	Closed         Status = "closed" // ended by a person after a failed rollback or verification
 )
 
 // Final reports whether nothing more will happen to the incident.

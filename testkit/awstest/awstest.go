@@ -307,24 +307,24 @@ func (s *Server) SetListenerActions(arn string, actions []Action) {
 
 // DBInstance is an RDS DB instance.
 type DBInstance struct {
-	ID                    string
-	Status                string // available, creating, ...
-	Engine                string
-	EngineVersion         string
-	Class                 string
-	SubnetGroup           string
-	SecurityGroups        []string
-	ParameterGroup        string
-	MultiAZ               bool
-	PubliclyAccessible    bool
-	Address               string
-	Port                  int
-	CreatedAt             time.Time
-	BackupRetentionDays   int
-	LatestRestorableTime  time.Time
-	Tags                  map[string]string
-	RestoredFromSnapshot  string    // set on instances the fake created by restore
-	RestoredToTime        time.Time // set on point-in-time restores
+	ID                   string
+	Status               string // available, creating, ...
+	Engine               string
+	EngineVersion        string
+	Class                string
+	SubnetGroup          string
+	SecurityGroups       []string
+	ParameterGroup       string
+	MultiAZ              bool
+	PubliclyAccessible   bool
+	Address              string
+	Port                 int
+	CreatedAt            time.Time
+	BackupRetentionDays  int
+	LatestRestorableTime time.Time
+	Tags                 map[string]string
+	RestoredFromSnapshot string    // set on instances the fake created by restore
+	RestoredToTime       time.Time // set on point-in-time restores
 	// RenamingTo is the new identifier of a rename applied immediately
 	// and not finished yet (status "renaming").
 	RenamingTo string
