@@ -194,6 +194,8 @@ func manage(t *testing.T, dir, dsn string, args ...string) string {
 // restoreConfig is the database.restore block, or "".
 type restoreConfig struct {
 	endpoint, instance string
+	method             string // default snapshot
+	switchMode         string // default: unset (manual)
 }
 
 // startDBService prepares PostgreSQL (the last good release's migrations
@@ -226,16 +228,23 @@ func startDBService(t *testing.T, bad map[string]string, restore *restoreConfig)
 
 	restoreYAML := ""
 	if restore != nil {
+		method := restore.method
+		if method == "" {
+			method = "snapshot"
+		}
 		restoreYAML = fmt.Sprintf(`
       restore:
         endpoint: %q
         region: eu-west-1
         instance: %s
-        method: snapshot
+        method: %s
         poll_interval: 20ms
         wait_timeout: 1m
         max_attempts: 3
-        max_backoff: 50ms`, restore.endpoint, restore.instance)
+        max_backoff: 50ms`, restore.endpoint, restore.instance, method)
+		if restore.switchMode != "" {
+			restoreYAML += "\n        switch: " + restore.switchMode
+		}
 	}
 	yml := fmt.Sprintf(`
 incident_channels: [%s]
@@ -514,6 +523,24 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 		t.Fatalf("Erin's approval refused: %+v", ack)
 	}
 	done := h.waitFor("database step done", inThread(a.TS, textHas("Database rollback* done:")))
+
+	// The endpoint switch (manual, the default) comes before the app
+	// rollback: only a DB approver's "Endpoint switched" lets it start.
+	sw := h.waitFor("endpoint switch request", inThread(a.TS, hasAction(handlers.ActSwitched)))
+	wantAll(t, "endpoint switch request", sw.PlainText(), "Switch the app's database endpoint", "point the app at the restored instance shop-db-rb-1 by hand")
+	h.waitStatus("RB-1", state.AwaitingSwitch)
+	if got := current(t, s.sim); got != "shop:v3" {
+		t.Fatalf("the app was rolled back (%s) before the endpoint switch", got)
+	}
+	h.click(slackemu.UserBob, sw.TS, handlers.ActSwitched)
+	h.waitFor("non-DBA refused", ephemeralFor(slackemu.UserBob, "confirm the endpoint switch"))
+	if in, _ := h.store.Get(context.Background(), "RB-1"); in.Status != state.AwaitingSwitch || current(t, s.sim) != "shop:v3" {
+		t.Fatalf("a non-DB approver's click moved the incident on: %s", in.Status)
+	}
+	h.click(slackemu.UserDana, sw.TS, handlers.ActSwitched)
+	h.waitFor("switch confirmed", func(m slackemu.Message) bool {
+		return m.TS == sw.TS && strings.Contains(m.PlainText(), "Endpoint switched* by hand, confirmed by <@"+slackemu.UserDana+">")
+	})
 	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
 
 	restores := fake.Requests("RestoreDBInstanceFromDBSnapshot")
@@ -544,7 +571,7 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 		"restore snapshot rds:shop-db-before of shop-db (taken "+snapAt.Format("2006-01-02 15:04:05 UTC")+") into a new instance "+newID,
 		newID+": creating",
 		"New RDS instance "+newID+" is available at "+newEndpoint,
-		"Switch the app's database endpoint from shop-db.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432 to "+newEndpoint,
+		"Next: switch the app's database endpoint from shop-db.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432 to "+newEndpoint+" by hand",
 		"Data loss: everything written to shop-db after "+snapAt.Format("2006-01-02 15:04:05 UTC")+" is not in "+newID)
 
 	// The down command did not run: the local schema is as the bad release left it.
@@ -554,8 +581,11 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 	if got := current(t, s.sim); got != "shop:v2" {
 		t.Errorf("the app runs %s after the rollback, want shop:v2", got)
 	}
-	if got := s.timelineOrder(); got != "database,rollback" {
-		t.Errorf("the app rollback did not wait for the restore: %s", got)
+	if got := s.switchOrder(); got != "database,endpoint,rollback" {
+		t.Errorf("the app rollback did not wait for the restore and the endpoint switch: %s", got)
+	}
+	if len(fake.Requests("ModifyDBInstance")) != 0 {
+		t.Error("a manual switch renamed an instance")
 	}
 	s.noSecretLeaked()
 	for _, c := range h.emu.Calls() {

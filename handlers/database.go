@@ -215,7 +215,7 @@ func (e *Engine) dbStep(ctx context.Context, o *owned) error {
 	if err := e.setStep(ctx, o, dbStep, "done"); err != nil {
 		return err
 	}
-	return e.advance(ctx, o, state.Stopping, nil)
+	return e.afterDB(ctx, o)
 }
 
 // lastOwner is the replica that owned the incident before the last takeover.

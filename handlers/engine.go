@@ -230,6 +230,7 @@ const (
 	ActRetryVerify   = "verify_retry"
 	ActEnd           = "rollback_end"    // close a failed rollback, release the lock
 	ActPostDone      = "postaction_done" // value: incident id + "|" + item key
+	ActSwitched      = "endpoint_switched"
 
 	viewDBApprove = "db_approve_modal"
 )
@@ -289,6 +290,8 @@ func (e *Engine) HandleAction(ctx context.Context, a Action) {
 		e.end(ctx, a)
 	case ActPostDone:
 		e.postActionDone(ctx, a)
+	case ActSwitched:
+		e.switchedClicked(ctx, a)
 	default:
 		e.log.Warn("unknown action", "action", a.ActionID)
 	}

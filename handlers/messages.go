@@ -558,6 +558,35 @@ func dbClosedMsg(in *state.Incident, text string) Msg {
 	}}
 }
 
+// switchWaitMsg asks a DB approver to switch the app's endpoint by hand.
+func switchWaitMsg(in *state.Incident, plan string, dbApprovers Access, until time.Time) Msg {
+	return Msg{Text: "Switch the app's database endpoint, then press Endpoint switched", Blocks: []slack.Block{
+		section("title", ":twisted_rightwards_arrows: *Switch the app's database endpoint* before the app rollback"),
+		section("plan", "*To do:* "+clip(plan, 2500)),
+		section("who", fmt.Sprintf("A DB approver (%s) presses *Endpoint switched* once the app uses the restored instance. The app rollback waits for it; the old release must not run against the database the bad migration changed.", who(dbApprovers))),
+		contextBlock("hold", fmt.Sprintf("%s stays locked for this rollback until %s; then %s is closed without the app rollback.", in.Service, clock(until), in.ID)),
+		slack.NewActionBlock("switch_decision",
+			button(ActSwitched, in.ID, "Endpoint switched", slack.StylePrimary, confirmDialog("Is the app using the restored database?", "The app rollback starts right after this.", "Endpoint switched")),
+		),
+	}}
+}
+
+// switchConfirmedMsg replaces the request once a DB approver confirmed.
+func switchConfirmedMsg(in *state.Incident, user string, at time.Time) Msg {
+	return Msg{Text: "Endpoint switched", Blocks: []slack.Block{
+		section("title", fmt.Sprintf(":white_check_mark: *Endpoint switched* by hand, confirmed by <@%s> at %s. The app rollback starts now.", user, clock(at))),
+	}}
+}
+
+// switchFailedMsg is the failure of rollbot's endpoint switch.
+func switchFailedMsg(in *state.Incident, msg string) Msg {
+	return Msg{Text: "The endpoint switch failed: " + msg, Blocks: []slack.Block{
+		section("failed", ":x: *The endpoint switch failed:* "+clip(msg, 2500)),
+		section("faq", "*What now?* The database was restored (see the database step above); the app was *not* rolled back. Finish the switch by hand as the message says, then end this rollback and run `/rollback "+in.Service+"` again to roll back the app."),
+		slack.NewActionBlock("next_actions", endButton(in)),
+	}}
+}
+
 func dbOutputMsg(in *state.Incident, title, status, tail string) Msg {
 	blocks := []slack.Block{section("title", fmt.Sprintf(":floppy_disk: *%s* %s", title, status))}
 	if tail != "" {

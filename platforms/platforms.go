@@ -252,6 +252,50 @@ type Database interface {
 	Restore(ctx context.Context, run DBRun, before time.Time, progress func(string)) (string, error)
 }
 
+// Endpoint switch modes (EndpointSwitcher.SwitchMode).
+const (
+	// SwitchRename: rollbot renames the original RDS instance aside and
+	// gives the restored one its identifier, so the endpoint's DNS name
+	// stays and the app's configuration does not change.
+	SwitchRename = "rename"
+	// SwitchSecret: rollbot writes the restored endpoint into a
+	// Kubernetes Secret key and restarts the workload that reads it.
+	SwitchSecret = "secret"
+	// SwitchManual: a DB approver switches the endpoint by hand and
+	// presses "Endpoint switched".
+	SwitchManual = "manual"
+)
+
+// EndpointSwitcher is implemented by a Database whose restore creates a
+// new instance: the app must be pointed at the restored data before the
+// app rollback (runbook §4), or the old release runs against the database
+// the bad migration changed.
+type EndpointSwitcher interface {
+	// SwitchMode is SwitchRename, SwitchSecret or SwitchManual; "" when no
+	// switch step is needed (no restore configured: restored by hand).
+	SwitchMode() string
+	// SwitchPlan says what the switch does (rename, secret) or what the
+	// DB approver must do by hand (manual), for the thread. at is the
+	// switch step's start, as SwitchEndpoint gets it.
+	SwitchPlan(ctx context.Context, incident string, at time.Time) string
+	// SwitchEndpoint points the app at the incident's restored instance
+	// (rename and secret). Re-entrant per run.Incident: it reads the
+	// current names / Secret first and does only what is left, so a
+	// resumed run never renames or restarts twice. at must be the same on
+	// every attempt (it names the renamed original). A failure is a
+	// UserError that says what is left where and what to do next.
+	SwitchEndpoint(ctx context.Context, run DBRun, at time.Time, steps SwitchSteps) (string, error)
+}
+
+// SwitchSteps are the caller's hooks into an endpoint switch.
+type SwitchSteps struct {
+	// Before is called before each write with what it does; an error
+	// stops the switch before that write.
+	Before func(ctx context.Context, what string) error
+	// Note reports what the switch sees while it waits.
+	Note func(line string)
+}
+
 // Prober runs the verification probes of runbook §5.
 // Implementations: package probe (health URLs and a smoke-test command), simulated.
 type Prober interface {

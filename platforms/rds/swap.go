@@ -237,3 +237,23 @@ func (s Swap) nextStep(last map[string]string) string {
 	}
 	return fmt.Sprintf("the original should still be %s and the restored data %s", s.Source, s.Restored)
 }
+
+// RestoredEndpoint is "host:port" of the incident's restored instance,
+// which must be available.
+func (a *Adapter) RestoredEndpoint(ctx context.Context, incident string) (string, error) {
+	id := IncidentTarget(a.cfg.Instance, incident)
+	in, err := a.describe(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if in == nil {
+		return "", platforms.Userf(platforms.ErrNotFound, "the restored instance %s does not exist: nothing was switched. Check the RDS console for the restore", id)
+	}
+	if st := status(in); st != "available" || endpointOf(in) == "" {
+		return "", platforms.Userf(nil, "the restored instance %s is %q, not available: nothing was switched. Check the RDS console", id, st)
+	}
+	return endpointOf(in), nil
+}
+
+// Instance is the configured source instance identifier.
+func (a *Adapter) Instance() string { return a.cfg.Instance }
