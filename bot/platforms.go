@@ -174,8 +174,8 @@ type DatabaseSettings struct {
 	// Restore is the destructive path: an RDS snapshot or point-in-time
 	// restore, then the endpoint switch.
 	Restore              *RestoreSettings `yaml:"restore"`
-	Approvers            handlers.Access `yaml:"approvers"`
-	DestructiveApprovals int             `yaml:"destructive_approvals"`
+	Approvers            handlers.Access  `yaml:"approvers"`
+	DestructiveApprovals int              `yaml:"destructive_approvals"`
 }
 
 func (d DatabaseSettings) validate(p string, add func(string, error)) []error {
