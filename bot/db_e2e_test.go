@@ -735,10 +735,11 @@ func TestDBGolangMigrateRollbackThroughSlack(t *testing.T) {
 	h := s.h
 	h.slash(slackemu.UserAlice, "shop")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
-	wantAll(t, "assessment", a.PlainText(), "Decision gate: 1 migration(s) ran since the deploy", "(golang-migrate)", "`3` add user email: reversible")
+	wantAll(t, "assessment", a.PlainText(), "Decision gate: 1 migration(s) ran since the deploy", "(golang-migrate)", "`3` add user email: reversible; schema: expand-only",
+		"Schema compatibility: expand-only.* Recommendation: roll back the app only; the old version runs on the new schema")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
-	wantAll(t, "DB approval request", m.PlainText(), "reversible: run the down migration", "down $(ROLLBOT_STEPS)")
+	wantAll(t, "DB approval request", m.PlainText(), "reversible: run the down migration", "down $(ROLLBOT_STEPS)", "Roll back the app only")
 	h.approve(slackemu.UserDana, m, "shop")
 	done := h.waitFor("database step done", inThread(a.TS, textHas("Database rollback* done:")))
 	t.Logf("database step in the thread:\n%s", done.PlainText())
@@ -778,5 +779,68 @@ func TestDBDestructiveWithoutRestoreConfigured(t *testing.T) {
 	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
 	if got := current(t, s.sim); got != "shop:v2" {
 		t.Errorf("the app runs %s, want shop:v2", got)
+	}
+}
+
+// TestDBExpandOnlyAppOnlyThroughSlack: the bad release's only migration
+// adds a nullable column (golang-migrate 3, read by PostgreSQL's own
+// parser), so the assessment recommends rolling back the app only and the
+// database step becomes a DB approver's choice. Dana picks "Roll back the
+// app only": the schema stays at 3, the app goes back to shop:v2, and the
+// old version's queries run on the new schema.
+func TestDBExpandOnlyAppOnlyThroughSlack(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	history := state.New(rdb, prefix)
+	ctx := context.Background()
+	if err := history.RecordSchema(ctx, "shop", state.SchemaRecord{At: time.Now().Add(-2 * time.Hour), Artifact: "shop:v2", Tool: "golang-migrate", Versions: []string{"2"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := gmService(t, history)
+	h := s.h
+	h.slash(slackemu.UserAlice, "shop")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), "`3` add user email: reversible; schema: expand-only",
+		"Recommendation: roll back the app only; the old version runs on the new schema. The database step is a DB approver's choice")
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBSkip)))
+	wantAll(t, "DB approval request", m.PlainText(), "the old version runs on the new schema")
+	// Only a DB approver may choose.
+	h.click(slackemu.UserBob, m.TS, handlers.ActDBSkip)
+	h.waitFor("non-DBA refused", ephemeralFor(slackemu.UserBob, "DB approvers may approve"))
+	if got := current(t, s.sim); got != "shop:v3" {
+		t.Fatalf("the app was rolled back (%s) by a refused click", got)
+	}
+	h.click(slackemu.UserDana, m.TS, handlers.ActDBSkip)
+	h.waitFor("choice shown", func(msg slackemu.Message) bool {
+		return msg.TS == m.TS && strings.Contains(msg.PlainText(), "chose to roll back the app only")
+	})
+	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+	if got := s.gmVersion(); got != "3 dirty=false" {
+		t.Errorf("schema_migrations = %s, want 3: the database must be left as it is", got)
+	}
+	if got := current(t, s.sim); got != "shop:v2" {
+		t.Errorf("the app runs %s, want shop:v2", got)
+	}
+	// The old version's queries on the new schema.
+	for _, q := range []string{`INSERT INTO users (id, name) VALUES (42, 'ada')`, `SELECT id, name, legacy_notes FROM users WHERE id = 42`, `UPDATE users SET name = 'ada l.' WHERE id = 42`} {
+		if _, err := s.owner.Exec(q); err != nil {
+			t.Errorf("the old version's %q fails on the new schema: %v", q, err)
+		}
+	}
+	evs, err := h.store.Timeline(ctx, "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chose bool
+	for _, e := range evs {
+		if e.Step == "database" && strings.HasPrefix(e.Detail, "chose to roll back the app only") && e.Actor == slackemu.UserDana {
+			chose = true
+		}
+		if e.Step == "database" && strings.HasPrefix(e.Detail, "done") {
+			t.Error("the database step ran")
+		}
+	}
+	if !chose {
+		t.Error("the choice is not on the timeline")
 	}
 }

@@ -231,6 +231,7 @@ const (
 	ActEnd           = "rollback_end"    // close a failed rollback, release the lock
 	ActPostDone      = "postaction_done" // value: incident id + "|" + item key
 	ActSwitched      = "endpoint_switched"
+	ActDBSkip        = "db_skip" // expand-only migrations: roll back the app only
 
 	viewDBApprove = "db_approve_modal"
 )
@@ -292,6 +293,8 @@ func (e *Engine) HandleAction(ctx context.Context, a Action) {
 		e.postActionDone(ctx, a)
 	case ActSwitched:
 		e.switchedClicked(ctx, a)
+	case ActDBSkip:
+		e.dbSkip(ctx, a)
 	default:
 		e.log.Warn("unknown action", "action", a.ActionID)
 	}

@@ -277,7 +277,21 @@ func migrationsText(in *state.Incident, a *Assessment) string {
 		if m.Why != "" {
 			fmt.Fprintf(&b, " (%s)", m.Why)
 		}
+		switch m.Compat {
+		case platforms.CompatExpand:
+			b.WriteString("; schema: expand-only")
+		case platforms.CompatContract:
+			fmt.Fprintf(&b, "; schema: *contracting*: %s", clip(m.CompatWhy, 400))
+		case platforms.CompatUnknown:
+			fmt.Fprintf(&b, "; schema: cannot tell (%s)", clip(m.CompatWhy, 300))
+		}
 		b.WriteString("\n")
+	}
+	switch {
+	case a.Migrations.ExpandOnly():
+		b.WriteString(":white_check_mark: *Schema compatibility: expand-only.* Recommendation: roll back the app only; the old version runs on the new schema. The database step is a DB approver's choice.\n")
+	case !in.DBDestructive:
+		b.WriteString("*Schema compatibility:* not expand-only (see above), so the database step is required before the app rollback.\n")
 	}
 	if in.DBDestructive {
 		b.WriteString("A destructive migration cannot be undone by a down migration: the database step is a snapshot or point-in-time restore.")
@@ -535,10 +549,15 @@ func dbApprovalMsg(in *state.Incident, dbApprovers Access, need int, approvers [
 	if len(approvers) > 0 {
 		blocks = append(blocks, contextBlock("approvals", fmt.Sprintf("Approved so far (%d of %d): %s", len(approvers), need, mentions(approvers))))
 	}
-	blocks = append(blocks, slack.NewActionBlock("db_decision",
+	buttons := []slack.BlockElement{
 		button(ActDBApprove, in.ID, "Approve database rollback", slack.StyleDanger, confirmDialog("Approve the database step?", DowntimeWarning, "Continue")),
-		button(ActDBRefuse, in.ID, "Refuse", "", nil),
-	))
+	}
+	if in.DBOptional {
+		blocks = append(blocks, section("optional", "*Optional:* every migration since the deploy only expanded the schema, so the old version runs on the new schema. A DB approver may instead *roll back the app only* and leave the database as it is."))
+		buttons = append(buttons, button(ActDBSkip, in.ID, "Roll back the app only", slack.StylePrimary, confirmDialog("Roll back the app only?", "The database keeps the new (expand-only) schema; the old version runs on it.", "App only")))
+	}
+	buttons = append(buttons, button(ActDBRefuse, in.ID, "Refuse", "", nil))
+	blocks = append(blocks, slack.NewActionBlock("db_decision", buttons...))
 	return Msg{Text: "Database step needs approval", Blocks: blocks}
 }
 

@@ -185,7 +185,20 @@ type Migration struct {
 	Reversible  bool      `json:"reversible"`
 	Destructive bool      `json:"destructive"`
 	Why         string    `json:"why,omitempty"` // e.g. "DROP COLUMN email"
+	// Compat says whether the previous release runs on the schema the
+	// migration left: CompatExpand, CompatContract or CompatUnknown (its
+	// SQL could not be read). CompatWhy names the contracting statements,
+	// or why the SQL could not be read.
+	Compat    string `json:"compat,omitempty"`
+	CompatWhy string `json:"compat_why,omitempty"`
 }
+
+// Schema compatibility verdicts (Migration.Compat).
+const (
+	CompatExpand   = "expand"
+	CompatContract = "contract"
+	CompatUnknown  = "unknown"
+)
 
 // MigrationReport says which migrations ran since the bad deploy started.
 type MigrationReport struct {
@@ -204,6 +217,22 @@ func (r MigrationReport) Destructive() bool {
 		}
 	}
 	return false
+}
+
+// ExpandOnly reports whether every migration that ran only expanded the
+// schema (and lost nothing): the previous release runs on the new schema,
+// so rolling back the app alone is safe and the database step becomes an
+// approver's choice. Any contracting or unreadable migration: false.
+func (r MigrationReport) ExpandOnly() bool {
+	if len(r.Ran) == 0 {
+		return false
+	}
+	for _, m := range r.Ran {
+		if m.Compat != CompatExpand || m.Destructive {
+			return false
+		}
+	}
+	return true
 }
 
 // DBRun identifies one run of a database step (a down migration or a

@@ -41,7 +41,7 @@ import (
 var lifecycle = map[Status][]Status{
 	Assessing:         {AwaitingConfirm, Planned, Cancelled},
 	AwaitingConfirm:   {Stopping, AwaitingDBApprove, Cancelled},
-	AwaitingDBApprove: {RollingBackDB, Cancelled},
+	AwaitingDBApprove: {RollingBackDB, Stopping, Cancelled},
 	RollingBackDB:     {Stopping, SwitchingEndpoint, AwaitingSwitch, RollbackFailed},
 	SwitchingEndpoint: {Stopping, RollbackFailed},
 	AwaitingSwitch:    {Stopping, Closed},

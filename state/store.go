@@ -151,9 +151,12 @@ type Incident struct {
 	DBDestructive bool `json:"db_destructive,omitempty"`
 	// DBManual: rollbot could not tell whether migrations ran, so the DB
 	// step is a DB approver's confirmation that it was checked by hand.
-	DBManual  bool   `json:"db_manual,omitempty"`
-	DBPlan    string `json:"db_plan,omitempty"`
-	DecidedBy string `json:"decided_by,omitempty"`
+	DBManual bool `json:"db_manual,omitempty"`
+	// DBOptional: every migration only expanded the schema, so the old
+	// release runs on it; a DB approver may roll back the app only.
+	DBOptional bool   `json:"db_optional,omitempty"`
+	DBPlan     string `json:"db_plan,omitempty"`
+	DecidedBy  string `json:"decided_by,omitempty"`
 	// Messages maps a role ("assessment", "progress", "verify", "db",
 	// "postactions") to the ts of the message that shows it.
 	Messages map[string]string `json:"messages,omitempty"`

@@ -78,7 +78,9 @@ func myStatement(s ast.StmtNode) []Finding {
 // myAlter classifies one clause of ALTER TABLE t.
 func myAlter(t string, s *ast.AlterTableSpec) []Finding {
 	stmt := func(clause string) string { return "ALTER TABLE " + t + " " + clause }
-	one := func(k Kind, clause, why string) []Finding { return []Finding{{Kind: k, Statement: stmt(clause), Why: why}} }
+	one := func(k Kind, clause, why string) []Finding {
+		return []Finding{{Kind: k, Statement: stmt(clause), Why: why}}
+	}
 	switch s.Tp {
 	case ast.AlterTableAddColumns:
 		var out []Finding

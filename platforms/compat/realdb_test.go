@@ -45,7 +45,9 @@ CREATE INDEX users_name_idx ON users (name);
 ALTER TABLE users ALTER COLUMN name DROP NOT NULL`,
 			contract: `ALTER TABLE users RENAME COLUMN email TO email_address;
 ALTER TABLE users ADD COLUMN tenant_id integer NOT NULL`,
-			open: func(t *testing.T) string { return dbtest.StartPostgres(t, dbtest.PostgresOptions{}).CreateDatabase(t).DSN },
+			open: func(t *testing.T) string {
+				return dbtest.StartPostgres(t, dbtest.PostgresOptions{}).CreateDatabase(t).DSN
+			},
 		},
 		{
 			dialect: MySQL, driver: "mysql",
@@ -56,7 +58,9 @@ ALTER TABLE users ADD COLUMN score INT NOT NULL DEFAULT 0;
 CREATE INDEX users_name_idx ON users (name)`,
 			contract: `ALTER TABLE users RENAME COLUMN email TO email_address;
 ALTER TABLE users ADD COLUMN tenant_id INT NOT NULL`,
-			open: func(t *testing.T) string { return dbtest.StartMariaDB(t, dbtest.MariaDBOptions{}).CreateDatabase(t).DSN },
+			open: func(t *testing.T) string {
+				return dbtest.StartMariaDB(t, dbtest.MariaDBOptions{}).CreateDatabase(t).DSN
+			},
 		},
 	}
 }

@@ -160,8 +160,18 @@ func contract(rep migrations.Report) platforms.MigrationReport {
 		if !m.Reversible && why == "" {
 			why = m.ReversibleWhy
 		}
+		c, cwhy := m.Compat, m.CompatWhy
+		switch {
+		case c != "":
+		case rep.Tool == migrations.ToolDjango || rep.Tool == "rails":
+			c, cwhy = platforms.CompatUnknown, rep.Tool+" migrations are code: their SQL is generated at run time, so rollbot cannot read it"
+		case !m.SourceRead:
+			c, cwhy = platforms.CompatUnknown, "its SQL was not read (is migrations_dir set and readable?)"
+		default:
+			c, cwhy = platforms.CompatUnknown, "its SQL could not be classified"
+		}
 		out.Ran = append(out.Ran, platforms.Migration{ID: m.ID, Description: m.Description, AppliedAt: m.AppliedAt,
-			Reversible: m.Reversible, Destructive: m.Destructive, Why: why})
+			Reversible: m.Reversible, Destructive: m.Destructive, Why: why, Compat: c, CompatWhy: cwhy})
 	}
 	return out
 }
