@@ -620,6 +620,13 @@ func migrateBin(t *testing.T) string {
 // version 2 was the last good deploy's), served by the bot from YAML.
 func gmService(t *testing.T, history *state.Store) (*dbService, string) {
 	t.Helper()
+	return gmServiceUp(t, history, "2", "1")
+}
+
+// gmServiceUp is gmService with the schema migrated by each `migrate up n`
+// of ups in turn (the last one is the bad release's).
+func gmServiceUp(t *testing.T, history *state.Store, ups ...string) (*dbService, string) {
+	t.Helper()
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
 	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &logtest.Buffer{}}
 	var err error
@@ -631,7 +638,7 @@ func gmService(t *testing.T, history *state.Store) (*dbService, string) {
 		t.Fatal(err)
 	}
 	bin := migrateBin(t)
-	for _, n := range []string{"2", "1"} { // the good deploy, then the bad one's migration
+	for _, n := range ups { // the good deploy, then the bad one's migration
 		if out, err := exec.Command(bin, "-path", s.dir, "-database", s.db.URL, "up", n).CombinedOutput(); err != nil {
 			t.Fatalf("migrate up %s: %v\n%s", n, err, out)
 		}
@@ -842,5 +849,41 @@ func TestDBExpandOnlyAppOnlyThroughSlack(t *testing.T) {
 	}
 	if !chose {
 		t.Error("the choice is not on the timeline")
+	}
+}
+
+// TestDBContractingKeepsTheGateThroughSlack: the bad release's migration
+// (golang-migrate 4) drops users.legacy_notes. The assessment names the
+// contracting statement, the database step is required (no app-only
+// choice), and the old version's queries
+// indeed fail on the new schema.
+func TestDBContractingKeepsTheGateThroughSlack(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	history := state.New(rdb, prefix)
+	ctx := context.Background()
+	if err := history.RecordSchema(ctx, "shop", state.SchemaRecord{At: time.Now().Add(-2 * time.Hour), Artifact: "shop:v2", Tool: "golang-migrate", Versions: []string{"3"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := gmServiceUp(t, history, "3", "1")
+	h := s.h
+	h.slash(slackemu.UserAlice, "shop")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), "`4` drop legacy notes",
+		"schema: *contracting*: ALTER TABLE users DROP COLUMN legacy_notes (the old release reads or writes it)")
+	if strings.Contains(a.PlainText(), "roll back the app only") {
+		t.Errorf("a contracting migration was called expand-only:\n%s", a.PlainText())
+	}
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
+	if hasAction(handlers.ActDBSkip)(m) {
+		t.Fatalf("the app-only choice is offered for a contracting migration:\n%s", m.PlainText())
+	}
+	wantAll(t, "DB approval request", m.PlainText(), "destructive: restore from a snapshot / point in time")
+	if in, _ := h.store.Get(ctx, "RB-1"); in.Status != state.AwaitingDBApprove || in.DBOptional || current(t, s.sim) != "shop:v3" {
+		t.Fatalf("gate: status %s, optional %v, app %s", in.Status, in.DBOptional, current(t, s.sim))
+	}
+	// The old version reads users.legacy_notes: it fails on the new schema.
+	if _, err := s.owner.Exec(`SELECT id, name, legacy_notes FROM users`); err == nil {
+		t.Error("the old version's query works on the contracted schema")
 	}
 }
