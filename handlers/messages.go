@@ -287,7 +287,12 @@ func migrationsText(in *state.Incident, a *Assessment) string {
 		}
 		b.WriteString("\n")
 	}
+	classified := false
+	for _, m := range a.Migrations.Ran {
+		classified = classified || m.Compat != ""
+	}
 	switch {
+	case !classified:
 	case a.Migrations.ExpandOnly():
 		b.WriteString(":white_check_mark: *Schema compatibility: expand-only.* Recommendation: roll back the app only; the old version runs on the new schema. The database step is a DB approver's choice.\n")
 	case !in.DBDestructive:

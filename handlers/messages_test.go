@@ -64,6 +64,8 @@ func TestGoldenMessages(t *testing.T) {
 	planned.Status, planned.DryRun = state.Planned, true
 	destructive := *in
 	destructive.DBDestructive = true
+	optional := *in
+	optional.DBOptional = true
 	v := &Verification{Started: t0, Items: []VerifyItem{
 		{Name: "All pods healthy", State: ItemPass, At: t0.Add(40 * time.Second), Detail: "3/3 ready, 0 restarts"},
 		{Name: "Health checks passing", State: ItemPass, At: t0.Add(12 * time.Second), Detail: "1/1 health URLs answer 2xx"},
@@ -108,6 +110,10 @@ func TestGoldenMessages(t *testing.T) {
 		"post_actions":         postActionsMsg(&done),
 		"db_approval":          dbApprovalMsg(in, Access{Groups: []string{"S0DBA"}}, 1, nil, 15*time.Minute),
 		"db_approval_2of2":     dbApprovalMsg(&destructive, Access{Groups: []string{"S0DBA"}}, 2, []string{"U0DANA"}, 15*time.Minute),
+		"db_approval_optional": dbApprovalMsg(&optional, Access{Groups: []string{"S0DBA"}}, 1, nil, 15*time.Minute),
+		"switch_wait":          switchWaitMsg(&destructive, "point the app at the restored instance myapp-db-rb-7 by hand", Access{Groups: []string{"S0DBA"}}, t0.Add(30*time.Minute)),
+		"switch_confirmed":     switchConfirmedMsg(&destructive, "U0DANA", t0),
+		"switch_failed":        switchFailedMsg(&destructive, "renaming myapp-db-rb-7 to myapp-db failed"),
 		"db_approved":          dbApprovedMsg(in, []string{"U0DANA", "U0ERIN"}),
 		"db_closed":            dbClosedMsg(in, "Refused by <@U0DANA>"),
 		"db_output":            dbOutputMsg(in, "Database rollback", "running…", "1/d add_orders_currency (12.1ms)"),
