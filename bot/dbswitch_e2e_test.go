@@ -228,3 +228,46 @@ func TestDBRestoreUnknownInstanceThroughSlack(t *testing.T) {
 		t.Errorf("the app was rolled back to %s", got)
 	}
 }
+
+// TestDBRenameSwitchResumedAfterRestart: the bot stops right after the
+// first rename (the original is being renamed aside). The next bot process
+// takes the incident over, reads the instance names, and makes only the
+// second rename: the original is renamed once, never twice.
+func TestDBRenameSwitchResumedAfterRestart(t *testing.T) {
+	fake, _ := rdsFake(t, time.Hour)
+	fake.SetRenameDescribes(60) // the first rename stays "renaming" for a while
+	s := startDBService(t, destructiveMigration, &restoreConfig{endpoint: fake.URL, instance: "shop-db", switchMode: "rename"})
+	h := s.h
+	renamed := make(chan struct{}, 1)
+	fake.After("ModifyDBInstance", func() { renamed <- struct{}{} })
+	a := s.approveRestore()
+	select {
+	case <-renamed:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no rename\n%s", h.dump())
+	}
+	h.stop()
+	if in, _ := h.store.Get(context.Background(), "RB-1"); in.Status != state.SwitchingEndpoint || in.Steps["endpoint"] != "started" {
+		t.Fatalf("after the stop: %s %v", in.Status, in.Steps)
+	}
+	h.start()
+	h.waitFor("endpoint switch done", inThread(a.TS, textHas("Endpoint switch (rename)* done:")))
+	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+	var ok []string
+	for _, r := range fake.Requests("ModifyDBInstance") {
+		if r.Failed == "" {
+			ok = append(ok, r.Params.Get("DBInstanceIdentifier")+"->"+r.Params.Get("NewDBInstanceIdentifier"))
+		}
+	}
+	if len(ok) != 2 || !strings.HasPrefix(ok[0], "shop-db->shop-db-pre-rollback-") || ok[1] != "shop-db-rb-1->shop-db" {
+		t.Errorf("renames = %q, want the original once, then the restored instance", ok)
+	}
+	evs := strings.Join(s.endpointEvents(), "\n")
+	wantAll(t, "timeline", evs, "resuming the endpoint switch: reading the current state first")
+	if n := strings.Count(evs, "renaming shop-db (the original)"); n != 1 {
+		t.Errorf("the original's rename announced %d times:\n%s", n, evs)
+	}
+	if got := s.switchOrder(); got != "database,endpoint,rollback" {
+		t.Errorf("order = %s", got)
+	}
+}
