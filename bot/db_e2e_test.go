@@ -505,7 +505,9 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 	wantAll(t, "DB approval request", m.PlainText(), "destructive: restore from a snapshot / point in time",
 		handlers.DowntimeWarning, "Needs 2 distinct DB approver(s)",
 		// The approvers see the exact restore before they approve: the snapshot and the data-loss window.
-		"restore snapshot rds:shop-db-before of shop-db", "is not in the new instance (data-loss window)")
+		"restore snapshot rds:shop-db-before of shop-db", "is not in the new instance (data-loss window)",
+		// ...and how the app will then be pointed at it.
+		"Then, before the app rollback: a DB approver switches the app to shop-db-rb-1 by hand and presses Endpoint switched")
 
 	// One DBA, even twice, is not enough; the requester may not approve.
 	h.approve(slackemu.UserDana, m, "shop")

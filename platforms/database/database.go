@@ -355,7 +355,19 @@ func (d *DB) RestorePlan(ctx context.Context, incident string, before time.Time)
 		d.log.Warn("plan database restore", "incident", incident, "err", err)
 		return fmt.Sprintf("restore %s to its state before %s into a new instance; rollbot could not prepare the exact plan yet (%s)", d.restore.Target(), before.UTC().Format("2006-01-02 15:04 UTC"), msg)
 	}
-	return strings.Join(plan.Lines(), "; ") + fmt.Sprintf(". Everything written after %s is not in the new instance (data-loss window); the app must then be switched to it", plan.DataAsOf.UTC().Format("2006-01-02 15:04:05 UTC"))
+	return strings.Join(plan.Lines(), "; ") + fmt.Sprintf(". Everything written after %s is not in the new instance (data-loss window). Then, before the app rollback: %s", plan.DataAsOf.UTC().Format("2006-01-02 15:04:05 UTC"), d.switchSummary(plan.Source, plan.Target))
+}
+
+// switchSummary says how the app will be pointed at the restored
+// instance, for the approvers.
+func (d *DB) switchSummary(source, target string) string {
+	switch d.swMode {
+	case platforms.SwitchRename:
+		return fmt.Sprintf("rollbot renames %s to %s-pre-rollback-<time> and %s to %s (the endpoint keeps its DNS name)", source, source, target, source)
+	case platforms.SwitchSecret:
+		return "rollbot will " + d.secret.Describe()
+	}
+	return fmt.Sprintf("a DB approver switches the app to %s by hand and presses Endpoint switched", target)
 }
 
 // Restore restores into a new instance named after run.Incident
