@@ -4,7 +4,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/rollbot .
+# cgo for libpg_query (PostgreSQL's parser, for the schema-compatibility
+# check), linked statically so the image stays FROM scratch.
+RUN CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
+    -ldflags='-s -w -linkmode external -extldflags "-static"' -o /out/rollbot .
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/

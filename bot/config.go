@@ -461,6 +461,9 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	}
 	if s.Database != nil {
 		errs = append(errs, s.Database.validate(p+".database", add)...)
+		if r := s.Database.Restore; r != nil && r.Switch == platforms.SwitchSecret && s.Platform != "kubernetes" {
+			errs = append(errs, fmt.Errorf("%s.database.restore.switch: secret writes a Secret on the service's Kubernetes cluster, so it needs platform: kubernetes (this service's platform is %q); use rename or manual", p, s.Platform))
+		}
 		if s.Database.Down.Kind == migrations.DownKubernetesJob && s.Platform != "kubernetes" {
 			errs = append(errs, fmt.Errorf("%s.database.down.kind: kubernetes_job runs on the service's Kubernetes cluster, so it needs platform: kubernetes (this service's platform is %q); use kind: command", p, s.Platform))
 		}

@@ -194,6 +194,8 @@ func manage(t *testing.T, dir, dsn string, args ...string) string {
 // restoreConfig is the database.restore block, or "".
 type restoreConfig struct {
 	endpoint, instance string
+	method             string // default snapshot
+	switchMode         string // default: unset (manual)
 }
 
 // startDBService prepares PostgreSQL (the last good release's migrations
@@ -226,16 +228,23 @@ func startDBService(t *testing.T, bad map[string]string, restore *restoreConfig)
 
 	restoreYAML := ""
 	if restore != nil {
+		method := restore.method
+		if method == "" {
+			method = "snapshot"
+		}
 		restoreYAML = fmt.Sprintf(`
       restore:
         endpoint: %q
         region: eu-west-1
         instance: %s
-        method: snapshot
+        method: %s
         poll_interval: 20ms
         wait_timeout: 1m
         max_attempts: 3
-        max_backoff: 50ms`, restore.endpoint, restore.instance)
+        max_backoff: 50ms`, restore.endpoint, restore.instance, method)
+		if restore.switchMode != "" {
+			restoreYAML += "\n        switch: " + restore.switchMode
+		}
 	}
 	yml := fmt.Sprintf(`
 incident_channels: [%s]
@@ -496,7 +505,9 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 	wantAll(t, "DB approval request", m.PlainText(), "destructive: restore from a snapshot / point in time",
 		handlers.DowntimeWarning, "Needs 2 distinct DB approver(s)",
 		// The approvers see the exact restore before they approve: the snapshot and the data-loss window.
-		"restore snapshot rds:shop-db-before of shop-db", "is not in the new instance (data-loss window)")
+		"restore snapshot rds:shop-db-before of shop-db", "is not in the new instance (data-loss window)",
+		// ...and how the app will then be pointed at it.
+		"Then, before the app rollback: a DB approver switches the app to shop-db-rb-1 by hand and presses Endpoint switched")
 
 	// One DBA, even twice, is not enough; the requester may not approve.
 	h.approve(slackemu.UserDana, m, "shop")
@@ -514,6 +525,24 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 		t.Fatalf("Erin's approval refused: %+v", ack)
 	}
 	done := h.waitFor("database step done", inThread(a.TS, textHas("Database rollback* done:")))
+
+	// The endpoint switch (manual, the default) comes before the app
+	// rollback: only a DB approver's "Endpoint switched" lets it start.
+	sw := h.waitFor("endpoint switch request", inThread(a.TS, hasAction(handlers.ActSwitched)))
+	wantAll(t, "endpoint switch request", sw.PlainText(), "Switch the app's database endpoint", "point the app at the restored instance shop-db-rb-1 by hand")
+	h.waitStatus("RB-1", state.AwaitingSwitch)
+	if got := current(t, s.sim); got != "shop:v3" {
+		t.Fatalf("the app was rolled back (%s) before the endpoint switch", got)
+	}
+	h.click(slackemu.UserBob, sw.TS, handlers.ActSwitched)
+	h.waitFor("non-DBA refused", ephemeralFor(slackemu.UserBob, "confirm the endpoint switch"))
+	if in, _ := h.store.Get(context.Background(), "RB-1"); in.Status != state.AwaitingSwitch || current(t, s.sim) != "shop:v3" {
+		t.Fatalf("a non-DB approver's click moved the incident on: %s", in.Status)
+	}
+	h.click(slackemu.UserDana, sw.TS, handlers.ActSwitched)
+	h.waitFor("switch confirmed", func(m slackemu.Message) bool {
+		return m.TS == sw.TS && strings.Contains(m.PlainText(), "Endpoint switched* by hand, confirmed by <@"+slackemu.UserDana+">")
+	})
 	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
 
 	restores := fake.Requests("RestoreDBInstanceFromDBSnapshot")
@@ -544,7 +573,7 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 		"restore snapshot rds:shop-db-before of shop-db (taken "+snapAt.Format("2006-01-02 15:04:05 UTC")+") into a new instance "+newID,
 		newID+": creating",
 		"New RDS instance "+newID+" is available at "+newEndpoint,
-		"Switch the app's database endpoint from shop-db.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432 to "+newEndpoint,
+		"Next: switch the app's database endpoint from shop-db.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432 to "+newEndpoint+" by hand",
 		"Data loss: everything written to shop-db after "+snapAt.Format("2006-01-02 15:04:05 UTC")+" is not in "+newID)
 
 	// The down command did not run: the local schema is as the bad release left it.
@@ -554,8 +583,11 @@ func TestDBDestructiveRestoreThroughSlack(t *testing.T) {
 	if got := current(t, s.sim); got != "shop:v2" {
 		t.Errorf("the app runs %s after the rollback, want shop:v2", got)
 	}
-	if got := s.timelineOrder(); got != "database,rollback" {
-		t.Errorf("the app rollback did not wait for the restore: %s", got)
+	if got := s.switchOrder(); got != "database,endpoint,rollback" {
+		t.Errorf("the app rollback did not wait for the restore and the endpoint switch: %s", got)
+	}
+	if len(fake.Requests("ModifyDBInstance")) != 0 {
+		t.Error("a manual switch renamed an instance")
 	}
 	s.noSecretLeaked()
 	for _, c := range h.emu.Calls() {
@@ -590,6 +622,13 @@ func migrateBin(t *testing.T) string {
 // version 2 was the last good deploy's), served by the bot from YAML.
 func gmService(t *testing.T, history *state.Store) (*dbService, string) {
 	t.Helper()
+	return gmServiceUp(t, history, "2", "1")
+}
+
+// gmServiceUp is gmService with the schema migrated by each `migrate up n`
+// of ups in turn (the last one is the bad release's).
+func gmServiceUp(t *testing.T, history *state.Store, ups ...string) (*dbService, string) {
+	t.Helper()
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
 	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &logtest.Buffer{}}
 	var err error
@@ -601,7 +640,7 @@ func gmService(t *testing.T, history *state.Store) (*dbService, string) {
 		t.Fatal(err)
 	}
 	bin := migrateBin(t)
-	for _, n := range []string{"2", "1"} { // the good deploy, then the bad one's migration
+	for _, n := range ups { // the good deploy, then the bad one's migration
 		if out, err := exec.Command(bin, "-path", s.dir, "-database", s.db.URL, "up", n).CombinedOutput(); err != nil {
 			t.Fatalf("migrate up %s: %v\n%s", n, err, out)
 		}
@@ -705,10 +744,11 @@ func TestDBGolangMigrateRollbackThroughSlack(t *testing.T) {
 	h := s.h
 	h.slash(slackemu.UserAlice, "shop")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
-	wantAll(t, "assessment", a.PlainText(), "Decision gate: 1 migration(s) ran since the deploy", "(golang-migrate)", "`3` add user email: reversible")
+	wantAll(t, "assessment", a.PlainText(), "Decision gate: 1 migration(s) ran since the deploy", "(golang-migrate)", "`3` add user email: reversible; schema: expand-only",
+		"Schema compatibility: expand-only.* Recommendation: roll back the app only; the old version runs on the new schema")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
-	wantAll(t, "DB approval request", m.PlainText(), "reversible: run the down migration", "down $(ROLLBOT_STEPS)")
+	wantAll(t, "DB approval request", m.PlainText(), "reversible: run the down migration", "down $(ROLLBOT_STEPS)", "Roll back the app only")
 	h.approve(slackemu.UserDana, m, "shop")
 	done := h.waitFor("database step done", inThread(a.TS, textHas("Database rollback* done:")))
 	t.Logf("database step in the thread:\n%s", done.PlainText())
@@ -748,5 +788,104 @@ func TestDBDestructiveWithoutRestoreConfigured(t *testing.T) {
 	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
 	if got := current(t, s.sim); got != "shop:v2" {
 		t.Errorf("the app runs %s, want shop:v2", got)
+	}
+}
+
+// TestDBExpandOnlyAppOnlyThroughSlack: the bad release's only migration
+// adds a nullable column (golang-migrate 3, read by PostgreSQL's own
+// parser), so the assessment recommends rolling back the app only and the
+// database step becomes a DB approver's choice. Dana picks "Roll back the
+// app only": the schema stays at 3, the app goes back to shop:v2, and the
+// old version's queries run on the new schema.
+func TestDBExpandOnlyAppOnlyThroughSlack(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	history := state.New(rdb, prefix)
+	ctx := context.Background()
+	if err := history.RecordSchema(ctx, "shop", state.SchemaRecord{At: time.Now().Add(-2 * time.Hour), Artifact: "shop:v2", Tool: "golang-migrate", Versions: []string{"2"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := gmService(t, history)
+	h := s.h
+	h.slash(slackemu.UserAlice, "shop")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), "`3` add user email: reversible; schema: expand-only",
+		"Recommendation: roll back the app only; the old version runs on the new schema. The database step is a DB approver's choice")
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBSkip)))
+	wantAll(t, "DB approval request", m.PlainText(), "the old version runs on the new schema")
+	// Only a DB approver may choose.
+	h.click(slackemu.UserBob, m.TS, handlers.ActDBSkip)
+	h.waitFor("non-DBA refused", ephemeralFor(slackemu.UserBob, "DB approvers may approve"))
+	if got := current(t, s.sim); got != "shop:v3" {
+		t.Fatalf("the app was rolled back (%s) by a refused click", got)
+	}
+	h.click(slackemu.UserDana, m.TS, handlers.ActDBSkip)
+	h.waitFor("choice shown", func(msg slackemu.Message) bool {
+		return msg.TS == m.TS && strings.Contains(msg.PlainText(), "chose to roll back the app only")
+	})
+	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
+	if got := s.gmVersion(); got != "3 dirty=false" {
+		t.Errorf("schema_migrations = %s, want 3: the database must be left as it is", got)
+	}
+	if got := current(t, s.sim); got != "shop:v2" {
+		t.Errorf("the app runs %s, want shop:v2", got)
+	}
+	// The old version's queries on the new schema.
+	for _, q := range []string{`INSERT INTO users (id, name) VALUES (42, 'ada')`, `SELECT id, name, legacy_notes FROM users WHERE id = 42`, `UPDATE users SET name = 'ada l.' WHERE id = 42`} {
+		if _, err := s.owner.Exec(q); err != nil {
+			t.Errorf("the old version's %q fails on the new schema: %v", q, err)
+		}
+	}
+	evs, err := h.store.Timeline(ctx, "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chose bool
+	for _, e := range evs {
+		if e.Step == "database" && strings.HasPrefix(e.Detail, "chose to roll back the app only") && e.Actor == slackemu.UserDana {
+			chose = true
+		}
+		if e.Step == "database" && strings.HasPrefix(e.Detail, "done") {
+			t.Error("the database step ran")
+		}
+	}
+	if !chose {
+		t.Error("the choice is not on the timeline")
+	}
+}
+
+// TestDBContractingKeepsTheGateThroughSlack: the bad release's migration
+// (golang-migrate 4) drops users.legacy_notes. The assessment names the
+// contracting statement, the database step is required (no app-only
+// choice), and the old version's queries
+// indeed fail on the new schema.
+func TestDBContractingKeepsTheGateThroughSlack(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	history := state.New(rdb, prefix)
+	ctx := context.Background()
+	if err := history.RecordSchema(ctx, "shop", state.SchemaRecord{At: time.Now().Add(-2 * time.Hour), Artifact: "shop:v2", Tool: "golang-migrate", Versions: []string{"3"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := gmServiceUp(t, history, "3", "1")
+	h := s.h
+	h.slash(slackemu.UserAlice, "shop")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	wantAll(t, "assessment", a.PlainText(), "`4` drop legacy notes",
+		"schema: *contracting*: ALTER TABLE users DROP COLUMN legacy_notes (the old release reads or writes it)")
+	if strings.Contains(a.PlainText(), "roll back the app only") {
+		t.Errorf("a contracting migration was called expand-only:\n%s", a.PlainText())
+	}
+	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
+	if hasAction(handlers.ActDBSkip)(m) {
+		t.Fatalf("the app-only choice is offered for a contracting migration:\n%s", m.PlainText())
+	}
+	wantAll(t, "DB approval request", m.PlainText(), "destructive: restore from a snapshot / point in time")
+	if in, _ := h.store.Get(ctx, "RB-1"); in.Status != state.AwaitingDBApprove || in.DBOptional || current(t, s.sim) != "shop:v3" {
+		t.Fatalf("gate: status %s, optional %v, app %s", in.Status, in.DBOptional, current(t, s.sim))
+	}
+	// The old version reads users.legacy_notes: it fails on the new schema.
+	if _, err := s.owner.Exec(`SELECT id, name, legacy_notes FROM users`); err == nil {
+		t.Error("the old version's query works on the contracted schema")
 	}
 }

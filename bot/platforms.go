@@ -173,17 +173,19 @@ func (m MetricsConfig) validate(p string, add func(string, error)) []error {
 type DatabaseSettings struct {
 	// The migration check (read-only) and the reversible down command.
 	migrations.Config `yaml:",inline"`
-	// Restore is the destructive path: an RDS snapshot or point-in-time restore.
-	Restore              *rds.Config     `yaml:"restore"`
-	Approvers            handlers.Access `yaml:"approvers"`
-	DestructiveApprovals int             `yaml:"destructive_approvals"`
+	// Restore is the destructive path: an RDS snapshot or point-in-time
+	// restore, then the endpoint switch.
+	Restore              *RestoreSettings `yaml:"restore"`
+	Approvers            handlers.Access  `yaml:"approvers"`
+	DestructiveApprovals int              `yaml:"destructive_approvals"`
 }
 
 func (d DatabaseSettings) validate(p string, add func(string, error)) []error {
 	var errs []error
 	add(p, d.Config.Validate())
 	if d.Restore != nil {
-		add(p+".restore", d.Restore.Validate())
+		add(p+".restore", d.Restore.Config.Validate())
+		errs = append(errs, d.Restore.validate(p+".restore", add)...)
 	}
 	if d.Approvers.Empty() {
 		errs = append(errs, fmt.Errorf("%s.approvers: list the DB approvers (users or groups)", p))
@@ -191,6 +193,36 @@ func (d DatabaseSettings) validate(p string, add func(string, error)) []error {
 	errs = append(errs, validateAccess(p+".approvers", d.Approvers)...)
 	if d.DestructiveApprovals < 0 {
 		errs = append(errs, fmt.Errorf("%s.destructive_approvals: must not be negative", p))
+	}
+	return errs
+}
+
+// RestoreSettings is services.<name>.database.restore: the RDS restore and
+// how the app is then pointed at the restored instance.
+type RestoreSettings struct {
+	rds.Config `yaml:",inline"`
+	// Switch: rename (the instance-rename swap), secret (a Kubernetes
+	// Secret key and a restart) or manual (default: a DB approver switches
+	// by hand and presses "Endpoint switched").
+	Switch string                   `yaml:"switch"`
+	Secret *kube.SecretSwitchConfig `yaml:"secret"`
+}
+
+func (r RestoreSettings) validate(p string, add func(string, error)) []error {
+	var errs []error
+	switch r.Switch {
+	case "", platforms.SwitchRename, platforms.SwitchManual:
+		if r.Secret != nil {
+			errs = append(errs, fmt.Errorf("%s.secret: only with switch: secret", p))
+		}
+	case platforms.SwitchSecret:
+		if r.Secret == nil {
+			errs = append(errs, fmt.Errorf("%s.secret: required with switch: secret (name and key of the Secret that holds the database endpoint)", p))
+		} else {
+			add(p+".secret", r.Secret.Validate())
+		}
+	default:
+		errs = append(errs, fmt.Errorf("%s.switch: %q is not rename, secret or manual", p, r.Switch))
 	}
 	return errs
 }
@@ -293,9 +325,20 @@ func buildDatabase(ctx context.Context, name string, sc ServiceConfig, p platfor
 		}
 		parts.Jobs = migrations.NewJobRunner(cs, log.With("op", "db-down"))
 	}
-	if sc.Database.Restore != nil {
-		if parts.Restore, err = rds.New(ctx, *sc.Database.Restore, log.With("op", "restore")); err != nil {
+	if r := sc.Database.Restore; r != nil {
+		if parts.Restore, err = rds.New(ctx, r.Config, log.With("op", "restore")); err != nil {
 			return nil, fmt.Errorf("database.restore: %w", err)
+		}
+		parts.Switch = r.Switch
+		if r.Switch == platforms.SwitchSecret {
+			if sc.Kubernetes == nil {
+				return nil, fmt.Errorf("database.restore.switch: secret needs platform kubernetes")
+			}
+			cs, err := kube.Clientset(*sc.Kubernetes)
+			if err != nil {
+				return nil, fmt.Errorf("database.restore.secret: %w", err)
+			}
+			parts.Secret = kube.NewSecretSwitch(cs, *sc.Kubernetes, *r.Secret, log.With("op", "endpoint-switch"))
 		}
 	}
 	return database.New(parts, log.With("op", "database")), nil

@@ -540,6 +540,7 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 		in.DBManual = a.Gate && a.Migrations == nil
 		if a.Migrations != nil {
 			in.DBDestructive = a.Migrations.Destructive()
+			in.DBOptional = a.Gate && a.Migrations.ExpandOnly()
 		}
 		in.Assessment = b
 		in.PostPlan = postPlan(svc, a.Bad)

@@ -130,6 +130,43 @@ func (e *Engine) dbApproveSubmitted(ctx context.Context, v ViewSubmission) map[s
 	return nil
 }
 
+// dbSkip is a DB approver's choice to roll back the app only, offered
+// when every migration since the deploy only expanded the schema (the old
+// release runs on it). The database is left as it is.
+func (e *Engine) dbSkip(ctx context.Context, a Action) {
+	in, svc, ok := e.incidentFor(ctx, a)
+	if !ok {
+		return
+	}
+	if msg := e.dbApproverProblem(ctx, in, svc, a.UserID); msg != "" {
+		e.record(ctx, in.ID, a.UserID, dbStep, "app-only rollback refused: "+msg)
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg(msg))
+		return
+	}
+	if !in.DBOptional {
+		e.record(ctx, in.ID, a.UserID, dbStep, "app-only rollback refused: the migrations are not expand-only")
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("the database step is required here: not every migration since the deploy is expand-only (see the assessment)"))
+		return
+	}
+	if in.Status != state.AwaitingDBApprove {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, alreadyDecidedMsg(in))
+		return
+	}
+	if err := e.record(ctx, in.ID, a.UserID, dbStep, "chose to roll back the app only: every migration since the deploy is expand-only, the old version runs on the new schema; the database is left as it is"); err != nil {
+		e.ephemeral(ctx, a.ChannelID, a.UserID, errorMsg("could not write the timeline; nothing was recorded, try again"))
+		return
+	}
+	cur, ok := e.decideWork(ctx, a, in.ID, []state.Status{state.AwaitingDBApprove}, state.Stopping, func(in *state.Incident) {
+		in.DBApprovedBy = []string{a.UserID}
+	}, "roll back the app only")
+	if !ok {
+		return
+	}
+	e.store.ClearApprovals(ctx, cur.ID, dbStep)
+	e.update(ctx, cur.Channel, a.MessageTS, dbClosedMsg(cur, "<@"+a.UserID+"> chose to roll back the app only: the migrations since the deploy are expand-only, so the old version runs on the new schema. The database was not touched."))
+	e.work(cur, svc, "")
+}
+
 // dbRefuse stops the incident: the app rollback waits for the DB step.
 func (e *Engine) dbRefuse(ctx context.Context, a Action) {
 	in, svc, ok := e.incidentFor(ctx, a)
@@ -218,7 +255,7 @@ func (e *Engine) dbStep(ctx context.Context, o *owned) error {
 	if err := e.setStep(ctx, o, dbStep, "done"); err != nil {
 		return err
 	}
-	return e.advance(ctx, o, state.Stopping, nil)
+	return e.afterDB(ctx, o)
 }
 
 // lastOwner is the replica that owned the incident before the last takeover.

@@ -101,9 +101,9 @@ type Service struct {
 	DestructiveApprovals int
 	// Capture bounds the evidence kept before the first write, when the
 	// platform can capture (platforms.Capturer).
-	Capture              platforms.CaptureLimits
-	AssessWindow         time.Duration // current-value window, default 5m
-	BaselineWindow       time.Duration // baseline window before the deploy, default 30m
+	Capture        platforms.CaptureLimits
+	AssessWindow   time.Duration // current-value window, default 5m
+	BaselineWindow time.Duration // baseline window before the deploy, default 30m
 	// VerifySoak is how long every automatic verification item must hold
 	// before the rollback counts as verified (0: Options.VerifySoak).
 	VerifySoak time.Duration
@@ -268,6 +268,8 @@ const (
 	ActEnd           = "rollback_end"    // close a failed rollback, release the lock
 	ActPostDone      = "postaction_done" // value: incident id + "|" + item key
 	ActOwnerOverride = "owner_override"  // roll back although the GitOps owner could not be paused
+	ActSwitched      = "endpoint_switched"
+	ActDBSkip        = "db_skip" // expand-only migrations: roll back the app only
 
 	viewDBApprove = "db_approve_modal"
 )
@@ -348,6 +350,10 @@ func (e *Engine) HandleAction(ctx context.Context, a Action) {
 		e.manualCheck(ctx, a)
 	case ActOwnerOverride:
 		e.overrideOwner(ctx, a)
+	case ActSwitched:
+		e.switchedClicked(ctx, a)
+	case ActDBSkip:
+		e.dbSkip(ctx, a)
 	default:
 		e.log.Warn("unknown action", "action", a.ActionID)
 	}

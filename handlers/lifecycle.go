@@ -18,6 +18,7 @@ type Budgets struct {
 	Confirm time.Duration `yaml:"confirm"` // 30m: waiting for "Roll back" or the DB approvals
 	DBDown  time.Duration `yaml:"db_down"` // 20m: a reversible down migration (§4)
 	Restore time.Duration `yaml:"restore"` // 3h: a snapshot / point-in-time restore (§4)
+	Switch  time.Duration `yaml:"switch"`  // 1h: pointing the app at the restored data (§4)
 	Rollout time.Duration `yaml:"rollout"` // 15m: stop the rollout and roll back, until converged (§2, §3)
 	Verify  time.Duration `yaml:"verify"`  // verify_timeout + verify_soak + 2m: the verification checklist (§5)
 	// Hold is how long a failed rollback keeps the service lock while it
@@ -56,6 +57,7 @@ func (b *Budgets) defaults(verifyTimeout, soak time.Duration) {
 	def(&b.Confirm, 30*time.Minute)
 	def(&b.DBDown, 20*time.Minute)
 	def(&b.Restore, 3*time.Hour)
+	def(&b.Switch, time.Hour)
 	def(&b.Rollout, 15*time.Minute)
 	def(&b.Verify, verifyTimeout+soak+2*time.Minute)
 	def(&b.Hold, 30*time.Minute)
@@ -72,7 +74,7 @@ func (b Budgets) Validate(verifyTimeout, soak, lease time.Duration) error {
 	for _, f := range []struct {
 		name string
 		d    time.Duration
-	}{{"capture", b.Capture}, {"assess", b.Assess}, {"confirm", b.Confirm}, {"db_down", b.DBDown}, {"restore", b.Restore}, {"rollout", b.Rollout}, {"verify", b.Verify}, {"hold", b.Hold}} {
+	}{{"capture", b.Capture}, {"assess", b.Assess}, {"confirm", b.Confirm}, {"db_down", b.DBDown}, {"restore", b.Restore}, {"switch", b.Switch}, {"rollout", b.Rollout}, {"verify", b.Verify}, {"hold", b.Hold}} {
 		if f.d < 0 {
 			errs = append(errs, fmt.Errorf("budgets.%s: must not be negative", f.name))
 		}
@@ -97,6 +99,8 @@ func (e *Engine) budgetFor(in *state.Incident) (time.Duration, string) {
 			return b.Restore, "the database restore"
 		}
 		return b.DBDown, "the database rollback"
+	case state.SwitchingEndpoint:
+		return b.Switch, "the endpoint switch"
 	case state.Stopping, state.RollingBack:
 		if in.Fallback != "" {
 			return b.Rollout, "the fallback"
@@ -179,6 +183,8 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 			err = e.assessStep(sctx, o)
 		case state.RollingBackDB:
 			err = e.dbStep(sctx, o)
+		case state.SwitchingEndpoint:
+			err = e.switchStep(sctx, o)
 		case state.Stopping:
 			err = e.stopStep(sctx, o)
 		case state.RollingBack:

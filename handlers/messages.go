@@ -362,7 +362,26 @@ func migrationsText(in *state.Incident, a *Assessment) string {
 		if m.Why != "" {
 			fmt.Fprintf(&b, " (%s)", m.Why)
 		}
+		switch m.Compat {
+		case platforms.CompatExpand:
+			b.WriteString("; schema: expand-only")
+		case platforms.CompatContract:
+			fmt.Fprintf(&b, "; schema: *contracting*: %s", clip(m.CompatWhy, 400))
+		case platforms.CompatUnknown:
+			fmt.Fprintf(&b, "; schema: cannot tell (%s)", clip(m.CompatWhy, 300))
+		}
 		b.WriteString("\n")
+	}
+	classified := false
+	for _, m := range a.Migrations.Ran {
+		classified = classified || m.Compat != ""
+	}
+	switch {
+	case !classified:
+	case a.Migrations.ExpandOnly():
+		b.WriteString(":white_check_mark: *Schema compatibility: expand-only.* Recommendation: roll back the app only; the old version runs on the new schema. The database step is a DB approver's choice.\n")
+	case !in.DBDestructive:
+		b.WriteString("*Schema compatibility:* not expand-only (see above), so the database step is required before the app rollback.\n")
 	}
 	if in.DBDestructive {
 		b.WriteString("A destructive migration cannot be undone by a down migration: the database step is a snapshot or point-in-time restore.")
@@ -711,10 +730,15 @@ func dbApprovalMsg(in *state.Incident, dbApprovers Access, need int, approvers [
 	if len(approvers) > 0 {
 		blocks = append(blocks, contextBlock("approvals", fmt.Sprintf("Approved so far (%d of %d): %s", len(approvers), need, mentions(approvers))))
 	}
-	blocks = append(blocks, slack.NewActionBlock("db_decision",
+	buttons := []slack.BlockElement{
 		button(ActDBApprove, in.ID, "Approve database rollback", slack.StyleDanger, confirmDialog("Approve the database step?", DowntimeWarning, "Continue")),
-		button(ActDBRefuse, in.ID, "Refuse", "", nil),
-	))
+	}
+	if in.DBOptional {
+		blocks = append(blocks, section("optional", "*Optional:* every migration since the deploy only expanded the schema, so the old version runs on the new schema. A DB approver may instead *roll back the app only* and leave the database as it is."))
+		buttons = append(buttons, button(ActDBSkip, in.ID, "Roll back the app only", slack.StylePrimary, confirmDialog("Roll back the app only?", "The database keeps the new (expand-only) schema; the old version runs on it.", "App only")))
+	}
+	buttons = append(buttons, button(ActDBRefuse, in.ID, "Refuse", "", nil))
+	blocks = append(blocks, slack.NewActionBlock("db_decision", buttons...))
 	return Msg{Text: "Database step needs approval", Blocks: blocks}
 }
 
@@ -731,6 +755,35 @@ func dbClosedMsg(in *state.Incident, text string) Msg {
 		section("title", ":octagonal_sign: *Database step*"),
 		section("plan", "*Plan was:* "+in.DBPlan),
 		section("closed", text),
+	}}
+}
+
+// switchWaitMsg asks a DB approver to switch the app's endpoint by hand.
+func switchWaitMsg(in *state.Incident, plan string, dbApprovers Access, until time.Time) Msg {
+	return Msg{Text: "Switch the app's database endpoint, then press Endpoint switched", Blocks: []slack.Block{
+		section("title", ":twisted_rightwards_arrows: *Switch the app's database endpoint* before the app rollback"),
+		section("plan", "*To do:* "+clip(plan, 2500)),
+		section("who", fmt.Sprintf("A DB approver (%s) presses *Endpoint switched* once the app uses the restored instance. The app rollback waits for it; the old release must not run against the database the bad migration changed.", who(dbApprovers))),
+		contextBlock("hold", fmt.Sprintf("%s stays locked for this rollback until %s; then %s is closed without the app rollback.", in.Service, clock(until), in.ID)),
+		slack.NewActionBlock("switch_decision",
+			button(ActSwitched, in.ID, "Endpoint switched", slack.StylePrimary, confirmDialog("Is the app using the restored database?", "The app rollback starts right after this.", "Endpoint switched")),
+		),
+	}}
+}
+
+// switchConfirmedMsg replaces the request once a DB approver confirmed.
+func switchConfirmedMsg(in *state.Incident, user string, at time.Time) Msg {
+	return Msg{Text: "Endpoint switched", Blocks: []slack.Block{
+		section("title", fmt.Sprintf(":white_check_mark: *Endpoint switched* by hand, confirmed by <@%s> at %s. The app rollback starts now.", user, clock(at))),
+	}}
+}
+
+// switchFailedMsg is the failure of rollbot's endpoint switch.
+func switchFailedMsg(in *state.Incident, msg string) Msg {
+	return Msg{Text: "The endpoint switch failed: " + msg, Blocks: []slack.Block{
+		section("failed", ":x: *The endpoint switch failed:* "+clip(msg, 2500)),
+		section("faq", "*What now?* The database was restored (see the database step above); the app was *not* rolled back. Finish the switch by hand as the message says, then end this rollback and run `/rollback "+in.Service+"` again to roll back the app."),
+		slack.NewActionBlock("next_actions", endButton(in)),
 	}}
 }
 

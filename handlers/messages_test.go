@@ -65,6 +65,8 @@ func TestGoldenMessages(t *testing.T) {
 	planned.Status, planned.DryRun = state.Planned, true
 	destructive := *in
 	destructive.DBDestructive = true
+	optional := *in
+	optional.DBOptional = true
 	v := &Verification{Started: t0, Soak: 3 * time.Minute, Deadline: t0.Add(8 * time.Minute), Items: []VerifyItem{
 		{Key: "pods", Name: "All pods healthy", State: ItemPass, At: t0.Add(3*time.Minute + 40*time.Second), Since: t0.Add(40 * time.Second), Last: t0.Add(4 * time.Minute), Detail: "3/3 ready, 0 restarts", Checks: 24},
 		{Key: "health", Name: "Health checks passing", State: ItemPending, Since: t0.Add(2 * time.Minute), Last: t0.Add(4 * time.Minute), Detail: "1/1 health URLs answer 2xx", Checks: 24},
@@ -155,6 +157,10 @@ func TestGoldenMessages(t *testing.T) {
 		"unlocked":             unlockedMsg("myapp", deployLock, "U0BOB"),
 		"db_approval":          dbApprovalMsg(in, Access{Groups: []string{"S0DBA"}}, 1, nil, 15*time.Minute),
 		"db_approval_2of2":     dbApprovalMsg(&destructive, Access{Groups: []string{"S0DBA"}}, 2, []string{"U0DANA"}, 15*time.Minute),
+		"db_approval_optional": dbApprovalMsg(&optional, Access{Groups: []string{"S0DBA"}}, 1, nil, 15*time.Minute),
+		"switch_wait":          switchWaitMsg(&destructive, "point the app at the restored instance myapp-db-rb-7 by hand", Access{Groups: []string{"S0DBA"}}, t0.Add(30*time.Minute)),
+		"switch_confirmed":     switchConfirmedMsg(&destructive, "U0DANA", t0),
+		"switch_failed":        switchFailedMsg(&destructive, "renaming myapp-db-rb-7 to myapp-db failed"),
 		"db_approved":          dbApprovedMsg(in, []string{"U0DANA", "U0ERIN"}),
 		"db_closed":            dbClosedMsg(in, "Refused by <@U0DANA>"),
 		"db_output":            dbOutputMsg(in, "Database rollback", "running…", "1/d add_orders_currency (12.1ms)"),

@@ -235,6 +235,25 @@ func (e *Engine) expire(ctx context.Context, in *state.Incident) {
 			e.update(ctx, cur.Channel, ts, dbClosedMsg(cur, "Expired: "+why+". The database was not touched."))
 		}
 		e.post(ctx, cur.Channel, cur.ThreadTS, simple(fmt.Sprintf(":hourglass: %s expired: %s. Nothing was changed and %s is released; run `/rollback %s` again if it is still needed.", cur.ID, why, cur.Service, cur.Service)))
+	case state.AwaitingSwitch:
+		since := in.StepStarted
+		if since.IsZero() {
+			since = in.UpdatedAt
+		}
+		if now.Sub(since) < e.opt.Budgets.Hold {
+			return
+		}
+		why = "nobody confirmed the endpoint switch within " + window(e.opt.Budgets.Hold)
+		cur, err := e.store.Advance(ctx, in.ID, state.Move{From: []state.Status{in.Status}, To: state.Closed})
+		if err != nil {
+			return
+		}
+		e.record(ctx, in.ID, "rollbot", "expire", why+": the database was restored, the app was not rolled back; closed and the service released")
+		e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
+		if ts := cur.Messages[endpointStep]; ts != "" {
+			e.update(ctx, cur.Channel, ts, dbClosedMsg(cur, "Expired: "+why+"."))
+		}
+		e.post(ctx, cur.Channel, cur.ThreadTS, simple(fmt.Sprintf(":hourglass: %s closed: %s. The database was restored (see the database step above) but the app was *not* rolled back; %s is released. Once the app uses the restored database, run `/rollback %s` again to roll back the app.", cur.ID, why, cur.Service, cur.Service)))
 	case state.RollbackFailed, state.VerifyFailed:
 		if in.HeldUntil.IsZero() || now.Before(in.HeldUntil) {
 			return

@@ -154,7 +154,7 @@ func (e *Engine) failed(o *owned, msg string) {
 	fallbacks := e.hasFallbacks(o.svc) && (was == state.Stopping || was == state.RollingBack || was == state.Verifying)
 	// The database step keeps the service until someone ends the rollback:
 	// the team must see what the database is left in before anyone retries.
-	hold := fallbacks || was == state.RollingBackDB || was == state.Verifying
+	hold := fallbacks || was == state.RollingBackDB || was == state.SwitchingEndpoint || was == state.Verifying
 	until := e.now().Add(e.opt.Budgets.Hold)
 	if err := e.recordOwned(ctx, o, stepOf(was), "failed: "+msg); errors.Is(err, state.ErrFenced) {
 		return
@@ -196,6 +196,8 @@ func (e *Engine) failed(o *owned, msg string) {
 		m = errorMsg(in.ID + ": " + msg + ". Nothing was changed; the service is released. Run `/rollback " + in.Service + "` again.")
 	case was == state.RollingBackDB:
 		m = dbFailedMsg(in, msg, until)
+	case was == state.SwitchingEndpoint:
+		m = switchFailedMsg(in, msg)
 	case was == state.Verifying:
 		m = verifyFailedMsg(in, msg, fallbacks)
 	case in.Steps["owner"] == ownerRefused && was == state.Stopping:
@@ -207,7 +209,7 @@ func (e *Engine) failed(o *owned, msg string) {
 		m = withHoldNote(m, in, until)
 	}
 	ts := in.Messages["progress"]
-	if was == state.RollingBackDB || was == state.Verifying || ts == "" {
+	if was == state.RollingBackDB || was == state.SwitchingEndpoint || was == state.Verifying || ts == "" {
 		e.post(ctx, in.Channel, in.ThreadTS, m)
 	} else {
 		e.update(ctx, in.Channel, ts, m)
@@ -221,6 +223,8 @@ func stepOf(s state.Status) string {
 		return "assess"
 	case state.RollingBackDB:
 		return dbStep
+	case state.SwitchingEndpoint:
+		return endpointStep
 	case state.Stopping:
 		return "stop"
 	case state.Verifying:

@@ -318,7 +318,20 @@ type Migration struct {
 	Reversible  bool      `json:"reversible"`
 	Destructive bool      `json:"destructive"`
 	Why         string    `json:"why,omitempty"` // e.g. "DROP COLUMN email"
+	// Compat says whether the previous release runs on the schema the
+	// migration left: CompatExpand, CompatContract or CompatUnknown (its
+	// SQL could not be read). CompatWhy names the contracting statements,
+	// or why the SQL could not be read.
+	Compat    string `json:"compat,omitempty"`
+	CompatWhy string `json:"compat_why,omitempty"`
 }
+
+// Schema compatibility verdicts (Migration.Compat).
+const (
+	CompatExpand   = "expand"
+	CompatContract = "contract"
+	CompatUnknown  = "unknown"
+)
 
 // MigrationReport says which migrations ran since the bad deploy started.
 type MigrationReport struct {
@@ -337,6 +350,22 @@ func (r MigrationReport) Destructive() bool {
 		}
 	}
 	return false
+}
+
+// ExpandOnly reports whether every migration that ran only expanded the
+// schema (and lost nothing): the previous release runs on the new schema,
+// so rolling back the app alone is safe and the database step becomes an
+// approver's choice. Any contracting or unreadable migration: false.
+func (r MigrationReport) ExpandOnly() bool {
+	if len(r.Ran) == 0 {
+		return false
+	}
+	for _, m := range r.Ran {
+		if m.Compat != CompatExpand || m.Destructive {
+			return false
+		}
+	}
+	return true
 }
 
 // DBRun identifies one run of a database step (a down migration or a
@@ -383,6 +412,50 @@ type Database interface {
 	// Re-entrant per run.Incident (see above): a restore already started
 	// for it is waited for, not started again.
 	Restore(ctx context.Context, run DBRun, before time.Time, progress func(string)) (string, error)
+}
+
+// Endpoint switch modes (EndpointSwitcher.SwitchMode).
+const (
+	// SwitchRename: rollbot renames the original RDS instance aside and
+	// gives the restored one its identifier, so the endpoint's DNS name
+	// stays and the app's configuration does not change.
+	SwitchRename = "rename"
+	// SwitchSecret: rollbot writes the restored endpoint into a
+	// Kubernetes Secret key and restarts the workload that reads it.
+	SwitchSecret = "secret"
+	// SwitchManual: a DB approver switches the endpoint by hand and
+	// presses "Endpoint switched".
+	SwitchManual = "manual"
+)
+
+// EndpointSwitcher is implemented by a Database whose restore creates a
+// new instance: the app must be pointed at the restored data before the
+// app rollback (runbook §4), or the old release runs against the database
+// the bad migration changed.
+type EndpointSwitcher interface {
+	// SwitchMode is SwitchRename, SwitchSecret or SwitchManual; "" when no
+	// switch step is needed (no restore configured: restored by hand).
+	SwitchMode() string
+	// SwitchPlan says what the switch does (rename, secret) or what the
+	// DB approver must do by hand (manual), for the thread. at is the
+	// switch step's start, as SwitchEndpoint gets it.
+	SwitchPlan(ctx context.Context, incident string, at time.Time) string
+	// SwitchEndpoint points the app at the incident's restored instance
+	// (rename and secret). Re-entrant per run.Incident: it reads the
+	// current names / Secret first and does only what is left, so a
+	// resumed run never renames or restarts twice. at must be the same on
+	// every attempt (it names the renamed original). A failure is a
+	// UserError that says what is left where and what to do next.
+	SwitchEndpoint(ctx context.Context, run DBRun, at time.Time, steps SwitchSteps) (string, error)
+}
+
+// SwitchSteps are the caller's hooks into an endpoint switch.
+type SwitchSteps struct {
+	// Before is called before each write with what it does; an error
+	// stops the switch before that write.
+	Before func(ctx context.Context, what string) error
+	// Note reports what the switch sees while it waits.
+	Note func(line string)
 }
 
 // Prober runs the verification probes of runbook §5.

@@ -23,21 +23,28 @@ import (
 //	                                               ▼          ▼   │           ▼        │   ▼          │
 //	                                          rollback_failed ─── fallback ───┘        │  closed ◄────┘
 //
+// After a restore the app is first pointed at the restored data:
+// rolling_back_database ─► switching_endpoint (rollbot renames the
+// instances or updates a Secret) or awaiting_endpoint_switch (a DB approver
+// switches it by hand) ─► stopping; the app rollback waits for it.
+//
 // Statuses fall in three kinds:
-//   - working (assessing, rolling_back_database, stopping, rolling_back,
-//     verifying): a replica is acting on a system. The incident has an
+//   - working (assessing, rolling_back_database, switching_endpoint,
+//     stopping, rolling_back, verifying): a replica is acting on a system. The incident has an
 //     owner and a lease; when the lease expires, another replica takes it
 //     over (Takeover) and resumes from the recorded step.
 //   - waiting (awaiting_confirmation, awaiting_db_approval,
-//     rollback_failed, verification_failed): nothing runs; a person's
+//     awaiting_endpoint_switch, rollback_failed, verification_failed): nothing runs; a person's
 //     click moves it on, and every replica can serve the click. Each wait
 //     has a budget, after which the incident is closed (Expire).
 //   - final: nothing more happens.
 var lifecycle = map[Status][]Status{
 	Assessing:         {AwaitingConfirm, Planned, Cancelled},
 	AwaitingConfirm:   {Stopping, AwaitingDBApprove, Cancelled},
-	AwaitingDBApprove: {RollingBackDB, Cancelled},
-	RollingBackDB:     {Stopping, RollbackFailed},
+	AwaitingDBApprove: {RollingBackDB, Stopping, Cancelled},
+	RollingBackDB:     {Stopping, SwitchingEndpoint, AwaitingSwitch, RollbackFailed},
+	SwitchingEndpoint: {Stopping, RollbackFailed},
+	AwaitingSwitch:    {Stopping, Closed},
 	Stopping:          {RollingBack, RollbackFailed},
 	RollingBack:       {Verifying, RollbackFailed, VerifyFailed},
 	Verifying:         {Completed, VerifyFailed},
@@ -53,7 +60,7 @@ func Allowed(from, to Status) bool { return slices.Contains(lifecycle[from], to)
 // an incident has an owner holding a lease.
 func (s Status) Working() bool {
 	switch s {
-	case Assessing, RollingBackDB, Stopping, RollingBack, Verifying:
+	case Assessing, RollingBackDB, SwitchingEndpoint, Stopping, RollingBack, Verifying:
 		return true
 	}
 	return false
@@ -62,7 +69,7 @@ func (s Status) Working() bool {
 // Waiting reports whether the incident waits for a person.
 func (s Status) Waiting() bool {
 	switch s {
-	case AwaitingConfirm, AwaitingDBApprove, RollbackFailed, VerifyFailed:
+	case AwaitingConfirm, AwaitingDBApprove, AwaitingSwitch, RollbackFailed, VerifyFailed:
 		return true
 	}
 	return false

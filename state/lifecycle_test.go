@@ -18,6 +18,9 @@ func TestLifecycleTable(t *testing.T) {
 		{state.RollingBackDB, state.Stopping}, {state.Stopping, state.RollingBack}, {state.RollingBack, state.Verifying},
 		{state.Verifying, state.Completed}, {state.Verifying, state.VerifyFailed}, {state.VerifyFailed, state.Verifying},
 		{state.RollbackFailed, state.RollingBack}, {state.RollbackFailed, state.Closed},
+		{state.RollingBackDB, state.SwitchingEndpoint}, {state.RollingBackDB, state.AwaitingSwitch},
+		{state.SwitchingEndpoint, state.Stopping}, {state.SwitchingEndpoint, state.RollbackFailed},
+		{state.AwaitingSwitch, state.Stopping}, {state.AwaitingSwitch, state.Closed},
 	}
 	for _, m := range allowed {
 		if !state.Allowed(m[0], m[1]) {
@@ -27,6 +30,9 @@ func TestLifecycleTable(t *testing.T) {
 	refused := [][2]state.Status{
 		{state.Completed, state.RollingBack}, {state.Cancelled, state.Stopping}, {state.AwaitingConfirm, state.Completed},
 		{state.RollingBackDB, state.Completed}, {state.Closed, state.RollingBack}, {state.Assessing, state.RollingBack},
+		// The app rollback never skips the endpoint switch once it is needed.
+		{state.SwitchingEndpoint, state.RollingBack}, {state.AwaitingSwitch, state.RollingBack},
+		{state.AwaitingDBApprove, state.SwitchingEndpoint}, {state.AwaitingConfirm, state.AwaitingSwitch},
 	}
 	for _, m := range refused {
 		if state.Allowed(m[0], m[1]) {

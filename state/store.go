@@ -104,16 +104,22 @@ const (
 	AwaitingConfirm   Status = "awaiting_confirmation"
 	AwaitingDBApprove Status = "awaiting_db_approval"
 	RollingBackDB     Status = "rolling_back_database"
-	Stopping          Status = "stopping"
-	RollingBack       Status = "rolling_back"
-	Verifying         Status = "verifying"
-	RollbackFailed    Status = "rollback_failed"
-	Completed         Status = "completed"
-	VerifyFailed      Status = "verification_failed"
-	Cancelled         Status = "cancelled"
-	Planned           Status = "dry_run"
-	Interrupted       Status = "interrupted"
-	Closed            Status = "closed" // ended by a person after a failed rollback or verification
+	// SwitchingEndpoint: after a restore, rollbot points the app at the
+	// restored data (an RDS instance rename or a Kubernetes Secret).
+	SwitchingEndpoint Status = "switching_endpoint"
+	// AwaitingSwitch: after a restore, a DB approver switches the app's
+	// database endpoint by hand and says so with a button.
+	AwaitingSwitch Status = "awaiting_endpoint_switch"
+	Stopping       Status = "stopping"
+	RollingBack    Status = "rolling_back"
+	Verifying      Status = "verifying"
+	RollbackFailed Status = "rollback_failed"
+	Completed      Status = "completed"
+	VerifyFailed   Status = "verification_failed"
+	Cancelled      Status = "cancelled"
+	Planned        Status = "dry_run"
+	Interrupted    Status = "interrupted"
+	Closed         Status = "closed" // ended by a person after a failed rollback or verification
 )
 
 // Final reports whether nothing more will happen to the incident.
@@ -148,9 +154,12 @@ type Incident struct {
 	DBDestructive bool `json:"db_destructive,omitempty"`
 	// DBManual: rollbot could not tell whether migrations ran, so the DB
 	// step is a DB approver's confirmation that it was checked by hand.
-	DBManual  bool   `json:"db_manual,omitempty"`
-	DBPlan    string `json:"db_plan,omitempty"`
-	DecidedBy string `json:"decided_by,omitempty"`
+	DBManual bool `json:"db_manual,omitempty"`
+	// DBOptional: every migration only expanded the schema, so the old
+	// release runs on it; a DB approver may roll back the app only.
+	DBOptional bool   `json:"db_optional,omitempty"`
+	DBPlan     string `json:"db_plan,omitempty"`
+	DecidedBy  string `json:"decided_by,omitempty"`
 	// Messages maps a role ("assessment", "progress", "verify", "db",
 	// "postactions") to the ts of the message that shows it.
 	Messages map[string]string `json:"messages,omitempty"`
@@ -183,6 +192,13 @@ type Incident struct {
 	Fallback string `json:"fallback,omitempty"`
 	// DBApprovedBy are the DB approvers whose approvals started the database step.
 	DBApprovedBy []string `json:"db_approved_by,omitempty"`
+	// Switch is how the app is pointed at restored data after a restore
+	// ("rename", "secret", "manual"); empty when no switch is needed.
+	Switch string `json:"switch,omitempty"`
+	// SwitchAt names the renamed original instance
+	// (<id>-pre-rollback-<time>): set once when the switch step starts, so
+	// a replica that takes it over uses the same name.
+	SwitchAt time.Time `json:"switch_at,omitzero"`
 	// StopLine is what stopping the rollout did, shown above the progress.
 	StopLine string `json:"stop_line,omitempty"`
 	// HeldUntil is when a failed rollback that offers fallbacks gives the

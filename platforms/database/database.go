@@ -41,6 +41,24 @@ type Parts struct {
 	// History is rollbot's record of the applied versions, for the tools
 	// that store no applied time (golang-migrate, Rails); nil: no record.
 	History *state.Store
+	// Switch is how the app is pointed at the restored instance after a
+	// restore: platforms.SwitchRename, SwitchSecret or SwitchManual
+	// (default manual). Only with Restore.
+	Switch string
+	// Secret writes the restored endpoint into a Kubernetes Secret and
+	// restarts the workload (Switch secret).
+	Secret SecretSwitcher
+}
+
+// SecretSwitcher points the app at a new database endpoint through a
+// Kubernetes Secret (package kube implements it).
+type SecretSwitcher interface {
+	// Describe says what Switch writes and restarts.
+	Describe() string
+	// Switch writes endpoint into the Secret and restarts the workload,
+	// re-entrant per incident (a write or restart already made is not
+	// made again).
+	Switch(ctx context.Context, incident, endpoint string, steps platforms.SwitchSteps) (string, error)
 }
 
 // DB is one service's database.
@@ -49,6 +67,8 @@ type DB struct {
 	down    migrations.DownConfig
 	jobs    *migrations.JobRunner // down.kind kubernetes_job: on the service's cluster
 	restore *rds.Adapter          // nil: no restore configured
+	swMode  string                // the endpoint switch after a restore
+	secret  SecretSwitcher        // switch secret
 	log     *slog.Logger
 
 	service  string
@@ -57,9 +77,10 @@ type DB struct {
 }
 
 var (
-	_ platforms.Database       = (*DB)(nil)
-	_ platforms.AccessChecker  = (*DB)(nil)
-	_ platforms.SchemaRecorder = (*DB)(nil)
+	_ platforms.Database         = (*DB)(nil)
+	_ platforms.AccessChecker    = (*DB)(nil)
+	_ platforms.SchemaRecorder   = (*DB)(nil)
+	_ platforms.EndpointSwitcher = (*DB)(nil)
 )
 
 // New joins the parts into a service's database. log may be nil when
@@ -68,7 +89,11 @@ func New(p Parts, log *slog.Logger) *DB {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &DB{mig: p.Migrations, down: p.Down, jobs: p.Jobs, restore: p.Restore, log: log,
+	mode := p.Switch
+	if mode == "" {
+		mode = platforms.SwitchManual
+	}
+	return &DB{mig: p.Migrations, down: p.Down, jobs: p.Jobs, restore: p.Restore, swMode: mode, secret: p.Secret, log: log,
 		service: p.Service, platform: p.Platform, history: p.History}
 }
 
@@ -135,8 +160,18 @@ func contract(rep migrations.Report) platforms.MigrationReport {
 		if !m.Reversible && why == "" {
 			why = m.ReversibleWhy
 		}
+		c, cwhy := m.Compat, m.CompatWhy
+		switch {
+		case c != "":
+		case rep.Tool == migrations.ToolDjango || rep.Tool == "rails":
+			c, cwhy = platforms.CompatUnknown, rep.Tool+" migrations are code: their SQL is generated at run time, so rollbot cannot read it"
+		case !m.SourceRead:
+			c, cwhy = platforms.CompatUnknown, "its SQL was not read (is migrations_dir set and readable?)"
+		default:
+			c, cwhy = platforms.CompatUnknown, "its SQL could not be classified"
+		}
 		out.Ran = append(out.Ran, platforms.Migration{ID: m.ID, Description: m.Description, AppliedAt: m.AppliedAt,
-			Reversible: m.Reversible, Destructive: m.Destructive, Why: why})
+			Reversible: m.Reversible, Destructive: m.Destructive, Why: why, Compat: c, CompatWhy: cwhy})
 	}
 	return out
 }
@@ -352,7 +387,19 @@ func (d *DB) RestorePlan(ctx context.Context, incident string, before time.Time)
 		d.log.Warn("plan database restore", "incident", incident, "err", err)
 		return fmt.Sprintf("restore %s to its state before %s into a new instance; rollbot could not prepare the exact plan yet (%s)", d.restore.Target(), before.UTC().Format("2006-01-02 15:04 UTC"), msg)
 	}
-	return strings.Join(plan.Lines(), "; ") + fmt.Sprintf(". Everything written after %s is not in the new instance (data-loss window); the app must then be switched to it", plan.DataAsOf.UTC().Format("2006-01-02 15:04:05 UTC"))
+	return strings.Join(plan.Lines(), "; ") + fmt.Sprintf(". Everything written after %s is not in the new instance (data-loss window). Then, before the app rollback: %s", plan.DataAsOf.UTC().Format("2006-01-02 15:04:05 UTC"), d.switchSummary(plan.Source, plan.Target))
+}
+
+// switchSummary says how the app will be pointed at the restored
+// instance, for the approvers.
+func (d *DB) switchSummary(source, target string) string {
+	switch d.swMode {
+	case platforms.SwitchRename:
+		return fmt.Sprintf("rollbot renames %s to %s-pre-rollback-<time> and %s to %s (the endpoint keeps its DNS name)", source, source, target, source)
+	case platforms.SwitchSecret:
+		return "rollbot will " + d.secret.Describe()
+	}
+	return fmt.Sprintf("a DB approver switches the app to %s by hand and presses Endpoint switched", target)
 }
 
 // Restore restores into a new instance named after run.Incident
@@ -384,5 +431,67 @@ func (d *DB) Restore(ctx context.Context, run platforms.DBRun, before time.Time,
 	if err != nil {
 		return "", err
 	}
-	return r.Summary(), nil
+	var next string
+	switch d.swMode {
+	case platforms.SwitchRename:
+		next = fmt.Sprintf("Next: rollbot renames %s aside and %s to %s, so the app's endpoint %s reaches the restored data; then it rolls back the app.", r.Source, r.Target, r.Source, r.SourceEndpoint)
+	case platforms.SwitchSecret:
+		next = fmt.Sprintf("Next: rollbot points the app at %s (%s); then it rolls back the app.", r.Endpoint, d.secret.Describe())
+	default:
+		next = fmt.Sprintf("Next: switch the app's database endpoint from %s to %s by hand, then a DB approver presses *Endpoint switched*; the app rollback waits for it.", firstNonEmpty(r.SourceEndpoint, r.Source), r.Endpoint)
+	}
+	return r.SummaryThen(next), nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// SwitchMode is the endpoint switch after a restore, "" without an RDS
+// restore (the approvers restored by hand).
+func (d *DB) SwitchMode() string {
+	if d.restore == nil {
+		return ""
+	}
+	return d.swMode
+}
+
+// SwitchPlan says what the endpoint switch does, or what to do by hand.
+func (d *DB) SwitchPlan(ctx context.Context, incident string, at time.Time) string {
+	if d.restore == nil {
+		return ""
+	}
+	restored := rds.IncidentTarget(d.restore.Instance(), incident)
+	switch d.swMode {
+	case platforms.SwitchRename:
+		return strings.Join(d.restore.SwapFor(incident, at).Lines(), "; ")
+	case platforms.SwitchSecret:
+		return fmt.Sprintf("point the app at %s: %s", restored, d.secret.Describe())
+	}
+	return fmt.Sprintf("point the app at the restored instance %s by hand (its endpoint is in the database step above), then press *Endpoint switched*. The app rollback waits for it", restored)
+}
+
+// SwitchEndpoint points the app at the incident's restored instance
+// (platforms.EndpointSwitcher), re-entrant: rename reads the instance
+// names before each rename, secret the Secret and the workload.
+func (d *DB) SwitchEndpoint(ctx context.Context, run platforms.DBRun, at time.Time, steps platforms.SwitchSteps) (string, error) {
+	if d.restore == nil {
+		return "", fmt.Errorf("switch endpoint %s: no restore configured", d.service)
+	}
+	switch d.swMode {
+	case platforms.SwitchRename:
+		return d.restore.Run(ctx, d.restore.SwapFor(run.Incident, at), rds.SwapSteps{Before: steps.Before, Note: steps.Note})
+	case platforms.SwitchSecret:
+		ep, err := d.restore.RestoredEndpoint(ctx, run.Incident)
+		if err != nil {
+			return "", err
+		}
+		return d.secret.Switch(ctx, run.Incident, ep, steps)
+	}
+	return "", fmt.Errorf("switch endpoint %s: mode %q is switched by hand", d.service, d.swMode)
 }

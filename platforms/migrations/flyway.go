@@ -3,6 +3,7 @@ package migrations
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"rollbot/platforms/compat"
 )
 
 type flywayRow struct {
@@ -228,6 +231,26 @@ func (r *reader) readSQL(m *Migration, path string) {
 	if f := ScanSQL(string(b)); len(f) > 0 {
 		m.Destructive, m.DestructiveWhy = true, strings.Join(f, "; ")
 	}
+	m.Compat, m.CompatWhy = classifySQL(r.cfg.Driver, filepath.Base(path), string(b))
+}
+
+// classifySQL asks package compat whether the previous release runs on
+// the schema src leaves.
+func classifySQL(driver, file, src string) (kind, why string) {
+	d := compat.Postgres
+	if driver == DriverMySQL {
+		d = compat.MySQL
+	}
+	fs, err := compat.Classify(d, src)
+	if err != nil {
+		var pe *compat.ParseError
+		if errors.As(err, &pe) {
+			return string(compat.Unknown), fmt.Sprintf("%s cannot be read as %s SQL (%s)", file, d, pe.Msg)
+		}
+		return string(compat.Unknown), fmt.Sprintf("%s could not be classified", file)
+	}
+	k, decisive := compat.Verdict(fs)
+	return string(k), compat.Names(decisive)
 }
 
 // findFile resolves a recorded script name against dir: as a relative path,

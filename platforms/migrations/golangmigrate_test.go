@@ -149,6 +149,10 @@ func TestGolangMigrateRollback(t *testing.T) {
 			if !strings.Contains(d.Reason, "users DROP COLUMN email") {
 				t.Errorf("decision does not warn that the down drops users.email: %s", d.Reason)
 			}
+			// Read with the database's own grammar: adding a nullable column only expands.
+			if m := rep.Ran[0]; m.Compat != "expand" || m.CompatWhy != "" {
+				t.Errorf("compat of migration 3 = %q (%s), want expand", m.Compat, m.CompatWhy)
+			}
 
 			secretVar := "ROLLBOT_TEST_MIGRATE_URL_" + strings.ToUpper(db.Name)
 			t.Setenv(secretVar, db.URL)
@@ -231,5 +235,59 @@ func TestGolangMigrateDirty(t *testing.T) {
 	err = Verify(ctx, ro, cfg, "1")
 	if msg, _ := platforms.UserMessage(err); !strings.Contains(msg, "dirty") {
 		t.Errorf("Verify on a dirty table: %v", err)
+	}
+}
+
+// TestGolangMigrateBadInput: SQL the parser cannot read, and a
+// migrations_dir that is not there. Neither may open the gate: the first
+// says it cannot tell the schema's compatibility, the second that it
+// cannot tell what ran.
+func TestGolangMigrateBadInput(t *testing.T) {
+	ctx := context.Background()
+	src, err := filepath.Abs("testdata/golang-migrate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := newTestDB(t, DriverPostgres)
+	runMigrate(t, db, src, "up", "3")
+	dir := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(e.Name(), "000003_") && strings.HasSuffix(e.Name(), ".up.sql") {
+			b = []byte("ALTER TABLE users ADDD COLUMN email varchar(255);\n")
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := db.cfg
+	cfg.MigrationsDir = dir
+	ro := db.open(cfg)
+	rep, err := Detect(ctx, ro, cfg, time.Time{}, []string{"2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Ran) != 1 || rep.Ran[0].Compat != "unknown" || !strings.Contains(rep.Ran[0].CompatWhy, "000003_add_user_email.up.sql cannot be read as postgres SQL") {
+		t.Fatalf("unreadable SQL: %+v", rep.Ran)
+	}
+	if d := rep.Decide(); d.Action == ActionNone {
+		t.Errorf("unreadable SQL opened the gate: %+v", d)
+	}
+
+	cfg.MigrationsDir = filepath.Join(dir, "no-such-dir")
+	rep, err = Detect(ctx, ro, cfg, time.Time{}, []string{"2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rep.Decide()
+	if d.Action != ActionManual || !strings.Contains(d.Reason, "has no up file for it: check migrations_dir in the config") {
+		t.Errorf("missing migrations_dir: %+v", d)
 	}
 }

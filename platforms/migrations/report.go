@@ -42,6 +42,12 @@ type Migration struct {
 	// drops a column the bad release added: the values written since are
 	// lost). Empty when not known or nothing.
 	DownLosesData string `json:"down_loses_data,omitempty"`
+	// Compat says whether the previous release runs on the schema this
+	// migration left (package compat): "expand", "contract", or
+	// "unknown"/"" when its SQL could not be read. CompatWhy names the
+	// contracting statements, or why it could not be read.
+	Compat    string `json:"compat,omitempty"`
+	CompatWhy string `json:"compat_why,omitempty"`
 }
 
 // Report is what Detect found.

@@ -177,6 +177,12 @@ func (r *reader) golangMigrate(ctx context.Context, known []string) (Report, err
 	if len(vs) == 0 || vs[len(vs)-1] != now {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%s has no up file for the current version %s", r.cfg.MigrationsDir, cur))
 	}
+	if len(vs) == 0 {
+		// The table moved on, but the files are not there (a wrong or
+		// missing migrations_dir): never report "nothing ran".
+		rep.Uncertain = fmt.Sprintf("golang-migrate is at version %s (after %d at the last good deploy), but migrations_dir %s has no up file for it: check migrations_dir in the config", cur, last, r.cfg.MigrationsDir)
+		return rep, nil
+	}
 	for _, n := range vs {
 		v := strconv.FormatUint(n, 10)
 		up := ups[v]

@@ -128,6 +128,7 @@ type rdsAPI interface {
 	DescribeDBInstances(context.Context, *awsrds.DescribeDBInstancesInput, ...func(*awsrds.Options)) (*awsrds.DescribeDBInstancesOutput, error)
 	RestoreDBInstanceFromDBSnapshot(context.Context, *awsrds.RestoreDBInstanceFromDBSnapshotInput, ...func(*awsrds.Options)) (*awsrds.RestoreDBInstanceFromDBSnapshotOutput, error)
 	RestoreDBInstanceToPointInTime(context.Context, *awsrds.RestoreDBInstanceToPointInTimeInput, ...func(*awsrds.Options)) (*awsrds.RestoreDBInstanceToPointInTimeOutput, error)
+	ModifyDBInstance(context.Context, *awsrds.ModifyDBInstanceInput, ...func(*awsrds.Options)) (*awsrds.ModifyDBInstanceOutput, error)
 }
 
 // Adapter restores one service's DB instance.
@@ -581,6 +582,15 @@ func (r Restored) LossWindow() time.Duration { return r.AvailableAt.Sub(r.DataAs
 
 // Summary is the text to post in the incident thread.
 func (r Restored) Summary() string {
+	from := r.SourceEndpoint
+	if from == "" {
+		from = r.Source
+	}
+	return r.SummaryThen(fmt.Sprintf("Switch the app's database endpoint from %s to %s, then roll back the app.", from, r.Endpoint))
+}
+
+// SummaryThen is Summary with next as the line that says what happens next.
+func (r Restored) SummaryThen(next string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "New RDS instance %s is available at %s (restored from ", r.Target, r.Endpoint)
 	if r.Method == FromSnapshot {
@@ -588,11 +598,7 @@ func (r Restored) Summary() string {
 	} else {
 		fmt.Fprintf(&b, "%s as of %s).\n", r.Source, utc(r.DataAsOf))
 	}
-	from := r.SourceEndpoint
-	if from == "" {
-		from = r.Source
-	}
-	fmt.Fprintf(&b, "Switch the app's database endpoint from %s to %s, then roll back the app.\n", from, r.Endpoint)
+	b.WriteString(next + "\n")
 	fmt.Fprintf(&b, "Data loss: everything written to %s after %s is not in %s — %s of writes up to %s, plus whatever is written until the app is switched. %s is left untouched, so lost rows can still be copied from it.",
 		r.Source, utc(r.DataAsOf), r.Target, roundDuration(r.LossWindow()), utc(r.AvailableAt), r.Source)
 	return b.String()

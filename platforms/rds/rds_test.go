@@ -178,7 +178,7 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Wait: %v", err)
 	}
-	if r.Endpoint != "myapp-db-inc-42.c0fake0abcde.us-east-1.rds.amazonaws.com:5432" {
+	if r.Endpoint != "myapp-db-inc-42.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432" {
 		t.Errorf("Endpoint = %q", r.Endpoint)
 	}
 	if n := len(e.fake.Requests("DescribeDBInstances")); n < 4+3 { // Plan (2) + Restore (1) + 3 "creating" + 1 "available"
@@ -455,7 +455,7 @@ func TestRestoreAttaches(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Wait: %v", err)
 			}
-			if r.Target != "myapp-db-rb-7" || r.Endpoint != "myapp-db-rb-7.c0fake0abcde.us-east-1.rds.amazonaws.com:5432" || !r.DataAsOf.Equal(p1.DataAsOf) {
+			if r.Target != "myapp-db-rb-7" || r.Endpoint != "myapp-db-rb-7.c0fake0abcde.eu-west-1.rds.amazonaws.com:5432" || !r.DataAsOf.Equal(p1.DataAsOf) {
 				t.Errorf("Wait = %+v", r)
 			}
 			if len(e.fake.Requests("RestoreDBInstanceFromDBSnapshot"))+len(e.fake.Requests("RestoreDBInstanceToPointInTime")) != 1 {

@@ -80,6 +80,9 @@ type Server struct {
 	// RestoreDescribes is how many DescribeDBInstances calls see a restored
 	// instance as "creating" before it turns "available".
 	restoreDescribes int
+	// renameDescribes: how many describes see a renamed instance as
+	// "renaming" under its old identifier.
+	renameDescribes int
 }
 
 // New starts a fake on a random loopback port. Close it when done.
@@ -91,6 +94,7 @@ func New() *Server {
 		instances:        map[string]*DBInstance{},
 		now:              time.Now,
 		restoreDescribes: 3,
+		renameDescribes:  2,
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
@@ -114,6 +118,15 @@ func (s *Server) SetRestoreDescribes(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.restoreDescribes = n
+}
+
+// SetRenameDescribes sets how many DescribeDBInstances calls see a renamed
+// instance as "renaming" under its old identifier before the new one
+// takes over (default 2).
+func (s *Server) SetRenameDescribes(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.renameDescribes = n
 }
 
 // Inject adds a fault. Faults are matched in the order added.
@@ -308,25 +321,35 @@ func (s *Server) SetListenerActions(arn string, actions []Action) {
 
 // DBInstance is an RDS DB instance.
 type DBInstance struct {
-	ID                    string
-	Status                string // available, creating, ...
-	Engine                string
-	EngineVersion         string
-	Class                 string
-	SubnetGroup           string
-	SecurityGroups        []string
-	ParameterGroup        string
-	MultiAZ               bool
-	PubliclyAccessible    bool
-	Address               string
-	Port                  int
-	CreatedAt             time.Time
-	BackupRetentionDays   int
-	LatestRestorableTime  time.Time
-	Tags                  map[string]string
-	RestoredFromSnapshot  string    // set on instances the fake created by restore
-	RestoredToTime        time.Time // set on point-in-time restores
+	ID                   string
+	Status               string // available, creating, ...
+	Engine               string
+	EngineVersion        string
+	Class                string
+	SubnetGroup          string
+	SecurityGroups       []string
+	ParameterGroup       string
+	MultiAZ              bool
+	PubliclyAccessible   bool
+	Address              string
+	Port                 int
+	CreatedAt            time.Time
+	BackupRetentionDays  int
+	LatestRestorableTime time.Time
+	Tags                 map[string]string
+	RestoredFromSnapshot string    // set on instances the fake created by restore
+	RestoredToTime       time.Time // set on point-in-time restores
+	// RenamingTo is the new identifier of a rename applied immediately
+	// and not finished yet (status "renaming").
+	RenamingTo string
+	// PendingRename is a rename requested without ApplyImmediately: RDS
+	// keeps it for the next maintenance window (the fake never applies it).
+	PendingRename string
+	// Renames lists the identifiers this instance had before, oldest first.
+	Renames               []string
 	describesUntilCreated int
+	describesUntilRenamed int
+	addrSuffix            string // the DNS suffix a restore shares with its source
 }
 
 // DBSnapshot is an RDS DB snapshot.
@@ -505,6 +528,8 @@ func (s *Server) dispatch(req Request) (any, *apiError) {
 		return s.restoreFromSnapshot(req.Params)
 	case "rds:RestoreDBInstanceToPointInTime":
 		return s.restoreToPointInTime(req.Params)
+	case "rds:ModifyDBInstance":
+		return s.modifyDBInstance(req.Params)
 	}
 	return nil, errf(400, "InvalidAction", "The action %s is not valid for this web service.", req.Action)
 }

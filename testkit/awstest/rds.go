@@ -3,6 +3,7 @@ package awstest
 import (
 	"encoding/xml"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -162,24 +163,44 @@ func (s *Server) describeDBSnapshots(form map[string][]string) (any, *apiError) 
 func (s *Server) describeDBInstances(form map[string][]string) (any, *apiError) {
 	var out xmlDBInstances
 	if id := first(form, "DBInstanceIdentifier"); id != "" {
+		// A rename to id moves on when id is asked for, too.
+		for _, other := range slices.Clone(s.instOrder) {
+			if in := s.instances[other]; in != nil && in.RenamingTo == id {
+				s.advance(in)
+			}
+		}
 		in, ok := s.instances[id]
-		if !ok {
+		if ok {
+			s.advance(in)
+		}
+		if !ok || in.ID != id { // unknown, or it just got its new name
 			return nil, errf(404, "DBInstanceNotFound", "DBInstance %s not found.", id)
 		}
-		s.advance(in)
 		out.Instances = append(out.Instances, toXMLInstance(in))
 		return out, nil
 	}
+	for _, id := range slices.Clone(s.instOrder) {
+		if in := s.instances[id]; in != nil {
+			s.advance(in)
+		}
+	}
 	for _, id := range s.instOrder {
-		in := s.instances[id]
-		s.advance(in)
-		out.Instances = append(out.Instances, toXMLInstance(in))
+		out.Instances = append(out.Instances, toXMLInstance(s.instances[id]))
 	}
 	return out, nil
 }
 
-// advance moves a restoring instance one describe closer to "available".
+// advance moves a restoring instance one describe closer to "available",
+// and a renaming one closer to its new identifier.
 func (s *Server) advance(in *DBInstance) {
+	if in.Status == "renaming" {
+		if in.describesUntilRenamed > 0 {
+			in.describesUntilRenamed--
+			return
+		}
+		s.rename(in)
+		return
+	}
 	if in.Status != "creating" {
 		return
 	}
@@ -188,7 +209,11 @@ func (s *Server) advance(in *DBInstance) {
 		return
 	}
 	in.Status = "available"
-	in.Address = in.ID + ".c0fake0abcde.us-east-1.rds.amazonaws.com"
+	suffix := in.addrSuffix
+	if suffix == "" {
+		suffix = "c0fake0abcde.us-east-1.rds.amazonaws.com"
+	}
+	in.Address = in.ID + "." + suffix
 	now := s.now()
 	in.LatestRestorableTime = now
 }
@@ -231,6 +256,10 @@ func (s *Server) newFromRequest(form map[string][]string, id string, src *DBInst
 	}
 	if in.Port == 0 {
 		in.Port = 5432
+	}
+	// Instances of one account and region share the DNS suffix.
+	if _, suffix, ok := strings.Cut(src.Address, "."); ok {
+		in.addrSuffix = suffix
 	}
 	return in
 }
@@ -305,5 +334,58 @@ func (s *Server) restoreToPointInTime(form map[string][]string) (any, *apiError)
 	in.RestoredToTime = at
 	s.instances[id] = in
 	s.instOrder = append(s.instOrder, id)
+	return toXMLInstance(in), nil
+}
+
+// rename gives in its new identifier: the old one is free from now on, and
+// the endpoint's DNS name follows the identifier, as on RDS.
+func (s *Server) rename(in *DBInstance) {
+	old, to := in.ID, in.RenamingTo
+	delete(s.instances, old)
+	s.instances[to] = in
+	for i, id := range s.instOrder {
+		if id == old {
+			s.instOrder[i] = to
+		}
+	}
+	in.Renames = append(in.Renames, old)
+	in.ID, in.RenamingTo, in.Status = to, "", "available"
+	if rest, ok := strings.CutPrefix(in.Address, old+"."); ok {
+		in.Address = to + "." + rest
+	}
+}
+
+// modifyDBInstance models the one modification rollbot makes: a new
+// identifier (NewDBInstanceIdentifier). With ApplyImmediately the instance
+// is "renaming" for a few describes, then known only by its new name;
+// without it the rename waits for the maintenance window (never, here).
+func (s *Server) modifyDBInstance(form map[string][]string) (any, *apiError) {
+	id, to := first(form, "DBInstanceIdentifier"), first(form, "NewDBInstanceIdentifier")
+	in, ok := s.instances[id]
+	if !ok || in.ID != id {
+		return nil, errf(404, "DBInstanceNotFound", "DBInstance %s not found.", id)
+	}
+	if to == "" {
+		return toXMLInstance(in), nil // nothing else is modelled
+	}
+	if err := validInstanceID(to); err != nil {
+		return nil, err
+	}
+	if in.Status != "available" {
+		return nil, errf(400, "InvalidDBInstanceState", "Database instance is not in available state (%s).", in.Status)
+	}
+	if _, exists := s.instances[to]; exists {
+		return nil, errf(400, "DBInstanceAlreadyExists", "DB instance already exists")
+	}
+	for _, other := range s.instances {
+		if other.RenamingTo == to {
+			return nil, errf(400, "DBInstanceAlreadyExists", "DB instance already exists")
+		}
+	}
+	if first(form, "ApplyImmediately") != "true" {
+		in.PendingRename = to
+		return toXMLInstance(in), nil
+	}
+	in.Status, in.RenamingTo, in.describesUntilRenamed = "renaming", to, s.renameDescribes
 	return toXMLInstance(in), nil
 }
