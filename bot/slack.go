@@ -93,12 +93,22 @@ func (p *pacer) limiter(method, channel string) *rate.Limiter {
 	return l
 }
 
-// wait blocks until method may be called, or ctx ends.
+// wait blocks until method may be called, or ctx ends. An intermediate
+// live update (handlers.IsLiveUpdate) does not queue: without room now it
+// is refused with handlers.ErrPaced, so that queued live progress never
+// holds up a message that changes what people can do.
 func (p *pacer) wait(ctx context.Context, method, channel string) error {
-	if l := p.limiter(method, channel); l != nil {
-		return l.Wait(ctx)
+	l := p.limiter(method, channel)
+	if l == nil {
+		return nil
 	}
-	return nil
+	if handlers.IsLiveUpdate(ctx) {
+		if !l.Allow() {
+			return handlers.ErrPaced
+		}
+		return nil
+	}
+	return l.Wait(ctx)
 }
 
 func msgOptions(m handlers.Msg) []slack.MsgOption {

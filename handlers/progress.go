@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -48,41 +49,90 @@ func (l *liveMessage) take() *Msg {
 	return m
 }
 
-func (l *liveMessage) send(ctx context.Context, m *Msg) {
+// send shows m. An intermediate update (final false) is marked as such
+// (LiveUpdate): when Slack's rate limit leaves no room right now, the Chat
+// may refuse it with ErrPaced instead of queueing it, so that live
+// progress never holds up a message that changes what people can do (a
+// decision, a button). send then keeps m to retry.
+func (l *liveMessage) send(ctx context.Context, m *Msg, final bool) (paced bool) {
 	if m == nil || l.ts == "" {
-		return
+		return false
 	}
-	if err := l.chat.Update(ctx, l.channel, l.ts, *m); err != nil && l.onErr != nil {
+	if !final {
+		ctx = LiveUpdate(ctx)
+	}
+	err := l.chat.Update(ctx, l.channel, l.ts, *m)
+	if errors.Is(err, ErrPaced) {
+		l.mu.Lock()
+		if l.pending == nil {
+			l.pending = m
+		}
+		l.mu.Unlock()
+		return true
+	}
+	if err != nil && l.onErr != nil {
 		l.onErr(err)
 	}
+	return false
 }
 
 func (l *liveMessage) loop(ctx context.Context) {
 	defer close(l.done)
 	var last time.Time
+	paced := false
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-l.wake:
-			if !ok {
-				l.send(context.WithoutCancel(ctx), l.take())
+		if !paced {
+			select {
+			case <-ctx.Done():
 				return
+			case _, ok := <-l.wake:
+				if !ok {
+					l.send(context.WithoutCancel(ctx), l.take(), true)
+					return
+				}
 			}
-			if wait := l.interval - time.Since(last); wait > 0 {
-				t := time.NewTimer(wait)
+		}
+		// At most one update per interval; a paced one is tried again
+		// after the interval. Close (wake closed) sends the final content
+		// at once.
+		if wait := l.interval - time.Since(last); wait > 0 {
+			t := time.NewTimer(wait)
+		waiting:
+			for {
 				select {
 				case <-t.C:
+					break waiting
+				case _, ok := <-l.wake:
+					if !ok {
+						t.Stop()
+						l.send(context.WithoutCancel(ctx), l.take(), true)
+						return
+					}
 				case <-ctx.Done():
 					t.Stop()
 					return
 				}
 			}
-			l.send(ctx, l.take())
-			last = time.Now()
 		}
+		paced = l.send(ctx, l.take(), false)
+		last = time.Now()
 	}
 }
+
+// liveKey marks the context of an intermediate live update.
+type liveKey struct{}
+
+// LiveUpdate marks ctx as carrying an intermediate update of a live
+// message: a Chat may refuse it with ErrPaced rather than wait for room
+// under Slack's rate limits (the next update replaces it anyway).
+func LiveUpdate(ctx context.Context) context.Context { return context.WithValue(ctx, liveKey{}, true) }
+
+// IsLiveUpdate reports whether ctx carries an intermediate live update.
+func IsLiveUpdate(ctx context.Context) bool { v, _ := ctx.Value(liveKey{}).(bool); return v }
+
+// ErrPaced is a live update a Chat did not send, to stay under Slack's
+// rate limits; the live message sends its latest content later.
+var ErrPaced = errors.New("live update deferred under Slack's rate limit")
 
 // Close sends the final content (if any is pending) and stops.
 func (l *liveMessage) Close(final Msg) {

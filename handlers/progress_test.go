@@ -49,3 +49,56 @@ func TestLiveMessageCoalescesUpdates(t *testing.T) {
 		t.Fatalf("%d updates in %s for 101 changes; at most %d allowed at one per 200ms", len(c.updates), elapsed, max)
 	}
 }
+
+// pacedChat refuses intermediate live updates with ErrPaced while paced
+// is set, as the bot's Slack pacer does when the rate limit leaves no
+// room; the final update is never refused.
+type pacedChat struct {
+	countingChat
+	paced   bool
+	refused int
+	live    []bool
+}
+
+func (c *pacedChat) Update(ctx context.Context, channel, ts string, m Msg) error {
+	c.mu.Lock()
+	c.live = append(c.live, IsLiveUpdate(ctx))
+	if c.paced && IsLiveUpdate(ctx) {
+		c.refused++
+		c.mu.Unlock()
+		return ErrPaced
+	}
+	c.mu.Unlock()
+	return c.countingChat.Update(ctx, channel, ts, m)
+}
+
+// A paced live update is kept and sent later (the latest content wins),
+// and Close's final content goes out even while live updates are paced.
+func TestLiveMessagePacedUpdatesAreRetried(t *testing.T) {
+	c := &pacedChat{paced: true}
+	l := newLiveMessage(context.Background(), c, "C1", "1.1", 20*time.Millisecond, nil)
+	l.Set(Msg{Text: "step 1"})
+	time.Sleep(100 * time.Millisecond) // several intervals: retried, refused each time
+	c.mu.Lock()
+	refused := c.refused
+	c.paced = false
+	c.mu.Unlock()
+	if refused < 2 {
+		t.Fatalf("a paced update was tried %d times in 5 intervals; it must be retried", refused)
+	}
+	time.Sleep(60 * time.Millisecond) // room again: the kept content goes out
+	c.mu.Lock()
+	got := append([]string(nil), c.updates...)
+	c.paced = true
+	c.mu.Unlock()
+	if len(got) != 1 || got[0] != "step 1" {
+		t.Fatalf("updates after the pacing ended = %v, want the kept [step 1]", got)
+	}
+	l.Set(Msg{Text: "step 2"})
+	l.Close(Msg{Text: "final"})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if last := c.updates[len(c.updates)-1]; last != "final" || c.live[len(c.live)-1] {
+		t.Fatalf("updates = %v (live %v); the final content must go out, not marked live", c.updates, c.live)
+	}
+}
