@@ -54,20 +54,23 @@ func (e *Engine) confirm(ctx context.Context, a Action) {
 	if in.MigrationsRan {
 		next = state.AwaitingDBApprove
 	}
-	var cur *state.Incident
+	// The decision and its timeline event are one transaction: a replica
+	// killed right after the click cannot leave a confirmed incident
+	// without its "confirmed" record.
+	m := state.Move{From: []state.Status{state.AwaitingConfirm}, To: next, Mutate: func(in *state.Incident) {
+		in.DecidedBy = a.UserID
+	}, Record: func(in *state.Incident) []state.Event {
+		return []state.Event{{Actor: a.UserID, Step: "confirm", Detail: "confirmed rollback to " + in.Target.Label(), Time: e.now()}}
+	}}
 	if next.Working() {
-		cur, ok = e.decideWork(ctx, a, in.ID, []state.Status{state.AwaitingConfirm}, next, func(in *state.Incident) {
-			in.DecidedBy = a.UserID
-		}, "record the decision")
-	} else {
-		cur, ok = e.decide(ctx, a, in.ID, []state.Status{state.AwaitingConfirm}, next, func(in *state.Incident) {
-			in.DecidedBy = a.UserID
-		}, "record the decision")
+		m.Owner, m.Lease = e.opt.Replica, e.opt.Lease
+		mutate := m.Mutate
+		m.Mutate = func(in *state.Incident) { in.StepStarted = e.now(); mutate(in) }
 	}
+	cur, ok := e.decideMove(ctx, a, in.ID, m, "record the decision")
 	if !ok {
 		return
 	}
-	e.record(ctx, cur.ID, a.UserID, "confirm", "confirmed rollback to "+cur.Target.Label())
 	e.update(ctx, cur.Channel, cur.Messages["assessment"], decidedMsg(cur, e.assessmentOf(cur)))
 	if cur.MigrationsRan {
 		e.store.HoldLock(ctx, cur, e.opt.Budgets.Confirm+time.Minute)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"rollbot/platforms"
@@ -116,6 +117,9 @@ func (e *Engine) budgetFor(in *state.Incident) (time.Duration, string) {
 // carries claim, and is refused once another replica took the incident
 // over.
 type owned struct {
+	// mu guards in and claim against the heartbeat, which reads them from
+	// its own goroutine; the owner's goroutine is the only writer (set).
+	mu    sync.Mutex
 	in    *state.Incident
 	svc   *Service
 	claim state.Claim
@@ -123,6 +127,21 @@ type owned struct {
 	// until the takeover is said in the thread (which may not exist yet
 	// when the assessment was interrupted).
 	resumedFrom string
+}
+
+// set replaces the owner's record and claim (the owner's goroutine only).
+func (o *owned) set(in *state.Incident, c state.Claim) {
+	o.mu.Lock()
+	o.in, o.claim = in, c
+	o.mu.Unlock()
+}
+
+// current is the record and claim as the owner last set them, for the
+// heartbeat's goroutine.
+func (o *owned) current() (*state.Incident, state.Claim) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.in, o.claim
 }
 
 // Why a working step's context ended early.
@@ -260,12 +279,18 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 			case <-t.C:
 			}
 			gctx, gcancel := context.WithTimeout(hctx, every)
-			holder, err := e.store.Guard(gctx, o.in, o.claim, e.opt.Lease, e.opt.LockTTL)
+			in, claim := o.current()
+			holder, err := e.store.Guard(gctx, in, claim, e.opt.Lease, e.opt.LockTTL)
 			gcancel()
 			switch {
 			case err == nil:
 				last = e.now()
 			case errors.Is(err, state.ErrFenced):
+				if _, now := o.current(); now != claim {
+					// The owner moved to its next step (a new fence)
+					// while this check was in flight: not a takeover.
+					continue
+				}
 				cancel(errTakenOver)
 				return
 			case errors.Is(err, state.ErrLocked):
@@ -337,7 +362,7 @@ func (e *Engine) advance(ctx context.Context, o *owned, to state.Status, mutate 
 	if err != nil {
 		return err
 	}
-	o.in, o.claim = in, state.ClaimOf(in)
+	o.set(in, state.ClaimOf(in))
 	return nil
 }
 
@@ -347,7 +372,7 @@ func (e *Engine) updateOwned(ctx context.Context, o *owned, mutate func(*state.I
 	if err != nil {
 		return err
 	}
-	o.in = in
+	o.set(in, o.claim)
 	return nil
 }
 

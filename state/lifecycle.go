@@ -115,6 +115,11 @@ type Move struct {
 	Lease time.Duration
 	// Mutate changes the record in the same transaction.
 	Mutate func(*Incident)
+	// Record, when set, gives the timeline events of the move, appended
+	// in the same transaction: a decision and its record are one write
+	// (never a move without its event after a crash, nor the event of a
+	// move that lost its race).
+	Record func(*Incident) []Event
 }
 
 // Advance moves an incident along the lifecycle, atomically: the current
@@ -156,6 +161,12 @@ func (s *Store) Advance(ctx context.Context, id string, m Move) (*Incident, erro
 		}
 		if m.Mutate != nil {
 			m.Mutate(in)
+		}
+		if m.Record != nil {
+			for _, ev := range m.Record(in) {
+				args := s.eventArgs(id, ev)
+				t.queue(func(p redis.Pipeliner) { p.XAdd(ctx, args) })
+			}
 		}
 		return nil
 	})

@@ -230,3 +230,34 @@ func TestFinalMoveReleasesTheLockAtomically(t *testing.T) {
 		})
 	}
 }
+
+// A move's Record events are appended in the move's transaction: a move
+// that wins has its event, a move that loses its race has none.
+func TestAdvanceRecordsInTheSameTransaction(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	in := &state.Incident{ID: "RB-30", Service: "svc-30", Channel: "C1", Status: state.AwaitingConfirm}
+	if err := s.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	record := func(who string) func(*state.Incident) []state.Event {
+		return func(*state.Incident) []state.Event {
+			return []state.Event{{Actor: who, Step: "confirm", Detail: "confirmed by " + who}}
+		}
+	}
+	if _, err := s.Advance(ctx, "RB-30", state.Move{From: []state.Status{state.AwaitingConfirm}, To: state.Stopping,
+		Owner: "r1", Lease: time.Minute, Record: record("U1")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Advance(ctx, "RB-30", state.Move{From: []state.Status{state.AwaitingConfirm}, To: state.Cancelled, Record: record("U2")})
+	if !errors.Is(err, state.ErrStale) {
+		t.Fatalf("the second decision: %v, want ErrStale", err)
+	}
+	evs, err := s.Timeline(ctx, "RB-30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Actor != "U1" || evs[0].Detail != "confirmed by U1" || evs[0].Time.IsZero() {
+		t.Fatalf("timeline = %+v, want only the winning decision's event", evs)
+	}
+}

@@ -25,20 +25,28 @@ func (s *Store) Append(ctx context.Context, incident string, ev Event) error {
 		ev.Time = s.now()
 	}
 	err := s.write(ctx, func(c redis.Cmdable) error {
-		return c.XAdd(ctx, &redis.XAddArgs{
-			Stream: s.key("timeline", incident),
-			Values: map[string]any{
-				"time":   ev.Time.UTC().Format(time.RFC3339Nano),
-				"actor":  ev.Actor,
-				"step":   ev.Step,
-				"detail": ev.Detail,
-			},
-		}).Err()
+		return c.XAdd(ctx, s.eventArgs(incident, ev)).Err()
 	})
 	if err != nil {
 		return fmt.Errorf("append timeline %s: %w", incident, err)
 	}
 	return nil
+}
+
+// eventArgs is the stream entry of one timeline event.
+func (s *Store) eventArgs(incident string, ev Event) *redis.XAddArgs {
+	if ev.Time.IsZero() {
+		ev.Time = s.now()
+	}
+	return &redis.XAddArgs{
+		Stream: s.key("timeline", incident),
+		Values: map[string]any{
+			"time":   ev.Time.UTC().Format(time.RFC3339Nano),
+			"actor":  ev.Actor,
+			"step":   ev.Step,
+			"detail": ev.Detail,
+		},
+	}
 }
 
 // AppendOwned is Append for an owner's step: it fails with ErrFenced,
