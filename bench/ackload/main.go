@@ -65,9 +65,7 @@ func runAckOnly() {
 			}
 		}
 	}()
-	if err := sm.Run(); err != nil {
-		log.Fatal(err)
-	}
+	log.Fatal(sm.Run()) // Run returns only with an error
 }
 
 type result struct {
