@@ -20,9 +20,6 @@ import (
 // complete (its last message final) is logged (go test -v): Slack's tiers
 // bound it, not rollbot.
 func TestTenIncidentsWithinSlackRateLimits(t *testing.T) {
-	if testing.Short() {
-		t.Skip("takes about a minute: Slack's tiers pace it")
-	}
 	var services []*handlers.Service
 	for i := range 10 {
 		svc, _ := simService(t, fmt.Sprintf("svc%d", i), 200*time.Millisecond)
