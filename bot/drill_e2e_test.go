@@ -51,6 +51,7 @@ func TestDrillOnKubernetes(t *testing.T) {
 	})
 	wantAll(t, "drill assessment", a.PlainText(), "Bad version:* 2 (registry.local/myapp:v2)", "Last known good:* 1 (registry.local/myapp:v1)", "9.00%")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.tickChecksByHand(slackemu.UserBob, a.TS)
 	r := h.waitFor("drill report", func(m slackemu.Message) bool {
 		return m.ThreadTS == a.TS && strings.Contains(m.PlainText(), "Drill report")
 	})
@@ -115,6 +116,7 @@ func TestDrillOnSwarm(t *testing.T) {
 	h, _ := newConfigHarness(t, fmt.Sprintf(`
 incident_channels: [%s]
 verify_timeout: 3m
+verify_soak: 2s
 verify_interval: 500ms
 query_timeout: 20s
 services:
@@ -144,6 +146,7 @@ services:
 	})
 	wantAll(t, "drill assessment", a.PlainText(), "Bad version:* e2e-v2 ("+v2+")", "Last known good:* e2e-v1 ("+v1+")")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+	h.tickChecksByHand(slackemu.UserBob, a.TS)
 	r := h.waitLong("drill report", func(m slackemu.Message) bool {
 		return m.ThreadTS == a.TS && strings.Contains(m.PlainText(), "Drill report")
 	})

@@ -76,6 +76,7 @@ func TestEnvironmentsStagingAndProd(t *testing.T) {
 	}
 
 	h.click(slackemu.UserBob, pa.TS, handlers.ActConfirm)
+	h.tickChecksByHand(slackemu.UserBob, pa.TS)
 	h.waitFor("prod verified", func(m slackemu.Message) bool {
 		return m.ThreadTS == pa.TS && strings.Contains(m.PlainText(), "Rollback verified")
 	})

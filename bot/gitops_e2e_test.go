@@ -163,7 +163,7 @@ func TestArgoCDOwnedRollbackThroughSlack(t *testing.T) {
 	id := incident(a)
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	h.waitFor("owner paused", textHas("Owner paused before the rollback:* paused Argo CD Application "+myapp.ns+"/myapp"))
-	h.waitFor("verified", textHas("Rollback verified"))
+	h.tickChecksByHand(slackemu.UserBob, a.TS)
 	git := h.waitFor("git change", textHas("Change Git so the rollback sticks"))
 	wantAll(t, "git change", git.PlainText(), "Repository: https://git.example.com/platform/deploy.git", "Path: apps/myapp/prod",
 		"Target revision: release-7", "Image: `registry.local/myapp:v2` → `registry.local/myapp:v1`")
@@ -227,6 +227,7 @@ func TestArgoCDOwnedRollbackThroughSlack(t *testing.T) {
 		t.Fatalf("locked was changed although the owner could not be paused: %s", got)
 	}
 	h.click(slackemu.UserBob, refused.TS, handlers.ActOwnerOverride)
+	h.tickChecksByHand(slackemu.UserBob, la.TS)
 	h.waitFor("locked verified", func(m slackemu.Message) bool {
 		return m.ThreadTS == la.TS && strings.Contains(m.PlainText(), "Rollback verified")
 	})
@@ -334,7 +335,7 @@ func TestArgoCDPauseOnceAcrossTakeover(t *testing.T) {
 	}
 
 	h.waitFor("owner already paused", textHas("Argo CD Application "+ns+"/myapp was already paused for "+id))
-	h.waitFor("verified", textHas("Rollback verified"))
+	h.tickChecksByHand(slackemu.UserBob, "")
 	in := h.waitStatus(id, state.Completed)
 	if p := in.OwnerPause; p == nil || !p.Changed || string(p.Previous) != `{"prune":true,"selfHeal":true}` {
 		t.Fatalf("pause record after the takeover: %+v", in.OwnerPause)

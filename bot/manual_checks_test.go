@@ -258,3 +258,36 @@ func TestVerificationOutOfBudgetSaysWhatWasSeen(t *testing.T) {
 	}
 	h.waitStatus("RB-1", state.VerifyFailed)
 }
+
+// tickChecksByHand answers, as user, every check by hand of the
+// verification in thread (the assessment's ts; "" for any) until the rollback is
+// verified, and returns the verified checklist: for tests whose service
+// leaves items rollbot cannot check itself (no health URL, no smoke test,
+// no metrics source).
+func (h *harness) tickChecksByHand(user, thread string) slackemu.Message {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	verified := func(m slackemu.Message) bool { return strings.Contains(m.PlainText(), "Rollback verified") }
+	for {
+		m, err := h.emu.WaitForMessage(ctx, func(m slackemu.Message) bool {
+			return (thread == "" || m.ThreadTS == thread) && (verified(m) || countAction(m, handlers.ActCheckOK) > 0)
+		})
+		if err != nil {
+			h.t.Fatalf("waiting for checks by hand or the verdict: %v\n%s", err, h.dump())
+		}
+		if verified(m) {
+			return m
+		}
+		n := countAction(m, handlers.ActCheckOK)
+		if err := h.emu.ClickButton(ctx, user, m.Channel, m.TS, handlers.ActCheckOK); err != nil {
+			h.t.Fatalf("answer a check by hand as %s: %v", user, err)
+		}
+		// The answer is taken once the checklist shows one check fewer.
+		if _, err := h.emu.WaitForMessage(ctx, func(x slackemu.Message) bool {
+			return x.TS == m.TS && (verified(x) || countAction(x, handlers.ActCheckOK) < n)
+		}); err != nil {
+			h.t.Fatalf("the answer by hand was not taken: %v\n%s", err, h.dump())
+		}
+	}
+}

@@ -79,6 +79,7 @@ func TestTwoClustersOneBot(t *testing.T) {
 		})
 		wantAll(t, svc.Name, a.PlainText(), "(cluster "+svc.Name[len("shop-"):]+")")
 		h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
+		h.tickChecksByHand(slackemu.UserBob, a.TS)
 		h.waitFor(svc.Name+" verified", func(m slackemu.Message) bool {
 			return m.ThreadTS == a.TS && containsText(m, "Rollback verified")
 		})

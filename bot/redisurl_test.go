@@ -17,6 +17,9 @@ func TestServeNamesABadRedisURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The example config has an Alertmanager receiver, whose token Serve
+	// checks first.
+	t.Setenv("ROLLBOT_ALERTMANAGER_TOKEN", "example-receiver-token-0123456789")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -297,6 +298,26 @@ func (r *RevisionAdapter) patch(ctx context.Context, rv string, body map[string]
 	return nil
 }
 
+// patchOf is patch on the resourceVersion of w, as read. The controller
+// updates the object's status all the time, and each update changes the
+// resourceVersion: a conflict whose object still has w's generation (its
+// spec unchanged) is retried on the new resourceVersion, a few times;
+// one whose spec changed is not (someone else wrote it).
+func (r *RevisionAdapter) patchOf(ctx context.Context, w *workload, body map[string]any, dryRun bool) error {
+	rv := w.obj.GetResourceVersion()
+	for try := 0; ; try++ {
+		err := r.patch(ctx, rv, body, dryRun)
+		if err == nil || !errors.Is(err, platforms.ErrConflict) || try == 4 {
+			return err
+		}
+		cur, _, gerr := r.get(ctx)
+		if gerr != nil || cur.obj.GetGeneration() != w.obj.GetGeneration() {
+			return err
+		}
+		rv = cur.obj.GetResourceVersion()
+	}
+}
+
 func mergeMap(a any, b map[string]any) map[string]any {
 	m, _ := a.(map[string]any)
 	if m == nil {
@@ -333,7 +354,7 @@ func (r *RevisionAdapter) Stop(ctx context.Context, dryRun bool) (platforms.Resu
 		}
 		plan = fmt.Sprintf("daemonset %s: update strategy OnDelete (was %s)", r.name(), old)
 	}
-	if err := r.patch(ctx, w.obj.GetResourceVersion(), body, dryRun); err != nil {
+	if err := r.patchOf(ctx, w, body, dryRun); err != nil {
 		return platforms.Result{}, err
 	}
 	if dryRun {
@@ -403,7 +424,7 @@ func (r *RevisionAdapter) Rollback(ctx context.Context, to platforms.Revision, d
 		r.resumeFields(w, raw, body)
 		plan = append(plan, fmt.Sprintf("%s %s: end rollbot's stop", r.cfg.kind(), r.name()))
 	}
-	if err := r.patch(ctx, w.obj.GetResourceVersion(), body, dryRun); err != nil {
+	if err := r.patchOf(ctx, w, body, dryRun); err != nil {
 		return platforms.Result{}, err
 	}
 	if dryRun {
@@ -459,7 +480,7 @@ func (r *RevisionAdapter) SetArtifact(ctx context.Context, artifact string, dryR
 	if w.paused {
 		r.resumeFields(w, raw, body)
 	}
-	if err := r.patch(ctx, w.obj.GetResourceVersion(), body, dryRun); err != nil {
+	if err := r.patchOf(ctx, w, body, dryRun); err != nil {
 		return platforms.Result{}, err
 	}
 	plan := []string{fmt.Sprintf("%s %s: container %s image -> %s", r.cfg.kind(), r.name(), w.container, artifact)}
@@ -483,7 +504,7 @@ func (r *RevisionAdapter) ScaleToZero(ctx context.Context, dryRun bool) (platfor
 	if r.cfg.kind() == KindDaemonSet {
 		return platforms.Result{}, platforms.Userf(nil, "a DaemonSet cannot be scaled to zero; delete %s or change its node selector by hand", r.Target())
 	}
-	if err := r.patch(ctx, w.obj.GetResourceVersion(), map[string]any{"spec": map[string]any{"replicas": 0}}, dryRun); err != nil {
+	if err := r.patchOf(ctx, w, map[string]any{"spec": map[string]any{"replicas": 0}}, dryRun); err != nil {
 		return platforms.Result{}, err
 	}
 	plan := []string{fmt.Sprintf("statefulset %s: replicas %d -> 0", r.name(), w.desired)}
