@@ -9,10 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"rollbot/handlers"
-	"rollbot/state"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
@@ -26,16 +23,8 @@ import (
 func TestAckBeforeStoreWork(t *testing.T) {
 	svc, _ := simService(t, "myapp", 50*time.Millisecond)
 	rs := redistest.Server(t)
-	opt, err := redis.ParseURL(rs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
-	h.stop()
-	h.opts.Redis, h.store = rdb, state.New(rdb, h.opts.Prefix)
-	h.start()
+	h.restartOn(rs.URL)
 
 	rs.Freeze()
 	t.Cleanup(rs.Thaw)

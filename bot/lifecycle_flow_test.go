@@ -271,16 +271,8 @@ func TestLifecycleAssessmentUpdateFailureRepostsTheButtons(t *testing.T) {
 func TestLifecycleRedisDownMidFlowIsReported(t *testing.T) {
 	svc, s := simService(t, "myapp", 2*time.Second)
 	rs := redistest.Server(t)
-	opt, err := redis.ParseURL(rs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
-	h.stop()
-	h.opts.Redis, h.store = rdb, state.New(rdb, h.opts.Prefix)
-	h.start()
+	h.restartOn(rs.URL)
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
@@ -303,4 +295,19 @@ func TestLifecycleRedisDownMidFlowIsReported(t *testing.T) {
 	if snap.Health.Ready != before {
 		t.Errorf("the platform kept changing after the step stopped: ready %d → %d", before, snap.Health.Ready)
 	}
+}
+
+// restartOn restarts the harness's bot on the Redis at url (a server the
+// test can kill or freeze).
+func (h *harness) restartOn(url string) {
+	h.t.Helper()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	h.t.Cleanup(func() { rdb.Close() })
+	h.stop()
+	h.opts.Redis, h.store = rdb, state.New(rdb, h.opts.Prefix)
+	h.start()
 }

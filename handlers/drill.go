@@ -162,10 +162,18 @@ func (e *Engine) drillFinish(ctx context.Context, o *owned) {
 			} else {
 				// The platform reports the restored version once its
 				// controller took the write: wait for that, up to a minute.
-				deadline := e.now().Add(time.Minute)
-				for left = e.drillCompare(ctx, o.in, o.svc); left != "" && e.now().Before(deadline) && ctx.Err() == nil; left = e.drillCompare(ctx, o.in, o.svc) {
-					time.Sleep(500 * time.Millisecond)
+				wctx, cancel := context.WithTimeout(ctx, time.Minute)
+				t := time.NewTicker(500 * time.Millisecond)
+				for left = e.drillCompare(ctx, o.in, o.svc); left != ""; left = e.drillCompare(ctx, o.in, o.svc) {
+					select {
+					case <-t.C:
+						continue
+					case <-wctx.Done():
+					}
+					break
 				}
+				t.Stop()
+				cancel()
 			}
 		}
 	}

@@ -37,6 +37,7 @@ import (
 
 	"rollbot/testkit/nettest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 )
 
 func main() {
@@ -182,12 +183,10 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 		return result{}, err
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
-	for len(emu.ConnectionIDs()) == 0 {
-		if time.Now().After(deadline) {
-			return result{}, fmt.Errorf("no Socket Mode connection after 30s; its output:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := wait.Until(context.Background(), 30*time.Second, "a Socket Mode connection", func() (bool, error) {
+		return len(emu.ConnectionIDs()) > 0, nil
+	}); err != nil {
+		return result{}, fmt.Errorf("%w; its output:\n%s", err, out.String())
 	}
 	time.Sleep(2 * time.Second) // idle: start-up work done
 	rss, err := rssKB(cmd.Process.Pid)
@@ -227,8 +226,7 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 // outcome checks that exactly one rollback went ahead and every other
 // command was told who holds the service.
 func outcome(emu *slackemu.Server, n int) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	return wait.Until(context.Background(), time.Minute, fmt.Sprintf("one incident and %d refusals", n-1), func() (bool, error) {
 		var assessed, refused int
 		for _, m := range emu.Messages(slackemu.ChannelIncident) {
 			switch {
@@ -238,14 +236,8 @@ func outcome(emu *slackemu.Server, n int) error {
 				assessed++
 			}
 		}
-		if refused == n-1 && assessed == 1 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after 60s: %d incidents started and %d refused, want 1 and %d", assessed, refused, n-1)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return refused == n-1 && assessed == 1, fmt.Errorf("%d incidents started and %d refused", assessed, refused)
+	})
 }
 
 func rssKB(pid int) (int, error) {
@@ -276,12 +268,12 @@ func startRedis(dir string) (string, func(), error) {
 		return "", nil, fmt.Errorf("start redis-server (install Debian's redis-server): %w", err)
 	}
 	stop := func() { cmd.Process.Kill(); cmd.Wait() }
-	for range 100 {
-		if out, err := exec.Command("redis-cli", "-p", strconv.Itoa(port), "ping").Output(); err == nil && strings.TrimSpace(string(out)) == "PONG" {
-			return fmt.Sprintf("redis://127.0.0.1:%d/0", port), stop, nil
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := wait.Until(context.Background(), 5*time.Second, "redis-server to answer", func() (bool, error) {
+		out, err := exec.Command("redis-cli", "-p", strconv.Itoa(port), "ping").Output()
+		return err == nil && strings.TrimSpace(string(out)) == "PONG", err
+	}); err != nil {
+		stop()
+		return "", nil, err
 	}
-	stop()
-	return "", nil, errors.New("redis-server did not answer within 5s")
+	return fmt.Sprintf("redis://127.0.0.1:%d/0", port), stop, nil
 }
