@@ -465,14 +465,9 @@ func (e *Engine) openIncident(ctx context.Context, svc *Service, channel, user s
 	if cmd.Reason != "" {
 		detail += ": " + cmd.Reason
 	}
-	if err := e.store.Create(ctx, in); err != nil {
+	if err := e.store.Create(ctx, in, state.Event{Actor: user, Step: "request", Detail: detail, Time: e.now()}); err != nil {
 		e.store.ReleaseLock(ctx, svc.Name, in.Lock)
 		return fail(errorMsg(e.userText(err, "save incident")))
-	}
-	if err := e.record(ctx, id, user, "request", detail); err != nil {
-		e.store.Advance(ctx, id, state.Move{To: state.Cancelled, Claim: state.ClaimOf(in)})
-		e.store.ReleaseLock(ctx, svc.Name, in.Lock)
-		return fail(errorMsg("could not write the timeline, so nothing was done; try again"))
 	}
 	e.work(in, svc, "")
 	return in, nil

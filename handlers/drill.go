@@ -83,16 +83,11 @@ func (e *Engine) startDrill(ctx context.Context, sc SlashCommand, cmd Command) {
 		return
 	}
 	in.Lock = lock.Token
-	if err := e.store.Create(ctx, in); err != nil {
+	req := state.Event{Actor: sc.UserID, Step: "request", Time: e.now(), Detail: fmt.Sprintf("requested a drill of %s: deploy the bad version %s, then the runbook; it runs %s (%d units)",
+		svc.Name, svc.Drill.Bad, snap.Current.Label(), snap.Health.Desired)}
+	if err := e.store.Create(ctx, in, req); err != nil {
 		e.store.ReleaseLock(ctx, svc.Name, in.Lock)
 		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg(e.userText(err, "save incident")))
-		return
-	}
-	if err := e.record(ctx, id, sc.UserID, "request", fmt.Sprintf("requested a drill of %s: deploy the bad version %s, then the runbook; it runs %s (%d units)",
-		svc.Name, svc.Drill.Bad, snap.Current.Label(), snap.Health.Desired)); err != nil {
-		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg("could not write the timeline, so nothing was done; try again"))
-		e.store.Advance(ctx, id, state.Move{To: state.Cancelled, Claim: state.ClaimOf(in)})
-		e.store.ReleaseLock(ctx, svc.Name, in.Lock)
 		return
 	}
 	e.work(in, svc, "")

@@ -262,10 +262,12 @@ func (s *Store) NextID(ctx context.Context) (string, error) {
 	return "RB-" + strconv.FormatInt(n, 10), nil
 }
 
-// Create writes a new incident record and its indexes. It is the only
-// write that does not go through the lifecycle: afterwards, Advance
-// changes the status and Update the rest.
-func (s *Store) Create(ctx context.Context, in *Incident) error {
+// Create writes a new incident record and its indexes, with the first
+// events of its timeline (the request) in the same transaction: a replica
+// killed right after it leaves an incident whose timeline says who asked
+// for what. It is the only write that does not go through the lifecycle:
+// afterwards, Advance changes the status and Update the rest.
+func (s *Store) Create(ctx context.Context, in *Incident, first ...Event) error {
 	in.UpdatedAt = s.now()
 	if in.CreatedAt.IsZero() {
 		in.CreatedAt = in.UpdatedAt
@@ -277,6 +279,9 @@ func (s *Store) Create(ctx context.Context, in *Incident) error {
 	score := float64(in.CreatedAt.UnixMilli())
 	err = s.write(ctx, func(c redis.Cmdable) error {
 		_, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, ev := range first {
+				p.XAdd(ctx, s.eventArgs(in.ID, ev))
+			}
 			return s.createOps(ctx, p, in, b, score)
 		})
 		return err

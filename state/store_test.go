@@ -31,12 +31,17 @@ func TestIncidentRoundTripAndIndexes(t *testing.T) {
 	}
 	in := &state.Incident{ID: id, Service: "myapp", Channel: "C1", RequestedBy: "U1", Status: state.AwaitingConfirm,
 		Bad: platforms.Revision{ID: "2", Artifact: "app:v2"}}
-	if err := s.Create(ctx, in); err != nil {
+	req := state.Event{Actor: "U1", Step: "request", Detail: "requested rollback of myapp", Time: time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)}
+	if err := s.Create(ctx, in, req); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get(ctx, id)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The request is on the timeline with the record (one transaction).
+	if evs, err := s.Timeline(ctx, id); err != nil || len(evs) != 1 || evs[0].Step != "request" || evs[0].Detail != req.Detail || !evs[0].Time.Equal(req.Time) {
+		t.Fatalf("timeline after Create = %+v, %v; want the request event", evs, err)
 	}
 	if got.Bad.Artifact != "app:v2" || got.Status != state.AwaitingConfirm || got.CreatedAt.IsZero() {
 		t.Fatalf("round trip lost data: %+v", got)
