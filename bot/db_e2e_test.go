@@ -205,13 +205,8 @@ type restoreConfig struct {
 // the earlier ones before.
 func startDBService(t *testing.T, bad map[string]string, restore *restoreConfig) *dbService {
 	t.Helper()
-	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{TimeZone: "Europe/Berlin"})
-	s := &dbService{t: t, db: pg.CreateDatabase(t), dir: writeProject(t, bad), buildLog: &logtest.Buffer{}}
-	var err error
-	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.owner.Close() })
+	s := newDBService(t, dbtest.PostgresOptions{TimeZone: "Europe/Berlin"})
+	s.dir = writeProject(t, bad)
 
 	// The last good release: 0001 and 0002, two hours ago, with data.
 	manage(t, s.dir, s.db.DSN, "migrate", "shop", "0002", "--no-input")
@@ -281,6 +276,31 @@ services:
         users: [%s]
         groups: [%s]%s
 `, slackemu.ChannelIncident, slackemu.GroupOnCall, roVar, s.dir, djangoPython(t), s.dir, rwVar, slackemu.UserAlice, slackemu.GroupDBA, restoreYAML)
+	s.serve(yml, nil)
+	return s
+}
+
+// newDBService starts PostgreSQL with a database for the test and an
+// owner connection to it, for setting up and checking the schema.
+func newDBService(t *testing.T, opts dbtest.PostgresOptions) *dbService {
+	t.Helper()
+	pg := dbtest.StartPostgres(t, opts)
+	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &logtest.Buffer{}}
+	var err error
+	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.owner.Close() })
+	return s
+}
+
+// serve builds the one simulated service with a database from yml, as
+// `rollbot serve` does (ParseConfig, Validate, BuildServices), with
+// history as rollbot's record of applied versions (nil: none), and starts
+// the bot on the local Slack server.
+func (s *dbService) serve(yml string, history *state.Store) {
+	t := s.t
+	t.Helper()
 	cfg, err := ParseConfig([]byte(yml))
 	if err != nil {
 		t.Fatalf("parse config: %v\n%s", err, yml)
@@ -289,7 +309,7 @@ services:
 		t.Fatalf("config invalid: %v\n%s", err, yml)
 	}
 	log := slog.New(slog.NewJSONHandler(s.buildLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	services, err := BuildServices(context.Background(), cfg, nil, log)
+	services, err := BuildServices(context.Background(), cfg, history, log)
 	if err != nil {
 		t.Fatalf("build services: %v", err)
 	}
@@ -301,7 +321,6 @@ services:
 		t.Fatalf("platform is %T, want *sim.Sim", services[0].Platform)
 	}
 	s.h = newHarness(t, services, fastEngine())
-	return s
 }
 
 func (s *dbService) exec(q string) {
@@ -629,13 +648,8 @@ func gmService(t *testing.T, history *state.Store) (*dbService, string) {
 // of ups in turn (the last one is the bad release's).
 func gmServiceUp(t *testing.T, history *state.Store, ups ...string) (*dbService, string) {
 	t.Helper()
-	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
-	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &logtest.Buffer{}}
+	s := newDBService(t, dbtest.PostgresOptions{})
 	var err error
-	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.owner.Close() })
 	if s.dir, err = filepath.Abs("../platforms/migrations/testdata/golang-migrate"); err != nil {
 		t.Fatal(err)
 	}
@@ -671,19 +685,7 @@ services:
         timeout: 2m
       approvers: {groups: [%s]}
 `, slackemu.ChannelIncident, slackemu.GroupOnCall, s.dir, bin, s.dir, slackemu.GroupDBA)
-	cfg, err := ParseConfig([]byte(yml))
-	if err != nil {
-		t.Fatalf("parse config: %v\n%s", err, yml)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config invalid: %v\n%s", err, yml)
-	}
-	services, err := BuildServices(context.Background(), cfg, history, slog.New(slog.NewJSONHandler(s.buildLog, nil)))
-	if err != nil {
-		t.Fatalf("build services: %v", err)
-	}
-	s.sim = services[0].Platform.(*sim.Sim)
-	s.h = newHarness(t, services, fastEngine())
+	s.serve(yml, history)
 	return s, bin
 }
 
