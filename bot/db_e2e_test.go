@@ -164,7 +164,14 @@ type dbService struct {
 func writeProject(t *testing.T, bad map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, files := range []map[string]string{djangoFiles, bad} {
+	writeFiles(t, dir, djangoFiles, bad)
+	return dir
+}
+
+// writeFiles writes each set of files (path relative to dir -> content).
+func writeFiles(t *testing.T, dir string, sets ...map[string]string) {
+	t.Helper()
+	for _, files := range sets {
 		for name, body := range files {
 			p := filepath.Join(dir, name)
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -175,18 +182,25 @@ func writeProject(t *testing.T, bad map[string]string) string {
 			}
 		}
 	}
-	return dir
 }
 
 // manage runs manage.py as the release's deploy would.
 func manage(t *testing.T, dir, dsn string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(djangoPython(t), append([]string{"manage.py"}, args...)...)
+	return runIn(t, dir, []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "LANG=C.UTF-8", "DATABASE_URL=" + dsn},
+		djangoPython(t), append([]string{"manage.py"}, args...)...)
+}
+
+// runIn runs a release's own tool in dir with exactly env, failing the
+// test with its output when it fails.
+func runIn(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "LANG=C.UTF-8", "DATABASE_URL=" + dsn}
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("manage.py %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }
@@ -241,24 +255,7 @@ func startDBService(t *testing.T, bad map[string]string, restore *restoreConfig)
 			restoreYAML += "\n        switch: " + restore.switchMode
 		}
 	}
-	yml := fmt.Sprintf(`
-incident_channels: [%s]
-services:
-  shop:
-    platform: simulated
-    simulated:
-      versions:
-        - artifact: shop:v1
-        - artifact: shop:v2
-        - artifact: shop:v3
-          bad: true
-      deployed_ago: 1h
-      step_delay: 1ms
-    metrics:
-      simulated: true
-    approvers:
-      groups: [%s]
-    database:
+	s.serve(fmt.Sprintf(`
       driver: postgres
       dsn_env: %s
       tool: django
@@ -274,9 +271,7 @@ services:
         timeout: 2m
       approvers:
         users: [%s]
-        groups: [%s]%s
-`, slackemu.ChannelIncident, slackemu.GroupOnCall, roVar, s.dir, djangoPython(t), s.dir, rwVar, slackemu.UserAlice, slackemu.GroupDBA, restoreYAML)
-	s.serve(yml, nil)
+        groups: [%s]%s`, roVar, s.dir, djangoPython(t), s.dir, rwVar, slackemu.UserAlice, slackemu.GroupDBA, restoreYAML), nil)
 	return s
 }
 
@@ -294,13 +289,27 @@ func newDBService(t *testing.T, opts dbtest.PostgresOptions) *dbService {
 	return s
 }
 
-// serve builds the one simulated service with a database from yml, as
-// `rollbot serve` does (ParseConfig, Validate, BuildServices), with
-// history as rollbot's record of applied versions (nil: none), and starts
-// the bot on the local Slack server.
-func (s *dbService) serve(yml string, history *state.Store) {
+// serve builds the simulated service shop (v3 is bad, deployed an hour
+// ago; on-call approves) with database, the YAML of its database block
+// (indented six spaces), as `rollbot serve` does (ParseConfig, Validate,
+// BuildServices), with history as rollbot's record of applied versions
+// (nil: none), and starts the bot on the local Slack server.
+func (s *dbService) serve(database string, history *state.Store) {
 	t := s.t
 	t.Helper()
+	yml := fmt.Sprintf(`
+incident_channels: [%s]
+services:
+  shop:
+    platform: simulated
+    simulated:
+      versions: [{artifact: "shop:v1"}, {artifact: "shop:v2"}, {artifact: "shop:v3", bad: true}]
+      deployed_ago: 1h
+      step_delay: 1ms
+    metrics: {simulated: true}
+    approvers: {groups: [%s]}
+    database:%s
+`, slackemu.ChannelIncident, slackemu.GroupOnCall, database)
 	cfg, err := ParseConfig([]byte(yml))
 	if err != nil {
 		t.Fatalf("parse config: %v\n%s", err, yml)
@@ -344,7 +353,13 @@ func (s *dbService) columnExists(table, column string) bool {
 // shopMigrations lists the applied shop migrations, oldest first.
 func (s *dbService) shopMigrations() []string {
 	s.t.Helper()
-	rows, err := s.owner.Query(`SELECT name FROM django_migrations WHERE app = 'shop' ORDER BY id`)
+	return s.column(`SELECT name FROM django_migrations WHERE app = 'shop' ORDER BY id`)
+}
+
+// column is the one column of text that q selects, in order.
+func (s *dbService) column(q string) []string {
+	s.t.Helper()
+	rows, err := s.owner.Query(q)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -661,18 +676,7 @@ func gmServiceUp(t *testing.T, history *state.Store, ups ...string) (*dbService,
 	}
 	t.Setenv("SHOP_E2E_GM_RO_DSN", s.db.DSN)
 	t.Setenv("SHOP_E2E_GM_MIGRATE_URL", s.db.URL)
-	yml := fmt.Sprintf(`
-incident_channels: [%s]
-services:
-  shop:
-    platform: simulated
-    simulated:
-      versions: [{artifact: "shop:v1"}, {artifact: "shop:v2"}, {artifact: "shop:v3", bad: true}]
-      deployed_ago: 1h
-      step_delay: 1ms
-    metrics: {simulated: true}
-    approvers: {groups: [%s]}
-    database:
+	s.serve(fmt.Sprintf(`
       driver: postgres
       dsn_env: SHOP_E2E_GM_RO_DSN
       tool: golang-migrate
@@ -683,9 +687,7 @@ services:
         secret_env:
           DATABASE_URL: {env: SHOP_E2E_GM_MIGRATE_URL}
         timeout: 2m
-      approvers: {groups: [%s]}
-`, slackemu.ChannelIncident, slackemu.GroupOnCall, s.dir, bin, s.dir, slackemu.GroupDBA)
-	s.serve(yml, history)
+      approvers: {groups: [%s]}`, s.dir, bin, s.dir, slackemu.GroupDBA), history)
 	return s, bin
 }
 

@@ -85,39 +85,16 @@ func newRailsApp(t *testing.T, migrations map[string]string) string {
 	rails := railsCommand(t)
 	home := t.TempDir()
 	app := filepath.Join(home, "shop")
-	cmd := exec.Command(rails, "new", app, "--database=postgresql", "--minimal", "--api", "--skip-bundle",
-		"--skip-git", "--skip-bootsnap", "--skip-test", "--skip-keeps", "--quiet")
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home, "LANG=C.UTF-8"}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("rails new: %v\n%s", err, out)
-	}
-	files := map[string]string{"Gemfile": "source \"https://rubygems.org\"\ngem \"rails\"\ngem \"pg\"\n"}
-	for name, body := range migrations {
-		files[name] = body
-	}
-	for name, body := range files {
-		p := filepath.Join(app, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	runIn(t, home, []string{"PATH=/usr/bin:/bin", "HOME=" + home, "LANG=C.UTF-8"}, rails, "new", app, "--database=postgresql",
+		"--minimal", "--api", "--skip-bundle", "--skip-git", "--skip-bootsnap", "--skip-test", "--skip-keeps", "--quiet")
+	writeFiles(t, app, map[string]string{"Gemfile": "source \"https://rubygems.org\"\ngem \"rails\"\ngem \"pg\"\n"}, migrations)
 	return app
 }
 
 // binRails runs the app's bin/rails as a release's deploy would.
 func binRails(t *testing.T, app, dsn string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("bin/rails", args...)
-	cmd.Dir = app
-	cmd.Env = railsEnv(filepath.Dir(app), dsn)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("bin/rails %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return runIn(t, app, railsEnv(filepath.Dir(app), dsn), "bin/rails", args...)
 }
 
 // railsService is the Rails app migrated to the bad release on
@@ -155,17 +132,6 @@ func railsService(t *testing.T, migrationsDir string) *dbService {
 	t.Setenv("SHOP_E2E_RAILS_RO_DSN", s.db.DSN)
 	t.Setenv("SHOP_E2E_RAILS_MIGRATE_DSN", s.db.DSN)
 	s.serve(fmt.Sprintf(`
-incident_channels: [%s]
-services:
-  shop:
-    platform: simulated
-    simulated:
-      versions: [{artifact: "shop:v1"}, {artifact: "shop:v2"}, {artifact: "shop:v3", bad: true}]
-      deployed_ago: 1h
-      step_delay: 1ms
-    metrics: {simulated: true}
-    approvers: {groups: [%s]}
-    database:
       driver: postgres
       dsn_env: SHOP_E2E_RAILS_RO_DSN
       tool: rails
@@ -178,31 +144,14 @@ services:
         secret_env:
           DATABASE_URL: {env: SHOP_E2E_RAILS_MIGRATE_DSN}
         timeout: 2m
-      approvers: {groups: [%s]}
-`, slackemu.ChannelIncident, slackemu.GroupOnCall, migrationsDir, s.dir, slackemu.GroupDBA), history)
+      approvers: {groups: [%s]}`, migrationsDir, s.dir, slackemu.GroupDBA), history)
 	return s
 }
 
 // railsVersions lists schema_migrations, oldest first.
 func (s *dbService) railsVersions() []string {
 	s.t.Helper()
-	rows, err := s.owner.Query(`SELECT version FROM schema_migrations ORDER BY version`)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			s.t.Fatal(err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		s.t.Fatal(err)
-	}
-	return out
+	return s.column(`SELECT version FROM schema_migrations ORDER BY version`)
 }
 
 // TestDBRailsRollbackThroughSlack: the bad release's Rails migration added
