@@ -28,7 +28,8 @@ import (
 // record of the versions applied while the last good release ran.
 
 // railsMigrations are the app's db/migrate: the last good release's two
-// migrations and the bad release's one, which adds a column and an index.
+// migrations and the bad release's two, which add a column with an index
+// and a table.
 var railsMigrations = map[string]string{
 	"db/migrate/20240101000000_create_products.rb": `class CreateProducts < ActiveRecord::Migration[6.1]
   def change
@@ -52,11 +53,20 @@ end
   end
 end
 `,
+	"db/migrate/20241201000100_create_suppliers.rb": `class CreateSuppliers < ActiveRecord::Migration[6.1]
+  def change
+    create_table :suppliers do |t|
+      t.string :name, null: false
+    end
+  end
+end
+`,
 }
 
 const (
 	railsGoodVersion = "20240201000000" // the last good release's newest migration
-	railsBadVersion  = "20241201000000"
+	railsBadVersion  = "20241201000000" // the bad release's: products.sku
+	railsBadVersion2 = "20241201000100" // and suppliers
 )
 
 // railsCommand is Debian's rails, checked to load Rails and the pg driver.
@@ -125,7 +135,7 @@ func railsService(t *testing.T, migrationsDir string) *dbService {
 			t.Fatal(err)
 		}
 	}
-	if out := binRails(t, s.dir, s.db.DSN, "db:migrate"); !strings.Contains(out, "AddSkuToProducts: migrated") {
+	if out := binRails(t, s.dir, s.db.DSN, "db:migrate"); !strings.Contains(out, "AddSkuToProducts: migrated") || !strings.Contains(out, "CreateSuppliers: migrated") {
 		t.Fatalf("the bad release's migration did not run:\n%s", out)
 	}
 
@@ -154,11 +164,12 @@ func (s *dbService) railsVersions() []string {
 	return s.column(`SELECT version FROM schema_migrations ORDER BY version`)
 }
 
-// TestDBRailsRollbackThroughSlack: the bad release's Rails migration added
-// products.sku. Alice asks, Bob confirms, Dana approves; Rails' own
-// `bin/rails db:rollback STEP=1` runs in the app's directory with its
-// environment, its output lands in the thread, schema_migrations is back
-// at the last good release's version, and only then the app rolls back.
+// TestDBRailsRollbackThroughSlack: the bad release's Rails migrations
+// added products.sku and the suppliers table. Alice asks, Bob confirms,
+// Dana approves; Rails' own `bin/rails db:rollback STEP=2` runs in the
+// app's directory with its environment, its output lands in the thread,
+// schema_migrations is back at the last good release's version, and only
+// then the app rolls back.
 func TestDBRailsRollbackThroughSlack(t *testing.T) {
 	s := railsService(t, "")
 	h := s.h
@@ -168,8 +179,8 @@ func TestDBRailsRollbackThroughSlack(t *testing.T) {
 
 	h.slash(slackemu.UserAlice, `shop --reason "checkout 500s after v3"`)
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
-	wantAll(t, "assessment", a.PlainText(), "Decision gate: 1 migration(s) ran since the deploy", "(rails)",
-		railsBadVersion, "add sku to products", "reversible", "rails migrations are code")
+	wantAll(t, "assessment", a.PlainText(), "Decision gate: 2 migration(s) ran since the deploy", "(rails)",
+		railsBadVersion, "add sku to products", railsBadVersion2, "create suppliers", "reversible", "rails migrations are code")
 	for _, old := range []string{"20240101000000", railsGoodVersion} {
 		if strings.Contains(a.PlainText(), old) {
 			t.Errorf("the assessment lists %s, which ran before the deploy:\n%s", old, a.PlainText())
@@ -179,7 +190,7 @@ func TestDBRailsRollbackThroughSlack(t *testing.T) {
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
 	wantAll(t, "DB approval request", m.PlainText(), handlers.DowntimeWarning, "reversible: run the down migration",
-		"bin/rails db:rollback STEP=$(ROLLBOT_STEPS)", "$SHOP_E2E_RAILS_RO_DSN", railsBadVersion, "Needs 1 distinct DB approver(s)")
+		"bin/rails db:rollback STEP=$(ROLLBOT_STEPS)", "$SHOP_E2E_RAILS_RO_DSN", railsBadVersion+", "+railsBadVersion2, "Needs 1 distinct DB approver(s)")
 	if !s.columnExists("products", "sku") || current(t, s.sim) != "shop:v3" {
 		t.Fatal("something changed before the DB approval")
 	}
@@ -190,16 +201,17 @@ func TestDBRailsRollbackThroughSlack(t *testing.T) {
 	done := h.waitFor("database step done", inThread(a.TS, textHas("Database rollback* done:")))
 	t.Logf("database step in the thread:\n%s", done.PlainText())
 	wantAll(t, "database step output", done.PlainText(),
-		"== "+railsBadVersion+" AddSkuToProducts: reverting", // Rails' own output, streamed from the command
-		"-- remove_index(:products, :sku)", "-- remove_column(:products, :sku, :string)",
+		// Rails' own output, newest first, streamed from the command.
+		"== "+railsBadVersion2+" CreateSuppliers: reverting", "-- drop_table(:suppliers",
+		"== "+railsBadVersion+" AddSkuToProducts: reverting", "-- remove_index(:products, :sku)", "-- remove_column(:products, :sku, :string)",
 		"is back at "+railsGoodVersion+" (checked in schema_migrations)")
 	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
 
 	if got, want := strings.Join(s.railsVersions(), ","), "20240101000000,"+railsGoodVersion; got != want {
 		t.Errorf("schema_migrations = %s, want %s", got, want)
 	}
-	if s.columnExists("products", "sku") {
-		t.Error("products.sku still exists: the down migration did not run")
+	if s.columnExists("products", "sku") || s.columnExists("suppliers", "name") {
+		t.Error("products.sku or suppliers still exists: the down migrations did not run")
 	}
 	if !s.columnExists("products", "price_cents") {
 		t.Error("products.price_cents is gone: STEP went too far")
@@ -225,9 +237,10 @@ func TestDBRailsRollbackThroughSlack(t *testing.T) {
 // TestDBRailsFailingRollbackThroughSlack: the down command fails — a view
 // created after the deploy depends on products.sku, so PostgreSQL refuses
 // Rails' remove_column. The thread shows Rails' error and says the app
-// was not rolled back; the app stays on the bad release, the schema as it
-// was (Rails ran the migration's down in a transaction), and the timeline
-// records the failure.
+// was not rolled back; the app stays on the bad release, and the timeline
+// records the failure. The database is left as Rails leaves it: each
+// migration's down in its own transaction, so suppliers (the newest) is
+// rolled back and products.sku is not.
 func TestDBRailsFailingRollbackThroughSlack(t *testing.T) {
 	s := railsService(t, "")
 	h := s.h
@@ -252,10 +265,10 @@ func TestDBRailsFailingRollbackThroughSlack(t *testing.T) {
 		t.Errorf("the app was rolled back to %s although the database step failed", got)
 	}
 	if got, want := strings.Join(s.railsVersions(), ","), "20240101000000,"+railsGoodVersion+","+railsBadVersion; got != want {
-		t.Errorf("schema_migrations = %s, want %s (untouched)", got, want)
+		t.Errorf("schema_migrations = %s, want %s", got, want)
 	}
-	if !s.columnExists("products", "sku") {
-		t.Error("products.sku is gone although Rails' rollback failed")
+	if !s.columnExists("products", "sku") || s.columnExists("suppliers", "name") {
+		t.Error("want products.sku kept (its rollback failed) and suppliers gone (rolled back first)")
 	}
 	evs := h.events("RB-1")
 	if !hasEvent(evs, "database", "failed: the database rollback failed: the down command bin/rails failed (exit status 1)") {
@@ -280,7 +293,7 @@ func TestDBRailsMissingMigrationsDirThroughSlack(t *testing.T) {
 
 	h.slash(slackemu.UserAlice, "shop")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
-	want := "migrations ran (" + railsBadVersion + "), but migrations_dir " + missing + " does not exist on the bot's host"
+	want := "migrations ran (" + railsBadVersion + ", " + railsBadVersion2 + "), but migrations_dir " + missing + " does not exist on the bot's host"
 	wantAll(t, "assessment", a.PlainText(), ":warning: *Database migrations:* could not check", want,
 		"check migrations_dir (the release's db/migrate) in the config", "The database step comes first")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
@@ -295,7 +308,7 @@ func TestDBRailsMissingMigrationsDirThroughSlack(t *testing.T) {
 	h.approve(slackemu.UserDana, m, "shop")
 	h.waitFor("done by hand", inThread(a.TS, textHas("approved as done by hand by <@"+slackemu.UserDana+">")))
 	h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
-	if got := s.railsVersions(); len(got) != 3 || !s.columnExists("products", "sku") {
+	if got := s.railsVersions(); len(got) != 4 || !s.columnExists("products", "sku") {
 		t.Errorf("rollbot ran something on the database: schema_migrations %v", got)
 	}
 	s.noSecretLeaked()
