@@ -164,7 +164,14 @@ type dbService struct {
 func writeProject(t *testing.T, bad map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, files := range []map[string]string{djangoFiles, bad} {
+	writeFiles(t, dir, djangoFiles, bad)
+	return dir
+}
+
+// writeFiles writes each set of files (path relative to dir -> content).
+func writeFiles(t *testing.T, dir string, sets ...map[string]string) {
+	t.Helper()
+	for _, files := range sets {
 		for name, body := range files {
 			p := filepath.Join(dir, name)
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -175,18 +182,25 @@ func writeProject(t *testing.T, bad map[string]string) string {
 			}
 		}
 	}
-	return dir
 }
 
 // manage runs manage.py as the release's deploy would.
 func manage(t *testing.T, dir, dsn string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(djangoPython(t), append([]string{"manage.py"}, args...)...)
+	return runIn(t, dir, []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "LANG=C.UTF-8", "DATABASE_URL=" + dsn},
+		djangoPython(t), append([]string{"manage.py"}, args...)...)
+}
+
+// runIn runs a release's own tool in dir with exactly env, failing the
+// test with its output when it fails.
+func runIn(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "LANG=C.UTF-8", "DATABASE_URL=" + dsn}
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("manage.py %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }
@@ -205,13 +219,8 @@ type restoreConfig struct {
 // the earlier ones before.
 func startDBService(t *testing.T, bad map[string]string, restore *restoreConfig) *dbService {
 	t.Helper()
-	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{TimeZone: "Europe/Berlin"})
-	s := &dbService{t: t, db: pg.CreateDatabase(t), dir: writeProject(t, bad), buildLog: &logtest.Buffer{}}
-	var err error
-	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.owner.Close() })
+	s := newDBService(t, dbtest.PostgresOptions{TimeZone: "Europe/Berlin"})
+	s.dir = writeProject(t, bad)
 
 	// The last good release: 0001 and 0002, two hours ago, with data.
 	manage(t, s.dir, s.db.DSN, "migrate", "shop", "0002", "--no-input")
@@ -246,24 +255,7 @@ func startDBService(t *testing.T, bad map[string]string, restore *restoreConfig)
 			restoreYAML += "\n        switch: " + restore.switchMode
 		}
 	}
-	yml := fmt.Sprintf(`
-incident_channels: [%s]
-services:
-  shop:
-    platform: simulated
-    simulated:
-      versions:
-        - artifact: shop:v1
-        - artifact: shop:v2
-        - artifact: shop:v3
-          bad: true
-      deployed_ago: 1h
-      step_delay: 1ms
-    metrics:
-      simulated: true
-    approvers:
-      groups: [%s]
-    database:
+	s.serve(fmt.Sprintf(`
       driver: postgres
       dsn_env: %s
       tool: django
@@ -279,8 +271,45 @@ services:
         timeout: 2m
       approvers:
         users: [%s]
-        groups: [%s]%s
-`, slackemu.ChannelIncident, slackemu.GroupOnCall, roVar, s.dir, djangoPython(t), s.dir, rwVar, slackemu.UserAlice, slackemu.GroupDBA, restoreYAML)
+        groups: [%s]%s`, roVar, s.dir, djangoPython(t), s.dir, rwVar, slackemu.UserAlice, slackemu.GroupDBA, restoreYAML), nil)
+	return s
+}
+
+// newDBService starts PostgreSQL with a database for the test and an
+// owner connection to it, for setting up and checking the schema.
+func newDBService(t *testing.T, opts dbtest.PostgresOptions) *dbService {
+	t.Helper()
+	pg := dbtest.StartPostgres(t, opts)
+	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &logtest.Buffer{}}
+	var err error
+	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.owner.Close() })
+	return s
+}
+
+// serve builds the simulated service shop (v3 is bad, deployed an hour
+// ago; on-call approves) with database, the YAML of its database block
+// (indented six spaces), as `rollbot serve` does (ParseConfig, Validate,
+// BuildServices), with history as rollbot's record of applied versions
+// (nil: none), and starts the bot on the local Slack server.
+func (s *dbService) serve(database string, history *state.Store) {
+	t := s.t
+	t.Helper()
+	yml := fmt.Sprintf(`
+incident_channels: [%s]
+services:
+  shop:
+    platform: simulated
+    simulated:
+      versions: [{artifact: "shop:v1"}, {artifact: "shop:v2"}, {artifact: "shop:v3", bad: true}]
+      deployed_ago: 1h
+      step_delay: 1ms
+    metrics: {simulated: true}
+    approvers: {groups: [%s]}
+    database:%s
+`, slackemu.ChannelIncident, slackemu.GroupOnCall, database)
 	cfg, err := ParseConfig([]byte(yml))
 	if err != nil {
 		t.Fatalf("parse config: %v\n%s", err, yml)
@@ -289,7 +318,7 @@ services:
 		t.Fatalf("config invalid: %v\n%s", err, yml)
 	}
 	log := slog.New(slog.NewJSONHandler(s.buildLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	services, err := BuildServices(context.Background(), cfg, nil, log)
+	services, err := BuildServices(context.Background(), cfg, history, log)
 	if err != nil {
 		t.Fatalf("build services: %v", err)
 	}
@@ -301,7 +330,6 @@ services:
 		t.Fatalf("platform is %T, want *sim.Sim", services[0].Platform)
 	}
 	s.h = newHarness(t, services, fastEngine())
-	return s
 }
 
 func (s *dbService) exec(q string) {
@@ -325,7 +353,13 @@ func (s *dbService) columnExists(table, column string) bool {
 // shopMigrations lists the applied shop migrations, oldest first.
 func (s *dbService) shopMigrations() []string {
 	s.t.Helper()
-	rows, err := s.owner.Query(`SELECT name FROM django_migrations WHERE app = 'shop' ORDER BY id`)
+	return s.column(`SELECT name FROM django_migrations WHERE app = 'shop' ORDER BY id`)
+}
+
+// column is the one column of text that q selects, in order.
+func (s *dbService) column(q string) []string {
+	s.t.Helper()
+	rows, err := s.owner.Query(q)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -629,13 +663,8 @@ func gmService(t *testing.T, history *state.Store) (*dbService, string) {
 // of ups in turn (the last one is the bad release's).
 func gmServiceUp(t *testing.T, history *state.Store, ups ...string) (*dbService, string) {
 	t.Helper()
-	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
-	s := &dbService{t: t, db: pg.CreateDatabase(t), buildLog: &logtest.Buffer{}}
+	s := newDBService(t, dbtest.PostgresOptions{})
 	var err error
-	if s.owner, err = sql.Open("pgx", s.db.DSN); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.owner.Close() })
 	if s.dir, err = filepath.Abs("../platforms/migrations/testdata/golang-migrate"); err != nil {
 		t.Fatal(err)
 	}
@@ -647,18 +676,7 @@ func gmServiceUp(t *testing.T, history *state.Store, ups ...string) (*dbService,
 	}
 	t.Setenv("SHOP_E2E_GM_RO_DSN", s.db.DSN)
 	t.Setenv("SHOP_E2E_GM_MIGRATE_URL", s.db.URL)
-	yml := fmt.Sprintf(`
-incident_channels: [%s]
-services:
-  shop:
-    platform: simulated
-    simulated:
-      versions: [{artifact: "shop:v1"}, {artifact: "shop:v2"}, {artifact: "shop:v3", bad: true}]
-      deployed_ago: 1h
-      step_delay: 1ms
-    metrics: {simulated: true}
-    approvers: {groups: [%s]}
-    database:
+	s.serve(fmt.Sprintf(`
       driver: postgres
       dsn_env: SHOP_E2E_GM_RO_DSN
       tool: golang-migrate
@@ -669,21 +687,7 @@ services:
         secret_env:
           DATABASE_URL: {env: SHOP_E2E_GM_MIGRATE_URL}
         timeout: 2m
-      approvers: {groups: [%s]}
-`, slackemu.ChannelIncident, slackemu.GroupOnCall, s.dir, bin, s.dir, slackemu.GroupDBA)
-	cfg, err := ParseConfig([]byte(yml))
-	if err != nil {
-		t.Fatalf("parse config: %v\n%s", err, yml)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config invalid: %v\n%s", err, yml)
-	}
-	services, err := BuildServices(context.Background(), cfg, history, slog.New(slog.NewJSONHandler(s.buildLog, nil)))
-	if err != nil {
-		t.Fatalf("build services: %v", err)
-	}
-	s.sim = services[0].Platform.(*sim.Sim)
-	s.h = newHarness(t, services, fastEngine())
+      approvers: {groups: [%s]}`, s.dir, bin, s.dir, slackemu.GroupDBA), history)
 	return s, bin
 }
 

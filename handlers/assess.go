@@ -668,7 +668,11 @@ func assessmentSummary(a *Assessment) string {
 		s += "; last known good " + a.Good.Label()
 	}
 	if a.Gate && a.Migrations == nil {
-		s += "; could not check migrations: database step (by hand) first"
+		why := ""
+		if a.MigErr != "" {
+			why = " (" + a.MigErr + ")"
+		}
+		s += "; could not check migrations" + why + ": database step (by hand) first"
 	} else if a.Gate {
 		s += fmt.Sprintf("; %d migration(s) ran: database step first", len(a.Migrations.Ran))
 	}

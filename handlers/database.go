@@ -30,7 +30,11 @@ func requiredApprovals(in *state.Incident, svc *Service) int {
 func (e *Engine) requestDBApproval(ctx context.Context, in *state.Incident, svc *Service) {
 	plan := "no database is configured for " + svc.Name + ": roll the migrations back by hand, then press Approve to continue with the app"
 	if in.DBManual {
-		plan = "rollbot could not tell whether migrations ran (see the assessment): check the migration table, roll back by hand whatever the bad release migrated, then approve to continue with the app"
+		why := "see the assessment"
+		if a := e.assessmentOf(in); a.MigErr != "" {
+			why = a.MigErr
+		}
+		plan = "rollbot could not tell whether migrations ran, or whether its down command can undo them (" + why + "): check the migration table, roll back by hand whatever the bad release migrated, then approve to continue with the app"
 	} else if svc.Database != nil {
 		if in.DBDestructive {
 			plan = svc.Database.RestorePlan(ctx, in.ID, in.DeployedAt)

@@ -148,6 +148,7 @@ type wantReport struct {
 	steps                 int
 	dirty                 bool
 	uncertain             bool
+	byHand                string // substring of ByHand; "": none
 	ran                   []wantMigration
 	action                Action
 }
@@ -158,6 +159,9 @@ func checkReport(t *testing.T, rep Report, want wantReport) {
 		(rep.Uncertain != "") != want.uncertain || rep.Steps != want.steps {
 		t.Errorf("report tool=%s current=%q target=%q steps=%d dirty=%v uncertain=%q\nwant tool=%s current=%q target=%q steps=%d dirty=%v uncertain=%v",
 			rep.Tool, rep.Current, rep.Target, rep.Steps, rep.Dirty, rep.Uncertain, want.tool, want.current, want.target, want.steps, want.dirty, want.uncertain)
+	}
+	if (rep.ByHand == "") != (want.byHand == "") || !strings.Contains(rep.ByHand, want.byHand) {
+		t.Errorf("by hand %q, want %q", rep.ByHand, want.byHand)
 	}
 	var ids, wantIDs []string
 	for _, m := range rep.Ran {
@@ -272,6 +276,28 @@ func TestDetect(t *testing.T) {
 			railsFixture(db)
 			return db.cfg, nil
 		}, wantReport{tool: ToolRails, current: "20241121100000", uncertain: true, action: ActionManual}},
+		{"rails applied out of version order", func(db *testDB) (Config, []string) {
+			// The last good release had the newest version; the bad one
+			// brought two older ones (a branch merged late). db:rollback
+			// STEP=2 would undo 20241121100000 and leave both.
+			railsFixture(db)
+			c := db.cfg
+			c.MigrationsDir = "testdata/rails/db/migrate"
+			return c, []string{railsVersions[0], railsVersions[3]}
+		}, wantReport{tool: ToolRails, current: "20241121100000", target: "20241121100000", steps: 2, action: ActionManual,
+			byHand: "Rails migration(s) 20240315120000, 20241120093000 ran after the last good deploy but are older than 20241121100000, which was applied before it: `rails db:rollback STEP=2` rolls back the newest versions and would undo the last good release's 20241121100000 instead. Roll back by hand (`bin/rails db:migrate:down VERSION=20241120093000`, `bin/rails db:migrate:down VERSION=20240315120000`), then approve",
+			ran: []wantMigration{
+				{id: "20240315120000", reversible: true, why: "def change in 20240315120000_create_orders.rb", loses: "orders"},
+				{id: "20241120093000", reversible: true, why: "def change in 20241120093000_add_email_to_users.rb", loses: "removes column :users, :email"},
+			}}},
+		{"rails migrations_dir missing", func(db *testDB) (Config, []string) {
+			railsFixture(db)
+			c := db.cfg
+			c.MigrationsDir = "testdata/rails/db/migrate-not-here"
+			return c, railsVersions[:3]
+		}, wantReport{tool: ToolRails, current: "20241121100000", target: "20241120093000", steps: 1, action: ActionManual,
+			byHand: "migrations ran (20241121100000), but migrations_dir testdata/rails/db/migrate-not-here does not exist on the bot's host, so rollbot cannot tell whether they can be undone and does not run the down command: check migrations_dir",
+			ran:    []wantMigration{{id: "20241121100000", why: "no 20241121100000_*.rb in testdata/rails/db/migrate-not-here"}}}},
 		{"golang-migrate (tables made by the migrate CLI)", func(db *testDB) (Config, []string) {
 			runMigrate(t, db, "testdata/golang-migrate", "up")
 			c := db.cfg

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -43,8 +44,16 @@ func RunDown(ctx context.Context, cfg DownConfig, vars map[string]string, out io
 	for i, a := range cfg.Command {
 		argv[i] = expandRefs(a, env)
 	}
-	path, err := lookPath(argv[0], env["PATH"])
+	path, err := lookPath(argv[0], cfg.Dir, env["PATH"])
 	if err != nil {
+		if strings.Contains(argv[0], "/") && !filepath.IsAbs(argv[0]) {
+			where := cfg.Dir
+			if where == "" {
+				where = "the bot's working directory"
+			}
+			return platforms.Userf(fmt.Errorf("run down %s: %w", name, err),
+				"the down command %s is not in %s on the bot's host (or is not executable): check database.down.command and down.dir", name, where)
+		}
 		return platforms.Userf(fmt.Errorf("run down %s: %w", name, err), "the down command %s is not installed on the bot's host", name)
 	}
 
@@ -149,9 +158,14 @@ func envList(env map[string]string) []string {
 	return out
 }
 
-// lookPath resolves name against the child's PATH, not the bot's.
-func lookPath(name, path string) (string, error) {
+// lookPath resolves name against the child's PATH, not the bot's. A name
+// with a slash is a path; a relative one (bin/rails, ./manage.py) is
+// relative to the command's working directory dir, as the child sees it.
+func lookPath(name, dir, path string) (string, error) {
 	if strings.Contains(name, "/") {
+		if dir != "" && !filepath.IsAbs(name) {
+			name = filepath.Join(dir, name)
+		}
 		return exec.LookPath(name)
 	}
 	for _, dir := range strings.Split(path, ":") {

@@ -72,6 +72,32 @@ func TestRunDownEnvironment(t *testing.T) {
 	}
 }
 
+// TestRunDownRelativeCommand: a command given relative to the service's
+// directory (Rails' bin/rails) is found there, not in the bot's own
+// working directory.
+func TestRunDownRelativeCommand(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "rails"), []byte("#!/bin/sh\necho \"rolled back $1 in $(pwd)\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DownConfig{Kind: DownCommand, Dir: dir, Command: []string{"bin/rails", "STEP=$(ROLLBOT_STEPS)"}}
+	var w lines
+	if err := RunDown(context.Background(), cfg, map[string]string{"ROLLBOT_STEPS": "2"}, &w); err != nil {
+		t.Fatalf("RunDown: %v (output %q)", err, w.String())
+	}
+	if got, want := w.String(), "rolled back STEP=2 in "+dir+"\n"; got != want {
+		t.Errorf("output %q, want %q", got, want)
+	}
+	cfg.Dir = t.TempDir() // no bin/rails there
+	err := RunDown(context.Background(), cfg, nil, &lines{})
+	if msg, ok := platforms.UserMessage(err); !ok || !strings.Contains(msg, "bin/rails is not in "+cfg.Dir+" on the bot's host") {
+		t.Errorf("without bin/rails in dir: %v", err)
+	}
+}
+
 func TestRunDownFailures(t *testing.T) {
 	ctx := context.Background()
 	t.Run("exit status", func(t *testing.T) {

@@ -75,8 +75,13 @@ type Report struct {
 	// Uncertain says why rollbot cannot tell which migrations ran (e.g. no
 	// record of the versions at the last good deploy). The gate treats an
 	// uncertain report as "migrations may have run".
-	Uncertain string   `json:"uncertain,omitempty"`
-	Notes     []string `json:"notes,omitempty"`
+	Uncertain string `json:"uncertain,omitempty"`
+	// ByHand says why the down command must not run although rollbot
+	// knows what ran (a Rails migration applied out of version order, a
+	// migrations_dir it cannot read), and what to do instead. The gate
+	// treats it like an uncertain report: the database step by hand.
+	ByHand string   `json:"by_hand,omitempty"`
+	Notes  []string `json:"notes,omitempty"`
 }
 
 // Action is the decision gate's verdict (runbook §1: "if database
@@ -110,6 +115,8 @@ func (r Report) Decide() Decision {
 		return Decision{ActionManual, fmt.Sprintf("%s records a failed, half-applied migration (at %s): fix the schema by hand before any rollback", r.Tool, orNone(r.Current))}
 	case r.Uncertain != "":
 		return Decision{ActionManual, "cannot tell whether migrations ran: " + r.Uncertain}
+	case r.ByHand != "":
+		return Decision{ActionManual, r.ByHand}
 	case len(r.Ran) == 0:
 		return Decision{ActionNone, fmt.Sprintf("no %s migration ran since the deploy started (current %s)", r.Tool, orNone(r.Current))}
 	}

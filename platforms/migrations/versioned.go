@@ -72,7 +72,45 @@ func (r *reader) rails(ctx context.Context, known []string) (Report, error) {
 	if len(gone) > 0 {
 		rep.Notes = append(rep.Notes, "applied at the last good deploy but no longer: "+strings.Join(gone, ", "))
 	}
+	rep.ByHand = railsByHand(rep, r.cfg.MigrationsDir)
 	return rep, nil
+}
+
+// railsByHand says why `rails db:rollback STEP=n` must not be run for rep,
+// or "". Rails rolls back the n newest versions in db/migrate, whenever
+// they were applied: a version the bad release applied that is older than
+// one applied at the last good deploy (a branch merged late) is not among
+// them, and STEP=n would undo the good release's migration instead. And
+// without db/migrate Rails cannot roll anything back.
+func railsByHand(rep Report, dir string) string {
+	if len(rep.Ran) == 0 {
+		return ""
+	}
+	if dir != "" {
+		if _, err := os.ReadDir(dir); err != nil {
+			what := "cannot be read"
+			if errors.Is(err, fs.ErrNotExist) {
+				what = "does not exist"
+			}
+			return fmt.Sprintf("migrations ran (%s), but migrations_dir %s %s on the bot's host, so rollbot cannot tell whether they can be undone and does not run the down command: check migrations_dir (the release's db/migrate) in the config, or roll the database back by hand, then approve",
+				rep.ranIDs(), dir, what)
+		}
+	}
+	var early []string
+	for _, m := range rep.Ran {
+		if compareVersions(m.ID, rep.Target) < 0 {
+			early = append(early, m.ID)
+		}
+	}
+	if len(early) == 0 {
+		return ""
+	}
+	var downs []string // newest first, as a rollback goes
+	for i := len(rep.Ran) - 1; i >= 0; i-- {
+		downs = append(downs, "`bin/rails db:migrate:down VERSION="+rep.Ran[i].ID+"`")
+	}
+	return fmt.Sprintf("Rails migration(s) %s ran after the last good deploy but are older than %s, which was applied before it: `rails db:rollback STEP=%d` rolls back the newest versions and would undo the last good release's %s instead. Roll back by hand (%s), then approve",
+		strings.Join(early, ", "), rep.Target, len(rep.Ran), rep.Target, strings.Join(downs, ", "))
 }
 
 func (r *reader) railsSource(m *Migration, path string) {
