@@ -19,8 +19,10 @@
 //	go run ./bench/ackload -idle deploy/rollbot.example.yaml [-runs 3]
 //
 // measures only the idle memory of `rollbot serve` with that config (the
-// example config has every platform): resident, anonymous (the heap and
-// stacks) and file-backed (pages of the executable), from /proc.
+// example config has every platform; the files and variables it names
+// must exist, and the databases it names must answer): resident,
+// anonymous (the heap and stacks) and file-backed (pages of the
+// executable), from /proc.
 package main
 
 import (
@@ -216,8 +218,11 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(),
 		"SLACK_BOT_TOKEN=" + slackemu.BotToken, "SLACK_APP_TOKEN=" + slackemu.AppToken,
 		"SLACK_API_URL=" + emu.APIURL(), "REDIS_URL=" + redisURL, "ROLLBOT_OPS_ADDR=off"}
-	if !isBot && n == 0 { // -idle: the variables its config names
-		cmd.Env = append(os.Environ(), cmd.Env...)
+	if n == 0 {
+		// -idle: the variables its config names come from this
+		// environment, and the ops listener is on (an Alertmanager
+		// receiver needs it).
+		cmd.Env = append(append(os.Environ(), cmd.Env...), "ROLLBOT_OPS_ADDR=127.0.0.1:0")
 	}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
