@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -19,8 +20,8 @@ import (
 // message ends in its final state. How long that takes is
 // BenchmarkTenIncidents' figure, not this test's.
 func TestTenIncidentsWithinSlackRateLimits(t *testing.T) {
-	took := tenIncidents(t)
-	t.Logf("10 incidents: last message in its final state %s after the commands", took.Round(100*time.Millisecond))
+	took, waits := tenIncidents(t)
+	t.Logf("10 incidents: last message in its final state %s after the commands; longest waits for a turn: %v", took.Round(100*time.Millisecond), waits)
 }
 
 // BenchmarkTenIncidents reports the time from ten /rollback commands at
@@ -29,20 +30,25 @@ func TestTenIncidentsWithinSlackRateLimits(t *testing.T) {
 // BenchmarkTenIncidents -benchtime 3x). The outcome is checked as in the
 // test: no 429, every message final.
 func BenchmarkTenIncidents(b *testing.B) {
-	var total, worst time.Duration
+	var total, worst, update, post time.Duration
 	for b.Loop() {
-		took := tenIncidents(b)
+		took, waits := tenIncidents(b)
 		total += took
 		worst = max(worst, took)
+		update, post = max(update, waits["chat.update"]), max(post, waits["chat.postMessage"])
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s-to-last-final")
 	b.ReportMetric(worst.Seconds(), "s-worst")
+	b.ReportMetric(update.Seconds(), "s-longest-update-wait")
+	b.ReportMetric(post.Seconds(), "s-longest-post-wait")
 }
 
 // tenIncidents runs the ten rollbacks and checks their outcome; it returns
 // the time from the commands to the moment every incident was complete
-// with every message final.
-func tenIncidents(tb testing.TB) time.Duration {
+// with every message final, and the longest wait of a call for its turn
+// under Slack's tiers, by method (from the bot's debug log, which names
+// waits of a second or more).
+func tenIncidents(tb testing.TB) (time.Duration, map[string]time.Duration) {
 	tb.Helper()
 	var services []*handlers.Service
 	for i := range 10 {
@@ -92,7 +98,28 @@ func tenIncidents(tb testing.TB) time.Duration {
 	if strings.Contains(h.logs.String(), "incident taken over") {
 		tb.Errorf("a step was stopped as taken over with a single replica:\n%s", h.logs.String())
 	}
-	return took
+	return took, longestPaceWaits(tb, h.logs.String())
+}
+
+// longestPaceWaits reads the bot's JSON log for "slack call paced" lines
+// and returns the longest wait by method.
+func longestPaceWaits(tb testing.TB, log string) map[string]time.Duration {
+	tb.Helper()
+	out := map[string]time.Duration{}
+	for line := range strings.SplitSeq(log, "\n") {
+		if !strings.Contains(line, `"slack call paced"`) {
+			continue
+		}
+		var l struct {
+			Op     string        `json:"op"`
+			Waited time.Duration `json:"waited"` // slog writes a duration in nanoseconds
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			tb.Fatalf("log line %q: %v", line, err)
+		}
+		out[l.Op] = max(out[l.Op], l.Waited)
+	}
+	return out
 }
 
 // The decision buttons reach the assessment even when its update takes
