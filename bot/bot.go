@@ -144,7 +144,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		o.Engine.Metrics = m
 	}
 	redactor := NewRedactor(append(o.Env.Secrets(), o.Secrets...)...)
-	chat := newRedactChat(&slackChat{api: api, metrics: m}, redactor)
+	chat := newRedactChat(&slackChat{api: api, metrics: m, log: o.Log}, redactor)
 	if o.Engine.Redact == nil {
 		o.Engine.Redact = redactor.String
 	}

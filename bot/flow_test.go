@@ -24,7 +24,7 @@ import (
 
 // harness is rollbot connected to the local Slack server and a real Redis.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	emu    *slackemu.Server
 	store  *state.Store
 	logs   *logtest.Buffer
@@ -51,7 +51,7 @@ func newHarness(t *testing.T, services []*handlers.Service, eng handlers.Options
 }
 
 // newHarnessOn is newHarness on a local Slack server with options.
-func newHarnessOn(t *testing.T, emuOpts slackemu.Options, services []*handlers.Service, eng handlers.Options) *harness {
+func newHarnessOn(t testing.TB, emuOpts slackemu.Options, services []*handlers.Service, eng handlers.Options) *harness {
 	t.Helper()
 	emu, err := slackemu.New(emuOpts)
 	if err != nil {
@@ -233,7 +233,7 @@ func (h *harness) click(user, ts, action string) {
 	}
 }
 
-func simService(t *testing.T, name string, step time.Duration) (*handlers.Service, *sim.Sim) {
+func simService(t testing.TB, name string, step time.Duration) (*handlers.Service, *sim.Sim) {
 	t.Helper()
 	s, err := sim.New(name, sim.Config{
 		Versions:  []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:v2"}, {Artifact: "app:v3", Bad: true}},

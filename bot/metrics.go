@@ -30,6 +30,7 @@ type Metrics struct {
 	slackCalls  *prometheus.CounterVec
 	slackErrors *prometheus.CounterVec
 	slack429s   *prometheus.CounterVec
+	slackPaced  *prometheus.HistogramVec
 	reconnects  prometheus.Counter
 	socketUp    prometheus.Gauge
 	redisErrors *prometheus.CounterVec
@@ -66,6 +67,12 @@ func NewMetrics() *Metrics {
 			Name: "rollbot_slack_api_ratelimited_total",
 			Help: "Slack Web API calls answered HTTP 429, by method.",
 		}, []string{"method"}),
+		slackPaced: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rollbot_slack_pace_wait_seconds",
+			Help: "Time a Slack Web API call waited for its turn under Slack's rate-limit tier before being sent, by method.",
+			// From no wait to a queue of many incidents' updates.
+			Buckets: []float64{0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120},
+		}, []string{"method"}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rollbot_socketmode_reconnects_total",
 			Help: "Socket Mode connections opened after the first one.",
@@ -83,7 +90,7 @@ func NewMetrics() *Metrics {
 			Help: "Incidents taken over from a replica whose lease expired.",
 		}),
 	}
-	m.reg.MustRegister(m.rollbacks, m.steps, m.slackCalls, m.slackErrors, m.slack429s,
+	m.reg.MustRegister(m.rollbacks, m.steps, m.slackCalls, m.slackErrors, m.slack429s, m.slackPaced,
 		m.reconnects, m.socketUp, m.redisErrors, m.takeovers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -128,6 +135,13 @@ func (m *Metrics) slackCall(method string, err error) {
 	var rl *slack.RateLimitedError
 	if errors.As(err, &rl) {
 		m.slack429s.WithLabelValues(method).Inc()
+	}
+}
+
+// slackPace records how long a call waited under its rate-limit tier.
+func (m *Metrics) slackPace(method string, d time.Duration) {
+	if m != nil {
+		m.slackPaced.WithLabelValues(method).Observe(d.Seconds())
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 type slackChat struct {
 	api     *slack.Client
 	metrics *Metrics
+	log     *slog.Logger // nil: no log
 	pace    pacer
 }
 
@@ -28,13 +30,35 @@ type slackChat struct {
 // pacer), so many incidents at once queue here instead of drawing 429s.
 func (c *slackChat) call(ctx context.Context, method, channel string, f func() error) error {
 	return retry(ctx, func() error {
-		if err := c.pace.wait(ctx, method, channel); err != nil {
+		start := time.Now()
+		err := c.pace.wait(ctx, method, channel)
+		c.paced(ctx, method, channel, time.Since(start), err)
+		if err != nil {
 			return err
 		}
-		err := f()
+		err = f()
 		c.metrics.slackCall(method, err)
 		return err
 	})
+}
+
+// paced records a wait for a method's turn: its length by method in the
+// metrics, and in the debug log with the channel and the outcome (a wait
+// cut short by its context names the context's cause), so a message
+// that is late can be told apart from one that queued behind others.
+func (c *slackChat) paced(ctx context.Context, method, channel string, d time.Duration, err error) {
+	if errors.Is(err, handlers.ErrPaced) {
+		return // a live update refused at once; it did not wait
+	}
+	c.metrics.slackPace(method, d)
+	if c.log == nil || (d < time.Second && err == nil) {
+		return
+	}
+	args := []any{"op", method, "channel", channel, "waited", d.Round(time.Millisecond)}
+	if err != nil {
+		args = append(args, "err", err, "cause", context.Cause(ctx))
+	}
+	c.log.Debug("slack call paced", args...)
 }
 
 // Slack's published rate-limit tiers, calls per minute per workspace, for

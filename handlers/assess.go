@@ -582,8 +582,13 @@ func (e *Engine) showDecision(ctx context.Context, in *state.Incident, a *Assess
 	if err := e.chat.Update(ctx, in.Channel, in.ThreadTS, m); err == nil {
 		return
 	} else {
-		e.log.Warn("update the assessment with its buttons", "incident", in.ID, "err", err)
+		e.log.Warn("update the assessment with its buttons", "incident", in.ID, "err", err, "cause", context.Cause(ctx))
 	}
+	// The step's context may be what ended (its budget ran out while the
+	// update waited its turn): the fallback has a context of its own, so
+	// the incident is never left waiting for a click nobody can make.
+	ctx, cancel := e.fresh()
+	defer cancel()
 	if ts, err := e.chat.Post(ctx, in.Channel, in.ThreadTS, m); err == nil {
 		e.store.Update(ctx, in.ID, state.Claim{}, func(i *state.Incident) { i.Messages["assessment"] = ts })
 		return

@@ -278,8 +278,17 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 				return
 			case <-t.C:
 			}
-			gctx, gcancel := context.WithTimeout(hctx, every)
 			in, claim := o.current()
+			if !in.Status.Working() {
+				// The owner itself moved the incident to a wait or an
+				// end, and the lease went with that move: there is
+				// nothing left to keep. What the step still does after
+				// the move (show the decision buttons, post the wait,
+				// release the lock) must not be cancelled as if another
+				// replica had taken over.
+				return
+			}
+			gctx, gcancel := context.WithTimeout(hctx, every)
 			holder, err := e.store.Guard(gctx, in, claim, e.opt.Lease, e.opt.LockTTL)
 			gcancel()
 			switch {
@@ -290,6 +299,12 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 					// The owner moved to its next step (a new fence)
 					// while this check was in flight: not a takeover.
 					continue
+				}
+				if e.handedOff(hctx, in.ID, claim) {
+					// The owner's move out of its working status
+					// committed while this check was in flight, before
+					// the owner saw it: not a takeover either.
+					return
 				}
 				cancel(errTakenOver)
 				return
@@ -308,6 +323,14 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 		}
 	}()
 	return func() { stop(); <-done }
+}
+
+// handedOff reports whether the incident's own owner (claim) moved it out
+// of its working status: same owner and fence, a waiting or final status.
+// A replica that took it over would have raised the fence.
+func (e *Engine) handedOff(ctx context.Context, id string, claim state.Claim) bool {
+	cur, err := e.store.Get(ctx, id)
+	return err == nil && !cur.Status.Working() && state.ClaimOf(cur) == claim
 }
 
 // guard is checked right before every write to a system: the incident is

@@ -15,6 +15,14 @@
 //
 // It prints one table: min / median / max over the runs of ack p50 and p99
 // and of the idle RSS, for both.
+//
+//	go run ./bench/ackload -idle deploy/rollbot.example.yaml [-runs 3]
+//
+// measures only the idle memory of `rollbot serve` with that config (the
+// example config has every platform; the files and variables it names
+// must exist, and the databases it names must answer): resident,
+// anonymous (the heap and stacks) and file-backed (pages of the
+// executable), from /proc.
 package main
 
 import (
@@ -44,12 +52,16 @@ func main() {
 	n := flag.Int("n", 200, "concurrent slash commands per run")
 	runs := flag.Int("runs", 3, "runs")
 	ackOnly := flag.Bool("ackonly", false, "internal: run as the ack-only Socket Mode client")
+	idle := flag.String("idle", "", "only measure the idle memory of `rollbot serve` with this config file")
 	flag.Parse()
 	if *ackOnly {
 		runAckOnly()
 		return
 	}
-	if err := drive(*n, *runs); err != nil {
+	if *idle != "" {
+		*n = 0
+	}
+	if err := drive(*n, *runs, *idle); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -71,10 +83,10 @@ func runAckOnly() {
 
 type result struct {
 	p50, p99 time.Duration
-	rssKB    int
+	mem      memory
 }
 
-func drive(n, runs int) error {
+func drive(n, runs int, idleConfig string) error {
 	dir, err := os.MkdirTemp("", "ackload")
 	if err != nil {
 		return err
@@ -98,6 +110,9 @@ func drive(n, runs int) error {
 		return err
 	}
 
+	if idleConfig != "" {
+		return idleOnly(bin, idleConfig, runs, redisURL)
+	}
 	var bot, floor []result
 	for run := range runs {
 		prefix := "ackload" + strconv.Itoa(run) + strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -116,7 +131,7 @@ func drive(n, runs int) error {
 		}
 		floor = append(floor, f)
 		fmt.Fprintf(os.Stderr, "run %d: rollbot p50 %s p99 %s rss %d KB; ack-only p50 %s p99 %s rss %d KB\n",
-			run+1, r.p50, r.p99, r.rssKB, f.p50, f.p99, f.rssKB)
+			run+1, r.p50, r.p99, r.mem.rss, f.p50, f.p99, f.mem.rss)
 	}
 	fmt.Printf("%d concurrent /rollback commands over one Socket Mode connection, %d runs (min / median / max)\n\n", n, runs)
 	fmt.Println("| | ack p50 | ack p99 | idle RSS |")
@@ -125,7 +140,7 @@ func drive(n, runs int) error {
 		fmt.Printf("| %s | %s | %s | %s |\n", name,
 			spread(rs, func(r result) float64 { return ms(r.p50) }, "%.1f ms"),
 			spread(rs, func(r result) float64 { return ms(r.p99) }, "%.1f ms"),
-			spread(rs, func(r result) float64 { return float64(r.rssKB) / 1024 }, "%.1f MB"))
+			spread(rs, func(r result) float64 { return float64(r.mem.rss) / 1024 }, "%.1f MB"))
 	}
 	row("rollbot serve (simulated platform, real redis-server)", bot)
 	row("ack-only slack-go client", floor)
@@ -134,6 +149,32 @@ func drive(n, runs int) error {
 		ratios = append(ratios, result{p99: time.Duration(float64(bot[i].p99) / float64(floor[i].p99) * float64(time.Millisecond))})
 	}
 	fmt.Printf("\nack p99 ratio rollbot / ack-only, per run: %s\n", spread(ratios, func(r result) float64 { return ms(r.p99) }, "%.2f×"))
+	return nil
+}
+
+// idleOnly starts `rollbot serve --config cfg` runs times and prints its
+// idle memory. Variables the config names (the Alertmanager token, …) are
+// passed through from this program's environment.
+func idleOnly(bin, cfg string, runs int, redisURL string) error {
+	var rs []result
+	for run := range runs {
+		r, err := measure(0, bin, []string{"serve", "--config", cfg}, redisURL, false)
+		if err != nil {
+			return fmt.Errorf("run %d: %w", run+1, err)
+		}
+		fmt.Fprintf(os.Stderr, "run %d: rss %d KB (anonymous %d KB, file-backed %d KB)\n", run+1, r.mem.rss, r.mem.anon, r.mem.file)
+		rs = append(rs, r)
+	}
+	mb := func(f func(memory) int) func(result) float64 {
+		return func(r result) float64 { return float64(f(r.mem)) / 1024 }
+	}
+	fmt.Printf("rollbot serve --config %s, connected and idle, %d runs (min / median / max)\n\n", cfg, runs)
+	fmt.Println("| resident | anonymous | file-backed |")
+	fmt.Println("|---|---|---|")
+	fmt.Printf("| %s | %s | %s |\n",
+		spread(rs, mb(func(m memory) int { return m.rss }), "%.1f MB"),
+		spread(rs, mb(func(m memory) int { return m.anon }), "%.1f MB"),
+		spread(rs, mb(func(m memory) int { return m.file }), "%.1f MB"))
 	return nil
 }
 
@@ -177,6 +218,12 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(),
 		"SLACK_BOT_TOKEN=" + slackemu.BotToken, "SLACK_APP_TOKEN=" + slackemu.AppToken,
 		"SLACK_API_URL=" + emu.APIURL(), "REDIS_URL=" + redisURL, "ROLLBOT_OPS_ADDR=off"}
+	if n == 0 {
+		// -idle: the variables its config names come from this
+		// environment, and the ops listener is on (an Alertmanager
+		// receiver needs it).
+		cmd.Env = append(append(os.Environ(), cmd.Env...), "ROLLBOT_OPS_ADDR=127.0.0.1:0")
+	}
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -189,9 +236,12 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 		return result{}, fmt.Errorf("%w; its output:\n%s", err, out.String())
 	}
 	time.Sleep(2 * time.Second) // idle: start-up work done
-	rss, err := rssKB(cmd.Process.Pid)
+	mem, err := memoryOf(cmd.Process.Pid)
 	if err != nil {
 		return result{}, err
+	}
+	if n == 0 {
+		return result{mem: mem}, nil
 	}
 
 	lat := make([]time.Duration, n)
@@ -214,7 +264,7 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 		return result{}, fmt.Errorf("commands not acknowledged: %w", err)
 	}
 	slices.Sort(lat)
-	r := result{p50: lat[n/2], p99: lat[(n*99+99)/100-1], rssKB: rss}
+	r := result{p50: lat[n/2], p99: lat[(n*99+99)/100-1], mem: mem}
 	if isBot {
 		if err := outcome(emu, n); err != nil {
 			return result{}, err
@@ -240,17 +290,31 @@ func outcome(emu *slackemu.Server, n int) error {
 	})
 }
 
-func rssKB(pid int) (int, error) {
+// memory is a process's resident memory in KB, from /proc/<pid>/status:
+// all of it, the anonymous part (heap, stacks) and the file-backed part
+// (pages of the executable and libraries).
+type memory struct{ rss, anon, file int }
+
+func memoryOf(pid int) (memory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return memory{}, err
 	}
+	var m memory
+	fields := map[string]*int{"VmRSS:": &m.rss, "RssAnon:": &m.anon, "RssFile:": &m.file}
 	for l := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		for name, p := range fields {
+			if v, ok := strings.CutPrefix(l, name); ok {
+				if *p, err = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB")); err != nil {
+					return memory{}, fmt.Errorf("%s %q: %w", name, v, err)
+				}
+			}
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	if m.rss == 0 {
+		return memory{}, errors.New("no VmRSS")
+	}
+	return m, nil
 }
 
 // startRedis starts a throwaway redis-server on a free loopback port.
