@@ -66,6 +66,7 @@ type Adapter struct {
 	replicaSets appsclient.ReplicaSetInterface
 	pods        coreclient.PodInterface
 	events      coreclient.EventInterface
+	nodes       coreclient.NodeInterface
 	logs        logReader
 	access      authorizationclient.SelfSubjectAccessReviewInterface
 	// dyn reads and pauses the workload's GitOps owner (Argo CD, Flux);
@@ -212,6 +213,7 @@ func NewWithClient(cs kubernetes.Interface, cfg Config, log *slog.Logger) *Adapt
 		replicaSets: cs.AppsV1().ReplicaSets(cfg.Namespace),
 		pods:        cs.CoreV1().Pods(cfg.Namespace),
 		events:      cs.CoreV1().Events(cfg.Namespace),
+		nodes:       cs.CoreV1().Nodes(),
 		access:      cs.AuthorizationV1().SelfSubjectAccessReviews(),
 		now:         time.Now,
 	}

@@ -47,6 +47,7 @@ func (a *Adapter) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
 		return nil, err
 	}
 	snap.Health = a.health(st, pods)
+	snap.Nodes = podNodes(pods)
 	if st.current != nil && st.current.Annotations[revisionHistoryAnnotation] != "" {
 		// A ReplicaSet that was rolled back to keeps its old creation
 		// time; its rollout started when its oldest current pod was created.
