@@ -309,8 +309,7 @@ func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 	}
 
 	// Neighbours.
-	var degraded []string
-	var unmeasured []string
+	var degraded, healthy, unmeasured []string
 	for _, nr := range r.neighbours {
 		bad, measured, why := neighbourState(nr, r, svc.AssessWindow)
 		switch {
@@ -322,6 +321,7 @@ func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 			degraded = append(degraded, nr.n.Name+" ("+bad+")")
 		default:
 			rel.Measured++
+			healthy = append(healthy, nr.n.Name)
 		}
 	}
 	neighPart := ""
@@ -347,6 +347,9 @@ func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 	}
 	if len(degraded) > 0 {
 		rel.Evidence = append(rel.Evidence, "degraded: "+strings.Join(degraded, ", "))
+	}
+	if len(healthy) > 0 {
+		rel.Evidence = append(rel.Evidence, "healthy: "+strings.Join(healthy, ", "))
 	}
 	if len(unmeasured) > 0 {
 		rel.Evidence = append(rel.Evidence, "not measured: "+strings.Join(unmeasured, "; "))
