@@ -255,7 +255,9 @@ func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 		}
 		fails = append(fails, f)
 	}
-	var onsetWhy []string
+	// The facts come first, the queries last: a table cell is short.
+	var onsetWhy, sources []string
+	defer func() { rel.Evidence = append(rel.Evidence, sources...) }()
 	for _, f := range fails {
 		if !f.read.ok {
 			onsetWhy = append(onsetWhy, fmt.Sprintf("%s over time not measured: %s", f.name, firstNonEmpty(f.read.err, "no metrics source")))
@@ -270,7 +272,7 @@ func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 		if f.read.s.Query != "" {
 			src += ": `" + f.read.s.Query + "`"
 		}
-		rel.Evidence = append(rel.Evidence, src)
+		sources = append(sources, src)
 		if !ok {
 			onsetWhy = append(onsetWhy, fmt.Sprintf("the %s over time is not over its threshold at the end of the range (noisy, or it recovered)", f.name))
 			continue
