@@ -133,9 +133,13 @@ func TestJudge(t *testing.T) {
 			detail: "other nodes (3 in the cluster): node-c NotReady",
 		},
 		{
-			name:  "no metrics source",
-			scene: func(s *verdictScene) { s.svc.Metrics = nil; s.checks[0].Verdict = Inconclusive; s.checks[1].Verdict = Inconclusive },
-			want:  Unknown, summary: "no metrics source configured, so there is no onset to time",
+			name: "no metrics source",
+			scene: func(s *verdictScene) {
+				s.svc.Metrics = nil
+				s.checks[0].Verdict = Inconclusive
+				s.checks[1].Verdict = Inconclusive
+			},
+			want: Unknown, summary: "no metrics source configured, so there is no onset to time",
 		},
 		{
 			name: "scrape history starts after the deploy",
