@@ -164,7 +164,9 @@ func TestAssessVerdictWithinItsBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	val := func(v float64) platforms.Measurement { return platforms.Measurement{Value: v, Source: "test", Requests: 500} }
+	val := func(v float64) platforms.Measurement {
+		return platforms.Measurement{Value: v, Source: "test", Requests: 500}
+	}
 	m := hangingRange{fakeMetrics{errRatio: val(0.05), p95: val(0.9), baseline: val(0.1)}}
 	svc := &Service{Name: "myapp", Platform: s, Metrics: m, Verdict: VerdictConfig{Budget: 300 * time.Millisecond,
 		Neighbours: []Neighbour{{Name: "payments", Metrics: m}, {Name: "search"}}}}
