@@ -79,6 +79,8 @@ type Adapter struct {
 	// as names the identity an impersonating copy writes with, for
 	// messages: "bob@example.com (for <@U0BOB>)".
 	as string
+	// recent is the last Snapshot's pod list, for the Capture after it.
+	recent *recentPods
 }
 
 var (
@@ -216,6 +218,7 @@ func NewWithClient(cs kubernetes.Interface, cfg Config, log *slog.Logger) *Adapt
 		nodes:       cs.CoreV1().Nodes(),
 		access:      cs.AuthorizationV1().SelfSubjectAccessReviews(),
 		now:         time.Now,
+		recent:      &recentPods{},
 	}
 	a.logs = podLogs{pods: a.pods}
 	// The caller adds "platform" (see bot); the target tells services apart.
