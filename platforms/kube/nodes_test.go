@@ -1,0 +1,147 @@
+package kube_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"rollbot/platforms"
+	"rollbot/platforms/kube"
+	"rollbot/testkit/kubetest"
+	"rollbot/testkit/platformtest"
+	"rollbot/testkit/wait"
+)
+
+// setNodeCondition sets one condition of a node through the status
+// subresource, as a kubelet reports it.
+func setNodeCondition(ctx context.Context, cs kubernetes.Interface, node string, c corev1.NodeCondition) error {
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	c.LastHeartbeatTime, c.LastTransitionTime = metav1.Now(), metav1.Now()
+	i := slices.IndexFunc(n.Status.Conditions, func(x corev1.NodeCondition) bool { return x.Type == c.Type })
+	if i < 0 {
+		n.Status.Conditions = append(n.Status.Conditions, c)
+	} else {
+		n.Status.Conditions[i] = c
+	}
+	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+	return err
+}
+
+// TestNodeConditions: on the real control plane, with a ServiceAccount
+// bound to the shipped Role and then to the ClusterRole rollbot-nodes,
+// NodeConditions reports the kwok node the pods run on under memory
+// pressure (a condition set through the status subresource) as the
+// workload's, and a NotReady node that runs none of them as the cluster's.
+// Without the ClusterRole the message names it.
+func TestNodeConditions(t *testing.T) {
+	e := newEnv(t, v1, 2)
+	kubetest.WaitRolledOut(t, e.admin, e.ns, e.name)
+	ctx := context.Background()
+	snap := e.snapshot(t)
+	if !slices.Equal(snap.Nodes, []string{kubetest.NodeName}) {
+		t.Fatalf("Snapshot.Nodes = %v, want [%s]", snap.Nodes, kubetest.NodeName)
+	}
+
+	_, err := e.a.NodeConditions(ctx, snap.Nodes)
+	if msg := platformtest.UserMessage(t, err); !strings.Contains(msg, "bind the ClusterRole rollbot-nodes of deploy/kubernetes/rbac.yaml") {
+		t.Fatalf("without the ClusterRole: %q", msg)
+	}
+
+	// Bind the ClusterRole as shipped to the adapter's ServiceAccount.
+	kc, err := clientcmd.LoadFromFile(e.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := kc.Contexts[kc.CurrentContext].AuthInfo
+	cr, err := kubetest.LoadClusterRole(rbacFile, kube.NodesClusterRole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr.Name += "-" + e.ns
+	if _, err := e.admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: cr.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: e.ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.admin.RbacV1().ClusterRoleBindings().Delete(ctx, cr.Name, metav1.DeleteOptions{})
+		e.admin.RbacV1().ClusterRoles().Delete(ctx, cr.Name, metav1.DeleteOptions{})
+	})
+	kubetest.Poll(t, "RBAC: rollbot may list nodes", func(ctx context.Context) (bool, error) {
+		r, err := e.admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: "system:serviceaccount:" + e.ns + ":" + sa, ResourceAttributes: &authorizationv1.ResourceAttributes{Resource: "nodes", Verb: "list"}}}, metav1.CreateOptions{})
+		return err == nil && r.Status.Allowed, err
+	})
+
+	rep, err := e.a.NodeConditions(ctx, snap.Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Workload != 1 || rep.Nodes < 1 || slices.ContainsFunc(rep.Problems, func(p platforms.NodeProblem) bool { return p.Node == kubetest.NodeName }) {
+		t.Fatalf("healthy cluster: %+v", rep)
+	}
+
+	// A node that runs none of the pods (no kubelet; tainted so that
+	// nothing is scheduled on it) is NotReady.
+	sick := "sick-" + e.ns
+	if _, err := e.admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: sick},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "rollbot.dev/test", Effect: corev1.TaintEffectNoSchedule}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.admin.CoreV1().Nodes().Delete(ctx, sick, metav1.DeleteOptions{}) })
+	if err := setNodeCondition(ctx, e.admin, sick, corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: "KubeletNotReady", Message: "container runtime is down"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The pods' node under memory pressure. kwok's heartbeat rewrites the
+	// node's conditions every 20-45 s, so the condition is set again
+	// until it is read.
+	pressure := corev1.NodeCondition{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionTrue, Reason: "KubeletHasInsufficientMemory", Message: "kubelet has insufficient memory available"}
+	t.Cleanup(func() {
+		pressure.Status, pressure.Reason, pressure.Message = corev1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"
+		setNodeCondition(ctx, e.admin, kubetest.NodeName, pressure)
+	})
+	wait.For(t, time.Minute, "the node conditions reported", func() (bool, error) {
+		if err := setNodeCondition(ctx, e.admin, kubetest.NodeName, pressure); err != nil {
+			return false, err // a conflict with kwok's heartbeat: again
+		}
+		rep, err = e.a.NodeConditions(ctx, snap.Nodes)
+		if err != nil {
+			return false, wait.Stop(err)
+		}
+		ok := len(rep.Problems) >= 2 &&
+			rep.Problems[0] == platforms.NodeProblem{Node: kubetest.NodeName, Condition: "MemoryPressure", Since: rep.Problems[0].Since, Message: pressure.Message, Workload: true} &&
+			slices.Contains(rep.Problems, platforms.NodeProblem{Node: sick, Condition: "NotReady", Since: problemSince(rep, sick), Message: "container runtime is down"})
+		return ok, fmt.Errorf("report %+v", rep)
+	})
+	if rep.Workload != 1 || rep.Nodes < 2 || time.Since(rep.Problems[0].Since) > time.Minute {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+func problemSince(rep platforms.NodeReport, node string) time.Time {
+	for _, p := range rep.Problems {
+		if p.Node == node {
+			return p.Since
+		}
+	}
+	return time.Time{}
+}
