@@ -8,12 +8,9 @@ import (
 	"testing"
 	"time"
 
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
@@ -61,35 +58,7 @@ func TestNodeConditions(t *testing.T) {
 	}
 
 	// Bind the ClusterRole as shipped to the adapter's ServiceAccount.
-	kc, err := clientcmd.LoadFromFile(e.kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sa := kc.Contexts[kc.CurrentContext].AuthInfo
-	cr, err := kubetest.LoadClusterRole(rbacFile, kube.NodesClusterRole)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr.Name += "-" + e.ns
-	if _, err := e.admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: cr.Name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: e.ns}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.admin.RbacV1().ClusterRoleBindings().Delete(ctx, cr.Name, metav1.DeleteOptions{})
-		e.admin.RbacV1().ClusterRoles().Delete(ctx, cr.Name, metav1.DeleteOptions{})
-	})
-	kubetest.Poll(t, "RBAC: rollbot may list nodes", func(ctx context.Context) (bool, error) {
-		r, err := e.admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User: "system:serviceaccount:" + e.ns + ":" + sa, ResourceAttributes: &authorizationv1.ResourceAttributes{Resource: "nodes", Verb: "list"}}}, metav1.CreateOptions{})
-		return err == nil && r.Status.Allowed, err
-	})
+	e.c.BindClusterRole(t, e.ns, e.kubeconfig, rbacFile, kube.NodesClusterRole, "list", "nodes")
 
 	rep, err := e.a.NodeConditions(ctx, snap.Nodes)
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -440,4 +441,44 @@ func LoadClusterRole(path, name string) (*rbacv1.ClusterRole, error) {
 			return cr, nil
 		}
 	}
+}
+
+// BindClusterRole binds the ClusterRole called name of roleYAMLPath (created
+// as name-<ns>, so tests in other namespaces do not share it) to the
+// ServiceAccount that the kubeconfig at kubeconfigPath (from KubeconfigFor…
+// in ns) uses, and waits until the apiserver authorises verb on resource
+// for it. Both are deleted on t.Cleanup.
+func (c *Cluster) BindClusterRole(t testing.TB, ns, kubeconfigPath, roleYAMLPath, name, verb, resource string) {
+	t.Helper()
+	ctx := context.Background()
+	kc, err := clientcmd.LoadFromFile(kubeconfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := kc.Contexts[kc.CurrentContext].AuthInfo
+	cr, err := LoadClusterRole(roleYAMLPath, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr.Name += "-" + ns
+	cs := c.AdminClient
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: cr.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cs.RbacV1().ClusterRoleBindings().Delete(ctx, cr.Name, metav1.DeleteOptions{})
+		cs.RbacV1().ClusterRoles().Delete(ctx, cr.Name, metav1.DeleteOptions{})
+	})
+	Poll(t, "RBAC: "+sa+" may "+verb+" "+resource, func(ctx context.Context) (bool, error) {
+		r, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: "system:serviceaccount:" + ns + ":" + sa, ResourceAttributes: &authorizationv1.ResourceAttributes{Resource: resource, Verb: verb}}}, metav1.CreateOptions{})
+		return err == nil && r.Status.Allowed, err
+	})
 }
