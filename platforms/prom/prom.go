@@ -213,11 +213,7 @@ func (a *Adapter) measure(ctx context.Context, what, tmpl string, from, to time.
 	}
 	m.Query = q
 
-	budget := a.cfg.Timeout
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < budget {
-		budget = max(time.Until(dl), 0)
-	}
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	ctx, cancel, budget := a.bounded(ctx)
 	defer cancel()
 
 	// The value and the traffic are independent queries; run them together.
@@ -291,6 +287,17 @@ func (a *Adapter) scalar(ctx context.Context, q string, ts time.Time) (float64, 
 	}
 }
 
+// bounded is ctx limited to the configured timeout, and the time the
+// caller has (the timeout, or less when ctx ends sooner), for messages.
+func (a *Adapter) bounded(ctx context.Context) (context.Context, context.CancelFunc, time.Duration) {
+	budget := a.cfg.Timeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < budget {
+		budget = max(time.Until(dl), 0)
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	return ctx, cancel, budget
+}
+
 // timeoutOpts passes ctx's deadline on, so Prometheus stops evaluating
 // too. The client sends Duration.String(); Prometheus 2.x parses "4s" or
 // "250ms" but not "4.9s".
@@ -345,11 +352,7 @@ func (a *Adapter) series(ctx context.Context, what, tmpl string, from, to time.T
 		return s, fmt.Errorf("%s query: %w", what, err)
 	}
 	s.Query = q
-	budget := a.cfg.Timeout
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < budget {
-		budget = max(time.Until(dl), 0)
-	}
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	ctx, cancel, budget := a.bounded(ctx)
 	defer cancel()
 	start := time.Now()
 	val, warnings, _, err := a.api.QueryRange(ctx, q, promv1.Range{Start: from, End: to, Step: step}, timeoutOpts(ctx)...)
