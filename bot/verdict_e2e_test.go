@@ -9,12 +9,20 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
 	"rollbot/handlers"
 	"rollbot/platforms"
+	"rollbot/platforms/kube"
 	"rollbot/state"
+	"rollbot/testkit/kubetest"
 	"rollbot/testkit/promtest"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 )
 
 // deployedAtPlatform is a platform whose Snapshot says the current
@@ -162,4 +170,65 @@ func TestDeploymentRelatedVerdictWithPrometheus(t *testing.T) {
 			t.Fatalf("evidence does not name payments:\n%s", ev)
 		}
 	})
+}
+
+// TestDeploymentRelatedVerdictNodeConditionsThroughSlack: on the real
+// control plane, v2's pods land on a node under memory pressure (its
+// conditions set through the status subresource; no kubelet runs it, so
+// they stay Pending). With the ClusterRole rollbot-nodes as shipped, the
+// assessment on the local Slack server says the failure is likely not
+// this deploy, names the node, and still offers the rollback.
+func TestDeploymentRelatedVerdictNodeConditionsThroughSlack(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := kubetest.CreateNamespace(t, c.AdminClient, "verdict")
+	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 2)
+	kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+	sick := "sick-" + ns
+	kubetest.CreateSickNode(t, c.AdminClient, sick,
+		corev1.NodeCondition{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionTrue, Reason: "KubeletHasInsufficientMemory", Message: "kubelet has insufficient memory available"})
+	// v2, bound to the sick node (as a scheduler would have placed it).
+	d, err := c.AdminClient.AppsV1().Deployments(ns).Get(t.Context(), "myapp", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.Containers[0].Image = "registry.local/myapp:v2"
+	d.Spec.Template.Spec.NodeName = sick
+	// Every pod replaced at once, so none of v1's stays Ready.
+	all, none := intstr.FromString("100%"), intstr.FromInt32(0)
+	d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: &all, MaxSurge: &none}
+	if _, err := c.AdminClient.AppsV1().Deployments(ns).Update(t.Context(), d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, time.Minute, "v2 pods on "+sick, func() (bool, error) {
+		pods, err := c.AdminClient.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		n := 0
+		for _, p := range pods.Items {
+			if p.Spec.NodeName == sick {
+				n++
+			}
+		}
+		return n == 2 && len(pods.Items) == 2, fmt.Errorf("%d of %d pods on %s", n, len(pods.Items), sick)
+	})
+
+	const rbac = "../deploy/kubernetes/rbac.yaml"
+	kubeconfig := c.KubeconfigFor(t, ns, rbac)
+	c.BindClusterRole(t, ns, kubeconfig, rbac, kube.NodesClusterRole, "list", "nodes")
+	adapter, err := kube.New(kube.Config{Kubeconfig: kubeconfig, Namespace: ns, Deployment: "myapp"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &handlers.Service{Name: "myapp", Platform: adapter, Approvers: handlers.Access{Groups: []string{slackemu.GroupOnCall}}}
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	h.slash(slackemu.UserAlice, "myapp")
+	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	t.Logf("assessment:\n%s", a.PlainText())
+	row := tableRows(t, a)["Deployment-related?"]
+	if row == nil || row[colVerdict] != "⚠️ likely not: check infrastructure first" || !strings.HasPrefix(row[colMeasured], "Node "+sick+" MemoryPressure since ") {
+		t.Fatalf("Deployment-related? row %q", row)
+	}
+	wantAll(t, "assessment", a.PlainText(), "*Recommendation:* Likely not this deploy: node "+sick+" MemoryPressure since ",
+		"Check infrastructure first", "rolling back stays possible (Failed readiness over threshold)")
 }

@@ -87,12 +87,18 @@ func (a *Assessment) Failing() []string {
 // "Deployment-related?" verdict: rolling back stays possible whatever it
 // says.
 func (a *Assessment) Recommendation() string {
-	if f := a.Failing(); len(f) > 0 {
-		over := strings.Join(f, ", ") + " over threshold"
+	f := a.Failing()
+	over := strings.Join(f, ", ") + " over threshold"
+	if r := a.Related; r != nil && r.Verdict == Unlikely {
+		still := "rolling back stays possible"
+		if len(f) > 0 {
+			still += " (" + over + ")"
+		}
+		return "Likely not this deploy: " + lowerFirst(r.Summary) + ". Check infrastructure first (runbook: do not roll back a non-deployment issue); " + still + "."
+	}
+	if len(f) > 0 {
 		switch r := a.Related; {
 		case r == nil:
-		case r.Verdict == Unlikely:
-			return "Likely not this deploy: " + lowerFirst(r.Summary) + ". Check infrastructure first (runbook: do not roll back a non-deployment issue); rolling back stays possible (" + over + ")."
 		case r.Verdict == Likely:
 			return "Proceed to rollback: " + over + "; " + lowerFirst(r.Summary) + " → likely this deploy."
 		default:

@@ -208,6 +208,14 @@ func TestRecommendationFollowsVerdict(t *testing.T) {
 			t.Errorf("Recommendation() =\n%s\nwant\n%s", got, tc.want)
 		}
 	}
+	// Nothing over its threshold, but the nodes are unwell.
+	for i := range a.Checks {
+		a.Checks[i].Verdict = Pass
+	}
+	a.Related = &Relatedness{Verdict: Unlikely, Summary: "Node n1 MemoryPressure since 09:21:00 UTC"}
+	if got, want := a.Recommendation(), "Likely not this deploy: node n1 MemoryPressure since 09:21:00 UTC. Check infrastructure first (runbook: do not roll back a non-deployment issue); rolling back stays possible."; got != want {
+		t.Errorf("Recommendation() =\n%s\nwant\n%s", got, want)
+	}
 }
 
 // goldenVerdicts are the "Deployment-related?" rows of the golden

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
@@ -18,24 +16,6 @@ import (
 	"rollbot/testkit/platformtest"
 	"rollbot/testkit/wait"
 )
-
-// setNodeCondition sets one condition of a node through the status
-// subresource, as a kubelet reports it.
-func setNodeCondition(ctx context.Context, cs kubernetes.Interface, node string, c corev1.NodeCondition) error {
-	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	c.LastHeartbeatTime, c.LastTransitionTime = metav1.Now(), metav1.Now()
-	i := slices.IndexFunc(n.Status.Conditions, func(x corev1.NodeCondition) bool { return x.Type == c.Type })
-	if i < 0 {
-		n.Status.Conditions = append(n.Status.Conditions, c)
-	} else {
-		n.Status.Conditions[i] = c
-	}
-	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
-	return err
-}
 
 // TestNodeConditions: on the real control plane, with a ServiceAccount
 // bound to the shipped Role and then to the ClusterRole rollbot-nodes,
@@ -71,14 +51,7 @@ func TestNodeConditions(t *testing.T) {
 	// A node that runs none of the pods (no kubelet; tainted so that
 	// nothing is scheduled on it) is NotReady.
 	sick := "sick-" + e.ns
-	if _, err := e.admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: sick},
-		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "rollbot.dev/test", Effect: corev1.TaintEffectNoSchedule}}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.admin.CoreV1().Nodes().Delete(ctx, sick, metav1.DeleteOptions{}) })
-	if err := setNodeCondition(ctx, e.admin, sick, corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: "KubeletNotReady", Message: "container runtime is down"}); err != nil {
-		t.Fatal(err)
-	}
+	kubetest.CreateSickNode(t, e.admin, sick, corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: "KubeletNotReady", Message: "container runtime is down"})
 
 	// The pods' node under memory pressure. kwok's heartbeat rewrites the
 	// node's conditions every 20-45 s, so the condition is set again
@@ -86,10 +59,10 @@ func TestNodeConditions(t *testing.T) {
 	pressure := corev1.NodeCondition{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionTrue, Reason: "KubeletHasInsufficientMemory", Message: "kubelet has insufficient memory available"}
 	t.Cleanup(func() {
 		pressure.Status, pressure.Reason, pressure.Message = corev1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"
-		setNodeCondition(ctx, e.admin, kubetest.NodeName, pressure)
+		kubetest.SetNodeCondition(ctx, e.admin, kubetest.NodeName, pressure)
 	})
 	wait.For(t, time.Minute, "the node conditions reported", func() (bool, error) {
-		if err := setNodeCondition(ctx, e.admin, kubetest.NodeName, pressure); err != nil {
+		if err := kubetest.SetNodeCondition(ctx, e.admin, kubetest.NodeName, pressure); err != nil {
 			return false, err // a conflict with kwok's heartbeat: again
 		}
 		rep, err = e.a.NodeConditions(ctx, snap.Nodes)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -481,4 +482,41 @@ func (c *Cluster) BindClusterRole(t testing.TB, ns, kubeconfigPath, roleYAMLPath
 			User: "system:serviceaccount:" + ns + ":" + sa, ResourceAttributes: &authorizationv1.ResourceAttributes{Resource: resource, Verb: verb}}}, metav1.CreateOptions{})
 		return err == nil && r.Status.Allowed, err
 	})
+}
+
+// SetNodeCondition sets one condition of a node through the status
+// subresource, as its kubelet reports it (kwok's heartbeat rewrites the
+// conditions of the nodes it manages every 20-45 s).
+func SetNodeCondition(ctx context.Context, cs kubernetes.Interface, node string, c corev1.NodeCondition) error {
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	c.LastHeartbeatTime, c.LastTransitionTime = metav1.Now(), metav1.Now()
+	i := slices.IndexFunc(n.Status.Conditions, func(x corev1.NodeCondition) bool { return x.Type == c.Type })
+	if i < 0 {
+		n.Status.Conditions = append(n.Status.Conditions, c)
+	} else {
+		n.Status.Conditions[i] = c
+	}
+	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+	return err
+}
+
+// CreateSickNode creates a node no kubelet (and no kwok) runs, tainted so
+// that the scheduler puts nothing on it, with the given conditions; pods
+// bound to it by nodeName stay Pending. It is deleted on t.Cleanup.
+func CreateSickNode(t testing.TB, cs kubernetes.Interface, name string, conds ...corev1.NodeCondition) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "rollbot.dev/test", Effect: corev1.TaintEffectNoSchedule}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}) })
+	for _, c := range conds {
+		if err := SetNodeCondition(ctx, cs, name, c); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
