@@ -172,6 +172,9 @@ func (v VerdictSettings) validate(p, self string, s ServiceConfig, services map[
 			errs = append(errs, fmt.Errorf("%s.verdict.%s: must not be negative", p, d.name))
 		}
 	}
+	if v.Budget > time.Minute {
+		errs = append(errs, fmt.Errorf("%s.verdict.budget: at most 1m (the verdict runs inside the assessment's budget, budgets.assess)", p))
+	}
 	for i, n := range v.Neighbours.Services {
 		key, ok := neighbourKey(n, s.Env, services)
 		switch {
