@@ -50,11 +50,19 @@ func (quietChat) Upload(context.Context, string, string, handlers.File) error   
 // with the default limits: 3 bad pods' current and previous logs of a
 // 2000-line log, their events, the Deployment's and ReplicaSet's), for a
 // Kubernetes service of 500 pods with all four checks:
+//
 //   - error rate and p95 latency (current and baseline) from a real
 //     Prometheus scraping the sample service, through the prom adapter;
+//
 //   - restarts and readiness of the 500 pods from a real control plane
 //     (kwok plays the kubelet) through the kube adapter, as the
 //     ServiceAccount bound to deploy/kubernetes/rbac.yaml's Role.
+//
+//   - the "Deployment-related?" verdict: the error ratio and p95 over time
+//     (query_range), the same for a neighbour service (a selector on the
+//     same Prometheus), and the node conditions (ClusterRole rollbot-nodes).
+//
+// The capture reuses the pod list the assessment just read.
 //
 // The scene is an incident: v1 ran 500 Ready pods, v2-broken replaced
 // them all at once and crash-loops, and the sample service fails 30% of its
@@ -62,13 +70,17 @@ func (quietChat) Upload(context.Context, string, string, handlers.File) error   
 // assess-ms (mean), max-ms (slowest assessment), and, timed inside each
 // assessment, snapshot-ms (the kube Snapshot: Deployment, ReplicaSets and
 // the 500 pods) and metrics-ms (the slowest of the concurrent Prometheus
-// measurements); pods and failed-checks as read.
+// measurements, the verdict's range queries included); pods and
+// failed-checks as read.
 func BenchmarkAssess500Pods(b *testing.B) {
 	// Metrics: the sample service, scraped every second, with a good
 	// baseline before the deploy.
-	app := promtest.StartSampleApp(b, promtest.BuildSampleApp(b), "-self-load", "50", "-latency", "60ms")
+	bin := promtest.BuildSampleApp(b)
+	app := promtest.StartSampleApp(b, bin, "-self-load", "50", "-latency", "60ms")
+	// A healthy neighbour, which the verdict compares with.
+	neighbour := promtest.StartSampleApp(b, bin, "-self-load", "20", "-latency", "60ms")
 	promStart := time.Now()
-	p := promtest.Start(b, promtest.Target{Job: promJob, Addr: app.Addr})
+	p := promtest.Start(b, promtest.Target{Job: promJob, Addr: app.Addr}, promtest.Target{Job: "payments", Addr: neighbour.Addr})
 
 	// The platform: 500 Ready pods of v1.
 	c := kubetest.Start(b)
@@ -95,6 +107,7 @@ func BenchmarkAssess500Pods(b *testing.B) {
 	p.WaitScrapedAfter(b, promJob, deployed.Add(5*time.Second), time.Minute)
 
 	kubeconfig := c.KubeconfigFor(b, ns, "../deploy/kubernetes/rbac.yaml")
+	c.BindClusterRole(b, ns, kubeconfig, "../deploy/kubernetes/rbac.yaml", kube.NodesClusterRole, "list", "nodes")
 	log := slog.New(slog.DiscardHandler)
 	platform, err := kube.New(kube.Config{Kubeconfig: kubeconfig, Namespace: ns, Deployment: "myapp"}, log)
 	if err != nil {
@@ -104,9 +117,14 @@ func BenchmarkAssess500Pods(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	payments, err := metrics.WithSelector(`job="payments"`)
+	if err != nil {
+		b.Fatal(err)
+	}
 	svc := &handlers.Service{Name: "myapp", Platform: platform, Metrics: metrics,
 		AssessWindow: window, BaselineWindow: window,
-		Approvers: handlers.Access{Groups: []string{"S0ONCALL"}}}
+		Approvers: handlers.Access{Groups: []string{"S0ONCALL"}},
+		Verdict:   handlers.VerdictConfig{Neighbours: []handlers.Neighbour{{Name: "payments", Metrics: payments}}}}
 	rdb, prefix := redistest.Client(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -125,6 +143,12 @@ func BenchmarkAssess500Pods(b *testing.B) {
 	}
 	if !a.HasGood || !strings.HasSuffix(a.Good.Artifact, ":v1") {
 		b.Fatalf("last known good %+v (%s), want v1", a.Good, a.GoodWhy)
+	}
+	// The verdict too: the onset from the range queries, the neighbour and
+	// the node conditions all measured.
+	b.Logf("deployment-related: %s\n  %s", a.Related.Text(), strings.Join(a.Related.Evidence, "\n  "))
+	if r := a.Related; r.Verdict != handlers.Likely || r.Measured != 1 || !strings.Contains(strings.Join(r.Evidence, "\n"), "nodes: the 1 running myapp have no bad condition") {
+		b.Fatalf("verdict %s, %d neighbours measured: the benchmark would not measure the full verdict", r.Verdict, r.Measured)
 	}
 
 	// What the crash-looping containers logged, for the capture that comes
@@ -157,7 +181,7 @@ func BenchmarkAssess500Pods(b *testing.B) {
 		start := time.Now()
 		a := eng.Assess(ctx, svc, "", nil)
 		cs := time.Now()
-		if _, err := platform.Capture(ctx, platforms.CaptureLimits{}); err != nil {
+		if _, err := tp.Capture(ctx, platforms.CaptureLimits{}); err != nil {
 			b.Fatalf("capture: %v", err)
 		}
 		capT += time.Since(cs)
@@ -169,6 +193,9 @@ func BenchmarkAssess500Pods(b *testing.B) {
 		failed = len(a.Failing())
 		if a.SnapshotErr != "" {
 			b.Fatalf("snapshot: %s", a.SnapshotErr)
+		}
+		if a.Related.Verdict != handlers.Likely {
+			b.Fatalf("verdict %s: %s", a.Related.Verdict, a.Related.Summary)
 		}
 	}
 	b.StopTimer()
@@ -199,6 +226,18 @@ func (p *timedPlatform) Snapshot(ctx context.Context) (*platforms.Snapshot, erro
 	return s, err
 }
 
+// NodeConditions passes the verdict's node read on (untimed: it runs
+// beside the metrics).
+func (p *timedPlatform) NodeConditions(ctx context.Context, nodes []string) (platforms.NodeReport, error) {
+	return p.Platform.(platforms.NodeChecker).NodeConditions(ctx, nodes)
+}
+
+// Capture is the kube adapter's, which reuses the pod list of the
+// Snapshot just before it.
+func (p *timedPlatform) Capture(ctx context.Context, lim platforms.CaptureLimits) (platforms.Evidence, error) {
+	return p.Platform.(platforms.Capturer).Capture(ctx, lim)
+}
+
 func (p *timedPlatform) reset() { p.mu.Lock(); p.d = 0; p.mu.Unlock() }
 
 func (p *timedPlatform) took() time.Duration { p.mu.Lock(); defer p.mu.Unlock(); return p.d }
@@ -225,6 +264,16 @@ func (t *timedMetrics) ErrorRatio(ctx context.Context, from, to time.Time) (plat
 func (t *timedMetrics) LatencyP95(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
 	defer t.time(time.Now())
 	return t.m.LatencyP95(ctx, from, to)
+}
+
+func (t *timedMetrics) ErrorRatioRange(ctx context.Context, from, to time.Time, step, window time.Duration) (platforms.Series, error) {
+	defer t.time(time.Now())
+	return t.m.(platforms.RangeMetrics).ErrorRatioRange(ctx, from, to, step, window)
+}
+
+func (t *timedMetrics) LatencyP95Range(ctx context.Context, from, to time.Time, step, window time.Duration) (platforms.Series, error) {
+	defer t.time(time.Now())
+	return t.m.(platforms.RangeMetrics).LatencyP95Range(ctx, from, to, step, window)
 }
 
 func (t *timedMetrics) reset() { t.mu.Lock(); t.slow = 0; t.mu.Unlock() }

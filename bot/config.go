@@ -93,6 +93,9 @@ type ServiceConfig struct {
 	// Capture bounds the evidence (logs, events) kept before the rollback's
 	// first write, on platforms that can capture.
 	Capture platforms.CaptureLimits `yaml:"capture"`
+	// Verdict tunes the assessment's "Deployment-related?" row and names
+	// the other services it compares with.
+	Verdict VerdictSettings `yaml:"verdict"`
 
 	// Base and Env are set for an environment's entry: the service's name
 	// and the environment's. Its key in Config.Services is Base@Env.
@@ -127,6 +130,81 @@ type ThresholdsConfig struct {
 type WindowsConfig struct {
 	Assess   time.Duration `yaml:"assess"`
 	Baseline time.Duration `yaml:"baseline"`
+}
+
+// VerdictSettings is services.<name>.verdict: the "Deployment-related?"
+// row of the assessment (when the failure started relative to the deploy;
+// whether other services and the nodes are unwell too).
+type VerdictSettings struct {
+	// Step is the time between two points of the range queries (default:
+	// the range / 120); Window what each point measures (default: the
+	// larger of two steps and a fifth of windows.assess); Before how far
+	// before the deploy the range starts (default: windows.baseline);
+	// Budget bounds the verdict's reads (default: query_timeout).
+	Step   time.Duration `yaml:"step"`
+	Window time.Duration `yaml:"window"`
+	Before time.Duration `yaml:"before"`
+	Budget time.Duration `yaml:"budget"`
+	// Neighbours are the other services compared with this one.
+	Neighbours NeighboursConfig `yaml:"neighbours"`
+}
+
+// NeighboursConfig names the services the verdict compares with.
+type NeighboursConfig struct {
+	// Services are other services of this config, measured with their own
+	// metrics source and thresholds (for a service defined per
+	// environment, the same environment's entry when there is one).
+	Services []string `yaml:"services"`
+	// Selectors are label matchers on this service's Prometheus, one per
+	// neighbour (e.g. job="payments"), measured with this service's
+	// queries and the runbook's thresholds.
+	Selectors []string `yaml:"selectors"`
+}
+
+// validate checks services.<name>.verdict; services are the configured ones.
+func (v VerdictSettings) validate(p, self string, s ServiceConfig, services map[string]ServiceConfig) []error {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"step", v.Step}, {"window", v.Window}, {"before", v.Before}, {"budget", v.Budget}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s.verdict.%s: must not be negative", p, d.name))
+		}
+	}
+	if v.Budget > time.Minute {
+		errs = append(errs, fmt.Errorf("%s.verdict.budget: at most 1m (the verdict runs inside the assessment's budget, budgets.assess)", p))
+	}
+	for i, n := range v.Neighbours.Services {
+		key, ok := neighbourKey(n, s.Env, services)
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("%s.verdict.neighbours.services[%d]: %q is not a configured service", p, i, n))
+		case key == self:
+			errs = append(errs, fmt.Errorf("%s.verdict.neighbours.services[%d]: %q is this service; name the others", p, i, n))
+		}
+	}
+	if len(v.Neighbours.Selectors) > 0 && s.Metrics.Prometheus == nil {
+		errs = append(errs, fmt.Errorf("%s.verdict.neighbours.selectors: need metrics.prometheus (they are measured on this service's Prometheus); use neighbours.services for services with another source", p))
+	}
+	for i, sel := range v.Neighbours.Selectors {
+		if strings.TrimSpace(sel) == "" || strings.ContainsAny(sel, "{}") {
+			errs = append(errs, fmt.Errorf(`%s.verdict.neighbours.selectors[%d]: label matchers without braces, e.g. job="payments"`, p, i))
+		}
+	}
+	return errs
+}
+
+// neighbourKey is the Config.Services key a neighbour's name refers to:
+// the same environment's entry first, then the name itself.
+func neighbourKey(name, env string, services map[string]ServiceConfig) (string, bool) {
+	if env != "" {
+		if _, ok := services[handlers.ServiceKey(name, env)]; ok {
+			return handlers.ServiceKey(name, env), true
+		}
+	}
+	_, ok := services[name]
+	return name, ok
 }
 
 // MetricsConfig picks the request-metrics source.
@@ -390,6 +468,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("services.%s: service names are lowercase letters, digits, '.', '_' and '-'", base))
 		}
 		errs = append(errs, s.validate(p, add)...)
+		errs = append(errs, s.Verdict.validate(p, name, s, c.Services)...)
 	}
 	if c.Alertmanager != nil {
 		errs = append(errs, c.Alertmanager.validate(c.Services)...)

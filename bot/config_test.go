@@ -59,6 +59,12 @@ services:
 		{"scrape history field", base + "    metrics: {scrape: {url: 'http://app/metrics', history: -1s}}\n", "services.myapp.metrics.scrape.history: must not be negative"},
 		{"registry credentials half set", base + "    registry: {username_env: REG_USER}\n", "services.myapp.registry.username_env, password_env: set both"},
 		{"registry repository with a tag", base + "    registry: {repository: 'reg.example.com/app:v1@sha256:00'}\n", "services.myapp.registry.repository: a repository like"},
+		{"verdict neighbour unknown", base + "    verdict: {neighbours: {services: [paymnets]}}\n", `services.myapp.verdict.neighbours.services[0]: "paymnets" is not a configured service`},
+		{"verdict neighbour is itself", base + "    verdict: {neighbours: {services: [myapp]}}\n", `services.myapp.verdict.neighbours.services[0]: "myapp" is this service`},
+		{"verdict selectors without prometheus", base + "    verdict: {neighbours: {selectors: ['job=\"payments\"']}}\n", "services.myapp.verdict.neighbours.selectors: need metrics.prometheus"},
+		{"verdict selector with braces", base + "    metrics: {prometheus: {url: 'http://prom:9090'}}\n    verdict: {neighbours: {selectors: ['{job=\"payments\"}']}}\n", "services.myapp.verdict.neighbours.selectors[0]: label matchers without braces"},
+		{"verdict budget too long", base + "    verdict: {budget: 5m}\n", "services.myapp.verdict.budget: at most 1m"},
+		{"verdict negative step", base + "    verdict: {step: -1s}\n", "services.myapp.verdict.step: must not be negative"},
 		{"health url with credentials", base + "    health_urls: ['http://u:p@x/health']\n", "services.myapp.health_urls[0]: must not contain credentials"},
 	}
 	for _, tt := range tests {

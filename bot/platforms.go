@@ -232,14 +232,49 @@ func (r RestoreSettings) validate(p string, add func(string, error)) []error {
 // Docker adapters use when the engine no longer knows a previous image.
 func BuildServices(ctx context.Context, c *Config, history *state.Store, log *slog.Logger) ([]*handlers.Service, error) {
 	var out []*handlers.Service
+	byKey := map[string]*handlers.Service{}
 	for name, sc := range c.Services {
 		svc, err := buildService(ctx, name, sc, history, log.With("service", name))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", sc.path(name), err)
 		}
 		out = append(out, svc)
+		byKey[name] = svc
+	}
+	for name, sc := range c.Services {
+		if err := buildNeighbours(byKey[name], sc, c.Services, byKey); err != nil {
+			return nil, fmt.Errorf("%s.verdict.neighbours: %w", sc.path(name), err)
+		}
 	}
 	return out, nil
+}
+
+// buildNeighbours sets the verdict's settings and the services it
+// compares with: configured services with their own metrics source and
+// thresholds, and selectors on this service's Prometheus.
+func buildNeighbours(svc *handlers.Service, sc ServiceConfig, services map[string]ServiceConfig, byKey map[string]*handlers.Service) error {
+	v := sc.Verdict
+	svc.Verdict = handlers.VerdictConfig{Step: v.Step, Window: v.Window, Before: v.Before, Budget: v.Budget}
+	for _, n := range v.Neighbours.Services {
+		key, ok := neighbourKey(n, sc.Env, services)
+		other := byKey[key]
+		if !ok || other == nil {
+			return fmt.Errorf("%q is not a configured service", n)
+		}
+		svc.Verdict.Neighbours = append(svc.Verdict.Neighbours, handlers.Neighbour{Name: key, Metrics: other.Metrics, Thresholds: other.Thresholds})
+	}
+	for _, sel := range v.Neighbours.Selectors {
+		p, ok := svc.Metrics.(*prom.Adapter)
+		if !ok {
+			return fmt.Errorf("selectors need metrics.prometheus")
+		}
+		m, err := p.WithSelector(sel)
+		if err != nil {
+			return err
+		}
+		svc.Verdict.Neighbours = append(svc.Verdict.Neighbours, handlers.Neighbour{Name: sel, Metrics: m, Thresholds: handlers.DefaultThresholds()})
+	}
+	return nil
 }
 
 func buildService(ctx context.Context, name string, sc ServiceConfig, history *state.Store, log *slog.Logger) (*handlers.Service, error) {

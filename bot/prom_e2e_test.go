@@ -294,6 +294,12 @@ func TestPrometheusMetricsRollbackThroughSlack(t *testing.T) {
 	if cur < 250 || cur > 500 || base < 50 || base > 100 {
 		t.Errorf("latency measured %q: want a p95 in 250-500ms against a baseline in 50-100ms", lat[colMeasured])
 	}
+	// The errors started when v3 rolled out: the verdict row, in the
+	// message on the local Slack server, says so.
+	if r := rows["Deployment-related?"]; r == nil || r[colVerdict] != "✅ likely this deploy" ||
+		!strings.HasPrefix(r[colMeasured], "Started ") || !strings.HasSuffix(r[colMeasured], " after the deploy; no other services to compare") {
+		t.Errorf("Deployment-related? row %q", r)
+	}
 	for _, name := range []string{"Pod restarts", "Failed readiness"} {
 		if r := rows[name]; r == nil || r[colVerdict] != "❌ fail" {
 			t.Errorf("%s row %q, want fail from the simulated platform", name, r)

@@ -34,6 +34,9 @@ type Check struct {
 	// scrape history that starts after the window does); they are shown
 	// above the table.
 	Notes []string `json:",omitempty"`
+	// limit is the number the verdict compares with (the error ratio
+	// threshold, factor × baseline p95); 0 when not judged.
+	limit float64
 }
 
 // Assessment is what step 1 found.
@@ -55,7 +58,9 @@ type Assessment struct {
 	// applied: evidence for the decision gate.
 	MigLogApplied []string `json:",omitempty"`
 	Gate          bool     // migrations ran: DB step first
-	Took          time.Duration
+	// Related is the "Deployment-related?" row: onset, neighbours, nodes.
+	Related *Relatedness `json:",omitempty"`
+	Took    time.Duration
 }
 
 // Notes are the checks' notes, in table order.
@@ -78,10 +83,28 @@ func (a *Assessment) Failing() []string {
 	return out
 }
 
-// Recommendation is the runbook's "action if exceeded".
+// Recommendation is the runbook's "action if exceeded", following the
+// "Deployment-related?" verdict: rolling back stays possible whatever it
+// says.
 func (a *Assessment) Recommendation() string {
-	if f := a.Failing(); len(f) > 0 {
-		return "Proceed to rollback: " + strings.Join(f, ", ") + " over threshold."
+	f := a.Failing()
+	over := strings.Join(f, ", ") + " over threshold"
+	if r := a.Related; r != nil && r.Verdict == Unlikely {
+		still := "rolling back stays possible"
+		if len(f) > 0 {
+			still += " (" + over + ")"
+		}
+		return "Likely not this deploy: " + lowerFirst(r.Summary) + ". Check infrastructure first (runbook: do not roll back a non-deployment issue); " + still + "."
+	}
+	if len(f) > 0 {
+		switch r := a.Related; {
+		case r == nil:
+		case r.Verdict == Likely:
+			return "Proceed to rollback: " + over + "; " + lowerFirst(r.Summary) + " → likely this deploy."
+		default:
+			return "Proceed to rollback: " + over + ". Whether it is deployment-related is unknown (" + r.Summary + ")."
+		}
+		return "Proceed to rollback: " + over + "."
 	}
 	for _, c := range a.Checks {
 		if c.Verdict == Inconclusive {
@@ -130,6 +153,10 @@ func (e *Engine) Assess(ctx context.Context, svc *Service, to string, marks map[
 		a.Checks[0] = e.errorRateCheck(qctx, svc, start)
 	})
 	wg.Go(func() { a.Checks[1] = e.latencyCheck(ctx, svc, start, deployedAt) })
+	var reads *verdictReads
+	wg.Go(func() {
+		reads = e.readVerdict(ctx, svc, start, func() *platforms.Snapshot { <-snapReady; return snap })
+	})
 	if svc.Database != nil {
 		wg.Go(func() {
 			since := deployedAt()
@@ -153,6 +180,7 @@ func (e *Engine) Assess(ctx context.Context, svc *Service, to string, marks map[
 	e.gateFromMigrationLog(svc, a)
 	a.Checks[2] = restartsCheck(svc, snap, a.SnapshotErr)
 	a.Checks[3] = readinessCheck(svc, snap, a.SnapshotErr)
+	a.Related = judge(svc, reads, a.Checks)
 	a.Took = e.now().Sub(start)
 	return a
 }
@@ -236,7 +264,7 @@ func (e *Engine) errorRateCheck(ctx context.Context, svc *Service, now time.Time
 		return c
 	}
 	c.Measured = pct(m.Value)
-	c.Verdict = Pass
+	c.Verdict, c.limit = Pass, svc.Thresholds.ErrorRate
 	if m.Value > svc.Thresholds.ErrorRate {
 		c.Verdict = Fail
 	}
@@ -347,7 +375,7 @@ func (e *Engine) latencyCheck(ctx context.Context, svc *Service, now time.Time, 
 	if baseNote != "" {
 		c.Notes = append(c.Notes, baseNote)
 	}
-	c.Verdict = Pass
+	c.Verdict, c.limit = Pass, svc.Thresholds.LatencyFactor*base
 	if m.Value > svc.Thresholds.LatencyFactor*base {
 		c.Verdict = Fail
 	}
@@ -666,6 +694,9 @@ func assessmentSummary(a *Assessment) string {
 		parts = append(parts, fmt.Sprintf("%s %s (%s)", c.Name, c.Measured, c.Verdict))
 	}
 	s := strings.Join(parts, "; ")
+	if a.Related != nil {
+		s += "; deployment-related: " + a.Related.Text()
+	}
 	if a.Bad.ID != "" {
 		s += "; bad " + a.Bad.Label()
 	}

@@ -138,3 +138,55 @@ func blocksText(t *testing.T, m Msg) string {
 	}
 	return string(b)
 }
+
+// hangingRange is a metrics source whose instant queries answer and whose
+// range queries never do (a Prometheus that chokes on query_range).
+type hangingRange struct{ fakeMetrics }
+
+func (hangingRange) hang(ctx context.Context) (platforms.Series, error) {
+	<-ctx.Done()
+	return platforms.Series{}, platforms.Userf(ctx.Err(), "Prometheus at prom:9090 did not answer within the query timeout")
+}
+
+func (h hangingRange) ErrorRatioRange(ctx context.Context, _, _ time.Time, _, _ time.Duration) (platforms.Series, error) {
+	return h.hang(ctx)
+}
+
+func (h hangingRange) LatencyP95Range(ctx context.Context, _, _ time.Time, _, _ time.Duration) (platforms.Series, error) {
+	return h.hang(ctx)
+}
+
+// The verdict's reads are time-boxed by their own budget: a range query
+// that never answers does not hold the assessment up, and the row says
+// what could not be measured instead of guessing.
+func TestAssessVerdictWithinItsBudget(t *testing.T) {
+	s, err := sim.New("myapp", sim.Config{Versions: []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:v2", Bad: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := func(v float64) platforms.Measurement {
+		return platforms.Measurement{Value: v, Source: "test", Requests: 500}
+	}
+	m := hangingRange{fakeMetrics{errRatio: val(0.05), p95: val(0.9), baseline: val(0.1)}}
+	svc := &Service{Name: "myapp", Platform: s, Metrics: m, Verdict: VerdictConfig{Budget: 300 * time.Millisecond,
+		Neighbours: []Neighbour{{Name: "payments", Metrics: m}, {Name: "search"}}}}
+	e := New(context.Background(), nil, nil, []*Service{svc}, Options{QueryTimeout: 100 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	start := time.Now()
+	a := e.Assess(context.Background(), svc, "", nil)
+	took := time.Since(start)
+	r := a.Related
+	t.Logf("assessed in %s: %s | %s", took, r.Text(), strings.Join(r.Evidence, " | "))
+	if took > 5*time.Second { // the budget is 300ms; this only catches a verdict that waits for ever
+		t.Fatalf("the assessment took %s with a hanging range query", took)
+	}
+	if r.Verdict != Unknown || !strings.Contains(r.Summary, "error rate over time not measured: Prometheus at prom:9090 did not answer") {
+		t.Fatalf("verdict %s: %q", r.Verdict, r.Summary)
+	}
+	ev := strings.Join(r.Evidence, "\n")
+	if !strings.Contains(ev, "not measured: payments: Prometheus at prom:9090 did not answer") || !strings.Contains(ev, "search: no metrics source configured") {
+		t.Fatalf("evidence does not say which neighbours were not measured:\n%s", ev)
+	}
+	if rec := a.Recommendation(); !strings.Contains(rec, "Whether it is deployment-related is unknown (error rate over time not measured") {
+		t.Fatalf("recommendation %q", rec)
+	}
+}

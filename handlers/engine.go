@@ -104,6 +104,8 @@ type Service struct {
 	Capture        platforms.CaptureLimits
 	AssessWindow   time.Duration // current-value window, default 5m
 	BaselineWindow time.Duration // baseline window before the deploy, default 30m
+	// Verdict tunes the assessment's "Deployment-related?" row.
+	Verdict VerdictConfig
 	// VerifySoak is how long every automatic verification item must hold
 	// before the rollback counts as verified (0: Options.VerifySoak).
 	VerifySoak time.Duration

@@ -248,12 +248,26 @@ func verdictCell(v Verdict) string {
 	return "❔ inconclusive"
 }
 
+func relationCell(r Relation) string {
+	switch r {
+	case Likely:
+		return "✅ likely this deploy"
+	case Unlikely:
+		return "⚠️ likely not: check infrastructure first"
+	}
+	return "❔ unknown"
+}
+
 func assessmentTable(in *state.Incident, a *Assessment) *slack.TableBlock {
 	t := slack.NewTableBlock("checks")
 	cell := func(s string) slack.TableCell { return slack.NewTableRawTextCell(clip(s, maxCell)) }
 	t.AddRow(cell("Check"), cell("Measured"), cell("Threshold"), cell("Verdict"), cell("Source"))
 	for _, c := range a.Checks {
 		t.AddRow(cell(c.Name), cell(c.Measured), cell(c.Threshold), cell(verdictCell(c.Verdict)), cell(c.Source))
+	}
+	if r := a.Related; r != nil {
+		t.AddRow(cell("Deployment-related?"), cell(r.Summary), cell("onset after the deploy; other services and nodes healthy"),
+			cell(relationCell(r.Verdict)), cell(firstNonEmpty(strings.Join(r.Evidence, "; "), "-")))
 	}
 	// Only Kubernetes tells who owns the workload (Helm, Argo CD, Flux).
 	if a.Snapshot != nil && (a.Snapshot.Owner != nil || in.Platform == "kubernetes") {

@@ -88,6 +88,9 @@ type Snapshot struct {
 	// MigrationLog is the tail of an init-migrate style container's log,
 	// when the platform has one.
 	MigrationLog string `json:"migration_log,omitempty"`
+	// Nodes are the machines the service's units run on (Kubernetes
+	// node names), for the node conditions of the verdict.
+	Nodes []string `json:"nodes,omitempty"`
 	// Owner is what else manages the workload (a Helm release, an Argo CD
 	// Application, a Flux Kustomization or HelmRelease); nil when nothing
 	// does, or the platform cannot tell.
@@ -290,6 +293,71 @@ type Metrics interface {
 	ErrorRatio(ctx context.Context, from, to time.Time) (Measurement, error)
 	// LatencyP95 is the 95th percentile request latency in seconds over [from, to].
 	LatencyP95(ctx context.Context, from, to time.Time) (Measurement, error)
+}
+
+// RangeMetrics is implemented by a Metrics source that can tell how the
+// two numbers moved over time: the "deployment-related?" verdict finds
+// when the error ratio or the p95 first crossed its threshold, relative to
+// the deploy, and compares other services over the same range.
+// Implementations: prom (query_range), scrape (from its background
+// history, as far back as it reaches).
+type RangeMetrics interface {
+	Metrics
+	// ErrorRatioRange is the error ratio at every step in [from, to], each
+	// point over the window that ends at it.
+	ErrorRatioRange(ctx context.Context, from, to time.Time, step, window time.Duration) (Series, error)
+	// LatencyP95Range is the p95 latency in seconds, likewise.
+	LatencyP95Range(ctx context.Context, from, to time.Time, step, window time.Duration) (Series, error)
+}
+
+// Series is one number over time, oldest point first. A point without
+// traffic (NaN) is left out. NoData means the source answered but has
+// nothing usable for the range (no series, a history that does not reach
+// it); Reason says why, for users.
+type Series struct {
+	Points []Point `json:"points,omitempty"`
+	NoData bool    `json:"no_data,omitempty"`
+	Reason string  `json:"reason,omitempty"`
+	Source string  `json:"source"`
+	Query  string  `json:"query,omitempty"`
+	// From is where the source's data begins when it starts after the
+	// range asked for (a scrape history younger than the range); zero:
+	// the range asked for.
+	From time.Time `json:"from,omitzero"`
+}
+
+// Point is one value of a Series.
+type Point struct {
+	At    time.Time `json:"at"`
+	Value float64   `json:"value"`
+}
+
+// NodeChecker is implemented by a Platform that can read the condition of
+// the machines its units run on (Kubernetes nodes): a failure that comes
+// from the infrastructure is not the deploy's.
+type NodeChecker interface {
+	// NodeConditions reads every node of the cluster and reports those
+	// with a bad condition (not Ready, memory, disk or PID pressure,
+	// network unavailable); workload names the nodes the service's units
+	// run on (Snapshot.Nodes).
+	NodeConditions(ctx context.Context, workload []string) (NodeReport, error)
+}
+
+// NodeReport is what NodeConditions found.
+type NodeReport struct {
+	Nodes    int           `json:"nodes"`    // nodes in the cluster
+	Workload int           `json:"workload"` // of them, running the service's units
+	Problems []NodeProblem `json:"problems,omitempty"`
+}
+
+// NodeProblem is one bad condition of one node.
+type NodeProblem struct {
+	Node      string    `json:"node"`
+	Condition string    `json:"condition"` // "NotReady", "MemoryPressure", …
+	Since     time.Time `json:"since,omitzero"`
+	Message   string    `json:"message,omitempty"`
+	// Workload is set when one of the service's units runs on the node.
+	Workload bool `json:"workload,omitempty"`
 }
 
 // Measurement is one number with where it came from. NoData means the

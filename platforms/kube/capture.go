@@ -33,9 +33,13 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 	if err != nil {
 		return ev, err
 	}
-	pods, err := a.listPods(ctx, st)
-	if err != nil {
-		return ev, err
+	// The assessment's pod list, when it just read it and the Deployment
+	// has not changed since; else a list of its own.
+	pods, ok := a.recent.get(st.d.ResourceVersion, a.now())
+	if !ok {
+		if pods, err = a.listPods(ctx, st); err != nil {
+			return ev, err
+		}
 	}
 	bad := badPods(st, pods)
 	if len(bad) == 0 {

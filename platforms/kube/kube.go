@@ -66,6 +66,7 @@ type Adapter struct {
 	replicaSets appsclient.ReplicaSetInterface
 	pods        coreclient.PodInterface
 	events      coreclient.EventInterface
+	nodes       coreclient.NodeInterface
 	logs        logReader
 	access      authorizationclient.SelfSubjectAccessReviewInterface
 	// dyn reads and pauses the workload's GitOps owner (Argo CD, Flux);
@@ -78,6 +79,8 @@ type Adapter struct {
 	// as names the identity an impersonating copy writes with, for
 	// messages: "bob@example.com (for <@U0BOB>)".
 	as string
+	// recent is the last Snapshot's pod list, for the Capture after it.
+	recent *recentPods
 }
 
 var (
@@ -212,8 +215,10 @@ func NewWithClient(cs kubernetes.Interface, cfg Config, log *slog.Logger) *Adapt
 		replicaSets: cs.AppsV1().ReplicaSets(cfg.Namespace),
 		pods:        cs.CoreV1().Pods(cfg.Namespace),
 		events:      cs.CoreV1().Events(cfg.Namespace),
+		nodes:       cs.CoreV1().Nodes(),
 		access:      cs.AuthorizationV1().SelfSubjectAccessReviews(),
 		now:         time.Now,
+		recent:      &recentPods{},
 	}
 	a.logs = podLogs{pods: a.pods}
 	// The caller adds "platform" (see bot); the target tells services apart.

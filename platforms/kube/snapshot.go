@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -42,11 +43,14 @@ func (a *Adapter) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
 		snap.DeployedAt = a.now()
 	}
 
+	listed := a.now()
 	pods, err := a.listPods(ctx, st)
 	if err != nil {
 		return nil, err
 	}
+	a.recent.put(st.d.ResourceVersion, listed, pods)
 	snap.Health = a.health(st, pods)
+	snap.Nodes = podNodes(pods)
 	if st.current != nil && st.current.Annotations[revisionHistoryAnnotation] != "" {
 		// A ReplicaSet that was rolled back to keeps its old creation
 		// time; its rollout started when its oldest current pod was created.
@@ -261,4 +265,36 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// podReuseAge is how long Capture may reuse the pod list of the last
+// Snapshot (the assessment's) instead of listing the pods again.
+const podReuseAge = 15 * time.Second
+
+// recentPods is the pod list of the last Snapshot, kept for a Capture that
+// follows it: on a big Deployment the list is the largest read of both.
+// It is reused only while the Deployment has the resourceVersion it had
+// then (its status changes with every pod that becomes ready or not, is
+// added or removed) and for at most podReuseAge.
+type recentPods struct {
+	mu   sync.Mutex
+	at   time.Time
+	rv   string
+	pods []corev1.Pod
+}
+
+func (r *recentPods) put(rv string, at time.Time, pods []corev1.Pod) {
+	r.mu.Lock()
+	r.rv, r.at, r.pods = rv, at, pods
+	r.mu.Unlock()
+}
+
+// get returns the kept list when it is still the Deployment's at rv.
+func (r *recentPods) get(rv string, now time.Time) ([]corev1.Pod, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pods == nil || r.rv != rv || now.Sub(r.at) > podReuseAge || now.Before(r.at) {
+		return nil, false
+	}
+	return r.pods, true
 }

@@ -23,6 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"rollbot/platforms"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -226,5 +228,63 @@ func TestMigrationLog(t *testing.T) {
 				t.Errorf("snapshot = %+v", snap)
 			}
 		})
+	}
+}
+
+// Capture right after the assessment's Snapshot reuses its pod list (the
+// biggest read on a large Deployment) while the Deployment is unchanged
+// and the list is at most podReuseAge old; otherwise it lists again.
+func TestCaptureReusesTheAssessmentPods(t *testing.T) {
+	objs := fakeDeployment(nil)
+	objs[0].(*appsv1.Deployment).ResourceVersion = "1"
+	cs := fake.NewClientset(objs...)
+	lists := func() int {
+		n := 0
+		for _, a := range cs.Actions() {
+			if a.GetVerb() == "list" && a.GetResource().Resource == "pods" {
+				n++
+			}
+		}
+		return n
+	}
+	a := NewWithClient(cs, Config{Namespace: "prod", Deployment: "myapp"}, nil)
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	ctx := context.Background()
+	capture := func() {
+		t.Helper()
+		ev, err := a.Capture(ctx, platforms.CaptureLimits{})
+		if err != nil || len(ev.Sources) == 0 {
+			t.Fatalf("capture: %v, %+v", err, ev)
+		}
+	}
+	if _, err := a.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	capture()
+	if n := lists(); n != 1 {
+		t.Fatalf("pods listed %d times for a Snapshot and the Capture right after it, want 1", n)
+	}
+
+	now = now.Add(podReuseAge + time.Second)
+	capture()
+	if n := lists(); n != 2 {
+		t.Fatalf("a list older than %s was reused (%d lists)", podReuseAge, n)
+	}
+
+	if _, err := a.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := cs.AppsV1().Deployments("prod").Get(ctx, "myapp", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.ResourceVersion, d.Status.ReadyReplicas = "2", 2
+	if _, err := cs.AppsV1().Deployments("prod").UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	capture()
+	if n := lists(); n != 4 {
+		t.Fatalf("the pods were not listed again after the Deployment changed (%d lists, want 4)", n)
 	}
 }

@@ -128,6 +128,7 @@ func (c Config) withDefaults() Config {
 // querier is the part of the Prometheus v1 API this package uses.
 type querier interface {
 	Query(ctx context.Context, query string, ts time.Time, opts ...promv1.Option) (model.Value, promv1.Warnings, promv1.Infos, error)
+	QueryRange(ctx context.Context, query string, r promv1.Range, opts ...promv1.Option) (model.Value, promv1.Warnings, promv1.Infos, error)
 }
 
 // Adapter is a platforms.Metrics backed by one Prometheus server.
@@ -138,7 +139,7 @@ type Adapter struct {
 	log  *slog.Logger
 }
 
-var _ platforms.Metrics = (*Adapter)(nil)
+var _ platforms.RangeMetrics = (*Adapter)(nil)
 
 // New builds an Adapter. It does not contact Prometheus.
 func New(cfg Config, log *slog.Logger) (*Adapter, error) {
@@ -212,11 +213,7 @@ func (a *Adapter) measure(ctx context.Context, what, tmpl string, from, to time.
 	}
 	m.Query = q
 
-	budget := a.cfg.Timeout
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < budget {
-		budget = max(time.Until(dl), 0)
-	}
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	ctx, cancel, budget := a.bounded(ctx)
 	defer cancel()
 
 	// The value and the traffic are independent queries; run them together.
@@ -267,21 +264,7 @@ func isNaNOrInf(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }
 // the result is empty. More than one series is an error: the query must
 // aggregate to one number.
 func (a *Adapter) scalar(ctx context.Context, q string, ts time.Time) (float64, bool, error) {
-	var opts []promv1.Option
-	if dl, ok := ctx.Deadline(); ok {
-		// Prometheus stops evaluating too. The client sends Duration.String();
-		// Prometheus 2.x parses "4s" or "250ms" but not "4.9s".
-		d := time.Until(dl)
-		if d >= time.Second {
-			d = d.Truncate(time.Second)
-		} else {
-			d = d.Truncate(time.Millisecond)
-		}
-		if d > 0 {
-			opts = append(opts, promv1.WithTimeout(d))
-		}
-	}
-	val, warnings, _, err := a.api.Query(ctx, q, ts, opts...)
+	val, warnings, _, err := a.api.Query(ctx, q, ts, timeoutOpts(ctx)...)
 	if err != nil {
 		return 0, false, err
 	}
@@ -303,6 +286,107 @@ func (a *Adapter) scalar(ctx context.Context, q string, ts time.Time) (float64, 
 		return 0, false, &resultError{q: q, msg: fmt.Sprintf("returned a %s, want an instant vector or scalar", val.Type())}
 	}
 }
+
+// bounded is ctx limited to the configured timeout, and the time the
+// caller has (the timeout, or less when ctx ends sooner), for messages.
+func (a *Adapter) bounded(ctx context.Context) (context.Context, context.CancelFunc, time.Duration) {
+	budget := a.cfg.Timeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < budget {
+		budget = max(time.Until(dl), 0)
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	return ctx, cancel, budget
+}
+
+// timeoutOpts passes ctx's deadline on, so Prometheus stops evaluating
+// too. The client sends Duration.String(); Prometheus 2.x parses "4s" or
+// "250ms" but not "4.9s".
+func timeoutOpts(ctx context.Context) []promv1.Option {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return nil
+	}
+	d := time.Until(dl)
+	if d >= time.Second {
+		d = d.Truncate(time.Second)
+	} else {
+		d = d.Truncate(time.Millisecond)
+	}
+	if d <= 0 {
+		return nil
+	}
+	return []promv1.Option{promv1.WithTimeout(d)}
+}
+
+// WithSelector is a copy of the adapter that measures another set of
+// series on the same Prometheus with the same queries: a neighbour
+// service the verdict compares with (selector: label matchers without
+// braces, e.g. job="payments").
+func (a *Adapter) WithSelector(selector string) (*Adapter, error) {
+	if strings.ContainsAny(selector, "{}") || strings.TrimSpace(selector) == "" {
+		return nil, fmt.Errorf(`selector %q: label matchers without braces, e.g. job="payments"`, selector)
+	}
+	b := *a
+	b.cfg.Selector = selector
+	return &b, nil
+}
+
+// ErrorRatioRange is the error ratio at every step in [from, to], each
+// point over the window that ends at it (one query_range).
+func (a *Adapter) ErrorRatioRange(ctx context.Context, from, to time.Time, step, window time.Duration) (platforms.Series, error) {
+	return a.series(ctx, "error ratio", a.cfg.ErrorQuery, from, to, step, window)
+}
+
+// LatencyP95Range is the p95 latency at every step in [from, to].
+func (a *Adapter) LatencyP95Range(ctx context.Context, from, to time.Time, step, window time.Duration) (platforms.Series, error) {
+	return a.series(ctx, "p95 latency", a.cfg.P95Query, from, to, step, window)
+}
+
+func (a *Adapter) series(ctx context.Context, what, tmpl string, from, to time.Time, step, window time.Duration) (platforms.Series, error) {
+	s := platforms.Series{Source: a.Source()}
+	if !from.Before(to) || step <= 0 || window <= 0 {
+		return s, fmt.Errorf("%s range from %s: range [%s, %s] step %s window %s is empty", what, a.Source(), from.Format(time.RFC3339), to.Format(time.RFC3339), step, window)
+	}
+	q, err := render(tmpl, a.cfg.Selector, window)
+	if err != nil {
+		return s, fmt.Errorf("%s query: %w", what, err)
+	}
+	s.Query = q
+	ctx, cancel, budget := a.bounded(ctx)
+	defer cancel()
+	start := time.Now()
+	val, warnings, _, err := a.api.QueryRange(ctx, q, promv1.Range{Start: from, End: to, Step: step}, timeoutOpts(ctx)...)
+	a.log.DebugContext(ctx, "prometheus range query", "op", what, "query", q, "from", from, "to", to, "step", step, "took", time.Since(start), "err", err)
+	if err != nil {
+		return s, a.userError(ctx, what, err, budget)
+	}
+	if len(warnings) > 0 {
+		a.log.WarnContext(ctx, "prometheus query warnings", "op", "query_range", "query", q, "warnings", strings.Join(warnings, "; "))
+	}
+	m, ok := val.(model.Matrix)
+	if !ok {
+		return s, a.userError(ctx, what, &resultError{q: q, msg: fmt.Sprintf("returned a %s over a range, want a range vector", val.Type())}, budget)
+	}
+	switch len(m) {
+	case 0:
+		s.NoData, s.Reason = true, fmt.Sprintf("the %s query returned no series for %s–%s UTC", what, clockOf(from), clockOf(to))
+		return s, nil
+	case 1:
+	default:
+		return s, a.userError(ctx, what, &resultError{q: q, msg: fmt.Sprintf("returned %d series; it must aggregate to one number (wrap it in sum(...))", len(m))}, budget)
+	}
+	for _, p := range m[0].Values {
+		if v := float64(p.Value); !isNaNOrInf(v) {
+			s.Points = append(s.Points, platforms.Point{At: p.Timestamp.Time(), Value: v})
+		}
+	}
+	if len(s.Points) == 0 {
+		s.NoData, s.Reason = true, fmt.Sprintf("no requests (or no value) for %s–%s UTC (Prometheus %s)", clockOf(from), clockOf(to), a.host)
+	}
+	return s, nil
+}
+
+func clockOf(t time.Time) string { return t.UTC().Format(time.TimeOnly) }
 
 type resultError struct{ q, msg string }
 

@@ -236,6 +236,52 @@ func TestPrometheus(t *testing.T) {
 		}
 	})
 
+	t.Run("over time", func(t *testing.T) {
+		const step = time.Second
+		s, err := a.ErrorRatioRange(ctx, switchAt.Add(-window), bad, step, 3*time.Second)
+		if err != nil || s.NoData || s.Source != wantSource {
+			t.Fatalf("ErrorRatioRange = %+v, %v", s, err)
+		}
+		wantQ := `(sum(rate(http_requests_total{code=~"5..",job="loaded"}[3s])) or vector(0)) / sum(rate(http_requests_total{job="loaded"}[3s]))`
+		if s.Query != wantQ {
+			t.Fatalf("query %s, want %s", s.Query, wantQ)
+		}
+		var before, after int
+		for _, p := range s.Points {
+			switch {
+			case p.At.Before(switchAt.Add(-time.Second)):
+				before++
+				if p.Value != 0 {
+					t.Fatalf("error ratio %v at %s, before the switch at %s", p.Value, p.At.Format(time.TimeOnly), switchAt.Format(time.TimeOnly))
+				}
+			case p.At.After(switchAt.Add(5 * time.Second)):
+				after++
+				if p.Value < 0.1 || p.Value > 0.5 {
+					t.Fatalf("error ratio %v at %s, after the switch at %s", p.Value, p.At.Format(time.TimeOnly), switchAt.Format(time.TimeOnly))
+				}
+			}
+		}
+		if before < 5 || after < 5 {
+			t.Fatalf("%d points before the switch, %d after: %+v", before, after, s.Points)
+		}
+		p95, err := a.LatencyP95Range(ctx, switchAt.Add(-window), bad, step, 3*time.Second)
+		if err != nil || p95.NoData || p95.Points[len(p95.Points)-1].Value < 0.25 {
+			t.Fatalf("LatencyP95Range = %+v, %v", p95, err)
+		}
+
+		idle, err := a.WithSelector(`job="idle"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		quiet, err := idle.ErrorRatioRange(ctx, switchAt.Add(-window), bad, step, 3*time.Second)
+		if err != nil || !quiet.NoData || !(strings.Contains(quiet.Reason, "no requests") || strings.Contains(quiet.Reason, "returned no series")) {
+			t.Fatalf("a service without traffic: %+v, %v", quiet, err)
+		}
+		if _, err := a.WithSelector(`{job="x"}`); err == nil {
+			t.Fatal("a selector with braces was taken")
+		}
+	})
+
 	t.Run("too little traffic", func(t *testing.T) {
 		strict := newAdapter(t, Config{URL: p.URL, Selector: `job="loaded"`, MinRequests: 100000}, log)
 		m, err := strict.ErrorRatio(ctx, bad.Add(-window), bad)

@@ -172,3 +172,71 @@ func (a *Adapter) latencyOf(w windowSum, q string) platforms.Measurement {
 	m.Value = v
 	return m
 }
+
+var _ platforms.RangeMetrics = (*Adapter)(nil)
+
+// ErrorRatioRange is the error ratio at every step in [from, to], each
+// point over the samples of the window that ends at it, from the
+// background history (a direct scrape without one cannot look back). A
+// point with fewer than min_requests requests is left out.
+func (a *Adapter) ErrorRatioRange(ctx context.Context, from, to time.Time, step, window time.Duration) (platforms.Series, error) {
+	q := fmt.Sprintf("%s{%s=~\"5..\"%s} / %s%s", a.cfg.RequestsMetric, a.cfg.CodeLabel, a.selector(true), a.cfg.RequestsMetric, a.braces())
+	return a.rangeOf(ctx, "error ratio", q, from, to, step, window, func(w windowSum) (float64, bool) {
+		if w.reqType != 0 || w.total < float64(a.cfg.MinRequests) {
+			return 0, false
+		}
+		return w.failed / w.total, true
+	})
+}
+
+// LatencyP95Range is the p95 latency at every step in [from, to], likewise.
+func (a *Adapter) LatencyP95Range(ctx context.Context, from, to time.Time, step, window time.Duration) (platforms.Series, error) {
+	q := fmt.Sprintf("p95 of %s_bucket%s", a.cfg.DurationMetric, a.braces())
+	return a.rangeOf(ctx, "p95 latency", q, from, to, step, window, func(w windowSum) (float64, bool) {
+		if w.histType != 0 || !w.hasHist || w.count < float64(a.cfg.MinRequests) {
+			return 0, false
+		}
+		v := quantile(0.95, w.buckets)
+		return v, !math.IsNaN(v) && !math.IsInf(v, 0)
+	})
+}
+
+func (a *Adapter) rangeOf(ctx context.Context, what, q string, from, to time.Time, step, window time.Duration, value func(windowSum) (float64, bool)) (platforms.Series, error) {
+	s := platforms.Series{Source: a.source, Query: q + ", scrape history"}
+	if !from.Before(to) || step <= 0 || window <= 0 {
+		return s, fmt.Errorf("%s range from %s: range [%s, %s] step %s window %s is empty", what, a.source, from.Format(time.RFC3339), to.Format(time.RFC3339), step, window)
+	}
+	if a.bg == nil {
+		s.NoData, s.Reason = true, "a direct scrape without rollbot's background history cannot look back"
+		return s, nil
+	}
+	h, err := a.bg.history(ctx)
+	if err != nil {
+		return s, platforms.Userf(fmt.Errorf("%s from %s: %w", what, a.source, err),
+			"could not read the scrape history of %s from Redis; try again", a.where)
+	}
+	var start time.Time
+	if len(h.samples) > 0 {
+		start = time.UnixMilli(sampleAt(h.samples[0]))
+	}
+	for t := from; !t.After(to); t = t.Add(step) {
+		w := sumWindow(h, t.Add(-window), t)
+		if w.samples == 0 {
+			continue
+		}
+		if v, ok := value(w); ok {
+			s.Points = append(s.Points, platforms.Point{At: t, Value: v})
+		}
+	}
+	if len(s.Points) > 0 && start.After(from) {
+		s.From = start
+	}
+	if len(s.Points) == 0 {
+		w := windowSum{start: start, askFrom: from, askTo: to}
+		s.NoData, s.Reason = true, a.noHistory(w)
+		if !start.IsZero() && start.Before(to) {
+			s.Reason = fmt.Sprintf("too little traffic in the scrape history of %s for %s–%s UTC (fewer than min_requests %d per %s)", a.where, clockOf(from), clockOf(to), a.cfg.MinRequests, fmtDur(window))
+		}
+	}
+	return s, nil
+}

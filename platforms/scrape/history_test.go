@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"rollbot/platforms"
 	"rollbot/state"
 	"rollbot/testkit/promtest"
 	"rollbot/testkit/redistest"
@@ -326,4 +327,71 @@ func sampleList(t *testing.T, s *state.Store) [][]byte {
 		t.Fatal(err)
 	}
 	return h.Samples
+}
+
+// TestCollectorRange: the background history answers the verdict's range
+// queries: each point over the samples of its window, the series starting
+// where the history does; an adapter without a history says it cannot
+// look back.
+func TestCollectorRange(t *testing.T) {
+	bin := promtest.BuildSampleApp(t)
+	app := promtest.StartSampleApp(t, bin, "-self-load", "100", "-latency", "5ms")
+	a := newAdapter(t, Config{URL: app.URL + "/metrics", Interval: 200 * time.Millisecond}, nil)
+	ctx0 := context.Background()
+	before := time.Now()
+	if s, err := a.ErrorRatioRange(ctx0, before.Add(-time.Minute), before, time.Second, 5*time.Second); err != nil || !s.NoData || !strings.Contains(s.Reason, "cannot look back") {
+		t.Fatalf("without a background history: %+v, %v", s, err)
+	}
+	c := NewCollector(CollectorOptions{}, nil)
+	c.Add("app", a)
+	t0 := time.Now()
+	ctx, cancel := context.WithCancel(ctx0)
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitScraped(t, a, t0.Add(3*time.Second))
+	mark := time.Now()
+	app.SetMode(t, "error_ratio", "0.3", "latency", "300ms")
+	waitScraped(t, a, mark.Add(3*time.Second))
+	end := time.Now()
+
+	const step, window = 250 * time.Millisecond, time.Second
+	errs, err := a.ErrorRatioRange(ctx0, t0.Add(-time.Minute), end, step, window)
+	if err != nil || errs.NoData || len(errs.Points) < 16 {
+		t.Fatalf("error ratio range: %d points, %+v, %v", len(errs.Points), errs.Reason, err)
+	}
+	if errs.From.Before(t0.Truncate(time.Millisecond)) || errs.From.After(t0.Add(time.Second)) {
+		t.Fatalf("series starts at %s, want the history's first scrape just after %s", errs.From, t0)
+	}
+	p95, err := a.LatencyP95Range(ctx0, t0.Add(-time.Minute), end, step, window)
+	if err != nil || p95.NoData {
+		t.Fatalf("p95 range: %+v, %v", p95, err)
+	}
+	for _, s := range []struct {
+		name      string
+		points    []platforms.Point
+		good, bad func(float64) bool
+	}{
+		{"error ratio", errs.Points, func(v float64) bool { return v < 0.01 }, func(v float64) bool { return v > 0.15 && v < 0.45 }},
+		{"p95", p95.Points, func(v float64) bool { return v < 0.025 }, func(v float64) bool { return v > 0.25 && v <= 0.5 }},
+	} {
+		var goods, bads int
+		for _, p := range s.points {
+			switch {
+			case p.At.Before(mark.Add(-100 * time.Millisecond)):
+				if !s.good(p.Value) {
+					t.Fatalf("%s at %s (before the change at %s) = %v", s.name, p.At.Format(time.StampMilli), mark.Format(time.StampMilli), p.Value)
+				}
+				goods++
+			case p.At.After(mark.Add(window + 500*time.Millisecond)):
+				if !s.bad(p.Value) {
+					t.Fatalf("%s at %s (after the change at %s) = %v", s.name, p.At.Format(time.StampMilli), mark.Format(time.StampMilli), p.Value)
+				}
+				bads++
+			}
+		}
+		if goods < 4 || bads < 4 {
+			t.Fatalf("%s: %d points before the change, %d after", s.name, goods, bads)
+		}
+	}
 }

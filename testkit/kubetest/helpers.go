@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -438,6 +440,83 @@ func LoadClusterRole(path, name string) (*rbacv1.ClusterRole, error) {
 		}
 		if cr, ok := obj.(*rbacv1.ClusterRole); ok && cr.Name == name {
 			return cr, nil
+		}
+	}
+}
+
+// BindClusterRole binds the ClusterRole called name of roleYAMLPath (created
+// as name-<ns>, so tests in other namespaces do not share it) to the
+// ServiceAccount that the kubeconfig at kubeconfigPath (from KubeconfigFor…
+// in ns) uses, and waits until the apiserver authorises verb on resource
+// for it. Both are deleted on t.Cleanup.
+func (c *Cluster) BindClusterRole(t testing.TB, ns, kubeconfigPath, roleYAMLPath, name, verb, resource string) {
+	t.Helper()
+	ctx := context.Background()
+	kc, err := clientcmd.LoadFromFile(kubeconfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := kc.Contexts[kc.CurrentContext].AuthInfo
+	cr, err := LoadClusterRole(roleYAMLPath, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr.Name += "-" + ns
+	cs := c.AdminClient
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: cr.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cs.RbacV1().ClusterRoleBindings().Delete(ctx, cr.Name, metav1.DeleteOptions{})
+		cs.RbacV1().ClusterRoles().Delete(ctx, cr.Name, metav1.DeleteOptions{})
+	})
+	Poll(t, "RBAC: "+sa+" may "+verb+" "+resource, func(ctx context.Context) (bool, error) {
+		r, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: "system:serviceaccount:" + ns + ":" + sa, ResourceAttributes: &authorizationv1.ResourceAttributes{Resource: resource, Verb: verb}}}, metav1.CreateOptions{})
+		return err == nil && r.Status.Allowed, err
+	})
+}
+
+// SetNodeCondition sets one condition of a node through the status
+// subresource, as its kubelet reports it (kwok's heartbeat rewrites the
+// conditions of the nodes it manages every 20-45 s).
+func SetNodeCondition(ctx context.Context, cs kubernetes.Interface, node string, c corev1.NodeCondition) error {
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	c.LastHeartbeatTime, c.LastTransitionTime = metav1.Now(), metav1.Now()
+	i := slices.IndexFunc(n.Status.Conditions, func(x corev1.NodeCondition) bool { return x.Type == c.Type })
+	if i < 0 {
+		n.Status.Conditions = append(n.Status.Conditions, c)
+	} else {
+		n.Status.Conditions[i] = c
+	}
+	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+	return err
+}
+
+// CreateSickNode creates a node no kubelet (and no kwok) runs, tainted so
+// that the scheduler puts nothing on it, with the given conditions; pods
+// bound to it by nodeName stay Pending. It is deleted on t.Cleanup.
+func CreateSickNode(t testing.TB, cs kubernetes.Interface, name string, conds ...corev1.NodeCondition) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "rollbot.dev/test", Effect: corev1.TaintEffectNoSchedule}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}) })
+	for _, c := range conds {
+		if err := SetNodeCondition(ctx, cs, name, c); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
