@@ -118,7 +118,7 @@ func TestGoldenMessages(t *testing.T) {
 		Problem: "Argo CD Application argocd/ghost not found, though deployment prod/myapp names it as its owner: check the workload's labels/annotations (or `argocd_namespace:` in rollbot's config)"}}
 	noRelease := *a
 	noRelease.Snapshot = &platforms.Snapshot{DeployedAt: t0.Add(-12 * time.Minute), Owner: &platforms.Owner{Kind: platforms.OwnerHelm, Name: "ghost", Namespace: "prod", Detail: "Helm release prod/ghost",
-		Problem: "Helm release prod/ghost not found, though deployment prod/myapp names it in its meta.helm.sh/release-name / meta.helm.sh/release-namespace annotations: check them, or that the release was not uninstalled; rollbot will not write anything until it finds the release"}}
+		Problem: "Helm release prod/ghost was not found, though deployment prod/myapp names it in its meta.helm.sh/release-name / meta.helm.sh/release-namespace annotations: check them, or that the release was not uninstalled; rollbot will not write anything until it finds the release"}}
 	paused := *in
 	paused.OwnerPause = &platforms.OwnerPause{Owner: *argo, Incident: "RB-7", Field: "spec.syncPolicy.automated", Previous: []byte(`{"prune":true,"selfHeal":true}`), Changed: true}
 	git := platforms.GitChange{Repo: "https://git.example.com/platform/deploy.git", Path: "apps/myapp/prod", Revision: "release-7", Source: "Argo CD Application argocd/myapp", From: in.Bad.Artifact, To: in.Target.Artifact}

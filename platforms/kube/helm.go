@@ -233,7 +233,7 @@ func (a *Adapter) helmProblem(o *platforms.Owner, err error) string {
 	var se apierrors.APIStatus
 	switch {
 	case errors.Is(err, driver.ErrReleaseNotFound):
-		return fmt.Sprintf("%s not found%s, though %s names it in its %s / %s annotations: check them, or that the release was not uninstalled; rollbot will not write anything until it finds the release",
+		return fmt.Sprintf("%s was not found%s, though %s names it in its %s / %s annotations: check them, or that the release was not uninstalled; rollbot will not write anything until it finds the release",
 			o.Label(), a.inCluster(), a.Target(), helmReleaseName, helmReleaseNamespace)
 	case apierrors.IsForbidden(err) && errors.As(err, &se):
 		if a.as != "" {

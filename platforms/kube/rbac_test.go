@@ -309,7 +309,14 @@ func TestDeployManifests(t *testing.T) {
 	for _, p := range []kube.Permission{{"apps", "statefulsets", "patch"}, {"apps", "controllerrevisions", "list"}} {
 		kubetest.Poll(t, user+" may "+p.String()+" in prod", func(ctx context.Context) (bool, error) { return allowed("prod", p), nil })
 	}
-	for _, extra := range []kube.Permission{{"apps", "deployments", "delete"}, {"", "secrets", "get"}, {"apps", "deployments", "update"}} {
+	// Helm releases' Secrets (rollbot-helm): never deleted.
+	for _, p := range []kube.Permission{{"", "secrets", "list"}, {"", "secrets", "create"}} {
+		kubetest.Poll(t, user+" may "+p.String()+" in prod", func(ctx context.Context) (bool, error) { return allowed("prod", p), nil })
+	}
+	if allowed("default", kube.Permission{Resource: "secrets", Verb: "get"}) {
+		t.Errorf("%s may get secrets in namespace default", user)
+	}
+	for _, extra := range []kube.Permission{{"apps", "deployments", "delete"}, {"", "secrets", "delete"}, {"apps", "deployments", "update"}} {
 		if allowed("prod", extra) {
 			t.Errorf("%s may %s in prod", user, extra)
 		}
