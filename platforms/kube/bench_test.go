@@ -18,6 +18,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
+	"rollbot/testkit/helmtest"
 	"rollbot/testkit/kubetest"
 )
 
@@ -137,4 +138,64 @@ func undoAndWait(ctx context.Context, cs kubernetes.Interface, ns, name string) 
 		}
 	}
 	return ctx.Err()
+}
+
+// BenchmarkHelmRollback compares, on the same cluster in the same run, the
+// Helm path of a bot-style rollback (Snapshot with the release history,
+// LastKnownGood, Stop, then Rollback: Helm's Rollback action, then the
+// rollout followed to its end) with Helm's SDK doing it alone: `helm
+// rollback <release> --wait` (the Rollback action with Helm 4's watcher
+// wait). Each iteration upgrades both releases to a new image first
+// (untimed). Reported: bot-ms/op, helm-ms/op and bot/helm.
+func BenchmarkHelmRollback(b *testing.B) {
+	c := cluster(b)
+	ctx := context.Background()
+	ns := kubetest.CreateNamespace(b, c.AdminClient, "helmbench")
+	cfg := helmtest.Config(b, c.AdminKubeconfig, ns)
+	ch := helmtest.Chart(b)
+	for _, name := range []string{"bot", "sdk"} {
+		helmtest.Install(b, cfg, ch, ns, name, v1)
+		kubetest.WaitRolledOut(b, c.AdminClient, ns, name)
+	}
+	path := c.KubeconfigForRoles(b, ns, rbacFile, "rollbot", kube.HelmRole)
+	a, err := kube.New(kube.Config{Kubeconfig: path, Namespace: ns, Deployment: "bot"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var bot, sdk time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		for _, name := range []string{"bot", "sdk"} {
+			helmtest.Upgrade(b, cfg, ch, name, "registry.local/myapp:v"+strconv.Itoa(100+i))
+			kubetest.WaitRolledOut(b, c.AdminClient, ns, name)
+		}
+		b.StartTimer()
+
+		start := time.Now()
+		snap, err := a.Snapshot(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lkg, ok := platforms.LastKnownGood(snap.History, snap.Current, nil)
+		if !ok {
+			b.Fatal("no last known good revision")
+		}
+		if _, err := a.Stop(ctx, false); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.Rollback(ctx, lkg, false, nil); err != nil {
+			b.Fatal(err)
+		}
+		bot += time.Since(start)
+
+		start = time.Now()
+		helmtest.Rollback(b, cfg, "sdk", 0, 5*time.Minute)
+		sdk += time.Since(start)
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(float64(bot.Milliseconds())/n, "bot-ms/op")
+	b.ReportMetric(float64(sdk.Milliseconds())/n, "helm-ms/op")
+	b.ReportMetric(bot.Seconds()/sdk.Seconds(), "bot/helm")
 }
