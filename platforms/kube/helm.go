@@ -320,9 +320,12 @@ func (a *Adapter) helmRevision(rel *release.Release) platforms.Revision {
 }
 
 // helmSnapshot replaces the ReplicaSet history of snap with the release's:
-// Current is the newest revision, History every revision newest first,
-// each with the DO_NOT_DEPLOY mark rollbot left on the ReplicaSet that ran
-// its image.
+// History is every revision newest first, each with the DO_NOT_DEPLOY mark
+// rollbot left on the ReplicaSet that ran its image. Current is what runs:
+// the newest revision whose image the Deployment has — the newest one,
+// unless an upgrade failed before applying, or someone set the image
+// outside Helm (a fallback does); when no revision has that image, the
+// newest revision with the image that runs.
 func (a *Adapter) helmSnapshot(snap *platforms.Snapshot, st *state, rels []*release.Release) {
 	marks := map[string]platforms.Revision{}
 	for _, rs := range st.rss {
@@ -338,7 +341,16 @@ func (a *Adapter) helmSnapshot(snap *platforms.Snapshot, st *state, rels []*rele
 		}
 		snap.History = append(snap.History, r)
 	}
+	live := imageOf(&st.d.Spec.Template.Spec, st.container)
+	for _, r := range snap.History {
+		if r.Artifact == live {
+			snap.Current = r
+			return
+		}
+	}
 	snap.Current = snap.History[0]
+	snap.Current.Artifact = live
+	snap.Current.ChangeCause = "the Deployment runs " + live + ", set outside Helm; " + snap.Current.ChangeCause
 }
 
 // helmRollback is Rollback for a Deployment a Helm release owns: Helm's
