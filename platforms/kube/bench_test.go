@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	helmkube "helm.sh/helm/v4/pkg/kube"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -145,15 +146,17 @@ func undoAndWait(ctx context.Context, cs kubernetes.Interface, ns, name string) 
 // LastKnownGood, Stop, then Rollback: Helm's Rollback action, then the
 // rollout followed to its end) with Helm's SDK doing it alone: `helm
 // rollback <release> --wait` (the Rollback action with Helm 4's watcher
-// wait). Each iteration upgrades both releases to a new image first
-// (untimed). Reported: bot-ms/op, helm-ms/op and bot/helm.
+// wait), and with Helm 3's legacy wait. Each iteration upgrades the three
+// releases to a new image first (untimed). Reported: bot-ms/op, helm-ms/op
+// (watcher), helm-legacy-ms/op, bot/helm and bot/helm-legacy.
 func BenchmarkHelmRollback(b *testing.B) {
 	c := cluster(b)
 	ctx := context.Background()
 	ns := kubetest.CreateNamespace(b, c.AdminClient, "helmbench")
 	cfg := helmtest.Config(b, c.AdminKubeconfig, ns)
 	ch := helmtest.Chart(b)
-	for _, name := range []string{"bot", "sdk"} {
+	releases := []string{"bot", "sdk", "legacy"}
+	for _, name := range releases {
 		helmtest.Install(b, cfg, ch, ns, name, v1)
 		kubetest.WaitRolledOut(b, c.AdminClient, ns, name)
 	}
@@ -162,11 +165,11 @@ func BenchmarkHelmRollback(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var bot, sdk time.Duration
+	var bot, sdk, legacy time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
-		for _, name := range []string{"bot", "sdk"} {
+		for _, name := range releases {
 			helmtest.Upgrade(b, cfg, ch, name, "registry.local/myapp:v"+strconv.Itoa(100+i))
 			kubetest.WaitRolledOut(b, c.AdminClient, ns, name)
 		}
@@ -190,12 +193,18 @@ func BenchmarkHelmRollback(b *testing.B) {
 		bot += time.Since(start)
 
 		start = time.Now()
-		helmtest.Rollback(b, cfg, "sdk", 0, 5*time.Minute)
+		helmtest.Rollback(b, cfg, "sdk", 0, helmkube.StatusWatcherStrategy, 5*time.Minute)
 		sdk += time.Since(start)
+
+		start = time.Now()
+		helmtest.Rollback(b, cfg, "legacy", 0, helmkube.LegacyStrategy, 5*time.Minute)
+		legacy += time.Since(start)
 	}
 	b.StopTimer()
 	n := float64(b.N)
 	b.ReportMetric(float64(bot.Milliseconds())/n, "bot-ms/op")
 	b.ReportMetric(float64(sdk.Milliseconds())/n, "helm-ms/op")
+	b.ReportMetric(float64(legacy.Milliseconds())/n, "helm-legacy-ms/op")
 	b.ReportMetric(bot.Seconds()/sdk.Seconds(), "bot/helm")
+	b.ReportMetric(bot.Seconds()/legacy.Seconds(), "bot/helm-legacy")
 }

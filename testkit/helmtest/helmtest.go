@@ -149,14 +149,15 @@ func History(t testing.TB, cfg *action.Configuration, name string) []*release.Re
 	return out
 }
 
-// Rollback is Helm's own `helm rollback <name> <to> --wait`: the rollback
-// and Helm's wait for its resources (the watcher strategy, Helm 4's
-// default), at most timeout. The benchmark compares rollbot with it.
-func Rollback(t testing.TB, cfg *action.Configuration, name string, to int, timeout time.Duration) {
+// Rollback is Helm's own `helm rollback <name> <to> --wait=<wait>`: the
+// rollback and Helm's wait for its resources (kube.StatusWatcherStrategy,
+// Helm 4's default, or kube.LegacyStrategy, Helm 3's), at most timeout.
+// The benchmark compares rollbot with it.
+func Rollback(t testing.TB, cfg *action.Configuration, name string, to int, wait kube.WaitStrategy, timeout time.Duration) {
 	t.Helper()
 	rb := action.NewRollback(cfg)
 	rb.Version = to
-	rb.WaitStrategy = kube.StatusWatcherStrategy
+	rb.WaitStrategy = wait
 	rb.Timeout = timeout
 	if err := rb.Run(name); err != nil {
 		t.Fatalf("helm rollback %s %d: %v", name, to, err)
