@@ -39,6 +39,21 @@ import (
 // Secrets of the release namespace).
 const HelmRole = "rollbot-helm"
 
+// HelmPermissions is what the Helm path needs in a release namespace on
+// top of RequiredPermissions, exactly the rules of the Role HelmRole in
+// deploy/kubernetes/rbac.yaml (a test keeps them equal): Helm's Secrets
+// storage driver lists a release's revisions by label, gets one, creates
+// the rollback's revision and updates the statuses it keeps there. Helm's
+// rollback also applies every object of the target revision (get and
+// patch): RequiredPermissions covers the Deployment; other kinds of a
+// chart are the chart's.
+var HelmPermissions = []Permission{
+	{"", "secrets", "get"},
+	{"", "secrets", "list"},
+	{"", "secrets", "create"},
+	{"", "secrets", "update"},
+}
+
 // helmReleases is the part of Helm's SDK the adapter uses, for the
 // releases of one namespace (Helm's Secrets storage driver there).
 type helmReleases interface {

@@ -30,29 +30,32 @@ import (
 	"rollbot/testkit/logtest"
 )
 
-// The shipped Role grants exactly what the adapter declares it uses.
+// The shipped Roles grant exactly what the adapter declares it uses:
+// `rollbot` kube.RequiredPermissions, `rollbot-helm` kube.HelmPermissions.
 func TestShippedRoleMatchesRequiredPermissions(t *testing.T) {
-	role, err := kubetest.LoadRole(rbacFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []kube.Permission
-	for _, r := range role.Rules {
-		for _, g := range r.APIGroups {
-			for _, res := range r.Resources {
-				for _, v := range r.Verbs {
-					got = append(got, kube.Permission{Group: g, Resource: res, Verb: v})
+	for role, want := range map[string][]kube.Permission{"rollbot": kube.RequiredPermissions, kube.HelmRole: kube.HelmPermissions} {
+		role, err := kubetest.LoadRoleNamed(rbacFile, role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []kube.Permission
+		for _, r := range role.Rules {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					for _, v := range r.Verbs {
+						got = append(got, kube.Permission{Group: g, Resource: res, Verb: v})
+					}
 				}
 			}
 		}
-	}
-	key := func(p kube.Permission) string { return p.Group + "/" + p.Resource + "/" + p.Verb }
-	cmp := func(a, b kube.Permission) int { return strings.Compare(key(a), key(b)) }
-	want := slices.Clone(kube.RequiredPermissions)
-	slices.SortFunc(got, cmp)
-	slices.SortFunc(want, cmp)
-	if !slices.Equal(got, want) {
-		t.Fatalf("Role in %s grants\n%v\nthe adapter uses\n%v", rbacFile, got, want)
+		key := func(p kube.Permission) string { return p.Group + "/" + p.Resource + "/" + p.Verb }
+		cmp := func(a, b kube.Permission) int { return strings.Compare(key(a), key(b)) }
+		want := slices.Clone(want)
+		slices.SortFunc(got, cmp)
+		slices.SortFunc(want, cmp)
+		if !slices.Equal(got, want) {
+			t.Fatalf("Role %s in %s grants\n%v\nthe adapter uses\n%v", role.Name, rbacFile, got, want)
+		}
 	}
 }
 
