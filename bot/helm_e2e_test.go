@@ -1,7 +1,6 @@
 package bot
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -10,7 +9,6 @@ import (
 	"helm.sh/helm/v4/pkg/action"
 	"helm.sh/helm/v4/pkg/release/common"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"rollbot/handlers"
 	"rollbot/platforms/kube"
@@ -36,7 +34,6 @@ import (
 //     row says so, and the confirmation writes nothing.
 func TestHelmRollbackThroughSlack(t *testing.T) {
 	c := kubetest.Start(t)
-	ctx := context.Background()
 	ch := helmtest.Chart(t)
 	type svcEnv struct {
 		ns  string
@@ -84,11 +81,7 @@ func TestHelmRollbackThroughSlack(t *testing.T) {
 	h := newHarness(t, []*handlers.Service{shop.svc, cart.svc, ghost.svc}, fastEngine())
 	image := func(ns, name string) string {
 		t.Helper()
-		d, err := c.AdminClient.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d.Spec.Template.Spec.Containers[0].Image
+		return kubetest.Get(t, c.AdminClient, ns, name).Spec.Template.Spec.Containers[0].Image
 	}
 	assessment := func(name string) slackemu.Message {
 		t.Helper()
@@ -147,14 +140,7 @@ func TestHelmRollbackThroughSlack(t *testing.T) {
 	}
 
 	// --- ghost: the release does not exist; nothing is written.
-	gen := func() int64 {
-		d, err := c.AdminClient.AppsV1().Deployments(ghost.ns).Get(ctx, "ghost", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d.Generation
-	}
-	before := gen()
+	before := kubetest.Get(t, c.AdminClient, ghost.ns, "ghost").Generation
 	ga := assessment("ghost")
 	wantAll(t, "ghost assessment", ga.PlainText(), "cannot roll back through Helm",
 		"Helm release "+ghost.ns+"/nowhere was not found, though deployment "+ghost.ns+"/ghost names it")
@@ -163,7 +149,7 @@ func TestHelmRollbackThroughSlack(t *testing.T) {
 		return m.ThreadTS == ga.TS && strings.Contains(m.PlainText(), "Nothing was changed")
 	})
 	wantAll(t, "ghost refusal", gr.PlainText(), "rolls deployment "+ghost.ns+"/ghost back through Helm release "+ghost.ns+"/nowhere", "was not found")
-	if gen() != before || image(ghost.ns, "ghost") != "registry.local/ghost:v2" {
+	if kubetest.Get(t, c.AdminClient, ghost.ns, "ghost").Generation != before || image(ghost.ns, "ghost") != "registry.local/ghost:v2" {
 		t.Fatal("the Deployment of ghost was written although its release is missing")
 	}
 }

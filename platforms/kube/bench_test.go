@@ -66,20 +66,7 @@ func BenchmarkRollback(b *testing.B) {
 		b.StartTimer()
 
 		start := time.Now()
-		snap, err := a.Snapshot(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		lkg, ok := platforms.LastKnownGood(snap.History, snap.Current, nil)
-		if !ok {
-			b.Fatal("no last known good revision")
-		}
-		if _, err := a.Stop(ctx, false); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := a.Rollback(ctx, lkg, false, nil); err != nil {
-			b.Fatal(err)
-		}
+		botRollback(ctx, b, a)
 		bot += time.Since(start)
 
 		start = time.Now()
@@ -93,6 +80,25 @@ func BenchmarkRollback(b *testing.B) {
 	b.ReportMetric(float64(bot.Milliseconds())/n, "bot-ms/op")
 	b.ReportMetric(float64(dir.Milliseconds())/n, "direct-ms/op")
 	b.ReportMetric(bot.Seconds()/dir.Seconds(), "bot/direct")
+}
+
+// botRollback is what the bot does to roll back: Snapshot, LastKnownGood,
+// Stop, then Rollback, which waits for the rollout.
+func botRollback(ctx context.Context, b *testing.B, a *kube.Adapter) {
+	snap, err := a.Snapshot(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lkg, ok := platforms.LastKnownGood(snap.History, snap.Current, nil)
+	if !ok {
+		b.Fatal("no last known good revision")
+	}
+	if _, err := a.Stop(ctx, false); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := a.Rollback(ctx, lkg, false, nil); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // undoAndWait is `kubectl rollout undo` + `kubectl rollout status` in plain
@@ -176,20 +182,7 @@ func BenchmarkHelmRollback(b *testing.B) {
 		b.StartTimer()
 
 		start := time.Now()
-		snap, err := a.Snapshot(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		lkg, ok := platforms.LastKnownGood(snap.History, snap.Current, nil)
-		if !ok {
-			b.Fatal("no last known good revision")
-		}
-		if _, err := a.Stop(ctx, false); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := a.Rollback(ctx, lkg, false, nil); err != nil {
-			b.Fatal(err)
-		}
+		botRollback(ctx, b, a)
 		bot += time.Since(start)
 
 		start = time.Now()
