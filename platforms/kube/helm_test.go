@@ -12,6 +12,7 @@ import (
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/release/common"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
@@ -56,6 +57,18 @@ func newHelmEnv(t testing.TB, images ...string) *helmEnv {
 		t.Fatal(err)
 	}
 	e.a = a
+	kc, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := kc.AuthInfos[kc.Contexts[kc.CurrentContext].AuthInfo].Token
+	t.Cleanup(func() {
+		// Helm logs through the adapter's logger (at debug level here),
+		// never with the credentials.
+		if token == "" || strings.Contains(e.logs.String(), token) {
+			t.Errorf("the ServiceAccount token (%d bytes) is empty or appears in the adapter's log", len(token))
+		}
+	})
 	return e
 }
 
@@ -125,6 +138,9 @@ func TestHelmRollback(t *testing.T) {
 	}
 	if res.Outcome != platforms.Done || !strings.Contains(res.Detail, "rolled back Helm release "+e.ns+"/shop to revision 1 (registry.local/shop:v1) (recorded as revision 4): 2/2 pods") {
 		t.Fatalf("rollback: %+v", res)
+	}
+	if !strings.Contains(e.logs.String(), "helm rollback written") {
+		t.Errorf("the rollback is not in the adapter's log:\n%s", e.logs.String())
 	}
 	if len(progress) == 0 || !strings.Contains(progress[len(progress)-1], "successfully rolled out") {
 		t.Fatalf("progress: %q", progress)

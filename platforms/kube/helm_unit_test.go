@@ -1,8 +1,11 @@
 package kube
 
 import (
+	"errors"
 	"strings"
 	"testing"
+
+	"helm.sh/helm/v4/pkg/storage/driver"
 
 	"helm.sh/helm/v4/pkg/release/common"
 	release "helm.sh/helm/v4/pkg/release/v1"
@@ -84,5 +87,33 @@ spec:
 	a.cfg.Deployment = "cart"
 	if r := a.helmRevision(rel); r.Artifact != "" || !strings.Contains(r.Unusable, "has no deployment cart") {
 		t.Fatalf("another Deployment: %+v", r)
+	}
+}
+
+// The rollback's compare-and-set: only the revision after the one read may
+// be recorded, and never one that exists (Helm's drivers refuse it).
+func TestCASDriver(t *testing.T) {
+	rel := func(v int) *release.Release {
+		return &release.Release{Name: "shop", Version: v, Info: &release.Info{Status: common.StatusPendingRollback}}
+	}
+	key := func(v int) string { return "sh.helm.release.v1.shop.v" + string(rune('0'+v)) }
+	mem := driver.NewMemory()
+	if err := mem.Create(key(3), rel(3)); err != nil {
+		t.Fatal(err)
+	}
+	c := &casDriver{Driver: mem, next: 3}
+	if err := c.Create(key(4), rel(4)); !errors.Is(err, errHelmMoved) {
+		t.Fatalf("revision 4 when 3 is expected: %v", err)
+	}
+	if err := c.Create(key(3), rel(3)); !errors.Is(err, driver.ErrReleaseExists) {
+		t.Fatalf("revision 3 exists: %v", err)
+	}
+	c.next = 4
+	if err := c.Create(key(4), rel(4)); err != nil {
+		t.Fatalf("revision 4 when 4 is expected: %v", err)
+	}
+	c.next = 0
+	if err := c.Create(key(6), rel(6)); err != nil {
+		t.Fatalf("no precondition: %v", err)
 	}
 }
