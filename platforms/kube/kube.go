@@ -10,6 +10,10 @@
 // rollback restores the target revision's pod template and ends a pause in
 // that one write, because the API refuses to roll back a paused Deployment.
 //
+// A Deployment that a Helm release owns (its meta.helm.sh annotations) is
+// rolled back through Helm instead: its history is the release's
+// revisions and the rollback is Helm's Rollback action (helm.go).
+//
 // The verbs the adapter uses are exactly those granted by the Role in
 // deploy/kubernetes/rbac.yaml; the package's tests run with a
 // ServiceAccount bound to that Role.
