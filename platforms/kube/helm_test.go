@@ -241,3 +241,30 @@ func TestHelmMissingRelease(t *testing.T) {
 		t.Fatalf("the Deployment was written: generation %d -> %d (%v)", before.Generation, after.Generation, err)
 	}
 }
+
+// The Helm client of a write runs with the clicker's impersonation, as
+// every write does: mapped to a user rollbot may not impersonate, the Helm
+// rollback is refused by the cluster (rollbot's own ServiceAccount could
+// have done it: it is bound to rollbot-helm), and no revision is recorded.
+func TestHelmRollbackImpersonates(t *testing.T) {
+	e := newHelmEnv(t, "registry.local/shop:v1", "registry.local/shop:v2")
+	path := e.c.KubeconfigForRoles(t, e.ns, rbacFile, "rollbot", kube.HelmRole)
+	a, err := kube.New(kube.Config{Kubeconfig: path, Namespace: e.ns, Deployment: "shop",
+		Impersonate: map[string]kube.Identity{"U0ALICE": {User: "alice-" + e.ns}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := platforms.WithActor(context.Background(), "U0ALICE")
+	_, err = a.Rollback(ctx, platforms.Revision{ID: "1", Artifact: "registry.local/shop:v1"}, false, nil)
+	msg, ok := platforms.UserMessage(err)
+	if !ok || !strings.Contains(msg, "the cluster refused alice-"+e.ns+" (for <@U0ALICE>)") || !strings.Contains(msg, "cannot impersonate") {
+		t.Fatalf("rollback as alice: %v", err)
+	}
+	if h := helmtest.History(t, e.cfg, "shop"); len(h) != 2 {
+		t.Fatalf("a refused rollback recorded a revision: %d", len(h))
+	}
+	// Without impersonation the same ServiceAccount rolls it back.
+	if res, err := e.a.Rollback(context.Background(), platforms.Revision{ID: "1", Artifact: "registry.local/shop:v1"}, false, nil); err != nil || res.Outcome != platforms.Done {
+		t.Fatalf("rollback as rollbot: %+v %v", res, err)
+	}
+}
