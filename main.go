@@ -37,7 +37,7 @@ func main() {
 const usage = `usage:
   rollbot serve --config rollbot.yaml   run the bot (env: SLACK_BOT_TOKEN, SLACK_APP_TOKEN, REDIS_URL, SLACK_API_URL)
   rollbot check --config rollbot.yaml   validate a config (and REDIS_URL if set) and say what is wrong, by field
-  rollbot rbac --config rollbot.yaml [--service-account rollbot/rollbot]
+  rollbot rbac --config rollbot.yaml [--service-account rollbot/rollbot] [--helm]
                                         print the least Roles/RoleBindings for its kubernetes services
   rollbot deployable --config rollbot.yaml --service S --version V [--json]
                                         the deploy gate (env: REDIS_URL): exit 0 when V may be deployed,
@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "demo: address of the local Slack server and its page")
 	verbose := fs.Bool("v", false, "debug logging")
 	serviceAccount := fs.String("service-account", "rollbot/rollbot", "rbac: the ServiceAccount (namespace/name) to bind")
+	helmRBAC := fs.Bool("helm", false, "rbac: the Deployments are Helm releases': also print the Role for their releases' Secrets")
 	service := fs.String("service", "", "deployable: the service")
 	version := fs.String("version", "", "deployable: the version (tag, revision, image reference or digest)")
 	asJSON := fs.Bool("json", false, "deployable: print the verdict as JSON")
@@ -101,7 +102,7 @@ func run(ctx context.Context, args []string) error {
 		if err := cfg.Validate(); err != nil {
 			return fmt.Errorf("%s is not valid:\n%w", *config, err)
 		}
-		return bot.WriteRBAC(os.Stdout, cfg, *serviceAccount)
+		return bot.WriteRBAC(os.Stdout, cfg, *serviceAccount, *helmRBAC)
 	case "deployable":
 		cfg, err := bot.LoadConfig(*config)
 		if err != nil {

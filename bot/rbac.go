@@ -27,7 +27,12 @@ const RBACRole = "rollbot"
 // migrations.JobPermissions, so they follow the code. The RoleBindings bind
 // the ServiceAccount serviceAccount ("namespace/name"); services on
 // different clusters (kubeconfig, context) get one block per cluster.
-func WriteRBAC(w io.Writer, c *Config, serviceAccount string) error {
+// With helm (`rollbot rbac --helm`: the Deployments are Helm releases'),
+// each namespace with Deployments also gets kube.HelmRole, for their
+// releases' Secrets there (Helm's default: the release namespace is the
+// workload's); whether a Deployment is Helm-owned is read from its
+// annotations at run time, so the config cannot say.
+func WriteRBAC(w io.Writer, c *Config, serviceAccount string, helm bool) error {
 	saNS, saName, ok := strings.Cut(serviceAccount, "/")
 	if !ok || len(validation.IsDNS1123Label(saNS)) > 0 || len(validation.IsDNS1123Subdomain(saName)) > 0 {
 		return fmt.Errorf("service account %q: want namespace/name, e.g. rollbot/rollbot", serviceAccount)
@@ -91,6 +96,9 @@ func WriteRBAC(w io.Writer, c *Config, serviceAccount string) error {
 # and down Jobs are generated (pod-template-hash, generateName), so those
 # rules hold for the whole namespace; create cannot name its object.
 `, serviceAccount)
+	if !helm {
+		b.WriteString("# Deployments that Helm releases own are rolled back through Helm: add --helm\n# for the Role on their releases' Secrets (rollbot-helm).\n")
+	}
 	prev := "\x00"
 	for _, k := range keys {
 		if len(clusters) > 1 && k.cluster != prev {
@@ -101,6 +109,13 @@ func WriteRBAC(w io.Writer, c *Config, serviceAccount string) error {
 			writeRole(&b, RBACRole, k.ns, adapterRules(names),
 				fmt.Sprintf("The Kubernetes adapter for Deployment(s) %s in %s.", strings.Join(names, ", "), k.ns))
 			writeBinding(&b, RBACRole, k.ns, saNS, saName)
+			if helm {
+				writeRole(&b, kube.HelmRole, k.ns, helmRules(),
+					"Helm releases in "+k.ns+" (rollbot rbac --helm): their revisions are Secrets here.\n"+
+						"# Helm's rollback re-applies every object of the target revision: a chart\n"+
+						"# with kinds other than the Deployment needs get and patch on them too.")
+				writeBinding(&b, kube.HelmRole, k.ns, saNS, saName)
+			}
 		}
 		if jobs[k] {
 			writeRole(&b, migrations.JobRole, k.ns, jobRules(),
@@ -150,6 +165,18 @@ func adapterRules(names []string) []rbacRule {
 		rules[i].verbs = append(rules[i].verbs, p.Verb)
 	}
 	return rules
+}
+
+// helmRules is kube.HelmPermissions as one rule.
+func helmRules() []rbacRule {
+	r := rbacRule{comment: "Helm's Secrets storage: the history (list by label), the target revision,\n" +
+		"# the rollback's new revision and its status. NOT narrowed: list cannot be,\n" +
+		"# and the names grow with every revision (sh.helm.release.v1.<release>.v<N>).", resource: "secrets"}
+	for _, p := range kube.HelmPermissions {
+		r.group = p.Group
+		r.verbs = append(r.verbs, p.Verb)
+	}
+	return []rbacRule{r}
 }
 
 // jobRules groups migrations.JobPermissions by resource. None can be

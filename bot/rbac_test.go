@@ -122,7 +122,7 @@ func TestRBACOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if err := WriteRBAC(&out, c, "ops/rollbot-bot"); err != nil {
+	if err := WriteRBAC(&out, c, "ops/rollbot-bot", true); err != nil {
 		t.Fatal(err)
 	}
 	roles, bindings := rbacObjects(t, out.String())
@@ -144,10 +144,18 @@ func TestRBACOutput(t *testing.T) {
 		wantJob = append(wantJob, fmt.Sprintf("%s/%s/%s[]", p.Group, p.Resource, p.Verb))
 	}
 	slices.Sort(wantJob)
+	var wantHelm []string
+	for _, p := range kube.HelmPermissions {
+		wantHelm = append(wantHelm, fmt.Sprintf("%s/%s/%s[]", p.Group, p.Resource, p.Verb))
+	}
+	slices.Sort(wantHelm)
 	want := map[string][]string{
 		"prod/rollbot":               wantAdapter("cart-api", "shop"),
 		"prod/" + migrations.JobRole: wantJob,
 		"search/rollbot":             wantAdapter("search"),
+		// --helm: the Role for the releases' Secrets beside each adapter Role.
+		"prod/" + kube.HelmRole:   wantHelm,
+		"search/" + kube.HelmRole: wantHelm,
 	}
 	if len(roles) != len(want) {
 		t.Errorf("Roles %v, want %d", slices.Sorted(func(yield func(string) bool) {
@@ -187,11 +195,18 @@ func TestRBACOutput(t *testing.T) {
 		}
 	}
 
-	if err := WriteRBAC(io.Discard, c, "rollbot"); err == nil {
+	var plain strings.Builder
+	if err := WriteRBAC(&plain, c, "ops/rollbot-bot", false); err != nil {
+		t.Fatal(err)
+	}
+	if roles, _ := rbacObjects(t, plain.String()); len(roles) != 3 || !strings.Contains(plain.String(), "add --helm") {
+		t.Errorf("without --helm: %d Roles, want 3 and a hint at --helm:\n%s", len(roles), plain.String())
+	}
+	if err := WriteRBAC(io.Discard, c, "rollbot", false); err == nil {
 		t.Error("a service account without a namespace was accepted")
 	}
 	noKube, _ := ParseConfig([]byte("incident_channels: [C0INCIDENT]\nservices:\n  legacy:\n    platform: simulated\n    simulated: {versions: [{artifact: \"app:v1\"}]}\n    approvers: {groups: [S0ONCALL]}\n"))
-	if err := WriteRBAC(io.Discard, noKube, "rollbot/rollbot"); err == nil {
+	if err := WriteRBAC(io.Discard, noKube, "rollbot/rollbot", false); err == nil {
 		t.Error("a config without kubernetes services printed RBAC")
 	}
 }
@@ -227,7 +242,7 @@ services:
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if err := WriteRBAC(&out, c, "rollbot/rollbot"); err != nil {
+	if err := WriteRBAC(&out, c, "rollbot/rollbot", false); err != nil {
 		t.Fatal(err)
 	}
 	roles, _ := rbacObjects(t, out.String())

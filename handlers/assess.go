@@ -196,6 +196,9 @@ func (e *Engine) chooseTarget(a *Assessment, snap *platforms.Snapshot, to string
 		}
 		a.Good, a.HasGood = good, true
 		a.GoodWhy = "newest earlier revision not marked DO_NOT_DEPLOY"
+		if snap.Owner != nil && snap.Owner.Kind == platforms.OwnerHelm {
+			a.GoodWhy = "newest earlier Helm revision that deployed successfully and is not marked DO_NOT_DEPLOY"
+		}
 		return
 	}
 	for _, r := range snap.History {
@@ -206,6 +209,10 @@ func (e *Engine) chooseTarget(a *Assessment, snap *platforms.Snapshot, to string
 			}
 			if r.DoNotDeploy {
 				a.GoodWhy = fmt.Sprintf("%s is marked DO_NOT_DEPLOY on the platform; rollbot will not roll back to it", r.Label())
+				return
+			}
+			if r.Unusable != "" {
+				a.GoodWhy = fmt.Sprintf("%s cannot be rolled back to: %s", r.Label(), r.Unusable)
 				return
 			}
 			a.Good, a.HasGood = r, true

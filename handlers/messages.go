@@ -289,7 +289,10 @@ func ownerRow(o *platforms.Owner, cell func(string) slack.TableCell) []slack.Tab
 		return []slack.TableCell{cell("Owner"), cell("none"), cell("-"), cell("ℹ️ info"), cell("no Helm, Argo CD or Flux labels on the workload")}
 	}
 	verdict, source := "ℹ️ info", o.Plan
-	if o.Problem != "" {
+	switch {
+	case o.Problem != "" && o.Kind == platforms.OwnerHelm:
+		verdict, source = "⚠️ cannot roll back through Helm", o.Problem
+	case o.Problem != "":
 		verdict, source = "⚠️ cannot pause", o.Problem
 	}
 	return []slack.TableCell{cell("Owner"), cell(o.Detail), cell("-"), cell(verdict), cell(source)}
@@ -303,6 +306,8 @@ func ownerConfirmText(in *state.Incident, a *Assessment) string {
 	}
 	o := a.Snapshot.Owner
 	switch {
+	case o.Problem != "" && o.Kind == platforms.OwnerHelm:
+		return " rollbot rolls back through " + o.Label() + ", but " + o.Problem + ". It will stop before changing anything."
 	case o.Problem != "":
 		return " " + o.Label() + " cannot be paused (" + o.Problem + "): rollbot will stop before changing anything and ask."
 	case o.GitOps() && o.Reconciles:
@@ -317,12 +322,14 @@ func ownerDialogText(a *Assessment) string {
 	}
 	o := a.Snapshot.Owner
 	switch {
+	case o.Problem != "" && o.Kind == platforms.OwnerHelm:
+		return " rollbot cannot read " + o.Label() + ": it will stop before changing anything."
 	case o.Problem != "":
 		return " " + o.Label() + " cannot be paused: rollbot will ask before rolling back."
 	case o.GitOps():
 		return " Its owner, " + o.Label() + ", is paused first."
 	}
-	return " The Helm release history will not reflect the rollback."
+	return " Helm rolls it back: " + o.Label() + " records the rollback as a new revision."
 }
 
 func versionsText(a *Assessment) string {

@@ -112,10 +112,13 @@ func TestGoldenMessages(t *testing.T) {
 	owned.Snapshot = &platforms.Snapshot{DeployedAt: t0.Add(-12 * time.Minute), Owner: argo}
 	helm := *a
 	helm.Snapshot = &platforms.Snapshot{DeployedAt: t0.Add(-12 * time.Minute), Owner: &platforms.Owner{Kind: platforms.OwnerHelm, Name: "myapp", Namespace: "prod",
-		Detail: "Helm release prod/myapp (app.kubernetes.io/managed-by: Helm)", Plan: "rollbot rolls the Deployment back directly, not through Helm: the Helm release history will not reflect the rollback (it keeps showing the bad revision as deployed) until the chart or its values are fixed and upgraded."}}
+		Detail: "Helm release prod/myapp (revision 7, deployed)", Plan: "rollbot rolls back through Helm (its Rollback action, as `helm rollback` does) to the newest revision that deployed successfully and is not marked DO_NOT_DEPLOY: the release history records the rollback as a new revision."}}
 	missing := *a
 	missing.Snapshot = &platforms.Snapshot{DeployedAt: t0.Add(-12 * time.Minute), Owner: &platforms.Owner{Kind: platforms.OwnerArgoCD, Name: "ghost", Namespace: "argocd", Detail: "Argo CD Application argocd/ghost",
 		Problem: "Argo CD Application argocd/ghost not found, though deployment prod/myapp names it as its owner: check the workload's labels/annotations (or `argocd_namespace:` in rollbot's config)"}}
+	noRelease := *a
+	noRelease.Snapshot = &platforms.Snapshot{DeployedAt: t0.Add(-12 * time.Minute), Owner: &platforms.Owner{Kind: platforms.OwnerHelm, Name: "ghost", Namespace: "prod", Detail: "Helm release prod/ghost",
+		Problem: "Helm release prod/ghost was not found, though deployment prod/myapp names it in its meta.helm.sh/release-name / meta.helm.sh/release-namespace annotations: check them, or that the release was not uninstalled; rollbot will not write anything until it finds the release"}}
 	paused := *in
 	paused.OwnerPause = &platforms.OwnerPause{Owner: *argo, Incident: "RB-7", Field: "spec.syncPolicy.automated", Previous: []byte(`{"prune":true,"selfHeal":true}`), Changed: true}
 	git := platforms.GitChange{Repo: "https://git.example.com/platform/deploy.git", Path: "apps/myapp/prod", Revision: "release-7", Source: "Argo CD Application argocd/myapp", From: in.Bad.Artifact, To: in.Target.Artifact}
@@ -187,6 +190,7 @@ func TestGoldenMessages(t *testing.T) {
 		"git_change":                 gitChangeMsg(in, git),
 		"post_actions_git":           postActionsMsg(&gitDone),
 		"owner_resumed":              ownerResumedMsg(in, "U0BOB", platforms.Result{Outcome: platforms.Done, Detail: `resumed Argo CD Application argocd/myapp: spec.syncPolicy.automated is {"prune":true,"selfHeal":true} again`}),
+		"assessment_no_release":      assessmentMsg(in, &noRelease, nil),
 	}
 	for name, m := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -36,6 +36,13 @@ func (e *Engine) pauseOwner(ctx context.Context, o *owned) error {
 	if err != nil {
 		return failf("rollbot could not read who owns %s, so it changed nothing: %s", svc.Platform.Target(), e.userText(err, "read owner", "incident", in.ID))
 	}
+	if owner != nil && owner.Kind == platforms.OwnerHelm && owner.Problem != "" {
+		// The rollback goes through the release: without it there is
+		// nothing to roll back through, and nothing is written.
+		msg := "rollbot rolls " + svc.Platform.Target() + " back through " + owner.Label() + ", but " + owner.Problem + ". Nothing was changed"
+		e.recordOwned(ctx, o, "owner", msg)
+		return failf("%s", msg)
+	}
 	if owner == nil || !owner.GitOps() {
 		return nil
 	}

@@ -41,6 +41,11 @@ type Revision struct {
 	// (e.g. a Kubernetes annotation). rollbot's own marks live in state.
 	DoNotDeploy   bool   `json:"do_not_deploy,omitempty"`
 	DoNotDeployBy string `json:"do_not_deploy_by,omitempty"`
+	// Unusable says why the platform's own record rules this revision out
+	// as a rollback target, whatever its artifact: a Helm revision that
+	// never deployed successfully (failed, or still pending). Empty for a
+	// revision that may be rolled back to.
+	Unusable string `json:"unusable,omitempty"`
 }
 
 // Label is the short human form: "revision 3 (myapp:v1)".
@@ -707,7 +712,8 @@ var ErrNotFound = errors.New("not found")
 
 // LastKnownGood picks the rollback target from a newest-first history:
 // the newest revision older than current whose artifact differs from the
-// current one and that is not marked DO_NOT_DEPLOY, either on the platform
+// current one, that the platform does not rule out (Revision.Unusable)
+// and that is not marked DO_NOT_DEPLOY, either on the platform
 // (Revision.DoNotDeploy) or by rollbot (marked). It is not blindly N-1.
 func LastKnownGood(history []Revision, current Revision, marked func(Revision) bool) (Revision, bool) {
 	seenCurrent := false
@@ -719,7 +725,7 @@ func LastKnownGood(history []Revision, current Revision, marked func(Revision) b
 		if !seenCurrent {
 			continue // newer than current (e.g. a rollback renumbered it)
 		}
-		if r.Artifact == current.Artifact || r.DoNotDeploy || (marked != nil && marked(r)) {
+		if r.Artifact == current.Artifact || r.DoNotDeploy || r.Unusable != "" || (marked != nil && marked(r)) {
 			continue
 		}
 		return r, true

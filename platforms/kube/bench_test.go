@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	helmkube "helm.sh/helm/v4/pkg/kube"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -18,6 +19,7 @@ import (
 
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
+	"rollbot/testkit/helmtest"
 	"rollbot/testkit/kubetest"
 )
 
@@ -64,20 +66,7 @@ func BenchmarkRollback(b *testing.B) {
 		b.StartTimer()
 
 		start := time.Now()
-		snap, err := a.Snapshot(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		lkg, ok := platforms.LastKnownGood(snap.History, snap.Current, nil)
-		if !ok {
-			b.Fatal("no last known good revision")
-		}
-		if _, err := a.Stop(ctx, false); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := a.Rollback(ctx, lkg, false, nil); err != nil {
-			b.Fatal(err)
-		}
+		botRollback(ctx, b, a)
 		bot += time.Since(start)
 
 		start = time.Now()
@@ -91,6 +80,25 @@ func BenchmarkRollback(b *testing.B) {
 	b.ReportMetric(float64(bot.Milliseconds())/n, "bot-ms/op")
 	b.ReportMetric(float64(dir.Milliseconds())/n, "direct-ms/op")
 	b.ReportMetric(bot.Seconds()/dir.Seconds(), "bot/direct")
+}
+
+// botRollback is what the bot does to roll back: Snapshot, LastKnownGood,
+// Stop, then Rollback, which waits for the rollout.
+func botRollback(ctx context.Context, b *testing.B, a *kube.Adapter) {
+	snap, err := a.Snapshot(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lkg, ok := platforms.LastKnownGood(snap.History, snap.Current, nil)
+	if !ok {
+		b.Fatal("no last known good revision")
+	}
+	if _, err := a.Stop(ctx, false); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := a.Rollback(ctx, lkg, false, nil); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // undoAndWait is `kubectl rollout undo` + `kubectl rollout status` in plain
@@ -137,4 +145,59 @@ func undoAndWait(ctx context.Context, cs kubernetes.Interface, ns, name string) 
 		}
 	}
 	return ctx.Err()
+}
+
+// BenchmarkHelmRollback compares, on the same cluster in the same run, the
+// Helm path of a bot-style rollback (Snapshot with the release history,
+// LastKnownGood, Stop, then Rollback: Helm's Rollback action, then the
+// rollout followed to its end) with Helm's SDK doing it alone: `helm
+// rollback <release> --wait` (the Rollback action with Helm 4's watcher
+// wait), and with Helm 3's legacy wait. Each iteration upgrades the three
+// releases to a new image first (untimed). Reported: bot-ms/op, helm-ms/op
+// (watcher), helm-legacy-ms/op, bot/helm and bot/helm-legacy.
+func BenchmarkHelmRollback(b *testing.B) {
+	c := cluster(b)
+	ctx := context.Background()
+	ns := kubetest.CreateNamespace(b, c.AdminClient, "helmbench")
+	cfg := helmtest.Config(b, c.AdminKubeconfig, ns)
+	ch := helmtest.Chart(b)
+	releases := []string{"bot", "sdk", "legacy"}
+	for _, name := range releases {
+		helmtest.Install(b, cfg, ch, ns, name, v1)
+		kubetest.WaitRolledOut(b, c.AdminClient, ns, name)
+	}
+	path := c.KubeconfigForRoles(b, ns, rbacFile, "rollbot", kube.HelmRole)
+	a, err := kube.New(kube.Config{Kubeconfig: path, Namespace: ns, Deployment: "bot"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var bot, sdk, legacy time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		for _, name := range releases {
+			helmtest.Upgrade(b, cfg, ch, name, "registry.local/myapp:v"+strconv.Itoa(100+i))
+			kubetest.WaitRolledOut(b, c.AdminClient, ns, name)
+		}
+		b.StartTimer()
+
+		start := time.Now()
+		botRollback(ctx, b, a)
+		bot += time.Since(start)
+
+		start = time.Now()
+		helmtest.Rollback(b, cfg, "sdk", 0, helmkube.StatusWatcherStrategy, 5*time.Minute)
+		sdk += time.Since(start)
+
+		start = time.Now()
+		helmtest.Rollback(b, cfg, "legacy", 0, helmkube.LegacyStrategy, 5*time.Minute)
+		legacy += time.Since(start)
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(float64(bot.Milliseconds())/n, "bot-ms/op")
+	b.ReportMetric(float64(sdk.Milliseconds())/n, "helm-ms/op")
+	b.ReportMetric(float64(legacy.Milliseconds())/n, "helm-legacy-ms/op")
+	b.ReportMetric(bot.Seconds()/sdk.Seconds(), "bot/helm")
+	b.ReportMetric(bot.Seconds()/legacy.Seconds(), "bot/helm-legacy")
 }

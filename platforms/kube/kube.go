@@ -10,6 +10,10 @@
 // rollback restores the target revision's pod template and ends a pause in
 // that one write, because the API refuses to roll back a paused Deployment.
 //
+// A Deployment that a Helm release owns (its meta.helm.sh annotations) is
+// rolled back through Helm instead: its history is the release's
+// revisions and the rollback is Helm's Rollback action (helm.go).
+//
 // The verbs the adapter uses are exactly those granted by the Role in
 // deploy/kubernetes/rbac.yaml; the package's tests run with a
 // ServiceAccount bound to that Role.
@@ -22,6 +26,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -81,6 +86,12 @@ type Adapter struct {
 	as string
 	// recent is the last Snapshot's pod list, for the Capture after it.
 	recent *recentPods
+	// newHelm builds the Helm client of a release namespace, on rc; nil
+	// on an Adapter built by NewWithClient. helms keeps those built, so a
+	// service whose workload no Helm release owns never builds one.
+	newHelm func(ns string) (helmReleases, error)
+	helmMu  sync.Mutex
+	helms   map[string]helmReleases
 }
 
 var (
@@ -109,7 +120,7 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.Deployment, err)
 	}
 	a := NewWithClient(cs, cfg, log).WithDynamic(dyn)
-	a.rc = rc
+	a.withRESTConfig(rc)
 	return a, nil
 }
 
@@ -144,9 +155,20 @@ func (a *Adapter) forActor(ctx context.Context) (*Adapter, error) {
 		return nil, fmt.Errorf("impersonating client for %s: %w", a.Target(), err)
 	}
 	b := NewWithClient(cs, a.cfg, a.log).WithDynamic(dyn)
-	b.log, b.now, b.logs, b.rc = a.log.With("as", id.User), a.now, a.logs, rc
+	b.log, b.now, b.logs = a.log.With("as", id.User), a.now, a.logs
+	b.withRESTConfig(rc)
 	b.as = id.User + " (for <@" + user + ">)"
 	return b, nil
+}
+
+// withRESTConfig keeps the client configuration the adapter's clients were
+// built from, for the impersonating copies and the Helm clients (built on
+// first use, with the same credentials).
+func (a *Adapter) withRESTConfig(rc *rest.Config) {
+	a.rc = rc
+	a.newHelm = func(ns string) (helmReleases, error) {
+		return newHelmSDK(rc, ns, a.log.With("helm_namespace", ns))
+	}
 }
 
 // WithDynamic gives the adapter a client for the GitOps owners' custom

@@ -129,8 +129,7 @@ func (a *Adapter) ownerObject(ctx context.Context, d *appsv1.Deployment) (*platf
 		return nil, nil
 	}
 	if !o.GitOps() {
-		o.Detail = o.Label() + " (" + helmManagedByLabel + ": Helm)"
-		o.Plan = "rollbot rolls the Deployment back directly, not through Helm: the Helm release history will not reflect the rollback (it keeps showing the bad revision as deployed) until the chart or its values are fixed and upgraded."
+		a.helmHistory(o)
 		return o, nil
 	}
 	if a.dyn == nil {

@@ -30,29 +30,32 @@ import (
 	"rollbot/testkit/logtest"
 )
 
-// The shipped Role grants exactly what the adapter declares it uses.
+// The shipped Roles grant exactly what the adapter declares it uses:
+// `rollbot` kube.RequiredPermissions, `rollbot-helm` kube.HelmPermissions.
 func TestShippedRoleMatchesRequiredPermissions(t *testing.T) {
-	role, err := kubetest.LoadRole(rbacFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []kube.Permission
-	for _, r := range role.Rules {
-		for _, g := range r.APIGroups {
-			for _, res := range r.Resources {
-				for _, v := range r.Verbs {
-					got = append(got, kube.Permission{Group: g, Resource: res, Verb: v})
+	for role, want := range map[string][]kube.Permission{"rollbot": kube.RequiredPermissions, kube.HelmRole: kube.HelmPermissions} {
+		role, err := kubetest.LoadRoleNamed(rbacFile, role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []kube.Permission
+		for _, r := range role.Rules {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					for _, v := range r.Verbs {
+						got = append(got, kube.Permission{Group: g, Resource: res, Verb: v})
+					}
 				}
 			}
 		}
-	}
-	key := func(p kube.Permission) string { return p.Group + "/" + p.Resource + "/" + p.Verb }
-	cmp := func(a, b kube.Permission) int { return strings.Compare(key(a), key(b)) }
-	want := slices.Clone(kube.RequiredPermissions)
-	slices.SortFunc(got, cmp)
-	slices.SortFunc(want, cmp)
-	if !slices.Equal(got, want) {
-		t.Fatalf("Role in %s grants\n%v\nthe adapter uses\n%v", rbacFile, got, want)
+		key := func(p kube.Permission) string { return p.Group + "/" + p.Resource + "/" + p.Verb }
+		cmp := func(a, b kube.Permission) int { return strings.Compare(key(a), key(b)) }
+		want := slices.Clone(want)
+		slices.SortFunc(got, cmp)
+		slices.SortFunc(want, cmp)
+		if !slices.Equal(got, want) {
+			t.Fatalf("Role %s in %s grants\n%v\nthe adapter uses\n%v", role.Name, rbacFile, got, want)
+		}
 	}
 }
 
@@ -309,7 +312,14 @@ func TestDeployManifests(t *testing.T) {
 	for _, p := range []kube.Permission{{"apps", "statefulsets", "patch"}, {"apps", "controllerrevisions", "list"}} {
 		kubetest.Poll(t, user+" may "+p.String()+" in prod", func(ctx context.Context) (bool, error) { return allowed("prod", p), nil })
 	}
-	for _, extra := range []kube.Permission{{"apps", "deployments", "delete"}, {"", "secrets", "get"}, {"apps", "deployments", "update"}} {
+	// Helm releases' Secrets (rollbot-helm): never deleted.
+	for _, p := range []kube.Permission{{"", "secrets", "list"}, {"", "secrets", "create"}} {
+		kubetest.Poll(t, user+" may "+p.String()+" in prod", func(ctx context.Context) (bool, error) { return allowed("prod", p), nil })
+	}
+	if allowed("default", kube.Permission{Resource: "secrets", Verb: "get"}) {
+		t.Errorf("%s may get secrets in namespace default", user)
+	}
+	for _, extra := range []kube.Permission{{"apps", "deployments", "delete"}, {"", "secrets", "delete"}, {"apps", "deployments", "update"}} {
 		if allowed("prod", extra) {
 			t.Errorf("%s may %s in prod", user, extra)
 		}

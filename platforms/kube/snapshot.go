@@ -59,6 +59,16 @@ func (a *Adapter) Snapshot(ctx context.Context) (*platforms.Snapshot, error) {
 		}
 	}
 	snap.MigrationLog = a.migrationLog(ctx, st, pods)
+	if o := a.helmOwner(st.d); o != nil {
+		// A Helm release is rolled back through Helm: its revisions are
+		// the history the rollback chooses from.
+		rels, _ := a.helmHistory(o)
+		if o.Problem == "" {
+			a.helmSnapshot(snap, st, rels)
+		}
+		snap.Owner = o
+		return snap, nil
+	}
 	snap.Owner, _ = a.ownerObject(ctx, st.d)
 	return snap, nil
 }

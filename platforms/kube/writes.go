@@ -129,6 +129,9 @@ func (a *Adapter) Rollback(ctx context.Context, to platforms.Revision, dryRun bo
 	if err != nil {
 		return platforms.Result{}, err
 	}
+	if o := a.helmOwner(st.d); o != nil {
+		return a.helmRollback(ctx, st, o, to, dryRun, progress)
+	}
 	target, ok := st.find(to.ID)
 	if !ok {
 		return platforms.Result{}, platforms.Userf(
@@ -399,6 +402,11 @@ func (a *Adapter) MarkDoNotDeploy(ctx context.Context, rev platforms.Revision, b
 		return platforms.Result{}, err
 	}
 	var rs *appsv1.ReplicaSet
+	if a.helmOwner(st.d) != nil {
+		// rev is a Helm revision: its number is the release's, not a
+		// ReplicaSet's; the mark goes on the ReplicaSet that ran its image.
+		rev.ID = ""
+	}
 	if rev.ID != "" {
 		rs, _ = st.find(rev.ID)
 	} else {

@@ -151,6 +151,16 @@ func SetImage(t testing.TB, cs kubernetes.Interface, ns, name, image string) {
 	}
 }
 
+// Get returns the Deployment ns/name as it is now.
+func Get(t testing.TB, cs kubernetes.Interface, ns, name string) *appsv1.Deployment {
+	t.Helper()
+	d, err := cs.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get deployment %s/%s: %v", ns, name, err)
+	}
+	return d
+}
+
 // RolloutDone is `kubectl rollout status`'s completion test.
 func RolloutDone(d *appsv1.Deployment) bool {
 	want := int32(1)
