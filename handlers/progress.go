@@ -16,6 +16,11 @@ type liveMessage struct {
 	ts       string
 	interval time.Duration
 
+	// finalBudget bounds the final update: it outlives the step's
+	// context (the outcome must be shown after the step ends), but never
+	// waits forever for a Slack that does not answer.
+	finalBudget time.Duration
+
 	mu      sync.Mutex
 	pending *Msg
 	wake    chan struct{}
@@ -23,8 +28,13 @@ type liveMessage struct {
 	onErr   func(error)
 }
 
+// finalUpdateBudget is long enough for a chat.update that waits its turn
+// under Slack's tier with many incidents at once (seconds), short enough
+// that a hung Slack cannot hold a step's end.
+const finalUpdateBudget = time.Minute
+
 func newLiveMessage(ctx context.Context, chat Chat, channel, ts string, interval time.Duration, onErr func(error)) *liveMessage {
-	l := &liveMessage{chat: chat, channel: channel, ts: ts, interval: interval,
+	l := &liveMessage{chat: chat, channel: channel, ts: ts, interval: interval, finalBudget: finalUpdateBudget,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), onErr: onErr}
 	go l.loop(ctx)
 	return l
@@ -87,7 +97,7 @@ func (l *liveMessage) loop(ctx context.Context) {
 				return
 			case _, ok := <-l.wake:
 				if !ok {
-					l.send(context.WithoutCancel(ctx), l.take(), true)
+					l.sendFinal(ctx)
 					return
 				}
 			}
@@ -105,7 +115,7 @@ func (l *liveMessage) loop(ctx context.Context) {
 				case _, ok := <-l.wake:
 					if !ok {
 						t.Stop()
-						l.send(context.WithoutCancel(ctx), l.take(), true)
+						l.sendFinal(ctx)
 						return
 					}
 				case <-ctx.Done():
@@ -117,6 +127,14 @@ func (l *liveMessage) loop(ctx context.Context) {
 		paced = l.send(ctx, l.take(), false)
 		last = time.Now()
 	}
+}
+
+// sendFinal sends the final content on a context of its own, bounded by
+// finalBudget.
+func (l *liveMessage) sendFinal(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.finalBudget)
+	defer cancel()
+	l.send(fctx, l.take(), true)
 }
 
 // liveKey marks the context of an intermediate live update.

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -101,4 +102,36 @@ func TestLiveMessagePacedUpdatesAreRetried(t *testing.T) {
 	if last := c.updates[len(c.updates)-1]; last != "final" || c.live[len(c.live)-1] {
 		t.Fatalf("updates = %v (live %v); the final content must go out, not marked live", c.updates, c.live)
 	}
+}
+
+// hungChat paces every live update and never answers the final one until
+// its context ends.
+type hungChat struct{ countingChat }
+
+func (c *hungChat) Update(ctx context.Context, channel, ts string, m Msg) error {
+	if IsLiveUpdate(ctx) {
+		return ErrPaced
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// The final update has a budget of its own: a Slack that never answers
+// cannot hold Close (and so the step's end) forever, and the failure is
+// reported.
+func TestLiveMessageFinalUpdateIsBounded(t *testing.T) {
+	errs := make(chan error, 1)
+	l := newLiveMessage(context.Background(), &hungChat{}, "C1", "1.1", time.Millisecond, func(err error) { errs <- err })
+	l.finalBudget = 50 * time.Millisecond
+	closed := make(chan struct{})
+	go func() { l.Close(Msg{Text: "final"}); close(closed) }()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("final update failed with %v, want its own deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the final update against a hung Slack never ended")
+	}
+	<-closed
 }
