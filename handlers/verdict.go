@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -145,7 +146,7 @@ func (e *Engine) readVerdict(ctx context.Context, svc *Service, now time.Time, s
 	}
 	vc := svc.Verdict
 	r.deployed = s.DeployedAt
-	before := cmpOr(vc.Before, svc.BaselineWindow)
+	before := cmp.Or(vc.Before, svc.BaselineWindow)
 	r.from = r.deployed.Add(-before)
 	if !r.from.Before(now) {
 		r.from = now.Add(-before)
@@ -158,7 +159,7 @@ func (e *Engine) readVerdict(ctx context.Context, svc *Service, now time.Time, s
 	if r.window <= 0 {
 		r.window = max(2*r.step, svc.AssessWindow/5)
 	}
-	budget := cmpOr(vc.Budget, e.opt.QueryTimeout)
+	budget := cmp.Or(vc.Budget, e.opt.QueryTimeout)
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -212,13 +213,6 @@ func (e *Engine) readVerdict(ctx context.Context, svc *Service, now time.Time, s
 	return r
 }
 
-func cmpOr(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
-
 // judge turns the reads and the checks into the verdict.
 func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 	rel := &Relatedness{Verdict: Unknown}
@@ -268,7 +262,7 @@ func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 			continue
 		}
 		at, fromStart, ok := onsetOf(f.read.s.Points, func(v float64) bool { return v > f.limit }, max(r.window, 2*r.step))
-		src := fmt.Sprintf("%s over time: %s, %s–%s UTC every %s over %s", f.name, f.read.s.Source, clockOf(r.from), clockOf(r.to), window(r.step), window(r.window))
+		src := fmt.Sprintf("%s over time: %s, %s–%s UTC every %s over %s", f.name, f.read.s.Source, clockShort(r.from), clockShort(r.to), window(r.step), window(r.window))
 		if f.read.s.Query != "" {
 			src += ": `" + f.read.s.Query + "`"
 		}
@@ -279,7 +273,7 @@ func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 		}
 		if rel.Onset.IsZero() || at.Before(rel.Onset) {
 			rel.Onset, rel.OnsetBefore = at, fromStart
-			rel.Evidence = append(rel.Evidence, fmt.Sprintf("%s first over %s at %s UTC", f.name, limitText(f.name, f.limit), clockOf(at)))
+			rel.Evidence = append(rel.Evidence, fmt.Sprintf("%s first over %s at %s UTC", f.name, limitText(f.name, f.limit), clockShort(at)))
 		}
 	}
 	if !rel.Onset.IsZero() {
@@ -287,9 +281,9 @@ func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 		switch {
 		case rel.OnsetBefore && !rel.Onset.After(r.deployed):
 			before = true
-			onsetPart = fmt.Sprintf("Over the threshold since at least %s UTC, %s before the deploy", clockOf(rel.Onset), ago(-d))
+			onsetPart = fmt.Sprintf("Over the threshold since at least %s UTC, %s before the deploy", clockShort(rel.Onset), ago(-d))
 		case rel.OnsetBefore:
-			onsetWhy = append(onsetWhy, fmt.Sprintf("the data starts at %s UTC, after the deploy, already over the threshold", clockOf(rel.Onset)))
+			onsetWhy = append(onsetWhy, fmt.Sprintf("the data starts at %s UTC, after the deploy, already over the threshold", clockShort(rel.Onset)))
 			rel.Onset = time.Time{}
 		case d < -tolerance:
 			before = true
@@ -367,7 +361,7 @@ func judge(svc *Service, r *verdictReads, checks []Check) *Relatedness {
 		for _, p := range r.nodes.Problems {
 			s := p.Node + " " + p.Condition
 			if !p.Since.IsZero() {
-				s += " since " + clockOf(p.Since) + " UTC"
+				s += " since " + clockShort(p.Since) + " UTC"
 			}
 			if p.Workload {
 				mine = append(mine, s)
@@ -448,7 +442,7 @@ func neighbourState(nr neighbourRead, r *verdictReads, assess time.Duration) (ba
 			if v > th.ErrorRate {
 				bad = "error rate " + pct(v)
 				if at, _, ok := onsetOf(nr.errs.s.Points, func(x float64) bool { return x > th.ErrorRate }, max(r.window, 2*r.step)); ok {
-					bad += " since " + clockOf(at) + " UTC"
+					bad += " since " + clockShort(at) + " UTC"
 				}
 			}
 		}
@@ -549,8 +543,6 @@ func ago(d time.Duration) string {
 	}
 	return fmt.Sprintf("%.1f h", d.Hours())
 }
-
-func clockOf(t time.Time) string { return t.UTC().Format(time.TimeOnly) }
 
 func upperFirst(s string) string {
 	if s == "" {

@@ -35,7 +35,7 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 	}
 	// The assessment's pod list, when it just read it and the Deployment
 	// has not changed since; else a list of its own.
-	pods, ok := a.recent.get(st.d.ResourceVersion, a.now())
+	pods, ok := a.recent.take(st.d.ResourceVersion, a.now())
 	if !ok {
 		if pods, err = a.listPods(ctx, st); err != nil {
 			return ev, err

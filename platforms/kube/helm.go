@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"helm.sh/helm/v4/pkg/action"
 	helmkube "helm.sh/helm/v4/pkg/kube"
@@ -84,7 +85,16 @@ type helmSDK struct {
 // (the adapter's cluster and credentials, impersonation included), with
 // the Secrets storage driver, Helm's default. It does not contact the
 // cluster.
+// helmRequestTimeout bounds each API request of the Helm client: Helm's
+// storage and Rollback action take no context, so a hung apiserver would
+// otherwise hold the step past its budget.
+const helmRequestTimeout = 30 * time.Second
+
 func newHelmSDK(rc *rest.Config, ns string, log *slog.Logger) (*helmSDK, error) {
+	if rc.Timeout == 0 {
+		rc = rest.CopyConfig(rc)
+		rc.Timeout = helmRequestTimeout
+	}
 	cfg := action.NewConfiguration(action.ConfigurationSetLogger(log.Handler()))
 	if err := cfg.Init(&restGetter{rc: rc, ns: ns}, ns, "secret"); err != nil {
 		return nil, fmt.Errorf("helm configuration for namespace %s: %w", ns, err)

@@ -283,28 +283,43 @@ const podReuseAge = 15 * time.Second
 
 // recentPods is the pod list of the last Snapshot, kept for a Capture that
 // follows it: on a big Deployment the list is the largest read of both.
-// It is reused only while the Deployment has the resourceVersion it had
-// then (its status changes with every pod that becomes ready or not, is
-// added or removed) and for at most podReuseAge.
+// It is handed over once, only while the Deployment has the
+// resourceVersion it had then (its status changes with every pod that
+// becomes ready or not, is added or removed) and for at most podReuseAge;
+// after that it is let go, so an idle adapter holds no pod list.
 type recentPods struct {
-	mu   sync.Mutex
-	at   time.Time
-	rv   string
-	pods []corev1.Pod
+	mu    sync.Mutex
+	at    time.Time
+	rv    string
+	pods  []corev1.Pod
+	clear *time.Timer
 }
 
 func (r *recentPods) put(rv string, at time.Time, pods []corev1.Pod) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.rv, r.at, r.pods = rv, at, pods
-	r.mu.Unlock()
+	if r.clear != nil {
+		r.clear.Stop()
+	}
+	r.clear = time.AfterFunc(podReuseAge, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.at.Equal(at) {
+			r.pods = nil
+		}
+	})
 }
 
-// get returns the kept list when it is still the Deployment's at rv.
-func (r *recentPods) get(rv string, now time.Time) ([]corev1.Pod, bool) {
+// take hands over the kept list when it is still the Deployment's at rv;
+// it is not kept after that.
+func (r *recentPods) take(rv string, now time.Time) ([]corev1.Pod, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.pods == nil || r.rv != rv || now.Sub(r.at) > podReuseAge || now.Before(r.at) {
+	pods := r.pods
+	if pods == nil || r.rv != rv || now.Sub(r.at) > podReuseAge || now.Before(r.at) {
 		return nil, false
 	}
-	return r.pods, true
+	r.pods = nil
+	return pods, true
 }
