@@ -2,7 +2,7 @@
 // deployment rollback from the incident channel.
 //
 //	rollbot serve --config rollbot.yaml   run the bot (Socket Mode)
-//	rollbot check --config rollbot.yaml   validate a config
+//	rollbot check --config rollbot.yaml   validate a config (and reach REDIS_URL if set)
 //	rollbot rbac --config rollbot.yaml    print the least Kubernetes RBAC for it
 //	rollbot deployable --service S --version V   the deploy gate (exit 0, or 3)
 //	rollbot demo [--addr 127.0.0.1:8080]  local Slack server + simulated services
@@ -19,7 +19,6 @@ import (
 	"syscall"
 
 	"rollbot/bot"
-	"rollbot/state"
 )
 
 func main() {
@@ -36,7 +35,7 @@ func main() {
 
 const usage = `usage:
   rollbot serve --config rollbot.yaml   run the bot (env: SLACK_BOT_TOKEN, SLACK_APP_TOKEN, REDIS_URL, SLACK_API_URL)
-  rollbot check --config rollbot.yaml   validate a config (and REDIS_URL if set) and say what is wrong, by field
+  rollbot check --config rollbot.yaml   validate a config (and parse and reach REDIS_URL if set) and say what is wrong
   rollbot rbac --config rollbot.yaml [--service-account rollbot/rollbot] [--helm]
                                         print the least Roles/RoleBindings for its kubernetes services
   rollbot deployable --config rollbot.yaml --service S --version V [--json]
@@ -77,23 +76,7 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		cerr := cfg.Validate()
-		if cerr != nil {
-			cerr = fmt.Errorf("%s is not valid:\n%w", *config, cerr)
-		}
-		var redis *state.RedisURL
-		var rerr error // names the bad part of REDIS_URL, never the password
-		if u := os.Getenv("REDIS_URL"); u != "" {
-			redis, rerr = state.ParseRedisURL(u)
-		}
-		if err := errors.Join(cerr, rerr); err != nil {
-			return err
-		}
-		fmt.Printf("%s is valid: %d service(s)\n", *config, len(cfg.Services))
-		if redis != nil {
-			fmt.Printf("REDIS_URL is valid: %s\n", redis)
-		}
-		return nil
+		return bot.Check(ctx, cfg, *config, os.Getenv("REDIS_URL"), os.Stdout)
 	case "rbac":
 		cfg, err := bot.LoadConfig(*config)
 		if err != nil {

@@ -100,14 +100,11 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	rdb := ru.Client()
-	defer rdb.Close()
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = rdb.Ping(pctx).Err()
-	cancel()
+	rdb, err := connectRedis(ctx, ru)
 	if err != nil {
-		return fmt.Errorf("REDIS_URL: cannot reach Redis (%s): %w", ru, err)
+		return err
 	}
+	defer rdb.Close()
 	log.Info("connected to redis", "redis", ru.String())
 	services, err := BuildServices(ctx, cfg, state.New(rdb, cfg.RedisPrefix), log)
 	if err != nil {
