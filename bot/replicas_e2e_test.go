@@ -440,6 +440,48 @@ func TestReplicasKillOwnerAtEachStep(t *testing.T) {
 	}
 }
 
+// Regression (#12: "every process start takes over every incident"):
+// replicas that start while another live replica is rolling a service
+// back leave its incident alone. Its owner keeps it (no takeover, the same
+// fence), finishes it, and every write happens once.
+func TestReplicasNewProcessLeavesALiveIncident(t *testing.T) {
+	sent := redistest.Sentinel(t)
+	r := newReplicaSet(t, sent, 1, 3*time.Second) // stop 3s, then 3 pods at 3s each
+	r.slash("myapp")
+	r.confirm()
+	wait.For(t, 30*time.Second, "the rollback's template write", func() (bool, error) {
+		w := r.writes()
+		return w[sim.OpRollback] == 1, errors.New(fmt.Sprint(w))
+	})
+	before := r.incident("RB-1")
+	// Two more `rollbot serve` processes start on the same Redis while the
+	// first one works. A replica looks for incidents to take over as it
+	// starts, before Socket Mode connects.
+	r.start()
+	r.start()
+	r.waitConnections(3)
+	during := r.incident("RB-1")
+	if during == nil || !during.Status.Working() {
+		t.Fatalf("RB-1 is no longer working when the new replicas are up (%+v): lengthen the rollback", during)
+	}
+	if len(during.TakenOver) != 0 || during.Owner != before.Owner || during.Fence < before.Fence {
+		t.Fatalf("a starting replica took RB-1 over: owner %s → %s, takeovers %+v", before.Owner, during.Owner, during.TakenOver)
+	}
+	in := r.waitStatus("RB-1", 60*time.Second, is(state.Completed, state.VerifyFailed, state.RollbackFailed, state.Cancelled), "finished")
+	if in.Status != state.Completed {
+		t.Fatalf("RB-1 ended %s, want completed", in.Status)
+	}
+	if len(in.TakenOver) != 0 || in.Owner != before.Owner {
+		t.Errorf("RB-1 changed owner: %s → %s, takeovers %+v", before.Owner, in.Owner, in.TakenOver)
+	}
+	for _, m := range r.emu.Messages(slackemu.ChannelIncident) {
+		if strings.Contains(m.PlainText(), "resumed by") || strings.Contains(m.PlainText(), "interrupted") {
+			t.Errorf("the thread reports a takeover of a live incident:\n%s", m.PlainText())
+		}
+	}
+	r.checkOnce("RB-1", 0)
+}
+
 // 200 concurrent /rollback for one service spread over three replicas:
 // exactly one proceeds, 199 are told who holds it.
 func TestReplicasConcurrentCommandsOneProceeds(t *testing.T) {
