@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"rollbot/handlers"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 )
 
 // opsBot is a bot with its ops listener, against the local Slack server
@@ -95,17 +97,13 @@ func (o *opsBot) get(path string) (int, string) {
 // waitStatus polls path until it answers want, and returns the body.
 func (o *opsBot) waitStatus(path string, want int) string {
 	o.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		code, body := o.get(path)
-		if code == want {
-			return body
-		}
-		if time.Now().After(deadline) {
-			o.t.Fatalf("GET %s = %d %q, want %d", path, code, body, want)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline
-	}
+	var body string
+	wait.For(o.t, 15*time.Second, fmt.Sprintf("GET %s to answer %d", path, want), func() (bool, error) {
+		var code int
+		code, body = o.get(path)
+		return code == want, fmt.Errorf("GET %s = %d %q", path, code, body)
+	})
+	return body
 }
 
 // metrics scrapes /metrics and parses the text format.
@@ -154,17 +152,12 @@ next:
 // waitMetric polls /metrics until cond holds for the value of name.
 func (o *opsBot) waitMetric(what string, cond func(float64) bool, name string, labels ...string) float64 {
 	o.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		v := value(o.metrics(), name, labels...)
-		if cond(v) {
-			return v
-		}
-		if time.Now().After(deadline) {
-			o.t.Fatalf("%s: %s%v = %v", what, name, labels, v)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline
-	}
+	var v float64
+	wait.For(o.t, 15*time.Second, what, func() (bool, error) {
+		v = value(o.metrics(), name, labels...)
+		return cond(v), fmt.Errorf("%s%v = %v", name, labels, v)
+	})
+	return v
 }
 
 func (o *opsBot) slash(text string) {

@@ -12,6 +12,7 @@ import (
 	"rollbot/handlers"
 	"rollbot/state"
 	"rollbot/testkit/slackemu"
+	"rollbot/testkit/wait"
 )
 
 // copyTo posts a copy of a stored message, buttons included, into channel
@@ -34,22 +35,17 @@ func (h *harness) copyTo(channel string, m slackemu.Message) string {
 // waitCount waits until n messages in #general (slackemu.ChannelGeneral) match pred.
 func (h *harness) waitCount(what string, n int, pred func(slackemu.Message) bool) {
 	h.t.Helper()
-	ctx := h.ctx()
-	for {
-		got := 0
+	var got int
+	if err := wait.Until(context.Background(), 20*time.Second, what, func() (bool, error) {
+		got = 0
 		for _, m := range h.emu.Messages(slackemu.ChannelGeneral) {
 			if pred(m) {
 				got++
 			}
 		}
-		if got >= n {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			h.t.Fatalf("waiting for %s: %d of %d\n%s", what, got, n, h.dump())
-		case <-time.After(20 * time.Millisecond): // poll interval, bounded by ctx
-		}
+		return got >= n, nil
+	}); err != nil {
+		h.t.Fatalf("%v: %d of %d\n%s", err, got, n, h.dump())
 	}
 }
 

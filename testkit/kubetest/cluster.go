@@ -59,6 +59,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"rollbot/testkit/nettest"
+	"rollbot/testkit/wait"
 )
 
 //go:embed kwok-stages.yaml
@@ -481,28 +482,23 @@ func (c *Cluster) Err() error {
 	return nil
 }
 
-// poll calls cond every 50ms until it returns true, an error, the context
-// ends or a process exits.
+// poll calls cond every 50ms (testkit/wait) until it returns true, an
+// error, the context ends or a process exits.
 func (c *Cluster) poll(ctx context.Context, what string, cond func() (bool, error)) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	timeout := 24 * time.Hour // bounded by ctx (StartCluster's timeout)
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	return wait.UntilEvery(ctx, 50*time.Millisecond, timeout, what, func() (bool, error) {
 		if err := c.Err(); err != nil {
-			return fmt.Errorf("waiting for %s: %w", what, err)
+			return false, wait.Stop(err)
 		}
 		ok, err := cond()
 		if err != nil {
-			return fmt.Errorf("waiting for %s: %w", what, err)
+			return false, wait.Stop(err)
 		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-tick.C:
-		}
-	}
+		return ok, nil
+	})
 }
 
 func (c *Cluster) waitHTTP(ctx context.Context, what, url string, client *http.Client) error {

@@ -29,34 +29,28 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
+
+	"rollbot/testkit/wait"
 )
 
 // WaitTimeout bounds every wait of the helpers below.
 const WaitTimeout = 60 * time.Second
 
 // Poll calls cond every 50ms until it returns true or WaitTimeout passes,
-// then fails the test naming what it waited for.
+// then fails the test naming what it waited for and the last error
+// (testkit/wait; cond's ctx ends with WaitTimeout).
 func Poll(t testing.TB, what string, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
 	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
 	var lastErr error
-	for {
+	wait.Every(t, 50*time.Millisecond, WaitTimeout, what, func() (bool, error) {
 		ok, err := cond(ctx)
-		if ok {
-			return
-		}
 		if err != nil {
 			lastErr = err
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)", WaitTimeout, what, lastErr)
-		case <-tick.C:
-		}
-	}
+		return ok, lastErr
+	})
 }
 
 func randSuffix() string {

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"rollbot/testkit/nettest"
+	"rollbot/testkit/wait"
 )
 
 // server is one redis-server or redis-sentinel process started by a test.
@@ -58,15 +61,6 @@ func (s *server) alive() bool {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // spawn starts bin (redis-server or redis-sentinel) in a fresh directory
 // under parent on a free loopback port; conf is written to redis.conf
 // there and passed as the config file (sentinels rewrite it). It waits
@@ -80,10 +74,11 @@ func spawn(parent, bin string, conf []string) (*server, error) {
 		}
 		return nil, fmt.Errorf("%s not found on PATH (apt-get install %s): %w", bin, pkg, err)
 	}
-	port, err := freePort()
+	ports, err := nettest.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
+	port := ports[0]
 	dir := filepath.Join(parent, bin+"-"+strconv.Itoa(port))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -108,20 +103,20 @@ func spawn(parent, bin string, conf []string) (*server, error) {
 	go func() { cmd.Wait(); close(s.done) }()
 	c := s.client()
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	err = wait.UntilEvery(context.Background(), 50*time.Millisecond, 10*time.Second, fmt.Sprintf("%s on port %d to answer PING", bin, port), func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		err = c.Ping(ctx).Err()
+		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
-			return s, nil
+		if err != nil && !s.alive() {
+			return false, wait.Stop(fmt.Errorf("it exited: %w", err))
 		}
-		if !s.alive() || time.Now().After(deadline) {
-			s.kill()
-			return nil, fmt.Errorf("%s on port %d did not answer within 10s: %v\n%s", bin, port, err, s.logTail())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err == nil, err
+	})
+	if err != nil {
+		s.kill()
+		return nil, fmt.Errorf("%w\n%s", err, s.logTail())
 	}
+	return s, nil
 }
 
 // startT spawns a server that is killed when the test ends.
@@ -135,26 +130,20 @@ func startT(t testing.TB, bin string, conf ...string) *server {
 	return s
 }
 
-// waitFor polls cond every 50ms until it returns nil or the deadline
-// passes; the test fails with the last error.
+// waitFor polls cond (each call bounded by 2s) every 50ms until it
+// returns nil or within passes; the test fails with the last error.
 func waitFor(t testing.TB, what string, within time.Duration, cond func(ctx context.Context) error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	debug := os.Getenv("REDISTEST_DEBUG") != ""
+	wait.Every(t, 50*time.Millisecond, within, "redis for tests: "+what, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		err := cond(ctx)
 		cancel()
-		if err == nil {
-			return
-		}
-		if os.Getenv("REDISTEST_DEBUG") != "" {
+		if err != nil && debug {
 			t.Logf("%s %s: %v", time.Now().Format("15:04:05.000"), what, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis for tests: %s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil, err
+	})
 }
 
 // infoField reads one field of INFO <section>.

@@ -3,6 +3,7 @@ package slackemu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slackevents"
 	"github.com/slack-go/slack/socketmode"
+
+	"rollbot/testkit/wait"
 )
 
 // replica is one real slack-go Socket Mode client of the app, as one
@@ -283,13 +286,10 @@ func TestReplicasDuplicateToTwoConnections(t *testing.T) {
 	}
 	// Both copies are on the wire before the sender returns; wait until
 	// the clients have read them.
-	deadline := time.Now().Add(10 * time.Second)
-	for rs[0].rec.len()+rs[1].rec.len()+rs[2].rec.len() < 8 {
-		if time.Now().After(deadline) {
-			t.Fatalf("clients read %d copies, want 8", rs[0].rec.len()+rs[1].rec.len()+rs[2].rec.len())
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
-	}
+	wait.For(t, 10*time.Second, "the clients to read 8 copies", func() (bool, error) {
+		n := rs[0].rec.len() + rs[1].rec.len() + rs[2].rec.len()
+		return n >= 8, fmt.Errorf("clients read %d copies", n)
+	})
 	ds := s.Deliveries()
 	if len(ds) != 8 {
 		t.Fatalf("deliveries %d, want 8", len(ds))
@@ -323,13 +323,9 @@ func TestReplicasEleventhConnectionRefused(t *testing.T) {
 	s := newServer(t, Options{})
 	rs := startReplicas(t, s, 10, always)
 	extra := startReplica(t, s, always)
-	deadline := time.Now().Add(10 * time.Second)
-	for len(extra.connectionErrors()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the 11th client saw no connection error")
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
-	}
+	wait.For(t, 10*time.Second, "a connection error on the 11th client", func() (bool, error) {
+		return len(extra.connectionErrors()) > 0, nil
+	})
 	var se slack.SlackErrorResponse
 	if err := extra.connectionErrors()[0]; !errors.As(err, &se) || se.Err != "too_many_websockets" {
 		t.Errorf("11th connection: %v, want too_many_websockets", err)
@@ -348,13 +344,9 @@ func TestReplicasEleventhConnectionRefused(t *testing.T) {
 	}
 	// A slot frees up: the 11th client gets in on its next try.
 	rs[0].stop()
-	deadline = time.Now().Add(20 * time.Second)
-	for extra.connects() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the 11th client did not connect after a slot freed up (errors %v)", extra.connectionErrors())
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
-	}
+	wait.For(t, 20*time.Second, "the 11th client to connect after a slot freed up", func() (bool, error) {
+		return extra.connects() > 0, fmt.Errorf("errors %v", extra.connectionErrors())
+	})
 	if n := s.Connections(); n != 10 {
 		t.Errorf("open connections %d, want 10", n)
 	}
