@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"rollbot/handlers"
+	"rollbot/state"
 	"rollbot/testkit/redistest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
@@ -356,5 +358,53 @@ func TestRedisHookCountsFailures(t *testing.T) {
 	}
 	if len(got) != 2 || got["nosuchcommand"] != 1 || got["incr"] != 1 {
 		t.Errorf("redis errors by command %v, want nosuchcommand 1 and incr 1 (a missing key is no error)", got)
+	}
+}
+
+// The engine's own metrics are wired to /metrics: a real rollback through
+// the local Slack server counts its outcome and each working step's time.
+func TestOpsMetricsCountARealRollback(t *testing.T) {
+	o := startOpsBot(t)
+	o.waitStatus("/readyz", http.StatusOK)
+	if v := value(o.metrics(), "rollbot_rollbacks_total", "outcome", string(state.Completed)); v != 0 {
+		t.Fatalf("a rollback counted before any: %v", v)
+	}
+	o.slash("myapp")
+	var assessment slackemu.Message
+	for _, m := range o.emu.Messages(slackemu.ChannelIncident) {
+		if slices.Contains(m.ActionIDs(), handlers.ActConfirm) {
+			assessment = m
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := o.emu.ClickButton(ctx, slackemu.UserBob, slackemu.ChannelIncident, assessment.TS, handlers.ActConfirm); err != nil {
+		t.Fatal(err)
+	}
+	o.waitMetric("the completed rollback counted", func(v float64) bool { return v == 1 }, "rollbot_rollbacks_total", "outcome", string(state.Completed))
+	// The last step's time is recorded as the step returns, just after
+	// the outcome: wait for every step's.
+	working := []state.Status{state.Assessing, state.Stopping, state.RollingBack, state.Verifying}
+	steps := map[string]uint64{}
+	wait.For(t, 15*time.Second, "every working step's time on /metrics", func() (bool, error) {
+		clear(steps)
+		for _, m := range o.metrics()["rollbot_step_duration_seconds"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "step" {
+					steps[l.GetValue()] = m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+		for _, st := range working {
+			if steps[string(st)] == 0 {
+				return false, fmt.Errorf("steps %v", steps)
+			}
+		}
+		return true, nil
+	})
+	for _, st := range working {
+		if steps[string(st)] != 1 {
+			t.Errorf("rollbot_step_duration_seconds{step=%q} count %d, want 1 (all: %v)", st, steps[string(st)], steps)
+		}
 	}
 }
