@@ -2,6 +2,7 @@ package bot
 
 import (
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -25,6 +26,9 @@ func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {
 	h.opts.Redis, h.opts.Prefix = rdb, ""
 	h.start()
 
+	// How long each rollback takes, command to verdict (logged, for the
+	// README; not asserted: speed is not a test's to judge).
+	start := time.Now()
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
@@ -32,6 +36,9 @@ func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {
 	// The demo's short soak, labelled: every automatic check held 10s.
 	wantAll(t, "verified checklist", v.PlainText(), "held for the 10s soak", "verified by rollbot: held 1", "(soak 10s)")
 	h.waitFor("post-rollback actions", inThread(a.TS, textHas("Post-rollback actions")))
+	t.Logf("demo: /rollback myapp to its post-rollback actions in %s (soak %s)", time.Since(start).Round(100*time.Millisecond), DemoVerifySoak)
+
+	start = time.Now()
 
 	h.slash(slackemu.UserAlice, "payments")
 	p := h.waitFor("payments assessment", func(m slackemu.Message) bool {
@@ -43,4 +50,5 @@ func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {
 		t.Fatalf("approval refused: %+v", ack.Errors)
 	}
 	h.waitFor("payments verified", inThread(p.TS, textHas("Rollback verified")))
+	t.Logf("demo: /rollback payments to verified in %s, the DB approval included", time.Since(start).Round(100*time.Millisecond))
 }

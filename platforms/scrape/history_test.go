@@ -97,6 +97,40 @@ func TestRingBounded(t *testing.T) {
 	}
 }
 
+// TestRingMemoryWithinReadme: three hours of scraping at the default
+// interval into a ring that keeps an hour, at 3 and at 1000 requests a
+// second. The ring's buffers never hold more than the README's figure per
+// service (BenchmarkHistoryMemory measures the heap against it), and after
+// the first hour no more than the hour's samples and a little slack: the
+// compaction once half the buffer was dropped samples kept twice the
+// history, over twice the README's figure.
+func TestRingMemoryWithinReadme(t *testing.T) {
+	readme := readmeHistoryKB(t)
+	n := int(DefaultHistory / DefaultInterval)
+	for _, rps := range []float64{3, 1000} {
+		t.Run(fmt.Sprintf("%grps", rps), func(t *testing.T) {
+			r, peak := scrapeHours(3, rps, 1)
+			if k := r.len(); k < n || k > n+2 {
+				t.Fatalf("%d samples kept, want an hour's %d", k, n)
+			}
+			// What an hour of samples takes at least: their bytes and an
+			// offset each.
+			h, _ := r.copyOut()
+			need := 4 * len(h.samples)
+			for _, s := range h.samples {
+				need += len(s)
+			}
+			if peak > int(readme[rps]*1000) {
+				t.Errorf("the ring's buffers reached %d bytes, more than the README's %g KB per service", peak, readme[rps])
+			}
+			if now := cap(r.buf) + 4*cap(r.offs); now > need*5/4 {
+				t.Errorf("after three hours the buffers hold %d bytes for %d bytes of samples and offsets: more than a quarter of slack", now, need)
+			}
+			t.Logf("%g req/s: an hour of samples in %d bytes, buffers %d now, %d at most", rps, need, cap(r.buf)+4*cap(r.offs), peak)
+		})
+	}
+}
+
 // newestAt is the time of the newest sample of a's history.
 func newestAt(t *testing.T, a *Adapter) time.Time {
 	t.Helper()

@@ -306,9 +306,15 @@ func toLower(s string) string {
 
 // ring is a service's scrape history: encoded samples back to back in one
 // buffer, oldest first, at most keep long and max many. Old samples are
-// dropped from the front and the buffer is compacted once they make up
-// half of it, so a service costs about the encoded size of its samples
-// plus 4 bytes each.
+// dropped from the front; the live ones are moved to the front rather than
+// the buffer grown, and once the dropped ones make up a sixteenth of it,
+// into a smaller buffer when appends had grown it well past them. So a
+// service costs about the encoded size of its samples plus 4 bytes each,
+// and the slack of the buffers' growth while the first hour fills them,
+// also after days of scraping (compacting only once half of the buffer was
+// dropped samples kept twice the history: 148 KB instead of 66 KB per
+// service at 3 requests a second). A compaction copies the live samples,
+// about once per sixteenth of the history: negligible.
 type ring struct {
 	mu      sync.Mutex
 	buf     []byte
@@ -335,6 +341,9 @@ func (r *ring) bytesOf(i int) []byte {
 func (r *ring) add(enc []byte, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.head > 0 && (len(r.buf)+len(enc) > cap(r.buf) || len(r.offs) == cap(r.offs)) {
+		r.compact() // rather than grow the buffers past what was dropped
+	}
 	r.offs = append(r.offs, uint32(len(r.buf)))
 	r.buf = append(r.buf, enc...)
 	r.trim(now)
@@ -349,17 +358,29 @@ func (r *ring) trim(now time.Time) {
 		r.buf, r.offs, r.head = r.buf[:0], r.offs[:0], 0
 		return
 	}
-	if r.head > 0 && int(r.offs[r.head]) > len(r.buf)/2 {
-		cut := r.offs[r.head]
-		n := copy(r.buf, r.buf[cut:])
-		r.buf = r.buf[:n]
-		k := copy(r.offs, r.offs[r.head:])
-		r.offs = r.offs[:k]
-		for i := range r.offs {
-			r.offs[i] -= cut
-		}
-		r.head = 0
+	if r.head > 0 && int(r.offs[r.head]) > len(r.buf)/16 {
+		r.compact()
 	}
+}
+
+// compact moves the live samples to the front: into a buffer with an
+// eighth of headroom when the one they are in is much larger (appends
+// grew it), in place otherwise.
+func (r *ring) compact() {
+	cut := r.offs[r.head]
+	live, offs := r.buf[cut:], r.offs[r.head:]
+	if n := len(live); cap(r.buf) > n+n/4+512 {
+		r.buf = make([]byte, 0, n+n/8+64)
+	}
+	r.buf = append(r.buf[:0], live...) // copy handles the overlap
+	if k := len(offs); cap(r.offs) > k+k/4+128 {
+		r.offs = make([]uint32, 0, k+k/8+16)
+	}
+	r.offs = append(r.offs[:0], offs...)
+	for i := range r.offs {
+		r.offs[i] -= cut
+	}
+	r.head = 0
 }
 
 // reset replaces the history (a takeover loads it from Redis).
