@@ -26,7 +26,7 @@ type DemoOptions struct {
 }
 
 // Demo runs the local Slack-compatible server, rollbot connected to it and
-// two SIMULATED services, until ctx ends: a newcomer can type
+// three SIMULATED services, until ctx ends: a newcomer can type
 // `/rollback myapp` on the page and click through a verified rollback.
 func Demo(ctx context.Context, o DemoOptions) error {
 	if o.Addr == "" {
@@ -78,7 +78,8 @@ rollbot demo: everything runs in this process, nothing leaves this machine.
 
   - a local Slack-compatible server (not Slack) with the channel #incident-rollbacks
   - rollbot connected to it over Socket Mode
-  - SIMULATED services: "myapp" (v1.5.0 is failing) and "payments" (its bad deploy ran a migration)
+  - SIMULATED services: "myapp" (v1.5.0 is failing), "payments" (its bad deploy ran a migration)
+    and "search" (healthy: myapp's neighbour in the "Deployment-related?" row)
   - state: %s
   - verification soak shortened to %s for the demo (verify_soak; the default is the runbook's 3m)
 
@@ -125,10 +126,26 @@ func DemoServices() ([]*handlers.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	// search is healthy: myapp's neighbour in its verdict, so the
+	// assessment of myapp can tell its failure apart from one of the
+	// infrastructure (other services degraded too).
+	search, err := sim.New("search", sim.Config{
+		Versions:    []sim.Version{{Artifact: "registry.local/search:3.2.0"}, {Artifact: "registry.local/search:3.2.1"}},
+		Replicas:    2,
+		DeployedAgo: 3 * time.Hour,
+		StepDelay:   600 * time.Millisecond,
+	})
+	if err != nil {
+		return nil, err
+	}
+	searchSvc := &handlers.Service{Name: "search", Platform: search, Metrics: search, Health: search, HasHealth: true, HasSmoke: true, Approvers: oncall}
 	return []*handlers.Service{
-		{Name: "myapp", Platform: myapp, Metrics: myapp, Health: myapp, HasHealth: true, HasSmoke: true, Approvers: oncall},
+		// As services.myapp.verdict.neighbours.services: [search] would.
+		{Name: "myapp", Platform: myapp, Metrics: myapp, Health: myapp, HasHealth: true, HasSmoke: true, Approvers: oncall,
+			Verdict: handlers.VerdictConfig{Neighbours: []handlers.Neighbour{{Name: searchSvc.Name, Metrics: searchSvc.Metrics, Thresholds: searchSvc.Thresholds}}}},
 		{Name: "payments", Platform: payments, Metrics: payments, Health: payments, HasHealth: true, HasSmoke: true, Approvers: oncall,
 			Database: newDemoDB(), DBApprovers: handlers.Access{Groups: []string{slackemu.GroupDBA}}},
+		searchSvc,
 	}, nil
 }
 

@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +32,15 @@ func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {
 	start := time.Now()
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
+	// The simulated history times the onset at v1.5.0's deploy, and
+	// search, myapp's healthy neighbour, is measured too.
+	rel := tableRows(t, a)["Deployment-related?"]
+	if rel == nil || rel[colVerdict] != "✅ likely this deploy" ||
+		!strings.HasPrefix(rel[colMeasured], "Started ") || !strings.HasSuffix(rel[colMeasured], " after the deploy; other services healthy (1 of 1)") ||
+		!strings.Contains(rel[colSource], "healthy: search") {
+		t.Errorf("Deployment-related? row %q", rel)
+	}
+	wantAll(t, "assessment", a.PlainText(), "other services healthy (1 of 1) → likely this deploy.")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	v := h.waitFor("verified", inThread(a.TS, textHas("Rollback verified")))
 	// The demo's short soak, labelled: every automatic check held 10s.

@@ -273,11 +273,15 @@ func assessmentTable(in *state.Incident, a *Assessment) *slack.TableBlock {
 	if a.Snapshot != nil && (a.Snapshot.Owner != nil || in.Platform == "kubernetes") {
 		t.AddRow(ownerRow(a.Snapshot.Owner, cell)...)
 	}
+	// Every column with sentences wraps: the verdict row's Measured and
+	// Threshold, "⚠️ likely not: check infrastructure first", the sources.
+	// An unwrapped column keeps each cell on one line (is_wrapped defaults
+	// to false), which made the table wider than a 1400px window.
 	t.WithColumnSettings(
 		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft},
-		slack.ColumnSetting{Align: slack.ColumnAlignmentRight},
-		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft},
-		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft},
+		slack.ColumnSetting{Align: slack.ColumnAlignmentRight, IsWrapped: true},
+		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft, IsWrapped: true},
+		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft, IsWrapped: true},
 		slack.ColumnSetting{Align: slack.ColumnAlignmentLeft, IsWrapped: true},
 	)
 	return t

@@ -305,7 +305,7 @@ type Metrics interface {
 // when the error ratio or the p95 first crossed its threshold, relative to
 // the deploy, and compares other services over the same range.
 // Implementations: prom (query_range), scrape (from its background
-// history, as far back as it reaches).
+// history, as far back as it reaches), sim (the simulated history).
 type RangeMetrics interface {
 	Metrics
 	// ErrorRatioRange is the error ratio at every step in [from, to], each

@@ -2,7 +2,9 @@
 // a deployment whose versions, pods and request metrics behave like a real
 // service's, so the whole runbook can be clicked through without a
 // cluster. Every Target() says "simulated"; nothing here touches a real
-// system.
+// system. Its metrics, instant and over time (platforms.RangeMetrics),
+// follow which version served when: healthy numbers while a good version
+// ran, failing ones from a bad version's deploy on. Nothing is random.
 //
 // By default the deployment lives in the process's memory. With
 // state_file set it lives in that JSON file instead, shared by every
@@ -32,6 +34,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -94,10 +97,11 @@ type Sim struct {
 }
 
 var (
-	_ platforms.Platform  = (*Sim)(nil)
-	_ platforms.Fallbacks = (*Sim)(nil)
-	_ platforms.Metrics   = (*Sim)(nil)
-	_ platforms.Prober    = (*Sim)(nil)
+	_ platforms.Platform     = (*Sim)(nil)
+	_ platforms.Fallbacks    = (*Sim)(nil)
+	_ platforms.Metrics      = (*Sim)(nil)
+	_ platforms.RangeMetrics = (*Sim)(nil)
+	_ platforms.Prober       = (*Sim)(nil)
 )
 
 // New builds a simulated deployment called name.
@@ -534,25 +538,38 @@ func (s *Sim) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Result, e
 
 // badShare is the share of [from, to] during which a bad version served.
 func (s *Sim) badShare(from, to time.Time) (share float64, ok bool, err error) {
-	err = s.view(func(st *state) {
-		if !to.After(from) || len(st.Spans) == 0 || to.Before(st.Spans[0].At) {
-			return
-		}
-		total, bad := to.Sub(from).Seconds(), 0.0
-		for i, sp := range st.Spans {
-			end := to
-			if i+1 < len(st.Spans) {
-				end = st.Spans[i+1].At
-			}
-			a, b := maxTime(sp.At, from), minTime(end, to)
-			if b.After(a) && sp.Bad {
-				bad += b.Sub(a).Seconds()
-			}
-		}
-		share, ok = bad/total, true
-	})
+	err = s.view(func(st *state) { share, ok = badShareOf(st.Spans, from, to) })
 	return share, ok, err
 }
+
+// spans copies which artifact served when, for a range: one read of the
+// state for all its points.
+func (s *Sim) spans() ([]span, error) {
+	var out []span
+	err := s.view(func(st *state) { out = slices.Clone(st.Spans) })
+	return out, err
+}
+
+// badShareOf is the share of [from, to] during which a bad version served;
+// not ok before the first version existed.
+func badShareOf(spans []span, from, to time.Time) (share float64, ok bool) {
+	if !to.After(from) || len(spans) == 0 || to.Before(spans[0].At) {
+		return 0, false
+	}
+	total, bad := to.Sub(from).Seconds(), 0.0
+	for i, sp := range spans {
+		end := to
+		if i+1 < len(spans) {
+			end = spans[i+1].At
+		}
+		a, b := maxTime(sp.At, from), minTime(end, to)
+		if b.After(a) && sp.Bad {
+			bad += b.Sub(a).Seconds()
+		}
+	}
+	return bad / total, true
+}
+
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -574,25 +591,23 @@ const (
 	badP95         = 0.780
 )
 
+const (
+	errorQuery = "simulated http_requests_total{code=~\"5..\"} / http_requests_total"
+	p95Query   = "simulated histogram_quantile(0.95, http_request_duration_seconds)"
+)
+
 // ErrorRatio implements platforms.Metrics with simulated request data.
 func (s *Sim) ErrorRatio(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
-	m := platforms.Measurement{Source: "simulated metrics", Query: "simulated http_requests_total{code=~\"5..\"} / http_requests_total"}
-	share, ok, err := s.badShare(from, to)
-	if err != nil {
-		return m, err
-	}
-	m.Requests = s.cfg.RPS * to.Sub(from).Seconds()
-	if !ok || m.Requests < 10 {
-		m.NoData, m.Reason = true, "too little traffic in the window"
-		return m, nil
-	}
-	m.Value = goodErrorRatio + share*(badErrorRatio-goodErrorRatio)
-	return m, nil
+	return s.measure(from, to, errorQuery, errorRatioOf)
 }
 
 // LatencyP95 implements platforms.Metrics with simulated request data.
 func (s *Sim) LatencyP95(ctx context.Context, from, to time.Time) (platforms.Measurement, error) {
-	m := platforms.Measurement{Source: "simulated metrics", Query: "simulated histogram_quantile(0.95, http_request_duration_seconds)"}
+	return s.measure(from, to, p95Query, p95Of)
+}
+
+func (s *Sim) measure(from, to time.Time, query string, value func(share float64) float64) (platforms.Measurement, error) {
+	m := platforms.Measurement{Source: "simulated metrics", Query: query}
 	share, ok, err := s.badShare(from, to)
 	if err != nil {
 		return m, err
@@ -602,12 +617,67 @@ func (s *Sim) LatencyP95(ctx context.Context, from, to time.Time) (platforms.Mea
 		m.NoData, m.Reason = true, "too little traffic in the window"
 		return m, nil
 	}
-	// p95 of a mix: dominated by the slow version once it serves > 5%.
-	m.Value = goodP95
-	if share > 0.05 {
-		m.Value = goodP95 + math.Min(1, share*2)*(badP95-goodP95)
-	}
+	m.Value = value(share)
 	return m, nil
+}
+
+// errorRatioOf is the error ratio of a window in which a bad version
+// served share of the time.
+func errorRatioOf(share float64) float64 {
+	return goodErrorRatio + share*(badErrorRatio-goodErrorRatio)
+}
+
+// p95Of is the p95 of such a window: dominated by the slow version once
+// it serves > 5%.
+func p95Of(share float64) float64 {
+	if share > 0.05 {
+		return goodP95 + math.Min(1, share*2)*(badP95-goodP95)
+	}
+	return goodP95
+}
+
+// ErrorRatioRange implements platforms.RangeMetrics: at every step from
+// from to to, the error ratio over the window that ends there, from the
+// same simulated history as ErrorRatio (a point over [t-window, t] equals
+// ErrorRatio(t-window, t)). Deterministic: the numbers follow which
+// version served when, nothing else.
+func (s *Sim) ErrorRatioRange(ctx context.Context, from, to time.Time, step, window time.Duration) (platforms.Series, error) {
+	return s.series(from, to, step, window, errorQuery, errorRatioOf)
+}
+
+// LatencyP95Range implements platforms.RangeMetrics, likewise for the p95.
+func (s *Sim) LatencyP95Range(ctx context.Context, from, to time.Time, step, window time.Duration) (platforms.Series, error) {
+	return s.series(from, to, step, window, p95Query, p95Of)
+}
+
+// maxRangePoints bounds a range query, as Prometheus does (11,000 points).
+const maxRangePoints = 11000
+
+func (s *Sim) series(from, to time.Time, step, window time.Duration, query string, value func(share float64) float64) (platforms.Series, error) {
+	out := platforms.Series{Source: "simulated metrics", Query: query}
+	switch {
+	case step <= 0 || window <= 0:
+		return out, fmt.Errorf("simulated range query of %s: step and window must be positive (step %s, window %s)", s.name, step, window)
+	case to.Before(from):
+		return out, fmt.Errorf("simulated range query of %s: range [%s, %s] is empty", s.name, from.Format(time.RFC3339), to.Format(time.RFC3339))
+	case to.Sub(from)/step >= maxRangePoints:
+		return out, fmt.Errorf("simulated range query of %s: more than %d points (step %s over %s)", s.name, maxRangePoints, step, to.Sub(from))
+	}
+	spans, err := s.spans()
+	if err != nil {
+		return out, err
+	}
+	for t := from; !t.After(to); t = t.Add(step) {
+		share, ok := badShareOf(spans, t.Add(-window), t)
+		if !ok || s.cfg.RPS*window.Seconds() < 10 {
+			continue // no traffic: left out, like Prometheus's NaN
+		}
+		out.Points = append(out.Points, platforms.Point{At: t, Value: value(share)})
+	}
+	if len(out.Points) == 0 {
+		out.NoData, out.Reason = true, "too little traffic in the range"
+	}
+	return out, nil
 }
 
 // Health is the simulated health endpoint: failing while a bad version runs.
