@@ -120,3 +120,63 @@ func TestDrillFailsMidway(t *testing.T) {
 		t.Fatalf("the platform runs %s; the message must match it", got)
 	}
 }
+
+// A drill that ends before its rollback says exactly what it left: one
+// cancelled at the confirmation, and one whose assessment finds no
+// earlier version to roll back to (the drill's bad version is the oldest
+// the platform knows); the second must not send the user to a rollback
+// that was just found impossible.
+func TestDrillEndsBeforeRollback(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		versions []sim.Version
+		end      func(h *harness, a slackemu.Message)
+		want     []string
+		not      string
+	}{
+		{"cancelled", []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}},
+			func(h *harness, a slackemu.Message) { h.click(slackemu.UserBob, a.TS, handlers.ActCancel) },
+			[]string{"Drill RB-1 cancelled.", "The drill is NOT restored: it runs app:drill-broken, not app:v2", "it started on 3 (app:v2) with 3 units", "`/rollback myapp@staging`", "deploy app:v2"}, ""},
+		{"no rollback possible", []sim.Version{{Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}},
+			nil,
+			[]string{"Drill RB-1 stopped: no rollback possible.", "The drill is NOT restored: it runs app:drill-broken, not app:v2", "it started on 2 (app:v2) with 3 units", "Put it back by deploying app:v2"}, "`/rollback myapp@staging`"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := sim.New("myapp@staging", sim.Config{Versions: c.versions, StepDelay: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc := &handlers.Service{Name: "myapp@staging", Env: "staging", Platform: s, Metrics: s, Health: s, HasHealth: true, HasSmoke: true,
+				Approvers: handlers.Access{Groups: []string{slackemu.GroupOnCall}}, Drill: &handlers.Drill{Bad: "app:drill-broken"}}
+			h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+			h.slash(slackemu.UserAlice, "drill myapp")
+			a := h.waitFor("drill assessment", func(m slackemu.Message) bool {
+				return strings.Contains(m.PlainText(), "Drill: rollback of myapp@staging") && (c.end == nil || slices.Contains(m.ActionIDs(), handlers.ActConfirm))
+			})
+			if c.end != nil {
+				c.end(h, a)
+			}
+			note := h.waitFor("what the drill left", textHas("The drill is NOT restored"))
+			wantAll(t, "drill note", note.PlainText(), c.want...)
+			if c.not != "" && strings.Contains(note.PlainText(), c.not) {
+				t.Errorf("the note sends the user to %s:\n%s", c.not, note.PlainText())
+			}
+			if got := current(t, s); got != "app:drill-broken" {
+				t.Fatalf("the platform runs %s; the note must match it", got)
+			}
+			h.waitStatus("RB-1", state.Cancelled)
+			evs, err := h.store.Timeline(t.Context(), "RB-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.ContainsFunc(evs, func(e state.Event) bool {
+				return e.Step == "drill" && strings.HasPrefix(e.Detail, "The drill is NOT restored")
+			}) {
+				t.Errorf("what the drill left is not on the timeline: %+v", evs)
+			}
+			if l, _ := h.store.LockHolder(t.Context(), "myapp@staging"); l != nil {
+				t.Errorf("the drill still holds the service: %+v", l)
+			}
+		})
+	}
+}

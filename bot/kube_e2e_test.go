@@ -17,8 +17,10 @@ import (
 	"rollbot/platforms"
 	"rollbot/platforms/kube"
 	"rollbot/platforms/probe"
+	"rollbot/platforms/registry"
 	"rollbot/state"
 	"rollbot/testkit/kubetest"
+	"rollbot/testkit/registrytest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
 
@@ -207,5 +209,56 @@ func TestKubernetesAdmissionThroughSlack(t *testing.T) {
 			return e.Step == "allow" && e.Actor == slackemu.UserEve && strings.Contains(e.Detail, "refused")
 		}) {
 		t.Errorf("allow not on the timeline: %+v", evs)
+	}
+}
+
+// TestAdmissionByDigestFromRegistryMark: with a registry and
+// kubernetes.admission, the rollback through the local Slack server
+// marks the bad image in Debian's docker-registry and the namespace then
+// refuses it by tag and by the digest the registry mark resolved, under
+// any repository name (a pipeline that pins the digest, or pulls it
+// through a mirror, is refused too); the good image by digest is let in.
+func TestAdmissionByDigestFromRegistryMark(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	svc := registryService(t, reg, registry.Config{PlainHTTP: true}, nil)
+	rr := reg.Repository(t, "myapp")
+	ctx := context.Background()
+	bad, err := rr.Resolve(ctx, "v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := rr.Resolve(ctx, "v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := kubetest.Start(t)
+	ns := kubetest.CreateNamespace(t, c.AdminClient, "adm-digest")
+	svc.Admission = kube.NewAdmission(c.AdminClient, ns, "myapp", nil)
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	_, post := rollBack(t, h)
+	wantAll(t, "post-rollback actions", post.PlainText(), "marked by rollbot in `"+reg.Host+"/myapp`", "namespace "+ns+" refuses "+reg.Host+"/myapp:v3")
+
+	n := 0
+	create := func(image string) error {
+		n++
+		_, err := c.AdminClient.AppsV1().Deployments(ns).Create(ctx, kubetest.NewDeployment(ns, fmt.Sprintf("next-%d", n), image, 0), metav1.CreateOptions{})
+		return err
+	}
+	byDigest := reg.Host + "/myapp@" + bad.Digest.String()
+	var refusal error
+	wait.For(t, 30*time.Second, "the apiserver to refuse the bad image by digest", func() (bool, error) {
+		refusal = create(byDigest)
+		return refusal != nil, errors.New("accepted")
+	})
+	if !strings.Contains(refusal.Error(), "is marked DO_NOT_DEPLOY by rollbot (RB-1, by "+slackemu.UserBob+")") {
+		t.Errorf("refusal by digest: %v", refusal)
+	}
+	for _, img := range []string{reg.Host + "/myapp:v3", "mirror.example.com/team/myapp@" + bad.Digest.String(), reg.Host + "/myapp:v3@" + bad.Digest.String()} {
+		if err := create(img); err == nil {
+			t.Errorf("%s was accepted", img)
+		}
+	}
+	if err := create(reg.Host + "/myapp@" + good.Digest.String()); err != nil {
+		t.Errorf("the good image by digest was refused: %v", err)
 	}
 }

@@ -594,7 +594,7 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 		}
 		e.store.ReleaseLock(ctx, svc.Name, o.in.Lock)
 		e.update(ctx, o.in.Channel, ts, assessmentMsg(o.in, a, nil))
-		if note := e.drillLeftNote(ctx, o.in, svc); note != "" {
+		if note := e.drillLeftNote(ctx, o.in, svc, false); note != "" {
 			e.record(ctx, o.in.ID, "rollbot", "drill", strings.TrimSpace(note))
 			e.post(ctx, o.in.Channel, ts, errorMsg("Drill "+o.in.ID+" stopped: no rollback possible."+note))
 		}

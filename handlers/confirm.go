@@ -121,7 +121,7 @@ func (e *Engine) cancel(ctx context.Context, a Action) {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, "cancel", "cancelled before any change")
-	if note := e.drillLeftNote(ctx, in, svc); note != "" {
+	if note := e.drillLeftNote(ctx, in, svc, true); note != "" {
 		e.record(ctx, in.ID, "rollbot", "drill", strings.TrimSpace(note))
 		defer e.post(ctx, in.Channel, in.ThreadTS, simple(":information_source: Drill "+in.ID+" cancelled."+note))
 	}

@@ -249,8 +249,11 @@ func (e *Engine) drillCompare(ctx context.Context, in *state.Incident, svc *Serv
 	return strings.Join(diffs, "; ")
 }
 
-// drillLeftNote says, after a drill failed, what it left on the target.
-func (e *Engine) drillLeftNote(ctx context.Context, in *state.Incident, svc *Service) string {
+// drillLeftNote says, after a drill failed, what it left on the target
+// and how to put it back: by deploying the original version, and by
+// `/rollback` unless canRollBack is false (the assessment found no
+// version to roll back to, so that advice would fail the same way).
+func (e *Engine) drillLeftNote(ctx context.Context, in *state.Incident, svc *Service, canRollBack bool) string {
 	if in.Drill == nil || in.Steps["drill_deploy"] == "" {
 		return ""
 	}
@@ -258,8 +261,12 @@ func (e *Engine) drillLeftNote(ctx context.Context, in *state.Incident, svc *Ser
 	if left == "" {
 		return fmt.Sprintf(" The drill left %s as it found it (%s).", svc.Platform.Target(), in.Drill.Original.Label())
 	}
-	return fmt.Sprintf(" The drill is NOT restored: %s (it started on %s with %d units). Put it back with `/rollback %s`, or deploy %s.",
-		left, in.Drill.Original.Label(), in.Drill.Replicas, in.Service, in.Drill.Original.Artifact)
+	how := fmt.Sprintf("Put it back with `/rollback %s`, or deploy %s.", in.Service, in.Drill.Original.Artifact)
+	if !canRollBack {
+		how = fmt.Sprintf("Put it back by deploying %s (a rollback cannot: see the assessment).", in.Drill.Original.Artifact)
+	}
+	return fmt.Sprintf(" The drill is NOT restored: %s (it started on %s with %d units). %s",
+		left, in.Drill.Original.Label(), in.Drill.Replicas, how)
 }
 
 // drills answers `/rollback drills <service>`.

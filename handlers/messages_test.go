@@ -191,6 +191,8 @@ func TestGoldenMessages(t *testing.T) {
 		"post_actions_git":           postActionsMsg(&gitDone),
 		"owner_resumed":              ownerResumedMsg(in, "U0BOB", platforms.Result{Outcome: platforms.Done, Detail: `resumed Argo CD Application argocd/myapp: spec.syncPolicy.automated is {"prune":true,"selfHeal":true} again`}),
 		"assessment_no_release":      assessmentMsg(in, &noRelease, nil),
+		"drill_report":               drillReportMsg(drillIncident(), StepTimes(drillIncident(), t0.Add(time.Hour)), state.DrillRecord{Total: 295 * time.Second}, []state.DrillRecord{{Incident: "RB-3", Steps: map[string]time.Duration{"assess": time.Minute}}}, "", true, t0.Add(drillEvery)),
+		"drills":                     drillsMsg(&Service{Name: "myapp@staging"}, []state.DrillRecord{{Incident: "RB-5", At: t0, Total: 295 * time.Second, Restored: true, Steps: map[string]time.Duration{"assess": 40 * time.Second, "verify": 90 * time.Second}}}),
 	}
 	for name, m := range cases {
 		t.Run(name, func(t *testing.T) {

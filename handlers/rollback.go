@@ -179,7 +179,7 @@ func (e *Engine) failed(o *owned, msg string) {
 		return
 	}
 	in := o.in
-	msg += e.drillLeftNote(ctx, in, o.svc)
+	msg += e.drillLeftNote(ctx, in, o.svc, true)
 	if hold {
 		if err := e.store.HoldLock(ctx, in, e.opt.Budgets.Hold); err != nil {
 			e.log.Warn("hold the service lock", "incident", in.ID, "err", err)

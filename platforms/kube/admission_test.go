@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,8 +26,10 @@ import (
 
 // TestAdmissionRefusesTheBadImage runs on the real apiserver: after Forbid,
 // creating a Deployment (or a Pod) with the bad image in the namespace is
-// refused with the policy's message, by tag and by digest; another
-// namespace and other images are unaffected; after Allow it is accepted.
+// refused with the policy's message, by tag and by digest, and so are a
+// Pod (by a container or an init container), a StatefulSet and a CronJob
+// with it; another namespace and other images are unaffected; after Allow
+// it is accepted.
 func TestAdmissionRefusesTheBadImage(t *testing.T) {
 	c := cluster(t)
 	ns := kubetest.CreateNamespace(t, c.AdminClient, "adm")
@@ -69,6 +73,57 @@ func TestAdmissionRefusesTheBadImage(t *testing.T) {
 	}
 	if err := create(ns, "registry.example.com/team/myapp:v2"); err != nil {
 		t.Errorf("a good image was refused: %v", err)
+	}
+	// Pods and the other workloads, by any of their containers (init
+	// containers too); a CronJob's pod template lies one level deeper.
+	podSpec := func(image string, init bool) corev1.PodSpec {
+		s := corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/team/sidecar:v1"}},
+			Tolerations: []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}}
+		if init {
+			s.InitContainers = []corev1.Container{{Name: "init", Image: image}}
+		} else {
+			s.Containers = append(s.Containers, corev1.Container{Name: "bad", Image: image})
+		}
+		return s
+	}
+	labels := map[string]string{"app": "probe"}
+	tmpl := func(image string) corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: podSpec(image, false)}
+	}
+	for _, w := range []struct {
+		kind   string
+		create func(name, image string) error
+	}{
+		{"Pod", func(name, image string) error {
+			_, err := c.AdminClient.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: podSpec(image, false)}, metav1.CreateOptions{})
+			return err
+		}},
+		{"Pod init container", func(name, image string) error {
+			_, err := c.AdminClient.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: podSpec(image, true)}, metav1.CreateOptions{})
+			return err
+		}},
+		{"StatefulSet", func(name, image string) error {
+			_, err := c.AdminClient.AppsV1().StatefulSets(ns).Create(ctx, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: appsv1.StatefulSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl(image)}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"CronJob", func(name, image string) error {
+			job := tmpl(image)
+			job.Spec.RestartPolicy = corev1.RestartPolicyNever
+			_, err := c.AdminClient.BatchV1().CronJobs(ns).Create(ctx, &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: batchv1.CronJobSpec{Schedule: "0 3 * * *", Suspend: new(true), JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: job}}}}, metav1.CreateOptions{})
+			return err
+		}},
+	} {
+		n++
+		err := w.create(fmt.Sprintf("probe-%d", n), bad)
+		if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) || !strings.Contains(fmt.Sprint(err), "is marked DO_NOT_DEPLOY by rollbot (RB-4") {
+			t.Errorf("%s with the bad image: %v, want the policy's refusal", w.kind, err)
+		}
+		n++
+		if err := w.create(fmt.Sprintf("probe-%d", n), "registry.example.com/team/myapp:v2"); err != nil {
+			t.Errorf("%s with a good image was refused: %v", w.kind, err)
+		}
 	}
 	if err := create(other, bad); err != nil {
 		t.Errorf("another namespace refused the image: %v", err)
