@@ -42,7 +42,7 @@ var RequiredPermissions = []Permission{
 func (a *Adapter) CheckAccess(ctx context.Context) error {
 	var missing []string
 	for _, p := range RequiredPermissions {
-		if p.isWrite() && len(a.cfg.Impersonate) > 0 {
+		if p.IsWrite() && len(a.cfg.Impersonate) > 0 {
 			continue
 		}
 		res, sub, _ := strings.Cut(p.Resource, "/")

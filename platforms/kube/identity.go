@@ -17,6 +17,11 @@ type Identity struct {
 	Groups []string `yaml:"groups"`
 }
 
+// ImpersonateClusterRole is the ClusterRole of RBACFile that lets rollbot
+// impersonate exactly the users and groups of Config.Impersonate (its
+// resourceNames: `rollbot rbac` prints it from the config).
+const ImpersonateClusterRole = "rollbot-impersonate"
+
 // Keys of Config.Impersonate: a Slack user id (U…, or W… on Enterprise
 // Grid) or a Slack user-group id (S…). Slack's ids are upper case.
 var (
@@ -134,9 +139,22 @@ func refusedAs(as string, cause error, err error) error {
 	return platforms.Userf(cause, "the cluster refused %s: %s", as, statusMessage(err))
 }
 
-// isWrite reports whether p changes something: with Impersonate, those
-// run as the clicker's identity, not rollbot's.
-func (p Permission) isWrite() bool {
+// Impersonated lists the Kubernetes users and groups of the identities
+// in Impersonate, each sorted and without repeats: the resourceNames of
+// ImpersonateClusterRole.
+func (c Config) Impersonated() (users, groups []string) {
+	for _, id := range c.Impersonate {
+		users = append(users, id.User)
+		groups = append(groups, id.Groups...)
+	}
+	slices.Sort(users)
+	slices.Sort(groups)
+	return slices.Compact(users), slices.Compact(groups)
+}
+
+// IsWrite reports whether p changes something (any verb but get, list and
+// watch): with Config.Impersonate, those run as the clicker's identity.
+func (p Permission) IsWrite() bool {
 	return !slices.Contains([]string{"get", "list", "watch"}, p.Verb)
 }
 

@@ -629,3 +629,17 @@ func (r *RevisionAdapter) apiErrorOn(verb, resource string, err error) error {
 // WorkloadsRole is the Role of deploy/kubernetes/rbac.yaml for StatefulSets
 // and DaemonSets.
 const WorkloadsRole = "rollbot-workloads"
+
+// WorkloadPermissions is every permission the RevisionAdapter uses,
+// exactly the rules of WorkloadsRole in RBACFile (a test keeps them
+// equal): the StatefulSet or DaemonSet read and patched (by name), its
+// ControllerRevisions listed (by label) and annotated, its pods listed.
+var WorkloadPermissions = []Permission{
+	{"apps", "statefulsets", "get"},
+	{"apps", "statefulsets", "patch"},
+	{"apps", "daemonsets", "get"},
+	{"apps", "daemonsets", "patch"},
+	{"apps", "controllerrevisions", "list"},
+	{"apps", "controllerrevisions", "patch"},
+	{"", "pods", "list"},
+}
