@@ -430,9 +430,8 @@ func (e *Engine) freshGroupMembers(ctx context.Context, g string) ([]string, err
 // those groups (cached for groupTTL). A group whose members Slack cannot
 // list makes the lookup fail: that is recorded in ctx
 // (platforms.WithActorGroupsError) and the platform refuses a write that
-// depended on it, saying the lookup failed, rather than acting as someone
-// else; the membership that was found is kept, since a user's own entry
-// or a group found wins anyway.
+// depended on groups, saying the lookup failed, rather than acting as
+// someone else (a clicker mapped by user id is not affected).
 func (e *Engine) actingFor(ctx context.Context, svc *Service, user string) context.Context {
 	m, ok := svc.Platform.(platforms.SlackGroupMapper)
 	if !ok || user == "" {

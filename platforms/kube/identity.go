@@ -83,9 +83,9 @@ type acting struct {
 // when several of the user's groups have one, the first group id in
 // sorted order wins, so the choice never depends on map order or on the
 // order Slack lists groups in. A user the map does not cover is refused
-// with a user error, and so is one whose groups could not be looked up
-// (platforms.WithActorGroupsError) when groups are mapped: nothing is
-// written either way.
+// with a user error, and so is one without an entry of their own whose
+// groups could not all be looked up (platforms.WithActorGroupsError) when
+// groups are mapped: nothing is written either way.
 func (c Config) identityFor(ctx context.Context, target string) (*acting, error) {
 	if len(c.Impersonate) == 0 {
 		return nil, nil
@@ -95,18 +95,20 @@ func (c Config) identityFor(ctx context.Context, target string) (*acting, error)
 		return &acting{Identity: id, as: id.User + " (for <@" + user + ">)"}, nil
 	}
 	mapped := c.slackGroups()
-	if user != "" {
+	if user != "" && len(mapped) > 0 {
+		// Any failed group refuses, even when another group was found:
+		// the failed one might come first in sorted order.
+		if err := platforms.ActorGroupsError(ctx); err != nil {
+			return nil, platforms.Userf(fmt.Errorf("impersonate for %s: slack user groups of %q: %w", target, user, err),
+				"the Slack user-group lookup for <@%s> failed, so rollbot changed nothing on %s: `impersonate:` maps user groups there and rollbot could not tell which of them you are in; try again in a minute, or ask someone mapped by user id",
+				user, target)
+		}
 		in := platforms.ActorGroupsFrom(ctx)
 		for _, g := range mapped {
 			if slices.Contains(in, g) {
 				id := c.Impersonate[g]
 				return &acting{Identity: id, as: id.User + " (for <@" + user + "> via <!subteam^" + g + ">)"}, nil
 			}
-		}
-		if err := platforms.ActorGroupsError(ctx); err != nil && len(mapped) > 0 {
-			return nil, platforms.Userf(fmt.Errorf("impersonate for %s: slack user groups of %q: %w", target, user, err),
-				"the Slack user-group lookup for <@%s> failed, so rollbot changed nothing on %s: `impersonate:` maps user groups there and rollbot could not tell which of them you are in; try again in a minute, or ask someone mapped by user id",
-				user, target)
 		}
 	}
 	who := "this write has no Slack user"
