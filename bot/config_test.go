@@ -65,6 +65,8 @@ services:
 		{"verdict selector with braces", base + "    metrics: {prometheus: {url: 'http://prom:9090'}}\n    verdict: {neighbours: {selectors: ['{job=\"payments\"}']}}\n", "services.myapp.verdict.neighbours.selectors[0]: label matchers without braces"},
 		{"verdict budget too long", base + "    verdict: {budget: 5m}\n", "services.myapp.verdict.budget: at most 1m"},
 		{"verdict negative step", base + "    verdict: {step: -1s}\n", "services.myapp.verdict.step: must not be negative"},
+		{"impersonate key not a Slack id", strings.Replace(base, "platform: simulated\n    simulated: {versions: [{artifact: \"app:v1\"}]}", "platform: kubernetes\n    kubernetes: {namespace: prod, deployment: myapp, impersonate: {'@oncall': {user: oncall-bot}}}", 1),
+			`services.myapp.kubernetes.impersonate.@oncall: "@oncall" is neither a Slack user id (U… or W…) nor a Slack user-group id (S…)`},
 		{"health url with credentials", base + "    health_urls: ['http://u:p@x/health']\n", "services.myapp.health_urls[0]: must not contain credentials"},
 	}
 	for _, tt := range tests {

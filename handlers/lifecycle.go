@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"rollbot/platforms"
 	"rollbot/state"
 )
 
@@ -193,8 +192,9 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 		}
 		sctx, cancel := context.WithDeadline(ctx, started.Add(budget))
 		// Platform writes act for the person who decided (the requester
-		// for the assessment's dry run): adapters that impersonate use it.
-		sctx = platforms.WithActor(sctx, firstNonEmpty(o.in.DecidedBy, o.in.RequestedBy))
+		// for the assessment's dry run), and the Slack user groups of
+		// theirs that the platform maps: adapters that impersonate use it.
+		sctx = e.actingFor(sctx, o.svc, firstNonEmpty(o.in.DecidedBy, o.in.RequestedBy))
 		before := o.in.Status
 		var err error
 		switch o.in.Status {

@@ -48,11 +48,13 @@ type Config struct {
 	// "argocd"); an Application elsewhere is named "<namespace>_<name>" by
 	// Argo CD's labels and found there.
 	ArgoCDNamespace string `yaml:"argocd_namespace"`
-	// Impersonate maps Slack user ids to Kubernetes identities. When set,
-	// every write for a click runs as the clicker's identity (client-go
-	// impersonation), so the cluster's RBAC decides; a clicker without an
-	// entry is refused. rollbot's own credentials then need only
-	// `impersonate` on exactly these users and groups.
+	// Impersonate maps Slack user ids (U…, W…) and Slack user-group ids
+	// (S…) to Kubernetes identities. When set, every write for a click
+	// runs as the clicker's identity (client-go impersonation), so the
+	// cluster's RBAC decides: the entry for the clicker's user id, else
+	// the one of the first of their user groups in sorted id order; a
+	// clicker without either is refused. rollbot's own credentials then
+	// need only `impersonate` on exactly these users and groups.
 	Impersonate map[string]Identity `yaml:"impersonate"`
 	// RolloutTimeout caps how long a write waits for the rollout to finish,
 	// in addition to the Deployment's own progressDeadlineSeconds, which is
@@ -108,11 +110,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("argocd_namespace: %q is not a valid namespace name", c.ArgoCDNamespace))
 		}
 	}
-	for slackUser, id := range c.Impersonate {
-		if id.User == "" {
-			errs = append(errs, fmt.Errorf("impersonate.%s.user: required (the Kubernetes user the Slack user %s acts as)", slackUser, slackUser))
-		}
-	}
+	errs = append(errs, c.validateImpersonate()...)
 	if c.MigrationLogLines < 0 {
 		errs = append(errs, errors.New("migration_log_lines: must not be negative"))
 	}
@@ -120,12 +118,6 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("rollout_timeout: must not be negative"))
 	}
 	return errors.Join(errs...)
-}
-
-// Identity is a Kubernetes user and its groups, for impersonation.
-type Identity struct {
-	User   string   `yaml:"user"`
-	Groups []string `yaml:"groups"`
 }
 
 func (c Config) kind() string {
