@@ -43,6 +43,8 @@ services:
 		{"verify budget shorter than a service's soak", "verify_timeout: 5m\nverify_soak: 1m\nbudgets: {verify: 9m}\n" + base + "    verify_soak: 10m\n", "budgets.verify (9m0s) must be at least verify_timeout (5m0s) + verify_soak (10m0s) + 1m"},
 		{"negative soak", "verify_soak: -1s\n" + base, "verify_soak: must not be negative"},
 		{"negative service soak", base + "    verify_soak: -1s\n", "services.myapp.verify_soak: must not be negative"},
+		{"negative recent window", "verify_recent: -1s\n" + base, "verify_recent: must not be negative"},
+		{"negative service recent window", base + "    verify_recent: -1s\n", "services.myapp.verify_recent: must not be negative"},
 		{"budget shorter than two leases", "lease: 20s\nbudgets: {assess: 30s}\n" + base, "budgets.assess (30s) must be at least twice the lease (20s)"},
 		{"lease too short", "lease: 1s\n" + base, "lease: at least 3s"},
 		{"lock shorter than two leases", "lease: 20s\nlock_ttl: 30s\n" + base, "lock_ttl (30s) must be at least twice the lease (20s)"},

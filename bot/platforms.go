@@ -280,7 +280,7 @@ func buildNeighbours(svc *handlers.Service, sc ServiceConfig, services map[strin
 func buildService(ctx context.Context, name string, sc ServiceConfig, history *state.Store, log *slog.Logger) (*handlers.Service, error) {
 	svc := &handlers.Service{
 		Name: name, Env: sc.Env, Channels: sc.Channels, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
-		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, VerifySoak: sc.VerifySoak, Capture: sc.Capture,
+		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, VerifySoak: sc.VerifySoak, VerifyRecent: sc.VerifyRecent, Capture: sc.Capture,
 	}
 	if sc.Drills && sc.Drill != nil {
 		svc.Drill = &handlers.Drill{Bad: sc.Drill.Bad}

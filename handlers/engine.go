@@ -110,6 +110,9 @@ type Service struct {
 	// VerifySoak is how long every automatic verification item must hold
 	// before the rollback counts as verified (0: Options.VerifySoak).
 	VerifySoak time.Duration
+	// VerifyRecent is the shortest recent window each verification round
+	// also judges the request metrics on (0: Options.VerifyRecent).
+	VerifyRecent time.Duration
 }
 
 // Options tune the engine; zero values take defaults.
@@ -120,6 +123,7 @@ type Options struct {
 	PostmortemAfter  time.Duration // 20h, at most 24h
 	VerifyTimeout    time.Duration // 5m: how long the service has to recover before the soak must start
 	VerifySoak       time.Duration // 3m: how long each automatic verification item must hold
+	VerifyRecent     time.Duration // 30s: the shortest recent window the request metrics are also judged on
 	VerifyInterval   time.Duration // 10s
 	QueryTimeout     time.Duration // 5s per metric query
 	StepTimeout      time.Duration // deprecated name of Budgets.Rollout
@@ -199,6 +203,7 @@ func New(base context.Context, chat Chat, store *state.Store, services []*Servic
 	def(&opt.UpdateInterval, time.Second)
 	def(&opt.Lease, 15*time.Second)
 	def(&opt.VerifySoak, DefaultVerifySoak)
+	def(&opt.VerifyRecent, DefaultVerifyRecent)
 	if opt.Budgets.Rollout <= 0 {
 		opt.Budgets.Rollout = opt.StepTimeout
 	}
