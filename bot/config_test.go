@@ -65,6 +65,9 @@ services:
 		{"verdict selector with braces", base + "    metrics: {prometheus: {url: 'http://prom:9090'}}\n    verdict: {neighbours: {selectors: ['{job=\"payments\"}']}}\n", "services.myapp.verdict.neighbours.selectors[0]: label matchers without braces"},
 		{"verdict budget too long", base + "    verdict: {budget: 5m}\n", "services.myapp.verdict.budget: at most 1m"},
 		{"verdict negative step", base + "    verdict: {step: -1s}\n", "services.myapp.verdict.step: must not be negative"},
+		{"alert route channel by name", base + "alertmanager: {routes: [{match: {alertname: X}, service: myapp, channel: incident-rollbacks}]}\n", `alertmanager.routes[0].channel: "incident-rollbacks" is not a channel id (C…)`},
+		{"alert route unknown service", base + "alertmanager: {routes: [{match: {alertname: X}, service: myap}]}\n", `alertmanager.routes[0].service: "myap" is not a configured service`},
+		{"alerts with only channel names", strings.Replace(base, "[C0INCIDENT]", "[incident-rollbacks]", 1) + "alertmanager: {}\n", "services.myapp: its alerts have no channel to go to"},
 		{"health url with credentials", base + "    health_urls: ['http://u:p@x/health']\n", "services.myapp.health_urls[0]: must not contain credentials"},
 	}
 	for _, tt := range tests {
