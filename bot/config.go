@@ -477,7 +477,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, s.Verdict.validate(p, name, s, c.Services)...)
 	}
 	if c.Alertmanager != nil {
-		errs = append(errs, c.Alertmanager.validate(c.Services)...)
+		errs = append(errs, c.Alertmanager.validate(c.Services, c.IncidentChannels)...)
 	}
 	errs = append(errs, c.validateSafety()...)
 	return errors.Join(errs...)

@@ -69,6 +69,9 @@ services:
 		{"verdict negative step", base + "    verdict: {step: -1s}\n", "services.myapp.verdict.step: must not be negative"},
 		{"impersonate key not a Slack id", strings.Replace(base, "platform: simulated\n    simulated: {versions: [{artifact: \"app:v1\"}]}", "platform: kubernetes\n    kubernetes: {namespace: prod, deployment: myapp, impersonate: {'@oncall': {user: oncall-bot}}}", 1),
 			`services.myapp.kubernetes.impersonate.@oncall: "@oncall" is neither a Slack user id (U… or W…) nor a Slack user-group id (S…)`},
+		{"alert route channel by name", base + "alertmanager: {routes: [{match: {alertname: X}, service: myapp, channel: incident-rollbacks}]}\n", `alertmanager.routes[0].channel: "incident-rollbacks" is not a channel id (C…)`},
+		{"alert route unknown service", base + "alertmanager: {routes: [{match: {alertname: X}, service: myap}]}\n", `alertmanager.routes[0].service: "myap" is not a configured service`},
+		{"alerts with only channel names", strings.Replace(base, "[C0INCIDENT]", "[incident-rollbacks]", 1) + "alertmanager: {}\n", "services.myapp: its alerts have no channel to go to"},
 		{"health url with credentials", base + "    health_urls: ['http://u:p@x/health']\n", "services.myapp.health_urls[0]: must not contain credentials"},
 	}
 	for _, tt := range tests {

@@ -73,7 +73,7 @@ func (e *Engine) captureFirst(ctx context.Context, o *owned) error {
 	ev.Cap(lim.TotalBytes)
 
 	saved := "kept with the incident"
-	if err := e.store.SaveEvidence(ctx, in.ID, o.claim, ev); err != nil {
+	if err := e.store.SaveEvidence(ctx, in.ID, o.claim, &ev); err != nil {
 		if errors.Is(err, state.ErrFenced) {
 			return errTakenOver
 		}
