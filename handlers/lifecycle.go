@@ -19,7 +19,7 @@ type Budgets struct {
 	Confirm time.Duration `yaml:"confirm"` // 30m: waiting for "Roll back" or the DB approvals
 	DBDown  time.Duration `yaml:"db_down"` // 20m: a reversible down migration (§4)
 	Restore time.Duration `yaml:"restore"` // 3h: a snapshot / point-in-time restore (§4)
-	Switch  time.Duration `yaml:"switch"`  // 1h: pointing the app at the restored data (§4)
+	Switch  time.Duration `yaml:"switch"`  // 2h30m: pointing the app at the restored data (§4); the rename swap waits up to restore.wait_timeout (2h)
 	Rollout time.Duration `yaml:"rollout"` // 15m: stop the rollout and roll back, until converged (§2, §3)
 	Verify  time.Duration `yaml:"verify"`  // verify_timeout + verify_soak + 2m: the verification checklist (§5)
 	// Hold is how long a failed rollback keeps the service lock while it
@@ -58,7 +58,7 @@ func (b *Budgets) defaults(verifyTimeout, soak time.Duration) {
 	def(&b.Confirm, 30*time.Minute)
 	def(&b.DBDown, 20*time.Minute)
 	def(&b.Restore, 3*time.Hour)
-	def(&b.Switch, time.Hour)
+	def(&b.Switch, 2*time.Hour+30*time.Minute)
 	def(&b.Rollout, 15*time.Minute)
 	def(&b.Verify, verifyTimeout+soak+2*time.Minute)
 	def(&b.Hold, 30*time.Minute)

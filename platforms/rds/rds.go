@@ -157,6 +157,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Adapter, error) {
 	return newAdapter(cfg, client, log), nil
 }
 
+// defaultWaitTimeout is Config.WaitTimeout's default.
+const defaultWaitTimeout = 2 * time.Hour
+
+// Waits are the adapter's waits inside the runbook's steps
+// (platforms.Wait), at the config path at: the restore waits for the new
+// instance up to wait_timeout, and so does the rename swap (the endpoint
+// switch, when it is rename).
+func (c Config) Waits(at string) []platforms.Wait {
+	d, what := c.WaitTimeout, fmt.Sprintf("%s.wait_timeout (%s)", at, c.WaitTimeout)
+	if d <= 0 {
+		d, what = defaultWaitTimeout, fmt.Sprintf("%s.wait_timeout (%s, the default)", at, defaultWaitTimeout)
+	}
+	lower := "lower " + at + ".wait_timeout"
+	return []platforms.Wait{
+		{Step: platforms.WaitRestore, D: d, What: what, Lower: lower},
+		{Step: platforms.WaitSwitch, D: d, What: what + " for the rename swap", Lower: lower},
+	}
+}
+
 func withDefaults(cfg Config) Config {
 	if cfg.Method == "" {
 		cfg.Method = FromSnapshot
@@ -168,7 +187,7 @@ func withDefaults(cfg Config) Config {
 		cfg.PollInterval = 30 * time.Second
 	}
 	if cfg.WaitTimeout == 0 {
-		cfg.WaitTimeout = 2 * time.Hour
+		cfg.WaitTimeout = defaultWaitTimeout
 	}
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = 5
