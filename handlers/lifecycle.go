@@ -222,6 +222,12 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 			e.interrupted(o, cause)
 			return
 		}
+		// A guard right before a write found the lock lost or the incident
+		// taken over (before the heartbeat did): the same report.
+		if errors.As(err, new(lostLock)) || errors.Is(err, errTakenOver) {
+			e.interrupted(o, err)
+			return
+		}
 		if overBudget {
 			msg := fmt.Sprintf("%s did not finish within its budget of %s", what, window(budget))
 			var se stepError
