@@ -468,9 +468,7 @@ func (e *Engine) userText(err error, op string, attrs ...any) string {
 		e.log.Warn(op+" timed out", append(attrs, "err", err)...)
 		return op + " timed out"
 	}
-	ref := make([]byte, 4)
-	rand.Read(ref)
-	id := hex.EncodeToString(ref)
+	id := platforms.NewRef()
 	e.log.Error(op+" failed", append(attrs, "ref", id, "err", err)...)
 	return fmt.Sprintf("internal error during %s (see the bot log, ref %s)", op, id)
 }

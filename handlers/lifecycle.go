@@ -169,8 +169,9 @@ func (e *Engine) work(in *state.Incident, svc *Service, resumed string) {
 		defer stop()
 		defer func() {
 			if r := recover(); r != nil {
-				e.log.Error("panic in working step", "incident", o.in.ID, "op", string(o.in.Status), "panic", r)
-				e.failed(o, "an internal error stopped rollbot during "+string(o.in.Status)+" (see the bot log)")
+				ref := platforms.NewRef()
+				e.log.Error("panic in working step", "incident", o.in.ID, "op", string(o.in.Status), "ref", ref, "panic", r)
+				e.failed(o, "an internal error stopped rollbot during "+string(o.in.Status)+" (see the bot log, ref "+ref+")")
 			}
 		}()
 		o.resumedFrom = resumed
@@ -250,8 +251,9 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 			return
 		}
 		if o.in.Status == before {
-			e.log.Error("step did not move the incident on", "incident", o.in.ID, "status", string(before))
-			e.failed(o, "rollbot stopped at "+string(before)+" (internal error, see the bot log)")
+			ref := platforms.NewRef()
+			e.log.Error("step did not move the incident on", "incident", o.in.ID, "status", string(before), "ref", ref)
+			e.failed(o, "rollbot stopped at "+string(before)+" (internal error, see the bot log, ref "+ref+")")
 			return
 		}
 	}

@@ -716,7 +716,9 @@ func (a *Adapter) awsErr(err error, op string) error {
 			return platforms.Userf(fmt.Errorf("%w: %w", platforms.ErrConflict, err), "an RDS instance with the new name already exists; use it or choose another name")
 		case "InvalidRestoreFault", "InvalidDBSnapshotState", "InvalidDBInstanceState", "InvalidParameterValue", "InvalidParameterCombination",
 			"StorageQuotaExceeded", "InstanceQuotaExceeded", "InsufficientDBInstanceCapacity":
-			return platforms.Userf(err, "AWS refused rds:%s for %s (%s); see the bot log for AWS's explanation", op, a.Target(), code)
+			// AWS's explanation may name ARNs and parameters: the log has it.
+			ref := platforms.SeeLog(context.Background(), a.log, "AWS refused rds:"+op, err, "code", code)
+			return platforms.Userf(err, "AWS refused rds:%s for %s (%s); AWS's explanation: %s", op, a.Target(), code, ref)
 		case "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "UnrecognizedClientException":
 			return platforms.Userf(err, "AWS rejected rollbot's credentials (%s); check its AWS credentials", code)
 		}
