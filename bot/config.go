@@ -446,9 +446,11 @@ func (c *Config) Validate() error {
 	if lease <= 0 {
 		lease = 15 * time.Second
 	}
-	if err := c.Budgets.Resolve(c.VerifyTimeout, c.longestSoak(), c.StepTimeout).Validate(c.verifyTimeout(), c.longestSoak(), lease); err != nil {
+	budgets := c.Budgets.Resolve(c.VerifyTimeout, c.longestSoak(), c.StepTimeout)
+	if err := budgets.Validate(c.verifyTimeout(), c.longestSoak(), lease); err != nil {
 		errs = append(errs, unjoin(err)...)
 	}
+	errs = append(errs, c.validateStepWaits(budgets)...)
 	if c.LockTTL != 0 && c.LockTTL < 2*lease {
 		errs = append(errs, fmt.Errorf("lock_ttl (%s) must be at least twice the lease (%s)", c.LockTTL, lease))
 	}

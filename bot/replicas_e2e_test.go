@@ -132,7 +132,7 @@ verify_timeout: 20s
 verify_soak: 1s
 verify_interval: 500ms
 query_timeout: 2s
-budgets: {assess: 30s, confirm: 5m, rollout: 1m, verify: 2m, hold: 5m}
+budgets: {assess: 1m, confirm: 5m, rollout: 2m, verify: 2m, hold: 5m}
 services:
   myapp:
 %s    approvers: {groups: [%s]}

@@ -77,8 +77,7 @@ func (e *Engine) captureFirst(ctx context.Context, o *owned) error {
 		if errors.Is(err, state.ErrFenced) {
 			return errTakenOver
 		}
-		e.log.Warn("save evidence", "incident", in.ID, "err", err)
-		saved = "NOT kept in rollbot's store (see the bot log)"
+		saved = "NOT kept in rollbot's store (" + platforms.SeeLog(ctx, e.log, "save evidence", err, "incident", in.ID) + ")"
 	}
 	file := File{
 		Name:    in.ID + "-evidence.txt",

@@ -80,15 +80,18 @@ type Service struct {
 	// empty: Options.IncidentChannels.
 	Channels []string
 	// Drill configures practice rollbacks; nil: drills are refused.
-	Drill      *Drill
-	Platform   platforms.Platform
-	Metrics    platforms.Metrics  // nil: no request metrics
-	Database   platforms.Database // nil: no database configured
-	Health     platforms.Prober   // nil: no health URL / smoke test configured
-	HasHealth  bool
-	HasSmoke   bool
-	Thresholds Thresholds
-	Approvers  Access
+	Drill     *Drill
+	Platform  platforms.Platform
+	Metrics   platforms.Metrics  // nil: no request metrics
+	Database  platforms.Database // nil: no database configured
+	Health    platforms.Prober   // nil: no health URL / smoke test configured
+	HasHealth bool
+	HasSmoke  bool
+	// SmokeTimeout is how long the verification gives the smoke test (it
+	// bounds itself); zero: query_timeout, like the other checks.
+	SmokeTimeout time.Duration
+	Thresholds   Thresholds
+	Approvers    Access
 	// DeployLock: after a completed rollback the deploy gate refuses every
 	// version of the service until an approver runs /rollback unlock.
 	DeployLock bool
@@ -523,9 +526,7 @@ func (e *Engine) userText(err error, op string, attrs ...any) string {
 		e.log.Warn(op+" timed out", append(attrs, "err", err)...)
 		return op + " timed out"
 	}
-	ref := make([]byte, 4)
-	rand.Read(ref)
-	id := hex.EncodeToString(ref)
+	id := platforms.NewRef()
 	e.log.Error(op+" failed", append(attrs, "ref", id, "err", err)...)
 	return fmt.Sprintf("internal error during %s (see the bot log, ref %s)", op, id)
 }

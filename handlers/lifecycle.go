@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"rollbot/platforms"
 	"rollbot/state"
 )
 
@@ -18,7 +19,7 @@ type Budgets struct {
 	Confirm time.Duration `yaml:"confirm"` // 30m: waiting for "Roll back" or the DB approvals
 	DBDown  time.Duration `yaml:"db_down"` // 20m: a reversible down migration (§4)
 	Restore time.Duration `yaml:"restore"` // 3h: a snapshot / point-in-time restore (§4)
-	Switch  time.Duration `yaml:"switch"`  // 1h: pointing the app at the restored data (§4)
+	Switch  time.Duration `yaml:"switch"`  // 2h30m: pointing the app at the restored data (§4); the rename swap waits up to restore.wait_timeout (2h)
 	Rollout time.Duration `yaml:"rollout"` // 15m: stop the rollout and roll back, until converged (§2, §3)
 	Verify  time.Duration `yaml:"verify"`  // verify_timeout + verify_soak + 2m: the verification checklist (§5)
 	// Hold is how long a failed rollback keeps the service lock while it
@@ -57,7 +58,7 @@ func (b *Budgets) defaults(verifyTimeout, soak time.Duration) {
 	def(&b.Confirm, 30*time.Minute)
 	def(&b.DBDown, 20*time.Minute)
 	def(&b.Restore, 3*time.Hour)
-	def(&b.Switch, time.Hour)
+	def(&b.Switch, 2*time.Hour+30*time.Minute)
 	def(&b.Rollout, 15*time.Minute)
 	def(&b.Verify, verifyTimeout+soak+2*time.Minute)
 	def(&b.Hold, 30*time.Minute)
@@ -168,8 +169,9 @@ func (e *Engine) work(in *state.Incident, svc *Service, resumed string) {
 		defer stop()
 		defer func() {
 			if r := recover(); r != nil {
-				e.log.Error("panic in working step", "incident", o.in.ID, "op", string(o.in.Status), "panic", r)
-				e.failed(o, "an internal error stopped rollbot during "+string(o.in.Status)+" (see the bot log)")
+				ref := platforms.NewRef()
+				e.log.Error("panic in working step", "incident", o.in.ID, "op", string(o.in.Status), "ref", ref, "panic", r)
+				e.failed(o, "an internal error stopped rollbot during "+string(o.in.Status)+" (see the bot log, ref "+ref+")")
 			}
 		}()
 		o.resumedFrom = resumed
@@ -222,6 +224,12 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 			e.interrupted(o, cause)
 			return
 		}
+		// A guard right before a write found the lock lost or the incident
+		// taken over (before the heartbeat did): the same report.
+		if errors.As(err, new(lostLock)) || errors.Is(err, errTakenOver) {
+			e.interrupted(o, err)
+			return
+		}
 		if overBudget {
 			msg := fmt.Sprintf("%s did not finish within its budget of %s", what, window(budget))
 			var se stepError
@@ -244,8 +252,9 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 			return
 		}
 		if o.in.Status == before {
-			e.log.Error("step did not move the incident on", "incident", o.in.ID, "status", string(before))
-			e.failed(o, "rollbot stopped at "+string(before)+" (internal error, see the bot log)")
+			ref := platforms.NewRef()
+			e.log.Error("step did not move the incident on", "incident", o.in.ID, "status", string(before), "ref", ref)
+			e.failed(o, "rollbot stopped at "+string(before)+" (internal error, see the bot log, ref "+ref+")")
 			return
 		}
 	}

@@ -740,8 +740,14 @@ func (e *Engine) observeRound(ctx context.Context, in *state.Incident, svc *Serv
 		if v.Items[i].Manual {
 			return
 		}
+		// Each read gets query_timeout; the smoke test its own timeout
+		// (cut at query_timeout it could never pass when it takes longer).
+		limit := e.opt.QueryTimeout
+		if v.Items[i].Key == checkFlows {
+			limit = max(limit, svc.SmokeTimeout)
+		}
 		wg.Go(func() {
-			qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
+			qctx, cancel := context.WithTimeout(ctx, limit)
 			defer cancel()
 			ob := f(qctx)
 			obs[i] = &ob

@@ -18,10 +18,13 @@ package platforms
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"time"
 )
@@ -687,6 +690,24 @@ func UserMessage(err error) (string, bool) {
 		return ue.Msg, true
 	}
 	return "", false
+}
+
+// NewRef returns a new reference id: a text a user sees that cannot say
+// what went wrong says "see the bot log, ref <id>", and the log line that
+// holds the cause carries ref=<id>. Every user text follows one policy:
+// a curated message (UserError) or a reference, never a raw error.
+func NewRef() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// SeeLog logs msg with err and a new reference id at warning level, and
+// returns the words for the user: "see the bot log, ref <id>".
+func SeeLog(ctx context.Context, log *slog.Logger, msg string, err error, attrs ...any) string {
+	ref := NewRef()
+	log.WarnContext(ctx, msg, append(attrs, "ref", ref, "err", err)...)
+	return "see the bot log, ref " + ref
 }
 
 type actorKey struct{}

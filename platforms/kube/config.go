@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"rollbot/platforms"
 )
 
 // DefaultMigrationContainer is the init container whose log Snapshot reads
@@ -118,6 +120,34 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("rollout_timeout: must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// Without rollout_timeout, a Deployment's rollout is waited for until its
+// progress deadline (progressDeadlineSeconds, 600s unless it sets its own)
+// plus a minute; a StatefulSet's or DaemonSet's for 10 minutes.
+const (
+	defaultProgressDeadline       = 600 * time.Second
+	defaultRevisionRolloutTimeout = 10 * time.Minute
+)
+
+// Waits are the adapter's waits inside the runbook's steps (platforms.Wait),
+// at the config path at: every write (rollback, set image, scale to zero)
+// waits for its rollout, up to rollout_timeout.
+func (c Config) Waits(at string) []platforms.Wait {
+	field := at + ".rollout_timeout"
+	w := platforms.Wait{Step: platforms.WaitRollback, D: c.RolloutTimeout, What: fmt.Sprintf("%s (%s)", field, c.RolloutTimeout), Lower: "lower " + field}
+	switch {
+	case c.RolloutTimeout > 0:
+	case c.kind() == KindDeployment:
+		w.D = defaultProgressDeadline + time.Minute
+		w.What = fmt.Sprintf("the rollout wait (%s unset: the Deployment's progress deadline, %s by default, + 1m = %s)", field, defaultProgressDeadline, w.D)
+		w.Lower = "set " + field + " lower"
+	default:
+		w.D = defaultRevisionRolloutTimeout
+		w.What = fmt.Sprintf("the rollout wait (%s unset: %s)", field, w.D)
+		w.Lower = "set " + field + " lower"
+	}
+	return []platforms.Wait{w}
 }
 
 func (c Config) kind() string {

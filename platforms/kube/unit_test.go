@@ -19,14 +19,17 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
 	"rollbot/platforms"
+	"rollbot/testkit/logtest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -398,5 +401,50 @@ func TestCaptureReusesTheAssessmentPods(t *testing.T) {
 	capture()
 	if n := lists(); n != 4 {
 		t.Fatalf("the pods were not listed again after the Deployment changed (%d lists, want 4)", n)
+	}
+}
+
+// A capture read that fails with an error rollbot has no words for is said
+// in the evidence file with a reference into the log, never as the raw
+// error (which names the API server); the log line with that reference
+// holds the cause. A known failure is said by its reason.
+func TestCaptureErrorTextHasAReference(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string // the text, when it has no reference
+	}{
+		{"unknown", errors.New("Get \"https://10.96.0.1:443/api/v1/namespaces/prod/events\": stream error: stream ID 7; INTERNAL_ERROR; token=s3cr3t"), ""},
+		{"forbidden", apierrors.NewForbidden(schema.GroupResource{Resource: "events"}, "", errors.New("no")), "forbidden: see " + RBACFile},
+		{"out of time", context.DeadlineExceeded, "the capture ran out of time"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := fake.NewClientset()
+			cs.PrependReactor("list", "events", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tt.err })
+			logs := &logtest.Buffer{}
+			a := NewWithClient(cs, Config{Namespace: "prod", Deployment: "myapp"}, slog.New(slog.NewJSONHandler(logs, nil)))
+			var ev platforms.Evidence
+			a.captureEvents(context.Background(), &ev, platforms.CaptureLimits{}.WithDefaults(), "deployment prod/myapp", "Deployment", "myapp")
+			if len(ev.Missing) != 1 {
+				t.Fatalf("missing = %q", ev.Missing)
+			}
+			text := ev.Missing[0]
+			if tt.want != "" {
+				if text != "deployment prod/myapp: events not readable ("+tt.want+")" {
+					t.Errorf("text = %q, want the reason %q", text, tt.want)
+				}
+				return
+			}
+			for _, raw := range []string{"10.96.0.1", "s3cr3t", "INTERNAL_ERROR"} {
+				if strings.Contains(text, raw) {
+					t.Errorf("the evidence shows the raw error (%q): %q", raw, text)
+				}
+			}
+			line := logtest.RefLine(t, logs.String(), logtest.Ref(t, text))
+			if !strings.Contains(line, `"msg":"capture events"`) || !strings.Contains(line, "INTERNAL_ERROR") {
+				t.Errorf("the referenced log line does not hold the cause: %s", line)
+			}
+		})
 	}
 }

@@ -492,7 +492,7 @@ func (r *RevisionAdapter) Rollback(ctx context.Context, to platforms.Revision, d
 func (r *RevisionAdapter) wait(ctx context.Context, progress platforms.ProgressFunc) (*workload, error) {
 	timeout := r.cfg.RolloutTimeout
 	if timeout == 0 {
-		timeout = 10 * time.Minute
+		timeout = defaultRevisionRolloutTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
