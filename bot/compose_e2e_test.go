@@ -11,6 +11,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 
 	"rollbot/handlers"
+	"rollbot/platforms/scrape"
 	"rollbot/testkit/dockertest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
@@ -97,9 +98,19 @@ services:
 		code, body, err := httpGet(base + "/version")
 		return err == nil && code == 200 && body == "v2", fmt.Errorf("/version: %d %q %v", code, body, err)
 	})
-	// The scrape source compares with its scrapes of the dry run: give v2
-	// the traffic a bad deploy has by the time someone runs /rollback.
-	waitWorkServed(t, base, 40)
+	// The bot's background scrape history measures v2 from its first
+	// scrape of it (the sample before it was of v1, across a gap), so v2's
+	// traffic must come after that scrape: CI saw the self-load serve its
+	// first 40 requests before it, and the assessment had 4 requests in
+	// 2s to judge. Two scrape intervals from now, v2 has been scraped; give
+	// it then the traffic a bad deploy has by the time someone runs
+	// /rollback.
+	time.Sleep(2*scrape.DefaultInterval + time.Second)
+	served, err := workServed(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitWorkServed(t, base, served+40)
 	apiBefore := p.Container("api")
 
 	h.slash(slackemu.UserAlice, `web --reason "5xx after the v2 deploy"`)
