@@ -223,3 +223,59 @@ func TestDrillEndsBeforeRollback(t *testing.T) {
 		})
 	}
 }
+
+// A bot that stops while a cancelled drill puts its original back hands
+// the restore over: the next bot on the same Redis takes it over, says so
+// in the thread, and ends the drill restored. The monthly drill reminder
+// the first bot scheduled at its start is not scheduled again by the
+// second (once a month across restarts and replicas): the second bot
+// checks it before it takes anything over.
+func TestDrillRestoreResumesAfterRestart(t *testing.T) {
+	s, err := sim.New("myapp@staging", sim.Config{Versions: []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}},
+		StepDelay: time.Second}) // slow: the bot stops mid-restore
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &handlers.Service{Name: "myapp@staging", Env: "staging", Platform: s, Metrics: s, Health: s, HasHealth: true, HasSmoke: true,
+		Approvers: handlers.Access{Groups: []string{slackemu.GroupOnCall}}, Drill: &handlers.Drill{Bad: "app:drill-broken"}}
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	wait.For(t, 10*time.Second, "the monthly drill reminder", func() (bool, error) {
+		sc := h.emu.Scheduled()
+		return len(sc) == 1, fmt.Errorf("scheduled: %+v", sc)
+	})
+	h.slash(slackemu.UserAlice, "drill myapp")
+	a := h.waitFor("drill assessment", func(m slackemu.Message) bool {
+		return strings.Contains(m.PlainText(), "Drill: rollback of myapp@staging") && slices.Contains(m.ActionIDs(), handlers.ActConfirm)
+	})
+	h.click(slackemu.UserBob, a.TS, handlers.ActCancel)
+	wait.For(t, 10*time.Second, "the restore to start", func() (bool, error) {
+		return hasEvent(h.events("RB-1"), "drill", "restoring deployment myapp@staging (simulated)"), nil
+	})
+	h.stop() // the bot stops mid-restore, holding the service
+	if in, _ := h.store.Get(context.Background(), "RB-1"); in.Status != state.DrillRestoring {
+		t.Fatalf("the bot stopped with RB-1 %s, want it mid-restore", in.Status)
+	}
+	h.start()
+	m := h.waitFor("takeover report", textHas("RB-1 resumed by"))
+	if m.ThreadTS != a.TS {
+		t.Errorf("takeover reported outside the drill's thread (thread %q, want %q)", m.ThreadTS, a.TS)
+	}
+	h.waitFor("the drill's end", textHas("Drill RB-1: restored to 3 (app:v2)"))
+	in := h.waitStatus("RB-1", state.Cancelled)
+	if got := current(t, s); got != "app:v2" {
+		t.Fatalf("after the resumed restore staging runs %s, want app:v2", got)
+	}
+	if len(in.TakenOver) != 1 || in.TakenOver[0].Status != state.DrillRestoring || in.Drill.Left != "" {
+		t.Errorf("takeover %+v, drill %+v", in.TakenOver, in.Drill)
+	}
+	if l, _ := h.store.LockHolder(t.Context(), "myapp@staging"); l != nil {
+		t.Errorf("the drill still holds the service: %+v", l)
+	}
+	if sc := h.emu.Scheduled(); len(sc) != 1 {
+		var texts []string
+		for _, m := range sc {
+			texts = append(texts, m.PostAt.String()+" "+m.Text)
+		}
+		t.Errorf("%d drill reminders scheduled across the restart, want 1:\n%s", len(sc), strings.Join(texts, "\n"))
+	}
+}

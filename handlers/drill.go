@@ -265,12 +265,18 @@ func (e *Engine) drillRestoreStep(ctx context.Context, o *owned) error {
 		if left := e.drillCompare(ctx, in, svc); left != "" {
 			return e.drillRestoreEnd(ctx, o, left, "not as before the drill: "+left)
 		}
+		if in.Steps["drill_restore"] != "" {
+			return e.drillRestoreEnd(ctx, o, "", restoredText(tgt, d))
+		}
 		return e.drillRestoreEnd(ctx, o, "", fmt.Sprintf("nothing to put back: %s runs %s with %d units, as before the drill", tgt, d.Original.Label(), d.Replicas))
 	case cur.Artifact != d.Bad:
 		return e.drillRestoreEnd(ctx, o, "it "+changedText(cur.Label(), d), "not restored: "+tgt+" "+changedText(cur.Label(), d))
 	}
 	if err := e.recordOwned(ctx, o, "drill", fmt.Sprintf("restoring %s: deploying %s over the drill's bad version %s", tgt, d.Original.Label(), d.Bad)); err != nil {
 		return failf("could not write the timeline, so the drill did not put %s back", d.Original.Artifact)
+	}
+	if err := e.setStep(ctx, o, "drill_restore", "started"); err != nil {
+		return err
 	}
 	if err := e.guard(ctx, o); err != nil {
 		return err
@@ -307,7 +313,11 @@ func (e *Engine) drillRestoreStep(ctx context.Context, o *owned) error {
 	if left := e.drillCompare(ctx, in, svc); left != "" {
 		return e.drillRestoreEnd(ctx, o, left, fmt.Sprintf("%s deployed back, but not as before the drill: %s", d.Original.Label(), left))
 	}
-	return e.drillRestoreEnd(ctx, o, "", fmt.Sprintf("restored to %s: %s runs it with %d units, as before the drill", d.Original.Label(), tgt, d.Replicas))
+	return e.drillRestoreEnd(ctx, o, "", restoredText(tgt, d))
+}
+
+func restoredText(tgt string, d *state.DrillRun) string {
+	return fmt.Sprintf("restored to %s: %s runs it with %d units, as before the drill", d.Original.Label(), tgt, d.Replicas)
 }
 
 // changedText says that someone else changed a drill's target.
