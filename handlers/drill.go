@@ -258,23 +258,18 @@ func (e *Engine) drillRestoreStep(ctx context.Context, o *owned) error {
 	if err != nil {
 		return failf("the drill could not read %s to put it back: %s", tgt, e.userText(err, "read platform state", "incident", in.ID))
 	}
-	switch cur := snap.Current; {
-	case cur.Artifact == d.Original.Artifact:
-		// The bad version never went out, or a replica that stopped
-		// mid-restore had already put the original back.
-		if left := e.drillCompare(ctx, in, svc); left != "" {
-			return e.drillRestoreEnd(ctx, o, left, "not as before the drill: "+left)
-		}
-		if in.Steps["drill_restore"] != "" {
-			return e.drillRestoreEnd(ctx, o, "", restoredText(tgt, d))
-		}
-		return e.drillRestoreEnd(ctx, o, "", fmt.Sprintf("nothing to put back: %s runs %s with %d units, as before the drill", tgt, d.Original.Label(), d.Replicas))
-	case cur.Artifact != d.Bad:
+	cur := snap.Current
+	if cur.Artifact != d.Original.Artifact && cur.Artifact != d.Bad {
 		return e.drillRestoreEnd(ctx, o, "it "+changedText(cur.Label(), d), "not restored: "+tgt+" "+changedText(cur.Label(), d))
 	}
-	if err := e.recordOwned(ctx, o, "drill", fmt.Sprintf("restoring %s: deploying %s over the drill's bad version %s", tgt, d.Original.Label(), d.Bad)); err != nil {
+	// Running the original, the target may still have the bad version
+	// written but not yet reported (a deploy that ran out of time), so
+	// the adapter decides on what it reads: skipped when it runs the
+	// original, written only over the drill's bad version.
+	if err := e.recordOwned(ctx, o, "drill", fmt.Sprintf("restoring %s: deploying %s where it still has the drill's bad version %s", tgt, d.Original.Label(), d.Bad)); err != nil {
 		return failf("could not write the timeline, so the drill did not put %s back", d.Original.Artifact)
 	}
+	resumed := in.Steps["drill_restore"] != ""
 	if err := e.setStep(ctx, o, "drill_restore", "started"); err != nil {
 		return err
 	}
@@ -293,6 +288,13 @@ func (e *Engine) drillRestoreStep(ctx context.Context, o *owned) error {
 	}
 	if err != nil {
 		return failf("the drill could not put %s back: %s", d.Original.Artifact, e.userText(err, "drill restore", "incident", in.ID))
+	}
+	if res.Outcome == platforms.Skipped && cur.Artifact == d.Original.Artifact && !resumed {
+		// The bad version never went out.
+		if left := e.drillCompare(ctx, in, svc); left != "" {
+			return e.drillRestoreEnd(ctx, o, left, "not as before the drill: "+left)
+		}
+		return e.drillRestoreEnd(ctx, o, "", fmt.Sprintf("nothing to put back: %s runs %s with %d units, as before the drill", tgt, d.Original.Label(), d.Replicas))
 	}
 	e.recordOwned(ctx, o, "drill", string(res.Outcome)+": "+res.Detail)
 	// The platform reports the original once its controller took the
