@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -51,8 +52,14 @@ func (a *AlertmanagerConfig) tokenEnv() string {
 	return a.TokenEnv
 }
 
-func (a *AlertmanagerConfig) validate(services map[string]ServiceConfig) []error {
+// validate checks the routes, and that every service's alerts have a
+// channel to go to that a click can be bound to: a route's channel and
+// the default (the first of the service's channels, else of
+// incident_channels, given by id) must be channel ids, since a click
+// carries the id and one outside the incident's channel is refused.
+func (a *AlertmanagerConfig) validate(services map[string]ServiceConfig, incidentChannels []string) []error {
 	var errs []error
+	routed := map[string]bool{}
 	for i, r := range a.Routes {
 		p := fmt.Sprintf("alertmanager.routes[%d]", i)
 		if len(r.Match) == 0 {
@@ -61,8 +68,18 @@ func (a *AlertmanagerConfig) validate(services map[string]ServiceConfig) []error
 		if _, ok := services[r.Service]; !ok {
 			errs = append(errs, fmt.Errorf("%s.service: %q is not a configured service", p, r.Service))
 		}
-		if r.Channel != "" && !channelRE.MatchString(r.Channel) {
-			errs = append(errs, fmt.Errorf("%s.channel: %q is not a channel id (C…) or name", p, r.Channel))
+		if r.Channel != "" && !handlers.IsChannelID(r.Channel) {
+			errs = append(errs, fmt.Errorf("%s.channel: %q is not a channel id (C…): the incident an alert opens is bound to its channel's id", p, r.Channel))
+		}
+		routed[r.Service] = routed[r.Service] || r.Channel != ""
+	}
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		chs := services[name].Channels
+		if len(chs) == 0 {
+			chs = incidentChannels
+		}
+		if !routed[name] && !slices.ContainsFunc(chs, handlers.IsChannelID) {
+			errs = append(errs, fmt.Errorf("services.%s: its alerts have no channel to go to: give a channel id (C…) in its channels (or incident_channels), or a channel in an alertmanager route for it", name))
 		}
 	}
 	return errs

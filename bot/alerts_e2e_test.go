@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -194,5 +195,55 @@ func TestAlertReceiverOneIncidentPerGroup(t *testing.T) {
 	}
 	if _, err := h.store.Get(context.Background(), "RB-3"); err == nil {
 		t.Error("a third incident was opened")
+	}
+}
+
+// An alert with no route channel goes to the service's own incident
+// channel (services.<name>.channels), not the first of incident_channels,
+// where /rollback may not see that service; a channel given by name is
+// passed over for the first one given by id, since a click carries the
+// channel's id and a click outside the incident's channel is refused.
+// The assessment's Roll back button works there.
+func TestAlertGoesToTheServicesChannel(t *testing.T) {
+	web, _ := simService(t, "web", 20*time.Millisecond)
+	web.Channels = []string{slackemu.ChannelTeamWeb}
+	pay, _ := simService(t, "payments", 20*time.Millisecond)
+	pay.Channels = []string{"#payments-incidents", slackemu.ChannelTeamPay}
+	h := newHarness(t, []*handlers.Service{web, pay}, fastEngine())
+	h.stop()
+	ops := nettest.FreeAddr(t)
+	h.opts.OpsAddr = ops
+	h.opts.Alertmanager = &AlertmanagerConfig{}
+	h.opts.AlertToken = alertToken
+	h.start()
+	post := func(service string) {
+		body := `{"version":"4","groupKey":"{}:{service=\"` + service + `\"}","status":"firing","receiver":"rollbot",
+"commonLabels":{"alertname":"HighErrorRate","service":"` + service + `"},"alerts":[{"status":"firing","labels":{"alertname":"HighErrorRate","service":"` + service + `"},"startsAt":"2026-12-03T07:00:00Z"}]}`
+		req, _ := http.NewRequest("POST", "http://"+ops+"/alertmanager", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+alertToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("alert for %s: HTTP %d", service, resp.StatusCode)
+		}
+	}
+	for _, c := range []struct{ service, channel, id string }{{"web", slackemu.ChannelTeamWeb, "RB-1"}, {"payments", slackemu.ChannelTeamPay, "RB-2"}} {
+		post(c.service)
+		a := h.waitFor("assessment of "+c.service, func(m slackemu.Message) bool {
+			return strings.Contains(m.PlainText(), "Rollback of "+c.service) && slices.Contains(m.ActionIDs(), handlers.ActConfirm)
+		})
+		if a.Channel != c.channel {
+			t.Errorf("the alert for %s was posted in %s, want its channel %s", c.service, a.Channel, c.channel)
+		}
+		if err := h.emu.ClickButton(h.ctx(), slackemu.UserBob, a.Channel, a.TS, handlers.ActConfirm); err != nil {
+			t.Fatal(err)
+		}
+		h.waitStatus(c.id, state.Completed)
+	}
+	if n := len(h.emu.Messages(slackemu.ChannelIncident)); n != 0 {
+		t.Errorf("%d messages in the shared incident channel; the alerts belong to the teams' channels:\n%s", n, h.dump())
 	}
 }

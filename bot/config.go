@@ -38,7 +38,11 @@ type Config struct {
 	// VerifySoak is how long every automatic verification item must hold
 	// before a rollback counts as verified (3m, the runbook's §5); a
 	// service may set its own.
-	VerifySoak     time.Duration `yaml:"verify_soak"`
+	VerifySoak time.Duration `yaml:"verify_soak"`
+	// VerifyRecent is the shortest recent window on which each
+	// verification round also judges the request metrics (30s); at least
+	// twice the metrics source's scrape interval. A service may set its own.
+	VerifyRecent   time.Duration `yaml:"verify_recent"`
 	VerifyInterval time.Duration `yaml:"verify_interval"`
 	QueryTimeout   time.Duration `yaml:"query_timeout"`
 	StepTimeout    time.Duration `yaml:"step_timeout"`
@@ -88,8 +92,10 @@ type ServiceConfig struct {
 	HealthURLs []string          `yaml:"health_urls"`
 	SmokeTest  SmokeTestConfig   `yaml:"smoke_test"`
 	Database   *DatabaseSettings `yaml:"database"`
-	// VerifySoak overrides the top-level verify_soak for this service.
-	VerifySoak time.Duration `yaml:"verify_soak"`
+	// VerifySoak overrides the top-level verify_soak for this service;
+	// VerifyRecent the top-level verify_recent.
+	VerifySoak   time.Duration `yaml:"verify_soak"`
+	VerifyRecent time.Duration `yaml:"verify_recent"`
 	// Capture bounds the evidence (logs, events) kept before the rollback's
 	// first write, on platforms that can capture.
 	Capture platforms.CaptureLimits `yaml:"capture"`
@@ -428,7 +434,7 @@ func (c *Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"lock_ttl", c.LockTTL}, {"approval_ttl", c.ApprovalTTL}, {"postmortem_after", c.PostmortemAfter},
-		{"verify_timeout", c.VerifyTimeout}, {"verify_soak", c.VerifySoak}, {"verify_interval", c.VerifyInterval}, {"query_timeout", c.QueryTimeout}, {"step_timeout", c.StepTimeout}, {"lease", c.Lease}} {
+		{"verify_timeout", c.VerifyTimeout}, {"verify_soak", c.VerifySoak}, {"verify_recent", c.VerifyRecent}, {"verify_interval", c.VerifyInterval}, {"query_timeout", c.QueryTimeout}, {"step_timeout", c.StepTimeout}, {"lease", c.Lease}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", d.name))
 		}
@@ -440,9 +446,11 @@ func (c *Config) Validate() error {
 	if lease <= 0 {
 		lease = 15 * time.Second
 	}
-	if err := c.Budgets.Resolve(c.VerifyTimeout, c.longestSoak(), c.StepTimeout).Validate(c.verifyTimeout(), c.longestSoak(), lease); err != nil {
+	budgets := c.Budgets.Resolve(c.VerifyTimeout, c.longestSoak(), c.StepTimeout)
+	if err := budgets.Validate(c.verifyTimeout(), c.longestSoak(), lease); err != nil {
 		errs = append(errs, unjoin(err)...)
 	}
+	errs = append(errs, c.validateStepWaits(budgets)...)
 	if c.LockTTL != 0 && c.LockTTL < 2*lease {
 		errs = append(errs, fmt.Errorf("lock_ttl (%s) must be at least twice the lease (%s)", c.LockTTL, lease))
 	}
@@ -471,7 +479,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, s.Verdict.validate(p, name, s, c.Services)...)
 	}
 	if c.Alertmanager != nil {
-		errs = append(errs, c.Alertmanager.validate(c.Services)...)
+		errs = append(errs, c.Alertmanager.validate(c.Services, c.IncidentChannels)...)
 	}
 	errs = append(errs, c.validateSafety()...)
 	return errors.Join(errs...)
@@ -534,6 +542,9 @@ func (s ServiceConfig) validate(p string, add func(string, error)) []error {
 	if s.VerifySoak < 0 {
 		errs = append(errs, fmt.Errorf("%s.verify_soak: must not be negative", p))
 	}
+	if s.VerifyRecent < 0 {
+		errs = append(errs, fmt.Errorf("%s.verify_recent: must not be negative", p))
+	}
 	add(p+".capture", s.Capture.Validate())
 	if s.SmokeTest.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.smoke_test.timeout: must not be negative", p))
@@ -591,7 +602,7 @@ func unjoin(err error) []error {
 func (c *Config) EngineOptions() handlers.Options {
 	return handlers.Options{
 		IncidentChannels: c.IncidentChannels, LockTTL: c.LockTTL, ApprovalTTL: c.ApprovalTTL,
-		PostmortemAfter: c.PostmortemAfter, VerifyTimeout: c.VerifyTimeout, VerifySoak: c.VerifySoak, VerifyInterval: c.VerifyInterval,
+		PostmortemAfter: c.PostmortemAfter, VerifyTimeout: c.VerifyTimeout, VerifySoak: c.VerifySoak, VerifyRecent: c.VerifyRecent, VerifyInterval: c.VerifyInterval,
 		QueryTimeout: c.QueryTimeout, StepTimeout: c.StepTimeout, Lease: c.Lease, Budgets: c.Budgets,
 	}
 }

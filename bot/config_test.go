@@ -43,6 +43,8 @@ services:
 		{"verify budget shorter than a service's soak", "verify_timeout: 5m\nverify_soak: 1m\nbudgets: {verify: 9m}\n" + base + "    verify_soak: 10m\n", "budgets.verify (9m0s) must be at least verify_timeout (5m0s) + verify_soak (10m0s) + 1m"},
 		{"negative soak", "verify_soak: -1s\n" + base, "verify_soak: must not be negative"},
 		{"negative service soak", base + "    verify_soak: -1s\n", "services.myapp.verify_soak: must not be negative"},
+		{"negative recent window", "verify_recent: -1s\n" + base, "verify_recent: must not be negative"},
+		{"negative service recent window", base + "    verify_recent: -1s\n", "services.myapp.verify_recent: must not be negative"},
 		{"budget shorter than two leases", "lease: 20s\nbudgets: {assess: 30s}\n" + base, "budgets.assess (30s) must be at least twice the lease (20s)"},
 		{"lease too short", "lease: 1s\n" + base, "lease: at least 3s"},
 		{"lock shorter than two leases", "lease: 20s\nlock_ttl: 30s\n" + base, "lock_ttl (30s) must be at least twice the lease (20s)"},
@@ -65,6 +67,11 @@ services:
 		{"verdict selector with braces", base + "    metrics: {prometheus: {url: 'http://prom:9090'}}\n    verdict: {neighbours: {selectors: ['{job=\"payments\"}']}}\n", "services.myapp.verdict.neighbours.selectors[0]: label matchers without braces"},
 		{"verdict budget too long", base + "    verdict: {budget: 5m}\n", "services.myapp.verdict.budget: at most 1m"},
 		{"verdict negative step", base + "    verdict: {step: -1s}\n", "services.myapp.verdict.step: must not be negative"},
+		{"impersonate key not a Slack id", strings.Replace(base, "platform: simulated\n    simulated: {versions: [{artifact: \"app:v1\"}]}", "platform: kubernetes\n    kubernetes: {namespace: prod, deployment: myapp, impersonate: {'@oncall': {user: oncall-bot}}}", 1),
+			`services.myapp.kubernetes.impersonate.@oncall: "@oncall" is neither a Slack user id (U… or W…) nor a Slack user-group id (S…)`},
+		{"alert route channel by name", base + "alertmanager: {routes: [{match: {alertname: X}, service: myapp, channel: incident-rollbacks}]}\n", `alertmanager.routes[0].channel: "incident-rollbacks" is not a channel id (C…)`},
+		{"alert route unknown service", base + "alertmanager: {routes: [{match: {alertname: X}, service: myap}]}\n", `alertmanager.routes[0].service: "myap" is not a configured service`},
+		{"alerts with only channel names", strings.Replace(base, "[C0INCIDENT]", "[incident-rollbacks]", 1) + "alertmanager: {}\n", "services.myapp: its alerts have no channel to go to"},
 		{"health url with credentials", base + "    health_urls: ['http://u:p@x/health']\n", "services.myapp.health_urls[0]: must not contain credentials"},
 	}
 	for _, tt := range tests {

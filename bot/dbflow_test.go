@@ -22,6 +22,7 @@ import (
 type recordingDB struct {
 	destructive bool
 	fail        error // RollBack's answer, when set
+	block       bool  // RollBack runs until its context ends
 	mu          sync.Mutex
 	downs       int
 	restores    int
@@ -42,8 +43,13 @@ func (d *recordingDB) DownPlan(platforms.MigrationReport) string { return "run `
 func (d *recordingDB) RollBack(ctx context.Context, run platforms.DBRun, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
 	d.mu.Lock()
 	d.downs++
-	fail := d.fail
+	fail, block := d.fail, d.block
 	d.mu.Unlock()
+	if block {
+		io.WriteString(out, "migrating down 20261125090000/d drop_legacy_email (waiting for a table lock)\n")
+		<-ctx.Done()
+		return "", fmt.Errorf("migrate down: %w", ctx.Err())
+	}
 	if fail != nil {
 		io.WriteString(out, "error: Dirty database version 20261125090000. Fix and force version.\n")
 		return "", fail

@@ -168,7 +168,7 @@ services:
 	// the change it stands for.
 	cordon(t, cs, true)
 	t.Cleanup(func() { cordon(t, cs, false) })
-	played := playDownJob(t, c, ns, s.dir)
+	played := playDownJob(t, c, ns, jobPlay{dir: s.dir, deployment: "shop", bins: map[string]string{"python": djangoPython(t)}})
 
 	if ack := h.approve(slackemu.UserDana, m, "shop"); len(ack.Errors) != 0 {
 		t.Fatalf("Dana's approval refused: %+v", ack)
@@ -243,14 +243,24 @@ type jobRun struct {
 	err         error
 }
 
+// jobPlay is how playDownJob plays a down Job's container.
+type jobPlay struct {
+	dir        string            // the command's working directory (the project)
+	deployment string            // the app, whose image is noted as the container runs
+	bins       map[string]string // the host's program for the command's first word
+	// gate, when set, holds the container until it is closed: the Job
+	// exists and its pod waits on the cordoned node, as long as the test
+	// needs the down migration to be "running" (a kill of its owner).
+	gate <-chan struct{}
+}
+
 // playDownJob waits for the down Job in ns and plays its container (see
-// TestDBDownJobThroughSlack): it runs the Job's command on this host in
-// the Django project dir, with python as Debian's interpreter and the
+// TestDBDownJobThroughSlack): once p.gate is open it runs the Job's
+// command on this host in p.dir, its first word mapped by p.bins and the
 // Job's environment resolved as the kubelet would, sets its output as the
 // container log and uncordons the node. It reports once, on the channel.
-func playDownJob(t *testing.T, c *kubetest.Cluster, ns, dir string) <-chan jobRun {
+func playDownJob(t *testing.T, c *kubetest.Cluster, ns string, p jobPlay) <-chan jobRun {
 	t.Helper()
-	python := djangoPython(t)
 	cs := c.AdminClient
 	ctx, cancel := context.WithTimeout(context.Background(), 2*kubetest.WaitTimeout)
 	w, err := cs.BatchV1().Jobs(ns).Watch(ctx, metav1.ListOptions{LabelSelector: migrations.LabelOperation + "=db-down"})
@@ -279,7 +289,15 @@ func playDownJob(t *testing.T, c *kubetest.Cluster, ns, dir string) <-chan jobRu
 		}
 		ctr := job.Spec.Template.Spec.Containers[0]
 		run.name, run.image, run.command = job.Name, ctr.Image, ctr.Command
-		d, err := cs.AppsV1().Deployments(ns).Get(ctx, "shop", metav1.GetOptions{})
+		if p.gate != nil {
+			select {
+			case <-p.gate:
+			case <-ctx.Done():
+				run.err = fmt.Errorf("job %s: the test never let its container run: %v", job.Name, ctx.Err())
+				return
+			}
+		}
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, p.deployment, metav1.GetOptions{})
 		if err != nil {
 			run.err = err
 			return
@@ -294,12 +312,12 @@ func playDownJob(t *testing.T, c *kubetest.Cluster, ns, dir string) <-chan jobRu
 			run.argv = append(run.argv, expandK8s(a, env))
 		}
 		argv := slices.Clone(run.argv)
-		if argv[0] == "python" {
-			argv[0] = python
+		if bin, ok := p.bins[argv[0]]; ok {
+			argv[0] = bin
 		}
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-		cmd.Dir = dir
-		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "LANG=C.UTF-8"}
+		cmd.Dir = p.dir
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + p.dir, "LANG=C.UTF-8"}
 		for k, v := range env {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}

@@ -107,22 +107,46 @@ func DemoEngineOptions() handlers.Options {
 	}
 }
 
-// DemoServices are the demo's simulated services.
-func DemoServices() ([]*handlers.Service, error) {
-	oncall := handlers.Access{Groups: []string{slackemu.GroupOnCall}}
-	myapp, err := sim.New("myapp", sim.Config{
+// demoSims are the demo's simulated deployments.
+var demoSims = map[string]sim.Config{
+	"myapp": {
 		Versions:  []sim.Version{{Artifact: "registry.local/myapp:v1.4.0"}, {Artifact: "registry.local/myapp:v1.4.1"}, {Artifact: "registry.local/myapp:v1.5.0", Bad: true}},
 		Replicas:  3,
 		StepDelay: 800 * time.Millisecond,
-	})
-	if err != nil {
-		return nil, err
-	}
-	payments, err := sim.New("payments", sim.Config{
+	},
+	"payments": {
 		Versions:  []sim.Version{{Artifact: "registry.local/payments:2.7.3"}, {Artifact: "registry.local/payments:2.8.0", Bad: true}},
 		Replicas:  4,
 		StepDelay: 600 * time.Millisecond,
-	})
+	},
+}
+
+// demoConfig is the demo as a config file would say it (its services'
+// platforms and the engine's timings), so that the demo's timings are
+// validated like any other: every step budget covers the waits inside it.
+func demoConfig() *Config {
+	o := DemoEngineOptions()
+	c := &Config{IncidentChannels: o.IncidentChannels, VerifyTimeout: o.VerifyTimeout, VerifySoak: o.VerifySoak,
+		VerifyInterval: o.VerifyInterval, QueryTimeout: o.QueryTimeout, StepTimeout: o.StepTimeout, Lease: o.Lease, Budgets: o.Budgets,
+		Services: map[string]ServiceConfig{}}
+	for name, sc := range demoSims {
+		c.Services[name] = ServiceConfig{Platform: "simulated", PlatformSections: PlatformSections{Simulated: &sc},
+			Approvers: handlers.Access{Groups: []string{slackemu.GroupOnCall}}, Metrics: MetricsConfig{Simulated: true}}
+	}
+	return c
+}
+
+// DemoServices are the demo's simulated services.
+func DemoServices() ([]*handlers.Service, error) {
+	if err := demoConfig().Validate(); err != nil {
+		return nil, fmt.Errorf("the demo's own timings: %w", err)
+	}
+	oncall := handlers.Access{Groups: []string{slackemu.GroupOnCall}}
+	myapp, err := sim.New("myapp", demoSims["myapp"])
+	if err != nil {
+		return nil, err
+	}
+	payments, err := sim.New("payments", demoSims["payments"])
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,24 @@ import (
 	"rollbot/testkit/slackemu"
 )
 
+// The demo's timings and simulated services pass the config validation
+// (every step budget covers the waits inside it), as a file would.
+func TestDemoConfigIsValid(t *testing.T) {
+	if err := demoConfig().Validate(); err != nil {
+		t.Fatalf("the demo's timings do not validate:\n%v", err)
+	}
+	// The check can fail: a demo service slower than its budget is refused.
+	c := demoConfig()
+	slow := *c.Services["myapp"].Simulated
+	slow.StepDelay = 10 * time.Minute
+	s := c.Services["myapp"]
+	s.Simulated = &slow
+	c.Services["myapp"] = s
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "budgets.rollout (15m0s, the default) is shorter than 3 pods × services.myapp.simulated.step_delay (10m0s)") {
+		t.Fatalf("a demo service slower than its budget: %v", err)
+	}
+}
+
 // The demo runs on the embedded in-memory Redis: the lifecycle's scripts
 // and transactions work there too, and both demo services complete.
 func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {

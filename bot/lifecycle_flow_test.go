@@ -223,6 +223,92 @@ func TestLifecycleFailedDBStepCanBeEnded(t *testing.T) {
 	}
 }
 
+// The database step runs out of its own budget (budgets.db_down, here
+// 2s): the thread says so with "End this rollback", the service stays
+// locked for the team to see what the database is left in, the timeline
+// records it, and the app is not rolled back. End releases the service.
+func TestLifecycleDBStepOverBudgetIsReported(t *testing.T) {
+	h, db, m := dbHarness(t, false, lifecycleEngine(func(o *handlers.Options) { o.Budgets.DBDown = 2 * time.Second }))
+	db.mu.Lock()
+	db.block = true
+	db.mu.Unlock()
+	h.approve(slackemu.UserDana, m, "payments")
+	f := h.waitFor("failure report", textHas("The database step failed"))
+	wantAll(t, "failure report", f.PlainText(), "the database rollback did not finish within its budget of 2s", "stays locked for this rollback until")
+	if f.ThreadTS != m.ThreadTS {
+		t.Errorf("failure report outside the incident's thread")
+	}
+	if !hasAction(handlers.ActEnd)(f) {
+		t.Errorf("failure report lacks End: %v", f.ActionIDs())
+	}
+	in := h.waitStatus("RB-1", state.RollbackFailed)
+	if l, _ := h.store.LockHolder(context.Background(), "payments"); l == nil || l.Token != in.Lock {
+		t.Errorf("lock not kept for the team to look at the database: %+v", l)
+	}
+	if in.HeldUntil.IsZero() {
+		t.Error("no hold deadline recorded")
+	}
+	evs := h.events("RB-1")
+	if !hasEvent(evs, "database", "failed: the database rollback did not finish within its budget of 2s") {
+		t.Errorf("timeline lacks the budget failure:\n%v", evs)
+	}
+	if hasEvent(evs, "rollback", "") || hasEvent(evs, "stop", "") {
+		t.Errorf("the app rollback ran after the database step ran out of budget:\n%v", evs)
+	}
+	if got := current(t, h.opts.Services[0].Platform); got != "app:v3" {
+		t.Errorf("the app was rolled back to %s although the database step failed", got)
+	}
+	h.click(slackemu.UserBob, f.TS, handlers.ActEnd)
+	h.waitStatus("RB-1", state.Closed)
+	if l, _ := h.store.LockHolder(context.Background(), "payments"); l != nil {
+		t.Errorf("lock held after End: %+v", l)
+	}
+}
+
+// The service lock is lost while the database step waits for its
+// approval (it expired and another rollback took the service): the
+// approval starts the step, whose guard refuses before the down migration
+// runs. Nothing is written to the database or the platform, the thread
+// names the holder and does not promise a lock this rollback no longer
+// has, and the timeline says why.
+func TestLifecycleDBApprovalAfterTheLockWasLost(t *testing.T) {
+	h, db, m := dbHarness(t, false, lifecycleEngine(func(*handlers.Options) {}))
+	ctx := context.Background()
+	in, err := h.store.Get(ctx, "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.store.ReleaseLock(ctx, "payments", in.Lock)
+	if _, err := h.store.AcquireLock(ctx, "payments", "RB-9", slackemu.UserErin, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	h.approve(slackemu.UserDana, m, "payments")
+	f := h.waitFor("lost lock report", textHas("RB-9 holds it"))
+	wantAll(t, "lost lock report", f.PlainText(), "The database step failed", "no longer this rollback's", "stopped before changing anything more")
+	if strings.Contains(f.PlainText(), "stays locked for this rollback") {
+		t.Errorf("the report promises a lock that RB-9 holds:\n%s", f.PlainText())
+	}
+	if f.ThreadTS != m.ThreadTS {
+		t.Errorf("report outside the incident's thread")
+	}
+	h.waitStatus("RB-1", state.RollbackFailed)
+	db.mu.Lock()
+	downs := db.downs
+	db.mu.Unlock()
+	if downs != 0 {
+		t.Errorf("the down migration ran %d time(s) without the service lock", downs)
+	}
+	if got := current(t, h.opts.Services[0].Platform); got != "app:v3" {
+		t.Errorf("the platform changed: runs %s", got)
+	}
+	if !hasEvent(h.events("RB-1"), "database", "failed: the service lock of payments is no longer this rollback's: RB-9 holds it") {
+		t.Errorf("timeline lacks the refusal:\n%v", h.events("RB-1"))
+	}
+	if l, _ := h.store.LockHolder(ctx, "payments"); l == nil || l.Incident != "RB-9" {
+		t.Errorf("RB-9's lock was touched: %+v", l)
+	}
+}
+
 // The service lock taken by someone else during the rollback (it expired
 // and another rollback took it) stops the step at the next heartbeat, and
 // the thread names the holder.

@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -45,6 +46,15 @@ type adapter struct {
 	section func(PlatformSections) validatable
 	// build constructs the adapter from its (validated) section.
 	build func(ctx context.Context, s PlatformSections, b buildEnv) (platforms.Platform, error)
+	// waits are the adapter's waits inside the runbook's steps, from its
+	// section at the config path at (nil section: none); the step budgets
+	// are checked against them.
+	waits func(s PlatformSections, at string) []platforms.Wait
+}
+
+// waiter is a section whose adapter waits inside the runbook's steps.
+type waiter interface {
+	Waits(at string) []platforms.Wait
 }
 
 // buildEnv is what an adapter may need besides its section.
@@ -61,6 +71,14 @@ func platformAdapter[C validatable](name string, section func(PlatformSections) 
 		section: func(s PlatformSections) validatable { return validator(section(s)) },
 		build: func(ctx context.Context, s PlatformSections, b buildEnv) (platforms.Platform, error) {
 			return build(ctx, *section(s), b)
+		},
+		waits: func(s PlatformSections, at string) []platforms.Wait {
+			if c := section(s); c != nil {
+				if w, ok := any(*c).(waiter); ok {
+					return w.Waits(at)
+				}
+			}
+			return nil
 		},
 	}
 }
@@ -280,7 +298,7 @@ func buildNeighbours(svc *handlers.Service, sc ServiceConfig, services map[strin
 func buildService(ctx context.Context, name string, sc ServiceConfig, history *state.Store, log *slog.Logger) (*handlers.Service, error) {
 	svc := &handlers.Service{
 		Name: name, Env: sc.Env, Channels: sc.Channels, Thresholds: sc.Thresholds.thresholds(), Approvers: sc.Approvers,
-		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, VerifySoak: sc.VerifySoak, Capture: sc.Capture,
+		AssessWindow: sc.Windows.Assess, BaselineWindow: sc.Windows.Baseline, VerifySoak: sc.VerifySoak, VerifyRecent: sc.VerifyRecent, Capture: sc.Capture,
 	}
 	if sc.Drills && sc.Drill != nil {
 		svc.Drill = &handlers.Drill{Bad: sc.Drill.Bad}
@@ -308,6 +326,9 @@ func buildService(ctx context.Context, name string, sc ServiceConfig, history *s
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	svc.Health, svc.HasHealth, svc.HasSmoke = newProber(sc, svc.Platform)
+	if svc.HasSmoke && len(sc.SmokeTest.Command) > 0 {
+		svc.SmokeTimeout = cmp.Or(sc.SmokeTest.Timeout, probe.DefaultSmokeTimeout)
+	}
 	if err := buildGate(name, sc, svc, log); err != nil {
 		return nil, err
 	}

@@ -5,16 +5,18 @@ package bot
 // are real: kill -9 of the process that owns an incident, SENTINEL
 // FAILOVER, every envelope delivered twice to two replicas. The simulated
 // platform is shared by the processes through its state file, and counts
-// every write on its side.
+// every write on its side; on the real Kubernetes control plane the API
+// server's audit log counts them (kubetest.Cluster.Writes). The kill at
+// each step is killsteps_e2e_test.go's, on both.
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +25,8 @@ import (
 	"time"
 
 	"rollbot/handlers"
+	"rollbot/platforms/kube"
+	"rollbot/platforms/migrations"
 	"rollbot/platforms/sim"
 	"rollbot/state"
 	"rollbot/testkit/dbtest"
@@ -31,7 +35,10 @@ import (
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 const replicaLease = 3 * time.Second
@@ -125,7 +132,7 @@ verify_timeout: 20s
 verify_soak: 1s
 verify_interval: 500ms
 query_timeout: 2s
-budgets: {assess: 30s, confirm: 5m, rollout: 1m, verify: 2m, hold: 5m}
+budgets: {assess: 1m, confirm: 5m, rollout: 2m, verify: 2m, hold: 5m}
 services:
   myapp:
 %s    approvers: {groups: [%s]}
@@ -237,13 +244,19 @@ func (r *replicaSet) incident(id string) *state.Incident {
 
 func (r *replicaSet) waitStatus(id string, within time.Duration, ok func(state.Status) bool, what string) *state.Incident {
 	r.t.Helper()
+	return r.waitIncident(id, within, what, func(in *state.Incident) bool { return ok(in.Status) })
+}
+
+// waitIncident waits until the incident is as ok wants it and returns it.
+func (r *replicaSet) waitIncident(id string, within time.Duration, what string, ok func(*state.Incident) bool) *state.Incident {
+	r.t.Helper()
 	var in *state.Incident
 	wait.For(r.t, within, id+" "+what, func() (bool, error) {
 		in = r.incident(id)
 		if in == nil {
 			return false, errors.New("no incident yet")
 		}
-		return ok(in.Status), errors.New(string(in.Status))
+		return ok(in), errors.New(string(in.Status))
 	})
 	return in
 }
@@ -288,42 +301,18 @@ func (r *replicaSet) wait(what string, pred func(slackemu.Message) bool) slackem
 // one template write and one DO_NOT_DEPLOY mark on the platform.
 func (r *replicaSet) checkOnce(id string, takeovers int) {
 	r.t.Helper()
-	evs, err := r.store.Timeline(context.Background(), id)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	count := func(step, detail string) int {
-		n := 0
-		for _, ev := range evs {
-			if ev.Step == step && strings.Contains(ev.Detail, detail) {
-				n++
-			}
-		}
-		return n
-	}
-	var all strings.Builder
-	for _, ev := range evs {
-		fmt.Fprintf(&all, "  %s %s %s: %s\n", ev.Time.Format("15:04:05.000"), ev.Actor, ev.Step, ev.Detail)
-	}
-	for _, c := range []struct {
-		step, detail string
-		want         int
-	}{
-		{"request", "requested rollback", 1},
-		{"confirm", "confirmed rollback", 1},
-		{"verify", "verified:", 1},
-		{"takeover", "resumed by", takeovers},
-	} {
-		if got := count(c.step, c.detail); got != c.want {
-			r.t.Errorf("%d %q events with %q, want %d; timeline:\n%s", got, c.step, c.detail, c.want, all.String())
-		}
-	}
+	r.checkTimeline(id, decisions(takeovers)...)
+	r.checkSimWrites()
+	r.checkReleased()
+}
+
+// checkSimWrites asserts that the simulated platform saw one pause, one
+// template write and one DO_NOT_DEPLOY mark.
+func (r *replicaSet) checkSimWrites() {
+	r.t.Helper()
 	w := r.writes()
 	if w[sim.OpStop] != 1 || w[sim.OpRollback] != 1 || w[sim.OpMarkDoNotDeploy] != 1 {
 		r.t.Errorf("platform writes %v, want one stop, one rollback, one mark", w)
-	}
-	if l, _ := r.store.LockHolder(context.Background(), "myapp"); l != nil {
-		r.t.Errorf("lock still held: %+v", l)
 	}
 }
 
@@ -346,98 +335,69 @@ func (r *replicaSet) slash(text string) {
 	}
 }
 
-// Kill -9 the replica that owns the incident at each step: another replica
-// finishes the rollback within the lease + 10 s, every action happens
+// Kill -9 the replica that owns the incident at each step (killSteps),
+// the database steps with a real golang-migrate down migration on
+// PostgreSQL: another replica finishes the rollback, taking it over
+// within the lease + 10 s when work was in flight, every action happens
 // once, and the thread says who resumed it.
 func TestReplicasKillOwnerAtEachStep(t *testing.T) {
 	sent := redistest.Sentinel(t)
-	for _, tc := range []struct {
-		name      string
-		takeovers int
-		// kill waits for the step and kills the owner; it returns the
-		// killed pid.
-		kill func(r *replicaSet) int
-	}{
-		{"assessing", -1, func(r *replicaSet) int {
-			in := r.waitStatus("RB-1", 20*time.Second, func(state.Status) bool { return true }, "exists")
-			pid := ownerPID(t, in)
-			r.kill(pid)
-			return pid
-		}},
-		{"awaiting confirmation", 0, func(r *replicaSet) int {
-			in := r.waitStatus("RB-1", 20*time.Second, is(state.AwaitingConfirm), "awaiting confirmation")
-			pid := ownerPID(t, in) // the replica that assessed
-			r.kill(pid)
-			return pid
-		}},
-		{"stopping", 1, func(r *replicaSet) int {
-			in := r.waitStatus("RB-1", 20*time.Second, is(state.Stopping), "stopping")
-			pid := ownerPID(t, in)
-			r.kill(pid)
-			return pid
-		}},
-		{"rolling back", 1, func(r *replicaSet) int {
-			wait.For(t, 30*time.Second, "the rollback's template write", func() (bool, error) {
-				w := r.writes()
-				return w[sim.OpRollback] == 1, errors.New(fmt.Sprint(w))
-			})
-			in := r.incident("RB-1")
-			if in.Status != state.RollingBack {
-				t.Fatalf("status %s at the template write, want rolling back", in.Status)
-			}
-			pid := ownerPID(t, in)
-			r.kill(pid)
-			return pid
-		}},
-		{"verifying", 1, func(r *replicaSet) int {
-			in := r.waitStatus("RB-1", 30*time.Second, is(state.Verifying), "verifying")
-			pid := ownerPID(t, in)
-			r.kill(pid)
-			return pid
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newReplicaSet(t, sent, 3, time.Second)
-			r.t = t
-			r.slash("myapp")
-			var killedAt time.Time
-			if tc.name == "assessing" || tc.name == "awaiting confirmation" {
-				tc.kill(r)
-				killedAt = time.Now()
-				r.confirm()
-			} else {
-				r.confirm()
-				tc.kill(r)
-				killedAt = time.Now()
-			}
-			in := r.waitStatus("RB-1", 60*time.Second, is(state.Completed, state.VerifyFailed, state.RollbackFailed, state.Cancelled), "finished")
-			if in.Status != state.Completed {
-				t.Fatalf("RB-1 ended %s, want completed", in.Status)
-			}
-			takeovers := tc.takeovers
-			if takeovers < 0 { // killed while assessing, or just after: either way at most one
-				takeovers = len(in.TakenOver)
-				if takeovers > 1 {
-					t.Errorf("%d takeovers for one kill", takeovers)
-				}
-			}
-			if len(in.TakenOver) != takeovers {
-				t.Errorf("%d takeovers recorded, want %d: %+v", len(in.TakenOver), takeovers, in.TakenOver)
-			}
-			if takeovers > 0 {
-				to := in.TakenOver[0]
-				if d := to.At.Sub(killedAt); d > replicaLease+10*time.Second {
-					t.Errorf("taken over %s after the kill, want within the lease + 10s", d)
-				}
-				m := r.wait("takeover message", textHas("RB-1 resumed by"))
-				if m.ThreadTS == "" {
-					t.Errorf("takeover message outside the thread")
-				}
-				t.Logf("taken over %s after kill -9 (lease %s)", to.At.Sub(killedAt).Round(10*time.Millisecond), replicaLease)
-			}
-			r.checkOnce("RB-1", takeovers)
-		})
+	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
+	for _, k := range killSteps {
+		t.Run(k.name, func(t *testing.T) { killOwnerAt(t, k, simKillTarget(t, sent, pg, k)) })
 	}
+}
+
+// simKillTarget is myapp on the simulated platform, which the replicas
+// share through its state file, where it counts every write. With a
+// database (k.db) the bad release app:v3 migrated it; the down migration
+// is a command that sleeps a second, then runs golang-migrate.
+func simKillTarget(t *testing.T, sent *redistest.Sentinels, pg *dbtest.Postgres, k killStep) *killTarget {
+	x := &killTarget{}
+	if !k.db {
+		x.r = newReplicaSet(t, sent, 3, time.Second)
+	} else {
+		x.db = newGMSchema(t, pg)
+		x.r = newReplicaSetFor(t, sent, 3, func(stateFile string) string {
+			return fmt.Sprintf(`    platform: simulated
+    simulated:
+      versions: [{artifact: "app:v1"}, {artifact: "app:v2"}, {artifact: "app:v3", bad: true}]
+      deployed_ago: 1h
+      step_delay: 200ms
+      state_file: %s
+    metrics: {simulated: true}
+`, stateFile) + x.db.service(fmt.Sprintf(`
+kind: command
+command: [sh, -c, "sleep 1 && exec %s -path %s -database '$(DATABASE_URL)' down $(ROLLBOT_STEPS)"]
+secret_env:
+  DATABASE_URL: {env: MYAPP_MIGRATE_URL}
+timeout: 2m`, x.db.bin, x.db.dir))
+		})
+		x.db.recordGood(x.r.store, "app:v2")
+	}
+	r := x.r
+	x.holds = map[string]func() hold{
+		// Each pod takes step_delay after the template write.
+		atRollingBack: func() hold {
+			return hold{reached: func() *state.Incident {
+				wait.For(t, 30*time.Second, "the rollback's template write", func() (bool, error) {
+					w := r.writes()
+					return w[sim.OpRollback] == 1, errors.New(fmt.Sprint(w))
+				})
+				return r.incident("RB-1")
+			}}
+		},
+		// The down command sleeps a second before it migrates.
+		atDownMigration: func() hold {
+			return hold{reached: func() *state.Incident {
+				return r.waitIncident("RB-1", 30*time.Second, "down migration started", func(in *state.Incident) bool {
+					return in.Steps["database"] == "started"
+				})
+			}}
+		},
+	}
+	x.check = func(*state.Incident) { r.checkSimWrites() }
+	return x
 }
 
 // Regression (#12: "every process start takes over every incident"):
@@ -615,204 +575,220 @@ func BenchmarkTakeoverAfterKill(b *testing.B) {
 	}
 }
 
-// The same on the real Kubernetes control plane: kill -9 of the owner right
-// after its rollback write (and, separately, while it verifies); another
-// replica resumes, the Deployment saw exactly two spec writes (the pause
-// and the rollback, counted by its generation on the apiserver), and the
-// pods end on the good image.
+// The same on the real Kubernetes control plane, each step in a namespace
+// of its own on one control plane: myapp is a Deployment of three pods
+// rolled from v1 to the bad v2; rollbot's credentials are a
+// ServiceAccount bound to the Roles of deploy/kubernetes/rbac.yaml; the
+// down migration is a Job (kind kubernetes_job) whose container the test
+// plays on this host (playDownJob: golang-migrate on PostgreSQL). The
+// API server's audit log counts the writes: one pause and one rollback
+// patch of the Deployment, one DO_NOT_DEPLOY patch of the bad ReplicaSet,
+// the one down Job, and nothing else.
 func TestReplicasKillOwnerOnKubernetes(t *testing.T) {
 	sent := redistest.Sentinel(t)
 	c := kubetest.Start(t)
-	for _, at := range []string{"rolling back", "verifying"} {
-		t.Run(at, func(t *testing.T) {
-			ns := kubetest.CreateNamespace(t, c.AdminClient, "replicas")
-			kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)
-			kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
-			kubetest.SetImage(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v2")
-			g0 := kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp").Generation
-			kubeconfig := c.KubeconfigFor(t, ns, "../deploy/kubernetes/rbac.yaml")
-			r := newReplicaSetFor(t, sent, 3, func(string) string {
-				return fmt.Sprintf(`    platform: kubernetes
-    kubernetes: {kubeconfig: %s, namespace: %s, deployment: myapp, rollout_timeout: 1m}
-    thresholds: {baseline_p95: 100ms}
-`, kubeconfig, ns)
-			})
-			generation := func() int64 {
-				d, err := c.AdminClient.AppsV1().Deployments(ns).Get(context.Background(), "myapp", metav1.GetOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return d.Generation
-			}
-			r.slash("myapp")
-			r.confirm()
-			var in *state.Incident
-			if at == "rolling back" {
-				wait.For(t, 30*time.Second, "the rollback write", func() (bool, error) {
-					g := generation()
-					return g >= g0+2, fmt.Errorf("generation %d (before %d)", g, g0)
-				})
-				in = r.incident("RB-1")
-			} else {
-				in = r.waitStatus("RB-1", 30*time.Second, is(state.Verifying), "verifying")
-			}
-			killed := time.Now()
-			r.kill(ownerPID(t, in))
-			// No metrics source, health URL or smoke test: the four items
-			// other than the pods are checks by hand, answered on whichever
-			// replica Slack delivers the click to, after the takeover.
-			answerChecksByHand(t, r.emu, slackemu.UserBob, 4, time.Minute)
-			in = r.waitStatus("RB-1", 60*time.Second, is(state.Completed, state.VerifyFailed, state.RollbackFailed), "finished")
-			if in.Status != state.Completed {
-				t.Fatalf("RB-1 ended %s after the takeover, want completed", in.Status)
-			}
-			// Killed while working (the verification waits for the checks
-			// by hand here), so exactly one takeover.
-			if len(in.TakenOver) != 1 {
-				t.Fatalf("%d takeovers for one kill: %+v", len(in.TakenOver), in.TakenOver)
-			}
-			if d := in.TakenOver[0].At.Sub(killed); d > replicaLease+10*time.Second {
-				t.Errorf("taken over %s after the kill", d)
-			}
-			t.Logf("%s, taken over %s after kill -9 at %s", in.Status, in.TakenOver[0].At.Sub(killed).Round(10*time.Millisecond), in.TakenOver[0].Status)
-			if g := generation(); g != g0+2 {
-				t.Errorf("the Deployment's generation went %d → %d: want exactly two writes (pause, rollback)", g0, g)
-			}
-			images, ready := kubetest.PodImages(t, c.AdminClient, ns, "myapp")
-			if len(images) != 3 || ready != 3 {
-				t.Errorf("pods after the resumed rollback: %v, %d ready", images, ready)
-			}
-			for _, img := range images {
-				if img != "registry.local/myapp:v1" {
-					t.Errorf("a pod runs %s", img)
-				}
-			}
-			v := r.wait("verification verdict", textHas("Rollback verified"))
-			if !strings.Contains(v.PlainText(), "Verified by rollbot, each held for the 1s soak: All pods healthy.") ||
-				!strings.Contains(v.PlainText(), "Confirmed by hand: Health checks passing by <@"+slackemu.UserBob+">") {
-				t.Errorf("verdict:\n%s", v.PlainText())
-			}
-			for key, c := range in.Checks {
-				if c.Answer != state.CheckOK || c.By != slackemu.UserBob {
-					t.Errorf("check %s on the incident: %+v", key, c)
-				}
-			}
-		})
+	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
+	for _, k := range killSteps {
+		t.Run(k.name, func(t *testing.T) { killOwnerAt(t, k, kubeKillTarget(t, c, sent, pg, k)) })
 	}
 }
 
-// The database steps with replicas: kill -9 of a replica while the DB
-// approval waits (another serves the approval), and of the owner while the
-// down migration runs (a real golang-migrate against PostgreSQL, started
-// by the dead replica and finishing on its own): the next owner never runs
-// it a second time — the migration table says it finished — and rolls the
-// app back.
-func TestReplicasKillDuringDatabaseStep(t *testing.T) {
-	sent := redistest.Sentinel(t)
-	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
-	dir, err := filepath.Abs("../platforms/migrations/testdata/golang-migrate")
-	if err != nil {
-		t.Fatal(err)
+// kubeKillTarget is myapp in a namespace of its own on c, rolled from
+// registry.local/myapp:v1 to the bad v2 (which migrated the database when
+// k.db). No metrics source, health URL or smoke test: the four items
+// other than the pods are checks by hand, answered after the kill on
+// whichever replica Slack delivers the click to. The owner is held in
+// the steps that work on the platform by the platform's own waits:
+// stopping in the evidence upload that comes before the pause (Slack
+// keeps it waiting), rolling back in the rollout wait (the new pods
+// cannot start on the cordoned node), the down migration while its Job's
+// pod waits on the cordoned node.
+func kubeKillTarget(t *testing.T, c *kubetest.Cluster, sent *redistest.Sentinels, pg *dbtest.Postgres, k killStep) *killTarget {
+	const rbac = "../deploy/kubernetes/rbac.yaml"
+	cs := c.AdminClient
+	ctx := context.Background()
+	ns := kubetest.CreateNamespace(t, cs, "kill")
+	kubetest.CreateDeployment(t, cs, ns, "myapp", "registry.local/myapp:v1", 3)
+	kubetest.WaitRolledOut(t, cs, ns, "myapp")
+	if k.db {
+		// Creation times have seconds, and rollbot takes its record of
+		// the schema as the good release's only if that was deployed
+		// strictly before the bad one.
+		v1 := replicaSetOf(t, cs, ns, "registry.local/myapp:v1").CreationTimestamp.Time
+		wait.For(t, 3*time.Second, "the second after v1's ReplicaSet", func() (bool, error) {
+			return time.Now().Truncate(time.Second).After(v1), nil
+		})
 	}
-	bin := migrateBin(t)
-	for _, at := range []string{"awaiting DB approval", "down migration running"} {
-		t.Run(at, func(t *testing.T) {
-			db := pg.CreateDatabase(t)
-			owner, err := sql.Open("pgx", db.DSN)
+	kubetest.SetImage(t, cs, ns, "myapp", "registry.local/myapp:v2")
+	g0 := kubetest.WaitRolledOut(t, cs, ns, "myapp").Generation
+
+	x := &killTarget{}
+	kubeconfig, database := c.KubeconfigFor(t, ns, rbac), ""
+	var played <-chan jobRun
+	gate := make(chan struct{})
+	if k.db {
+		x.db = newGMSchema(t, pg)
+		// The Job's DSN lives in a Secret of the namespace; rollbot never
+		// reads it.
+		if _, err := cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "myapp-db"},
+			StringData: map[string]string{"migrate_url": x.db.db.URL}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		kubeconfig = c.KubeconfigForRoles(t, ns, rbac, "rollbot", migrations.JobRole)
+		database = x.db.service(fmt.Sprintf(`
+kind: kubernetes_job
+namespace: %s
+command: [migrate, -path, %q, -database, $(DATABASE_URL), down, $(ROLLBOT_STEPS)]
+secret_env:
+  DATABASE_URL: {secret: myapp-db, key: migrate_url}
+timeout: 2m`, ns, x.db.dir))
+		// The Job's pod waits on the cordoned node until the test has
+		// played its container — when the owner is to be killed in the
+		// down migration, until it is dead.
+		cordon(t, cs, true)
+		t.Cleanup(func() { cordon(t, cs, false) })
+		p := jobPlay{dir: x.db.dir, deployment: "myapp", bins: map[string]string{"migrate": x.db.bin}}
+		if k.name == atDownMigration {
+			p.gate = gate
+		}
+		played = playDownJob(t, c, ns, p)
+	}
+	x.r = newReplicaSetFor(t, sent, 3, func(string) string {
+		return fmt.Sprintf(`    platform: kubernetes
+    kubernetes: {kubeconfig: %s, namespace: %s, deployment: myapp, rollout_timeout: 1m}
+    thresholds: {baseline_p95: 100ms}
+`, kubeconfig, ns) + database
+	})
+	r := x.r
+	if k.db {
+		x.db.recordGood(r.store, "registry.local/myapp:v1")
+	}
+	generation := func() int64 { return kubetest.Get(t, cs, ns, "myapp").Generation }
+
+	x.holds = map[string]func() hold{
+		atStopping: func() hold {
+			const upload = "files.getUploadURLExternal"
+			uploads := len(r.emu.CallsTo(upload))
+			r.emu.DelayMethod(upload, time.Minute)
+			return hold{
+				reached: func() *state.Incident {
+					wait.For(t, 30*time.Second, "the evidence upload, kept waiting by Slack", func() (bool, error) {
+						return len(r.emu.CallsTo(upload)) > uploads, nil
+					})
+					return r.incident("RB-1")
+				},
+				release: func() { r.emu.DelayMethod(upload, 0) },
+			}
+		},
+		atRollingBack: func() hold {
+			cordon(t, cs, true)
+			t.Cleanup(func() { cordon(t, cs, false) })
+			return hold{
+				reached: func() *state.Incident {
+					wait.For(t, 30*time.Second, "the rollback write", func() (bool, error) {
+						g := generation()
+						return g >= g0+2, fmt.Errorf("generation %d (before %d)", g, g0)
+					})
+					return r.incident("RB-1")
+				},
+				release: func() { cordon(t, cs, false) },
+			}
+		},
+		atDownMigration: func() hold {
+			return hold{
+				reached: func() *state.Incident {
+					r.waitIncident("RB-1", 30*time.Second, "down migration started", func(in *state.Incident) bool {
+						return in.Steps["database"] == "started"
+					})
+					kubetest.Poll(t, "the down Job", func(ctx context.Context) (bool, error) {
+						_, err := cs.BatchV1().Jobs(ns).Get(ctx, migrations.JobName("RB-1"), metav1.GetOptions{})
+						return err == nil, err
+					})
+					return r.incident("RB-1")
+				},
+				release: func() { close(gate) },
+			}
+		},
+	}
+	x.people = func() { answerChecksByHand(t, r.emu, slackemu.UserBob, 4, time.Minute) }
+
+	x.check = func(in *state.Incident) {
+		bad := replicaSetOf(t, cs, ns, "registry.local/myapp:v2")
+		want := []string{"patch deployments/myapp", "patch deployments/myapp", "patch replicasets/" + bad.Name}
+		if k.db {
+			want = append([]string{"create jobs/" + migrations.JobName("RB-1")}, want...)
+		}
+		ws, err := c.Writes(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var made []string
+		for _, w := range ws {
+			if !w.OK() {
+				t.Logf("refused by the API server: %s (%d)", w, w.Code)
+				continue
+			}
+			made = append(made, w.String())
+		}
+		if !slices.Equal(made, want) {
+			t.Errorf("the API server made the writes\n  %s\nwant (the pause, the rollback, the DO_NOT_DEPLOY mark; the down Job first)\n  %s",
+				strings.Join(made, "\n  "), strings.Join(want, "\n  "))
+		}
+		if d := kubetest.Get(t, cs, ns, "myapp"); d.Generation != g0+2 || d.Spec.Paused {
+			t.Errorf("the Deployment's generation went %d → %d (paused %v): want exactly two spec writes, the rollout resumed", g0, d.Generation, d.Spec.Paused)
+		}
+		if bad.Annotations[kube.AnnotationDoNotDeploy] != "true" {
+			t.Errorf("the bad ReplicaSet %s is not marked: %v", bad.Name, bad.Annotations)
+		}
+		images, ready := kubetest.PodImages(t, cs, ns, "myapp")
+		if len(images) != 3 || ready != 3 || slices.ContainsFunc(images, func(s string) bool { return s != "registry.local/myapp:v1" }) {
+			t.Errorf("pods after the rollback: %v, %d ready; want 3 Ready on registry.local/myapp:v1", images, ready)
+		}
+		if k.db {
+			jobs, err := cs.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer owner.Close()
-			for _, n := range []string{"2", "1"} { // the good deploy, then the bad one's migration
-				if out, err := exec.Command(bin, "-path", dir, "-database", db.URL, "up", n).CombinedOutput(); err != nil {
-					t.Fatalf("migrate up %s: %v\n%s", n, err, out)
+			if len(jobs.Items) != 1 || jobs.Items[0].Status.Succeeded != 1 {
+				t.Errorf("%d Jobs in %s, want the one down Job, succeeded", len(jobs.Items), ns)
+			}
+			select {
+			case run := <-played:
+				if run.err != nil || run.image != "registry.local/myapp:v2" || run.appImage != "registry.local/myapp:v2" {
+					t.Errorf("the down Job's container: image %s while the app ran %s: %v", run.image, run.appImage, run.err)
 				}
+			case <-time.After(10 * time.Second):
+				t.Error("the down Job's container was never played")
 			}
-			version := func() string {
-				var v int64
-				var dirty bool
-				if err := owner.QueryRow(`SELECT version, dirty FROM schema_migrations`).Scan(&v, &dirty); err != nil {
-					t.Fatal(err)
-				}
-				return fmt.Sprintf("%d dirty=%v", v, dirty)
+		}
+		v := r.wait("verification verdict", textHas("Rollback verified"))
+		if !strings.Contains(v.PlainText(), "Verified by rollbot, each held for the 1s soak: All pods healthy.") ||
+			!strings.Contains(v.PlainText(), "Confirmed by hand: Health checks passing by <@"+slackemu.UserBob+">") {
+			t.Errorf("verdict:\n%s", v.PlainText())
+		}
+		for key, c := range in.Checks {
+			if c.Answer != state.CheckOK || c.By != slackemu.UserBob {
+				t.Errorf("check %s on the incident: %+v", key, c)
 			}
-			t.Setenv("MYAPP_RO_DSN", db.DSN)
-			t.Setenv("MYAPP_MIGRATE_URL", db.URL)
-			r := newReplicaSetFor(t, sent, 3, func(stateFile string) string {
-				return fmt.Sprintf(`    platform: simulated
-    simulated:
-      versions: [{artifact: "app:v1"}, {artifact: "app:v2"}, {artifact: "app:v3", bad: true}]
-      deployed_ago: 1h
-      step_delay: 200ms
-      state_file: %s
-    metrics: {simulated: true}
-    database:
-      driver: postgres
-      dsn_env: MYAPP_RO_DSN
-      tool: golang-migrate
-      migrations_dir: %q
-      down:
-        kind: command
-        command: [sh, -c, "sleep 1 && exec %s -path %s -database '$(DATABASE_URL)' down $(ROLLBOT_STEPS)"]
-        secret_env:
-          DATABASE_URL: {env: MYAPP_MIGRATE_URL}
-        timeout: 2m
-      approvers: {groups: [%s]}
-`, stateFile, dir, bin, dir, slackemu.GroupDBA)
-			})
-			// What the replicas' recorder wrote while app:v2 ran.
-			if err := r.store.RecordSchema(context.Background(), "myapp", state.SchemaRecord{
-				At: time.Now().Add(-2 * time.Hour), Artifact: "app:v2", Tool: "golang-migrate", Versions: []string{"2"}}); err != nil {
-				t.Fatal(err)
-			}
-			r.slash("myapp")
-			r.confirm()
-			in := r.waitStatus("RB-1", 30*time.Second, is(state.AwaitingDBApprove), "awaiting DB approval")
-			m := r.wait("DB approval request", hasAction(handlers.ActDBApprove))
-			var killed time.Time
-			if at == "awaiting DB approval" {
-				r.kill(ownerPID(t, in)) // the replica that assessed and asked
-				killed = time.Now()
-			}
-			r.approve(slackemu.UserDana, m)
-			if at == "down migration running" {
-				in = r.waitStatus("RB-1", 30*time.Second, func(state.Status) bool {
-					cur := r.incident("RB-1")
-					return cur != nil && cur.Steps["database"] == "started"
-				}, "down migration started")
-				r.kill(ownerPID(t, in))
-				killed = time.Now()
-			}
-			in = r.waitStatus("RB-1", 90*time.Second, is(state.Completed, state.VerifyFailed, state.RollbackFailed), "finished")
-			if in.Status != state.Completed {
-				t.Fatalf("RB-1 ended %s", in.Status)
-			}
-			if got := version(); got != "2 dirty=false" {
-				t.Errorf("schema_migrations = %s, want 2 dirty=false (the down migration once)", got)
-			}
-			want := 0
-			if at == "down migration running" {
-				want = 1
-				if d := in.TakenOver[0].At.Sub(killed); len(in.TakenOver) == 1 && d > replicaLease+10*time.Second {
-					t.Errorf("taken over %s after the kill", d)
-				}
-			}
-			if len(in.TakenOver) != want {
-				t.Errorf("%d takeovers, want %d: %+v", len(in.TakenOver), want, in.TakenOver)
-			}
-			r.checkOnce("RB-1", want)
-			if at == "down migration running" {
-				evs, _ := r.store.Timeline(context.Background(), "RB-1")
-				resumed := false
-				for _, ev := range evs {
-					resumed = resumed || (ev.Step == "database" && strings.Contains(ev.Detail, "resuming the database step"))
-				}
-				if !resumed {
-					t.Errorf("the database step was not resumed by the new owner: %+v", evs)
-				}
-			}
-		})
+		}
 	}
+	return x
+}
+
+// replicaSetOf is the ReplicaSet in ns whose pods run image.
+func replicaSetOf(t *testing.T, cs kubernetes.Interface, ns, image string) appsv1.ReplicaSet {
+	t.Helper()
+	rss, err := cs.AppsV1().ReplicaSets(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rs := range rss.Items {
+		if cs := rs.Spec.Template.Spec.Containers; len(cs) > 0 && cs[0].Image == image {
+			return rs
+		}
+	}
+	t.Fatalf("no ReplicaSet in %s runs %s", ns, image)
+	return appsv1.ReplicaSet{}
 }
 
 // approve approves the DB step as user in the modal, typing the service.

@@ -3,6 +3,7 @@ package bot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/model"
 
 	"rollbot/handlers"
 	"rollbot/platforms"
@@ -63,28 +66,44 @@ func (p *relapsingPlatform) stop() {
 
 // soakRig is the sample service after a bad deploy, measured by a real
 // Prometheus, and rollbot with a service configured through YAML with its
-// own verify_soak.
+// own verify_soak (and verify_recent, when recent is set).
 type soakRig struct {
 	h    *harness
 	plat *modeSwitchingPlatform
 	app  *promtest.SampleApp
 }
 
-func startSoakRig(t *testing.T, soak, verifyTimeout time.Duration, wrap func(*modeSwitchingPlatform) platforms.Platform) *soakRig {
+func startSoakRig(t *testing.T, soak, recent, verifyTimeout time.Duration, wrap func(*modeSwitchingPlatform) platforms.Platform) *soakRig {
 	t.Helper()
 	app := promtest.StartSampleApp(t, promtest.BuildSampleApp(t), "-self-load", "50", "-latency", goodLatency)
 	promStart := time.Now()
 	p := promtest.Start(t, promtest.Target{Job: promJob, Addr: app.Addr})
 	p.WaitScrapedAfter(t, promJob, promStart.Add(promWindow+time.Second), time.Minute)
+	// On a loaded machine the first scrapes can come late: wait until the
+	// window the engine takes its baselines from (the promWindow before
+	// the deploy) holds the traffic to measure them.
+	baseline := fmt.Sprintf(`sum(increase(http_requests_total{job=%q}[%s]))`, promJob, model.Duration(promWindow))
+	wait.For(t, time.Minute, "a baseline window with traffic", func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		res, err := p.Query(ctx, baseline, time.Time{})
+		if err != nil || len(res) == 0 {
+			return false, fmt.Errorf("%s: %d series, %v", baseline, len(res), err)
+		}
+		return res[0].Value >= 100, fmt.Errorf("%s = %g", baseline, res[0].Value)
+	})
 	deployed := time.Now()
 	app.SetMode(t, "error_ratio", strconv.FormatFloat(badRatio, 'f', -1, 64), "latency", badLatency)
 	p.WaitScrapedAfter(t, promJob, deployed.Add(promWindow+time.Second), time.Minute)
 
 	yaml := promServiceYAML("myapp", p.URL, time.Since(deployed), app.URL+"/health") + "    verify_soak: " + soak.String() + "\n"
+	if recent > 0 {
+		yaml += "    verify_recent: " + recent.String() + "\n"
+	}
 	_, svcs := buildFromYAML(t, yaml)
 	svc := svcs[0]
-	if svc.VerifySoak != soak {
-		t.Fatalf("services.myapp.verify_soak built %s, want %s", svc.VerifySoak, soak)
+	if svc.VerifySoak != soak || svc.VerifyRecent != recent {
+		t.Fatalf("services.myapp.verify_soak built %s, want %s; verify_recent %s, want %s", svc.VerifySoak, soak, svc.VerifyRecent, recent)
 	}
 	plat := &modeSwitchingPlatform{Sim: svc.Platform.(*sim.Sim), appURL: app.URL}
 	svc.Platform = plat
@@ -131,7 +150,7 @@ var observedErrRE = regexp.MustCompile(`Error rate < baseline: ([0-9.]+)% \(limi
 // sample service's 50/s) and the worst value seen.
 func TestSoakVerifiedAfterTheSoakNotBefore(t *testing.T) {
 	const soak = 20 * time.Second
-	r := startSoakRig(t, soak, 60*time.Second, nil)
+	r := startSoakRig(t, soak, 0, 60*time.Second, nil)
 	h := r.h
 	started := r.verifyStarted(t)
 
@@ -203,7 +222,7 @@ func TestSoakVerifiedAfterTheSoakNotBefore(t *testing.T) {
 func TestSoakRegressionIsNotVerified(t *testing.T) {
 	const soak = 30 * time.Second
 	var rp *relapsingPlatform
-	r := startSoakRig(t, soak, 15*time.Second, func(p *modeSwitchingPlatform) platforms.Platform {
+	r := startSoakRig(t, soak, 0, 15*time.Second, func(p *modeSwitchingPlatform) platforms.Platform {
 		rp = &relapsingPlatform{modeSwitchingPlatform: p, after: 20 * time.Second}
 		return rp
 	})
@@ -274,4 +293,90 @@ func TestSoakRegressionIsNotVerified(t *testing.T) {
 		}
 		return !cur.HeldUntil.IsZero(), errors.New("not held")
 	})
+}
+
+// TestSoakMildRelapseIsNotVerified: the sample service recovers with the
+// rollback, then 75s into the 90s soak fails 5% of its requests again. The
+// soak window hardly moves (15s of 5% over 90s is 0.83%, under the 1%
+// limit, so the soak window alone would call it verified), but each round
+// also judges the last 10s alone (verify_recent: Prometheus scrapes every
+// second here). The error rate goes back to pending before the soak ends,
+// and the thread says when, after how long, and by how much over the
+// recent window and over the whole one; the verification fails at once.
+func TestSoakMildRelapseIsNotVerified(t *testing.T) {
+	const (
+		soak, recent = 90 * time.Second, 10 * time.Second
+		relapseAfter = 75 * time.Second
+		mildRatio    = "0.05"
+	)
+	r := startSoakRig(t, soak, recent, 15*time.Second, nil)
+	h := r.h
+	started := r.verifyStarted(t)
+
+	time.Sleep(time.Until(started.Add(relapseAfter)))
+	r.app.SetMode(t, "error_ratio", mildRatio)
+	relapsed := time.Now()
+	t.Logf("the sample service fails %s of its requests from %s, %s into the verification", mildRatio, relapsed.UTC().Format("15:04:05.000"), relapsed.Sub(started).Round(time.Millisecond))
+
+	reg := h.waitLong("regression or verdict in the thread", func(m slackemu.Message) bool {
+		return strings.Contains(m.PlainText(), "pending again") || strings.Contains(m.PlainText(), "Rollback verified")
+	})
+	if strings.Contains(reg.PlainText(), "Rollback verified") {
+		t.Fatalf("a mildly relapsing release was verified:\n%s", reg.PlainText())
+	}
+	t.Logf("regression:\n%s", reg.PlainText())
+	f := h.waitLong("verification failure", hasAction(handlers.ActRetryVerify))
+	t.Logf("failure:\n%s", f.PlainText())
+	h.waitStatus("RB-1", state.VerifyFailed)
+	for _, m := range h.emu.Messages(slackemu.ChannelIncident) {
+		if strings.Contains(m.PlainText(), "Rollback verified") {
+			t.Fatalf("a mildly relapsing release was verified:\n%s", m.PlainText())
+		}
+	}
+	m := regexp.MustCompile(`\*Error rate < baseline\* regressed at ([0-9:]+) UTC after holding ([0-9ms]+) of 1m30s: ([0-9.]+)% over the last ([0-9ms]+) alone \(limit 1\.00% threshold; ([0-9]+) requests\); ([0-9.]+)% over the whole ([0-9ms]+) window`).FindStringSubmatch(reg.PlainText())
+	if m == nil {
+		t.Fatalf("the regression does not say when and by how much over the recent window:\n%s", reg.PlainText())
+	}
+	at, err := time.ParseInLocation("15:04:05", m[1], time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, mo, d := relapsed.UTC().Date()
+	at = time.Date(y, mo, d, at.Hour(), at.Minute(), at.Second(), 0, time.UTC)
+	// When: after the relapse, and before the soak would have ended.
+	if at.Before(relapsed.Truncate(time.Second)) || !at.Before(started.Add(soak)) {
+		t.Errorf("regressed at %s; the sample service relapsed at %s, the soak ends at %s", m[1], relapsed.UTC().Format("15:04:05.000"), started.Add(soak).UTC().Format("15:04:05.000"))
+	}
+	if held, err := time.ParseDuration(m[2]); err != nil || held < time.Minute || held >= soak {
+		t.Errorf("held %s before the regression, want about 1m20s (%v)", m[2], err)
+	}
+	// By how much: over the limit on the recent window, with the traffic
+	// to judge it; under it over the whole soak window (the relapse is
+	// mild: the soak window alone does not see it).
+	recentPct, _ := strconv.ParseFloat(m[3], 64)
+	if recentPct <= 1 || recentPct > 10 {
+		t.Errorf("the last %s: %s%%, want over the 1%% limit and about 5%%", m[4], m[3])
+	}
+	if span, err := time.ParseDuration(m[4]); err != nil || span < recent || span > 2*recent {
+		t.Errorf("the recent window spans %s, want verify_recent (%s) or a little more (%v)", m[4], recent, err)
+	}
+	if n, _ := strconv.Atoi(m[5]); n < 100 {
+		t.Errorf("a recent window of %d requests was judged; at least 100 must be", n)
+	}
+	if whole, _ := strconv.ParseFloat(m[6], 64); whole >= 1 {
+		t.Errorf("over the whole %s window: %s%%, want under the 1%% limit (a mild relapse)", m[7], m[6])
+	}
+	wantAll(t, "failure", f.PlainText(), "Verification failed:", "the service did not recover after the rollback: Error rate < baseline: ",
+		"alone (limit 1.00% threshold; ", "regressed at ")
+	evs, err := h.store.Timeline(context.Background(), "RB-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range evs {
+		found = found || (ev.Step == "verify" && strings.HasPrefix(ev.Detail, "Error rate < baseline regressed at ") && strings.Contains(ev.Detail, " alone (limit 1.00% threshold; "))
+	}
+	if !found {
+		t.Errorf("the regression is not on the timeline: %+v", evs)
+	}
 }

@@ -51,10 +51,11 @@ func (e *Engine) HandleAlert(ctx context.Context, al Alert) (AlertOutcome, strin
 		return AlertIgnored, "", fmt.Errorf("alert %s: service %q is not in rollbot's config", al.Name, al.Service)
 	}
 	if al.Channel == "" {
-		if len(e.opt.IncidentChannels) == 0 {
-			return AlertIgnored, "", fmt.Errorf("alert %s: no incident channel for %s", al.Name, al.Service)
+		ch, ok := alertChannel(e.channelsOf(svc))
+		if !ok {
+			return AlertIgnored, "", fmt.Errorf("alert %s: no incident channel id (C…) for %s in its channels or incident_channels; give one, or a channel in alertmanager.routes", al.Name, al.Service)
 		}
-		al.Channel = e.opt.IncidentChannels[0]
+		al.Channel = ch
 	}
 	if al.Resolved {
 		return e.resolveAlert(ctx, al)
@@ -116,4 +117,30 @@ func (e *Engine) resolveAlert(ctx context.Context, al Alert) (AlertOutcome, stri
 		e.update(ctx, in.Channel, ts, assessmentMsg(in, e.assessmentOf(in), nil))
 	}
 	return AlertResolved, id, nil
+}
+
+// alertChannel is where an alert without a route channel goes: the first
+// of the service's incident channels given by id. A click carries the
+// channel's id, and a click outside the incident's channel is refused, so
+// an incident opened in a channel given by name could not be acted on.
+func alertChannel(channels []string) (string, bool) {
+	for _, c := range channels {
+		if IsChannelID(c) {
+			return c, true
+		}
+	}
+	return "", false
+}
+
+// IsChannelID reports whether c is a channel id (C… or G…), not a name.
+func IsChannelID(c string) bool {
+	if len(c) < 3 || (c[0] != 'C' && c[0] != 'G') {
+		return false
+	}
+	for _, r := range c[1:] {
+		if (r < 'A' || r > 'Z') && (r < '0' || r > '9') {
+			return false
+		}
+	}
+	return true
 }

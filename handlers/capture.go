@@ -73,12 +73,11 @@ func (e *Engine) captureFirst(ctx context.Context, o *owned) error {
 	ev.Cap(lim.TotalBytes)
 
 	saved := "kept with the incident"
-	if err := e.store.SaveEvidence(ctx, in.ID, o.claim, ev); err != nil {
+	if err := e.store.SaveEvidence(ctx, in.ID, o.claim, &ev); err != nil {
 		if errors.Is(err, state.ErrFenced) {
 			return errTakenOver
 		}
-		e.log.Warn("save evidence", "incident", in.ID, "err", err)
-		saved = "NOT kept in rollbot's store (see the bot log)"
+		saved = "NOT kept in rollbot's store (" + platforms.SeeLog(ctx, e.log, "save evidence", err, "incident", in.ID) + ")"
 	}
 	file := File{
 		Name:    in.ID + "-evidence.txt",

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -79,15 +80,18 @@ type Service struct {
 	// empty: Options.IncidentChannels.
 	Channels []string
 	// Drill configures practice rollbacks; nil: drills are refused.
-	Drill      *Drill
-	Platform   platforms.Platform
-	Metrics    platforms.Metrics  // nil: no request metrics
-	Database   platforms.Database // nil: no database configured
-	Health     platforms.Prober   // nil: no health URL / smoke test configured
-	HasHealth  bool
-	HasSmoke   bool
-	Thresholds Thresholds
-	Approvers  Access
+	Drill     *Drill
+	Platform  platforms.Platform
+	Metrics   platforms.Metrics  // nil: no request metrics
+	Database  platforms.Database // nil: no database configured
+	Health    platforms.Prober   // nil: no health URL / smoke test configured
+	HasHealth bool
+	HasSmoke  bool
+	// SmokeTimeout is how long the verification gives the smoke test (it
+	// bounds itself); zero: query_timeout, like the other checks.
+	SmokeTimeout time.Duration
+	Thresholds   Thresholds
+	Approvers    Access
 	// DeployLock: after a completed rollback the deploy gate refuses every
 	// version of the service until an approver runs /rollback unlock.
 	DeployLock bool
@@ -109,6 +113,9 @@ type Service struct {
 	// VerifySoak is how long every automatic verification item must hold
 	// before the rollback counts as verified (0: Options.VerifySoak).
 	VerifySoak time.Duration
+	// VerifyRecent is the shortest recent window each verification round
+	// also judges the request metrics on (0: Options.VerifyRecent).
+	VerifyRecent time.Duration
 }
 
 // Options tune the engine; zero values take defaults.
@@ -119,6 +126,7 @@ type Options struct {
 	PostmortemAfter  time.Duration // 20h, at most 24h
 	VerifyTimeout    time.Duration // 5m: how long the service has to recover before the soak must start
 	VerifySoak       time.Duration // 3m: how long each automatic verification item must hold
+	VerifyRecent     time.Duration // 30s: the shortest recent window the request metrics are also judged on
 	VerifyInterval   time.Duration // 10s
 	QueryTimeout     time.Duration // 5s per metric query
 	StepTimeout      time.Duration // deprecated name of Budgets.Rollout
@@ -198,6 +206,7 @@ func New(base context.Context, chat Chat, store *state.Store, services []*Servic
 	def(&opt.UpdateInterval, time.Second)
 	def(&opt.Lease, 15*time.Second)
 	def(&opt.VerifySoak, DefaultVerifySoak)
+	def(&opt.VerifyRecent, DefaultVerifyRecent)
 	if opt.Budgets.Rollout <= 0 {
 		opt.Budgets.Rollout = opt.StepTimeout
 	}
@@ -387,21 +396,73 @@ func (e *Engine) allowed(ctx context.Context, acc Access, user string) bool {
 }
 
 func (e *Engine) groupMembers(ctx context.Context, g string) []string {
+	ms, err := e.freshGroupMembers(ctx, g)
+	if err != nil {
+		e.log.Warn("resolve user group", "group", g, "err", err)
+		e.groupMu.Lock()
+		defer e.groupMu.Unlock()
+		return e.groups[g].members // stale beats nothing; empty denies
+	}
+	return ms
+}
+
+// groupTTL is how long a user group's members are reused before Slack is
+// asked again (usergroups.users.list is Tier 2: 20 calls a minute).
+const groupTTL = time.Minute
+
+// freshGroupMembers is the members of Slack user group g, from the cache
+// when younger than groupTTL, else from Slack; an error when Slack cannot
+// say (never a stale list: callers decide what that means).
+func (e *Engine) freshGroupMembers(ctx context.Context, g string) ([]string, error) {
 	e.groupMu.Lock()
 	c, ok := e.groups[g]
 	e.groupMu.Unlock()
-	if ok && e.now().Sub(c.at) < time.Minute {
-		return c.members
+	if ok && e.now().Sub(c.at) < groupTTL {
+		return c.members, nil
 	}
 	ms, err := e.chat.GroupMembers(ctx, g)
 	if err != nil {
-		e.log.Warn("resolve user group", "group", g, "err", err)
-		return c.members // stale beats nothing; empty denies
+		return nil, err
 	}
 	e.groupMu.Lock()
 	e.groups[g] = groupCache{members: ms, at: e.now()}
 	e.groupMu.Unlock()
-	return ms
+	return ms, nil
+}
+
+// actingFor marks ctx as acting for the Slack user whose click a platform
+// write carries out (platforms.WithActor), with those of the user's Slack
+// user groups that svc's platform maps to an identity
+// (platforms.SlackGroupMapper: Kubernetes `impersonate:` keyed by group
+// ids). Slack is asked only when the platform maps groups, and only about
+// those groups (cached for groupTTL). A group whose members Slack cannot
+// list makes the lookup fail: that is recorded in ctx
+// (platforms.WithActorGroupsError) and the platform refuses a write that
+// depended on groups, saying the lookup failed, rather than acting as
+// someone else (a clicker mapped by user id is not affected).
+func (e *Engine) actingFor(ctx context.Context, svc *Service, user string) context.Context {
+	m, ok := svc.Platform.(platforms.SlackGroupMapper)
+	if !ok || user == "" {
+		return platforms.WithActor(ctx, user)
+	}
+	var in []string
+	var errs []error
+	for _, g := range m.SlackGroups() {
+		ms, err := e.freshGroupMembers(ctx, g)
+		if err != nil {
+			e.log.Warn("resolve user group for impersonation", "service", svc.Name, "group", g, "err", err)
+			errs = append(errs, fmt.Errorf("slack user group %s: %w", g, err))
+			continue
+		}
+		if slices.Contains(ms, user) {
+			in = append(in, g)
+		}
+	}
+	ctx = platforms.WithActor(ctx, user, in...)
+	if len(errs) > 0 {
+		ctx = platforms.WithActorGroupsError(ctx, errors.Join(errs...))
+	}
+	return ctx
 }
 
 // who renders an access list for messages: "<@U1>, @oncall".
@@ -465,9 +526,7 @@ func (e *Engine) userText(err error, op string, attrs ...any) string {
 		e.log.Warn(op+" timed out", append(attrs, "err", err)...)
 		return op + " timed out"
 	}
-	ref := make([]byte, 4)
-	rand.Read(ref)
-	id := hex.EncodeToString(ref)
+	id := platforms.NewRef()
 	e.log.Error(op+" failed", append(attrs, "ref", id, "err", err)...)
 	return fmt.Sprintf("internal error during %s (see the bot log, ref %s)", op, id)
 }

@@ -19,7 +19,7 @@ type Budgets struct {
 	Confirm time.Duration `yaml:"confirm"` // 30m: waiting for "Roll back" or the DB approvals
 	DBDown  time.Duration `yaml:"db_down"` // 20m: a reversible down migration (§4)
 	Restore time.Duration `yaml:"restore"` // 3h: a snapshot / point-in-time restore (§4)
-	Switch  time.Duration `yaml:"switch"`  // 1h: pointing the app at the restored data (§4)
+	Switch  time.Duration `yaml:"switch"`  // 2h30m: pointing the app at the restored data (§4); the rename swap waits up to restore.wait_timeout (2h)
 	Rollout time.Duration `yaml:"rollout"` // 15m: stop the rollout and roll back, until converged (§2, §3)
 	Verify  time.Duration `yaml:"verify"`  // verify_timeout + verify_soak + 2m: the verification checklist (§5)
 	// Hold is how long a failed rollback keeps the service lock while it
@@ -58,7 +58,7 @@ func (b *Budgets) defaults(verifyTimeout, soak time.Duration) {
 	def(&b.Confirm, 30*time.Minute)
 	def(&b.DBDown, 20*time.Minute)
 	def(&b.Restore, 3*time.Hour)
-	def(&b.Switch, time.Hour)
+	def(&b.Switch, 2*time.Hour+30*time.Minute)
 	def(&b.Rollout, 15*time.Minute)
 	def(&b.Verify, verifyTimeout+soak+2*time.Minute)
 	def(&b.Hold, 30*time.Minute)
@@ -171,8 +171,9 @@ func (e *Engine) work(in *state.Incident, svc *Service, resumed string) {
 		defer stop()
 		defer func() {
 			if r := recover(); r != nil {
-				e.log.Error("panic in working step", "incident", o.in.ID, "op", string(o.in.Status), "panic", r)
-				e.failed(o, "an internal error stopped rollbot during "+string(o.in.Status)+" (see the bot log)")
+				ref := platforms.NewRef()
+				e.log.Error("panic in working step", "incident", o.in.ID, "op", string(o.in.Status), "ref", ref, "panic", r)
+				e.failed(o, "an internal error stopped rollbot during "+string(o.in.Status)+" (see the bot log, ref "+ref+")")
 			}
 		}()
 		o.resumedFrom = resumed
@@ -195,8 +196,9 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 		}
 		sctx, cancel := context.WithDeadline(ctx, started.Add(budget))
 		// Platform writes act for the person who decided (the requester
-		// for the assessment's dry run): adapters that impersonate use it.
-		sctx = platforms.WithActor(sctx, firstNonEmpty(o.in.DecidedBy, o.in.RequestedBy))
+		// for the assessment's dry run), and the Slack user groups of
+		// theirs that the platform maps: adapters that impersonate use it.
+		sctx = e.actingFor(sctx, o.svc, firstNonEmpty(o.in.DecidedBy, o.in.RequestedBy))
 		before := o.in.Status
 		var err error
 		switch o.in.Status {
@@ -226,6 +228,12 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 			e.interrupted(o, cause)
 			return
 		}
+		// A guard right before a write found the lock lost or the incident
+		// taken over (before the heartbeat did): the same report.
+		if errors.As(err, new(lostLock)) || errors.Is(err, errTakenOver) {
+			e.interrupted(o, err)
+			return
+		}
 		var failure string
 		var se stepError
 		switch {
@@ -242,8 +250,9 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 		case err != nil:
 			failure = e.userText(err, string(before), "incident", o.in.ID)
 		case o.in.Status == before:
-			e.log.Error("step did not move the incident on", "incident", o.in.ID, "status", string(before))
-			failure = "rollbot stopped at " + string(before) + " (internal error, see the bot log)"
+			ref := platforms.NewRef()
+			e.log.Error("step did not move the incident on", "incident", o.in.ID, "status", string(before), "ref", ref)
+			failure = "rollbot stopped at " + string(before) + " (internal error, see the bot log, ref " + ref + ")"
 		}
 		if failure != "" {
 			was := o.in.Status

@@ -655,7 +655,11 @@ func verifyMsg(in *state.Incident, v *Verification, approvers Access) Msg {
 		}
 	}
 	title := ":mag: *Verifying the rollback* (runbook §5)"
-	verdict := fmt.Sprintf("Each automatic check must hold for %s without a break (verify_soak) before it counts; rollbot reports by %s at the latest.", window(v.Soak), clock(v.Deadline))
+	verdict := fmt.Sprintf("Each automatic check must hold for %s without a break (verify_soak) before it counts", window(v.Soak))
+	if v.judgesRecent() {
+		verdict += fmt.Sprintf(", the error rate and p95 over the whole window and over each round's last %s alone (verify_recent)", window(v.Recent))
+	}
+	verdict += fmt.Sprintf("; rollbot reports by %s at the latest.", clock(v.Deadline))
 	blocks := []slack.Block{nil, section("checklist", b.String())}
 	for _, it := range manual {
 		blocks = append(blocks,

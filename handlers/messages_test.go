@@ -78,7 +78,7 @@ func TestGoldenMessages(t *testing.T) {
 	destructive.DBDestructive = true
 	optional := *in
 	optional.DBOptional = true
-	v := &Verification{Started: t0, Soak: 3 * time.Minute, Deadline: t0.Add(8 * time.Minute), Items: []VerifyItem{
+	v := &Verification{Started: t0, Soak: 3 * time.Minute, Recent: 30 * time.Second, Deadline: t0.Add(8 * time.Minute), Items: []VerifyItem{
 		{Key: "pods", Name: "All pods healthy", State: ItemPass, At: t0.Add(3*time.Minute + 40*time.Second), Since: t0.Add(40 * time.Second), Last: t0.Add(4 * time.Minute), Detail: "3/3 ready, 0 restarts", Checks: 24},
 		{Key: "health", Name: "Health checks passing", State: ItemPending, Since: t0.Add(2 * time.Minute), Last: t0.Add(4 * time.Minute), Detail: "1/1 health URLs answer 2xx", Checks: 24},
 		{Key: "errors", Name: "Error rate < baseline", State: ItemPending, Bad: true, Last: t0.Add(4 * time.Minute), Checks: 24,
@@ -87,15 +87,17 @@ func TestGoldenMessages(t *testing.T) {
 		{Key: "latency", Name: "Latency p95 normal", State: ItemPending, Last: t0.Add(4 * time.Minute), Detail: "waiting for data since the rollback: no samples yet", Checks: 24},
 		{Key: "flows", Name: "Critical user flows working", State: ItemPending, Manual: true, Hint: "no smoke_test configured: try the critical user flows by hand"},
 	}}
+	recentRelapse := VerifyItem{Key: "errors", Name: "Error rate < baseline", State: ItemPending, Bad: true, RecentBad: true, Last: t0.Add(3 * time.Minute), Checks: 19,
+		Regressed: "regressed at 09:33:00 UTC after holding 3m of 3m: 3.37% over the last 30s alone (limit 1.00% threshold; 600 requests); 0.64% over the whole 3m window"}
 	vdone := *v
 	vdone.Items = []VerifyItem{
 		{Key: "pods", Name: "All pods healthy", State: ItemPass, At: t0.Add(3*time.Minute + 40*time.Second), Since: t0.Add(40 * time.Second), Last: t0.Add(5 * time.Minute), Detail: "3/3 ready, 0 restarts", Checks: 30},
 		{Key: "health", Name: "Health checks passing", State: ItemPass, At: t0.Add(3*time.Minute + 12*time.Second), Since: t0.Add(12 * time.Second), Last: t0.Add(5 * time.Minute), Detail: "1/1 health URLs answer 2xx", Checks: 30},
 		{Key: "errors", Name: "Error rate < baseline", State: ItemPass, At: t0.Add(5 * time.Minute), Since: t0.Add(2 * time.Minute), Last: t0.Add(5 * time.Minute), Checks: 30,
-			Detail: "0.10% (limit 1.00% threshold)", From: t0.Add(2 * time.Minute), To: t0.Add(5 * time.Minute), Requests: 7200, Worst: 0.143, WorstText: "14.30%",
+			Detail: "0.10% (limit 1.00% threshold)", From: t0.Add(2 * time.Minute), To: t0.Add(5 * time.Minute), Requests: 7200, Worst: 0.143, WorstText: "14.30%", RecentChecks: 26,
 			Regressed: "regressed at 09:31:50 after holding 1m of 3m: 14.30% (limit 1.00% threshold)"},
 		{Key: "latency", Name: "Latency p95 normal", State: ItemPass, At: t0.Add(4 * time.Minute), Since: t0.Add(time.Minute), Last: t0.Add(5 * time.Minute), Checks: 30,
-			Detail: "120 ms (limit 236 ms = 2× baseline)", From: t0.Add(2 * time.Minute), To: t0.Add(5 * time.Minute), Requests: 7200, Worst: 0.3, WorstText: "300 ms"},
+			Detail: "120 ms (limit 236 ms = 2× baseline)", From: t0.Add(2 * time.Minute), To: t0.Add(5 * time.Minute), Requests: 7200, Worst: 0.3, WorstText: "300 ms (the last 30s to 09:33:40 UTC, 1200 requests)", RecentChecks: 26},
 		{Key: "flows", Name: "Critical user flows working", State: ItemPass, Manual: true, By: "U0BOB", At: t0.Add(150 * time.Second), Hint: "no smoke_test configured: try the critical user flows by hand"},
 	}
 	vdone.Done, vdone.Finished = true, t0.Add(5*time.Minute)
@@ -169,6 +171,7 @@ func TestGoldenMessages(t *testing.T) {
 		"verify_done_failed":         verifyMsg(in, &vfailed, oncall),
 		"verify_failed":              verifyFailedMsg(in, "the service did not recover after the rollback: Error rate < baseline: 14.30% (limit 1.00% threshold)", true),
 		"verify_regressed":           regressedMsg(in, v.Items[2], 3*time.Minute),
+		"verify_regressed_recent":    regressedMsg(in, recentRelapse, 3*time.Minute),
 		"check_recorded":             checkRecordedMsg(in, state.ManualCheck{Name: "Critical user flows working", Answer: state.CheckOK, By: "U0BOB", At: t0}),
 		"check_closed":               checkClosedMsg(in, state.ManualCheck{Name: "Critical user flows working", Answer: state.CheckNotOK, By: "U0BOB", At: t0}),
 		"postmortem_reminder":        postmortemReminderMsg(in, t0.Add(20*time.Hour)),

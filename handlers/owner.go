@@ -221,7 +221,7 @@ func (e *Engine) resumeSync(ctx context.Context, sc SlashCommand, cmd Command) {
 		e.ephemeral(ctx, sc.ChannelID, sc.UserID, errorMsg("could not write the timeline, so nothing was changed; try again"))
 		return
 	}
-	res, err := op.ResumeOwner(platforms.WithActor(ctx, sc.UserID), *in.OwnerPause)
+	res, err := op.ResumeOwner(e.actingFor(ctx, svc, sc.UserID), *in.OwnerPause)
 	if err != nil {
 		msg := e.userText(err, "resume owner", "incident", in.ID)
 		e.record(ctx, in.ID, sc.UserID, "resume-sync", "failed: "+msg)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"rollbot/platforms"
 	"rollbot/state"
 )
 
@@ -120,8 +121,7 @@ func (e *Engine) timeline(ctx context.Context, sc SlashCommand, cmd Command) {
 		}
 		ev, kept, evErr := e.store.Evidence(ctx, id)
 		if evErr != nil {
-			e.log.Warn("read evidence for the export", "incident", id, "err", evErr)
-			md += "\n## Evidence kept before the rollback\n\nCould not be read from rollbot's store (see the bot log).\n"
+			md += "\n## Evidence kept before the rollback\n\nCould not be read from rollbot's store (" + platforms.SeeLog(ctx, e.log, "read evidence for the export", evErr, "incident", id) + ").\n"
 		} else if kept {
 			md += state.EvidenceMarkdown(ev)
 		}

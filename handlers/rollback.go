@@ -213,6 +213,11 @@ func (e *Engine) failed(o *owned, msg string) {
 	if hold {
 		if err := e.store.HoldLock(ctx, in, e.opt.Budgets.Hold); err != nil {
 			e.log.Warn("hold the service lock", "incident", in.ID, "err", err)
+			if errors.Is(err, state.ErrLocked) {
+				// The lock expired or is another rollback's: there is no
+				// hold to promise (msg says who holds the service).
+				hold = false
+			}
 		}
 	} else {
 		e.store.ReleaseLock(ctx, in.Service, in.Lock)

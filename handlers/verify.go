@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"rollbot/platforms"
 	"rollbot/state"
 )
 
@@ -41,6 +42,28 @@ const (
 // rollback counts as verified: the runbook gives verification 3 minutes.
 const DefaultVerifySoak = 3 * time.Minute
 
+// DefaultVerifyRecent is the shortest recent window on which every round
+// also judges the request metrics (verify_recent). A relapse late in the
+// soak hardly moves the soak window's average, so each round looks at the
+// span since the round before, but at least this long: a rate needs two
+// scrapes in its window, so it must be at least twice the scrape interval
+// of the metrics source (30s suits Prometheus scraping every 15s).
+const DefaultVerifyRecent = 30 * time.Second
+
+// A recent window is judged only when it holds at least
+// recentMinRequests requests (and the source's min_requests, which every
+// window must have): its p95 is then set by five or more slow requests,
+// not by one. Fewer is no verdict on the recent window: the soak window's
+// still stands. Its error rate breaches only when its failed requests are
+// more than the limit explains by chance: the lower end of the error
+// rate's one-sided 99.9% Wilson score interval (z = 3.09) is above the
+// limit. A short window of a healthy service right at its limit would
+// otherwise breach by chance in about every other round.
+const (
+	recentMinRequests = 100
+	recentZ           = 3.09
+)
+
 // VerifyItem is one row of the runbook §5 checklist. An automatic item
 // passes once its observations have been good for the whole soak window
 // without a break; a manual item (nothing can check it automatically)
@@ -65,18 +88,29 @@ type VerifyItem struct {
 	LastBad   time.Time
 	Checks    int       // observations made
 	Last      time.Time // the last observation
-	// Metric items: the last measured window and its traffic, and the
-	// worst value seen during the verification.
-	From, To  time.Time
-	Requests  float64
-	Worst     float64
-	WorstText string
+	// Metric items: the last measured soak window and its traffic, and
+	// the worst value seen during the verification, over a soak window or
+	// a recent one; RecentChecks counts the rounds whose recent window
+	// had the traffic to be judged.
+	From, To     time.Time
+	Requests     float64
+	Worst        float64
+	WorstText    string
+	RecentChecks int
+	// RecentBad: the last observation failed on the recent window alone
+	// (Detail says so, with the soak window's value).
+	RecentBad bool
 }
 
 // Verification is the checklist and its verdict.
 type Verification struct {
-	Items    []VerifyItem
-	Soak     time.Duration
+	Items []VerifyItem
+	Soak  time.Duration
+	// Recent is the shortest recent window the request metrics are also
+	// judged on each round (verify_recent); 0 or at least Soak: none but
+	// the soak window. lastTo is where the previous round's windows ended.
+	Recent   time.Duration
+	lastTo   time.Time
 	Started  time.Time
 	Deadline time.Time
 	Finished time.Time
@@ -153,6 +187,47 @@ func (e *Engine) soakOf(svc *Service) time.Duration {
 	return e.opt.VerifySoak
 }
 
+// recentOf is the service's shortest recent window.
+func (e *Engine) recentOf(svc *Service) time.Duration {
+	if svc.VerifyRecent > 0 {
+		return svc.VerifyRecent
+	}
+	return e.opt.VerifyRecent
+}
+
+// recentFrom is where this round's recent window starts: the previous
+// round's end, but at least v.Recent before now, so that the recent
+// windows of successive rounds leave no gap. The zero time means no
+// recent window: it would reach back to the soak window's start
+// (soakFrom), and so be the soak window itself.
+func (v *Verification) recentFrom(soakFrom, now time.Time) time.Time {
+	if v.Recent <= 0 {
+		return time.Time{}
+	}
+	f := now.Add(-v.Recent)
+	if !v.lastTo.IsZero() && v.lastTo.Before(f) {
+		f = v.lastTo
+	}
+	if !f.After(soakFrom) {
+		return time.Time{}
+	}
+	return f
+}
+
+// judgesRecent reports whether the rounds judge a request metric on a
+// recent window as well as on the soak window.
+func (v *Verification) judgesRecent() bool {
+	if v.Recent <= 0 || v.Recent >= v.Soak {
+		return false
+	}
+	for _, it := range v.Items {
+		if (it.Key == checkErrors || it.Key == checkLatency) && !it.Manual {
+			return true
+		}
+	}
+	return false
+}
+
 // verifyStep is runbook §5: post the checklist, observe every automatic
 // item until each has held for the soak window without a break, and ask
 // the service's approvers to answer the items rollbot cannot check. An
@@ -167,6 +242,7 @@ func (e *Engine) verifyStep(ctx context.Context, o *owned) error {
 	}
 	soak := e.soakOf(svc)
 	v := newVerification(svc, soak, e.now())
+	v.Recent = e.recentOf(svc)
 	started := firstTime(in.StepStarted, v.Started)
 	v.Deadline = started.Add(e.opt.VerifyTimeout + soak)
 	if d := v.Started.Add(soak); d.After(v.Deadline) { // resumed late: the soak starts again
@@ -447,8 +523,14 @@ func (v *Verification) observedItem(it VerifyItem) string {
 	}
 	var b strings.Builder
 	b.WriteString(firstNonEmpty(it.Detail, "no result"))
-	if !it.From.IsZero() {
+	switch {
+	case it.From.IsZero():
+	case it.RecentBad: // the detail ends with the soak window's value
+		fmt.Fprintf(&b, " (%s–%s", clockShort(it.From), clock(it.To))
+	default:
 		fmt.Fprintf(&b, " over %s–%s (%s", clockShort(it.From), clock(it.To), dur(it.To.Sub(it.From)))
+	}
+	if !it.From.IsZero() {
 		if it.Requests > 0 {
 			fmt.Fprintf(&b, ", %.0f requests", it.Requests)
 		}
@@ -461,7 +543,11 @@ func (v *Verification) observedItem(it VerifyItem) string {
 	if !it.Since.IsZero() {
 		held = "held " + dur(it.Last.Sub(it.Since)) + " of " + window(v.Soak)
 	}
-	fmt.Fprintf(&b, ", %s (%d checks)", held, it.Checks)
+	fmt.Fprintf(&b, ", %s (%d checks", held, it.Checks)
+	if v.judgesRecent() && !it.From.IsZero() {
+		fmt.Fprintf(&b, ", %d of them also judged on the last %s alone", it.RecentChecks, window(v.Recent))
+	}
+	b.WriteString(")")
 	if it.Regressed != "" {
 		b.WriteString(", " + it.Regressed)
 	}
@@ -521,19 +607,118 @@ func (e *Engine) refreshBaselines(ctx context.Context, svc *Service, deployedAt 
 type observation struct {
 	verdict  Verdict // Pass, Fail, or Inconclusive (no data, a failed query)
 	detail   string
-	value    float64 // metric items
+	value    float64 // metric items: the soak window's measure
 	hasValue bool
+	valText  string
+	from, to time.Time
+	requests float64
+	// recent is the recent window's measure, when it had the traffic to
+	// be judged; recentBad: it failed on that alone.
+	recent    *reading
+	recentBad bool
+}
+
+// reading is one measure of a request metric over [from, to].
+type reading struct {
+	value    float64
 	valText  string
 	from, to time.Time
 	requests float64
 }
 
-// verifyRound observes every automatic item, concurrently, and applies the
-// observations: a good one extends the item's run (it passes once the run
-// is as long as the soak), a failed one ends it; a regression is said in
-// the thread and on the timeline.
+// metricJudge is how a request metric is measured and judged.
+type metricJudge struct {
+	measure func(ctx context.Context, from, to time.Time) (platforms.Measurement, error)
+	op      string // for errors: "query error rate"
+	limit   float64
+	ref     string // what the limit is: "1.00% threshold"
+	text    func(float64) string
+	// breach reports whether a recent window's value, over n requests,
+	// breaks the limit.
+	breach func(v, n float64) bool
+}
+
+// observeMetric measures a request metric over the soak window [from,
+// now] and, when recentFrom is set, over the recent window [recentFrom,
+// now] too. It fails when the soak window is over the limit, or when the
+// soak window is not but the recent window, with the traffic to be
+// judged (recentMinRequests), breaches; too little traffic in the recent
+// window, or no answer for it, leaves the soak window's verdict.
+func (e *Engine) observeMetric(ctx context.Context, incident string, j metricJudge, from, recentFrom, now time.Time) observation {
+	var rec platforms.Measurement
+	var recErr error
+	var wg sync.WaitGroup
+	if !recentFrom.IsZero() {
+		wg.Go(func() { rec, recErr = j.measure(ctx, recentFrom, now) })
+	}
+	m, err := j.measure(ctx, from, now)
+	wg.Wait()
+	if err != nil {
+		return observation{verdict: Inconclusive, detail: e.userText(err, j.op, "incident", incident)}
+	}
+	if m.NoData || math.IsNaN(m.Value) {
+		return observation{verdict: Inconclusive, detail: "waiting for data since the rollback: " + firstNonEmpty(m.Reason, "no samples yet")}
+	}
+	ob := observation{verdict: Pass, detail: j.text(m.Value) + " (limit " + j.ref + ")",
+		value: m.Value, hasValue: true, valText: j.text(m.Value), from: from, to: now, requests: m.Requests}
+	if !recentFrom.IsZero() && recErr == nil && !rec.NoData && !math.IsNaN(rec.Value) && rec.Requests >= recentMinRequests {
+		ob.recent = &reading{value: rec.Value, valText: j.text(rec.Value), from: recentFrom, to: now, requests: rec.Requests}
+	}
+	switch {
+	case m.Value > j.limit:
+		ob.verdict = Fail
+	case ob.recent != nil && j.breach(rec.Value, rec.Requests):
+		ob.verdict, ob.recentBad = Fail, true
+		ob.detail = fmt.Sprintf("%s over the last %s alone (limit %s; %.0f requests); %s over the whole %s window",
+			j.text(rec.Value), dur(now.Sub(recentFrom)), j.ref, rec.Requests, j.text(m.Value), dur(now.Sub(from)))
+	}
+	return ob
+}
+
+// wilsonLower is the lower end of the one-sided Wilson score interval at
+// z of a ratio p measured on n requests: the smallest true ratio that
+// explains p without more than the chance z stands for.
+func wilsonLower(p, n, z float64) float64 {
+	if n <= 0 {
+		return 0
+	}
+	p = min(max(p, 0), 1)
+	z2 := z * z
+	centre := p + z2/(2*n)
+	margin := z * math.Sqrt(p*(1-p)/n+z2/(4*n*n))
+	return (centre - margin) / (1 + z2/n)
+}
+
+// verifyRound observes every automatic item (observeRound) and applies
+// the observations: a good one extends the item's run (it passes once the
+// run is as long as the soak), a failed one ends it; a regression is said
+// in the thread and on the timeline.
 func (e *Engine) verifyRound(ctx context.Context, o *owned, v *Verification, base *baselines) {
-	in, svc := o.in, o.svc
+	in := o.in
+	obs, now := e.observeRound(ctx, in, o.svc, v, base)
+	if obs == nil {
+		return // a round cut short by the budget observed nothing reliable
+	}
+	for i, ob := range obs {
+		if ob == nil {
+			continue
+		}
+		held, regressed := v.observe(i, *ob, now)
+		it := v.Items[i]
+		switch {
+		case regressed:
+			e.recordOwned(ctx, o, "verify", it.Name+" "+it.Regressed+"; pending again")
+			e.post(ctx, in.Channel, in.ThreadTS, regressedMsg(in, it, v.Soak))
+		case held:
+			e.recordOwned(ctx, o, "verify", fmt.Sprintf("%s held for the %s soak: %s", it.Name, window(v.Soak), v.observedItem(it)))
+		}
+	}
+}
+
+// observeRound observes every automatic item, concurrently, and returns
+// the observations (nil for a manual item) and when they were made; nil
+// when ctx ended meanwhile.
+func (e *Engine) observeRound(ctx context.Context, in *state.Incident, svc *Service, v *Verification, base *baselines) ([]*observation, time.Time) {
 	now := e.now()
 	// The request metrics are measured over the soak window (or since
 	// verification started, when that is shorter): a pass means the whole
@@ -542,6 +727,10 @@ func (e *Engine) verifyRound(ctx context.Context, o *owned, v *Verification, bas
 	if f := now.Add(-v.Soak); f.After(from) {
 		from = f
 	}
+	// Each round also judges them on a recent window alone (see
+	// DefaultVerifyRecent): a mild relapse late in the soak barely moves
+	// the soak window's average.
+	recentFrom := v.recentFrom(from, now)
 	if svc.Metrics != nil {
 		e.refreshBaselines(ctx, svc, in.DeployedAt, base)
 	}
@@ -551,8 +740,14 @@ func (e *Engine) verifyRound(ctx context.Context, o *owned, v *Verification, bas
 		if v.Items[i].Manual {
 			return
 		}
+		// Each read gets query_timeout; the smoke test its own timeout
+		// (cut at query_timeout it could never pass when it takes longer).
+		limit := e.opt.QueryTimeout
+		if v.Items[i].Key == checkFlows {
+			limit = max(limit, svc.SmokeTimeout)
+		}
 		wg.Go(func() {
-			qctx, cancel := context.WithTimeout(ctx, e.opt.QueryTimeout)
+			qctx, cancel := context.WithTimeout(ctx, limit)
 			defer cancel()
 			ob := f(qctx)
 			obs[i] = &ob
@@ -592,37 +787,22 @@ func (e *Engine) verifyRound(ctx context.Context, o *owned, v *Verification, bas
 		return judge(ok, d)
 	})
 	run(2, func(ctx context.Context) observation {
-		m, err := svc.Metrics.ErrorRatio(ctx, from, now)
-		if err != nil {
-			return unknown(e.userText(err, "query error rate", "incident", in.ID))
-		}
-		if m.NoData || math.IsNaN(m.Value) {
-			return unknown("waiting for data since the rollback: " + firstNonEmpty(m.Reason, "no samples yet"))
-		}
 		limit := svc.Thresholds.ErrorRate
 		ref := pct(limit) + " threshold"
 		if !math.IsNaN(base.errRatio) && base.errRatio > limit {
 			limit, ref = base.errRatio, pct(base.errRatio)+" baseline"
 		}
-		ob := judge(m.Value <= limit, pct(m.Value)+" (limit "+ref+")")
-		ob.value, ob.hasValue, ob.valText, ob.from, ob.to, ob.requests = m.Value, true, pct(m.Value), from, now, m.Requests
-		return ob
+		return e.observeMetric(ctx, in.ID, metricJudge{measure: svc.Metrics.ErrorRatio, op: "query error rate", limit: limit, ref: ref, text: pct,
+			breach: func(v, n float64) bool { return wilsonLower(v, n, recentZ) > limit }}, from, recentFrom, now)
 	})
 	run(3, func(ctx context.Context) observation {
 		if math.IsNaN(base.p95) {
 			return unknown("no baseline p95 yet: " + e.userText(base.p95Err, "query baseline latency", "incident", in.ID))
 		}
-		m, err := svc.Metrics.LatencyP95(ctx, from, now)
-		if err != nil {
-			return unknown(e.userText(err, "query latency", "incident", in.ID))
-		}
-		if m.NoData || math.IsNaN(m.Value) {
-			return unknown("waiting for data since the rollback: " + firstNonEmpty(m.Reason, "no samples yet"))
-		}
 		limit := svc.Thresholds.LatencyFactor * base.p95
-		ob := judge(m.Value <= limit, fmt.Sprintf("%s (limit %s = %g× baseline)", ms(m.Value), ms(limit), svc.Thresholds.LatencyFactor))
-		ob.value, ob.hasValue, ob.valText, ob.from, ob.to, ob.requests = m.Value, true, ms(m.Value), from, now, m.Requests
-		return ob
+		ref := fmt.Sprintf("%s = %g× baseline", ms(limit), svc.Thresholds.LatencyFactor)
+		return e.observeMetric(ctx, in.ID, metricJudge{measure: svc.Metrics.LatencyP95, op: "query latency", limit: limit, ref: ref, text: ms,
+			breach: func(v, _ float64) bool { return v > limit }}, from, recentFrom, now)
 	})
 	run(4, func(ctx context.Context) observation {
 		ok, d, err := svc.Health.Smoke(ctx)
@@ -633,23 +813,10 @@ func (e *Engine) verifyRound(ctx context.Context, o *owned, v *Verification, bas
 	})
 	wg.Wait()
 	if ctx.Err() != nil {
-		return // a round cut short by the budget observed nothing reliable
+		return nil, now
 	}
-	now = e.now()
-	for i, ob := range obs {
-		if ob == nil {
-			continue
-		}
-		held, regressed := v.observe(i, *ob, now)
-		it := v.Items[i]
-		switch {
-		case regressed:
-			e.recordOwned(ctx, o, "verify", it.Name+" "+it.Regressed+"; pending again")
-			e.post(ctx, in.Channel, in.ThreadTS, regressedMsg(in, it, v.Soak))
-		case held:
-			e.recordOwned(ctx, o, "verify", fmt.Sprintf("%s held for the %s soak: %s", it.Name, window(v.Soak), v.observedItem(it)))
-		}
-	}
+	v.lastTo = now
+	return obs, e.now()
 }
 
 // observe applies one observation to item i at now. It reports whether the
@@ -658,11 +825,18 @@ func (e *Engine) verifyRound(ctx context.Context, o *owned, v *Verification, bas
 func (v *Verification) observe(i int, ob observation, now time.Time) (held, regressed bool) {
 	it := &v.Items[i]
 	it.Checks++
-	it.Detail, it.Last = ob.detail, now
+	it.Detail, it.Last, it.RecentBad = ob.detail, now, ob.recentBad
 	if ob.hasValue {
 		it.From, it.To, it.Requests = ob.from, ob.to, ob.requests
 		if it.WorstText == "" || ob.value > it.Worst {
 			it.Worst, it.WorstText = ob.value, ob.valText
+		}
+	}
+	if r := ob.recent; r != nil {
+		it.RecentChecks++
+		if it.WorstText == "" || r.value > it.Worst {
+			it.Worst = r.value
+			it.WorstText = fmt.Sprintf("%s (the last %s to %s, %.0f requests)", r.valText, dur(r.to.Sub(r.from)), clock(r.to), r.requests)
 		}
 	}
 	switch ob.verdict {

@@ -18,10 +18,14 @@ package platforms
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -692,19 +696,82 @@ func UserMessage(err error) (string, bool) {
 	return "", false
 }
 
+// NewRef returns a new reference id: a text a user sees that cannot say
+// what went wrong says "see the bot log, ref <id>", and the log line that
+// holds the cause carries ref=<id>. Every user text follows one policy:
+// a curated message (UserError) or a reference, never a raw error.
+func NewRef() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// SeeLog logs msg with err and a new reference id at warning level, and
+// returns the words for the user: "see the bot log, ref <id>".
+func SeeLog(ctx context.Context, log *slog.Logger, msg string, err error, attrs ...any) string {
+	ref := NewRef()
+	log.WarnContext(ctx, msg, append(attrs, "ref", ref, "err", err)...)
+	return "see the bot log, ref " + ref
+}
+
 type actorKey struct{}
 
+// actor is who a write acts for: the Slack user whose click started it,
+// the Slack user groups of theirs that matter, and why those could not be
+// looked up.
+type actor struct {
+	user      string
+	groups    []string
+	groupsErr error
+}
+
 // WithActor marks ctx as acting for a Slack user (the one whose click
-// started the write), for adapters that write with that person's own
-// identity on the platform (Kubernetes impersonation).
-func WithActor(ctx context.Context, slackUser string) context.Context {
-	return context.WithValue(ctx, actorKey{}, slackUser)
+// started the write) and the Slack user groups (S… ids) they belong to,
+// for adapters that write with that person's own identity on the platform
+// (Kubernetes impersonation). It replaces what an outer WithActor said.
+func WithActor(ctx context.Context, slackUser string, groups ...string) context.Context {
+	return context.WithValue(ctx, actorKey{}, actor{user: slackUser, groups: slices.Clone(groups)})
+}
+
+// WithActorGroupsError records that the actor's Slack user groups could
+// not be looked up (err says why): an adapter that would have chosen an
+// identity by group refuses the write, saying so, rather than acting as
+// nobody or as itself.
+func WithActorGroupsError(ctx context.Context, err error) context.Context {
+	a, _ := ctx.Value(actorKey{}).(actor)
+	a.groupsErr = err
+	return context.WithValue(ctx, actorKey{}, a)
 }
 
 // ActorFrom returns the Slack user WithActor put in ctx, or "".
 func ActorFrom(ctx context.Context) string {
-	s, _ := ctx.Value(actorKey{}).(string)
-	return s
+	a, _ := ctx.Value(actorKey{}).(actor)
+	return a.user
+}
+
+// ActorGroupsFrom returns the actor's Slack user groups WithActor put in
+// ctx (those of the groups that matter that the actor belongs to).
+func ActorGroupsFrom(ctx context.Context) []string {
+	a, _ := ctx.Value(actorKey{}).(actor)
+	return slices.Clone(a.groups)
+}
+
+// ActorGroupsError returns what WithActorGroupsError recorded: nil when
+// the actor's groups were looked up, or did not need to be.
+func ActorGroupsError(ctx context.Context) error {
+	a, _ := ctx.Value(actorKey{}).(actor)
+	return a.groupsErr
+}
+
+// SlackGroupMapper is implemented by a Platform that chooses the identity
+// a write runs with by the clicker's Slack user groups (Kubernetes
+// `impersonate:` keyed by user-group ids). The engine looks up the
+// clicker's membership in exactly these groups, and only when there are
+// any, before the platform writes for them.
+type SlackGroupMapper interface {
+	// SlackGroups lists the Slack user-group ids (S…) the platform maps,
+	// sorted.
+	SlackGroups() []string
 }
 
 // ErrConflict is wrapped by writes whose compare-and-set precondition failed

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,20 +13,24 @@ import (
 	"rollbot/platforms"
 )
 
-// MaxEvidenceBytes bounds what SaveEvidence stores for one incident.
+// MaxEvidenceBytes bounds what SaveEvidence stores for one incident
+// (encoded).
 const MaxEvidenceBytes = 4 << 20
 
 // SaveEvidence keeps the evidence captured before the rollback with the
 // incident, as an owner's write: it fails with ErrFenced, storing
-// nothing, once the incident has been taken over. Evidence larger than
-// MaxEvidenceBytes (encoded) is refused.
-func (s *Store) SaveEvidence(ctx context.Context, incident string, c Claim, ev platforms.Evidence) error {
-	b, err := json.Marshal(ev)
+// nothing, once the incident has been taken over.
+//
+// The encoding is longer than the text (JSON escapes newlines, quotes,
+// control characters), so evidence within capture.total_bytes may not
+// fit MaxEvidenceBytes: then ev is cut, in place, as the capture's own
+// total limit cuts it (sources in order, the newest lines of the last one
+// kept), until it fits, and the cut is named in ev.Missing. The caller
+// holds what was stored.
+func (s *Store) SaveEvidence(ctx context.Context, incident string, c Claim, ev *platforms.Evidence) error {
+	b, err := fitEvidence(ev)
 	if err != nil {
 		return fmt.Errorf("encode evidence %s: %w", incident, err)
-	}
-	if len(b) > MaxEvidenceBytes {
-		return fmt.Errorf("evidence of %s is %d bytes, over the %d limit", incident, len(b), MaxEvidenceBytes)
 	}
 	n, err := s.run(ctx, fencedSetScript, []string{s.key("incident", incident), s.key("evidence", incident)}, c.Fence, b).Int()
 	if err != nil {
@@ -36,6 +41,43 @@ func (s *Store) SaveEvidence(ctx context.Context, incident string, c Claim, ev p
 	}
 	return nil
 }
+
+// fitEvidence encodes ev, cutting it until the encoding is at most
+// MaxEvidenceBytes.
+func fitEvidence(ev *platforms.Evidence) ([]byte, error) {
+	b, err := encodeEvidence(*ev)
+	if err != nil || len(b) <= MaxEvidenceBytes {
+		return b, err
+	}
+	ev.Missed("rollbot's store keeps at most %s of evidence per incident (this capture encodes to %s): the last sources were cut or left out to fit",
+		mib(MaxEvidenceBytes), mib(len(b)))
+	for {
+		if b, err = encodeEvidence(*ev); err != nil || len(b) <= MaxEvidenceBytes {
+			return b, err
+		}
+		// Shrink the text in proportion to the encoding's excess, a little
+		// more; a source too small to cut is left out (Cap names it).
+		size := ev.Size()
+		if size == 0 {
+			return nil, fmt.Errorf("%d bytes without any source, over the %d limit", len(b), MaxEvidenceBytes)
+		}
+		ev.Cap(max(int(float64(size)*float64(MaxEvidenceBytes)/float64(len(b))*0.97), 1))
+	}
+}
+
+// encodeEvidence is JSON without HTML escaping (a log's <, > and & stay
+// one byte each).
+func encodeEvidence(ev platforms.Evidence) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(ev); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+func mib(n int) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 var fencedSetScript = redis.NewScript(`
 local v = redis.call("GET", KEYS[1])

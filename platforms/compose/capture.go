@@ -72,8 +72,7 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 		tty := x.c.Config != nil && x.c.Config.Tty
 		text, dropped, err := docker.TailLog(ctx, a.api, x.c.ID, tty, lim)
 		if err != nil {
-			a.log.WarnContext(ctx, "capture log", "op", "capture", "container", n, "err", err)
-			ev.Missed("container %s: log not readable (%s)", n, docker.ShortErr(err))
+			ev.Missed("container %s: log not readable (%s)", n, docker.CaptureErr(ctx, a.log, "capture log", err, "container", n))
 			if text == "" {
 				continue
 			}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
+
 	"rollbot/platforms"
 	"rollbot/testkit/dockertest"
 	"rollbot/testkit/wait"
@@ -19,7 +21,7 @@ const crashLoop = `version: "3.7"
 services:
   web:
     image: rollbot-sampleapp:v2-crash
-    restart: always
+    restart: ${RESTART:-always}
     environment:
       SAMPLEAPP_LOG_FLOOD: "${FLOOD:-0}"
 `
@@ -28,14 +30,20 @@ services:
 // container to have restarted at least once.
 func startCrashLoop(t *testing.T, flood int) (*project, *Adapter) {
 	t.Helper()
-	dockertest.MustImage(t, cli, crashing)
-	p := newProject(t, crashLoop)
-	p.Compose([]string{fmt.Sprintf("FLOOD=%d", flood)}, "up", "-d")
+	p := upCrashing(t, flood, "always")
 	wait.For(t, 2*time.Minute, "the container to restart", func() (bool, error) {
 		c := p.Container("web")
 		return c.RestartCount >= 1, nil
 	})
 	return p, p.adapter(Config{Service: "web"})
+}
+
+func upCrashing(t *testing.T, flood int, restart string) *project {
+	t.Helper()
+	dockertest.MustImage(t, cli, crashing)
+	p := newProject(t, crashLoop)
+	p.Compose([]string{fmt.Sprintf("FLOOD=%d", flood), "RESTART=" + restart}, "up", "-d")
+	return p
 }
 
 // The crash-looping container's real output is kept with its state.
@@ -62,9 +70,16 @@ func TestCaptureCrashLoopingContainer(t *testing.T) {
 
 // A container that wrote 50 MB of log (and crashes after it): the engine
 // sends only the last lines asked for, and the capture keeps at most
-// source_bytes of it, the newest lines.
+// source_bytes of it, the newest lines. It restarts once only: under
+// restart: always its next run floods again, so the newest lines at the
+// capture could be any flood line, not the crash.
 func TestCaptureCapsA50MBLog(t *testing.T) {
-	_, a := startCrashLoop(t, 50<<20)
+	p := upCrashing(t, 50<<20, "on-failure:1")
+	wait.For(t, 2*time.Minute, "the container to crash twice, 50 MB each", func() (bool, error) {
+		c := p.Container("web")
+		return c.RestartCount >= 1 && c.State.Status == container.StateExited, fmt.Errorf("restarts %d, %s", c.RestartCount, c.State.Status)
+	})
+	a := p.adapter(Config{Service: "web"})
 	lim := platforms.CaptureLimits{Lines: 2000, SourceBytes: 64 << 10, TotalBytes: 100 << 10}
 	ev, err := a.Capture(context.Background(), lim)
 	if err != nil {

@@ -191,6 +191,31 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Adapter, error) {
 	return newAdapter(cfg, cli, log, opts...), nil
 }
 
+// The defaults of Config.Timeout and Config.StopTimeout.
+const (
+	defaultTimeout     = 2 * time.Minute
+	defaultStopTimeout = 10 * time.Second
+)
+
+// Waits are the adapter's waits inside the runbook's steps (platforms.Wait),
+// at the config path at: a write replaces the service's containers one at
+// a time, each stopped (up to stop_timeout) and then waited for until
+// healthy (up to timeout). The number of containers is the project's, so
+// the wait counted is one container's.
+func (c Config) Waits(at string) []platforms.Wait {
+	field := func(name string, v, def time.Duration) (time.Duration, string) {
+		if v > 0 {
+			return v, fmt.Sprintf("%s.%s (%s)", at, name, v)
+		}
+		return def, fmt.Sprintf("%s.%s (%s, the default)", at, name, def)
+	}
+	stop, stopWhat := field("stop_timeout", c.StopTimeout, defaultStopTimeout)
+	ready, readyWhat := field("timeout", c.Timeout, defaultTimeout)
+	return []platforms.Wait{{Step: platforms.WaitRollback, D: stop + ready,
+		What:  stopWhat + " + " + readyWhat + " for one container (each further container of the service adds as much)",
+		Lower: "lower " + at + ".timeout"}}
+}
+
 func newAdapter(cfg Config, api dockerAPI, log *slog.Logger, opts ...Option) *Adapter {
 	if cfg.Mode == "" {
 		cfg.Mode = ModeAuto
@@ -199,10 +224,10 @@ func newAdapter(cfg Config, api dockerAPI, log *slog.Logger, opts ...Option) *Ad
 		cfg.ComposeCommand = "docker-compose"
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 2 * time.Minute
+		cfg.Timeout = defaultTimeout
 	}
 	if cfg.StopTimeout == 0 {
-		cfg.StopTimeout = 10 * time.Second
+		cfg.StopTimeout = defaultStopTimeout
 	}
 	if cfg.RestartWindow == 0 {
 		cfg.RestartWindow = 5 * time.Minute

@@ -381,10 +381,11 @@ func (d *DB) RestorePlan(ctx context.Context, incident string, before time.Time)
 	plan, err := d.restore.Plan(ctx, rds.Request{Before: before, Incident: incident})
 	if err != nil {
 		msg, ok := platforms.UserMessage(err)
-		if !ok {
-			msg = "see the bot log"
+		if ok {
+			d.log.Warn("plan database restore", "incident", incident, "err", err)
+		} else {
+			msg = platforms.SeeLog(ctx, d.log, "plan database restore", err, "incident", incident)
 		}
-		d.log.Warn("plan database restore", "incident", incident, "err", err)
 		return fmt.Sprintf("restore %s to its state before %s into a new instance; rollbot could not prepare the exact plan yet (%s)", d.restore.Target(), before.UTC().Format("2006-01-02 15:04 UTC"), msg)
 	}
 	return strings.Join(plan.Lines(), "; ") + fmt.Sprintf(". Everything written after %s is not in the new instance (data-loss window). Then, before the app rollback: %s", plan.DataAsOf.UTC().Format("2006-01-02 15:04:05 UTC"), d.switchSummary(plan.Source, plan.Target))

@@ -145,15 +145,14 @@ func (a *Adapter) captureLog(ctx context.Context, ev *platforms.Evidence, lim pl
 	lines, transfer := int64(lim.Lines), int64(max(16*lim.SourceBytes, 1<<20))
 	rc, err := a.pods.GetLogs(pod, &corev1.PodLogOptions{Container: container, Previous: previous, TailLines: &lines, LimitBytes: &transfer}).Stream(ctx)
 	if err != nil {
-		a.log.WarnContext(ctx, "capture log", "op", "capture", "pod", pod, "container", container, "previous", previous, "err", a.apiError("get", "pods/log", err))
-		ev.Missed("%s: log not readable (%s)", name, shortAPIError(err))
+		ev.Missed("%s: log not readable (%s)", name, a.captureErr(ctx, "capture log", "get", "pods/log", err, "pod", pod, "container", container, "previous", previous))
 		return
 	}
 	defer rc.Close()
 	tb := &platforms.TailBuffer{Max: lim.SourceBytes}
 	n, err := io.Copy(tb, rc)
 	if err != nil {
-		ev.Missed("%s: log read cut short (%s)", name, shortAPIError(err))
+		ev.Missed("%s: log read cut short (%s)", name, a.captureErr(ctx, "capture log: read", "get", "pods/log", err, "pod", pod, "container", container, "previous", previous))
 	}
 	if n >= transfer {
 		ev.Missed("%s: its last %d lines are longer than %d bytes; the newest may be missing", name, lim.Lines, transfer)
@@ -165,8 +164,7 @@ func (a *Adapter) captureEvents(ctx context.Context, ev *platforms.Evidence, lim
 	sel := fields.Set{"involvedObject.kind": kind, "involvedObject.name": obj}.AsSelector().String()
 	list, err := a.events.List(ctx, metav1.ListOptions{FieldSelector: sel, Limit: 500})
 	if err != nil {
-		a.log.WarnContext(ctx, "capture events", "op", "capture", "object", obj, "err", a.apiError("list", "events", err))
-		ev.Missed("%s: events not readable (%s)", name, shortAPIError(err))
+		ev.Missed("%s: events not readable (%s)", name, a.captureErr(ctx, "capture events", "list", "events", err, "object", obj))
 		return
 	}
 	items := list.Items
@@ -192,8 +190,21 @@ func eventTime(e corev1.Event) time.Time {
 	return e.CreationTimestamp.Time
 }
 
+// captureErr logs a capture read (verb resource) that failed and names
+// the failure for the evidence file: its reason when known, else a
+// reference to the log line (never the raw error, which may name servers).
+func (a *Adapter) captureErr(ctx context.Context, msg, verb, resource string, err error, attrs ...any) string {
+	attrs = append(attrs, "op", "capture")
+	logged := a.apiError(verb, resource, err)
+	if s := shortAPIError(err); s != "" {
+		a.log.WarnContext(ctx, msg, append(attrs, "err", logged)...)
+		return s
+	}
+	return "error, " + platforms.SeeLog(ctx, a.log, msg, logged, attrs...)
+}
+
 // shortAPIError is an API error's reason for the evidence file ("forbidden",
-// "not found"), without server addresses.
+// "not found"), without server addresses; "" for another error.
 func shortAPIError(err error) string {
 	switch {
 	case apierrors.IsForbidden(err):
@@ -209,5 +220,5 @@ func shortAPIError(err error) string {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		return "the capture ran out of time"
 	}
-	return "error, see the bot log"
+	return ""
 }

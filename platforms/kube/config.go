@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"rollbot/platforms"
 )
 
 // DefaultMigrationContainer is the init container whose log Snapshot reads
@@ -48,11 +50,13 @@ type Config struct {
 	// "argocd"); an Application elsewhere is named "<namespace>_<name>" by
 	// Argo CD's labels and found there.
 	ArgoCDNamespace string `yaml:"argocd_namespace"`
-	// Impersonate maps Slack user ids to Kubernetes identities. When set,
-	// every write for a click runs as the clicker's identity (client-go
-	// impersonation), so the cluster's RBAC decides; a clicker without an
-	// entry is refused. rollbot's own credentials then need only
-	// `impersonate` on exactly these users and groups.
+	// Impersonate maps Slack user ids (U…, W…) and Slack user-group ids
+	// (S…) to Kubernetes identities. When set, every write for a click
+	// runs as the clicker's identity (client-go impersonation), so the
+	// cluster's RBAC decides: the entry for the clicker's user id, else
+	// the one of the first of their user groups in sorted id order; a
+	// clicker without either is refused. rollbot's own credentials then
+	// need only `impersonate` on exactly these users and groups.
 	Impersonate map[string]Identity `yaml:"impersonate"`
 	// RolloutTimeout caps how long a write waits for the rollout to finish,
 	// in addition to the Deployment's own progressDeadlineSeconds, which is
@@ -108,11 +112,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("argocd_namespace: %q is not a valid namespace name", c.ArgoCDNamespace))
 		}
 	}
-	for slackUser, id := range c.Impersonate {
-		if id.User == "" {
-			errs = append(errs, fmt.Errorf("impersonate.%s.user: required (the Kubernetes user the Slack user %s acts as)", slackUser, slackUser))
-		}
-	}
+	errs = append(errs, c.validateImpersonate()...)
 	if c.MigrationLogLines < 0 {
 		errs = append(errs, errors.New("migration_log_lines: must not be negative"))
 	}
@@ -122,10 +122,32 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Identity is a Kubernetes user and its groups, for impersonation.
-type Identity struct {
-	User   string   `yaml:"user"`
-	Groups []string `yaml:"groups"`
+// Without rollout_timeout, a Deployment's rollout is waited for until its
+// progress deadline (progressDeadlineSeconds, 600s unless it sets its own)
+// plus a minute; a StatefulSet's or DaemonSet's for 10 minutes.
+const (
+	defaultProgressDeadline       = 600 * time.Second
+	defaultRevisionRolloutTimeout = 10 * time.Minute
+)
+
+// Waits are the adapter's waits inside the runbook's steps (platforms.Wait),
+// at the config path at: every write (rollback, set image, scale to zero)
+// waits for its rollout, up to rollout_timeout.
+func (c Config) Waits(at string) []platforms.Wait {
+	field := at + ".rollout_timeout"
+	w := platforms.Wait{Step: platforms.WaitRollback, D: c.RolloutTimeout, What: fmt.Sprintf("%s (%s)", field, c.RolloutTimeout), Lower: "lower " + field}
+	switch {
+	case c.RolloutTimeout > 0:
+	case c.kind() == KindDeployment:
+		w.D = defaultProgressDeadline + time.Minute
+		w.What = fmt.Sprintf("the rollout wait (%s unset: the Deployment's progress deadline, %s by default, + 1m = %s)", field, defaultProgressDeadline, w.D)
+		w.Lower = "set " + field + " lower"
+	default:
+		w.D = defaultRevisionRolloutTimeout
+		w.What = fmt.Sprintf("the rollout wait (%s unset: %s)", field, w.D)
+		w.Lower = "set " + field + " lower"
+	}
+	return []platforms.Wait{w}
 }
 
 func (c Config) kind() string {

@@ -28,7 +28,7 @@ func (a *Adapter) apiError(verb, resource string, err error) error {
 	cause := fmt.Errorf("%s %s for %s: %w", verb, resource, a.Target(), err)
 	switch {
 	case apierrors.IsForbidden(err) && a.as != "":
-		return platforms.Userf(cause, "the cluster refused %s: %s", a.as, statusMessage(err))
+		return refusedAs(a.as, cause, err)
 	case apierrors.IsForbidden(err):
 		return platforms.Userf(cause,
 			"rollbot's ServiceAccount may not %s %s in %s: add `%s` on %s to its Role (%s)",

@@ -126,26 +126,20 @@ func New(cfg Config, log *slog.Logger) (*Adapter, error) {
 
 // forActor is the adapter a write runs with: itself, or, when
 // Config.Impersonate is set, a copy whose clients impersonate the
-// Kubernetes identity of the Slack user in ctx (platforms.WithActor).
+// Kubernetes identity of the Slack user in ctx (platforms.WithActor), as
+// identityFor chooses it.
 func (a *Adapter) forActor(ctx context.Context) (*Adapter, error) {
-	if len(a.cfg.Impersonate) == 0 {
+	act, err := a.cfg.identityFor(ctx, a.Target())
+	if err != nil {
+		return nil, err
+	}
+	if act == nil {
 		return a, nil
 	}
-	user := platforms.ActorFrom(ctx)
-	id, ok := a.cfg.Impersonate[user]
-	if !ok || user == "" {
-		who := "this write has no Slack user"
-		if user != "" {
-			who = "<@" + user + "> has no Kubernetes identity"
-		}
-		return nil, platforms.Userf(fmt.Errorf("impersonate for %s: no identity for %q", a.Target(), user),
-			"%s in rollbot's `impersonate:` for %s, so rollbot changed nothing: ask an admin to map you, or ask someone who is mapped", who, a.Target())
+	rc, err := act.restConfig(a.rc, a.Target())
+	if err != nil {
+		return nil, err
 	}
-	if a.rc == nil {
-		return nil, platforms.Userf(nil, "impersonation for %s needs an adapter built by kube.New", a.Target())
-	}
-	rc := rest.CopyConfig(a.rc)
-	rc.Impersonate = rest.ImpersonationConfig{UserName: id.User, Groups: id.Groups}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("impersonating client for %s: %w", a.Target(), err)
@@ -155,9 +149,9 @@ func (a *Adapter) forActor(ctx context.Context) (*Adapter, error) {
 		return nil, fmt.Errorf("impersonating client for %s: %w", a.Target(), err)
 	}
 	b := NewWithClient(cs, a.cfg, a.log).WithDynamic(dyn)
-	b.log, b.now, b.logs = a.log.With("as", id.User), a.now, a.logs
+	b.log, b.now, b.logs = a.log.With("as", act.User), a.now, a.logs
 	b.withRESTConfig(rc)
-	b.as = id.User + " (for <@" + user + ">)"
+	b.as = act.as
 	return b, nil
 }
 

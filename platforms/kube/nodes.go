@@ -19,6 +19,10 @@ var _ platforms.NodeChecker = (*Adapter)(nil)
 // the nodes (cluster-scoped, so a namespaced Role cannot grant it).
 const NodesClusterRole = "rollbot-nodes"
 
+// NodePermissions is what NodeConditions uses, exactly the rules of
+// NodesClusterRole in RBACFile (cluster-scoped).
+var NodePermissions = []Permission{{"", "nodes", "list"}}
+
 // pressures are the node conditions that are bad when True.
 var pressures = []corev1.NodeConditionType{
 	corev1.NodeMemoryPressure, corev1.NodeDiskPressure, corev1.NodePIDPressure, corev1.NodeNetworkUnavailable,

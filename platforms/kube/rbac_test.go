@@ -30,16 +30,27 @@ import (
 	"rollbot/testkit/logtest"
 )
 
-// The shipped Roles grant exactly what the adapter declares it uses:
-// `rollbot` kube.RequiredPermissions, `rollbot-helm` kube.HelmPermissions.
+// The shipped Roles grant exactly what the adapters declare they use:
+// `rollbot` kube.RequiredPermissions, `rollbot-helm` kube.HelmPermissions,
+// `rollbot-workloads` kube.WorkloadPermissions, the ClusterRole
+// `rollbot-nodes` kube.NodePermissions; the ClusterRole
+// `rollbot-impersonate` grants only impersonate on users and groups, each
+// narrowed by resourceNames.
 func TestShippedRoleMatchesRequiredPermissions(t *testing.T) {
-	for role, want := range map[string][]kube.Permission{"rollbot": kube.RequiredPermissions, kube.HelmRole: kube.HelmPermissions} {
-		role, err := kubetest.LoadRoleNamed(rbacFile, role)
-		if err != nil {
-			t.Fatal(err)
+	for name, want := range map[string][]kube.Permission{
+		"rollbot": kube.RequiredPermissions, kube.HelmRole: kube.HelmPermissions,
+		kube.WorkloadsRole: kube.WorkloadPermissions, kube.NodesClusterRole: kube.NodePermissions,
+	} {
+		var rules []rbacv1.PolicyRule
+		if role, err := kubetest.LoadRoleNamed(rbacFile, name); err == nil {
+			rules = role.Rules
+		} else if cr, cerr := kubetest.LoadClusterRole(rbacFile, name); cerr == nil {
+			rules = cr.Rules
+		} else {
+			t.Fatalf("%v; %v", err, cerr)
 		}
 		var got []kube.Permission
-		for _, r := range role.Rules {
+		for _, r := range rules {
 			for _, g := range r.APIGroups {
 				for _, res := range r.Resources {
 					for _, v := range r.Verbs {
@@ -54,8 +65,22 @@ func TestShippedRoleMatchesRequiredPermissions(t *testing.T) {
 		slices.SortFunc(got, cmp)
 		slices.SortFunc(want, cmp)
 		if !slices.Equal(got, want) {
-			t.Fatalf("Role %s in %s grants\n%v\nthe adapter uses\n%v", role.Name, rbacFile, got, want)
+			t.Fatalf("%s in %s grants\n%v\nthe adapter uses\n%v", name, rbacFile, got, want)
 		}
+	}
+	imp, err := kubetest.LoadClusterRole(rbacFile, kube.ImpersonateClusterRole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, r := range imp.Rules {
+		if !slices.Equal(r.APIGroups, []string{""}) || !slices.Equal(r.Verbs, []string{"impersonate"}) || len(r.Resources) != 1 || len(r.ResourceNames) == 0 {
+			t.Errorf("%s rule %+v: want impersonate on one resource, narrowed by resourceNames", imp.Name, r)
+		}
+		kinds = append(kinds, r.Resources...)
+	}
+	if !slices.Equal(kinds, []string{"users", "groups"}) {
+		t.Errorf("%s impersonates %v, want users and groups", imp.Name, kinds)
 	}
 }
 

@@ -153,7 +153,7 @@ func (s *SecretSwitch) Switch(ctx context.Context, incident, endpoint string, st
 			if apierrors.IsConflict(err) {
 				return "", platforms.Userf(fmt.Errorf("%w: secret %s", platforms.ErrConflict, name), "Secret %s changed while rollbot wrote it: nothing was switched. Check who changes it, then retry or switch by hand", name)
 			}
-			return "", platforms.Userf(err, "writing Secret %s failed (%s): nothing was switched; the app still uses the old endpoint. Switch by hand", name, userMsg(s.restart.apiError("update", "secrets", err)))
+			return "", platforms.Userf(err, "writing Secret %s failed (%s): nothing was switched; the app still uses the old endpoint. Switch by hand", name, s.userMsg(ctx, "endpoint switch: write the Secret", s.restart.apiError("update", "secrets", err)))
 		}
 		s.log.InfoContext(ctx, "secret updated with the restored endpoint", "op", "switch", "incident", incident, "secret", name, "key", s.cfg.Key)
 	}
@@ -161,7 +161,7 @@ func (s *SecretSwitch) Switch(ctx context.Context, incident, endpoint string, st
 	d, err := s.restart.deployments.Get(ctx, s.cfg.Restart, metav1.GetOptions{})
 	if err != nil {
 		return "", platforms.Userf(err, "Secret %s holds the restored endpoint, but reading deployment %s/%s failed (%s): restart it by hand (kubectl rollout restart deployment/%s -n %s)",
-			name, s.cfg.Namespace, s.cfg.Restart, userMsg(s.restart.apiError("get", "deployments", err)), s.cfg.Restart, s.cfg.Namespace)
+			name, s.cfg.Namespace, s.cfg.Restart, s.userMsg(ctx, "endpoint switch: read the deployment", s.restart.apiError("get", "deployments", err)), s.cfg.Restart, s.cfg.Namespace)
 	}
 	after := d
 	if d.Spec.Template.Annotations[RestartedForAnnotation] == incident {
@@ -180,18 +180,20 @@ func (s *SecretSwitch) Switch(ctx context.Context, incident, endpoint string, st
 			patchOp{Op: "add", Path: "/spec/template/metadata/annotations/" + pointer(restartedAtAnnotation), Value: now})
 		if after, err = s.restart.patchDeployment(ctx, d, ops, false); err != nil {
 			return "", platforms.Userf(err, "Secret %s holds the restored endpoint, but restarting deployment %s/%s failed (%s): restart it by hand (kubectl rollout restart deployment/%s -n %s)",
-				name, s.cfg.Namespace, s.cfg.Restart, userMsg(err), s.cfg.Restart, s.cfg.Namespace)
+				name, s.cfg.Namespace, s.cfg.Restart, s.userMsg(ctx, "endpoint switch: restart", err), s.cfg.Restart, s.cfg.Namespace)
 		}
 	}
 	if _, err := s.restart.waitRollout(ctx, d, after, "the restart", func(p platforms.Progress) { steps.Note(p.Message) }); err != nil {
-		return "", platforms.Userf(err, "Secret %s holds the restored endpoint and deployment %s/%s was restarted, but its rollout did not finish (%s). Check the pods", name, s.cfg.Namespace, s.cfg.Restart, userMsg(err))
+		return "", platforms.Userf(err, "Secret %s holds the restored endpoint and deployment %s/%s was restarted, but its rollout did not finish (%s). Check the pods", name, s.cfg.Namespace, s.cfg.Restart, s.userMsg(ctx, "endpoint switch: wait for the restart", err))
 	}
 	return fmt.Sprintf("Secret %s key %s holds the restored endpoint %s and deployment %s/%s was restarted with it", name, s.cfg.Key, endpoint, s.cfg.Namespace, s.cfg.Restart), nil
 }
 
-func userMsg(err error) string {
+// userMsg is err's user message, else a reference to the log line that
+// holds it.
+func (s *SecretSwitch) userMsg(ctx context.Context, op string, err error) string {
 	if m, ok := platforms.UserMessage(err); ok {
 		return m
 	}
-	return "see the bot log"
+	return platforms.SeeLog(ctx, s.log, op, err, "op", "endpoint-switch")
 }

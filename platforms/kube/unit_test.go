@@ -12,19 +12,24 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
 	"rollbot/platforms"
+	"rollbot/testkit/logtest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -49,6 +54,14 @@ func TestConfigValidate(t *testing.T) {
 		{"daemonset without name", Config{Namespace: "p", Kind: "daemonset"}, []string{"name: required"}},
 		{"impersonate without user", Config{Namespace: "p", Deployment: "d", Impersonate: map[string]Identity{"U0BOB": {Groups: []string{"oncall"}}}},
 			[]string{"impersonate.U0BOB.user: required"}},
+		{"impersonate by user and group ids", Config{Namespace: "p", Deployment: "d", Impersonate: map[string]Identity{
+			"U0BOB": {User: "bob"}, "W0GRID": {User: "grid"}, "S0ONCALL": {User: "oncall-bot", Groups: []string{"oncall"}}}}, nil},
+		{"impersonate keys that are not ids", Config{Namespace: "p", Deployment: "d", Impersonate: map[string]Identity{
+			"@oncall": {User: "x"}, "bob": {User: "y"}, "u0bob": {User: "z"}, "C0INCIDENT": {User: "c"}}},
+			[]string{`impersonate.@oncall: "@oncall" is neither a Slack user id (U… or W…) nor a Slack user-group id (S…)`,
+				"impersonate.C0INCIDENT:", "impersonate.bob:", "impersonate.u0bob:"}},
+		{"impersonate group without user", Config{Namespace: "p", Deployment: "d", Impersonate: map[string]Identity{"S0ONCALL": {Groups: []string{"oncall"}}}},
+			[]string{"impersonate.S0ONCALL.user: required (the Kubernetes user the members of the Slack user group S0ONCALL act as)"}},
 		{"bad argocd namespace", Config{Namespace: "p", Deployment: "d", ArgoCDNamespace: "Argo CD"}, []string{"argocd_namespace:"}},
 	}
 	for _, tt := range tests {
@@ -73,6 +86,108 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// identityFor: the user's own entry wins over a group's; among several
+// groups of theirs the first in sorted id order wins, whatever order the
+// groups come in; no entry, no user, or a failed group lookup where groups
+// are mapped is refused with a user message; no map means rollbot itself.
+func TestIdentityFor(t *testing.T) {
+	cfg := Config{Namespace: "prod", Deployment: "shop", Impersonate: map[string]Identity{
+		"U0BOB":    {User: "bob@example.com", Groups: []string{"sre"}},
+		"S0ONCALL": {User: "oncall-bot", Groups: []string{"oncall"}},
+		"S0DBA":    {User: "dba-bot", Groups: []string{"dba"}},
+		"S0WEB":    {User: "web-bot"},
+	}}
+	lookupFailed := errors.New("usergroups.users.list: internal_error")
+	tests := []struct {
+		name      string
+		user      string
+		groups    []string
+		groupsErr error
+		want      string // the identity's user, "" for a refusal
+		wantAs    string
+		wantMsg   string // part of the refusal
+	}{
+		{name: "user entry", user: "U0BOB", want: "bob@example.com", wantAs: "bob@example.com (for <@U0BOB>)"},
+		{name: "user entry wins over a group", user: "U0BOB", groups: []string{"S0ONCALL"}, want: "bob@example.com"},
+		{name: "user entry needs no group lookup", user: "U0BOB", groupsErr: lookupFailed, want: "bob@example.com"},
+		{name: "group entry", user: "U0ALICE", groups: []string{"S0ONCALL"}, want: "oncall-bot", wantAs: "oncall-bot (for <@U0ALICE> via <!subteam^S0ONCALL>)"},
+		{name: "sorted groups", user: "U0ALICE", groups: []string{"S0WEB", "S0ONCALL", "S0DBA"}, want: "dba-bot"},
+		{name: "sorted groups, other order", user: "U0ALICE", groups: []string{"S0ONCALL", "S0DBA", "S0WEB"}, want: "dba-bot"},
+		{name: "unmapped groups are ignored", user: "U0ALICE", groups: []string{"S0OTHER", "S0WEB"}, want: "web-bot"},
+		{name: "a group found beside a failed one", user: "U0ALICE", groups: []string{"S0WEB"}, groupsErr: lookupFailed,
+			wantMsg: "the Slack user-group lookup for <@U0ALICE> failed"},
+		{name: "unknown", user: "U0EVE", groups: []string{"S0OTHER"},
+			wantMsg: "<@U0EVE> has no Kubernetes identity in rollbot's `impersonate:` for deployment prod/shop (neither by user id nor through a user group), so rollbot changed nothing"},
+		{name: "no user", wantMsg: "this write has no Slack user in rollbot's `impersonate:`"},
+		{name: "a group id as the actor", user: "S0ONCALL", wantMsg: "<@S0ONCALL> has no Kubernetes identity"},
+		{name: "group lookup failed", user: "U0ALICE", groupsErr: lookupFailed,
+			wantMsg: "the Slack user-group lookup for <@U0ALICE> failed, so rollbot changed nothing on deployment prod/shop"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := platforms.WithActor(context.Background(), tt.user, tt.groups...)
+			if tt.groupsErr != nil {
+				ctx = platforms.WithActorGroupsError(ctx, tt.groupsErr)
+			}
+			act, err := cfg.identityFor(ctx, "deployment prod/shop")
+			if tt.want == "" {
+				msg, ok := platforms.UserMessage(err)
+				if act != nil || !ok || !strings.Contains(msg, tt.wantMsg) {
+					t.Fatalf("identityFor = %+v, %v; want a refusal with %q", act, err, tt.wantMsg)
+				}
+				if strings.Contains(msg, "lookup") != (tt.groupsErr != nil) {
+					t.Errorf("refusal %q: the lookup is named iff it failed", msg)
+				}
+				return
+			}
+			if err != nil || act == nil || act.User != tt.want {
+				t.Fatalf("identityFor = %+v, %v; want %s", act, err, tt.want)
+			}
+			if !slices.Equal(act.Groups, cfg.Impersonate[keyOf(cfg, tt.want)].Groups) {
+				t.Errorf("groups %v, want the entry's", act.Groups)
+			}
+			if tt.wantAs != "" && act.as != tt.wantAs {
+				t.Errorf("as = %q, want %q", act.as, tt.wantAs)
+			}
+		})
+	}
+
+	// Without impersonate: nil, the adapter writes as itself.
+	if act, err := (Config{Namespace: "prod", Deployment: "shop"}).identityFor(context.Background(), "x"); act != nil || err != nil {
+		t.Errorf("no impersonate: %+v, %v", act, err)
+	}
+	// Only user keys: the refusal does not mention groups, and a failed
+	// lookup (there was nothing to look up) does not matter.
+	users := Config{Impersonate: map[string]Identity{"U0BOB": {User: "bob"}}}
+	ctx := platforms.WithActorGroupsError(platforms.WithActor(context.Background(), "U0EVE"), lookupFailed)
+	_, err := users.identityFor(ctx, "deployment prod/shop")
+	if msg, _ := platforms.UserMessage(err); !strings.HasPrefix(msg, "<@U0EVE> has no Kubernetes identity in rollbot's `impersonate:` for deployment prod/shop, so") {
+		t.Errorf("user keys only: %q", msg)
+	}
+	if got := cfg.slackGroups(); !slices.Equal(got, []string{"S0DBA", "S0ONCALL", "S0WEB"}) {
+		t.Errorf("slackGroups = %v", got)
+	}
+	// The impersonating client configuration: the identity, on a copy.
+	rc := &rest.Config{Host: "https://k8s.example"}
+	act, _ := cfg.identityFor(platforms.WithActor(context.Background(), "U0ALICE", "S0ONCALL"), "x")
+	irc, err := act.restConfig(rc, "x")
+	if err != nil || irc.Impersonate.UserName != "oncall-bot" || !slices.Equal(irc.Impersonate.Groups, []string{"oncall"}) || rc.Impersonate.UserName != "" {
+		t.Errorf("restConfig = %+v, %v (original %+v)", irc.Impersonate, err, rc.Impersonate)
+	}
+	if _, err := act.restConfig(nil, "x"); err == nil {
+		t.Error("an adapter without a rest.Config impersonated")
+	}
+}
+
+func keyOf(c Config, user string) string {
+	for k, id := range c.Impersonate {
+		if id.User == user {
+			return k
+		}
+	}
+	return ""
 }
 
 func TestRestartsSince(t *testing.T) {
@@ -286,5 +401,50 @@ func TestCaptureReusesTheAssessmentPods(t *testing.T) {
 	capture()
 	if n := lists(); n != 4 {
 		t.Fatalf("the pods were not listed again after the Deployment changed (%d lists, want 4)", n)
+	}
+}
+
+// A capture read that fails with an error rollbot has no words for is said
+// in the evidence file with a reference into the log, never as the raw
+// error (which names the API server); the log line with that reference
+// holds the cause. A known failure is said by its reason.
+func TestCaptureErrorTextHasAReference(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string // the text, when it has no reference
+	}{
+		{"unknown", errors.New("Get \"https://10.96.0.1:443/api/v1/namespaces/prod/events\": stream error: stream ID 7; INTERNAL_ERROR; token=s3cr3t"), ""},
+		{"forbidden", apierrors.NewForbidden(schema.GroupResource{Resource: "events"}, "", errors.New("no")), "forbidden: see " + RBACFile},
+		{"out of time", context.DeadlineExceeded, "the capture ran out of time"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := fake.NewClientset()
+			cs.PrependReactor("list", "events", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, tt.err })
+			logs := &logtest.Buffer{}
+			a := NewWithClient(cs, Config{Namespace: "prod", Deployment: "myapp"}, slog.New(slog.NewJSONHandler(logs, nil)))
+			var ev platforms.Evidence
+			a.captureEvents(context.Background(), &ev, platforms.CaptureLimits{}.WithDefaults(), "deployment prod/myapp", "Deployment", "myapp")
+			if len(ev.Missing) != 1 {
+				t.Fatalf("missing = %q", ev.Missing)
+			}
+			text := ev.Missing[0]
+			if tt.want != "" {
+				if text != "deployment prod/myapp: events not readable ("+tt.want+")" {
+					t.Errorf("text = %q, want the reason %q", text, tt.want)
+				}
+				return
+			}
+			for _, raw := range []string{"10.96.0.1", "s3cr3t", "INTERNAL_ERROR"} {
+				if strings.Contains(text, raw) {
+					t.Errorf("the evidence shows the raw error (%q): %q", raw, text)
+				}
+			}
+			line := logtest.RefLine(t, logs.String(), logtest.Ref(t, text))
+			if !strings.Contains(line, `"msg":"capture events"`) || !strings.Contains(line, "INTERNAL_ERROR") {
+				t.Errorf("the referenced log line does not hold the cause: %s", line)
+			}
+		})
 	}
 }

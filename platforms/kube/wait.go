@@ -26,7 +26,7 @@ func (a *Adapter) timeout(d *appsv1.Deployment) time.Duration {
 	if a.cfg.RolloutTimeout > 0 {
 		return a.cfg.RolloutTimeout
 	}
-	deadline := 600 * time.Second
+	deadline := defaultProgressDeadline
 	if d.Spec.ProgressDeadlineSeconds != nil {
 		deadline = time.Duration(*d.Spec.ProgressDeadlineSeconds) * time.Second
 	}

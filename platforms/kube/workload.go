@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"rollbot/platforms"
 )
@@ -37,13 +38,21 @@ const annotationStoppedStrategy = "rollbot.dev/stopped-update-strategy"
 // applies the target revision's stored template, as `kubectl rollout
 // undo` does, in one patch conditional on the resourceVersion read. Stop
 // is a StatefulSet partition at its replica count, or a DaemonSet's update
-// strategy set to OnDelete: the way each can stop an update.
+// strategy set to OnDelete: the way each can stop an update. With
+// Config.Impersonate every write runs as the clicker's identity, exactly
+// as the Deployment adapter's (forActor).
 type RevisionAdapter struct {
 	cfg  Config
 	log  *slog.Logger
 	cs   kubernetes.Interface
 	now  func() time.Time
 	poll time.Duration
+	// rc is the client configuration NewPlatform built cs from; the
+	// impersonating clients are built from it (nil: cannot impersonate).
+	rc *rest.Config
+	// as names the identity an impersonating copy writes with, for
+	// messages: "bob@example.com (for <@U0BOB>)".
+	as string
 }
 
 var (
@@ -64,11 +73,43 @@ func NewPlatform(cfg Config, log *slog.Logger) (platforms.Platform, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cs, err := Clientset(cfg)
+	rc, err := restConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return NewRevisionAdapter(cs, cfg, log), nil
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", cfg.workloadName(), err)
+	}
+	r := NewRevisionAdapter(cs, cfg, log)
+	r.rc = rc
+	return r, nil
+}
+
+// forActor is the adapter a write runs with: itself, or, when
+// Config.Impersonate is set, a copy whose client impersonates the
+// Kubernetes identity of the Slack user in ctx, chosen by identityFor as
+// for a Deployment. Every write starts with it, before it reads what it
+// writes: a clicker without an identity is refused before anything.
+func (r *RevisionAdapter) forActor(ctx context.Context) (*RevisionAdapter, error) {
+	act, err := r.cfg.identityFor(ctx, r.Target())
+	if err != nil {
+		return nil, err
+	}
+	if act == nil {
+		return r, nil
+	}
+	rc, err := act.restConfig(r.rc, r.Target())
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("impersonating client for %s: %w", r.Target(), err)
+	}
+	b := *r
+	b.cs, b.rc, b.as, b.log = cs, rc, act.as, r.log.With("as", act.User)
+	return &b, nil
 }
 
 // NewRevisionAdapter builds a StatefulSet / DaemonSet adapter on cs.
@@ -333,6 +374,10 @@ func mergeMap(a any, b map[string]any) map[string]any {
 // (no more pods are updated); DaemonSet: update strategy OnDelete (its
 // old strategy kept in an annotation). Already stopped → Skipped.
 func (r *RevisionAdapter) Stop(ctx context.Context, dryRun bool) (platforms.Result, error) {
+	r, err := r.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	w, raw, err := r.get(ctx)
 	if err != nil {
 		return platforms.Result{}, err
@@ -384,6 +429,10 @@ func (r *RevisionAdapter) resumeFields(w *workload, raw any, body map[string]any
 // template is applied (and rollbot's stop ended) in one patch carrying the
 // resourceVersion read, then it waits for the controller to converge.
 func (r *RevisionAdapter) Rollback(ctx context.Context, to platforms.Revision, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
+	r, err := r.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	w, raw, err := r.get(ctx)
 	if err != nil {
 		return platforms.Result{}, err
@@ -443,7 +492,7 @@ func (r *RevisionAdapter) Rollback(ctx context.Context, to platforms.Revision, d
 func (r *RevisionAdapter) wait(ctx context.Context, progress platforms.ProgressFunc) (*workload, error) {
 	timeout := r.cfg.RolloutTimeout
 	if timeout == 0 {
-		timeout = 10 * time.Minute
+		timeout = defaultRevisionRolloutTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -471,6 +520,10 @@ func (r *RevisionAdapter) wait(ctx context.Context, progress platforms.ProgressF
 // SetArtifact implements platforms.Fallbacks: the container's image set
 // explicitly (ending rollbot's stop), then the wait.
 func (r *RevisionAdapter) SetArtifact(ctx context.Context, artifact string, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
+	r, err := r.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	w, raw, err := r.get(ctx)
 	if err != nil {
 		return platforms.Result{}, err
@@ -497,6 +550,10 @@ func (r *RevisionAdapter) SetArtifact(ctx context.Context, artifact string, dryR
 // ScaleToZero implements platforms.Fallbacks for a StatefulSet. A
 // DaemonSet runs one pod per node and has no replica count.
 func (r *RevisionAdapter) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Result, error) {
+	r, err := r.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	w, _, err := r.get(ctx)
 	if err != nil {
 		return platforms.Result{}, err
@@ -517,6 +574,10 @@ func (r *RevisionAdapter) ScaleToZero(ctx context.Context, dryRun bool) (platfor
 // MarkDoNotDeploy implements platforms.Platform: an annotation on the
 // revision's ControllerRevision.
 func (r *RevisionAdapter) MarkDoNotDeploy(ctx context.Context, rev platforms.Revision, by string) (platforms.Result, error) {
+	r, err := r.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
+	}
 	w, _, err := r.get(ctx)
 	if err != nil {
 		return platforms.Result{}, err
@@ -551,6 +612,8 @@ func (r *RevisionAdapter) apiError(verb string, err error) error {
 func (r *RevisionAdapter) apiErrorOn(verb, resource string, err error) error {
 	cause := fmt.Errorf("%s %s for %s: %w", verb, resource, r.Target(), err)
 	switch {
+	case apierrors.IsForbidden(err) && r.as != "":
+		return refusedAs(r.as, cause, err)
 	case apierrors.IsForbidden(err):
 		return platforms.Userf(cause, "rollbot may not %s %s in %s: the cluster said %q; grant the %s Role (%s)", verb, resource, r.cfg.Namespace, statusMessage(err), WorkloadsRole, RBACFile)
 	case apierrors.IsNotFound(err) && resource == r.resource():
@@ -566,3 +629,17 @@ func (r *RevisionAdapter) apiErrorOn(verb, resource string, err error) error {
 // WorkloadsRole is the Role of deploy/kubernetes/rbac.yaml for StatefulSets
 // and DaemonSets.
 const WorkloadsRole = "rollbot-workloads"
+
+// WorkloadPermissions is every permission the RevisionAdapter uses,
+// exactly the rules of WorkloadsRole in RBACFile (a test keeps them
+// equal): the StatefulSet or DaemonSet read and patched (by name), its
+// ControllerRevisions listed (by label) and annotated, its pods listed.
+var WorkloadPermissions = []Permission{
+	{"apps", "statefulsets", "get"},
+	{"apps", "statefulsets", "patch"},
+	{"apps", "daemonsets", "get"},
+	{"apps", "daemonsets", "patch"},
+	{"apps", "controllerrevisions", "list"},
+	{"apps", "controllerrevisions", "patch"},
+	{"", "pods", "list"},
+}

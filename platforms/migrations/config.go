@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"rollbot/platforms"
 )
 
 // Tool names, as written in Config.Tool and Report.Tool.
@@ -293,6 +295,25 @@ func (d DownConfig) ImageFor(badRelease, lastGood string) string {
 	default:
 		return badRelease
 	}
+}
+
+// Waits are the down run's wait inside the database step
+// (platforms.Wait), at the config path at (the down section): the run, up
+// to timeout; a Job gets a minute more to start and be seen to end.
+func (d DownConfig) Waits(at string) []platforms.Wait {
+	if d.Kind == "" {
+		return nil
+	}
+	what := fmt.Sprintf("%s.timeout (%s)", at, d.timeout())
+	if d.Timeout <= 0 {
+		what = fmt.Sprintf("%s.timeout (%s, the default)", at, d.timeout())
+	}
+	w := platforms.Wait{Step: platforms.WaitDBDown, D: d.timeout(), What: what, Lower: "lower " + at + ".timeout"}
+	if d.Kind == DownKubernetesJob {
+		w.D += time.Minute
+		w.What += " + 1m for the Job to start and end"
+	}
+	return []platforms.Wait{w}
 }
 
 func (d DownConfig) timeout() time.Duration {

@@ -28,7 +28,7 @@ const (
 	// DefaultHealthTimeout bounds a health check whose ctx has no deadline.
 	DefaultHealthTimeout = 5 * time.Second
 	// DefaultSmokeTimeout bounds a smoke test given no timeout.
-	DefaultSmokeTimeout = 2 * time.Minute
+	DefaultSmokeTimeout = time.Minute
 	// TailLines is how many trailing lines of output a smoke test keeps.
 	TailLines = 20
 	// maxLineBytes truncates longer output lines.

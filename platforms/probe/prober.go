@@ -16,7 +16,7 @@ type Probes struct {
 	HealthURLs []string
 	// SmokeCommand is argv; empty: no smoke test configured.
 	SmokeCommand []string
-	// SmokeTimeout bounds the smoke test; default one minute.
+	// SmokeTimeout bounds the smoke test; default DefaultSmokeTimeout.
 	SmokeTimeout time.Duration
 }
 
@@ -39,11 +39,7 @@ func (p *Probes) Health(ctx context.Context) (bool, string, error) {
 
 // Smoke runs the smoke test; a failure's detail carries its output tail.
 func (p *Probes) Smoke(ctx context.Context) (bool, string, error) {
-	timeout := p.SmokeTimeout
-	if timeout <= 0 {
-		timeout = time.Minute
-	}
-	r := SmokeTest(ctx, p.SmokeCommand, timeout)
+	r := SmokeTest(ctx, p.SmokeCommand, p.SmokeTimeout)
 	detail := r.Detail
 	if !r.OK && r.Output != "" {
 		detail += "\n```" + r.Output + "```"

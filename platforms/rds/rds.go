@@ -157,6 +157,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Adapter, error) {
 	return newAdapter(cfg, client, log), nil
 }
 
+// defaultWaitTimeout is Config.WaitTimeout's default.
+const defaultWaitTimeout = 2 * time.Hour
+
+// Waits are the adapter's waits inside the runbook's steps
+// (platforms.Wait), at the config path at: the restore waits for the new
+// instance up to wait_timeout, and so does the rename swap (the endpoint
+// switch, when it is rename).
+func (c Config) Waits(at string) []platforms.Wait {
+	d, what := c.WaitTimeout, fmt.Sprintf("%s.wait_timeout (%s)", at, c.WaitTimeout)
+	if d <= 0 {
+		d, what = defaultWaitTimeout, fmt.Sprintf("%s.wait_timeout (%s, the default)", at, defaultWaitTimeout)
+	}
+	lower := "lower " + at + ".wait_timeout"
+	return []platforms.Wait{
+		{Step: platforms.WaitRestore, D: d, What: what, Lower: lower},
+		{Step: platforms.WaitSwitch, D: d, What: what + " for the rename swap", Lower: lower},
+	}
+}
+
 func withDefaults(cfg Config) Config {
 	if cfg.Method == "" {
 		cfg.Method = FromSnapshot
@@ -168,7 +187,7 @@ func withDefaults(cfg Config) Config {
 		cfg.PollInterval = 30 * time.Second
 	}
 	if cfg.WaitTimeout == 0 {
-		cfg.WaitTimeout = 2 * time.Hour
+		cfg.WaitTimeout = defaultWaitTimeout
 	}
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = 5
@@ -697,7 +716,9 @@ func (a *Adapter) awsErr(err error, op string) error {
 			return platforms.Userf(fmt.Errorf("%w: %w", platforms.ErrConflict, err), "an RDS instance with the new name already exists; use it or choose another name")
 		case "InvalidRestoreFault", "InvalidDBSnapshotState", "InvalidDBInstanceState", "InvalidParameterValue", "InvalidParameterCombination",
 			"StorageQuotaExceeded", "InstanceQuotaExceeded", "InsufficientDBInstanceCapacity":
-			return platforms.Userf(err, "AWS refused rds:%s for %s (%s); see the bot log for AWS's explanation", op, a.Target(), code)
+			// AWS's explanation may name ARNs and parameters: the log has it.
+			ref := platforms.SeeLog(context.Background(), a.log, "AWS refused rds:"+op, err, "code", code)
+			return platforms.Userf(err, "AWS refused rds:%s for %s (%s); AWS's explanation: %s", op, a.Target(), code, ref)
 		case "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "UnrecognizedClientException":
 			return platforms.Userf(err, "AWS rejected rollbot's credentials (%s); check its AWS credentials", code)
 		}

@@ -116,15 +116,15 @@ func (a *Adapter) Run(ctx context.Context, s Swap, steps SwapSteps) (string, err
 		timer.Reset(a.cfg.PollInterval)
 		src, err := a.describe(ctx, s.Source)
 		if err != nil {
-			return "", a.swapErr(err, s, last)
+			return "", a.swapErr(ctx, err, s, last)
 		}
 		rest, err := a.describe(ctx, s.Restored)
 		if err != nil {
-			return "", a.swapErr(err, s, last)
+			return "", a.swapErr(ctx, err, s, last)
 		}
 		aside, err := a.describe(ctx, s.Aside)
 		if err != nil {
-			return "", a.swapErr(err, s, last)
+			return "", a.swapErr(ctx, err, s, last)
 		}
 		note(s.Source, src)
 		note(s.Restored, rest)
@@ -159,7 +159,7 @@ func (a *Adapter) Run(ctx context.Context, s Swap, steps SwapSteps) (string, err
 			}
 			if err := a.rename(ctx, s.Source, s.Aside); err != nil {
 				return "", platforms.Userf(err, "renaming %s to %s failed (%s): nothing was switched; %s is still the original and %s holds the restored data. Switch the endpoint by hand, or end this rollback and retry",
-					s.Source, s.Aside, userText(err), s.Source, s.Restored)
+					s.Source, s.Aside, a.userText(ctx, "swap: rename the original", err), s.Source, s.Restored)
 			}
 			log.Info("renamed the original", "from", s.Source, "to", s.Aside)
 		case aside == nil:
@@ -180,7 +180,7 @@ func (a *Adapter) Run(ctx context.Context, s Swap, steps SwapSteps) (string, err
 			}
 			if err := a.rename(ctx, s.Restored, s.Source); err != nil {
 				return "", platforms.Userf(err, "%s was renamed to %s, but renaming %s to %s failed (%s): both instances are kept under those names and nothing answers at %s now. Next: rename %s to %s (aws rds modify-db-instance --db-instance-identifier %s --new-db-instance-identifier %s --apply-immediately), or rename %s back to %s to return to the original data",
-					s.Source, s.Aside, s.Restored, s.Source, userText(err), s.Source, s.Restored, s.Source, s.Restored, s.Source, s.Aside, s.Source)
+					s.Source, s.Aside, s.Restored, s.Source, a.userText(ctx, "swap: rename the restored instance", err), s.Source, s.Restored, s.Source, s.Restored, s.Source, s.Aside, s.Source)
 			}
 			log.Info("renamed the restored instance", "from", s.Restored, "to", s.Source)
 		}
@@ -196,15 +196,17 @@ func (a *Adapter) rename(ctx context.Context, from, to string) error {
 	return a.awsErr(err, "ModifyDBInstance")
 }
 
-func (a *Adapter) swapErr(err error, s Swap, last map[string]string) error {
-	return platforms.Userf(err, "reading the instances failed (%s) while switching: %s; %s", userText(err), stateLine(last, s), s.nextStep(last))
+func (a *Adapter) swapErr(ctx context.Context, err error, s Swap, last map[string]string) error {
+	return platforms.Userf(err, "reading the instances failed (%s) while switching: %s; %s", a.userText(ctx, "swap: read the instances", err), stateLine(last, s), s.nextStep(last))
 }
 
-func userText(err error) string {
+// userText is err's user message, else a reference to the log line that
+// holds it.
+func (a *Adapter) userText(ctx context.Context, op string, err error) string {
 	if msg, ok := platforms.UserMessage(err); ok {
 		return msg
 	}
-	return "see the bot log"
+	return platforms.SeeLog(ctx, a.log, op, err, "op", "swap")
 }
 
 func status(in *rdstypes.DBInstance) string { return aws.ToString(in.DBInstanceStatus) }

@@ -30,6 +30,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -78,6 +79,26 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Waits are the simulation's waits inside the runbook's steps
+// (platforms.Wait), at the config path at: stopping the rollout takes
+// stop_delay, a rollback step_delay per pod.
+func (c Config) Waits(at string) []platforms.Wait {
+	pods := cmp.Or(c.Replicas, defaultReplicas)
+	var waits []platforms.Wait
+	if c.StopDelay > 0 {
+		waits = append(waits, platforms.Wait{Step: platforms.WaitStop, D: c.StopDelay,
+			What: fmt.Sprintf("%s.stop_delay (%s)", at, c.StopDelay), Lower: "lower " + at + ".stop_delay"})
+	}
+	if c.StepDelay > 0 {
+		waits = append(waits, platforms.Wait{Step: platforms.WaitRollback, D: time.Duration(pods) * c.StepDelay,
+			What: fmt.Sprintf("%d pods × %s.step_delay (%s)", pods, at, c.StepDelay), Lower: "lower " + at + ".step_delay"})
+	}
+	return waits
+}
+
+// defaultReplicas is Config.Replicas' default.
+const defaultReplicas = 3
+
 // waitPoll is how often a Rollback waiting for another process's rollout
 // to the same revision checks whether that process is done or gone.
 const waitPoll = 20 * time.Millisecond
@@ -110,7 +131,7 @@ func New(name string, cfg Config) (*Sim, error) {
 		return nil, err
 	}
 	if cfg.Replicas == 0 {
-		cfg.Replicas = 3
+		cfg.Replicas = defaultReplicas
 	}
 	if cfg.DeployedAgo == 0 {
 		cfg.DeployedAgo = 12 * time.Minute

@@ -61,8 +61,7 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 	name := a.Target() + " log"
 	rc, err := a.api.ServiceLogs(ctx, svc.ID, client.ServiceLogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(lim.Lines), Details: false})
 	if err != nil {
-		a.log.WarnContext(ctx, "capture service log", "op", "capture", "err", err)
-		ev.Missed("%s: not readable (%s)", name, docker.ShortErr(err))
+		ev.Missed("%s: not readable (%s)", name, docker.CaptureErr(ctx, a.log, "capture service log", err))
 	} else {
 		defer rc.Close()
 		tb := &platforms.TailBuffer{Max: lim.SourceBytes}
@@ -73,8 +72,7 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 			_, err = stdcopy.StdCopy(tb, tb, rc)
 		}
 		if err != nil {
-			a.log.WarnContext(ctx, "capture service log", "op", "capture", "err", err)
-			ev.Missed("%s: read cut short (%s)", name, docker.ShortErr(err))
+			ev.Missed("%s: read cut short (%s)", name, docker.CaptureErr(ctx, a.log, "capture service log: read", err))
 		}
 		ev.Add(lim, name, "log", tb.String(), tb.Dropped() || platforms.AtLineLimit(tb.String(), lim.Lines))
 	}

@@ -158,12 +158,26 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Adapter, error) {
 	return newAdapter(cfg, cli, log, opts...), nil
 }
 
+// defaultTimeout bounds the wait for convergence without Config.Timeout.
+const defaultTimeout = 5 * time.Minute
+
+// Waits are the adapter's waits inside the runbook's steps (platforms.Wait),
+// at the config path at: every write waits for the service to converge, up
+// to timeout.
+func (c Config) Waits(at string) []platforms.Wait {
+	d, what := c.Timeout, fmt.Sprintf("%s.timeout (%s)", at, c.Timeout)
+	if d <= 0 {
+		d, what = defaultTimeout, fmt.Sprintf("%s.timeout (%s, the default)", at, defaultTimeout)
+	}
+	return []platforms.Wait{{Step: platforms.WaitRollback, D: d, What: what, Lower: "lower " + at + ".timeout"}}
+}
+
 func newAdapter(cfg Config, api dockerAPI, log *slog.Logger, opts ...Option) *Adapter {
 	if cfg.UpdateParallelism == 0 {
 		cfg.UpdateParallelism = 1
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Minute
+		cfg.Timeout = defaultTimeout
 	}
 	if cfg.RestartWindow == 0 {
 		cfg.RestartWindow = 5 * time.Minute

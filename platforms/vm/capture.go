@@ -42,10 +42,11 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 		}
 		c, err := a.dial(ctx, h)
 		if err != nil {
-			a.log.WarnContext(ctx, "capture: connect", "op", "capture", "host", h.Name, "err", err)
 			msg, ok := platforms.UserMessage(err)
-			if !ok {
-				msg = "cannot connect, see the bot log"
+			if ok {
+				a.log.WarnContext(ctx, "capture: connect", "op", "capture", "host", h.Name, "err", err)
+			} else {
+				msg = "cannot connect, " + platforms.SeeLog(ctx, a.log, "capture: connect", err, "op", "capture", "host", h.Name)
 			}
 			ev.Missed("%s: log not read (%s)", name, msg)
 			continue
@@ -54,15 +55,16 @@ func (a *Adapter) Capture(ctx context.Context, lim platforms.CaptureLimits) (pla
 		err = a.runTo(ctx, c, cmd, true, tb)
 		c.Close()
 		if err != nil {
-			a.log.WarnContext(ctx, "capture: log command", "op", "capture", "host", h.Name, "err", err)
 			var ce *cmdError
 			switch {
 			case errors.As(err, &ce):
+				a.log.WarnContext(ctx, "capture: log command", "op", "capture", "host", h.Name, "err", err)
 				ev.Missed("%s: `%s` failed: %s", name, cmd, ce.tail())
 			case ctx.Err() != nil:
+				a.log.WarnContext(ctx, "capture: log command", "op", "capture", "host", h.Name, "err", err)
 				ev.Missed("%s: the capture ran out of time", name)
 			default:
-				ev.Missed("%s: log not read (see the bot log)", name)
+				ev.Missed("%s: log not read (%s)", name, platforms.SeeLog(ctx, a.log, "capture: log command", err, "op", "capture", "host", h.Name))
 			}
 			if tb.String() == "" {
 				continue

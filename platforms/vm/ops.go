@@ -494,8 +494,9 @@ func (a *Adapter) MarkDoNotDeploy(ctx context.Context, rev platforms.Revision, b
 		}
 		text, ok := hostText(err)
 		if !ok {
+			// The whole error goes back without a user message: the
+			// handlers log it with a reference and say so.
 			unexpected = cmp(unexpected, err)
-			text = "unexpected error (see the bot log)"
 		}
 		failed = append(failed, h.Name+": "+text)
 		firstErr = cmp(firstErr, err)

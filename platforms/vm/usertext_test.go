@@ -4,12 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"rollbot/platforms"
+	"rollbot/testkit/logtest"
 	"rollbot/testkit/nettest"
+	"rollbot/testkit/sshtest"
 )
 
 // TestHostTextPolicy: a failed step on a host is shown to users in
@@ -62,5 +69,63 @@ func TestFailureMessageWithoutWords(t *testing.T) {
 	msg, curated = failureMessage(nil, "web1", "to restart", &cmdError{host: "web1", code: 1, stderr: "unit not found"}, "v1", "v2", nil)
 	if !curated || !strings.Contains(msg, "web1 failed to restart: unit not found") {
 		t.Fatalf("failureMessage = %q, curated %v", msg, curated)
+	}
+}
+
+// TestCaptureUnknownErrorHasAReference: a host that answers like an SSH
+// server and then with bytes no SSH server sends fails the capture with an
+// error rollbot has no words for. The evidence file says so with a
+// reference into the log, never the raw error; the log line with that
+// reference holds the cause.
+func TestCaptureUnknownErrorHasAReference(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n\xff\xff\xff\xffnot a packet"))
+				io.Copy(io.Discard, c) // until the client gives up
+			}()
+		}
+	}()
+	dir := t.TempDir()
+	key := sshtest.NewKey(t, dir, "id_rollbot")
+	known := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(known, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logtest.Buffer{}
+	a, err := New(Config{Hosts: []Host{{Name: "web1", Addr: ln.Addr().String()}}, KnownHosts: known, KeyFile: key.File,
+		Timeout: 5 * time.Second, Strategy: Backup, Unit: "myapp"}, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := a.Capture(context.Background(), platforms.CaptureLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev.Missing) != 1 {
+		t.Fatalf("missing = %q", ev.Missing)
+	}
+	text := ev.Missing[0]
+	if !strings.HasPrefix(text, "host web1 unit myapp: log not read (cannot connect, see the bot log, ref ") {
+		t.Errorf("evidence text = %q", text)
+	}
+	for _, raw := range []string{ln.Addr().String(), "ssh:", "handshake"} {
+		if strings.Contains(text, raw) {
+			t.Errorf("the evidence shows the raw error (%q): %q", raw, text)
+		}
+	}
+	line := logtest.RefLine(t, logs.String(), logtest.Ref(t, text))
+	if !strings.Contains(line, `"msg":"capture: connect"`) || !strings.Contains(line, "SSH handshake with web1") {
+		t.Errorf("the referenced log line does not hold the cause: %s", line)
 	}
 }

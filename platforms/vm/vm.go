@@ -45,6 +45,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"rollbot/platforms"
 )
 
 // Strategy is how a version is installed on a host.
@@ -242,6 +244,44 @@ func withPort(addr string) string {
 	return addr + ":22"
 }
 
+// The defaults of Config.Timeout and Config.HealthTimeout.
+const (
+	defaultTimeout       = 30 * time.Second
+	defaultHealthTimeout = 60 * time.Second
+)
+
+// Waits are the adapter's waits inside the runbook's steps (platforms.Wait),
+// at the config path at. A rollback reads every host at once (connect and
+// read, each up to timeout), then takes one host at a time: connect,
+// install, restart (each up to timeout), wait until healthy (up to
+// health_timeout), check the version (up to timeout). With
+// stop_unit_on_pause, stopping the rollout connects to each host in turn
+// and checks and stops the unit (each up to timeout).
+func (c Config) Waits(at string) []platforms.Wait {
+	d := c.withDefaults()
+	field := func(name string, raw, v time.Duration) string {
+		if raw == 0 {
+			return fmt.Sprintf("%s.%s (%s, the default)", at, name, v)
+		}
+		return fmt.Sprintf("%s.%s (%s)", at, name, v)
+	}
+	t, ht, n := d.Timeout, d.HealthTimeout, time.Duration(len(c.Hosts))
+	timeout, health := field("timeout", c.Timeout, t), field("health_timeout", c.HealthTimeout, ht)
+	hosts := fmt.Sprintf("the %d hosts", n)
+	if n == 1 {
+		hosts = "the host"
+	}
+	waits := []platforms.Wait{{Step: platforms.WaitRollback, D: 2*t + n*(4*t+ht),
+		What:  fmt.Sprintf("reading %s (2 × %s), then each host in turn: 4 × timeout + %s", hosts, timeout, health),
+		Lower: fmt.Sprintf("lower %s.timeout or %s.health_timeout", at, at)}}
+	if c.StopUnitOnPause {
+		waits = append(waits, platforms.Wait{Step: platforms.WaitStop, D: n * 3 * t,
+			What:  fmt.Sprintf("stopping the unit on %s in turn (3 × %s each, stop_unit_on_pause)", hosts, timeout),
+			Lower: "lower " + at + ".timeout"})
+	}
+	return waits
+}
+
 // withDefaults fills the derived defaults.
 func (c Config) withDefaults() Config {
 	unit := strings.TrimSuffix(c.Unit, ".service")
@@ -261,10 +301,10 @@ func (c Config) withDefaults() Config {
 	def(&c.Binary, path.Base(c.InstallPath))
 	def(&c.HistoryOrder, "mtime")
 	if c.Timeout == 0 {
-		c.Timeout = 30 * time.Second
+		c.Timeout = defaultTimeout
 	}
 	if c.HealthTimeout == 0 {
-		c.HealthTimeout = 60 * time.Second
+		c.HealthTimeout = defaultHealthTimeout
 	}
 	for i := range c.Hosts {
 		c.Hosts[i].Addr = withPort(c.Hosts[i].Addr)

@@ -16,6 +16,9 @@
 // serves container logs (kubectl logs, pods/log): every container's log is
 // the file Cluster.ContainerLog (SetContainerLog), and the previous
 // container's log is Cluster.PreviousContainerLog (SetPreviousContainerLog).
+// The API server keeps an audit log of every write made with a
+// ServiceAccount's credentials (the code under test's): Cluster.Writes
+// counts them on the platform's side.
 //
 // Start one cluster per test package from TestMain (StartCluster) or per
 // test (Start); it takes a few seconds once the binaries exist (BinDir).
@@ -87,6 +90,9 @@ type Cluster struct {
 	// PreviousContainerLog is the file kwok serves as every container's
 	// previous log (kubectl logs --previous); see SetPreviousContainerLog.
 	PreviousContainerLog string
+	// AuditLog is the API server's audit log of the ServiceAccounts'
+	// writes (JSON lines); see Writes.
+	AuditLog string
 
 	mu    sync.Mutex
 	procs []*proc
@@ -183,22 +189,26 @@ func StartCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 
 	c.Server = "https://127.0.0.1:" + strconv.Itoa(ports[2])
 	c.CAFile = filepath.Join(dir, "certs", "apiserver.crt")
-	if _, err := c.run(bin, "kube-apiserver",
-		"--etcd-servers="+etcdURL,
+	audit, err := c.auditFlags()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.run(bin, "kube-apiserver", append([]string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(ports[2]), "--cert-dir="+filepath.Join(dir, "certs"),
-		"--token-auth-file="+filepath.Join(dir, "tokens.csv"),
+		"--secure-port=" + strconv.Itoa(ports[2]), "--cert-dir=" + filepath.Join(dir, "certs"),
+		"--token-auth-file=" + filepath.Join(dir, "tokens.csv"),
 		"--authorization-mode=Node,RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+filepath.Join(dir, "sa.pub"),
-		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-account-key-file=" + filepath.Join(dir, "sa.pub"),
+		"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--endpoint-reconciler-type=none", "--profiling=false",
 		"--disable-admission-plugins=TaintNodesByCondition",
 		// Container logs come from kwok's server at the node's InternalIP
 		// (its Hostname does not resolve).
 		"--kubelet-preferred-address-types=InternalIP",
-	); err != nil {
+	}, audit...)...); err != nil {
 		return nil, err
 	}
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 2 * time.Second}

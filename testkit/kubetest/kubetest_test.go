@@ -8,12 +8,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"rollbot/testkit/wait"
 )
 
@@ -107,5 +115,53 @@ func TestClusterDetectsExitAndStopsClean(t *testing.T) {
 	}
 	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
 		t.Errorf("%s left behind: %v", c.Dir, err)
+	}
+}
+
+// Writes has what the API server answered to a ServiceAccount's writes,
+// refused ones included, and nothing of the admin's or of access reviews.
+func TestWritesAreTheServiceAccountsAsAnswered(t *testing.T) {
+	c := Start(t)
+	ctx := context.Background()
+	ns := CreateNamespace(t, c.AdminClient, "audit")
+	d := CreateDeployment(t, c.AdminClient, ns, "app", "registry.local/app:v1", 1) // the admin's: not kept
+	kubeconfig, _ := c.KubeconfigForRules(t, ns, "patcher", []rbacv1.PolicyRule{
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "patch"}}})
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pause := []byte(`{"spec":{"paused":true}}`)
+	if _, err := sa.AppsV1().Deployments(ns).Patch(ctx, "app", types.MergePatchType, pause, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stale := []byte(fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"spec":{"paused":false}}`, d.ResourceVersion))
+	if _, err := sa.AppsV1().Deployments(ns).Patch(ctx, "app", types.MergePatchType, stale, metav1.PatchOptions{}); !apierrors.IsConflict(err) {
+		t.Fatalf("a patch on a stale resourceVersion: %v, want a conflict", err)
+	}
+	if _, err := sa.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "delete", Group: "apps", Resource: "deployments"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := c.Writes(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range ws {
+		got = append(got, fmt.Sprintf("%s %d ok=%v", w, w.Code, w.OK()))
+		if !strings.HasPrefix(w.User, "system:serviceaccount:"+ns+":") || w.Group != "apps" || w.Namespace != ns {
+			t.Errorf("write %+v", w)
+		}
+	}
+	if want := []string{"patch deployments/app 200 ok=true", "patch deployments/app 409 ok=false"}; !slices.Equal(got, want) {
+		t.Errorf("Writes(%s) = %q, want %q", ns, got, want)
+	}
+	if other, err := c.Writes("default"); err != nil || len(other) != 0 {
+		t.Errorf("Writes(default) = %v, %v; want none", other, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"strconv"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -39,15 +40,22 @@ func TailLog(ctx context.Context, api LogAPI, id string, tty bool, lim platforms
 	return tb.String(), tb.Dropped() || platforms.AtLineLimit(tb.String(), lim.Lines), err
 }
 
-// ShortErr names an engine error for the evidence file without addresses.
-func ShortErr(err error) string {
+// CaptureErr logs a capture read that failed (msg, with attrs) and names
+// the failure for the evidence file without addresses: its reason when
+// known, else a reference to the log line, never the raw error.
+func CaptureErr(ctx context.Context, log *slog.Logger, msg string, err error, attrs ...any) string {
+	attrs = append(attrs, "op", "capture")
+	var short string
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
-		return "the capture ran out of time"
+		short = "the capture ran out of time"
 	case cerrdefs.IsNotFound(err):
-		return "not found"
+		short = "not found"
 	case cerrdefs.IsPermissionDenied(err):
-		return "permission denied"
+		short = "permission denied"
+	default:
+		return "error, " + platforms.SeeLog(ctx, log, msg, err, attrs...)
 	}
-	return "error, see the bot log"
+	log.WarnContext(ctx, msg, append(attrs, "err", err)...)
+	return short
 }
