@@ -80,6 +80,51 @@ func TestDrillOnKubernetes(t *testing.T) {
 	}
 }
 
+// A drill cancelled at its confirmation on the real Kubernetes control
+// plane puts back the image it found through the adapter's Deploy (as
+// the least-privilege ServiceAccount), conditional on the Deployment
+// still running the drill's bad image: it ends on that image with 3 Ready
+// pods, not paused, and the service released.
+func TestDrillCancelledOnKubernetes(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := kubetest.CreateNamespace(t, c.AdminClient, "drillcancel")
+	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)
+	before := kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+	adapter, err := kube.New(kube.Config{Kubeconfig: c.KubeconfigFor(t, ns, "../deploy/kubernetes/rbac.yaml"), Namespace: ns, Deployment: "myapp", RolloutTimeout: time.Minute},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &handlers.Service{Name: "myapp@staging", Env: "staging", Platform: adapter, Metrics: imageMetrics{adapter},
+		Thresholds: handlers.Thresholds{ErrorRate: 0.01, LatencyFactor: 2, Restarts: 3, UnreadyRatio: 0.5, BaselineP95: 100 * time.Millisecond},
+		Approvers:  handlers.Access{Groups: []string{slackemu.GroupOnCall}}, Drill: &handlers.Drill{Bad: "registry.local/myapp:v2"}}
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+
+	h.slash(slackemu.UserAlice, "drill myapp")
+	a := h.waitFor("drill assessment", func(m slackemu.Message) bool {
+		return strings.Contains(m.PlainText(), "Drill: rollback of myapp@staging") && slices.Contains(m.ActionIDs(), handlers.ActConfirm)
+	})
+	h.click(slackemu.UserBob, a.TS, handlers.ActCancel)
+	h.waitFor("the restore", textHas("Drill RB-1: restored to 1 (registry.local/myapp:v1): deployment "+ns+"/myapp runs it with 3 units, as before the drill"))
+	in := h.waitStatus("RB-1", state.Cancelled)
+	if in.Drill == nil || in.Drill.Left != "" {
+		t.Fatalf("drill record: %+v", in.Drill)
+	}
+	d := kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
+	if d.Spec.Paused || *d.Spec.Replicas != *before.Spec.Replicas || d.Spec.Template.Spec.Containers[0].Image != "registry.local/myapp:v1" {
+		t.Fatalf("the Deployment did not end as it started: paused %v, replicas %d (was %d), image %s", d.Spec.Paused, *d.Spec.Replicas, *before.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Image)
+	}
+	kubetest.Poll(t, "3 Ready pods on registry.local/myapp:v1", func(context.Context) (bool, error) {
+		images, ready := kubetest.PodImages(t, c.AdminClient, ns, "myapp")
+		ok := len(images) == 3 && ready == 3 && !slices.ContainsFunc(images, func(s string) bool { return s != "registry.local/myapp:v1" })
+		return ok, fmt.Errorf("images %v, %d ready", images, ready)
+	})
+	t.Logf("generation %d before the drill, %d after (the drill's deploy and its restore)", before.Generation, d.Generation)
+	if l, _ := h.store.LockHolder(t.Context(), "myapp@staging"); l != nil {
+		t.Errorf("the drill still holds the service: %+v", l)
+	}
+}
+
 // A drill on the Docker engine of this machine (Swarm), configured in YAML
 // as a service with a staging environment marked for drills and a prod
 // one that is not: the drill deploys the bad image (30% errors, failing

@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -121,25 +122,54 @@ func TestDrillFailsMidway(t *testing.T) {
 	}
 }
 
-// A drill that ends before its rollback says exactly what it left: one
-// cancelled at the confirmation, and one whose assessment finds no
-// earlier version to roll back to (the drill's bad version is the oldest
-// the platform knows); the second must not send the user to a rollback
-// that was just found impossible.
+// A drill that ends before its rollback puts back the version it found,
+// through the same adapter write that deployed its bad version, holding
+// the service until that is done, and says so in the thread and on the
+// timeline: one cancelled at the confirmation, one whose assessment finds
+// no earlier version to roll back to (the drill's bad version is the
+// oldest the platform knows), and one nobody decided within the wait's
+// budget. A target someone changed by hand meanwhile is not overwritten:
+// the message says what runs and what ran before the drill.
 func TestDrillEndsBeforeRollback(t *testing.T) {
+	three := []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}}
+	cancel := func(t *testing.T, h *harness, s *sim.Sim, a slackemu.Message) {
+		h.click(slackemu.UserBob, a.TS, handlers.ActCancel)
+	}
 	for _, c := range []struct {
 		name     string
 		versions []sim.Version
-		end      func(h *harness, a slackemu.Message)
-		want     []string
-		not      string
+		opts     handlers.Options
+		// end ends the drill once its assessment is posted (nil: it ends by itself).
+		end func(t *testing.T, h *harness, s *sim.Sim, a slackemu.Message)
+		// first is what the drill says as it ends, outcome how it left the
+		// target; after is what the target runs then.
+		first, outcome []string
+		not            string
+		after          string
+		left           bool
 	}{
-		{"cancelled", []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}},
-			func(h *harness, a slackemu.Message) { h.click(slackemu.UserBob, a.TS, handlers.ActCancel) },
-			[]string{"Drill RB-1 cancelled.", "The drill is NOT restored: it runs app:drill-broken, not app:v2", "it started on 3 (app:v2) with 3 units", "`/rollback myapp@staging`", "deploy app:v2"}, ""},
-		{"no rollback possible", []sim.Version{{Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}},
-			nil,
-			[]string{"Drill RB-1 stopped: no rollback possible.", "The drill is NOT restored: it runs app:drill-broken, not app:v2", "it started on 2 (app:v2) with 3 units", "Put it back by deploying app:v2"}, "`/rollback myapp@staging`"},
+		{"cancelled", three, fastEngine(), cancel,
+			[]string{"Drill RB-1 cancelled before its rollback: rollbot now puts back 3 (app:v2)"},
+			[]string{"Drill RB-1: restored to 3 (app:v2): deployment myapp@staging (simulated) runs it with 3 units, as before the drill. myapp@staging is released."},
+			"", "app:v2", false},
+		{"no rollback possible", []sim.Version{{Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}}, fastEngine(), nil,
+			[]string{"Drill RB-1 stopped: no rollback possible. rollbot now puts back 2 (app:v2)"},
+			[]string{"Drill RB-1: restored to 2 (app:v2): deployment myapp@staging (simulated) runs it with 3 units, as before the drill."},
+			"`/rollback myapp@staging`", "app:v2", false},
+		{"nobody decided", three, lifecycleEngine(func(o *handlers.Options) { o.Budgets.Confirm = 1500 * time.Millisecond }), nil,
+			[]string{"Drill RB-1 expired: nobody decided within", "rollbot now puts back 3 (app:v2)"},
+			[]string{"Drill RB-1: restored to 3 (app:v2)"},
+			"Nothing was changed", "app:v2", false},
+		{"changed by hand meanwhile", three, fastEngine(), func(t *testing.T, h *harness, s *sim.Sim, a slackemu.Message) {
+			// Someone deploys v1 by hand while the drill waits for its decision.
+			if _, err := s.Deploy(context.Background(), "app:v1", "", false); err != nil {
+				t.Fatal(err)
+			}
+			cancel(t, h, s, a)
+		},
+			[]string{"Drill RB-1 cancelled before its rollback"},
+			[]string{"Drill RB-1: not restored: deployment myapp@staging (simulated) runs 1 (app:v1), not the drill's bad version app:drill-broken: someone changed it during the drill, so rollbot did not overwrite it (before the drill it ran 3 (app:v2) with 3 units)"},
+			"restored to", "app:v1", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, err := sim.New("myapp@staging", sim.Config{Versions: c.versions, StepDelay: 10 * time.Millisecond})
@@ -148,35 +178,104 @@ func TestDrillEndsBeforeRollback(t *testing.T) {
 			}
 			svc := &handlers.Service{Name: "myapp@staging", Env: "staging", Platform: s, Metrics: s, Health: s, HasHealth: true, HasSmoke: true,
 				Approvers: handlers.Access{Groups: []string{slackemu.GroupOnCall}}, Drill: &handlers.Drill{Bad: "app:drill-broken"}}
-			h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+			h := newHarness(t, []*handlers.Service{svc}, c.opts)
 			h.slash(slackemu.UserAlice, "drill myapp")
 			a := h.waitFor("drill assessment", func(m slackemu.Message) bool {
-				return strings.Contains(m.PlainText(), "Drill: rollback of myapp@staging") && (c.end == nil || slices.Contains(m.ActionIDs(), handlers.ActConfirm))
+				return strings.Contains(m.PlainText(), "Drill: rollback of myapp@staging") && (c.versions[0].Bad || slices.Contains(m.ActionIDs(), handlers.ActConfirm))
 			})
 			if c.end != nil {
-				c.end(h, a)
+				c.end(t, h, s, a)
 			}
-			note := h.waitFor("what the drill left", textHas("The drill is NOT restored"))
-			wantAll(t, "drill note", note.PlainText(), c.want...)
-			if c.not != "" && strings.Contains(note.PlainText(), c.not) {
-				t.Errorf("the note sends the user to %s:\n%s", c.not, note.PlainText())
+			first := h.waitFor("the drill's end", textHas(c.first[0]))
+			wantAll(t, "the drill's end", first.PlainText(), c.first...)
+			out := h.waitFor("how the drill left the target", textHas("Drill RB-1: "))
+			wantAll(t, "the outcome", out.PlainText(), c.outcome...)
+			if c.not != "" && (strings.Contains(first.PlainText(), c.not) || strings.Contains(out.PlainText(), c.not)) {
+				t.Errorf("the drill's messages say %q:\n%s\n%s", c.not, first.PlainText(), out.PlainText())
 			}
-			if got := current(t, s); got != "app:drill-broken" {
-				t.Fatalf("the platform runs %s; the note must match it", got)
+			in := h.waitStatus("RB-1", state.Cancelled)
+			if got := current(t, s); got != c.after {
+				t.Fatalf("the platform runs %s, want %s", got, c.after)
 			}
-			h.waitStatus("RB-1", state.Cancelled)
-			evs, err := h.store.Timeline(t.Context(), "RB-1")
-			if err != nil {
-				t.Fatal(err)
+			if (in.Drill.Left != "") != c.left {
+				t.Errorf("the drill's record says it left %q", in.Drill.Left)
 			}
-			if !slices.ContainsFunc(evs, func(e state.Event) bool {
-				return e.Step == "drill" && strings.HasPrefix(e.Detail, "The drill is NOT restored")
-			}) {
-				t.Errorf("what the drill left is not on the timeline: %+v", evs)
+			outcome := strings.TrimSuffix(strings.TrimPrefix(c.outcome[0], "Drill RB-1: "), ".")
+			outcome, _, _ = strings.Cut(outcome, ". ")
+			if !slices.ContainsFunc(h.events("RB-1"), func(e state.Event) bool { return e.Step == "drill" && strings.HasPrefix(e.Detail, outcome) }) {
+				t.Errorf("%q is not on the timeline: %+v", outcome, h.events("RB-1"))
 			}
 			if l, _ := h.store.LockHolder(t.Context(), "myapp@staging"); l != nil {
 				t.Errorf("the drill still holds the service: %+v", l)
 			}
+			// The assessment says how the drill ended, without buttons.
+			m, _ := h.emu.Message(slackemu.ChannelIncident, a.TS)
+			if len(m.ActionIDs()) != 0 {
+				t.Errorf("buttons still on the drill's assessment: %v", m.ActionIDs())
+			}
+			want := "The drill is over: the target runs 3 (app:v2) again"
+			if c.left {
+				want = "The drill is NOT restored: it runs 1 (app:v1), not the drill's bad version"
+			} else if c.versions[0].Bad {
+				want = "The drill is over: the target runs 2 (app:v2) again"
+			}
+			wantAll(t, "the drill's assessment", m.PlainText(), want)
 		})
+	}
+}
+
+// A bot that stops while a cancelled drill puts its original back hands
+// the restore over: the next bot on the same Redis takes it over, says so
+// in the thread, and ends the drill restored. The monthly drill reminder
+// the first bot scheduled at its start is not scheduled again by the
+// second (once a month across restarts and replicas): the second bot
+// checks it before it takes anything over.
+func TestDrillRestoreResumesAfterRestart(t *testing.T) {
+	s, err := sim.New("myapp@staging", sim.Config{Versions: []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}},
+		StepDelay: time.Second}) // slow: the bot stops mid-restore
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &handlers.Service{Name: "myapp@staging", Env: "staging", Platform: s, Metrics: s, Health: s, HasHealth: true, HasSmoke: true,
+		Approvers: handlers.Access{Groups: []string{slackemu.GroupOnCall}}, Drill: &handlers.Drill{Bad: "app:drill-broken"}}
+	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
+	wait.For(t, 10*time.Second, "the monthly drill reminder", func() (bool, error) {
+		sc := h.emu.Scheduled()
+		return len(sc) == 1, fmt.Errorf("scheduled: %+v", sc)
+	})
+	h.slash(slackemu.UserAlice, "drill myapp")
+	a := h.waitFor("drill assessment", func(m slackemu.Message) bool {
+		return strings.Contains(m.PlainText(), "Drill: rollback of myapp@staging") && slices.Contains(m.ActionIDs(), handlers.ActConfirm)
+	})
+	h.click(slackemu.UserBob, a.TS, handlers.ActCancel)
+	wait.For(t, 10*time.Second, "the restore to start", func() (bool, error) {
+		return hasEvent(h.events("RB-1"), "drill", "restoring deployment myapp@staging (simulated)"), nil
+	})
+	h.stop() // the bot stops mid-restore, holding the service
+	if in, _ := h.store.Get(context.Background(), "RB-1"); in.Status != state.DrillRestoring {
+		t.Fatalf("the bot stopped with RB-1 %s, want it mid-restore", in.Status)
+	}
+	h.start()
+	m := h.waitFor("takeover report", textHas("RB-1 resumed by"))
+	if m.ThreadTS != a.TS {
+		t.Errorf("takeover reported outside the drill's thread (thread %q, want %q)", m.ThreadTS, a.TS)
+	}
+	h.waitFor("the drill's end", textHas("Drill RB-1: restored to 3 (app:v2)"))
+	in := h.waitStatus("RB-1", state.Cancelled)
+	if got := current(t, s); got != "app:v2" {
+		t.Fatalf("after the resumed restore staging runs %s, want app:v2", got)
+	}
+	if len(in.TakenOver) != 1 || in.TakenOver[0].Status != state.DrillRestoring || in.Drill.Left != "" {
+		t.Errorf("takeover %+v, drill %+v", in.TakenOver, in.Drill)
+	}
+	if l, _ := h.store.LockHolder(t.Context(), "myapp@staging"); l != nil {
+		t.Errorf("the drill still holds the service: %+v", l)
+	}
+	if sc := h.emu.Scheduled(); len(sc) != 1 {
+		var texts []string
+		for _, m := range sc {
+			texts = append(texts, m.PostAt.String()+" "+m.Text)
+		}
+		t.Errorf("%d drill reminders scheduled across the restart, want 1:\n%s", len(sc), strings.Join(texts, "\n"))
 	}
 }

@@ -589,15 +589,21 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 		e.update(ctx, o.in.Channel, ts, assessmentMsg(o.in, a, plan))
 	case a.SnapshotErr != "" || !a.HasGood:
 		e.recordOwned(ctx, o, "assess", "no rollback possible: "+firstNonEmpty(a.SnapshotErr, a.GoodWhy))
+		if drillDeployed(o.in) {
+			// The drill's bad version does not stay: the next step puts
+			// back what the drill found, holding the service until then.
+			if err := e.advance(ctx, o, state.DrillRestoring, nil); err != nil {
+				return err
+			}
+			e.update(ctx, o.in.Channel, ts, assessmentMsg(o.in, a, nil))
+			e.post(ctx, o.in.Channel, ts, errorMsg("Drill "+o.in.ID+" stopped: no rollback possible. "+restoringText(o.in)))
+			return nil
+		}
 		if err := e.advance(ctx, o, state.Cancelled, nil); err != nil {
 			return err
 		}
 		e.store.ReleaseLock(ctx, svc.Name, o.in.Lock)
 		e.update(ctx, o.in.Channel, ts, assessmentMsg(o.in, a, nil))
-		if note := e.drillLeftNote(ctx, o.in, svc, false); note != "" {
-			e.record(ctx, o.in.ID, "rollbot", "drill", strings.TrimSpace(note))
-			e.post(ctx, o.in.Channel, ts, errorMsg("Drill "+o.in.ID+" stopped: no rollback possible."+note))
-		}
 	default:
 		if err := e.advance(ctx, o, state.AwaitingConfirm, nil); err != nil {
 			return err
@@ -629,9 +635,14 @@ func (e *Engine) showDecision(ctx context.Context, in *state.Incident, a *Assess
 		return
 	}
 	why := "Slack did not take the message with the decision buttons, so nobody could confirm"
-	cur, err := e.store.Advance(ctx, in.ID, state.Move{From: []state.Status{state.AwaitingConfirm}, To: state.Cancelled})
+	cur, err := e.store.Advance(ctx, in.ID, e.endMove(in, []state.Status{state.AwaitingConfirm}, nil))
 	if err != nil {
 		e.log.Error("close an incident nobody can confirm", "incident", in.ID, "err", err)
+		return
+	}
+	if cur.Status == state.DrillRestoring {
+		e.record(ctx, in.ID, "rollbot", "assess", why+"; rollbot puts back "+cur.Drill.Original.Label()+", then releases the service")
+		e.work(cur, e.services[cur.Service], "")
 		return
 	}
 	e.record(ctx, in.ID, "rollbot", "assess", why+"; closed and the service released")

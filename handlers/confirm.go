@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"rollbot/state"
@@ -38,15 +37,20 @@ func (e *Engine) confirm(ctx context.Context, a Action) {
 		return
 	}
 	if changed := e.changedSince(ctx, in, svc); changed != "" {
-		cur, ok := e.decide(ctx, a, in.ID, []state.Status{state.AwaitingConfirm}, state.Cancelled, func(in *state.Incident) {
+		cur, ok := e.decideMove(ctx, a, in.ID, e.endMove(in, []state.Status{state.AwaitingConfirm}, func(in *state.Incident) {
 			in.DecidedBy = a.UserID
-		}, "cancel a stale assessment")
+		}), "cancel a stale assessment")
 		if !ok {
 			return
 		}
 		e.record(ctx, in.ID, a.UserID, "confirm", "refused: "+changed+"; nothing was changed")
-		e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
 		e.update(ctx, cur.Channel, cur.Messages["assessment"], decidedMsg(cur, e.assessmentOf(cur)))
+		if cur.Status == state.DrillRestoring {
+			e.post(ctx, cur.Channel, cur.ThreadTS, errorMsg(fmt.Sprintf("%s was not rolled back: %s (changed since the assessment at %s). %s", cur.ID, changed, clock(cur.CreatedAt), restoringText(cur))))
+			e.work(cur, svc, "")
+			return
+		}
+		e.store.ReleaseLock(ctx, cur.Service, cur.Lock)
 		e.post(ctx, cur.Channel, cur.ThreadTS, errorMsg(staleText(cur, changed)))
 		return
 	}
@@ -103,7 +107,8 @@ func staleText(in *state.Incident, changed string) string {
 		in.ID, changed, clock(in.CreatedAt), in.Service)
 }
 
-// cancel ends the incident before anything changed.
+// cancel ends the incident before anything changed; a drill's, before
+// its rollback, puts back the version the drill found first.
 func (e *Engine) cancel(ctx context.Context, a Action) {
 	in, svc, ok := e.incidentFor(ctx, a)
 	if !ok {
@@ -114,21 +119,26 @@ func (e *Engine) cancel(ctx context.Context, a Action) {
 		e.ephemeral(ctx, a.ChannelID, a.UserID, notAllowedMsg(svc.Name, "cancel this rollback", who(svc.Approvers)+" or the requester"))
 		return
 	}
-	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.AwaitingConfirm, state.AwaitingDBApprove}, state.Cancelled, func(in *state.Incident) {
+	in, ok = e.decideMove(ctx, a, in.ID, e.endMove(in, []state.Status{state.AwaitingConfirm, state.AwaitingDBApprove}, func(in *state.Incident) {
 		in.DecidedBy = a.UserID
-	}, "cancel")
+	}), "cancel")
 	if !ok {
 		return
 	}
-	e.record(ctx, in.ID, a.UserID, "cancel", "cancelled before any change")
-	if note := e.drillLeftNote(ctx, in, svc, true); note != "" {
-		e.record(ctx, in.ID, "rollbot", "drill", strings.TrimSpace(note))
-		defer e.post(ctx, in.Channel, in.ThreadTS, simple(":information_source: Drill "+in.ID+" cancelled."+note))
+	if in.Status == state.DrillRestoring {
+		e.record(ctx, in.ID, a.UserID, "cancel", "cancelled the drill before its rollback; rollbot puts back "+in.Drill.Original.Label())
+	} else {
+		e.record(ctx, in.ID, a.UserID, "cancel", "cancelled before any change")
+		e.store.ReleaseLock(ctx, in.Service, in.Lock)
 	}
-	e.store.ReleaseLock(ctx, in.Service, in.Lock)
 	e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
 	if ts := in.Messages["db"]; ts != "" {
 		e.update(ctx, in.Channel, ts, dbClosedMsg(in, "Cancelled by <@"+a.UserID+">: the database was not touched."))
+	}
+	if in.Status == state.DrillRestoring {
+		// The service stays locked until the drill's original is back.
+		e.post(ctx, in.Channel, in.ThreadTS, simple(":information_source: Drill "+in.ID+" cancelled before its rollback: "+restoringText(in)))
+		e.work(in, svc, "")
 	}
 }
 

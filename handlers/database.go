@@ -183,11 +183,16 @@ func (e *Engine) dbRefuse(ctx context.Context, a Action) {
 		return
 	}
 	e.record(ctx, in.ID, a.UserID, dbStep, "refused the database step; the app rollback does not run without it")
-	in, ok = e.decide(ctx, a, in.ID, []state.Status{state.AwaitingDBApprove}, state.Cancelled, nil, "refuse the database step")
+	in, ok = e.decideMove(ctx, a, in.ID, e.endMove(in, []state.Status{state.AwaitingDBApprove}, nil), "refuse the database step")
 	if !ok {
 		return
 	}
 	e.store.ClearApprovals(ctx, in.ID, dbStep)
+	if in.Status == state.DrillRestoring {
+		e.update(ctx, in.Channel, a.MessageTS, dbClosedMsg(in, "Refused by <@"+a.UserID+">: neither the database nor the app was rolled back. "+restoringText(in)))
+		e.work(in, svc, "")
+		return
+	}
 	e.store.ReleaseLock(ctx, in.Service, in.Lock)
 	e.update(ctx, in.Channel, a.MessageTS, dbClosedMsg(in, "Refused by <@"+a.UserID+">: neither the database nor the app was rolled back (the app rollback waits for the database step). Run `/rollback "+in.Service+"` again when decided."))
 }

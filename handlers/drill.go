@@ -112,7 +112,9 @@ func (e *Engine) drillDeploy(ctx context.Context, o *owned) error {
 	if err := e.guard(ctx, o); err != nil {
 		return err
 	}
-	res, err := dep.Deploy(ctx, in.Drill.Bad, false)
+	// Only over the version the drill found: a target someone changed
+	// since is not the drill's to overwrite.
+	res, err := dep.Deploy(ctx, in.Drill.Bad, in.Drill.Original.Artifact, false)
 	if err != nil {
 		return failf("the drill could not deploy its bad version: %s", e.userText(err, "drill deploy", "incident", in.ID))
 	}
@@ -152,7 +154,9 @@ func (e *Engine) drillFinish(ctx context.Context, o *owned) {
 	if left != "" && !strings.HasPrefix(left, "could not") {
 		if dep, ok := svc.Platform.(platforms.Deployer); ok && e.guard(ctx, o) == nil {
 			e.recordOwned(ctx, o, "drill", "restoring "+d.Original.Artifact+": "+left)
-			if _, err := dep.Deploy(ctx, d.Original.Artifact, false); err != nil {
+			// Over what the rollback put there only, never over a change
+			// someone made since.
+			if _, err := dep.Deploy(ctx, d.Original.Artifact, in.Target.Artifact, false); err != nil {
 				left += "; restoring it failed: " + e.userText(err, "drill restore", "incident", in.ID)
 			} else {
 				// The platform reports the restored version once its
@@ -206,6 +210,147 @@ func (e *Engine) drillFinish(ctx context.Context, o *owned) {
 		e.recordOwned(ctx, o, "drill", "next drill reminder scheduled for "+next.UTC().Format(time.RFC3339))
 	}
 	e.post(ctx, in.Channel, in.ThreadTS, drillReportMsg(in, steps, rec, earlier, left, reminded, next))
+}
+
+// drillDeployed reports whether a drill deployed (or began to deploy) its
+// bad version: one that ends before its rollback puts back what it found.
+func drillDeployed(in *state.Incident) bool {
+	return in.Drill != nil && in.Steps["drill_deploy"] != ""
+}
+
+// endMove is the move that ends an incident waiting for a person before
+// its rollback (cancelled, expired, refused, stale): to cancelled, or, for
+// a drill that deployed its bad version, to drill_restoring, owned by
+// this replica, which puts back what the drill found and then cancels
+// (drillRestoreStep). The caller starts that work (e.work).
+func (e *Engine) endMove(in *state.Incident, from []state.Status, mutate func(*state.Incident)) state.Move {
+	m := state.Move{From: from, To: state.Cancelled, Mutate: mutate}
+	if drillDeployed(in) {
+		m.To, m.Owner, m.Lease = state.DrillRestoring, e.opt.Replica, e.opt.Lease
+	}
+	return m
+}
+
+// restoringText says, as a drill ends before its rollback, what comes next.
+func restoringText(in *state.Incident) string {
+	return fmt.Sprintf("rollbot now puts back %s, the version the drill found (only if %s still runs the drill's bad version); the result follows in this thread.",
+		in.Drill.Original.Label(), in.PlatformTgt)
+}
+
+// drillRestoreStep ends a drill that stopped before its rollback: it puts
+// back the version the drill found through the Deployer that deployed the
+// bad one, only while the target still runs that bad version (a change
+// someone made meanwhile is left as it is, and said), and waits until the
+// platform reports it. It holds the service lock throughout (a working
+// step, within its budget), writes the timeline before the platform, and
+// ends the drill cancelled with "restored to …" or exactly what is left,
+// in the thread and on the timeline. Resumed after a takeover, it reads
+// the target again and goes on from what it finds.
+func (e *Engine) drillRestoreStep(ctx context.Context, o *owned) error {
+	in, svc := o.in, o.svc
+	d := in.Drill
+	tgt := svc.Platform.Target()
+	dep, ok := svc.Platform.(platforms.Deployer)
+	if !ok {
+		return failf("platform %s cannot deploy, so the drill cannot put %s back", svc.Platform.Kind(), d.Original.Artifact)
+	}
+	snap, err := e.readTarget(ctx, svc)
+	if err != nil {
+		return failf("the drill could not read %s to put it back: %s", tgt, e.userText(err, "read platform state", "incident", in.ID))
+	}
+	cur := snap.Current
+	if cur.Artifact != d.Original.Artifact && cur.Artifact != d.Bad {
+		return e.drillRestoreEnd(ctx, o, "it "+changedText(cur.Label(), d), "not restored: "+tgt+" "+changedText(cur.Label(), d))
+	}
+	// Running the original, the target may still have the bad version
+	// written but not yet reported (a deploy that ran out of time), so
+	// the adapter decides on what it reads: skipped when it runs the
+	// original, written only over the drill's bad version.
+	if err := e.recordOwned(ctx, o, "drill", fmt.Sprintf("restoring %s: deploying %s where it still has the drill's bad version %s", tgt, d.Original.Label(), d.Bad)); err != nil {
+		return failf("could not write the timeline, so the drill did not put %s back", d.Original.Artifact)
+	}
+	resumed := in.Steps["drill_restore"] != ""
+	if err := e.setStep(ctx, o, "drill_restore", "started"); err != nil {
+		return err
+	}
+	if err := e.guard(ctx, o); err != nil {
+		return err
+	}
+	res, err := dep.Deploy(ctx, d.Original.Artifact, d.Bad, false)
+	if errors.Is(err, platforms.ErrConflict) {
+		// Changed between the read and the write: what runs now is
+		// someone's, not the drill's.
+		now := "another version"
+		if snap, rerr := e.readTarget(ctx, svc); rerr == nil {
+			now = snap.Current.Label()
+		}
+		return e.drillRestoreEnd(ctx, o, "it "+changedText(now, d), "not restored: "+tgt+" "+changedText(now, d))
+	}
+	if err != nil {
+		return failf("the drill could not put %s back: %s", d.Original.Artifact, e.userText(err, "drill restore", "incident", in.ID))
+	}
+	if res.Outcome == platforms.Skipped && cur.Artifact == d.Original.Artifact && !resumed {
+		// The bad version never went out.
+		if left := e.drillCompare(ctx, in, svc); left != "" {
+			return e.drillRestoreEnd(ctx, o, left, "not as before the drill: "+left)
+		}
+		return e.drillRestoreEnd(ctx, o, "", fmt.Sprintf("nothing to put back: %s runs %s with %d units, as before the drill", tgt, d.Original.Label(), d.Replicas))
+	}
+	e.recordOwned(ctx, o, "drill", string(res.Outcome)+": "+res.Detail)
+	// The platform reports the original once its controller took the
+	// write; the step's budget bounds the wait.
+	for {
+		snap, err := e.readTarget(ctx, svc)
+		if err == nil && snap.Current.Artifact == d.Original.Artifact {
+			break
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return failf("%s did not report %s as running yet", tgt, d.Original.Label())
+		case <-t.C:
+		}
+	}
+	if left := e.drillCompare(ctx, in, svc); left != "" {
+		return e.drillRestoreEnd(ctx, o, left, fmt.Sprintf("%s deployed back, but not as before the drill: %s", d.Original.Label(), left))
+	}
+	return e.drillRestoreEnd(ctx, o, "", restoredText(tgt, d))
+}
+
+func restoredText(tgt string, d *state.DrillRun) string {
+	return fmt.Sprintf("restored to %s: %s runs it with %d units, as before the drill", d.Original.Label(), tgt, d.Replicas)
+}
+
+// changedText says that someone else changed a drill's target.
+func changedText(now string, d *state.DrillRun) string {
+	return fmt.Sprintf("runs %s, not the drill's bad version %s: someone changed it during the drill, so rollbot did not overwrite it (before the drill it ran %s with %d units)",
+		now, d.Bad, d.Original.Label(), d.Replicas)
+}
+
+// drillRestoreEnd records how a drill that ended before its rollback left
+// its target (left: what differs from before, "" when nothing), ends it
+// cancelled (which releases the service), and says so in the thread.
+func (e *Engine) drillRestoreEnd(ctx context.Context, o *owned, left, text string) error {
+	if err := e.recordOwned(ctx, o, "drill", text); err != nil {
+		return failf("could not write the timeline, so the drill's end was not recorded")
+	}
+	if err := e.advance(ctx, o, state.Cancelled, func(in *state.Incident) { in.Drill.Left = left }); err != nil {
+		return err
+	}
+	in := o.in
+	if len(in.Assessment) > 0 {
+		e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
+	}
+	e.post(ctx, in.Channel, in.ThreadTS, drillRestoredMsg(in, text))
+	return nil
+}
+
+// readTarget reads the platform within the query timeout.
+func (e *Engine) readTarget(ctx context.Context, svc *Service) (*platforms.Snapshot, error) {
+	qctx, cancel := context.WithTimeout(ctx, 2*e.opt.QueryTimeout)
+	defer cancel()
+	return svc.Platform.Snapshot(qctx)
 }
 
 // scheduleDrillReminders makes sure every service marked for drills has
@@ -293,6 +438,16 @@ func drillRefusedMsg(svc *Service, why string) Msg {
 func drillBusyMsg(service string, l *state.Lock) Msg {
 	return errorMsg(fmt.Sprintf("No drill of `%s`: rollback %s (started by <@%s> at %s) holds it, and a drill never runs beside an incident. Wait until it ends (`/rollback status %s`), then start the drill. Nothing was done.",
 		service, l.Incident, l.Holder, clock(l.Since), service))
+}
+
+// drillRestoredMsg ends a drill that stopped before its rollback: how it
+// left its target.
+func drillRestoredMsg(in *state.Incident, text string) Msg {
+	icon := ":leftwards_arrow_with_hook:"
+	if in.Drill.Left != "" {
+		icon = ":warning:"
+	}
+	return simple(fmt.Sprintf("%s Drill %s: %s. %s is released.", icon, in.ID, text, in.Service))
 }
 
 func drillReminderMsg(service string, at time.Time) Msg {

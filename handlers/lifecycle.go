@@ -109,6 +109,8 @@ func (e *Engine) budgetFor(in *state.Incident) (time.Duration, string) {
 		return b.Rollout, "the rollback"
 	case state.Verifying:
 		return b.Verify, "the verification"
+	case state.DrillRestoring:
+		return b.Rollout, "putting back the version the drill found"
 	}
 	return b.Rollout, string(in.Status)
 }
@@ -216,6 +218,8 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 			}
 		case state.Verifying:
 			err = e.verifyStep(sctx, o)
+		case state.DrillRestoring:
+			err = e.drillRestoreStep(sctx, o)
 		}
 		overBudget := errors.Is(sctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
@@ -230,32 +234,34 @@ func (e *Engine) drive(ctx context.Context, o *owned) {
 			e.interrupted(o, err)
 			return
 		}
-		if overBudget {
-			msg := fmt.Sprintf("%s did not finish within its budget of %s", what, window(budget))
-			var se stepError
+		var failure string
+		var se stepError
+		switch {
+		case overBudget:
+			failure = fmt.Sprintf("%s did not finish within its budget of %s", what, window(budget))
 			switch {
 			case errors.As(err, &se):
-				msg += ": " + se.msg
+				failure += ": " + se.msg
 			case err != nil:
-				msg += ": " + e.userText(err, string(before), "incident", o.in.ID)
+				failure += ": " + e.userText(err, string(before), "incident", o.in.ID)
 			}
-			e.failed(o, msg)
-			return
-		}
-		if err != nil {
-			var se stepError
-			if errors.As(err, &se) {
-				e.failed(o, se.msg)
-			} else {
-				e.failed(o, e.userText(err, string(before), "incident", o.in.ID))
-			}
-			return
-		}
-		if o.in.Status == before {
+		case errors.As(err, &se):
+			failure = se.msg
+		case err != nil:
+			failure = e.userText(err, string(before), "incident", o.in.ID)
+		case o.in.Status == before:
 			ref := platforms.NewRef()
 			e.log.Error("step did not move the incident on", "incident", o.in.ID, "status", string(before), "ref", ref)
-			e.failed(o, "rollbot stopped at "+string(before)+" (internal error, see the bot log, ref "+ref+")")
-			return
+			failure = "rollbot stopped at " + string(before) + " (internal error, see the bot log, ref " + ref + ")"
+		}
+		if failure != "" {
+			was := o.in.Status
+			e.failed(o, failure)
+			if was == state.DrillRestoring || o.in.Status != state.DrillRestoring {
+				return
+			}
+			// A drill that failed before its rollback goes on to put
+			// back what it found, as its own step with its own budget.
 		}
 	}
 }

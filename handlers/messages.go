@@ -468,7 +468,24 @@ func decisionBlocks(in *state.Incident, a *Assessment, plan []string) []slack.Bl
 				button(ActCancel, in.ID, "Cancel", "", nil),
 			),
 		}
-	case state.Cancelled:
+	case state.DrillRestoring, state.Cancelled:
+		if in.Status == state.DrillRestoring || drillDeployed(in) {
+			// A drill changed its target before this assessment: say
+			// how it puts it back, or how it left it.
+			why := fmt.Sprintf(":x: Cancelled by <@%s>: no rollback.", in.DecidedBy)
+			if in.DecidedBy == "" {
+				why = ":no_entry: Nothing to roll back to, or the platform could not be read: no rollback."
+			}
+			end := fmt.Sprintf(" The drill is putting back %s, the version it found (see the thread).", in.Drill.Original.Label())
+			switch {
+			case in.Status == state.DrillRestoring:
+			case in.Drill.Left == "":
+				end = fmt.Sprintf(" The drill is over: the target runs %s again, as the drill found it.", in.Drill.Original.Label())
+			default:
+				end = " The drill is NOT restored: " + in.Drill.Left + "."
+			}
+			return []slack.Block{section("decision", why+end)}
+		}
 		if in.DecidedBy == "" {
 			return []slack.Block{section("decision", ":no_entry: Nothing to roll back to, or the platform could not be read: no change was made.")}
 		}

@@ -61,6 +61,17 @@ func TestGoldenMessages(t *testing.T) {
 	decided.Status, decided.DecidedBy = state.Stopping, "U0BOB"
 	cancelled := *in
 	cancelled.Status, cancelled.DecidedBy = state.Cancelled, "U0ALICE"
+	// A drill cancelled before its rollback: putting its original back,
+	// then back, then left on what someone deployed by hand.
+	drillRun := &state.DrillRun{Bad: "registry/myapp:drill-broken", Original: in.Target, Replicas: 3}
+	drillRestoring := cancelled
+	drillRestoring.Status, drillRestoring.Drill, drillRestoring.Steps = state.DrillRestoring, drillRun, map[string]string{"drill_deploy": "done"}
+	drillRestored := drillRestoring
+	drillRestored.Status = state.Cancelled
+	drillLeft := drillRestored
+	leftRun := *drillRun
+	leftRun.Left = "it runs 4 (registry/myapp:v1.5.1), not the drill's bad version registry/myapp:drill-broken: someone changed it during the drill, so rollbot did not overwrite it (before the drill it ran 3 (registry/myapp:v1.4.1) with 3 units)"
+	drillLeft.Drill = &leftRun
 	planned := *in
 	planned.Status, planned.DryRun = state.Planned, true
 	destructive := *in
@@ -195,6 +206,11 @@ func TestGoldenMessages(t *testing.T) {
 		"owner_resumed":              ownerResumedMsg(in, "U0BOB", platforms.Result{Outcome: platforms.Done, Detail: `resumed Argo CD Application argocd/myapp: spec.syncPolicy.automated is {"prune":true,"selfHeal":true} again`}),
 		"assessment_no_release":      assessmentMsg(in, &noRelease, nil),
 		"drill_report":               drillReportMsg(drillIncident(), StepTimes(drillIncident(), t0.Add(time.Hour)), state.DrillRecord{Total: 295 * time.Second}, []state.DrillRecord{{Incident: "RB-3", Steps: map[string]time.Duration{"assess": time.Minute}}}, "", true, t0.Add(drillEvery)),
+		"drill_restoring":            decidedMsg(&drillRestoring, a),
+		"drill_restored_assessment":  decidedMsg(&drillRestored, a),
+		"drill_left_assessment":      decidedMsg(&drillLeft, a),
+		"drill_restored":             drillRestoredMsg(&drillRestored, "restored to 3 (registry/myapp:v1.4.1): deployment prod/myapp runs it with 3 units, as before the drill"),
+		"drill_left":                 drillRestoredMsg(&drillLeft, "not restored: deployment prod/myapp r"+strings.TrimPrefix(leftRun.Left, "it r")),
 		"drills":                     drillsMsg(&Service{Name: "myapp@staging"}, []state.DrillRecord{{Incident: "RB-5", At: t0, Total: 295 * time.Second, Restored: true, Steps: map[string]time.Duration{"assess": 40 * time.Second, "verify": 90 * time.Second}}}),
 	}
 	for name, m := range cases {

@@ -223,8 +223,21 @@ func (e *Engine) expire(ctx context.Context, in *state.Incident) {
 			return
 		}
 		why = "nobody decided within " + window(e.opt.Budgets.Confirm)
-		cur, err := e.store.Advance(ctx, in.ID, state.Move{From: []state.Status{in.Status}, To: state.Cancelled})
+		cur, err := e.store.Advance(ctx, in.ID, e.endMove(in, []state.Status{in.Status}, nil))
 		if err != nil {
+			return
+		}
+		if cur.Status == state.DrillRestoring {
+			// A drill's bad version does not stay: this replica puts
+			// back what the drill found, holding the service until then.
+			e.record(ctx, in.ID, "rollbot", "expire", why+": no rollback; rollbot puts back "+cur.Drill.Original.Label())
+			e.store.ClearApprovals(ctx, in.ID, dbStep)
+			e.update(ctx, cur.Channel, cur.Messages["assessment"], decidedMsg(cur, e.assessmentOf(cur)))
+			if ts := cur.Messages["db"]; ts != "" {
+				e.update(ctx, cur.Channel, ts, dbClosedMsg(cur, "Expired: "+why+". The database was not touched."))
+			}
+			e.post(ctx, cur.Channel, cur.ThreadTS, simple(fmt.Sprintf(":hourglass: Drill %s expired: %s. %s", cur.ID, why, restoringText(cur))))
+			e.work(cur, e.services[cur.Service], "")
 			return
 		}
 		e.record(ctx, in.ID, "rollbot", "expire", why+": nothing was changed; the service is released")

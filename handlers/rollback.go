@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -143,10 +144,17 @@ func (e *Engine) failed(o *owned, msg string) {
 	was := o.in.Status
 	to := state.RollbackFailed
 	switch was {
-	case state.Assessing:
+	case state.Assessing, state.DrillRestoring:
 		to = state.Cancelled
 	case state.Verifying:
 		to = state.VerifyFailed
+	}
+	// A drill that deployed its bad version and failed before its
+	// rollback puts back what it found next, if it still holds the
+	// service (drive goes on with drill_restoring).
+	restore := was == state.Assessing && drillDeployed(o.in) && e.guard(ctx, o) == nil
+	if restore {
+		to = state.DrillRestoring
 	}
 	if was == state.RollingBack && o.in.Fallback == fallbackScaleZero && o.in.Steps["fallback"] == "done" {
 		was, to = state.Verifying, state.VerifyFailed // down on purpose: what is left is the verification's
@@ -160,9 +168,16 @@ func (e *Engine) failed(o *owned, msg string) {
 		return
 	}
 	failedStep := timingStep(o.in.Status, o.in.Fallback)
+	left := ""
+	if to == state.Cancelled && drillDeployed(o.in) {
+		left = e.drillCompare(ctx, o.in, o.svc) // what the drill leaves, kept with it
+	}
 	err := e.advance(ctx, o, to, func(in *state.Incident) {
 		if hold {
 			in.HeldUntil = until
+		}
+		if left != "" {
+			in.Drill.Left = left
 		}
 		if t, ok := in.Timings[failedStep]; ok {
 			t.Failed = true
@@ -179,7 +194,22 @@ func (e *Engine) failed(o *owned, msg string) {
 		return
 	}
 	in := o.in
-	msg += e.drillLeftNote(ctx, in, o.svc, true)
+	if restore {
+		e.metrics.RollbackFinished(string(state.Cancelled))
+		e.post(ctx, in.Channel, in.ThreadTS, errorMsg(in.ID+" (drill): "+msg+". "+restoringText(in)))
+		return
+	}
+	// A failed restore says what it left; so does a drill whose rollback
+	// failed (then `/rollback` may put it back, unless the assessment
+	// found nothing to roll back to).
+	note := e.drillLeftNote(ctx, in, o.svc, in.Target.ID != "")
+	if was == state.DrillRestoring && note != "" {
+		e.record(ctx, in.ID, "rollbot", "drill", strings.TrimSpace(note))
+		if len(in.Assessment) > 0 {
+			e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
+		}
+	}
+	msg += note
 	if hold {
 		if err := e.store.HoldLock(ctx, in, e.opt.Budgets.Hold); err != nil {
 			e.log.Warn("hold the service lock", "incident", in.ID, "err", err)
@@ -192,10 +222,12 @@ func (e *Engine) failed(o *owned, msg string) {
 	} else {
 		e.store.ReleaseLock(ctx, in.Service, in.Lock)
 	}
-	e.metrics.RollbackFinished(string(to))
+	if was != state.DrillRestoring { // counted as cancelled when the restore began
+		e.metrics.RollbackFinished(string(to))
+	}
 	var m Msg
 	switch {
-	case was == state.Assessing && in.Drill != nil:
+	case was == state.DrillRestoring, was == state.Assessing && in.Drill != nil:
 		m = errorMsg(in.ID + " (drill): " + msg)
 	case was == state.Assessing:
 		m = errorMsg(in.ID + ": " + msg + ". Nothing was changed; the service is released. Run `/rollback " + in.Service + "` again.")

@@ -289,10 +289,14 @@ type Fallbacks interface {
 // read. It returns once the platform took the write, without waiting for
 // the rollout (a drill's bad version may never become ready). Only drills
 // use it (`/rollback drill`, on targets marked drills: true), to put the
-// drill's bad version in place before the runbook runs against it.
-// Already running artifact → Skipped.
+// drill's bad version in place before the runbook runs against it, and
+// to put the original back when a drill ends before its rollback.
+// Already running artifact → Skipped. With from set, the write is made
+// only if the target runs from in the state read (the state the write is
+// conditional on): otherwise nothing is written and the error wraps
+// ErrConflict, its user message naming what runs.
 type Deployer interface {
-	Deploy(ctx context.Context, artifact string, dryRun bool) (Result, error)
+	Deploy(ctx context.Context, artifact, from string, dryRun bool) (Result, error)
 }
 
 // Metrics is a source of the two request-level numbers of the assessment.

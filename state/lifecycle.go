@@ -28,9 +28,15 @@ import (
 // instances or updates a Secret) or awaiting_endpoint_switch (a DB approver
 // switches it by hand) ─► stopping; the app rollback waits for it.
 //
+// A drill (`/rollback drill`) that deployed its bad version and ends
+// before its rollback goes through drill_restoring first (assessing,
+// awaiting_confirmation or awaiting_db_approval ─► drill_restoring ─►
+// cancelled): rollbot puts back the version the drill found, holding the
+// service lock until that is done.
+//
 // Statuses fall in three kinds:
 //   - working (assessing, rolling_back_database, switching_endpoint,
-//     stopping, rolling_back, verifying): a replica is acting on a system. The incident has an
+//     stopping, rolling_back, verifying, drill_restoring): a replica is acting on a system. The incident has an
 //     owner and a lease; when the lease expires, another replica takes it
 //     over (Takeover) and resumes from the recorded step.
 //   - waiting (awaiting_confirmation, awaiting_db_approval,
@@ -39,9 +45,9 @@ import (
 //     has a budget, after which the incident is closed (Expire).
 //   - final: nothing more happens.
 var lifecycle = map[Status][]Status{
-	Assessing:         {AwaitingConfirm, Planned, Cancelled},
-	AwaitingConfirm:   {Stopping, AwaitingDBApprove, Cancelled},
-	AwaitingDBApprove: {RollingBackDB, Stopping, Cancelled},
+	Assessing:         {AwaitingConfirm, Planned, Cancelled, DrillRestoring},
+	AwaitingConfirm:   {Stopping, AwaitingDBApprove, Cancelled, DrillRestoring},
+	AwaitingDBApprove: {RollingBackDB, Stopping, Cancelled, DrillRestoring},
 	RollingBackDB:     {Stopping, SwitchingEndpoint, AwaitingSwitch, RollbackFailed},
 	SwitchingEndpoint: {Stopping, RollbackFailed},
 	AwaitingSwitch:    {Stopping, Closed},
@@ -50,6 +56,7 @@ var lifecycle = map[Status][]Status{
 	Verifying:         {Completed, VerifyFailed},
 	RollbackFailed:    {RollingBack, Closed},
 	VerifyFailed:      {RollingBack, Verifying, Closed},
+	DrillRestoring:    {Cancelled},
 }
 
 // Allowed reports whether the lifecycle lets an incident move from one
@@ -60,7 +67,7 @@ func Allowed(from, to Status) bool { return slices.Contains(lifecycle[from], to)
 // an incident has an owner holding a lease.
 func (s Status) Working() bool {
 	switch s {
-	case Assessing, RollingBackDB, SwitchingEndpoint, Stopping, RollingBack, Verifying:
+	case Assessing, RollingBackDB, SwitchingEndpoint, Stopping, RollingBack, Verifying, DrillRestoring:
 		return true
 	}
 	return false

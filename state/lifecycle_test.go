@@ -21,6 +21,9 @@ func TestLifecycleTable(t *testing.T) {
 		{state.RollingBackDB, state.SwitchingEndpoint}, {state.RollingBackDB, state.AwaitingSwitch},
 		{state.SwitchingEndpoint, state.Stopping}, {state.SwitchingEndpoint, state.RollbackFailed},
 		{state.AwaitingSwitch, state.Stopping}, {state.AwaitingSwitch, state.Closed},
+		// A drill ending before its rollback restores what it found first.
+		{state.Assessing, state.DrillRestoring}, {state.AwaitingConfirm, state.DrillRestoring},
+		{state.AwaitingDBApprove, state.DrillRestoring}, {state.DrillRestoring, state.Cancelled},
 	}
 	for _, m := range allowed {
 		if !state.Allowed(m[0], m[1]) {
@@ -33,6 +36,8 @@ func TestLifecycleTable(t *testing.T) {
 		// The app rollback never skips the endpoint switch once it is needed.
 		{state.SwitchingEndpoint, state.RollingBack}, {state.AwaitingSwitch, state.RollingBack},
 		{state.AwaitingDBApprove, state.SwitchingEndpoint}, {state.AwaitingConfirm, state.AwaitingSwitch},
+		// Once the rollback started, a drill is put back by the rollback.
+		{state.Stopping, state.DrillRestoring}, {state.RollingBack, state.DrillRestoring}, {state.DrillRestoring, state.Stopping},
 	}
 	for _, m := range refused {
 		if state.Allowed(m[0], m[1]) {

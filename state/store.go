@@ -113,6 +113,10 @@ const (
 	Stopping       Status = "stopping"
 	RollingBack    Status = "rolling_back"
 	Verifying      Status = "verifying"
+	// DrillRestoring: a drill that ended before its rollback (cancelled,
+	// expired, no version to roll back to, the assessment failed) puts
+	// back the version it found, then ends cancelled.
+	DrillRestoring Status = "drill_restoring"
 	RollbackFailed Status = "rollback_failed"
 	Completed      Status = "completed"
 	VerifyFailed   Status = "verification_failed"

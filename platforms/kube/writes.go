@@ -294,8 +294,9 @@ func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool,
 // artifact in one patch conditional on the resourceVersion read, which
 // makes a new revision as a release would; it returns once the API server
 // took it, without waiting for the rollout. A paused Deployment is
-// refused (someone is in the middle of something).
-func (a *Adapter) Deploy(ctx context.Context, artifact string, dryRun bool) (platforms.Result, error) {
+// refused (someone is in the middle of something), and so is one whose
+// container does not run from, when set.
+func (a *Adapter) Deploy(ctx context.Context, artifact, from string, dryRun bool) (platforms.Result, error) {
 	if artifact == "" {
 		return platforms.Result{}, platforms.Userf(nil, "no image given for %s", a.Target())
 	}
@@ -319,6 +320,10 @@ func (a *Adapter) Deploy(ctx context.Context, artifact string, dryRun bool) (pla
 	old := d.Spec.Template.Spec.Containers[idx].Image
 	if old == artifact {
 		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("container %s of %s already runs %s", name, a.Target(), artifact)}, nil
+	}
+	if from != "" && old != from {
+		return platforms.Result{}, platforms.Userf(fmt.Errorf("deploy %s to %s: it runs %s, not %s: %w", artifact, a.Target(), old, from, platforms.ErrConflict),
+			"container %s of %s runs %s, not %s: someone changed it, so %s was not deployed over it", name, a.Target(), old, from, artifact)
 	}
 	cause := fmt.Sprintf("rollbot drill: deploy %s=%s", name, artifact)
 	ops := []patchOp{{Op: "replace", Path: "/spec/template/spec/containers/" + strconv.Itoa(idx) + "/image", Value: artifact}}

@@ -264,12 +264,14 @@ func (s *Sim) Stop(ctx context.Context, dryRun bool) (platforms.Result, error) {
 
 // Rollback implements platforms.Platform.
 func (s *Sim) Rollback(ctx context.Context, to platforms.Revision, dryRun bool, progress platforms.ProgressFunc) (platforms.Result, error) {
-	return s.rollback(ctx, to, dryRun, progress, OpRollback)
+	return s.rollback(ctx, to, "", dryRun, progress, OpRollback)
 }
 
 // rollback moves the deployment to revision to: the template write (op in
 // the write log) after the first step_delay, then one pod per step_delay.
-func (s *Sim) rollback(ctx context.Context, to platforms.Revision, dryRun bool, progress platforms.ProgressFunc, op string) (platforms.Result, error) {
+// With expect set, only from a deployment that runs expect (checked on the
+// state the template write compares against).
+func (s *Sim) rollback(ctx context.Context, to platforms.Revision, expect string, dryRun bool, progress platforms.ProgressFunc, op string) (platforms.Result, error) {
 	if progress == nil {
 		progress = func(platforms.Progress) {}
 	}
@@ -281,7 +283,7 @@ func (s *Sim) rollback(ctx context.Context, to platforms.Revision, dryRun bool, 
 		target  platforms.Revision
 		base    int64 // the version the template write compares against
 		plan    []string
-		missing error
+		refused error
 	)
 	err := s.view(func(st *state) {
 		for i, r := range st.History {
@@ -290,7 +292,7 @@ func (s *Sim) rollback(ctx context.Context, to platforms.Revision, dryRun bool, 
 			}
 		}
 		if idx < 0 {
-			missing = platforms.Userf(platforms.ErrNotFound, "revision %s does not exist in %s", to.ID, s.Target())
+			refused = platforms.Userf(platforms.ErrNotFound, "revision %s does not exist in %s", to.ID, s.Target())
 			return
 		}
 		from := st.History[st.Current]
@@ -303,6 +305,8 @@ func (s *Sim) rollback(ctx context.Context, to platforms.Revision, dryRun bool, 
 				s.Target(), target.Artifact, st.Rollout.PID, st.Rollout.Replaced, st.Rollout.Desired)}
 		case target.Artifact == from.Artifact:
 			res, ended = platforms.Result{Outcome: platforms.Skipped, Detail: "already at " + target.Label()}, true
+		case expect != "" && from.Artifact != expect:
+			refused = platforms.Userf(platforms.ErrConflict, "%s runs %s, not %s: someone changed it, so %s was not deployed over it", s.Target(), from.Label(), expect, target.Artifact)
 		default:
 			plan = []string{fmt.Sprintf("%s: template %s -> %s, resume rollout (one write, compare-and-set on version %d)", s.Target(), from.Artifact, target.Artifact, st.Version)}
 		}
@@ -310,8 +314,8 @@ func (s *Sim) rollback(ctx context.Context, to platforms.Revision, dryRun bool, 
 	switch {
 	case err != nil:
 		return platforms.Result{}, err
-	case missing != nil:
-		return platforms.Result{}, missing
+	case refused != nil:
+		return platforms.Result{}, refused
 	case ended:
 		return res, nil
 	case dryRun:
@@ -504,12 +508,13 @@ func (s *Sim) SetArtifact(ctx context.Context, artifact string, dryRun bool, pro
 	if rev.ID == "" {
 		return platforms.Result{}, platforms.Userf(platforms.ErrNotFound, "image %s is not known to %s", artifact, s.Target())
 	}
-	return s.rollback(ctx, rev, dryRun, progress, OpSetArtifact)
+	return s.rollback(ctx, rev, "", dryRun, progress, OpSetArtifact)
 }
 
 // Deploy implements platforms.Deployer: the simulated deployment moves
-// to one of its configured versions (a drill's bad one), as a deploy.
-func (s *Sim) Deploy(ctx context.Context, artifact string, dryRun bool) (platforms.Result, error) {
+// to one of its configured versions (a drill's bad one), as a deploy;
+// with from set, only while it runs from.
+func (s *Sim) Deploy(ctx context.Context, artifact, from string, dryRun bool) (platforms.Result, error) {
 	var rev platforms.Revision
 	current := ""
 	err := s.view(func(st *state) {
@@ -529,7 +534,7 @@ func (s *Sim) Deploy(ctx context.Context, artifact string, dryRun bool) (platfor
 	if current == artifact {
 		return platforms.Result{Outcome: platforms.Skipped, Detail: s.Target() + " already runs " + artifact}, nil
 	}
-	res, err := s.rollback(ctx, rev, dryRun, nil, OpDeploy)
+	res, err := s.rollback(ctx, rev, from, dryRun, nil, OpDeploy)
 	if err != nil {
 		return res, err
 	}

@@ -471,9 +471,9 @@ func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool,
 
 // Deploy implements platforms.Deployer: the service's image is updated
 // as a release would (the service's own update config), conditional on
-// the version read; it returns once the engine took the update, without
-// waiting for the tasks.
-func (a *Adapter) Deploy(ctx context.Context, artifact string, dryRun bool) (platforms.Result, error) {
+// the version read (and, with from set, on the service running from); it
+// returns once the engine took the update, without waiting for the tasks.
+func (a *Adapter) Deploy(ctx context.Context, artifact, from string, dryRun bool) (platforms.Result, error) {
 	if err := docker.ValidImage(artifact); err != nil {
 		return platforms.Result{}, err
 	}
@@ -484,6 +484,10 @@ func (a *Adapter) Deploy(ctx context.Context, artifact string, dryRun bool) (pla
 	name, cur := svc.Spec.Name, specImage(&svc.Spec)
 	if docker.SameImage(cur, artifact) {
 		return platforms.Result{Outcome: platforms.Skipped, Detail: fmt.Sprintf("swarm service %s already runs %s", name, docker.WithoutDigest(cur))}, nil
+	}
+	if from != "" && !docker.SameImage(cur, from) {
+		return platforms.Result{}, platforms.Userf(fmt.Errorf("deploy %s to swarm service %s: it runs %s, not %s: %w", artifact, name, cur, from, platforms.ErrConflict),
+			"swarm service %s runs %s, not %s: someone changed it, so %s was not deployed over it", name, docker.WithoutDigest(cur), docker.WithoutDigest(from), docker.WithoutDigest(artifact))
 	}
 	if !a.cfg.RemoteImages {
 		if err := a.eng.RequireImage(ctx, a.api, artifact); err != nil {
