@@ -354,10 +354,12 @@ func TestReplicasKillOwnerAtEachStep(t *testing.T) {
 // is a command that sleeps a second, then runs golang-migrate.
 func simKillTarget(t *testing.T, sent *redistest.Sentinels, pg *dbtest.Postgres, k killStep) *killTarget {
 	x := &killTarget{}
+	var spawned string // created by the down command as it starts
 	if !k.db {
 		x.r = newReplicaSet(t, sent, 3, time.Second)
 	} else {
 		x.db = newGMSchema(t, pg)
+		spawned = filepath.Join(t.TempDir(), "down-command-started")
 		x.r = newReplicaSetFor(t, sent, 3, func(stateFile string) string {
 			return fmt.Sprintf(`    platform: simulated
     simulated:
@@ -368,10 +370,10 @@ func simKillTarget(t *testing.T, sent *redistest.Sentinels, pg *dbtest.Postgres,
     metrics: {simulated: true}
 `, stateFile) + x.db.service(fmt.Sprintf(`
 kind: command
-command: [sh, -c, "sleep 1 && exec %s -path %s -database '$(DATABASE_URL)' down $(ROLLBOT_STEPS)"]
+command: [sh, -c, "touch %s && sleep 1 && exec %s -path %s -database '$(DATABASE_URL)' down $(ROLLBOT_STEPS)"]
 secret_env:
   DATABASE_URL: {env: MYAPP_MIGRATE_URL}
-timeout: 2m`, x.db.bin, x.db.dir))
+timeout: 2m`, spawned, x.db.bin, x.db.dir))
 		})
 		x.db.recordGood(x.r.store, "app:v2")
 	}
@@ -387,9 +389,18 @@ timeout: 2m`, x.db.bin, x.db.dir))
 				return r.incident("RB-1")
 			}}
 		},
-		// The down command sleeps a second before it migrates.
+		// The down command sleeps a second before it migrates. The kill
+		// comes once the command's process exists: "started" is recorded
+		// before rollbot reads the table again and spawns it, and a kill
+		// in between (seen under CI load) leaves no command to watch, a
+		// different case (the new owner then waits down.timeout and asks
+		// for a check by hand, never running it twice).
 		atDownMigration: func() hold {
 			return hold{reached: func() *state.Incident {
+				wait.For(t, 30*time.Second, "the down command to start", func() (bool, error) {
+					_, err := os.Stat(spawned)
+					return err == nil, err
+				})
 				return r.waitIncident("RB-1", 30*time.Second, "down migration started", func(in *state.Incident) bool {
 					return in.Steps["database"] == "started"
 				})
