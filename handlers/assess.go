@@ -682,6 +682,10 @@ func (e *Engine) showDecision(ctx context.Context, in *state.Incident, a *Assess
 	} else {
 		e.log.Warn("update the assessment with its buttons", "incident", in.ID, "err", err, "cause", context.Cause(ctx))
 	}
+	if errors.Is(context.Cause(ctx), errTakenOver) {
+		// Another replica took the showing over and shows them.
+		return
+	}
 	// The step's context may be what ended (its budget ran out while the
 	// update waited its turn): the fallback has a context of its own, so
 	// the incident is never left waiting for a click nobody can make.

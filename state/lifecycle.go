@@ -313,7 +313,10 @@ func (s *Store) Guard(ctx context.Context, in *Incident, c Claim, lease, lockTTL
 	}
 }
 
-// guardScript: -1 lease not ours, -2 fence moved on, -3 lock not ours; 1 ok.
+// guardScript: -1 lease not ours, -2 fence moved on (or the incident is a
+// wait owing its message: the owner moved on, its lease is only for
+// showing it, and the service lock keeps the wait's TTL), -3 lock not
+// ours; 1 ok.
 var guardScript = redis.NewScript(`
 local lease = redis.call("GET", KEYS[1])
 if lease ~= ARGV[1] then return -1 end
@@ -321,6 +324,7 @@ local v = redis.call("GET", KEYS[2])
 if not v then return -2 end
 local ok, inc = pcall(cjson.decode, v)
 if not ok or tostring(inc.fence) ~= ARGV[2] then return -2 end
+if inc.show and inc.show ~= "" then return -2 end
 if ARGV[4] ~= "" then
   local l = redis.call("GET", KEYS[3])
   if not l then return -3 end

@@ -288,6 +288,12 @@ func TestShowingAWaitIsTakenOverOnlyAfterItsLease(t *testing.T) {
 	if _, _, err := s.Takeover(ctx, "RB-5", "r2", time.Minute); !errors.Is(err, state.ErrStale) {
 		t.Fatalf("took the showing over while the mover's lease lives: %v", err)
 	}
+	// The owner's heartbeat may still be checking its working step: the
+	// lease for showing is not that step's, nor does the check shorten
+	// the service lock the wait holds.
+	if _, err := s.Guard(ctx, cur, mover, time.Minute, time.Minute); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("guard of a wait owing its message: %v, want ErrFenced", err)
+	}
 	time.Sleep(400 * time.Millisecond) // the mover died before the buttons were up
 	cur, c2, err := s.Takeover(ctx, "RB-5", "r2", time.Minute)
 	if err != nil {
