@@ -30,10 +30,12 @@ import (
 const (
 	atAssessing     = "assessing"
 	atConfirmation  = "awaiting confirmation"
+	atDecisionShow  = "awaiting confirmation, before the buttons"
 	atStopping      = "stopping"
 	atRollingBack   = "rolling back"
 	atVerifying     = "verifying"
 	atDBApproval    = "awaiting DB approval"
+	atDBRequest     = "awaiting DB approval, before the request"
 	atDownMigration = "down migration running"
 )
 
@@ -44,7 +46,9 @@ type killStep struct {
 	status state.Status
 	// waits: the incident waits for a person, no work is in flight, and
 	// the person's click is served by a live replica: no takeover. Else
-	// another replica takes the incident over in status.
+	// another replica takes the incident over in status: the work in
+	// flight, or (a wait whose message the owner never got on Slack)
+	// showing the buttons.
 	waits bool
 	// db: the bad release migrated the database, so the database step
 	// comes first.
@@ -54,10 +58,12 @@ type killStep struct {
 var killSteps = []killStep{
 	{name: atAssessing, status: state.Assessing},
 	{name: atConfirmation, status: state.AwaitingConfirm, waits: true},
+	{name: atDecisionShow, status: state.AwaitingConfirm},
 	{name: atStopping, status: state.Stopping},
 	{name: atRollingBack, status: state.RollingBack},
 	{name: atVerifying, status: state.Verifying},
 	{name: atDBApproval, status: state.AwaitingDBApprove, waits: true, db: true},
+	{name: atDBRequest, status: state.AwaitingDBApprove, db: true},
 	{name: atDownMigration, status: state.RollingBackDB, db: true},
 }
 
@@ -76,6 +82,9 @@ type hold struct {
 	reached func() *state.Incident
 	// release ends the hold once the owner is dead (nil: nothing to end).
 	release func()
+	// arm, when set, starts the hold right before the confirmation's
+	// click (a hold on a Slack method the steps before it use too).
+	arm func()
 }
 
 // killTarget is one service, myapp, served by three replicas, on one
@@ -101,6 +110,19 @@ type killTarget struct {
 // buttons is up (a person acts on what they see); else the status.
 func heldAlike(r *replicaSet, k killStep) hold {
 	status := func() *state.Incident { return r.waitStatus("RB-1", 30*time.Second, is(k.status), string(k.status)) }
+	// shown: the wait's message is on Slack and recorded so; a kill then
+	// leaves nothing in flight.
+	shown := func() *state.Incident {
+		return r.waitIncident("RB-1", 30*time.Second, string(k.status)+", its message recorded shown", func(in *state.Incident) bool {
+			return in.Status == k.status && in.Show == ""
+		})
+	}
+	owing := func(in *state.Incident) *state.Incident {
+		if in.Show == "" {
+			r.t.Fatalf("RB-1 is %s and owes no message while Slack holds it", in.Status)
+		}
+		return in
+	}
 	switch k.name {
 	case atAssessing:
 		// The owner posts the thread's first message as it starts to
@@ -119,15 +141,60 @@ func heldAlike(r *replicaSet, k killStep) hold {
 	case atConfirmation:
 		return hold{reached: func() *state.Incident {
 			r.wait("assessment with buttons", hasAction(handlers.ActConfirm))
-			return status()
+			return shown()
 		}}
+	case atDecisionShow:
+		// Slack keeps the update that puts the buttons on the assessment
+		// waiting; the owner has already moved to awaiting confirmation.
+		updates := len(r.emu.CallsTo("chat.update"))
+		r.emu.DelayMethod("chat.update", time.Minute)
+		return hold{
+			reached: func() *state.Incident {
+				waitCall(r, "chat.update", updates, handlers.ActConfirm)
+				return owing(status())
+			},
+			release: func() { r.emu.DelayMethod("chat.update", 0) },
+		}
 	case atDBApproval:
 		return hold{reached: func() *state.Incident {
 			r.wait("DB approval request", hasAction(handlers.ActDBApprove))
-			return status()
+			return shown()
 		}}
+	case atDBRequest:
+		// Slack keeps the post of the DB approval request waiting; the
+		// replica that served the click has already moved to awaiting
+		// DB approval.
+		posts := 0
+		return hold{
+			arm: func() {
+				r.wait("assessment with buttons", hasAction(handlers.ActConfirm))
+				posts = len(r.emu.CallsTo("chat.postMessage"))
+				r.emu.DelayMethod("chat.postMessage", time.Minute)
+			},
+			reached: func() *state.Incident {
+				waitCall(r, "chat.postMessage", posts, handlers.ActDBApprove)
+				return owing(status())
+			},
+			release: func() { r.emu.DelayMethod("chat.postMessage", 0) },
+		}
 	}
 	return hold{reached: status}
+}
+
+// waitCall waits until Slack has received a call of method after the
+// first `after` whose blocks carry the action id: the call a hold keeps
+// waiting.
+func waitCall(r *replicaSet, method string, after int, action string) {
+	r.t.Helper()
+	wait.For(r.t, 30*time.Second, method+" with "+action+", kept waiting by Slack", func() (bool, error) {
+		calls := r.emu.CallsTo(method)
+		for _, c := range calls[min(after, len(calls)):] {
+			if strings.Contains(c.Params["blocks"], action) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 }
 
 // killOwnerAt runs a rollback of x's service through Slack, kills -9 the
@@ -143,7 +210,10 @@ func killOwnerAt(t *testing.T, k killStep, x *killTarget) {
 		h = f()
 	}
 	r.slash("myapp")
-	if k.name != atAssessing && k.name != atConfirmation {
+	if h.arm != nil {
+		h.arm()
+	}
+	if k.name != atAssessing && k.name != atConfirmation && k.name != atDecisionShow {
 		r.confirm()
 	}
 	if k.name == atDownMigration {
@@ -159,9 +229,11 @@ func killOwnerAt(t *testing.T, k killStep, x *killTarget) {
 		h.release()
 	}
 	switch k.name {
-	case atAssessing, atConfirmation:
+	case atAssessing, atConfirmation, atDecisionShow:
+		// For atDecisionShow the buttons come from the replica that took
+		// the showing over: the dead owner's update never reached Slack.
 		r.confirm()
-	case atDBApproval:
+	case atDBApproval, atDBRequest:
 		r.approve(slackemu.UserDana, r.wait("DB approval request", hasAction(handlers.ActDBApprove)))
 	}
 	if x.people != nil {

@@ -666,7 +666,7 @@ timeout: 2m`, ns, x.db.dir))
 	}
 	x.r = newReplicaSetFor(t, sent, 3, func(string) string {
 		return fmt.Sprintf(`    platform: kubernetes
-    kubernetes: {kubeconfig: %s, namespace: %s, deployment: myapp, rollout_timeout: 1m}
+    kubernetes: {kubeconfig: %q, namespace: %s, deployment: myapp, rollout_timeout: 1m}
     thresholds: {baseline_p95: 100ms}
 `, kubeconfig, ns) + database
 	})

@@ -605,13 +605,76 @@ func (e *Engine) assessStep(ctx context.Context, o *owned) error {
 		e.store.ReleaseLock(ctx, svc.Name, o.in.Lock)
 		e.update(ctx, o.in.Channel, ts, assessmentMsg(o.in, a, nil))
 	default:
-		if err := e.advance(ctx, o, state.AwaitingConfirm, nil); err != nil {
+		// The move and the debt of the buttons are one write: should this
+		// replica die before the buttons are on the message, another one
+		// shows them (showWait), rather than leave a wait with nothing
+		// to click that no replica would resume.
+		if err := e.advanceShowing(ctx, o, state.AwaitingConfirm, showDecisionButtons, nil); err != nil {
 			return err
 		}
-		e.store.HoldLock(ctx, o.in, e.opt.Budgets.Confirm+time.Minute)
-		e.showDecision(ctx, o.in, a)
+		e.showWait(ctx, o.in, o.svc)
 	}
 	return nil
+}
+
+// The messages a move into a wait owes the thread (state.Incident.Show).
+const (
+	showDecisionButtons = "decision" // the assessment with Roll back / Cancel
+	showDBRequest       = "db_request"
+)
+
+// showWait puts on Slack the message a wait owes (in.Show) and records it
+// shown, for the replica that holds the lease for showing it: the one
+// that moved the incident into the wait, or one that took the showing
+// over after that one stopped. The lease is kept alive meanwhile (a
+// rate-limited update may take longer than the lease). A message shown
+// twice across a takeover is the same buttons on the same incident; a
+// click acts once (every decision is a compare-and-set move).
+func (e *Engine) showWait(ctx context.Context, in *state.Incident, svc *Service) {
+	claim, show := state.ClaimOf(in), in.Show
+	stop := e.keepShowLease(ctx, in.ID, claim)
+	defer stop()
+	// Someone may have decided already (buttons another replica showed):
+	// then the buttons must not come back.
+	if cur, err := e.store.Get(ctx, in.ID); err != nil || cur.Show != show || cur.Fence != claim.Fence {
+		return
+	}
+	e.store.HoldLock(ctx, in, e.opt.Budgets.Confirm+time.Minute)
+	switch show {
+	case showDecisionButtons:
+		e.showDecision(ctx, in, e.assessmentOf(in))
+	case showDBRequest:
+		e.update(ctx, in.Channel, in.Messages["assessment"], decidedMsg(in, e.assessmentOf(in)))
+		e.requestDBApproval(ctx, in, svc)
+	default:
+		e.log.Error("unknown message owed by a wait", "incident", in.ID, "show", show)
+	}
+	if err := e.store.Shown(ctx, in.ID, claim, show); err != nil && !errors.Is(err, state.ErrStale) {
+		e.log.Warn("record the wait's message shown", "incident", in.ID, "err", err)
+	}
+}
+
+// keepShowLease renews the lease for showing a wait's message until the
+// returned stop is called, or the lease is someone else's.
+func (e *Engine) keepShowLease(ctx context.Context, id string, claim state.Claim) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(min(e.opt.Lease/3, 2*time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := e.store.Heartbeat(ctx, id, claim, e.opt.Lease); errors.Is(err, state.ErrFenced) {
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // showDecision puts the buttons on the assessment message. If Slack does
@@ -624,6 +687,10 @@ func (e *Engine) showDecision(ctx context.Context, in *state.Incident, a *Assess
 		return
 	} else {
 		e.log.Warn("update the assessment with its buttons", "incident", in.ID, "err", err, "cause", context.Cause(ctx))
+	}
+	if errors.Is(context.Cause(ctx), errTakenOver) {
+		// Another replica took the showing over and shows them.
+		return
 	}
 	// The step's context may be what ended (its budget ran out while the
 	// update waited its turn): the fallback has a context of its own, so

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"rollbot/state"
 )
@@ -66,21 +65,24 @@ func (e *Engine) confirm(ctx context.Context, a Action) {
 	}, Record: func(in *state.Incident) []state.Event {
 		return []state.Event{{Actor: a.UserID, Step: "confirm", Detail: "confirmed rollback to " + in.Target.Label(), Time: e.now()}}
 	}}
+	m.Owner, m.Lease = e.opt.Replica, e.opt.Lease
 	if next.Working() {
-		m.Owner, m.Lease = e.opt.Replica, e.opt.Lease
 		mutate := m.Mutate
 		m.Mutate = func(in *state.Incident) { in.StepStarted = e.now(); mutate(in) }
+	} else {
+		// The DB approval request is owed with the move: should this
+		// replica die before it is posted, another one posts it.
+		m.Show = showDBRequest
 	}
 	cur, ok := e.decideMove(ctx, a, in.ID, m, "record the decision")
 	if !ok {
 		return
 	}
-	e.update(ctx, cur.Channel, cur.Messages["assessment"], decidedMsg(cur, e.assessmentOf(cur)))
-	if cur.MigrationsRan {
-		e.store.HoldLock(ctx, cur, e.opt.Budgets.Confirm+time.Minute)
-		e.requestDBApproval(ctx, cur, svc)
+	if cur.Show != "" {
+		e.showWait(ctx, cur, svc)
 		return
 	}
+	e.update(ctx, cur.Channel, cur.Messages["assessment"], decidedMsg(cur, e.assessmentOf(cur)))
 	e.work(cur, svc, "")
 }
 

@@ -376,6 +376,13 @@ func (e *Engine) recordOwned(ctx context.Context, o *owned, step, detail string)
 // advance moves an owned incident on; into a working status it keeps the
 // owner (a new fence, the lease renewed) and starts that step's budget.
 func (e *Engine) advance(ctx context.Context, o *owned, to state.Status, mutate func(*state.Incident)) error {
+	return e.advanceShowing(ctx, o, to, "", mutate)
+}
+
+// advanceShowing is advance into a wait that still owes the thread its
+// message show (see state.Move.Show): this replica keeps a lease for
+// showing it, so that another replica shows it should this one stop first.
+func (e *Engine) advanceShowing(ctx context.Context, o *owned, to state.Status, show string, mutate func(*state.Incident)) error {
 	step, started, now := timingStep(o.in.Status, o.in.Fallback), o.in.StepStarted, e.now()
 	m := state.Move{From: []state.Status{o.in.Status}, To: to, Claim: o.claim, Mutate: func(in *state.Incident) {
 		// The step that ends here is measured (one that recorded its own
@@ -393,8 +400,8 @@ func (e *Engine) advance(ctx context.Context, o *owned, to state.Status, mutate 
 			mutate(in)
 		}
 	}}
-	if to.Working() {
-		m.Owner, m.Lease = e.opt.Replica, e.opt.Lease
+	if to.Working() || show != "" {
+		m.Owner, m.Lease, m.Show = e.opt.Replica, e.opt.Lease, show
 	}
 	in, err := e.store.Advance(ctx, o.in.ID, m)
 	if err != nil {

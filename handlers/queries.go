@@ -186,6 +186,9 @@ func (e *Engine) superviseOnce(ctx context.Context) {
 		case in.Status.Working():
 			e.takeOver(ctx, in, svc)
 		case in.Status.Waiting():
+			if in.Show != "" {
+				e.takeOverShowing(ctx, in, svc)
+			}
 			e.expire(ctx, in)
 		}
 	}
@@ -207,6 +210,35 @@ func (e *Engine) takeOver(ctx context.Context, in *state.Incident, svc *Service)
 	e.store.AppendOwned(ctx, cur.ID, state.ClaimOf(cur), state.Event{Actor: "rollbot", Step: "takeover",
 		Detail: fmt.Sprintf("resumed by %s after %s stopped at %s", e.opt.Replica, firstNonEmpty(was, "a replica"), cur.Status), Time: e.now()})
 	e.work(cur, svc, firstNonEmpty(was, "a replica"))
+}
+
+// takeOverShowing shows the message a wait owes (the decision buttons,
+// the DB approval request) when the replica that moved the incident into
+// the wait stopped before it was shown: its lease for showing expired.
+func (e *Engine) takeOverShowing(ctx context.Context, in *state.Incident, svc *Service) {
+	holder, err := e.store.LeaseHolder(ctx, in.ID)
+	if err != nil || holder != "" {
+		return
+	}
+	cur, claim, err := e.store.Takeover(ctx, in.ID, e.opt.Replica, e.opt.Lease)
+	if err != nil {
+		return
+	}
+	was := firstNonEmpty(lastOwner(cur), "a replica")
+	e.metrics.LeaseTakeover()
+	e.log.Warn("took over a wait whose message was never shown", "incident", cur.ID, "from", was, "status", string(cur.Status), "show", cur.Show)
+	e.store.AppendOwned(ctx, cur.ID, claim, state.Event{Actor: "rollbot", Step: "takeover",
+		Detail: fmt.Sprintf("resumed by %s after %s stopped at %s, before showing the %s", e.opt.Replica, was, cur.Status, strings.ReplaceAll(cur.Show, "_", " ")), Time: e.now()})
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := e.fresh()
+		defer cancel()
+		if cur.ThreadTS != "" {
+			e.post(ctx, cur.Channel, cur.ThreadTS, resumedMsg(cur, e.opt.Replica, was))
+		}
+		e.showWait(ctx, cur, svc)
+	}()
 }
 
 // expire closes a wait that outlived its budget.

@@ -42,7 +42,11 @@ import (
 //   - waiting (awaiting_confirmation, awaiting_db_approval,
 //     awaiting_endpoint_switch, rollback_failed, verification_failed): nothing runs; a person's
 //     click moves it on, and every replica can serve the click. Each wait
-//     has a budget, after which the incident is closed (Expire).
+//     has a budget, after which the incident is closed (Expire). A wait
+//     whose message (the buttons) is not on Slack yet is the one
+//     exception: the move into it (Move.Show) gives the mover a lease
+//     until it has shown the message, and when that lease expires
+//     another replica takes the showing over.
 //   - final: nothing more happens.
 var lifecycle = map[Status][]Status{
 	Assessing:         {AwaitingConfirm, Planned, Cancelled, DrillRestoring},
@@ -120,6 +124,14 @@ type Move struct {
 	Owner string
 	// Lease is the lease's time to live for Owner.
 	Lease time.Duration
+	// Show, for a move into a waiting status, names the message the wait
+	// still owes the thread (the buttons a person clicks). Owner gets a
+	// lease for showing it, in the same transaction, and keeps it until
+	// Shown; should Owner stop before, another replica takes the showing
+	// over (Takeover) once the lease expired. A person waiting for buttons
+	// that never come is a wait nobody would end. The fence is raised
+	// when the shower is not the owner already holding the claim.
+	Show string
 	// Mutate changes the record in the same transaction.
 	Mutate func(*Incident)
 	// Record, when set, gives the timeline events of the move, appended
@@ -138,6 +150,9 @@ func (s *Store) Advance(ctx context.Context, id string, m Move) (*Incident, erro
 	if m.To.Working() && m.Owner == "" {
 		return nil, fmt.Errorf("advance %s to %s: %w: a working status needs an owner", id, m.To, ErrNotAllowed)
 	}
+	if m.Show != "" && (!m.To.Waiting() || m.Owner == "") {
+		return nil, fmt.Errorf("advance %s to %s: %w: only a wait owes a message, shown by an owner", id, m.To, ErrNotAllowed)
+	}
 	return s.update(ctx, id, Claim{}, func(t *txn, in *Incident) error {
 		if len(m.From) > 0 && !slices.Contains(m.From, in.Status) {
 			return ErrStale
@@ -155,13 +170,25 @@ func (s *Store) Advance(ctx context.Context, id string, m Move) (*Incident, erro
 			return fmt.Errorf("%w: %s is working; only its owner moves it", ErrNotAllowed, in.Status)
 		}
 		leaseKey := s.key("lease", id)
-		if in.Status.Working() {
+		if in.Status.Working() || in.Show != "" {
+			// The owner's lease, or the lease for showing a wait's
+			// message: a click that moved on before it was recorded shown
+			// ends the showing too.
 			t.queue(func(p redis.Pipeliner) { p.Del(ctx, leaseKey) })
 		}
 		in.Status = m.To
 		in.StepStarted = s.now()
-		if m.To.Working() {
+		in.Show = m.Show
+		switch {
+		case m.To.Working():
 			in.Fence++
+			in.Owner = m.Owner
+			val := ClaimOf(in).leaseValue()
+			t.queue(func(p redis.Pipeliner) { p.Set(ctx, leaseKey, val, m.Lease) })
+		case m.Show != "":
+			if m.Claim.IsZero() || m.Claim.Fence != in.Fence || m.Owner != in.Owner {
+				in.Fence++
+			}
 			in.Owner = m.Owner
 			val := ClaimOf(in).leaseValue()
 			t.queue(func(p redis.Pipeliner) { p.Set(ctx, leaseKey, val, m.Lease) })
@@ -220,13 +247,15 @@ func (s *Store) LeaseHolder(ctx context.Context, id string) (string, error) {
 }
 
 // Takeover makes owner the owner of a working incident whose lease has
-// expired: a new claim (fence+1) and the lease, atomically. It returns
-// ErrStale when the lease is live (the owner is alive) or the incident is
-// no longer working, or another replica took it first.
+// expired: a new claim (fence+1) and the lease, atomically. A wait whose
+// message was never shown (Show) is taken over alike, for showing it. It
+// returns ErrStale when the lease is live (the owner is alive) or the
+// incident is no longer working (or owes no message), or another replica
+// took it first.
 func (s *Store) Takeover(ctx context.Context, id, owner string, lease time.Duration) (*Incident, Claim, error) {
 	leaseKey := s.key("lease", id)
 	in, err := s.update(ctx, id, Claim{}, func(t *txn, in *Incident) error {
-		if !in.Status.Working() {
+		if !in.Status.Working() && (!in.Status.Waiting() || in.Show == "") {
 			return ErrStale
 		}
 		n, err := t.tx.Exists(ctx, leaseKey).Result()
@@ -291,7 +320,10 @@ func (s *Store) Guard(ctx context.Context, in *Incident, c Claim, lease, lockTTL
 	}
 }
 
-// guardScript: -1 lease not ours, -2 fence moved on, -3 lock not ours; 1 ok.
+// guardScript: -1 lease not ours, -2 fence moved on (or the incident is a
+// wait owing its message: the owner moved on, its lease is only for
+// showing it, and the service lock keeps the wait's TTL), -3 lock not
+// ours; 1 ok.
 var guardScript = redis.NewScript(`
 local lease = redis.call("GET", KEYS[1])
 if lease ~= ARGV[1] then return -1 end
@@ -299,6 +331,7 @@ local v = redis.call("GET", KEYS[2])
 if not v then return -2 end
 local ok, inc = pcall(cjson.decode, v)
 if not ok or tostring(inc.fence) ~= ARGV[2] then return -2 end
+if inc.show and inc.show ~= "" then return -2 end
 if ARGV[4] ~= "" then
   local l = redis.call("GET", KEYS[3])
   if not l then return -3 end
@@ -314,6 +347,26 @@ return 1`)
 // service for its fallbacks).
 func (s *Store) HoldLock(ctx context.Context, in *Incident, ttl time.Duration) error {
 	return s.RefreshLock(ctx, in.Service, in.Lock, ttl)
+}
+
+// Shown records that the wait's message show is on Slack, by the claim
+// that showed it, and drops the lease for showing it. It returns ErrFenced
+// once another replica took the showing over, ErrStale once the incident
+// moved on or the message was recorded shown already.
+func (s *Store) Shown(ctx context.Context, id string, c Claim, show string) error {
+	leaseKey := s.key("lease", id)
+	_, err := s.update(ctx, id, c, func(t *txn, in *Incident) error {
+		if in.Show != show || !in.Status.Waiting() {
+			return ErrStale
+		}
+		in.Show = ""
+		t.queue(func(p redis.Pipeliner) { p.Del(ctx, leaseKey) })
+		return nil
+	}, leaseKey)
+	if err != nil {
+		return fmt.Errorf("record %s shown on %s: %w", show, id, err)
+	}
+	return nil
 }
 
 // ReleaseLease gives up an owner's lease at once (a replica shutting

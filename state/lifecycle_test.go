@@ -266,3 +266,87 @@ func TestAdvanceRecordsInTheSameTransaction(t *testing.T) {
 		t.Fatalf("timeline = %+v, want only the winning decision's event", evs)
 	}
 }
+
+// A move into a wait that still owes its message (the decision buttons)
+// keeps a lease for showing it: while it lives nobody else shows it; once
+// it expired (the mover died before the buttons were up) one replica takes
+// the showing over, the dead mover can no longer record it shown, and a
+// click that decides ends the debt and the lease.
+func TestShowingAWaitIsTakenOverOnlyAfterItsLease(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	in := &state.Incident{ID: "RB-5", Service: "svc-RB-5", Channel: "C1", Status: state.Assessing, Owner: "r1", Fence: 1}
+	if err := s.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Advance(ctx, "RB-5", state.Move{To: state.AwaitingConfirm, Show: "decision"}); !errors.Is(err, state.ErrNotAllowed) {
+		t.Fatalf("a message owed without anyone to show it: %v", err)
+	}
+	mover := state.Claim{Owner: "r1", Fence: in.Fence}
+	cur, err := s.Advance(ctx, "RB-5", state.Move{From: []state.Status{state.Assessing}, To: state.AwaitingConfirm, Claim: mover, Owner: "r1", Lease: 300 * time.Millisecond, Show: "decision"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.Show != "decision" || state.ClaimOf(cur) != mover {
+		t.Fatalf("after the move: show %q, claim %+v, want decision and the mover's %+v", cur.Show, state.ClaimOf(cur), mover)
+	}
+	if _, _, err := s.Takeover(ctx, "RB-5", "r2", time.Minute); !errors.Is(err, state.ErrStale) {
+		t.Fatalf("took the showing over while the mover's lease lives: %v", err)
+	}
+	// The owner's heartbeat may still be checking its working step: the
+	// lease for showing is not that step's, nor does the check shorten
+	// the service lock the wait holds.
+	if _, err := s.Guard(ctx, cur, mover, time.Minute, time.Minute); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("guard of a wait owing its message: %v, want ErrFenced", err)
+	}
+	time.Sleep(400 * time.Millisecond) // the mover died before the buttons were up
+	cur, c2, err := s.Takeover(ctx, "RB-5", "r2", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.Status != state.AwaitingConfirm || cur.Show != "decision" || c2.Fence != mover.Fence+1 || len(cur.TakenOver) != 1 {
+		t.Fatalf("takeover of the showing: %+v %+v", cur, c2)
+	}
+	if _, _, err := s.Takeover(ctx, "RB-5", "r3", time.Minute); !errors.Is(err, state.ErrStale) {
+		t.Fatalf("a second replica took the showing over: %v", err)
+	}
+	if err := s.Shown(ctx, "RB-5", mover, "decision"); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("the dead mover recorded it shown: %v", err)
+	}
+	if err := s.Shown(ctx, "RB-5", c2, "decision"); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.LeaseHolder(ctx, "RB-5"); h != "" {
+		t.Fatalf("lease for showing still held by %q after it was shown", h)
+	}
+	if _, _, err := s.Takeover(ctx, "RB-5", "r3", time.Minute); !errors.Is(err, state.ErrStale) {
+		t.Fatalf("took over a wait whose message is shown: %v", err)
+	}
+
+	// A click that decides before the message is recorded shown ends the
+	// debt and its lease in the same move.
+	in = &state.Incident{ID: "RB-6", Service: "svc-RB-6", Channel: "C1", Status: state.AwaitingConfirm}
+	if err := s.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	cur, err = s.Advance(ctx, "RB-6", state.Move{To: state.AwaitingDBApprove, Owner: "r1", Lease: time.Minute, Show: "db_request"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shower := state.ClaimOf(cur)
+	if cur.Owner != "r1" || shower.Fence != in.Fence+1 {
+		t.Fatalf("a click's move owing a message: owner %q fence %d, want r1 and a new fence", cur.Owner, shower.Fence)
+	}
+	if cur, err = s.Advance(ctx, "RB-6", state.Move{From: []state.Status{state.AwaitingDBApprove}, To: state.Cancelled}); err != nil {
+		t.Fatal(err)
+	}
+	if cur.Show != "" {
+		t.Fatalf("cancelled incident still owes %q", cur.Show)
+	}
+	if h, _ := s.LeaseHolder(ctx, "RB-6"); h != "" {
+		t.Fatalf("lease for showing held by %q after the click decided", h)
+	}
+	if err := s.Shown(ctx, "RB-6", shower, "db_request"); !errors.Is(err, state.ErrStale) {
+		t.Fatalf("recorded shown after the click decided: %v", err)
+	}
+}

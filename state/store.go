@@ -188,6 +188,11 @@ type Incident struct {
 	Owner     string     `json:"owner,omitempty"`
 	Fence     int64      `json:"fence"`
 	TakenOver []Takeover `json:"taken_over,omitempty"`
+	// Show is the message a move into a wait still owes the thread (the
+	// decision buttons, the DB approval request), until the replica that
+	// made the move, or one that took the showing over (see Move.Show),
+	// has put it on Slack; "" once shown.
+	Show string `json:"show,omitempty"`
 	// Steps records, per write step ("stop", "rollback", "database",
 	// "fallback", "verify"), "started" before it acts and "done" after,
 	// so a replica that takes the incident over knows where it stopped.
