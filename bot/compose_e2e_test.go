@@ -11,7 +11,6 @@ import (
 	"github.com/moby/moby/api/types/container"
 
 	"rollbot/handlers"
-	"rollbot/platforms/scrape"
 	"rollbot/testkit/dockertest"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
@@ -99,18 +98,21 @@ services:
 		return err == nil && code == 200 && body == "v2", fmt.Errorf("/version: %d %q %v", code, body, err)
 	})
 	// The bot's background scrape history measures v2 from its first
-	// scrape of it (the sample before it was of v1, across a gap), so v2's
-	// traffic must come after that scrape: CI saw the self-load serve its
-	// first 40 requests before it, and the assessment had 4 requests in
-	// 2s to judge. Two scrape intervals from now, v2 has been scraped; give
-	// it then the traffic a bad deploy has by the time someone runs
+	// scrape of it (the sample before it was of v1, across a gap), so
+	// requests v2 served before that scrape are not in it (CI saw the
+	// self-load serve 40 before it, and the assessment had 4 requests in
+	// 2s to judge). Wait until the bot's own source, from its history,
+	// holds the traffic a bad deploy has by the time someone runs
 	// /rollback.
-	time.Sleep(2*scrape.DefaultInterval + time.Second)
-	served, err := workServed(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitWorkServed(t, base, served+40)
+	v2Up := time.Now()
+	wait.Every(t, 500*time.Millisecond, 2*time.Minute, "40 requests of v2 in the bot's scrape history", func() (bool, error) {
+		m, err := services[0].Metrics.ErrorRatio(ctx, v2Up, time.Now())
+		if err != nil {
+			return false, err
+		}
+		fromHistory := strings.Contains(m.Query, "scrape history")
+		return fromHistory && m.Requests >= 40, fmt.Errorf("%.0f requests measured (%s%s)", m.Requests, m.Query, m.Reason)
+	})
 	apiBefore := p.Container("api")
 
 	h.slash(slackemu.UserAlice, `web --reason "5xx after the v2 deploy"`)

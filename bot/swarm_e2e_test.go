@@ -97,32 +97,22 @@ func httpGet(url string) (int, string, error) {
 func waitWorkServed(t *testing.T, base string, n float64) {
 	t.Helper()
 	wait.Every(t, 200*time.Millisecond, 2*time.Minute, fmt.Sprintf("%v /work requests served", n), func() (bool, error) {
-		sum, err := workServed(base)
-		if err != nil {
-			return false, err
+		code, body, err := httpGet(base + "/metrics")
+		if err != nil || code != 200 {
+			return false, fmt.Errorf("/metrics: %d %v", code, err)
+		}
+		var sum float64
+		for _, line := range strings.Split(body, "\n") {
+			if !strings.HasPrefix(line, "http_requests_total{") || !strings.Contains(line, `handler="/work"`) {
+				continue
+			}
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+				sum += v
+			}
 		}
 		return sum >= n, fmt.Errorf("%g /work requests served, want %g", sum, n)
 	})
-}
-
-// workServed is the number of /work requests the sample service at base
-// has counted since it started.
-func workServed(base string) (float64, error) {
-	code, body, err := httpGet(base + "/metrics")
-	if err != nil || code != 200 {
-		return 0, fmt.Errorf("/metrics: %d %v", code, err)
-	}
-	var sum float64
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, "http_requests_total{") || !strings.Contains(line, `handler="/work"`) {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
-			sum += v
-		}
-	}
-	return sum, nil
 }
 
 // Sample images of the Docker end-to-end tests: v1 is good; v2 fails 30%

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"rollbot/platforms"
 	"rollbot/state"
@@ -80,10 +79,7 @@ func TestSaveEvidenceWithinTheStoreLimit(t *testing.T) {
 	}
 
 	// After a takeover the old owner's copy is refused and nothing changes.
-	time.Sleep(400 * time.Millisecond) // the 300ms lease expires
-	if _, _, err := s.Takeover(ctx, "RB-1", "r2", time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	takeoverOnceExpired(t, s, "RB-1", "r2")
 	if err := s.SaveEvidence(ctx, "RB-1", state.ClaimOf(in), &ev); !errors.Is(err, state.ErrFenced) {
 		t.Fatalf("old owner's SaveEvidence: %v, want ErrFenced", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"rollbot/state"
+	"rollbot/testkit/wait"
 )
 
 // Every move the engine makes is in the table, and nothing leaves a final
@@ -103,11 +104,9 @@ func TestTakeoverFencesTheOldOwner(t *testing.T) {
 	if _, _, err := s.Takeover(ctx, "RB-2", "r2", time.Minute); !errors.Is(err, state.ErrStale) {
 		t.Fatalf("took over a live lease: %v", err)
 	}
-	time.Sleep(400 * time.Millisecond) // the owner stopped heartbeating: the 300ms lease expires
-	cur, c2, err := s.Takeover(ctx, "RB-2", "r2", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The owner stopped heartbeating: once its 300ms lease expires, r2
+	// takes over.
+	cur, c2 := takeoverOnceExpired(t, s, "RB-2", "r2")
 	if c2.Fence != old.Fence+1 || cur.Owner != "r2" || len(cur.TakenOver) != 1 || cur.TakenOver[0].From != "r1" {
 		t.Fatalf("takeover: %+v %+v", cur, c2)
 	}
@@ -299,11 +298,8 @@ func TestShowingAWaitIsTakenOverOnlyAfterItsLease(t *testing.T) {
 	if _, err := s.Guard(ctx, cur, mover, time.Minute, time.Minute); !errors.Is(err, state.ErrFenced) {
 		t.Fatalf("guard of a wait owing its message: %v, want ErrFenced", err)
 	}
-	time.Sleep(400 * time.Millisecond) // the mover died before the buttons were up
-	cur, c2, err := s.Takeover(ctx, "RB-5", "r2", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The mover died before the buttons were up.
+	cur, c2 := takeoverOnceExpired(t, s, "RB-5", "r2")
 	if cur.Status != state.AwaitingConfirm || cur.Show != "decision" || c2.Fence != mover.Fence+1 || len(cur.TakenOver) != 1 {
 		t.Fatalf("takeover of the showing: %+v %+v", cur, c2)
 	}
@@ -349,4 +345,26 @@ func TestShowingAWaitIsTakenOverOnlyAfterItsLease(t *testing.T) {
 	if err := s.Shown(ctx, "RB-6", shower, "db_request"); !errors.Is(err, state.ErrStale) {
 		t.Fatalf("recorded shown after the click decided: %v", err)
 	}
+}
+
+// takeoverOnceExpired waits until replica can take id over (its owner's
+// short test lease has expired) and returns what Takeover returned.
+func takeoverOnceExpired(t *testing.T, s *state.Store, id, replica string) (*state.Incident, state.Claim) {
+	t.Helper()
+	var (
+		cur *state.Incident
+		c   state.Claim
+	)
+	wait.For(t, 5*time.Second, "the lease of "+id+" to expire", func() (bool, error) {
+		var err error
+		cur, c, err = s.Takeover(context.Background(), id, replica, time.Minute)
+		if errors.Is(err, state.ErrStale) {
+			return false, err
+		}
+		if err != nil {
+			t.Fatalf("takeover of %s: %v", id, err)
+		}
+		return true, nil
+	})
+	return cur, c
 }
