@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+	appsv1 "k8s.io/api/apps/v1"
 
 	"rollbot/handlers"
 	"rollbot/platforms/kube"
@@ -21,16 +22,15 @@ import (
 	"rollbot/testkit/wait"
 )
 
-// A drill on the real Kubernetes control plane, through the local Slack
-// server: the adapter (as the least-privilege ServiceAccount) deploys the
-// drill's bad image as a new revision, the assessment sees it, the same
-// "Roll back" button rolls it back, and the Deployment ends as it started:
-// the same image on 3 Ready pods, not paused (its generation moves on: the
-// drill's deploy and the rollback are two writes, noted in the report's
-// timeline).
-func TestDrillOnKubernetes(t *testing.T) {
+// kubeDrillTarget is myapp@staging on a fresh control plane: a
+// Deployment of 3 pods on registry.local/myapp:v1 in a namespace named
+// after prefix, the adapter acting as the least-privilege ServiceAccount
+// of rbac.yaml, and registry.local/myapp:v2 as the drill's bad image. It
+// returns the Deployment as it was before the drill.
+func kubeDrillTarget(t *testing.T, prefix string) (*kubetest.Cluster, string, *appsv1.Deployment, *handlers.Service) {
+	t.Helper()
 	c := kubetest.Start(t)
-	ns := kubetest.CreateNamespace(t, c.AdminClient, "drill")
+	ns := kubetest.CreateNamespace(t, c.AdminClient, prefix)
 	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)
 	before := kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
 	adapter, err := kube.New(kube.Config{Kubeconfig: c.KubeconfigFor(t, ns, "../deploy/kubernetes/rbac.yaml"), Namespace: ns, Deployment: "myapp", RolloutTimeout: time.Minute},
@@ -41,6 +41,28 @@ func TestDrillOnKubernetes(t *testing.T) {
 	svc := &handlers.Service{Name: "myapp@staging", Env: "staging", Platform: adapter, Metrics: imageMetrics{adapter},
 		Thresholds: handlers.Thresholds{ErrorRate: 0.01, LatencyFactor: 2, Restarts: 3, UnreadyRatio: 0.5, BaselineP95: 100 * time.Millisecond},
 		Approvers:  handlers.Access{Groups: []string{slackemu.GroupOnCall}}, Drill: &handlers.Drill{Bad: "registry.local/myapp:v2"}}
+	return c, ns, before, svc
+}
+
+// endedAsStarted fails unless the Deployment d is as before the drill:
+// not paused, the same replicas and image.
+func endedAsStarted(t *testing.T, d, before *appsv1.Deployment) {
+	t.Helper()
+	if d.Spec.Paused || *d.Spec.Replicas != *before.Spec.Replicas || d.Spec.Template.Spec.Containers[0].Image != before.Spec.Template.Spec.Containers[0].Image {
+		t.Fatalf("the Deployment did not end as it started: paused %v, replicas %d (was %d), image %s (was %s)", d.Spec.Paused, *d.Spec.Replicas, *before.Spec.Replicas,
+			d.Spec.Template.Spec.Containers[0].Image, before.Spec.Template.Spec.Containers[0].Image)
+	}
+}
+
+// A drill on the real Kubernetes control plane, through the local Slack
+// server: the adapter (as the least-privilege ServiceAccount) deploys the
+// drill's bad image as a new revision, the assessment sees it, the same
+// "Roll back" button rolls it back, and the Deployment ends as it started:
+// the same image on 3 Ready pods, not paused (its generation moves on: the
+// drill's deploy and the rollback are two writes, noted in the report's
+// timeline).
+func TestDrillOnKubernetes(t *testing.T) {
+	c, ns, before, svc := kubeDrillTarget(t, "drill")
 	eng := fastEngine()
 	eng.VerifyTimeout = 30 * time.Second
 	h := newHarness(t, []*handlers.Service{svc}, eng)
@@ -67,9 +89,7 @@ func TestDrillOnKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Spec.Paused || *d.Spec.Replicas != *before.Spec.Replicas || d.Spec.Template.Spec.Containers[0].Image != before.Spec.Template.Spec.Containers[0].Image {
-		t.Fatalf("the Deployment did not end as it started: paused %v, replicas %d (was %d), image %s", d.Spec.Paused, *d.Spec.Replicas, *before.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Image)
-	}
+	endedAsStarted(t, d, before)
 	t.Logf("generation %d before the drill, %d after (the drill's deploy, the pause and the rollback)", before.Generation, d.Generation)
 	if in.Drill == nil || in.Drill.Left != "" {
 		t.Fatalf("drill record: %+v", in.Drill)
@@ -86,18 +106,7 @@ func TestDrillOnKubernetes(t *testing.T) {
 // still running the drill's bad image: it ends on that image with 3 Ready
 // pods, not paused, and the service released.
 func TestDrillCancelledOnKubernetes(t *testing.T) {
-	c := kubetest.Start(t)
-	ns := kubetest.CreateNamespace(t, c.AdminClient, "drillcancel")
-	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)
-	before := kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
-	adapter, err := kube.New(kube.Config{Kubeconfig: c.KubeconfigFor(t, ns, "../deploy/kubernetes/rbac.yaml"), Namespace: ns, Deployment: "myapp", RolloutTimeout: time.Minute},
-		slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := &handlers.Service{Name: "myapp@staging", Env: "staging", Platform: adapter, Metrics: imageMetrics{adapter},
-		Thresholds: handlers.Thresholds{ErrorRate: 0.01, LatencyFactor: 2, Restarts: 3, UnreadyRatio: 0.5, BaselineP95: 100 * time.Millisecond},
-		Approvers:  handlers.Access{Groups: []string{slackemu.GroupOnCall}}, Drill: &handlers.Drill{Bad: "registry.local/myapp:v2"}}
+	c, ns, before, svc := kubeDrillTarget(t, "drillcancel")
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 
 	h.slash(slackemu.UserAlice, "drill myapp")
@@ -111,9 +120,7 @@ func TestDrillCancelledOnKubernetes(t *testing.T) {
 		t.Fatalf("drill record: %+v", in.Drill)
 	}
 	d := kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")
-	if d.Spec.Paused || *d.Spec.Replicas != *before.Spec.Replicas || d.Spec.Template.Spec.Containers[0].Image != "registry.local/myapp:v1" {
-		t.Fatalf("the Deployment did not end as it started: paused %v, replicas %d (was %d), image %s", d.Spec.Paused, *d.Spec.Replicas, *before.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Image)
-	}
+	endedAsStarted(t, d, before)
 	kubetest.Poll(t, "3 Ready pods on registry.local/myapp:v1", func(context.Context) (bool, error) {
 		images, ready := kubetest.PodImages(t, c.AdminClient, ns, "myapp")
 		ok := len(images) == 3 && ready == 3 && !slices.ContainsFunc(images, func(s string) bool { return s != "registry.local/myapp:v1" })
