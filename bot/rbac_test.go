@@ -179,14 +179,8 @@ func TestRBACOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	if err := WriteRBAC(&out, c, "ops/rollbot-bot", true); err != nil {
-		t.Fatal(err)
-	}
-	docs := rbacObjects(t, out.String())
+	out := validRBAC(t, c, "ops/rollbot-bot", true)
+	docs := rbacObjects(t, out)
 	roles, bindings := docs.roles, docs.bindings
 
 	wantAdapter := func(names ...string) []string {
@@ -261,7 +255,7 @@ func TestRBACOutput(t *testing.T) {
 	}
 	// The comment says what is and is not narrowed.
 	for _, s := range []string{"Narrowed to these Deployments", "Narrowed to these statefulsets", "NOT narrowed"} {
-		if !strings.Contains(out.String(), s) {
+		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q", s)
 		}
 	}
@@ -343,16 +337,10 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	if err := WriteRBAC(&out, c, "rollbot/rollbot", false); err != nil {
-		t.Fatal(err)
-	}
+	out := validRBAC(t, c, "rollbot/rollbot", false)
 	// One block per cluster: split at the cluster headers.
 	blocks := map[string]rbacDocs{}
-	for _, part := range strings.Split(out.String(), "# ==== cluster ")[1:] {
+	for _, part := range strings.Split(out, "# ==== cluster ")[1:] {
 		name, rest, _ := strings.Cut(part, " ====\n")
 		blocks[name] = rbacObjects(t, rest)
 	}
@@ -362,7 +350,7 @@ services:
 	}
 	imp := def.clusterRoles[kube.ImpersonateClusterRole]
 	if imp == nil {
-		t.Fatalf("no %s:\n%s", kube.ImpersonateClusterRole, out.String())
+		t.Fatalf("no %s:\n%s", kube.ImpersonateClusterRole, out)
 	}
 	if got, w := ruleGrants(imp.Rules, true), []string{
 		"/groups/impersonate[dba oncall sre]",
@@ -397,7 +385,7 @@ services:
 			t.Errorf("Role %s grants\n%v\nwant\n%v", key, got, w)
 		}
 	}
-	if !strings.Contains(out.String(), "so this Role only reads") {
+	if !strings.Contains(out, "so this Role only reads") {
 		t.Error("the output does not say why a Role only reads")
 	}
 
@@ -553,21 +541,15 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	if err := WriteRBAC(&out, c, ns+"/rollbot", false); err != nil {
-		t.Fatal(err)
-	}
-	docs := rbacObjects(t, out.String())
+	out := validRBAC(t, c, ns+"/rollbot", false)
+	docs := rbacObjects(t, out)
 	for _, key := range []string{ns + "/rollbot", ns + "/" + kube.WorkloadsRole} {
 		if docs.roles[key] == nil || slices.ContainsFunc(grants(docs.roles[key]), func(g string) bool { return strings.Contains(g, "/patch") }) {
 			t.Fatalf("Role %s, every service impersonating: %v; want reads only", key, docs.roles[key])
 		}
 	}
 	if docs.clusterRoles[kube.ImpersonateClusterRole] == nil {
-		t.Fatalf("no %s printed:\n%s", kube.ImpersonateClusterRole, out.String())
+		t.Fatalf("no %s printed:\n%s", kube.ImpersonateClusterRole, out)
 	}
 
 	// Apply the output as printed, with the ServiceAccount it binds.
@@ -759,4 +741,19 @@ func waitStatefulSet(t *testing.T, cs kubernetes.Interface, ns, name, image stri
 		return s.Spec.Template.Spec.Containers[0].Image == image && s.Status.ObservedGeneration >= s.Generation &&
 			s.Status.UpdatedReplicas == want && s.Status.ReadyReplicas == want && s.Status.CurrentRevision == s.Status.UpdateRevision, nil
 	})
+}
+
+// validRBAC is what rollbot rbac prints for c, which must be valid, with
+// the bot's ServiceAccount sa ("namespace/name") and, with helm, the Helm
+// Role.
+func validRBAC(t *testing.T, c *Config, sa string, helm bool) string {
+	t.Helper()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := WriteRBAC(&out, c, sa, helm); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
 }
