@@ -228,36 +228,25 @@ type rbacRule struct {
 // Deployment rules name the Deployments. Without self (every service
 // impersonates) the write verbs are left out.
 func adapterRules(names []string, self bool) []rbacRule {
-	var rules []rbacRule
-	for _, p := range kube.RequiredPermissions {
-		if p.IsWrite() && !self {
-			continue
-		}
-		i := slices.IndexFunc(rules, func(r rbacRule) bool { return r.group == p.Group && r.resource == p.Resource })
-		if i < 0 {
-			r := rbacRule{group: p.Group, resource: p.Resource}
-			switch p.Resource {
-			case "deployments":
-				r.resourceNames = slices.Sorted(slices.Values(names))
-				r.comment = "Snapshot reads the Deployment, Stop/Rollback/SetArtifact/ScaleToZero patch it,\n# the rollout wait watches it (by name). Narrowed to these Deployments."
-				if !self {
-					r.comment = "Snapshot reads the Deployment (by name). Narrowed to these Deployments."
-				}
-			case "replicasets":
-				r.comment = "The rollout history; MarkDoNotDeploy annotates one. NOT narrowed: the\n# ReplicaSets' names are generated (pod-template-hash) and list is by label."
-			case "pods":
-				r.comment = "Readiness and restarts. NOT narrowed: a list by label selector."
-			case "pods/log":
-				r.comment = "The migration init container's log, and the bad pods' logs kept before a\n# rollback. NOT narrowed: pod names are generated."
-			case "events":
-				r.comment = "The bad pods' and the Deployment's events, kept before a rollback. NOT\n# narrowed: a list by field selector."
+	return groupRules(kube.RequiredPermissions, self, func(r *rbacRule) bool {
+		switch r.resource {
+		case "deployments":
+			r.resourceNames = slices.Sorted(slices.Values(names))
+			r.comment = "Snapshot reads the Deployment, Stop/Rollback/SetArtifact/ScaleToZero patch it,\n# the rollout wait watches it (by name). Narrowed to these Deployments."
+			if !self {
+				r.comment = "Snapshot reads the Deployment (by name). Narrowed to these Deployments."
 			}
-			rules = append(rules, r)
-			i = len(rules) - 1
+		case "replicasets":
+			r.comment = "The rollout history; MarkDoNotDeploy annotates one. NOT narrowed: the\n# ReplicaSets' names are generated (pod-template-hash) and list is by label."
+		case "pods":
+			r.comment = "Readiness and restarts. NOT narrowed: a list by label selector."
+		case "pods/log":
+			r.comment = "The migration init container's log, and the bad pods' logs kept before a\n# rollback. NOT narrowed: pod names are generated."
+		case "events":
+			r.comment = "The bad pods' and the Deployment's events, kept before a rollback. NOT\n# narrowed: a list by field selector."
 		}
-		rules[i].verbs = append(rules[i].verbs, p.Verb)
-	}
-	return rules
+		return true
+	})
 }
 
 // workloadRules groups kube.WorkloadPermissions by resource, for the kinds
@@ -265,28 +254,44 @@ func adapterRules(names []string, self bool) []rbacRule {
 // the write verbs are left out.
 func workloadRules(statefulsets, daemonsets []string, self bool) []rbacRule {
 	names := map[string][]string{"statefulsets": statefulsets, "daemonsets": daemonsets}
-	var rules []rbacRule
-	for _, p := range kube.WorkloadPermissions {
-		if p.IsWrite() && !self {
-			continue
+	return groupRules(kube.WorkloadPermissions, self, func(r *rbacRule) bool {
+		switch r.resource {
+		case "statefulsets", "daemonsets":
+			if len(names[r.resource]) == 0 {
+				return false // no workload of this kind here
+			}
+			r.resourceNames = slices.Sorted(slices.Values(names[r.resource]))
+			r.comment = "Snapshot and the rollout wait read it; Stop (partition / OnDelete), Rollback,\n# SetArtifact and ScaleToZero patch it. Narrowed to these " + r.resource + "."
+			if !self {
+				r.comment = "Snapshot reads it (by name). Narrowed to these " + r.resource + "."
+			}
+		case "controllerrevisions":
+			r.comment = "The rollout history; MarkDoNotDeploy annotates one. NOT narrowed: their\n# names are generated and list is by label."
+		case "pods":
+			r.comment = "Readiness and restarts. NOT narrowed: a list by label selector."
 		}
-		if n, named := names[p.Resource]; named && len(n) == 0 {
-			continue // no workload of this kind here
+		return true
+	})
+}
+
+// groupRules groups perms into one rule per API group and resource, in
+// their order, leaving the write verbs out unless self. describe fills in
+// a new rule's names and comment, or returns false to leave the resource
+// out.
+func groupRules(perms []kube.Permission, self bool, describe func(*rbacRule) bool) []rbacRule {
+	var rules []rbacRule
+	left := map[string]bool{}
+	for _, p := range perms {
+		key := p.Group + "/" + p.Resource
+		if p.IsWrite() && !self || left[key] {
+			continue
 		}
 		i := slices.IndexFunc(rules, func(r rbacRule) bool { return r.group == p.Group && r.resource == p.Resource })
 		if i < 0 {
 			r := rbacRule{group: p.Group, resource: p.Resource}
-			switch p.Resource {
-			case "statefulsets", "daemonsets":
-				r.resourceNames = slices.Sorted(slices.Values(names[p.Resource]))
-				r.comment = "Snapshot and the rollout wait read it; Stop (partition / OnDelete), Rollback,\n# SetArtifact and ScaleToZero patch it. Narrowed to these " + p.Resource + "."
-				if !self {
-					r.comment = "Snapshot reads it (by name). Narrowed to these " + p.Resource + "."
-				}
-			case "controllerrevisions":
-				r.comment = "The rollout history; MarkDoNotDeploy annotates one. NOT narrowed: their\n# names are generated and list is by label."
-			case "pods":
-				r.comment = "Readiness and restarts. NOT narrowed: a list by label selector."
+			if !describe(&r) {
+				left[key] = true
+				continue
 			}
 			rules = append(rules, r)
 			i = len(rules) - 1
