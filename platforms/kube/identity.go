@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"rollbot/platforms"
@@ -133,6 +134,20 @@ func (act *acting) restConfig(rc *rest.Config, target string) (*rest.Config, err
 	rc = rest.CopyConfig(rc)
 	rc.Impersonate = rest.ImpersonationConfig{UserName: act.User, Groups: slices.Clone(act.Groups)}
 	return rc, nil
+}
+
+// client is the impersonating configuration (restConfig) and its
+// clientset, for a write on target.
+func (act *acting) client(rc *rest.Config, target string) (*rest.Config, kubernetes.Interface, error) {
+	rc, err := act.restConfig(rc, target)
+	if err != nil {
+		return nil, nil, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("impersonating client for %s: %w", target, err)
+	}
+	return rc, cs, nil
 }
 
 // refusedAs is the user error for the cluster's Forbidden on a write that

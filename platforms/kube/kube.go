@@ -136,13 +136,9 @@ func (a *Adapter) forActor(ctx context.Context) (*Adapter, error) {
 	if act == nil {
 		return a, nil
 	}
-	rc, err := act.restConfig(a.rc, a.Target())
+	rc, cs, err := act.client(a.rc, a.Target())
 	if err != nil {
 		return nil, err
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("impersonating client for %s: %w", a.Target(), err)
 	}
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {

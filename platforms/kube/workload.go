@@ -99,13 +99,9 @@ func (r *RevisionAdapter) forActor(ctx context.Context) (*RevisionAdapter, error
 	if act == nil {
 		return r, nil
 	}
-	rc, err := act.restConfig(r.rc, r.Target())
+	rc, cs, err := act.client(r.rc, r.Target())
 	if err != nil {
 		return nil, err
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("impersonating client for %s: %w", r.Target(), err)
 	}
 	b := *r
 	b.cs, b.rc, b.as, b.log = cs, rc, act.as, r.log.With("as", act.User)
