@@ -313,6 +313,9 @@ func TestSoakMildRelapseIsNotVerified(t *testing.T) {
 	h := r.h
 	started := r.verifyStarted(t)
 
+	// The moment of the relapse is the test's input (75s into a 90s
+	// soak, so the soak window's average stays under the limit), not a
+	// condition to wait for.
 	time.Sleep(time.Until(started.Add(relapseAfter)))
 	r.app.SetMode(t, "error_ratio", mildRatio)
 	relapsed := time.Now()
