@@ -50,6 +50,11 @@ type Options struct {
 	// listener (nil: no receiver).
 	Alertmanager *AlertmanagerConfig
 	AlertToken   string
+	// ReleaseStartupPages: once connected to Slack and settled, hand the
+	// executable's pages that start-up touched back to the kernel
+	// (bot/pages_linux.go). Serve sets it; tests running the bot inside
+	// the test binary leave it off.
+	ReleaseStartupPages bool
 }
 
 // Bot is a running rollbot.
@@ -112,7 +117,8 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	}
 	checkAccess(ctx, services, log)
 	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log,
-		OpsAddr: opsAddr, GateToken: gateToken, Durability: ru.Durability(), Secrets: secrets, Alertmanager: cfg.Alertmanager, AlertToken: alertToken})
+		OpsAddr: opsAddr, GateToken: gateToken, Durability: ru.Durability(), Secrets: secrets, Alertmanager: cfg.Alertmanager, AlertToken: alertToken,
+		ReleaseStartupPages: true})
 	if err != nil {
 		return err
 	}
@@ -202,6 +208,9 @@ func (b *Bot) Run(ctx context.Context) error {
 	scrapeDone := make(chan struct{})
 	go func() { defer close(scrapeDone); b.scrapes.Run(sctx) }()
 	defer func() { scancel(); <-schemaDone; <-superDone; <-scrapeDone }()
+	if b.opts.ReleaseStartupPages {
+		go b.releaseStartupPages(sctx)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- b.sm.RunContext(ctx) }()
 	for {
@@ -219,6 +228,37 @@ func (b *Bot) Run(ctx context.Context) error {
 			b.dispatch(ctx, evt)
 		}
 	}
+}
+
+// startupSettle is how long after the first Socket Mode connection
+// start-up counts as done: the first supervision pass, the first scrapes
+// and schema records have run.
+const startupSettle = 5 * time.Second
+
+// releaseStartupPages waits for the first Socket Mode connection and for
+// start-up to settle, then releases the executable's pages start-up
+// touched (see releaseStartupPages in pages_linux.go).
+func (b *Bot) releaseStartupPages(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !b.metrics.SocketConnected() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(startupSettle):
+	}
+	before, after, err := releaseStartupPages()
+	if err != nil {
+		b.log.Info("start-up pages kept", "reason", err.Error())
+		return
+	}
+	b.log.Info("released the executable's start-up pages", "file_resident_kib_before", before, "file_resident_kib_after", after)
 }
 
 // dispatch acknowledges every envelope before any Redis or platform work

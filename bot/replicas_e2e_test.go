@@ -32,6 +32,7 @@ import (
 	"rollbot/testkit/dbtest"
 	"rollbot/testkit/kubetest"
 	"rollbot/testkit/redistest"
+	"rollbot/testkit/rollbotbin"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
 
@@ -59,10 +60,7 @@ func rollbotBinary(t testing.TB) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "rollbot")
-		out, err := exec.Command("go", "build", "-o", builtBin, "rollbot").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildErr = rollbotbin.Build(builtBin)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

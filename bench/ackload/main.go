@@ -7,7 +7,8 @@
 // It starts a redis-server (Debian's redis-server must be installed), the
 // local Slack server (testkit/slackemu), builds rollbot, and for each run:
 //  1. starts `rollbot serve` on the simulated platform, waits until it is
-//     connected and idle, reads its RSS, sends n `/rollback checkout` at
+//     connected and has released its start-up pages (bot/pages_linux.go),
+//     reads its RSS after -idlefor (2 s), sends n `/rollback checkout` at
 //     once and times each acknowledgement; then checks the outcome: one
 //     rollback proceeds, n-1 are told who holds the service;
 //  2. does the same with the ack-only client (this program re-executed
@@ -18,7 +19,8 @@
 //
 //	go run ./bench/ackload -idle deploy/rollbot.example.yaml [-runs 3]
 //
-// measures only the idle memory of `rollbot serve` with that config (the
+// measures only the memory of `rollbot serve` with that config, at
+// start-up and idle (the
 // example config has every platform; the files and variables it names
 // must exist, and the databases it names must answer): resident,
 // anonymous (the heap and stacks) and file-backed (pages of the
@@ -44,6 +46,7 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"rollbot/testkit/nettest"
+	"rollbot/testkit/rollbotbin"
 	"rollbot/testkit/slackemu"
 	"rollbot/testkit/wait"
 )
@@ -53,6 +56,8 @@ func main() {
 	runs := flag.Int("runs", 3, "runs")
 	ackOnly := flag.Bool("ackonly", false, "internal: run as the ack-only Socket Mode client")
 	idle := flag.String("idle", "", "only measure the idle memory of `rollbot serve` with this config file")
+	prebuilt := flag.String("bin", "", "measure this rollbot executable instead of building one")
+	flag.DurationVar(&idleFor, "idlefor", 2*time.Second, "how long rollbot idles after releasing its start-up pages before its memory is read")
 	flag.Parse()
 	if *ackOnly {
 		runAckOnly()
@@ -61,7 +66,7 @@ func main() {
 	if *idle != "" {
 		*n = 0
 	}
-	if err := drive(*n, *runs, *idle); err != nil {
+	if err := drive(*n, *runs, *idle, *prebuilt); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -83,10 +88,12 @@ func runAckOnly() {
 
 type result struct {
 	p50, p99 time.Duration
-	mem      memory
+	// mem is idle: for rollbot, after it released its start-up pages;
+	// startup is rollbot's before that (2 s after it connected).
+	mem, startup memory
 }
 
-func drive(n, runs int, idleConfig string) error {
+func drive(n, runs int, idleConfig, prebuilt string) error {
 	dir, err := os.MkdirTemp("", "ackload")
 	if err != nil {
 		return err
@@ -99,11 +106,12 @@ func drive(n, runs int, idleConfig string) error {
 	}
 	defer stopRedis()
 
-	bin := filepath.Join(dir, "rollbot")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build rollbot: %w", err)
+	bin := prebuilt
+	if bin == "" {
+		bin = filepath.Join(dir, "rollbot")
+		if err := rollbotbin.Build(bin); err != nil {
+			return err
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -158,20 +166,22 @@ func drive(n, runs int, idleConfig string) error {
 func idleOnly(bin, cfg string, runs int, redisURL string) error {
 	var rs []result
 	for run := range runs {
-		r, err := measure(0, bin, []string{"serve", "--config", cfg}, redisURL, false)
+		r, err := measure(0, bin, []string{"serve", "--config", cfg}, redisURL, true)
 		if err != nil {
 			return fmt.Errorf("run %d: %w", run+1, err)
 		}
-		fmt.Fprintf(os.Stderr, "run %d: rss %d KB (anonymous %d KB, file-backed %d KB)\n", run+1, r.mem.rss, r.mem.anon, r.mem.file)
+		fmt.Fprintf(os.Stderr, "run %d: rss %d KB (anonymous %d KB, file-backed %d KB); at start-up %d KB\n",
+			run+1, r.mem.rss, r.mem.anon, r.mem.file, r.startup.rss)
 		rs = append(rs, r)
 	}
 	mb := func(f func(memory) int) func(result) float64 {
 		return func(r result) float64 { return float64(f(r.mem)) / 1024 }
 	}
-	fmt.Printf("rollbot serve --config %s, connected and idle, %d runs (min / median / max)\n\n", cfg, runs)
-	fmt.Println("| resident | anonymous | file-backed |")
-	fmt.Println("|---|---|---|")
-	fmt.Printf("| %s | %s | %s |\n",
+	fmt.Printf("rollbot serve --config %s, connected, idle %s after releasing its start-up pages, %d runs (min / median / max)\n\n", cfg, idleFor, runs)
+	fmt.Println("| resident at start-up | resident | anonymous | file-backed |")
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| %s | %s | %s | %s |\n",
+		spread(rs, func(r result) float64 { return float64(r.startup.rss) / 1024 }, "%.1f MB"),
 		spread(rs, mb(func(m memory) int { return m.rss }), "%.1f MB"),
 		spread(rs, mb(func(m memory) int { return m.anon }), "%.1f MB"),
 		spread(rs, mb(func(m memory) int { return m.file }), "%.1f MB"))
@@ -224,7 +234,7 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 		// receiver needs it).
 		cmd.Env = append(append(os.Environ(), cmd.Env...), "ROLLBOT_OPS_ADDR=127.0.0.1:0")
 	}
-	var out strings.Builder
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		return result{}, err
@@ -235,13 +245,27 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 	}); err != nil {
 		return result{}, fmt.Errorf("%w; its output:\n%s", err, out.String())
 	}
-	time.Sleep(2 * time.Second) // idle: start-up work done
+	time.Sleep(2 * time.Second) // start-up work done
 	mem, err := memoryOf(cmd.Process.Pid)
 	if err != nil {
 		return result{}, err
 	}
+	startup := mem
+	if isBot {
+		// rollbot releases the pages start-up touched a few seconds
+		// after connecting (bot/pages_linux.go); idle is after that.
+		if err := wait.Until(context.Background(), 30*time.Second, "rollbot to release its start-up pages", func() (bool, error) {
+			return strings.Contains(out.String(), releasedPages), nil
+		}); err != nil {
+			return result{}, fmt.Errorf("%w; its output:\n%s", err, out.String())
+		}
+		time.Sleep(idleFor)
+		if mem, err = memoryOf(cmd.Process.Pid); err != nil {
+			return result{}, err
+		}
+	}
 	if n == 0 {
-		return result{mem: mem}, nil
+		return result{mem: mem, startup: startup}, nil
 	}
 
 	lat := make([]time.Duration, n)
@@ -264,7 +288,7 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 		return result{}, fmt.Errorf("commands not acknowledged: %w", err)
 	}
 	slices.Sort(lat)
-	r := result{p50: lat[n/2], p99: lat[(n*99+99)/100-1], mem: mem}
+	r := result{p50: lat[n/2], p99: lat[(n*99+99)/100-1], mem: mem, startup: startup}
 	if isBot {
 		if err := outcome(emu, n); err != nil {
 			return result{}, err
@@ -288,6 +312,31 @@ func outcome(emu *slackemu.Server, n int) error {
 		}
 		return refused == n-1 && assessed == 1, fmt.Errorf("%d incidents started and %d refused", assessed, refused)
 	})
+}
+
+// idleFor is -idlefor.
+var idleFor time.Duration
+
+// releasedPages is what rollbot logs once it has released its start-up
+// pages.
+const releasedPages = "released the executable's start-up pages"
+
+// syncBuffer collects a process's output while it is read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // memory is a process's resident memory in KB, from /proc/<pid>/status:

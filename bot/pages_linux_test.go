@@ -1,0 +1,44 @@
+package bot
+
+import (
+	"testing"
+)
+
+// The test binary, like rollbot, has run every package's initialisation:
+// releasing its start-up pages must unmap most of its executable's
+// resident pages, and the code must go on running from the pages read
+// back.
+func TestReleaseStartupPages(t *testing.T) {
+	before, after, err := releaseStartupPages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("file-backed resident: %d KiB before, %d KiB after", before, after)
+	if after >= before/2 {
+		t.Errorf("file-backed resident %d KiB after releasing, %d KiB before: expected less than half", after, before)
+	}
+	// Code and tables paged out are read back on use: a config parses.
+	cfg, err := ParseConfig([]byte("incident_channels: [C1]\nservices:\n  a:\n    platform: simulated\n"))
+	if err != nil || len(cfg.Services) != 1 {
+		t.Fatalf("after releasing pages: %v, %+v", err, cfg)
+	}
+}
+
+func TestParseMapping(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want mapping
+		ok   bool
+	}{
+		{"00400000-00402000 r--p 00000000 fd:01 1234 /usr/bin/rollbot", mapping{start: 0x400000, end: 0x402000, inode: 1234}, true},
+		{"0621a000-06b90000 rw-p 05e1a000 fd:01 1234 /usr/bin/rollbot", mapping{start: 0x621a000, end: 0x6b90000, writable: true, inode: 1234}, true},
+		{"7ffd1000-7ffd3000 r-xp 00000000 00:00 0 [vdso]", mapping{start: 0x7ffd1000, end: 0x7ffd3000}, true},
+		{"garbage", mapping{}, false},
+		{"2000-1000 r--p 0 00:00 0", mapping{}, false},
+	} {
+		got, ok := parseMapping(c.line)
+		if ok != c.ok || got != c.want {
+			t.Errorf("parseMapping(%q) = %+v, %v; want %+v, %v", c.line, got, ok, c.want, c.ok)
+		}
+	}
+}

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package bot
+
+import "errors"
+
+// releaseStartupPages is Linux only (MADV_PAGEOUT).
+func releaseStartupPages() (before, after int, err error) {
+	return 0, 0, errors.ErrUnsupported
+}
