@@ -18,11 +18,12 @@ import (
 // page cache in whole large folios, so a process that has only
 // initialised is ~65–110 MB resident although ~15 MB of it is its own
 // memory. MADV_PAGEOUT asks the kernel to reclaim those pages; what is
-// used later is read back on first touch. It never loses data: only the
-// executable's read-only mappings are advised, and pageout reclaims clean
-// file pages (a page another process maps, a shared copy of the binary,
-// stays). It returns the file-backed resident size before and after, in
-// KiB.
+// used later is read back on first touch. It never loses data: pageout is
+// reclaim, not discard: a clean page of the file is dropped and read back
+// when touched, a page the process has written (its data segment's
+// variables) can only go to swap and stays without it, and a page another
+// process maps (a shared copy of the binary) stays. It returns the
+// file-backed resident size before and after, in KiB.
 func releaseStartupPages() (before, after int, err error) {
 	var exe unix.Stat_t
 	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
@@ -38,7 +39,7 @@ func releaseStartupPages() (before, after int, err error) {
 	sc := bufio.NewScanner(bytes.NewReader(maps))
 	for sc.Scan() {
 		m, ok := parseMapping(sc.Text())
-		if !ok || m.inode != exe.Ino || m.writable {
+		if !ok || m.inode != exe.Ino {
 			continue
 		}
 		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_PAGEOUT); errno != 0 {
@@ -52,7 +53,6 @@ func releaseStartupPages() (before, after int, err error) {
 // mapping is one line of /proc/self/maps.
 type mapping struct {
 	start, end uintptr
-	writable   bool
 	inode      uint64
 }
 
@@ -69,10 +69,10 @@ func parseMapping(line string) (mapping, bool) {
 	start, err1 := strconv.ParseUint(lo, 16, 64)
 	end, err2 := strconv.ParseUint(hi, 16, 64)
 	inode, err3 := strconv.ParseUint(f[4], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || end <= start || len(f[1]) < 2 {
+	if err1 != nil || err2 != nil || err3 != nil || end <= start {
 		return mapping{}, false
 	}
-	return mapping{start: uintptr(start), end: uintptr(end), writable: f[1][1] == 'w', inode: inode}, true
+	return mapping{start: uintptr(start), end: uintptr(end), inode: inode}, true
 }
 
 // fileResidentKiB is RssFile of /proc/self/status.
