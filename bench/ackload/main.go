@@ -45,6 +45,7 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
+	"rollbot/testkit/logtest"
 	"rollbot/testkit/nettest"
 	"rollbot/testkit/rollbotbin"
 	"rollbot/testkit/slackemu"
@@ -234,7 +235,7 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 		// receiver needs it).
 		cmd.Env = append(append(os.Environ(), cmd.Env...), "ROLLBOT_OPS_ADDR=127.0.0.1:0")
 	}
-	var out syncBuffer
+	var out logtest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		return result{}, err
@@ -320,24 +321,6 @@ var idleFor time.Duration
 // releasedPages is what rollbot logs once it has released its start-up
 // pages.
 const releasedPages = "released the executable's start-up pages"
-
-// syncBuffer collects a process's output while it is read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // memory is a process's resident memory in KB, from /proc/<pid>/status:
 // all of it, the anonymous part (heap, stacks) and the file-backed part
