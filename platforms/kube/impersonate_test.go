@@ -95,6 +95,31 @@ func TestImpersonatedWrites(t *testing.T) {
 		t.Fatalf("as bob: %+v %v", res, err)
 	}
 	e.wantPods(t, v1, 2)
+
+	// A drill's deploy (and its restore) is a write like the others: the
+	// identity of whoever started it, never rollbot's own.
+	gen = e.get(t).Generation
+	for _, tc := range []struct{ actor, want string }{
+		{"U0ALICE", "the cluster refused " + alice + " (for <@U0ALICE>): deployments.apps \"myapp\" is forbidden: User \"" + alice + "\" cannot patch resource \"deployments\""},
+		{"", "this write has no Slack user"},
+	} {
+		actx := ctx
+		if tc.actor != "" {
+			actx = platforms.WithActor(ctx, tc.actor)
+		}
+		_, err := a.Deploy(actx, v2, v1, false)
+		msg, ok := platforms.UserMessage(err)
+		if !ok || !strings.Contains(msg, tc.want) {
+			t.Fatalf("deploy as %q: %v\nwant a message with %q", tc.actor, err, tc.want)
+		}
+	}
+	if e.get(t).Generation != gen {
+		t.Fatal("a refused deploy changed the Deployment")
+	}
+	if res, err := a.Deploy(platforms.WithActor(ctx, "U0BOB"), v2, v1, false); err != nil || res.Outcome != platforms.Done {
+		t.Fatalf("deploy as bob: %+v %v", res, err)
+	}
+	e.wantPods(t, v2, 2)
 }
 
 // impersonator makes rollbot's ServiceAccount in e.ns: bound to read only,

@@ -295,10 +295,16 @@ func (a *Adapter) SetArtifact(ctx context.Context, artifact string, dryRun bool,
 // makes a new revision as a release would; it returns once the API server
 // took it, without waiting for the rollout. A paused Deployment is
 // refused (someone is in the middle of something), and so is one whose
-// container does not run from, when set.
+// container does not run from, when set. Like every write it runs as the
+// Slack user's Kubernetes identity when Config.Impersonate is set (a
+// drill's deploy and restore act for whoever started the drill).
 func (a *Adapter) Deploy(ctx context.Context, artifact, from string, dryRun bool) (platforms.Result, error) {
 	if artifact == "" {
 		return platforms.Result{}, platforms.Userf(nil, "no image given for %s", a.Target())
+	}
+	a, err := a.forActor(ctx)
+	if err != nil {
+		return platforms.Result{}, err
 	}
 	d, err := a.deployments.Get(ctx, a.cfg.Deployment, metav1.GetOptions{})
 	if err != nil {
