@@ -350,14 +350,19 @@ func (s *Store) HoldLock(ctx context.Context, in *Incident, ttl time.Duration) e
 }
 
 // Shown records that the wait's message show is on Slack, by the claim
-// that showed it, and drops the lease for showing it. It returns ErrFenced
-// once another replica took the showing over, ErrStale once the incident
-// moved on or the message was recorded shown already.
+// that showed it, and drops the lease for showing it. It returns ErrStale
+// once the incident moved on (a click may decide as soon as the buttons
+// are up, and a move into a working status raises the fence) or the
+// message was recorded shown already, and ErrFenced once another replica
+// took the showing over.
 func (s *Store) Shown(ctx context.Context, id string, c Claim, show string) error {
 	leaseKey := s.key("lease", id)
-	_, err := s.update(ctx, id, c, func(t *txn, in *Incident) error {
+	_, err := s.update(ctx, id, Claim{}, func(t *txn, in *Incident) error {
 		if in.Show != show || !in.Status.Waiting() {
 			return ErrStale
+		}
+		if c.Fence != in.Fence {
+			return ErrFenced
 		}
 		in.Show = ""
 		t.queue(func(p redis.Pipeliner) { p.Del(ctx, leaseKey) })

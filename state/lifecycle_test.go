@@ -345,6 +345,28 @@ func TestShowingAWaitIsTakenOverOnlyAfterItsLease(t *testing.T) {
 	if err := s.Shown(ctx, "RB-6", shower, "db_request"); !errors.Is(err, state.ErrStale) {
 		t.Fatalf("recorded shown after the click decided: %v", err)
 	}
+
+	// A click that confirms before the message is recorded shown moves the
+	// incident into a working status, which raises the fence: the shower
+	// finds the incident moved on, not taken over.
+	in = &state.Incident{ID: "RB-7", Service: "svc-RB-7", Channel: "C1", Status: state.Assessing, Owner: "r1", Fence: 1}
+	if err := s.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	cur, err = s.Advance(ctx, "RB-7", state.Move{From: []state.Status{state.Assessing}, To: state.AwaitingConfirm, Claim: state.ClaimOf(in), Owner: "r1", Lease: time.Minute, Show: "decision"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shower = state.ClaimOf(cur)
+	if cur, err = s.Advance(ctx, "RB-7", state.Move{From: []state.Status{state.AwaitingConfirm}, To: state.Stopping, Owner: "r1", Lease: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if cur.Fence == shower.Fence {
+		t.Fatalf("the move into %s kept fence %d", cur.Status, cur.Fence)
+	}
+	if err := s.Shown(ctx, "RB-7", shower, "decision"); !errors.Is(err, state.ErrStale) {
+		t.Fatalf("recorded shown after the click confirmed: %v, want ErrStale", err)
+	}
 }
 
 // takeoverOnceExpired waits until replica can take id over (its owner's
