@@ -368,7 +368,7 @@ func simKillTarget(t *testing.T, sent *redistest.Sentinels, pg *dbtest.Postgres,
     metrics: {simulated: true}
 `, stateFile) + x.db.service(fmt.Sprintf(`
 kind: command
-command: [sh, -c, "touch %s && sleep 1 && exec %s -path %s -database '$(DATABASE_URL)' down $(ROLLBOT_STEPS)"]
+command: [sh, -c, "touch %s && sleep 1 && echo rolling back && exec %s -path %s -database '$(DATABASE_URL)' down $(ROLLBOT_STEPS)"]
 secret_env:
   DATABASE_URL: {env: MYAPP_MIGRATE_URL}
 timeout: 2m`, spawned, x.db.bin, x.db.dir))
@@ -387,7 +387,10 @@ timeout: 2m`, spawned, x.db.bin, x.db.dir))
 				return r.incident("RB-1")
 			}}
 		},
-		// The down command sleeps a second before it migrates. The kill
+		// The down command sleeps a second, then prints a line before it
+		// migrates, so the kill comes before that write: the command must
+		// outlive its replica and finish (its output goes to a file, not
+		// to a pipe whose reader died with the replica: SIGPIPE). The kill
 		// comes once the command's process exists: "started" is recorded
 		// before rollbot reads the table again and spawns it, and a kill
 		// in between (seen under CI load) leaves no command to watch, a
