@@ -72,6 +72,7 @@ func rollbotBinary(t testing.TB) string {
 type replicaSet struct {
 	t         testing.TB
 	bin, dir  string
+	tmp       string // the replicas' TMPDIR: one host's (down command run directories)
 	emu       *slackemu.Server
 	redisURL  string
 	prefix    string
@@ -119,8 +120,11 @@ func newReplicaSetLease(t testing.TB, sent *redistest.Sentinels, n int, lease ti
 	}
 	t.Cleanup(func() { emu.Close() })
 	dir := t.TempDir()
-	r := &replicaSet{t: t, bin: rollbotBinary(t), dir: dir, emu: emu, redisURL: sent.URL,
+	r := &replicaSet{t: t, bin: rollbotBinary(t), dir: dir, tmp: filepath.Join(dir, "tmp"), emu: emu, redisURL: sent.URL,
 		prefix: "rb" + strconv.FormatInt(time.Now().UnixNano(), 36), stateFile: filepath.Join(dir, "sim.json"), procs: map[int]*exec.Cmd{}}
+	if err := os.Mkdir(r.tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	r.store = state.New(sent.Client(t), r.prefix)
 	cfg := fmt.Sprintf(`incident_channels: [%s]
 redis_prefix: %s
@@ -157,7 +161,10 @@ func (r *replicaSet) start() int {
 	cmd := exec.Command(r.bin, "serve", "--config", filepath.Join(r.dir, "rollbot.yaml"))
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + r.dir,
 		"SLACK_BOT_TOKEN=" + slackemu.BotToken, "SLACK_APP_TOKEN=" + slackemu.AppToken,
-		"SLACK_API_URL=" + r.emu.APIURL(), "REDIS_URL=" + r.redisURL, "ROLLBOT_OPS_ADDR=off"}
+		"SLACK_API_URL=" + r.emu.APIURL(), "REDIS_URL=" + r.redisURL, "ROLLBOT_OPS_ADDR=off",
+		// The replicas share one host's temporary directory, apart from
+		// other tests' replicas (the same incident ids).
+		"TMPDIR=" + r.tmp}
 	for _, kv := range os.Environ() { // the service's own variables (DSNs)
 		if strings.HasPrefix(kv, "MYAPP_") {
 			cmd.Env = append(cmd.Env, kv)
@@ -408,7 +415,24 @@ timeout: 2m`, spawned, x.db.bin, x.db.dir))
 			}}
 		},
 	}
-	x.check = func(*state.Incident) { r.checkSimWrites() }
+	x.check = func(*state.Incident) {
+		r.checkSimWrites()
+		if k.name == atDownMigration {
+			// The new owner followed the command the dead one started on
+			// this host (never a second one) to its end.
+			m := r.wait("the database step's result", textHas("the down command started by the replica that stopped finished (rollbot followed it on this host)"))
+			if !strings.Contains(m.PlainText(), "rolling back") {
+				t.Errorf("the database step's message lacks the command's output: %s", m.PlainText())
+			}
+		}
+		if k.db {
+			// The down command's run directory (its unredacted output)
+			// is removed by the replica that followed it to its end.
+			if _, err := os.Lstat(filepath.Join(r.tmp, "rollbot-down", "RB-1")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the down command's run directory after the rollback: %v, want none", err)
+			}
+		}
+	}
 	return x
 }
 

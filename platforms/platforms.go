@@ -469,10 +469,11 @@ type DBRun struct {
 // restore for run.Incident already exists (started by a replica that
 // stopped), the call attaches to it — follows it to its end and reports
 // its outcome — and never starts a second one. A down command that ran as
-// a local process of the stopped replica (down.kind command) cannot be
-// followed: a resumed RollBack never runs it again; it reports success
-// when the migration table is already back, else a user error saying
-// what to check.
+// a local process of the stopped replica (down.kind command) is never run
+// again either: on the same host a resumed RollBack follows it to its end
+// through its run directory; elsewhere it cannot be followed. Either way
+// it reports success when the migration table is back, else a user error
+// saying what to check.
 type Database interface {
 	// Detect reports migrations applied since the bad deploy started.
 	Detect(ctx context.Context, since time.Time) (MigrationReport, error)

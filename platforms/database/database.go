@@ -7,6 +7,7 @@ package database
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -225,9 +226,11 @@ func ids(r platforms.MigrationReport) string {
 //     shows meanwhile (a running golang-migrate marks it dirty); once it
 //     has completed, the table must show no migration since the deploy.
 //   - kind command, resumed: the command ran as a process of the replica
-//     that stopped and cannot be followed, so it is never run again: the
-//     table already back (no migration since the deploy) is success,
-//     anything else a user error saying what to check.
+//     that stopped and is never run again. On the same host its run
+//     directory is found and the command followed to its end
+//     (migrations.OpenDownRun); then, or when it ran on another host, the
+//     table back (no migration since the deploy) is success, anything
+//     else a user error saying what to check.
 //   - otherwise the table is checked again (it may have changed since the
 //     approval) and the down command runs only when it still says "down".
 func (d *DB) RollBack(ctx context.Context, run platforms.DBRun, since time.Time, bad platforms.Revision, out io.Writer) (string, error) {
@@ -250,14 +253,14 @@ func (d *DB) RollBack(ctx context.Context, run platforms.DBRun, since time.Time,
 			return "", err
 		}
 	case run.Resumed:
-		return d.afterInterruptedCommand(ctx, since, rep, dec, out)
+		return d.afterInterruptedCommand(ctx, run, since, rep, dec, out)
 	}
 	// Re-checked at run time: the table may have changed since approval.
 	if dec.Action != migrations.ActionDown && earlierJob == "" {
 		return "", platforms.Userf(nil, "the down migration was not run: %s", dec.Reason)
 	}
 	if d.down.Kind != migrations.DownKubernetesJob {
-		if err := d.mig.RunDown(ctx, rep, out); err != nil {
+		if err := d.mig.RunDown(ctx, run.Incident, rep, out); err != nil {
 			return "", err
 		}
 		return d.verified(ctx, rep, "")
@@ -297,11 +300,20 @@ func (d *DB) verified(ctx context.Context, rep migrations.Report, ran string) (s
 // afterInterruptedCommand is a resumed kind command down step: rep is the
 // table now. The command was started by a replica that stopped; it runs
 // in a process group of its own, so it may well still be running (or
-// about to finish). rollbot never starts it a second time: it watches the
-// migration table for up to the command's timeout (within ctx) and goes
-// on once the table is back at the target; otherwise it stops with what
-// the table says.
-func (d *DB) afterInterruptedCommand(ctx context.Context, since time.Time, rep migrations.Report, dec migrations.Decision, out io.Writer) (string, error) {
+// about to finish). rollbot never starts it a second time. When it ran on
+// this host, its run directory is here: rollbot relays its output and
+// waits for it to end (followCommand). Else it watches the migration
+// table for up to the command's timeout (within ctx) and goes on once the
+// table is back at the target; otherwise it stops with what the table
+// says.
+func (d *DB) afterInterruptedCommand(ctx context.Context, run platforms.DBRun, since time.Time, rep migrations.Report, dec migrations.Decision, out io.Writer) (string, error) {
+	dr, err := migrations.OpenDownRun(run.Incident)
+	switch {
+	case err == nil:
+		return d.followCommand(ctx, run, since, dr, out)
+	case !errors.Is(err, migrations.ErrNoDownRun):
+		return "", fmt.Errorf("resume down command %s for %s: %w", d.down.Command[0], d.service, err)
+	}
 	const finished = "; the down command run by the replica that stopped had finished"
 	if dec.Action == migrations.ActionNone {
 		return d.verified(ctx, rep, finished)
@@ -310,7 +322,7 @@ func (d *DB) afterInterruptedCommand(ctx context.Context, since time.Time, rep m
 	if limit <= 0 {
 		limit = migrations.DefaultDownTimeout
 	}
-	fmt.Fprintf(out, "The down command `%s` was started by a replica that stopped and may still be running; rollbot does not start it again. Watching %s for up to %s…\n", d.down.Command[0], rep.Table, limit)
+	fmt.Fprintf(out, "The down command `%s` was started by a replica that stopped, on another replica's host (rollbot finds no run of it on this one), and may still be running there; rollbot does not start it again. Watching %s for up to %s…\n", d.down.Command[0], rep.Table, limit)
 	wctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	tick := time.NewTicker(time.Second)
@@ -322,7 +334,7 @@ func (d *DB) afterInterruptedCommand(ctx context.Context, since time.Time, rep m
 				return "", ctx.Err()
 			}
 			return "", platforms.Userf(fmt.Errorf("resume down command %s for %s: %s", d.down.Command[0], d.service, dec.Action),
-				"the down command `%s` was interrupted: it ran on a replica that stopped, and rollbot cannot follow it or know how far it got, so it does not run it a second time. After waiting %s, %s: %s. Check the migration table (and the database's own logs for the command), finish the rollback by hand",
+				"the down command `%s` was interrupted: it ran on another replica's host, and that replica stopped; rollbot cannot follow it there or know how far it got, so it does not run it a second time. After waiting %s, %s: %s. Check the migration table (and the database's own logs for the command), finish the rollback by hand",
 				d.down.Command[0], limit, rep.Table, dec.Reason)
 		case <-tick.C:
 		}
@@ -335,6 +347,30 @@ func (d *DB) afterInterruptedCommand(ctx context.Context, since time.Time, rep m
 			return d.verified(ctx, rep, finished)
 		}
 	}
+}
+
+// followCommand follows the down command that the replica that stopped
+// started on this host, to its end (migrations.DownRun.Follow: at most
+// the command's timeout from now, then it is stopped), relaying its
+// output from the beginning; then the table decides, since the command's
+// exit status was lost with that replica.
+func (d *DB) followCommand(ctx context.Context, run platforms.DBRun, since time.Time, dr *migrations.DownRun, out io.Writer) (string, error) {
+	name := d.down.Command[0]
+	d.log.InfoContext(ctx, "following the down command a stopped replica started on this host", "op", "db-down", "incident", run.Incident, "command", name)
+	fmt.Fprintf(out, "Following the down command `%s` that the replica that stopped started on this host (rollbot does not start it again); its output from the beginning:\n", name)
+	if err := dr.Follow(ctx, d.down, out); err != nil {
+		return "", err
+	}
+	rep, err := d.detect(ctx, since)
+	if err != nil {
+		return "", err
+	}
+	if dec := rep.Decide(); dec.Action != migrations.ActionNone {
+		return "", platforms.Userf(fmt.Errorf("resume down command %s for %s: ended, table %s", name, d.service, dec.Action),
+			"the down command `%s` started by the replica that stopped has ended, but %s is not back: %s. Its exit status was lost with that replica (its output is above). Check the migration table before anything else, and finish the rollback by hand",
+			name, rep.Table, dec.Reason)
+	}
+	return d.verified(ctx, rep, "; the down command started by the replica that stopped finished (rollbot followed it on this host)")
 }
 
 // CheckAccess reports, for down.kind kubernetes_job, whether rollbot's

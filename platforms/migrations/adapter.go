@@ -58,11 +58,12 @@ func (a *Adapter) Verify(ctx context.Context, wantCurrent string) error {
 	return Verify(ctx, a.db, a.cfg, wantCurrent)
 }
 
-// RunDown runs the configured kind: command down command (RunDown).
-func (a *Adapter) RunDown(ctx context.Context, rep Report, out io.Writer) error {
+// RunDown runs the configured kind: command down command for incident
+// (RunDown).
+func (a *Adapter) RunDown(ctx context.Context, incident string, rep Report, out io.Writer) error {
 	if err := a.cfg.Down.Validate(); err != nil {
 		return fmt.Errorf("database down config: %w", err)
 	}
-	a.log.InfoContext(ctx, "down command starting", "op", "db-down", "command", a.cfg.Down.Command[0], "steps", rep.Steps, "target", rep.Target)
-	return RunDown(ctx, a.cfg.Down, rep.DownVars(), out)
+	a.log.InfoContext(ctx, "down command starting", "op", "db-down", "incident", incident, "command", a.cfg.Down.Command[0], "steps", rep.Steps, "target", rep.Target)
+	return RunDown(ctx, a.cfg.Down, incident, rep.DownVars(), out)
 }

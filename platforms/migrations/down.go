@@ -12,23 +12,30 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
-	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"rollbot/platforms"
 )
 
-// RunDown runs a kind: command down configuration on this host: the
-// command (no shell) with $(NAME) references replaced from its environment,
-// which is PATH and HOME of the bot, cfg.Env, cfg.SecretEnv read from the
-// bot's environment, and vars (Report.DownVars). The bot's other variables
-// (its tokens) are not passed on. Combined stdout and stderr go to out line
-// by line as they come (one Write per line, newline included), with secret
+// RunDown runs a kind: command down configuration on this host for
+// incident: the command (no shell) with $(NAME) references replaced from
+// its environment, which is PATH and HOME of the bot, cfg.Env,
+// cfg.SecretEnv read from the bot's environment, and vars
+// (Report.DownVars). The bot's other variables (its tokens) are not
+// passed on. Combined stdout and stderr go to a file in the incident's
+// run directory (see runDirRoot), which RunDown follows into out line by
+// line as they come (one Write per line, newline included), with secret
 // values replaced by [REDACTED], so the caller can post them into the
-// incident thread. It stops the command's whole process group when ctx
-// ends or cfg.Timeout passes. Errors name Command[0] only, never the
-// expanded arguments.
-func RunDown(ctx context.Context, cfg DownConfig, vars map[string]string, out io.Writer) error {
+// incident thread. The command runs in a process group of its own: when
+// the bot dies, it goes on, and a replica that takes the incident over on
+// this host follows it (OpenDownRun). RunDown stops the command's whole
+// process group when ctx ends or cfg.Timeout passes, and removes the run
+// directory once the command has ended. A command for incident that
+// still runs on this host is not started a second time. Errors name
+// Command[0] only, never the expanded arguments.
+func RunDown(ctx context.Context, cfg DownConfig, incident string, vars map[string]string, out io.Writer) error {
 	if cfg.Kind != DownCommand {
 		return fmt.Errorf("run down: kind %q: RunDown runs kind command; use JobRunner for kubernetes_job", cfg.Kind)
 	}
@@ -57,6 +64,19 @@ func RunDown(ctx context.Context, cfg DownConfig, vars map[string]string, out io
 		return platforms.Userf(fmt.Errorf("run down %s: %w", name, err), "the down command %s is not installed on the bot's host", name)
 	}
 
+	dir, err := newRunDir(incident)
+	if err != nil {
+		return fmt.Errorf("run down %s: %w", name, err)
+	}
+	// The command has ended whenever RunDown returns (the bot is alive):
+	// its output, secrets and all, goes with the directory.
+	defer os.RemoveAll(dir)
+	files, err := openRunFiles(dir)
+	if err != nil {
+		return fmt.Errorf("run down %s: %w", name, err)
+	}
+	defer files.close()
+
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, argv[1:]...)
@@ -65,23 +85,38 @@ func RunDown(ctx context.Context, cfg DownConfig, vars map[string]string, out io
 	cmd.Env = envList(env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("run down %s: %w", name, err)
-	}
-	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.WaitDelay = stopGrace
+	cmd.Stdout, cmd.Stderr = files.output, files.output
+	// The command and its descendants hold the running lock (as fd 3)
+	// until the last of them exits, after the bot if it dies.
+	cmd.ExtraFiles = []*os.File{files.running}
 	if err := cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
 		return redact(fmt.Errorf("run down %s: %w", name, err), secrets)
 	}
-	pw.Close()
-	copyErr := copyLines(out, pr, secrets)
-	pr.Close()
-	err = cmd.Wait()
-	// Kill whatever the command left behind in its group.
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	files.output.Close() // the command has its own
+	files.output = nil
+	// A failure here only makes a follower unable to stop the command
+	// at its timeout; it is not worth stopping a migration that started.
+	_ = writePID(dir, cmd.Process.Pid)
+
+	done := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		// Kill whatever the command left behind in its group.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		close(done)
+	}()
+	copyErr := copyLines(out, newFollower(files.read, func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}), secrets)
+	<-done
+	err = waitErr
 	switch {
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return platforms.Userf(fmt.Errorf("run down %s: timed out after %s: %w", name, cfg.timeout(), ctx.Err()),
@@ -99,6 +134,55 @@ func RunDown(ctx context.Context, cfg DownConfig, vars map[string]string, out io
 		return fmt.Errorf("run down %s: write output: %w", name, copyErr)
 	}
 	return nil
+}
+
+// runFiles are the files of a new run directory that RunDown holds open.
+type runFiles struct {
+	output  *os.File // the command's stdout and stderr, append only
+	read    *os.File // output, for following it
+	running *os.File // locked LOCK_EX; the command inherits it
+}
+
+func openRunFiles(dir string) (*runFiles, error) {
+	f := &runFiles{}
+	var err error
+	if f.output, err = os.OpenFile(filepath.Join(dir, outputName), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND|syscall.O_NOFOLLOW, 0o600); err != nil {
+		return nil, err
+	}
+	if f.read, err = os.OpenFile(filepath.Join(dir, outputName), os.O_RDONLY|syscall.O_NOFOLLOW, 0); err != nil {
+		f.close()
+		return nil, err
+	}
+	if f.running, err = os.OpenFile(filepath.Join(dir, runningName), os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600); err != nil {
+		f.close()
+		return nil, err
+	}
+	if err = unix.Flock(int(f.running.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.close()
+		return nil, fmt.Errorf("lock %s: %w", f.running.Name(), err)
+	}
+	return f, nil
+}
+
+func (f *runFiles) close() {
+	for _, x := range []*os.File{f.output, f.read, f.running} {
+		if x != nil {
+			x.Close()
+		}
+	}
+}
+
+// writePID records the command's pid, its process group id, in dir.
+func writePID(dir string, pid int) error {
+	f, err := os.OpenFile(filepath.Join(dir, pidName), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(f, "%d\n", pid); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // commandEnv builds the child's environment and the list of secret values.

@@ -17,8 +17,10 @@ import (
 )
 
 // TestRunDownStreams checks that output reaches the writer line by line
-// while the command still runs: the command prints a line, then waits for
-// a file that the writer creates only when it has seen that line.
+// while the command still runs (through the output file of its run
+// directory, which is gone afterwards): the command prints a line, then
+// waits for a file that the writer creates only when it has seen that
+// line.
 func TestRunDownStreams(t *testing.T) {
 	dir := t.TempDir()
 	gate := filepath.Join(dir, "gate")
@@ -32,13 +34,14 @@ func TestRunDownStreams(t *testing.T) {
 	}
 	cfg := DownConfig{Kind: DownCommand, Dir: dir, Timeout: time.Minute, Command: []string{"sh", "-c",
 		`echo "waiting for the gate"; while [ ! -e gate ]; do sleep 0.05; done; echo "through the gate" >&2; printf 'no newline at the end'`}}
-	if err := RunDown(context.Background(), cfg, nil, w); err != nil {
+	if err := RunDown(context.Background(), cfg, "RB-1", nil, w); err != nil {
 		t.Fatalf("RunDown: %v (output %q)", err, w.String())
 	}
 	want := []string{"waiting for the gate\n", "through the gate\n", "no newline at the end\n"}
 	if strings.Join(w.l, "|") != strings.Join(want, "|") {
 		t.Errorf("writes %q, want %q", w.l, want)
 	}
+	noRunDir(t, "RB-1")
 }
 
 // TestRunDownEnvironment checks $(NAME) expansion, the variables the
@@ -55,7 +58,7 @@ func TestRunDownEnvironment(t *testing.T) {
 	}
 	rep := Report{Tool: ToolRails, Steps: 2, Target: "20240315120000", Current: "20241121100000"}
 	var w lines
-	if err := RunDown(context.Background(), cfg, rep.DownVars(), &w); err != nil {
+	if err := RunDown(context.Background(), cfg, "RB-1", rep.DownVars(), &w); err != nil {
 		t.Fatalf("RunDown: %v", err)
 	}
 	out := w.String()
@@ -70,6 +73,7 @@ func TestRunDownEnvironment(t *testing.T) {
 			t.Errorf("output holds %q:\n%s", leak, out)
 		}
 	}
+	noRunDir(t, "RB-1") // the file with the unredacted output
 }
 
 // TestRunDownRelativeCommand: a command given relative to the service's
@@ -85,14 +89,14 @@ func TestRunDownRelativeCommand(t *testing.T) {
 	}
 	cfg := DownConfig{Kind: DownCommand, Dir: dir, Command: []string{"bin/rails", "STEP=$(ROLLBOT_STEPS)"}}
 	var w lines
-	if err := RunDown(context.Background(), cfg, map[string]string{"ROLLBOT_STEPS": "2"}, &w); err != nil {
+	if err := RunDown(context.Background(), cfg, "RB-1", map[string]string{"ROLLBOT_STEPS": "2"}, &w); err != nil {
 		t.Fatalf("RunDown: %v (output %q)", err, w.String())
 	}
 	if got, want := w.String(), "rolled back STEP=2 in "+dir+"\n"; got != want {
 		t.Errorf("output %q, want %q", got, want)
 	}
 	cfg.Dir = t.TempDir() // no bin/rails there
-	err := RunDown(context.Background(), cfg, nil, &lines{})
+	err := RunDown(context.Background(), cfg, "RB-1", nil, &lines{})
 	if msg, ok := platforms.UserMessage(err); !ok || !strings.Contains(msg, "bin/rails is not in "+cfg.Dir+" on the bot's host") {
 		t.Errorf("without bin/rails in dir: %v", err)
 	}
@@ -105,7 +109,7 @@ func TestRunDownFailures(t *testing.T) {
 		cfg := DownConfig{Kind: DownCommand, Command: []string{"sh", "-c", "echo 'error: no migration found for version 3' >&2; exit 3", "$(DATABASE_URL)"},
 			SecretEnv: map[string]SecretRef{"DATABASE_URL": {Env: "ROLLBOT_TEST_MIGRATE_DSN"}}}
 		var w lines
-		err := RunDown(ctx, cfg, nil, &w)
+		err := RunDown(ctx, cfg, "RB-1", nil, &w)
 		msg, ok := platforms.UserMessage(err)
 		if !ok || !strings.Contains(msg, "exit status 3") || !strings.Contains(w.String(), "no migration found") {
 			t.Errorf("err %v, output %q", err, w.String())
@@ -113,22 +117,23 @@ func TestRunDownFailures(t *testing.T) {
 		if strings.Contains(err.Error(), "S3cr3t-Value") {
 			t.Errorf("error holds the secret: %v", err)
 		}
+		noRunDir(t, "RB-1")
 	})
 	t.Run("not installed", func(t *testing.T) {
-		err := RunDown(ctx, DownConfig{Kind: DownCommand, Command: []string{"flyway-not-here", "undo"}}, nil, &lines{})
+		err := RunDown(ctx, DownConfig{Kind: DownCommand, Command: []string{"flyway-not-here", "undo"}}, "RB-1", nil, &lines{})
 		if msg, ok := platforms.UserMessage(err); !ok || !strings.Contains(msg, "flyway-not-here is not installed") {
 			t.Errorf("err = %v", err)
 		}
 	})
 	t.Run("secret variable unset", func(t *testing.T) {
 		err := RunDown(ctx, DownConfig{Kind: DownCommand, Command: []string{"true"},
-			SecretEnv: map[string]SecretRef{"DATABASE_URL": {Env: "ROLLBOT_TEST_UNSET_VARIABLE"}}}, nil, &lines{})
+			SecretEnv: map[string]SecretRef{"DATABASE_URL": {Env: "ROLLBOT_TEST_UNSET_VARIABLE"}}}, "RB-1", nil, &lines{})
 		if msg, ok := platforms.UserMessage(err); !ok || !strings.Contains(msg, "ROLLBOT_TEST_UNSET_VARIABLE is not set") {
 			t.Errorf("err = %v", err)
 		}
 	})
 	t.Run("kind job", func(t *testing.T) {
-		if err := RunDown(ctx, DownConfig{Kind: DownKubernetesJob, Namespace: "x", Command: []string{"true"}}, nil, &lines{}); err == nil {
+		if err := RunDown(ctx, DownConfig{Kind: DownKubernetesJob, Namespace: "x", Command: []string{"true"}}, "RB-1", nil, &lines{}); err == nil {
 			t.Error("RunDown ran a kubernetes_job config on the host")
 		}
 	})
@@ -142,7 +147,7 @@ func TestRunDownTimeoutKillsGroup(t *testing.T) {
 		`sleep 300 & echo $! > child.pid; echo started; wait`}}
 	var w lines
 	start := time.Now()
-	err := RunDown(context.Background(), cfg, nil, &w)
+	err := RunDown(context.Background(), cfg, "RB-1", nil, &w)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want a deadline error", err)
 	}
@@ -152,6 +157,7 @@ func TestRunDownTimeoutKillsGroup(t *testing.T) {
 	if elapsed := time.Since(start); elapsed > 20*time.Second {
 		t.Errorf("RunDown returned after %v", elapsed)
 	}
+	noRunDir(t, "RB-1")
 	b, err := os.ReadFile(filepath.Join(dir, "child.pid"))
 	if err != nil {
 		t.Fatal(err)

@@ -166,7 +166,7 @@ func TestGolangMigrateRollback(t *testing.T) {
 				t.Fatal(err)
 			}
 			var out lines
-			if err := RunDown(ctx, cfg.Down, rep.DownVars(), &out); err != nil {
+			if err := RunDown(ctx, cfg.Down, "RB-1", rep.DownVars(), &out); err != nil {
 				t.Fatalf("RunDown: %v\noutput:\n%s", err, out.String())
 			}
 			t.Logf("migrate down output:\n%s", out.String())

@@ -106,7 +106,7 @@ func TestRunDownCapsLongLines(t *testing.T) {
 	var w sizeWriter
 	cfg := DownConfig{Kind: DownCommand, Timeout: time.Minute, Command: []string{"sh", "-c",
 		`head -c 16777216 /dev/zero | tr '\0' '#'; echo; echo done`}}
-	if err := RunDown(context.Background(), cfg, nil, &w); err != nil {
+	if err := RunDown(context.Background(), cfg, "RB-1", nil, &w); err != nil {
 		t.Fatalf("RunDown: %v", err)
 	}
 	if w.writes != 2 || w.largest > maxWritten || w.last != "done\n" {

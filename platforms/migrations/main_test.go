@@ -28,6 +28,18 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(downStarterEnv) != "" {
+		os.Exit(downStarter()) // a helper process of a test (down_orphan_test.go)
+	}
+	// The down commands' run directories (<TMPDIR>/rollbot-down/<incident>)
+	// of this package's tests are their own, whatever else runs on the
+	// machine (a CI run of the same tests, with the same incident ids).
+	tmp, err := os.MkdirTemp("", "rbmig")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("TMPDIR", tmp)
 	code := m.Run()
 	if pgSrv != nil {
 		pgSrv.Stop()
@@ -41,6 +53,7 @@ func TestMain(m *testing.M) {
 	if migrateTmp != "" {
 		os.RemoveAll(migrateTmp)
 	}
+	os.RemoveAll(tmp)
 	os.Exit(code)
 }
 
