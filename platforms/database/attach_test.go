@@ -150,7 +150,7 @@ func TestRollBackResumedCommand(t *testing.T) {
 		if err != nil {
 			t.Fatalf("RollBack: %v", err)
 		}
-		if !strings.Contains(got, "is back at 2") || !strings.Contains(out.String(), "on another replica's host, and may still be running there; rollbot does not start it again. Watching schema_migrations for up to 3s") {
+		if !strings.Contains(got, "is back at 2") || !strings.Contains(out.String(), "on another replica's host (rollbot finds no run of it on this one), and may still be running there; rollbot does not start it again. Watching schema_migrations for up to 3s") {
 			t.Errorf("result %q, output %q", got, out.String())
 		}
 		if ran() {

@@ -35,6 +35,11 @@ func TestMain(m *testing.M) {
 	// of this package's tests are their own, whatever else runs on the
 	// machine (a CI run of the same tests, with the same incident ids).
 	tmp, err := os.MkdirTemp("", "rbmig")
+	if err == nil {
+		// The database servers run as their own users, from directories
+		// made in it.
+		err = os.Chmod(tmp, 0o755)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
