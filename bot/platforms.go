@@ -366,6 +366,9 @@ func buildGate(name string, sc ServiceConfig, svc *handlers.Service, log *slog.L
 // buildDatabase constructs the parts of services.<name>.database.
 func buildDatabase(ctx context.Context, name string, sc ServiceConfig, p platforms.Platform, history *state.Store, log *slog.Logger) (*database.DB, error) {
 	parts := database.Parts{Service: name, Platform: p, Down: sc.Database.Down, History: history}
+	if history != nil {
+		parts.RunScope = history.Prefix()
+	}
 	var err error
 	if parts.Migrations, err = migrations.New(ctx, sc.Database.Config, log.With("op", "database")); err != nil {
 		return nil, fmt.Errorf("database: %w", err)

@@ -69,6 +69,9 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 	return &Store{rdb: rdb, prefix: prefix, now: time.Now, lease: 15 * time.Second}
 }
 
+// Prefix is the prefix of every key of the store.
+func (s *Store) Prefix() string { return s.prefix }
+
 // SetLease sets the owner lease that Create gives an incident created in a
 // working status (assessing); default 15s.
 func (s *Store) SetLease(d time.Duration) {

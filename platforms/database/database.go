@@ -7,6 +7,8 @@ package database
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +27,10 @@ import (
 type Parts struct {
 	// Service is the service's name, the key of rollbot's records.
 	Service string
+	// RunScope keeps this installation's down command run directories
+	// apart from another's on the same host (two rollbots with different
+	// Redis prefixes both have an RB-1): rollbot's Redis prefix.
+	RunScope string
 	// Platform is the service's platform: its history says which release
 	// ran when, and which image a down Job runs with.
 	Platform platforms.Platform
@@ -75,6 +81,7 @@ type DB struct {
 	service  string
 	platform platforms.Platform
 	history  *state.Store // nil: no record
+	runScope string       // Parts.RunScope
 }
 
 var (
@@ -95,7 +102,7 @@ func New(p Parts, log *slog.Logger) *DB {
 		mode = platforms.SwitchManual
 	}
 	return &DB{mig: p.Migrations, down: p.Down, jobs: p.Jobs, restore: p.Restore, swMode: mode, secret: p.Secret, log: log,
-		service: p.Service, platform: p.Platform, history: p.History}
+		service: p.Service, platform: p.Platform, history: p.History, runScope: p.RunScope}
 }
 
 // RecordSchema stores the versions applied now, with the revision running
@@ -260,7 +267,7 @@ func (d *DB) RollBack(ctx context.Context, run platforms.DBRun, since time.Time,
 		return "", platforms.Userf(nil, "the down migration was not run: %s", dec.Reason)
 	}
 	if d.down.Kind != migrations.DownKubernetesJob {
-		if err := d.mig.RunDown(ctx, run.Incident, rep, out); err != nil {
+		if err := d.mig.RunDown(ctx, d.runKey(run.Incident), rep, out); err != nil {
 			return "", err
 		}
 		return d.verified(ctx, rep, "")
@@ -307,7 +314,7 @@ func (d *DB) verified(ctx context.Context, rep migrations.Report, ran string) (s
 // table is back at the target; otherwise it stops with what the table
 // says.
 func (d *DB) afterInterruptedCommand(ctx context.Context, run platforms.DBRun, since time.Time, rep migrations.Report, dec migrations.Decision, out io.Writer) (string, error) {
-	dr, err := migrations.OpenDownRun(run.Incident)
+	dr, err := migrations.OpenDownRun(d.runKey(run.Incident))
 	switch {
 	case err == nil:
 		return d.followCommand(ctx, run, since, dr, out)
@@ -531,4 +538,14 @@ func (d *DB) SwitchEndpoint(ctx context.Context, run platforms.DBRun, at time.Ti
 		return d.secret.Switch(ctx, run.Incident, ep, steps)
 	}
 	return "", fmt.Errorf("switch endpoint %s: mode %q is switched by hand", d.service, d.swMode)
+}
+
+// runKey names incident's down command run directory on this host: the
+// incident id, and a digest of the installation's scope when it has one.
+func (d *DB) runKey(incident string) string {
+	if d.runScope == "" {
+		return incident
+	}
+	sum := sha256.Sum256([]byte(d.runScope))
+	return incident + "." + hex.EncodeToString(sum[:4])
 }

@@ -132,3 +132,23 @@ func TestByHand(t *testing.T) {
 		t.Errorf("CheckAccess without a down Job = %v", err)
 	}
 }
+
+// TestRunKeyKeepsInstallationsApart: two rollbots on one host (Redis
+// prefixes of their own) both have an RB-1; their down command run
+// directories must not meet, and one installation always finds its own.
+func TestRunKeyKeepsInstallationsApart(t *testing.T) {
+	a := New(Parts{Service: "shop", RunScope: "rollbot"}, nil)
+	b := New(Parts{Service: "shop", RunScope: "rollbot-staging"}, nil)
+	if ka, kb := a.runKey("RB-1"), b.runKey("RB-1"); ka == kb {
+		t.Errorf("both installations' RB-1 run in %q", ka)
+	}
+	if k1, k2 := a.runKey("RB-1"), a.runKey("RB-1"); k1 != k2 {
+		t.Errorf("one installation's RB-1 is %q, then %q", k1, k2)
+	}
+	if k := a.runKey("RB-1"); !strings.HasPrefix(k, "RB-1.") {
+		t.Errorf("run key %q does not start with the incident", k)
+	}
+	if k := New(Parts{Service: "shop"}, nil).runKey("RB-1"); k != "RB-1" {
+		t.Errorf("without a scope the run key is %q, want the incident", k)
+	}
+}
