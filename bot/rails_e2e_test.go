@@ -171,7 +171,7 @@ func (s *dbService) railsVersions() []string {
 // schema_migrations is back at the last good release's version, and only
 // then the app rolls back.
 func TestDBRailsRollbackThroughSlack(t *testing.T) {
-	light(t)
+	heavy(t) // Rails boots for a while on every command
 	s := railsService(t, "")
 	h := s.h
 	if !s.columnExists("products", "sku") {
@@ -243,7 +243,7 @@ func TestDBRailsRollbackThroughSlack(t *testing.T) {
 // migration's down in its own transaction, so suppliers (the newest) is
 // rolled back and products.sku is not.
 func TestDBRailsFailingRollbackThroughSlack(t *testing.T) {
-	light(t)
+	heavy(t) // Rails boots for a while on every command
 	s := railsService(t, "")
 	h := s.h
 	s.exec(`CREATE VIEW product_skus AS SELECT id, sku FROM products`)
@@ -289,7 +289,7 @@ func TestDBRailsFailingRollbackThroughSlack(t *testing.T) {
 // hand (a DB approver confirms it before the app rolls back), and the
 // reason is on the timeline.
 func TestDBRailsMissingMigrationsDirThroughSlack(t *testing.T) {
-	light(t)
+	heavy(t) // Rails boots for a while on every command
 	missing := filepath.Join(t.TempDir(), "release-v3", "db", "migrate")
 	s := railsService(t, missing)
 	h := s.h
