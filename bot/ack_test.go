@@ -21,6 +21,7 @@ import (
 // the store answers again, the work follows and exactly one rollback
 // proceeds.
 func TestAckBeforeStoreWork(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", 50*time.Millisecond)
 	rs := redistest.Server(t)
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))

@@ -30,6 +30,7 @@ const alertToken = "am-token-0123456789abcdef"
 // until a person decides. When the errors stop, the rule resolves and
 // Alertmanager's resolved notification updates that message.
 func TestAlertmanagerOpensOneAssessment(t *testing.T) {
+	heavy(t)
 	app := promtest.StartSampleApp(t, promtest.BuildSampleApp(t), "-self-load", "40")
 	app.SetMode(t, "error_ratio", "0.5")
 
@@ -146,6 +147,7 @@ receivers:
 // one incident, one assessment; another group of the same service is
 // told that rollback is already running.
 func TestAlertReceiverOneIncidentPerGroup(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", 20*time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.stop()
@@ -205,6 +207,7 @@ func TestAlertReceiverOneIncidentPerGroup(t *testing.T) {
 // channel's id and a click outside the incident's channel is refused.
 // The assessment's Roll back button works there.
 func TestAlertGoesToTheServicesChannel(t *testing.T) {
+	light(t)
 	web, _ := simService(t, "web", 20*time.Millisecond)
 	web.Channels = []string{slackemu.ChannelTeamWeb}
 	pay, _ := simService(t, "payments", 20*time.Millisecond)

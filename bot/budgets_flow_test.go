@@ -15,6 +15,7 @@ import (
 // steps when they are done, and the timeline export lists them with the
 // time to recovery.
 func TestFlowRunbookBudgets(t *testing.T) {
+	light(t)
 	// 400ms a pod: the rollback runs over a second, so its elapsed time
 	// is seen live (the budget line ticks every second).
 	svc, _ := simService(t, "myapp", 400*time.Millisecond)

@@ -35,6 +35,7 @@ func (h hangingCapture) Capture(ctx context.Context, lim platforms.CaptureLimits
 // not read is said, and a failed upload is reported in the thread without
 // stopping the rollback.
 func TestFlowCaptureBudgetNeverBlocksTheRollback(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 20*time.Millisecond)
 	hc := hangingCapture{Sim: s, calls: make(chan struct{}, 4)}
 	svc.Platform = hc

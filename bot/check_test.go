@@ -15,6 +15,7 @@ import (
 // unreachable REDIS_URL is named by rollbot check and at start"), never
 // showing its password; a Redis that answers passes.
 func TestCheckNamesABadRedisURL(t *testing.T) {
+	light(t)
 	c, err := ParseConfig([]byte(`
 incident_channels: [C0INCIDENT]
 services:

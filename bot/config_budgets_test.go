@@ -10,6 +10,7 @@ import (
 // budget that must cover it. The error names both values, the sum the
 // budget must reach and what to change.
 func TestConfigStepBudgetsCoverTheWaitsInside(t *testing.T) {
+	light(t)
 	svc := func(platform string) string {
 		return "incident_channels: [C0INCIDENT]\nservices:\n  myapp:\n    approvers: {groups: [S0ONCALL]}\n" + platform
 	}
@@ -149,6 +150,7 @@ func fixBudget(yml, field, v string) string {
 // With every adapter at its defaults, the default budgets cover every
 // wait: a config that sets no timing is accepted.
 func TestConfigDefaultBudgetsCoverTheAdaptersDefaults(t *testing.T) {
+	light(t)
 	c, err := ParseConfig([]byte(`
 incident_channels: [C0INCIDENT]
 services:

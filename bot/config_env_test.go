@@ -36,6 +36,7 @@ services:
 // A service defined per environment becomes one entry per environment,
 // keyed name@env, each with the service's keys unless it sets its own.
 func TestEnvironmentsExpand(t *testing.T) {
+	light(t)
 	c, err := ParseConfig([]byte(envConfig))
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +80,7 @@ func TestEnvironmentsExpand(t *testing.T) {
 // Services without channels or environments decode as before: keyed by
 // their name, answering in incident_channels.
 func TestConfigWithoutTeamsUnchanged(t *testing.T) {
+	light(t)
 	c, err := LoadConfig("../deploy/rollbot.example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +101,7 @@ func TestConfigWithoutTeamsUnchanged(t *testing.T) {
 }
 
 func TestEnvironmentConfigErrors(t *testing.T) {
+	light(t)
 	tests := []struct{ name, yaml, want string }{
 		{"unknown key in an environment, with its line", strings.Replace(envConfig, "        drills: true", "        drils: true", 1), "field drils not found"},
 		{"nested environments", strings.Replace(envConfig, "        drills: true", "        drills: true\n        environments: {x: {}}", 1), "services.myapp.environments.staging.environments: environments do not nest"},

@@ -9,6 +9,7 @@ import (
 // needs at least two approvals, and a user-only DB approver list must hold
 // someone besides the requester for every approval needed.
 func TestConfigApprovalSafety(t *testing.T) {
+	light(t)
 	const base = `
 incident_channels: [C0INCIDENT]
 services:

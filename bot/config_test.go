@@ -10,6 +10,7 @@ import (
 )
 
 func TestExampleConfigIsValid(t *testing.T) {
+	light(t)
 	c, err := LoadConfig("../deploy/rollbot.example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -25,6 +26,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 
 // Each broken config names the field that is wrong and what to do.
 func TestConfigErrorsNameTheField(t *testing.T) {
+	light(t)
 	base := `
 incident_channels: [C0INCIDENT]
 services:
@@ -88,6 +90,7 @@ services:
 }
 
 func TestEnvValidateNeverShowsSecrets(t *testing.T) {
+	light(t)
 	secret := "xoxp-user-token-that-must-not-show"
 	err := Env{BotToken: secret, AppToken: "xapp-1", APIURL: "https://slack.com/api", RedisURL: "redis://:hunter2hunter2@r:6379"}.Validate()
 	if err == nil {
@@ -106,6 +109,7 @@ func TestEnvValidateNeverShowsSecrets(t *testing.T) {
 // The logger's redaction is the last line of defence: whatever carries a
 // token (an error, a message, a group) is scrubbed.
 func TestRedactHandler(t *testing.T) {
+	light(t)
 	var buf bytes.Buffer
 	tok := "xoxb-1234567890-secret"
 	log := slog.New(NewRedactHandler(slog.NewJSONHandler(&buf, nil), tok, "hunter2hunter2"))
@@ -120,6 +124,7 @@ func TestRedactHandler(t *testing.T) {
 }
 
 func TestServeRejectsBadEnvWithoutLeaking(t *testing.T) {
+	light(t)
 	c, err := LoadConfig("../deploy/rollbot.example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +140,7 @@ func TestServeRejectsBadEnvWithoutLeaking(t *testing.T) {
 }
 
 func TestDownJobNamespaceDefaultsToTheService(t *testing.T) {
+	light(t)
 	c, err := ParseConfig([]byte(`
 incident_channels: [C0INCIDENT]
 services:

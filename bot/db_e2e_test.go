@@ -158,6 +158,7 @@ type dbService struct {
 	h        *harness
 	sim      *sim.Sim
 	buildLog *logtest.Buffer
+	roVar    string // the variable holding the read-only DSN (setenvFor)
 }
 
 // writeProject writes the Django project with the bad release's migration.
@@ -231,9 +232,8 @@ func startDBService(t *testing.T, bad map[string]string, restore *restoreConfig)
 
 	// The bot's read-only DSN and the down command's DSN: two variables,
 	// as a real deployment would set them.
-	roVar, rwVar := "SHOP_E2E_DB_RO_DSN", "SHOP_E2E_DB_MIGRATE_DSN"
-	t.Setenv(roVar, s.db.DSN)
-	t.Setenv(rwVar, s.db.DSN)
+	roVar, rwVar := setenvFor(t, "SHOP_E2E_DB_RO_DSN", s.db.DSN), setenvFor(t, "SHOP_E2E_DB_MIGRATE_DSN", s.db.DSN)
+	s.roVar = roVar
 
 	restoreYAML := ""
 	if restore != nil {
@@ -426,6 +426,7 @@ func inThread(thread string, pred func(slackemu.Message) bool) func(slackemu.Mes
 // really removes the column, its output lands in the thread, the
 // migration table is back at 0002, and only then the app rolls back.
 func TestDBReversibleRollbackThroughSlack(t *testing.T) {
+	light(t)
 	s := startDBService(t, reversibleMigration, nil)
 	h := s.h
 	if !s.columnExists("shop_product", "sku") {
@@ -445,7 +446,7 @@ func TestDBReversibleRollbackThroughSlack(t *testing.T) {
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
 	wantAll(t, "DB approval request", m.PlainText(), handlers.DowntimeWarning, "reversible: run the down migration",
-		"manage.py migrate shop $(ROLLBOT_TARGET_SHOP)", "$SHOP_E2E_DB_RO_DSN", "shop.0003_product_sku", "Needs 1 distinct DB approver(s)")
+		"manage.py migrate shop $(ROLLBOT_TARGET_SHOP)", "$"+s.roVar, "shop.0003_product_sku", "Needs 1 distinct DB approver(s)")
 	if !s.columnExists("shop_product", "sku") || current(t, s.sim) != "shop:v3" {
 		t.Fatal("something changed before the DB approval")
 	}
@@ -674,20 +675,20 @@ func gmServiceUp(t *testing.T, history *state.Store, ups ...string) (*dbService,
 			t.Fatalf("migrate up %s: %v\n%s", n, err, out)
 		}
 	}
-	t.Setenv("SHOP_E2E_GM_RO_DSN", s.db.DSN)
-	t.Setenv("SHOP_E2E_GM_MIGRATE_URL", s.db.URL)
+	s.roVar = setenvFor(t, "SHOP_E2E_GM_RO_DSN", s.db.DSN)
+	urlVar := setenvFor(t, "SHOP_E2E_GM_MIGRATE_URL", s.db.URL)
 	s.serve(fmt.Sprintf(`
       driver: postgres
-      dsn_env: SHOP_E2E_GM_RO_DSN
+      dsn_env: %s
       tool: golang-migrate
       migrations_dir: %q
       down:
         kind: command
         command: [%q, -path, %q, -database, $(DATABASE_URL), down, $(ROLLBOT_STEPS)]
         secret_env:
-          DATABASE_URL: {env: SHOP_E2E_GM_MIGRATE_URL}
+          DATABASE_URL: {env: %s}
         timeout: 2m
-      approvers: {groups: [%s]}`, s.dir, bin, s.dir, slackemu.GroupDBA), history)
+      approvers: {groups: [%s]}`, s.roVar, s.dir, bin, s.dir, urlVar, slackemu.GroupDBA), history)
 	return s, bin
 }
 
@@ -705,6 +706,7 @@ func (s *dbService) gmVersion() string {
 // tell whether the bad release migrated, so the database step (by hand)
 // still comes first: a DB approver confirms before the app rolls back.
 func TestDBGolangMigrateWithoutRecordGates(t *testing.T) {
+	light(t)
 	s, _ := gmService(t, nil)
 	h := s.h
 	h.slash(slackemu.UserAlice, "shop")
@@ -731,6 +733,7 @@ func TestDBGolangMigrateWithoutRecordGates(t *testing.T) {
 // versions applied while the last good release ran, the real migrate CLI
 // rolls version 3 back through Slack.
 func TestDBGolangMigrateRollbackThroughSlack(t *testing.T) {
+	light(t)
 	rdb, prefix := redistest.Client(t)
 	history := state.New(rdb, prefix)
 	ctx := context.Background()
@@ -779,6 +782,7 @@ func TestDBGolangMigrateRollbackThroughSlack(t *testing.T) {
 // approvers are asked to restore by hand, then approve; their approval
 // completes the step and the app rolls back.
 func TestDBDestructiveWithoutRestoreConfigured(t *testing.T) {
+	light(t)
 	s := startDBService(t, destructiveMigration, nil)
 	h := s.h
 	h.slash(slackemu.UserAlice, "shop")
@@ -802,6 +806,7 @@ func TestDBDestructiveWithoutRestoreConfigured(t *testing.T) {
 // app only": the schema stays at 3, the app goes back to shop:v2, and the
 // old version's queries run on the new schema.
 func TestDBExpandOnlyAppOnlyThroughSlack(t *testing.T) {
+	light(t)
 	rdb, prefix := redistest.Client(t)
 	history := state.New(rdb, prefix)
 	ctx := context.Background()
@@ -864,6 +869,7 @@ func TestDBExpandOnlyAppOnlyThroughSlack(t *testing.T) {
 // choice), and the old version's queries
 // indeed fail on the new schema.
 func TestDBContractingKeepsTheGateThroughSlack(t *testing.T) {
+	light(t)
 	rdb, prefix := redistest.Client(t)
 	history := state.New(rdb, prefix)
 	ctx := context.Background()

@@ -104,6 +104,7 @@ func (h *harness) approve(user string, dbMsg slackemu.Message, typed string) sla
 }
 
 func TestDBGateReversibleRunsBeforeApp(t *testing.T) {
+	light(t)
 	h, db, m := dbHarness(t, false, fastEngine())
 	// The requester may not approve the DB step, even though she is a DB approver.
 	h.click(slackemu.UserAlice, m.TS, handlers.ActDBApprove)
@@ -132,6 +133,7 @@ func TestDBGateReversibleRunsBeforeApp(t *testing.T) {
 }
 
 func TestDBDestructiveNeedsTwoApprovers(t *testing.T) {
+	light(t)
 	h, db, m := dbHarness(t, true, fastEngine())
 	if !strings.Contains(m.PlainText(), "Needs 2 distinct DB approver(s)") {
 		t.Fatalf("the 2-of-N rule is not stated:\n%s", m.PlainText())
@@ -151,6 +153,7 @@ func TestDBDestructiveNeedsTwoApprovers(t *testing.T) {
 }
 
 func TestDBApprovalExpires(t *testing.T) {
+	light(t)
 	eng := fastEngine()
 	eng.ApprovalTTL = 300 * time.Millisecond
 	h, db, m := dbHarness(t, true, eng)
@@ -174,6 +177,7 @@ func TestDBApprovalExpires(t *testing.T) {
 }
 
 func TestDBRefusalStopsEverything(t *testing.T) {
+	light(t)
 	h, db, m := dbHarness(t, false, fastEngine())
 	h.click(slackemu.UserDana, m.TS, handlers.ActDBRefuse)
 	h.waitFor("refused", textHas("Refused by <@"+slackemu.UserDana+">"))

@@ -8,6 +8,7 @@ import (
 // database.down.kind kubernetes_job runs on the service's cluster: it is
 // valid only for platform kubernetes, and the error says so by its field.
 func TestConfigDownJobNeedsKubernetes(t *testing.T) {
+	light(t)
 	db := `
     database:
       driver: postgres

@@ -51,6 +51,7 @@ import (
 // completes it. Until then the node is cordoned, so the pod cannot finish
 // before the schema change it stands for is made.
 func TestDBDownJobThroughSlack(t *testing.T) {
+	heavy(t)
 	c := kubetest.Start(t)
 	cs := c.AdminClient
 	ns := kubetest.CreateNamespace(t, cs, "dbjob")
@@ -85,8 +86,7 @@ func TestDBDownJobThroughSlack(t *testing.T) {
 		t.Fatal(err)
 	}
 	kubeconfig := c.KubeconfigForRoles(t, ns, "../deploy/kubernetes/rbac.yaml", "rollbot", migrations.JobRole)
-	roVar := "SHOP_JOB_E2E_DB_RO_DSN"
-	t.Setenv(roVar, s.db.DSN)
+	roVar := setenvFor(t, "SHOP_JOB_E2E_DB_RO_DSN", s.db.DSN)
 	yml := fmt.Sprintf(`
 incident_channels: [%s]
 services:

@@ -8,6 +8,7 @@ import (
 
 // restore.switch is checked at start: each error names the field and the fix.
 func TestConfigRestoreSwitch(t *testing.T) {
+	light(t)
 	yml := func(extra string) string {
 		return fmt.Sprintf(`
 services:

@@ -15,6 +15,7 @@ import (
 // The demo's timings and simulated services pass the config validation
 // (every step budget covers the waits inside it), as a file would.
 func TestDemoConfigIsValid(t *testing.T) {
+	light(t)
 	if err := demoConfig().Validate(); err != nil {
 		t.Fatalf("the demo's timings do not validate:\n%v", err)
 	}
@@ -33,6 +34,7 @@ func TestDemoConfigIsValid(t *testing.T) {
 // The demo runs on the embedded in-memory Redis: the lifecycle's scripts
 // and transactions work there too, and both demo services complete.
 func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {
+	light(t)
 	mr := miniredis.RunT(t)
 	services, err := DemoServices()
 	if err != nil {

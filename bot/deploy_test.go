@@ -67,6 +67,7 @@ func stripComments(doc string) string {
 }
 
 func TestDeployManifestsDecode(t *testing.T) {
+	light(t)
 	files, err := filepath.Glob("../deploy/kubernetes/*.yaml")
 	if err != nil || len(files) < 2 {
 		t.Fatalf("manifests: %v %v", files, err)
@@ -81,6 +82,7 @@ func TestDeployManifestsDecode(t *testing.T) {
 }
 
 func TestDeployManifestReplicas(t *testing.T) {
+	light(t)
 	var dep *appsv1.Deployment
 	var pdb *policyv1.PodDisruptionBudget
 	for _, o := range decodeManifests(t, "../deploy/kubernetes/rollbot.yaml") {

@@ -62,6 +62,7 @@ func endedAsStarted(t *testing.T, d, before *appsv1.Deployment) {
 // drill's deploy and the rollback are two writes, noted in the report's
 // timeline).
 func TestDrillOnKubernetes(t *testing.T) {
+	heavy(t)
 	c, ns, before, svc := kubeDrillTarget(t, "drill")
 	eng := fastEngine()
 	eng.VerifyTimeout = 30 * time.Second
@@ -106,6 +107,7 @@ func TestDrillOnKubernetes(t *testing.T) {
 // still running the drill's bad image: it ends on that image with 3 Ready
 // pods, not paused, and the service released.
 func TestDrillCancelledOnKubernetes(t *testing.T) {
+	heavy(t)
 	c, ns, before, svc := kubeDrillTarget(t, "drillcancel")
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 
@@ -139,6 +141,7 @@ func TestDrillCancelledOnKubernetes(t *testing.T) {
 // service's own metrics, the same button rolls it back, the verification
 // passes, and the service ends on the image and task count it started with.
 func TestDrillOnSwarm(t *testing.T) {
+	heavy(t)
 	cli := dockertest.Client(t)
 	ctx := context.Background()
 	release, err := dockertest.EnsureSwarm(ctx, cli)

@@ -36,6 +36,7 @@ func drillSim(t *testing.T, key string) (*handlers.Service, *sim.Sim) {
 // its budget and the trend, the next drill is scheduled; refused on an
 // environment without drills and while a real incident holds the service.
 func TestDrillFlow(t *testing.T) {
+	light(t)
 	staging, st := drillSim(t, "myapp@staging")
 	staging.Drill = &handlers.Drill{Bad: "app:drill-broken"}
 	prod, _ := drillSim(t, "myapp@prod")
@@ -106,6 +107,7 @@ func TestDrillFlow(t *testing.T) {
 // A drill whose rollback fails says in the thread exactly what it left on
 // the target and how to put it back.
 func TestDrillFailsMidway(t *testing.T) {
+	light(t)
 	staging, st := drillSim(t, "myapp@staging")
 	staging.Drill = &handlers.Drill{Bad: "app:drill-broken"}
 	h := newHarness(t, []*handlers.Service{staging}, fastEngine())
@@ -131,6 +133,7 @@ func TestDrillFailsMidway(t *testing.T) {
 // budget. A target someone changed by hand meanwhile is not overwritten:
 // the message says what runs and what ran before the drill.
 func TestDrillEndsBeforeRollback(t *testing.T) {
+	light(t)
 	three := []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}}
 	cancel := func(t *testing.T, h *harness, s *sim.Sim, a slackemu.Message) {
 		h.click(slackemu.UserBob, a.TS, handlers.ActCancel)
@@ -231,6 +234,7 @@ func TestDrillEndsBeforeRollback(t *testing.T) {
 // second (once a month across restarts and replicas): the second bot
 // checks it before it takes anything over.
 func TestDrillRestoreResumesAfterRestart(t *testing.T) {
+	light(t)
 	s, err := sim.New("myapp@staging", sim.Config{Versions: []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:drill-broken", Bad: true}, {Artifact: "app:v2"}},
 		StepDelay: time.Second}) // slow: the bot stops mid-restore
 	if err != nil {

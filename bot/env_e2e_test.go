@@ -21,6 +21,7 @@ import (
 // done; a channel that sees only staging picks it; the two environments'
 // locks, incidents, DO_NOT_DEPLOY marks and timelines stay apart.
 func TestEnvironmentsStagingAndProd(t *testing.T) {
+	heavy(t)
 	c := kubetest.Start(t)
 	ns := kubetest.CreateNamespace(t, c.AdminClient, "env")
 	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)

@@ -256,6 +256,7 @@ func current(t *testing.T, s platforms.Platform) string {
 }
 
 func TestFlowHappyPath(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 20*time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, `myapp --reason "5xx spike after deploy"`)
@@ -305,6 +306,7 @@ func TestFlowHappyPath(t *testing.T) {
 }
 
 func TestFlowCancel(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
@@ -320,6 +322,7 @@ func TestFlowCancel(t *testing.T) {
 }
 
 func TestFlowUnauthorizedUser(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
@@ -340,6 +343,7 @@ func TestFlowUnauthorizedUser(t *testing.T) {
 }
 
 func TestFlowSecondRollbackRefusedWithHolder(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
@@ -368,6 +372,7 @@ func (c *countingPlatform) Rollback(ctx context.Context, to platforms.Revision, 
 }
 
 func TestFlowDoubleClickExecutesOnce(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 10*time.Millisecond)
 	cp := &countingPlatform{Sim: s}
 	svc.Platform = cp
@@ -392,6 +397,7 @@ func TestFlowDoubleClickExecutesOnce(t *testing.T) {
 // the same Redis takes it over, says so in the thread, finishes the
 // rollback without a second write, and verifies it.
 func TestFlowRestartMidRollbackResumes(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 2*time.Second) // slow: the bot stops mid-rollback
 	cp := &countingPlatform{Sim: s}
 	svc.Platform = cp
@@ -435,6 +441,7 @@ func TestFlowRestartMidRollbackResumes(t *testing.T) {
 }
 
 func TestFlowMalformedCommands(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	for _, tc := range []struct{ text, want string }{
@@ -459,6 +466,7 @@ func TestFlowMalformedCommands(t *testing.T) {
 }
 
 func TestFlowRollbackFailureOffersFallbacks(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	s.FailNextRollback(platforms.Userf(errors.New("ImagePullBackOff"), "image app:v2 cannot be pulled on the nodes"))
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
@@ -477,6 +485,7 @@ func TestFlowRollbackFailureOffersFallbacks(t *testing.T) {
 }
 
 func TestFlowDryRunChangesNothing(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp --dry-run")
@@ -495,6 +504,7 @@ func TestFlowDryRunChangesNothing(t *testing.T) {
 }
 
 func TestFlowTimelineAndMarkdown(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
@@ -520,6 +530,7 @@ func (brokenPlatform) Snapshot(context.Context) (*platforms.Snapshot, error) {
 }
 
 func TestFlowNeverPostsSecrets(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	svc.Platform = brokenPlatform{s}
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
@@ -543,6 +554,7 @@ func TestFlowNeverPostsSecrets(t *testing.T) {
 // Slack answers 429 to some updates and posts: rollbot waits Retry-After
 // and the flow still completes, with every message in its final state.
 func TestFlowSurvivesRateLimits(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 20*time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
@@ -567,6 +579,7 @@ func TestFlowSurvivesRateLimits(t *testing.T) {
 
 // Slack delivers the same interaction twice (a redelivery): it acts once.
 func TestFlowDuplicateEnvelopeActsOnce(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	cp := &countingPlatform{Sim: svc.Platform.(*sim.Sim)}
 	svc.Platform = cp
@@ -596,6 +609,7 @@ func TestFlowDuplicateEnvelopeActsOnce(t *testing.T) {
 // A restart while the buttons wait loses nothing: the state is in Redis,
 // so the confirmation after the restart carries on.
 func TestFlowRestartWhileAwaitingConfirmation(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
@@ -618,6 +632,7 @@ func TestFlowRestartWhileAwaitingConfirmation(t *testing.T) {
 type plainPlatform struct{ platforms.Platform }
 
 func TestFlowFailureWithoutFallbacksReleasesTheService(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	s.FailNextRollback(platforms.Userf(nil, "refusing to switch to green: 0/1 targets healthy"))
 	svc.Platform = plainPlatform{s}
@@ -642,6 +657,7 @@ func TestFlowFailureWithoutFallbacksReleasesTheService(t *testing.T) {
 }
 
 func TestFlowEndAfterFailure(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	s.FailNextRollback(platforms.Userf(nil, "image app:v2 cannot be pulled"))
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
@@ -690,6 +706,7 @@ func (b *blipMetrics) LatencyP95(ctx context.Context, from, to time.Time) (platf
 }
 
 func TestFlowVerificationSurvivesABaselineBlip(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	svc.Metrics = &blipMetrics{Sim: s}
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())

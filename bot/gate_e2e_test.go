@@ -92,6 +92,7 @@ func decodeVerdict(t *testing.T, body string) verdictJSON {
 // incident) until an approver runs /rollback unlock; a wrong token gets
 // 401 and nothing else; the token is never logged.
 func TestDeployGateAfterRollback(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	svc.DeployLock = true
 	ops := nettest.FreeAddr(t)
@@ -212,6 +213,7 @@ func TestDeployGateAfterRollback(t *testing.T) {
 // TestDeployGateDuringRollback: while a rollback holds the service, the
 // gate refuses deploys and names the incident and who started it.
 func TestDeployGateDuringRollback(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")

@@ -309,6 +309,7 @@ func (g *gitopsCluster) rollBackOwned(h *harness, eng handlers.Options, o gitops
 //   - ghost: its label names an Application that does not exist: the Owner
 //     row says so, and the confirmation changes nothing.
 func TestArgoCDOwnedRollbackThroughSlack(t *testing.T) {
+	heavy(t)
 	g := startGitops(t, kubetest.ArgoCDCRDs)
 	argoOwned := func(name string) map[string]string { return map[string]string{"argocd.argoproj.io/instance": name} }
 	myapp := g.service("myapp", argoOwned("myapp"), gitopsApp, "rollbot", kube.GitOpsRole)
@@ -377,6 +378,7 @@ func TestArgoCDOwnedRollbackThroughSlack(t *testing.T) {
 // platforms/kube's tests cover the HelmRelease owner as far as it goes
 // without its CRD.
 func TestFluxOwnedRollbackThroughSlack(t *testing.T) {
+	heavy(t)
 	g := startGitops(t, kubetest.FluxKustomizeCRDs, kubetest.FluxSourceCRDs)
 	app := g.service("myapp", map[string]string{"kustomize.toolkit.fluxcd.io/name": "%APP%", "kustomize.toolkit.fluxcd.io/namespace": "%NS%"},
 		fluxApp, "rollbot", kube.GitOpsRole)
@@ -411,6 +413,7 @@ func slicesHas(xs []string, x string) bool {
 // — and recovers the exact previous value from the owner's annotations, so
 // resume-sync still restores it.
 func TestArgoCDPauseOnceAcrossTakeover(t *testing.T) {
+	heavy(t)
 	g := startGitops(t, kubetest.ArgoCDCRDs)
 	ctx := context.Background()
 	s := g.service("myapp", map[string]string{"argocd.argoproj.io/instance": "myapp"}, gitopsApp, "rollbot", kube.GitOpsRole)

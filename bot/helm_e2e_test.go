@@ -33,6 +33,7 @@ import (
 //   - ghost: the annotations name a release that does not exist: the Owner
 //     row says so, and the confirmation writes nothing.
 func TestHelmRollbackThroughSlack(t *testing.T) {
+	heavy(t)
 	c := kubetest.Start(t)
 	ch := helmtest.Chart(t)
 	type svcEnv struct {

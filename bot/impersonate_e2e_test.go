@@ -30,6 +30,7 @@ import (
 // group lookup and nothing is written; once it can, her fallback runs as
 // the on-call identity, found through her membership in @oncall.
 func TestImpersonationThroughSlack(t *testing.T) {
+	heavy(t)
 	c := kubetest.Start(t)
 	ctx := context.Background()
 	ns := kubetest.CreateNamespace(t, c.AdminClient, "imp")

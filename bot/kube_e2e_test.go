@@ -58,6 +58,7 @@ func (m imageMetrics) LatencyP95(ctx context.Context, from, to time.Time) (platf
 // ServiceAccount bound to exactly deploy/kubernetes/rbac.yaml's Role; it
 // ends with the Deployment's pods on the old image.
 func TestKubernetesRollbackThroughSlack(t *testing.T) {
+	heavy(t)
 	c := kubetest.Start(t)
 	ns := kubetest.CreateNamespace(t, c.AdminClient, "e2e")
 	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)
@@ -135,6 +136,7 @@ func metavOpts() metav1.GetOptions { return metav1.GetOptions{} }
 // with the policy's message; another namespace is unaffected) until an
 // approver runs /rollback allow, which is on the timeline.
 func TestKubernetesAdmissionThroughSlack(t *testing.T) {
+	heavy(t)
 	c := kubetest.Start(t)
 	ns := kubetest.CreateNamespace(t, c.AdminClient, "adm")
 	other := kubetest.CreateNamespace(t, c.AdminClient, "adm-other")
@@ -219,6 +221,7 @@ func TestKubernetesAdmissionThroughSlack(t *testing.T) {
 // any repository name (a pipeline that pins the digest, or pulls it
 // through a mirror, is refused too); the good image by digest is let in.
 func TestAdmissionByDigestFromRegistryMark(t *testing.T) {
+	heavy(t)
 	reg := registrytest.Start(t, registrytest.Options{})
 	svc := registryService(t, reg, registry.Config{PlainHTTP: true}, nil)
 	rr := reg.Repository(t, "myapp")

@@ -45,6 +45,7 @@ func hasEvent(evs []state.Event, step, detail string) bool {
 // in the thread with the fallbacks, the timeline, the lock kept for the
 // fallbacks with the time it lapses, never a silent stop.
 func TestLifecycleStepOverBudgetIsReported(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", 2*time.Second) // 3 pods: 6s, over the 2s budget
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(o *handlers.Options) { o.Budgets.Rollout = 2 * time.Second }))
 	h.slash(slackemu.UserAlice, "myapp")
@@ -81,6 +82,7 @@ func TestLifecycleStepOverBudgetIsReported(t *testing.T) {
 // another rollback: the click is refused naming the holder, and nothing
 // touches the platform.
 func TestLifecycleFallbackNeedsTheLock(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
 	s.FailNextRollback(platforms.Userf(errors.New("ImagePullBackOff"), "image app:v2 cannot be pulled"))
@@ -113,6 +115,7 @@ func TestLifecycleFallbackNeedsTheLock(t *testing.T) {
 // assessed bad version, the click is refused with what changed, and the
 // service is released.
 func TestLifecycleStaleAssessmentIsRefused(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	cp := &countingPlatform{Sim: s}
 	svc.Platform = cp
@@ -145,6 +148,7 @@ func TestLifecycleStaleAssessmentIsRefused(t *testing.T) {
 // Nobody clicks: the wait ends after its budget, the buttons go, the
 // service is released.
 func TestLifecycleConfirmationWaitExpires(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(o *handlers.Options) { o.Budgets.Confirm = 1500 * time.Millisecond }))
 	h.slash(slackemu.UserAlice, "myapp")
@@ -166,6 +170,7 @@ func TestLifecycleConfirmationWaitExpires(t *testing.T) {
 // A failed rollback keeps the service for its fallbacks only until its
 // hold lapses; then it is closed and the service released.
 func TestLifecycleFailedHoldLapses(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(o *handlers.Options) { o.Budgets.Hold = 1500 * time.Millisecond }))
 	s.FailNextRollback(platforms.Userf(nil, "image app:v2 cannot be pulled"))
@@ -183,6 +188,7 @@ func TestLifecycleFailedHoldLapses(t *testing.T) {
 // A decision that lost the race is not on the timeline: a Cancel after
 // the confirmation won records nothing.
 func TestLifecycleLosingDecisionIsNotRecorded(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", 200*time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
 	h.slash(slackemu.UserAlice, "myapp")
@@ -202,6 +208,7 @@ func TestLifecycleLosingDecisionIsNotRecorded(t *testing.T) {
 // database is left in) with an End button, and says until when; End
 // releases it. Before, the lock stayed held with nothing to click.
 func TestLifecycleFailedDBStepCanBeEnded(t *testing.T) {
+	light(t)
 	h, db, m := dbHarness(t, false, lifecycleEngine(func(*handlers.Options) {}))
 	db.mu.Lock()
 	db.fail = platforms.Userf(errors.New("exit status 1"), "migrate down failed: Dirty database version 20261125090000")
@@ -228,6 +235,7 @@ func TestLifecycleFailedDBStepCanBeEnded(t *testing.T) {
 // locked for the team to see what the database is left in, the timeline
 // records it, and the app is not rolled back. End releases the service.
 func TestLifecycleDBStepOverBudgetIsReported(t *testing.T) {
+	light(t)
 	h, db, m := dbHarness(t, false, lifecycleEngine(func(o *handlers.Options) { o.Budgets.DBDown = 2 * time.Second }))
 	db.mu.Lock()
 	db.block = true
@@ -272,6 +280,7 @@ func TestLifecycleDBStepOverBudgetIsReported(t *testing.T) {
 // names the holder and does not promise a lock this rollback no longer
 // has, and the timeline says why.
 func TestLifecycleDBApprovalAfterTheLockWasLost(t *testing.T) {
+	light(t)
 	h, db, m := dbHarness(t, false, lifecycleEngine(func(*handlers.Options) {}))
 	ctx := context.Background()
 	in, err := h.store.Get(ctx, "RB-1")
@@ -313,6 +322,7 @@ func TestLifecycleDBApprovalAfterTheLockWasLost(t *testing.T) {
 // and another rollback took it) stops the step at the next heartbeat, and
 // the thread names the holder.
 func TestLifecycleLostLockStopsTheStep(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", 2*time.Second)
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
 	h.slash(slackemu.UserAlice, "myapp")
@@ -340,6 +350,7 @@ func TestLifecycleLostLockStopsTheStep(t *testing.T) {
 // Slack refuses the update that puts the buttons on the assessment: the
 // table is posted again with them, so there is something to click.
 func TestLifecycleAssessmentUpdateFailureRepostsTheButtons(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))
 	h.emu.FailMethod("chat.update", "internal_error", 1)
@@ -355,6 +366,7 @@ func TestLifecycleAssessmentUpdateFailureRepostsTheButtons(t *testing.T) {
 // Redis goes away mid-rollback: the thread says so within seconds, and no
 // further write runs (the step stops at the next heartbeat).
 func TestLifecycleRedisDownMidFlowIsReported(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 2*time.Second)
 	rs := redistest.Server(t)
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))

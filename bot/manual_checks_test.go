@@ -70,6 +70,7 @@ func manualService(t *testing.T) *handlers.Service {
 // changed). Who answered and when is on the incident and the timeline, and
 // the verdict says which items rollbot verified and which people confirmed.
 func TestManualChecksVerifiedWhenAnApproverAnswers(t *testing.T) {
+	light(t)
 	h := newHarness(t, []*handlers.Service{manualService(t)}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
@@ -132,6 +133,7 @@ func TestManualChecksVerifiedWhenAnApproverAnswers(t *testing.T) {
 // fails the verification at once, with who said so, and offers the
 // fallbacks; it never says the service "did not recover" on its own.
 func TestManualCheckNotOKEndsInTheFailurePath(t *testing.T) {
+	light(t)
 	h := newHarness(t, []*handlers.Service{manualService(t)}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
 	a := h.waitFor("assessment", hasAction(handlers.ActConfirm))
@@ -172,6 +174,7 @@ func TestManualCheckNotOKEndsInTheFailurePath(t *testing.T) {
 // the replica that takes it over, and the next answer, served by the new
 // replica, completes the rollback.
 func TestManualChecksSurviveATakeover(t *testing.T) {
+	light(t)
 	eng := fastEngine()
 	eng.Lease = 3 * time.Second
 	h := newHarness(t, []*handlers.Service{manualService(t)}, eng)
@@ -211,6 +214,7 @@ func TestManualChecksSurviveATakeover(t *testing.T) {
 // in the window): the verification ends "not verified" with what was seen,
 // and never says the service did not recover.
 func TestVerificationWithoutTrafficIsNotVerified(t *testing.T) {
+	light(t)
 	s, err := sim.New("myapp", sim.Config{
 		Versions:  []sim.Version{{Artifact: "app:v1"}, {Artifact: "app:v2"}, {Artifact: "app:v3", Bad: true}},
 		StepDelay: 20 * time.Millisecond,
@@ -241,6 +245,7 @@ func TestVerificationWithoutTrafficIsNotVerified(t *testing.T) {
 // ends before the soak could: the failure path says so, with what was
 // observed until then.
 func TestVerificationOutOfBudgetSaysWhatWasSeen(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", 20*time.Millisecond)
 	eng := fastEngine()
 	eng.VerifySoak = time.Minute

@@ -33,6 +33,7 @@ func (w withMigrationLog) Snapshot(ctx context.Context) (*platforms.Snapshot, er
 // database step (checked by hand by an approver other than the requester)
 // comes before the app rollback.
 func TestFlowMigrationLogFeedsTheGate(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 20*time.Millisecond)
 	svc.Platform = withMigrationLog{Sim: s, log: "Flyway Community Edition 10.1\nMigrating schema `app` to version \"7 - drop legacy\"\nSuccessfully applied 1 migration to schema `app`, now at version v7"}
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
@@ -70,6 +71,7 @@ func (d *noneRecordedDB) Detect(ctx context.Context, since time.Time) (platforms
 // database step by hand before the app rolls back, and rollbot runs no
 // down migration of its own.
 func TestFlowMigrationLogContradictsTheDatabase(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 20*time.Millisecond)
 	svc.Platform = withMigrationLog{Sim: s, log: "1/u create_orders (4.1ms)\n2/u drop_legacy_email (2.3ms)"}
 	db := &noneRecordedDB{}

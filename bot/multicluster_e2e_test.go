@@ -22,6 +22,7 @@ import (
 // Each adapter's client talks only to its own cluster: the service on
 // "west" is not found on "east" and the other way round.
 func TestTwoClustersOneBot(t *testing.T) {
+	heavy(t)
 	east, west := kubetest.Start(t), kubetest.Start(t)
 	merged := clientcmdapi.NewConfig()
 	nss := map[string]string{}

@@ -186,6 +186,7 @@ func (o *opsBot) callsTo(method string) (all, limited int) {
 }
 
 func TestOpsHealthAndReadiness(t *testing.T) {
+	light(t)
 	o := startOpsBot(t)
 	if code, body := o.get("/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
 		t.Errorf("/healthz = %d %q", code, body)
@@ -226,6 +227,7 @@ func TestOpsHealthAndReadiness(t *testing.T) {
 }
 
 func TestOpsMetricsCountSlackCalls(t *testing.T) {
+	light(t)
 	o := startOpsBot(t)
 	o.waitStatus("/readyz", http.StatusOK)
 	if v := value(o.metrics(), "rollbot_slack_api_calls_total", "method", "chat.postMessage"); v != 0 {
@@ -259,6 +261,7 @@ func TestOpsMetricsCountSlackCalls(t *testing.T) {
 }
 
 func TestOpsEngineMetrics(t *testing.T) {
+	light(t)
 	m := NewMetrics()
 	m.RollbackFinished("verified")
 	m.RollbackFinished("verified")
@@ -323,6 +326,7 @@ func TestOpsAddrFromOS(t *testing.T) {
 }
 
 func TestRedisHookCountsFailures(t *testing.T) {
+	light(t)
 	rdb, prefix := redistest.Client(t)
 	m := NewMetrics()
 	rdb.AddHook(m.RedisHook())
@@ -364,6 +368,7 @@ func TestRedisHookCountsFailures(t *testing.T) {
 // The engine's own metrics are wired to /metrics: a real rollback through
 // the local Slack server counts its outcome and each working step's time.
 func TestOpsMetricsCountARealRollback(t *testing.T) {
+	light(t)
 	o := startOpsBot(t)
 	o.waitStatus("/readyz", http.StatusOK)
 	if v := value(o.metrics(), "rollbot_rollbacks_total", "outcome", string(state.Completed)); v != 0 {

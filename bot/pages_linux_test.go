@@ -39,6 +39,7 @@ func TestReleaseStartupPages(t *testing.T) {
 var pagesCanary = [3 * 4096]byte{1: 1}
 
 func TestParseMapping(t *testing.T) {
+	light(t)
 	for _, c := range []struct {
 		line string
 		want mapping

@@ -209,6 +209,7 @@ func checklistLine(m slackemu.Message, item string) string {
 // mode) the verification ticks the error rate and latency items from
 // Prometheus data collected after the rollback.
 func TestPrometheusMetricsRollbackThroughSlack(t *testing.T) {
+	heavy(t)
 	app := promtest.StartSampleApp(t, promtest.BuildSampleApp(t), "-self-load", "50", "-latency", goodLatency)
 	promStart := time.Now()
 	p := promtest.Start(t, promtest.Target{Job: promJob, Addr: app.Addr})
@@ -370,6 +371,7 @@ func TestPrometheusMetricsRollbackThroughSlack(t *testing.T) {
 // posted, the platform's rows keep their verdicts, and the request-metric
 // rows are inconclusive with a reason an on-call engineer can act on.
 func TestPrometheusDownAssessmentThroughSlack(t *testing.T) {
+	heavy(t)
 	down := "http://" + nettest.ClosedAddr(t)
 	hung := "http://" + promtest.SilentAddr(t)
 	_, svcs := buildFromYAML(t, promServiceYAML("downapp", down, 12*time.Minute, "")+promServiceYAML("hungapp", hung, 12*time.Minute, ""))

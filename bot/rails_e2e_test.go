@@ -139,11 +139,11 @@ func railsService(t *testing.T, migrationsDir string) *dbService {
 		t.Fatalf("the bad release's migration did not run:\n%s", out)
 	}
 
-	t.Setenv("SHOP_E2E_RAILS_RO_DSN", s.db.DSN)
-	t.Setenv("SHOP_E2E_RAILS_MIGRATE_DSN", s.db.DSN)
+	s.roVar = setenvFor(t, "SHOP_E2E_RAILS_RO_DSN", s.db.DSN)
+	migrateVar := setenvFor(t, "SHOP_E2E_RAILS_MIGRATE_DSN", s.db.DSN)
 	s.serve(fmt.Sprintf(`
       driver: postgres
-      dsn_env: SHOP_E2E_RAILS_RO_DSN
+      dsn_env: %s
       tool: rails
       migrations_dir: %q
       down:
@@ -152,9 +152,9 @@ func railsService(t *testing.T, migrationsDir string) *dbService {
         dir: %q
         env: {RAILS_ENV: production}
         secret_env:
-          DATABASE_URL: {env: SHOP_E2E_RAILS_MIGRATE_DSN}
+          DATABASE_URL: {env: %s}
         timeout: 2m
-      approvers: {groups: [%s]}`, migrationsDir, s.dir, slackemu.GroupDBA), history)
+      approvers: {groups: [%s]}`, s.roVar, migrationsDir, s.dir, migrateVar, slackemu.GroupDBA), history)
 	return s
 }
 
@@ -171,6 +171,7 @@ func (s *dbService) railsVersions() []string {
 // schema_migrations is back at the last good release's version, and only
 // then the app rolls back.
 func TestDBRailsRollbackThroughSlack(t *testing.T) {
+	heavy(t) // Rails boots for a while on every command
 	s := railsService(t, "")
 	h := s.h
 	if !s.columnExists("products", "sku") {
@@ -190,7 +191,7 @@ func TestDBRailsRollbackThroughSlack(t *testing.T) {
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	m := h.waitFor("DB approval request", inThread(a.TS, hasAction(handlers.ActDBApprove)))
 	wantAll(t, "DB approval request", m.PlainText(), handlers.DowntimeWarning, "reversible: run the down migration",
-		"bin/rails db:rollback STEP=$(ROLLBOT_STEPS)", "$SHOP_E2E_RAILS_RO_DSN", railsBadVersion+", "+railsBadVersion2, "Needs 1 distinct DB approver(s)")
+		"bin/rails db:rollback STEP=$(ROLLBOT_STEPS)", "$"+s.roVar, railsBadVersion+", "+railsBadVersion2, "Needs 1 distinct DB approver(s)")
 	if !s.columnExists("products", "sku") || current(t, s.sim) != "shop:v3" {
 		t.Fatal("something changed before the DB approval")
 	}
@@ -228,7 +229,7 @@ func TestDBRailsRollbackThroughSlack(t *testing.T) {
 	}
 	evs := h.events("RB-1")
 	if !hasEvent(evs, "database", "running the down migration: run `bin/rails db:rollback STEP=$(ROLLBOT_STEPS)`") ||
-		!hasEvent(evs, "database", "done: postgres database ($SHOP_E2E_RAILS_RO_DSN, tool rails) is back at "+railsGoodVersion) {
+		!hasEvent(evs, "database", "done: postgres database ($"+s.roVar+", tool rails) is back at "+railsGoodVersion) {
 		t.Errorf("the timeline lacks the database step:\n%v", evs)
 	}
 	s.noSecretLeaked()
@@ -242,6 +243,7 @@ func TestDBRailsRollbackThroughSlack(t *testing.T) {
 // migration's down in its own transaction, so suppliers (the newest) is
 // rolled back and products.sku is not.
 func TestDBRailsFailingRollbackThroughSlack(t *testing.T) {
+	heavy(t) // Rails boots for a while on every command
 	s := railsService(t, "")
 	h := s.h
 	s.exec(`CREATE VIEW product_skus AS SELECT id, sku FROM products`)
@@ -287,6 +289,7 @@ func TestDBRailsFailingRollbackThroughSlack(t *testing.T) {
 // hand (a DB approver confirms it before the app rolls back), and the
 // reason is on the timeline.
 func TestDBRailsMissingMigrationsDirThroughSlack(t *testing.T) {
+	heavy(t) // Rails boots for a while on every command
 	missing := filepath.Join(t.TempDir(), "release-v3", "db", "migrate")
 	s := railsService(t, missing)
 	h := s.h

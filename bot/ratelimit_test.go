@@ -20,6 +20,7 @@ import (
 // message ends in its final state. How long that takes is
 // BenchmarkTenIncidents' figure, not this test's.
 func TestTenIncidentsWithinSlackRateLimits(t *testing.T) {
+	light(t)
 	took, waits := tenIncidents(t)
 	t.Logf("10 incidents: last message in its final state %s after the commands; longest waits for a turn: %v", took.Round(100*time.Millisecond), waits)
 }
@@ -130,6 +131,7 @@ func longestPaceWaits(tb testing.TB, log string) map[string]time.Duration {
 // cancelled, its fallback too, leaving an incident nobody could confirm
 // until its budget ran out.)
 func TestDecisionShownWhenTheUpdateOutlastsTheHeartbeat(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 20*time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {})) // heartbeat every 200ms
 	h.emu.DelayMethod("chat.update", time.Second)

@@ -162,6 +162,7 @@ func permGrants(perms []kube.Permission, named map[string][]string) []string {
 // what the code declares and the same as deploy/kubernetes/rbac.yaml's
 // Role of that name, but for the names.
 func TestRBACOutput(t *testing.T) {
+	light(t)
 	c, err := ParseConfig([]byte(rbacConfig + `
   db:
     platform: kubernetes
@@ -299,6 +300,7 @@ func shippedGrants(t *testing.T, name string) []string {
 // without the write verbs (the clickers write), one with a service that
 // does not, or that runs drills (which deploy as rollbot), keeps them.
 func TestRBACImpersonation(t *testing.T) {
+	light(t)
 	c, err := ParseConfig([]byte(`
 incident_channels: [C0INCIDENT]
 services:
@@ -405,6 +407,7 @@ services:
 // ServiceAccount can neither read nor patch another Deployment of the
 // namespace.
 func TestRBACGeneratedRoleOnACluster(t *testing.T) {
+	heavy(t)
 	cl := kubetest.Start(t)
 	ns := kubetest.CreateNamespace(t, cl.AdminClient, "rbac")
 	for _, name := range []string{"shop", "other"} {

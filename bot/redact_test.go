@@ -83,6 +83,7 @@ func secretsFixture(t *testing.T) ([]string, []leak) {
 
 // Every value rollbot knows to be secret is redacted from log lines.
 func TestSecretsAreRedactedFromLogs(t *testing.T) {
+	light(t)
 	secrets, leaks := secretsFixture(t)
 	for _, l := range leaks {
 		t.Run(l.what, func(t *testing.T) {
@@ -100,6 +101,7 @@ func TestSecretsAreRedactedFromLogs(t *testing.T) {
 // The same values are redacted from every message posted to Slack, in the
 // text and the blocks, on the local Slack server.
 func TestSecretsAreRedactedFromSlack(t *testing.T) {
+	light(t)
 	secrets, leaks := secretsFixture(t)
 	emu, err := slackemu.New(slackemu.Options{})
 	if err != nil {
@@ -149,6 +151,7 @@ func TestSecretsAreRedactedFromSlack(t *testing.T) {
 // A smoke test's output reaches the incident thread scrubbed: the bot's
 // known secrets and credentials the smoke test prints itself.
 func TestSmokeOutputInSlackIsRedacted(t *testing.T) {
+	light(t)
 	secrets, _ := secretsFixture(t)
 	svc, _ := simService(t, "myapp", 5*time.Millisecond)
 	svc.HasHealth = false

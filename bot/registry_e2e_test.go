@@ -74,6 +74,7 @@ func rollBack(t *testing.T, h *harness) (slackemu.Message, slackemu.Message) {
 // ticks the §6 registry item with what was done, and /rollback history
 // shows the mark.
 func TestRegistryMarkThroughSlack(t *testing.T) {
+	heavy(t)
 	reg := registrytest.Start(t, registrytest.Options{})
 	svc := registryService(t, reg, registry.Config{PlainHTTP: true, DeleteTag: true}, nil)
 	rr := reg.Repository(t, "myapp")
@@ -148,6 +149,7 @@ func TestRegistryMarkThroughSlack(t *testing.T) {
 // the rest of the post-rollback actions is done, and the password is in
 // no Slack message and no log line.
 func TestRegistryMarkFailuresDoNotHoldUp(t *testing.T) {
+	heavy(t)
 	const user, pass, wrong = "rollbot", "right-registry-pass-55", "wrong-registry-pass-66"
 	for _, c := range []struct {
 		name string
@@ -220,6 +222,7 @@ func hangingProxy(t *testing.T, reg *registrytest.Registry) (host string, hung <
 // bot takes the incident over, finds the mark by its incident annotation
 // and does not push a second one, and the checklist says so.
 func TestRegistryMarkOnceAcrossRestart(t *testing.T) {
+	heavy(t)
 	reg := registrytest.Start(t, registrytest.Options{})
 	proxy, hung := hangingProxy(t, reg)
 	svc := registryService(t, reg, registry.Config{PlainHTTP: true, Repository: proxy + "/myapp"}, nil)

@@ -441,6 +441,7 @@ timeout: 2m`, spawned, x.db.bin, x.db.dir))
 // back leave its incident alone. Its owner keeps it (no takeover, the same
 // fence), finishes it, and every write happens once.
 func TestReplicasNewProcessLeavesALiveIncident(t *testing.T) {
+	heavy(t)
 	sent := redistest.Sentinel(t)
 	r := newReplicaSet(t, sent, 1, 3*time.Second) // stop 3s, then 3 pods at 3s each
 	r.slash("myapp")
@@ -481,6 +482,7 @@ func TestReplicasNewProcessLeavesALiveIncident(t *testing.T) {
 // 200 concurrent /rollback for one service spread over three replicas:
 // exactly one proceeds, 199 are told who holds it.
 func TestReplicasConcurrentCommandsOneProceeds(t *testing.T) {
+	heavy(t)
 	sent := redistest.Sentinel(t)
 	r := newReplicaSet(t, sent, 3, 50*time.Millisecond)
 	var wg sync.WaitGroup
@@ -529,6 +531,7 @@ func TestReplicasConcurrentCommandsOneProceeds(t *testing.T) {
 // Every envelope delivered twice, to two different replicas: every action
 // happens once.
 func TestReplicasDuplicateDeliveriesActOnce(t *testing.T) {
+	heavy(t)
 	sent := redistest.Sentinel(t)
 	r := newReplicaSet(t, sent, 3, 200*time.Millisecond)
 	r.emu.DuplicateEnvelopes(true)
@@ -552,6 +555,7 @@ func TestReplicasDuplicateDeliveriesActOnce(t *testing.T) {
 // SENTINEL FAILOVER in the middle of a rollback: it finishes, nothing is
 // lost from the timeline, and every write happened once.
 func TestReplicasSentinelFailoverMidRollback(t *testing.T) {
+	heavy(t)
 	sent := redistest.Sentinel(t)
 	r := newReplicaSet(t, sent, 3, time.Second)
 	r.slash("myapp")

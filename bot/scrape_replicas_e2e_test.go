@@ -66,6 +66,7 @@ services:
 // and the history from before the kill is still there: a dry run on the
 // survivor measures a span that starts before the kill.
 func TestReplicasShareScrapeHistory(t *testing.T) {
+	heavy(t)
 	app := promtest.StartSampleApp(t, promtest.BuildSampleApp(t), "-self-load", "20")
 	r := newStandaloneReplicas(t, 2, func(stateFile string) string {
 		return fmt.Sprintf(`    platform: simulated

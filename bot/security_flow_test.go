@@ -78,6 +78,7 @@ func (h *harness) timelineHas(id, s string) bool {
 // the clicker is told where it belongs, the timeline records the refusal,
 // and the same button in the incident's channel still works.
 func TestClickFromAnotherChannelIsRefused(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", 5*time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
@@ -118,6 +119,7 @@ func TestClickFromAnotherChannelIsRefused(t *testing.T) {
 // "Done" on a post-rollback item needs one of the service's approvers or
 // the requester, and the incident's channel.
 func TestPostActionDoneNeedsApproverAndChannel(t *testing.T) {
+	light(t)
 	svc, _ := simService(t, "myapp", 5*time.Millisecond)
 	h := newHarness(t, []*handlers.Service{svc}, fastEngine())
 	h.slash(slackemu.UserAlice, "myapp")
@@ -159,6 +161,7 @@ func TestPostActionDoneNeedsApproverAndChannel(t *testing.T) {
 // the incident's own: a DB approver clicking a copy elsewhere gets no
 // modal and approves nothing.
 func TestDBApproveFromAnotherChannelOpensNoModal(t *testing.T) {
+	light(t)
 	h, db, m := dbHarness(t, false, fastEngine())
 	copyTS := h.copyTo(slackemu.ChannelGeneral, m)
 	if err := h.emu.ClickButton(h.ctx(), slackemu.UserDana, slackemu.ChannelGeneral, copyTS, handlers.ActDBApprove); err != nil {

@@ -26,6 +26,7 @@ func (p slowSmoke) Smoke(ctx context.Context) (bool, string, error) { return p.s
 // query_timeout: a smoke test that takes 1s passes although each metric
 // query gets 300ms (cut at query_timeout, it could never pass).
 func TestVerifySmokeTestGetsItsOwnTimeout(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	svc.Health = slowSmoke{s, &probe.Probes{SmokeCommand: []string{"sleep", "1"}, SmokeTimeout: 10 * time.Second}}
 	svc.SmokeTimeout = 10 * time.Second

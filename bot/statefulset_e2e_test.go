@@ -24,6 +24,7 @@ import (
 // assessed (readiness from its pods), confirmed, stopped with the
 // partition, rolled back through its ControllerRevision, verified.
 func TestStatefulSetRollbackThroughSlack(t *testing.T) {
+	heavy(t)
 	c := kubetest.Start(t)
 	ctx := context.Background()
 	ns := kubetest.CreateNamespace(t, c.AdminClient, "sts")

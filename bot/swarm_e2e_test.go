@@ -133,6 +133,7 @@ var (
 // "Rollback verified". The service is configured through YAML, as rollbot
 // is in production.
 func TestSwarmRollbackThroughSlack(t *testing.T) {
+	heavy(t)
 	cli := dockertest.Client(t)
 	ctx := context.Background()
 	release, err := dockertest.EnsureSwarm(ctx, cli)

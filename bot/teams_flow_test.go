@@ -32,6 +32,7 @@ func inChannel(channel string, pred func(slackemu.Message) bool) func(slackemu.M
 // own (help, suggestions, commands); the shared incident channel sees
 // both; a channel bound to no service is refused.
 func TestChannelsPerTeam(t *testing.T) {
+	light(t)
 	web, _ := simService(t, "web", 10*time.Millisecond)
 	web.Channels = []string{slackemu.ChannelTeamWeb, slackemu.ChannelIncident}
 	pay, paySim := simService(t, "payments", 10*time.Millisecond)

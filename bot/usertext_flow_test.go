@@ -31,6 +31,7 @@ func (panickingPlatform) Rollback(context.Context, platforms.Revision, bool, pla
 // never with the panic's value; the log line with that reference holds
 // the panic, redacted as `rollbot serve` redacts its log.
 func TestLifecyclePanicIsReportedWithAReference(t *testing.T) {
+	light(t)
 	svc, s := simService(t, "myapp", time.Millisecond)
 	svc.Platform = panickingPlatform{brokenPlatform{s}}
 	h := newHarness(t, []*handlers.Service{svc}, lifecycleEngine(func(*handlers.Options) {}))

@@ -59,6 +59,7 @@ func (p *deployedAtPlatform) Snapshot(ctx context.Context) (*platforms.Snapshot,
 //  3. a new deploy, after which myapp and payments both fail: likely not
 //     this deploy, 2 of 3 services degraded.
 func TestDeploymentRelatedVerdictWithPrometheus(t *testing.T) {
+	heavy(t)
 	bin := promtest.BuildSampleApp(t)
 	apps := map[string]*promtest.SampleApp{}
 	var targets []promtest.Target
@@ -179,6 +180,7 @@ func TestDeploymentRelatedVerdictWithPrometheus(t *testing.T) {
 // assessment on the local Slack server says the failure is likely not
 // this deploy, names the node, and still offers the rollback.
 func TestDeploymentRelatedVerdictNodeConditionsThroughSlack(t *testing.T) {
+	heavy(t)
 	c := kubetest.Start(t)
 	ns := kubetest.CreateNamespace(t, c.AdminClient, "verdict")
 	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 2)

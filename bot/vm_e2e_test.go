@@ -32,6 +32,7 @@ import (
 // itself, so there is traffic to measure), and the health checks are the
 // hosts' real /health endpoints.
 func TestVMRollbackThroughSlack(t *testing.T) {
+	heavy(t)
 	bin := t.TempDir()
 	v1 := sshtest.BuildSampleApp(t, bin, "v1", map[string]string{"version": "v1"})
 	v2 := sshtest.BuildSampleApp(t, bin, "v2", map[string]string{"version": "v2", "errorRatio": "0.3"})

@@ -150,7 +150,7 @@ func mountsByDest(c container.InspectResponse) map[string]string {
 // api; rolling web back recreates it on v1 with all its settings, checks
 // its health over HTTP, and leaves api alone.
 func TestRecreateRollsBackOneService(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	p := newProject(t, twoServices)
 	p.Compose([]string{"WEB_TAG=v1"}, "up", "-d")
 	p.Compose([]string{"WEB_TAG=v2"}, "up", "-d", "web")
@@ -246,7 +246,7 @@ services:
 // TestComposeFileMode: the file pins the tag, so the rollback edits it and
 // runs docker-compose up; afterwards file and containers agree.
 func TestComposeFileMode(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	p := newProject(t, fmt.Sprintf(pinned, "v1"))
 	p.Compose(nil, "up", "-d")
 	p.Write(fmt.Sprintf(pinned, "v2"))
@@ -290,7 +290,7 @@ func TestComposeFileMode(t *testing.T) {
 // fails, and puts the previous container back; without it the same move
 // "succeeds", which is what the HTTP check is for.
 func TestHTTPHealthIsChecked(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	p := newProject(t, `version: "3.7"
 services:
   web:
@@ -357,7 +357,7 @@ func (r *racingAPI) ContainerList(ctx context.Context, o client.ContainerListOpt
 // its write makes the rollback fail with ErrConflict, in both modes, and
 // the other change stays.
 func TestConcurrentChangeIsAConflict(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	t.Run("recreate", func(t *testing.T) {
 		p := newProject(t, twoServices)
 		p.Compose([]string{"WEB_TAG=v2"}, "up", "-d", "web")
@@ -402,7 +402,7 @@ func TestConcurrentChangeIsAConflict(t *testing.T) {
 // TestMissingImage: a target the engine lacks fails before anything
 // changes, with the FAQ's fallback in the message.
 func TestMissingImage(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	p := newProject(t, fmt.Sprintf(pinned, "v1"))
 	p.Compose(nil, "up", "-d", "web")
 	before := p.Container("web")
@@ -428,7 +428,7 @@ func TestMissingImage(t *testing.T) {
 // TestAlreadyAtTargetDryRunStopScale covers the writes that change little
 // or nothing.
 func TestAlreadyAtTargetDryRunStopScale(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	p := newProject(t, twoServices)
 	p.Compose([]string{"WEB_TAG=v1"}, "up", "-d")
 	web := p.Container("web")
@@ -605,7 +605,7 @@ stop_timeout: 5s
 // TestRecreateScaledService: with two containers, each is replaced in turn
 // and progress counts them.
 func TestRecreateScaledService(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	p := newProject(t, `version: "3.7"
 services:
   web:

@@ -18,7 +18,7 @@ func (d deployRecord) Deployed(context.Context, string) ([]platforms.Revision, e
 // TestContract runs the shared adapter contract against a real compose
 // project: web went from v1 to v2, as rollbot's deploy record says.
 func TestContract(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	p := newProject(t, twoServices)
 	p.Compose([]string{"WEB_TAG=v1"}, "up", "-d")
 	p.Compose([]string{"WEB_TAG=v2"}, "up", "-d")

@@ -11,7 +11,7 @@ import (
 // TestContract runs the shared adapter contract against a real Swarm
 // service whose v2 update failed its health checks and was paused.
 func TestContract(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	v1, v2 := good.Ref(), bad.Ref()
 	name := createService(t, v1, 2)
 	deploy(t, name, v2)

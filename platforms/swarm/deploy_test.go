@@ -18,7 +18,7 @@ import (
 // nothing written (and one from the running version goes out), an image the engine lacks is refused before any change, and
 // a deploy racing another update is a conflict that keeps the other.
 func TestDeploy(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ctx := context.Background()
 	name := createService(t, good.Ref(), 1)
 	a := newTestAdapter(t, Config{Service: name})

@@ -162,7 +162,7 @@ func (l *progressLog) last() platforms.Progress {
 // (PreviousSpec, so the engine's native rollback) → every task runs v1 and
 // answers HTTP.
 func TestBadDeployThenNativeRollback(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	v1, v2 := good.Ref(), bad.Ref()
 	name := createService(t, v1, 2)
 	deploy(t, name, v2)
@@ -234,7 +234,7 @@ func (h memHistory) Deployed(ctx context.Context, key string) ([]platforms.Revis
 // record and is not the previous spec, so the rollback is an image update
 // with the configured parallelism and delay that keeps the rest of the spec.
 func TestRollbackByImageUsesConfiguredPace(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	v1 := good.Ref()
 	name := createService(t, v1, 2)
 	// An env setting the rollback must keep.
@@ -302,7 +302,7 @@ func (r *racingAPI) ServiceUpdate(ctx context.Context, id string, o client.Servi
 // when its write arrives; the engine refuses it and the adapter reports a
 // conflict instead of overwriting the other change.
 func TestConcurrentUpdateIsAConflict(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	name := createService(t, good.Ref(), 1)
 	other := dockertest.MustImage(t, cli, dockertest.Variant{Tag: "v3-concurrent", Version: "v3"})
 	var logs bytes.Buffer
@@ -327,7 +327,7 @@ func TestConcurrentUpdateIsAConflict(t *testing.T) {
 // before any change, with the FAQ's fallback; with remote_images the
 // update goes out and the tasks' rejection ("No such image") is reported.
 func TestMissingImage(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	name := createService(t, good.Ref(), 1)
 	missing := dockertest.Name("rollbot-sampleapp:never-built-")
 	ctx := context.Background()
@@ -357,7 +357,7 @@ func TestMissingImage(t *testing.T) {
 
 // TestEngineUnreachable: a bogus host gives a clear message, not a raw error.
 func TestEngineUnreachable(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, host := range []string{"tcp://127.0.0.1:1", "unix:///nonexistent/docker.sock"} {
 		t.Run(host, func(t *testing.T) {
 			a := newTestAdapter(t, Config{Service: "myapp", Host: host})
@@ -398,7 +398,7 @@ func TestHostCredentialsNeverShown(t *testing.T) {
 // TestAlreadyAtTargetAndDryRun: rolling back to the running image is
 // skipped; a dry run plans the exact change and leaves the service alone.
 func TestAlreadyAtTargetAndDryRun(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	name := createService(t, good.Ref(), 1)
 	a := newTestAdapter(t, Config{Service: name, UpdateDelay: 10 * time.Second})
 	ctx := context.Background()
@@ -430,7 +430,7 @@ func TestAlreadyAtTargetAndDryRun(t *testing.T) {
 // Stop says so without writing (swarm has no pause), and the rollback
 // supersedes the update.
 func TestStopAndRollbackDuringUpdate(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	name := createService(t, good.Ref(), 2)
 	a := newTestAdapter(t, Config{Service: name})
 	ctx := context.Background()
@@ -479,7 +479,7 @@ func TestStopAndRollbackDuringUpdate(t *testing.T) {
 
 // TestScaleToZero stops every task; a second call is skipped.
 func TestScaleToZero(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	name := createService(t, good.Ref(), 2)
 	a := newTestAdapter(t, Config{Service: name})
 	ctx := context.Background()
