@@ -343,13 +343,15 @@ func (r *replicaSet) checkReleased() {
 // gmSchema is a PostgreSQL database whose golang-migrate schema
 // (platforms/migrations/testdata/golang-migrate) is at the bad release's
 // version 3, which adds users.email; version 2 was the last good
-// release's. Its read-only DSN and migration URL are in MYAPP_RO_DSN and
-// MYAPP_MIGRATE_URL, which the replicas inherit.
+// release's. Its read-only DSN and migration URL are in the variables
+// roVar and urlVar (MYAPP_…, which the replicas inherit).
 type gmSchema struct {
 	t        testing.TB
 	db       dbtest.Database
 	owner    *sql.DB
 	dir, bin string // the migrations, golang-migrate's CLI
+	roVar    string // the variable holding the read-only DSN
+	urlVar   string // the variable holding the migration URL
 }
 
 func newGMSchema(t *testing.T, pg *dbtest.Postgres) *gmSchema {
@@ -368,8 +370,8 @@ func newGMSchema(t *testing.T, pg *dbtest.Postgres) *gmSchema {
 			t.Fatalf("migrate up %s: %v\n%s", n, err, out)
 		}
 	}
-	t.Setenv("MYAPP_RO_DSN", s.db.DSN)
-	t.Setenv("MYAPP_MIGRATE_URL", s.db.URL)
+	s.roVar = setenvFor(t, "MYAPP_RO_DSN", s.db.DSN)
+	s.urlVar = setenvFor(t, "MYAPP_MIGRATE_URL", s.db.URL)
 	return s
 }
 
@@ -388,13 +390,13 @@ func (s *gmSchema) recordGood(store *state.Store, good string) {
 func (s *gmSchema) service(down string) string {
 	return fmt.Sprintf(`    database:
       driver: postgres
-      dsn_env: MYAPP_RO_DSN
+      dsn_env: %s
       tool: golang-migrate
       migrations_dir: %q
       down:
 %s
       approvers: {groups: [%s]}
-`, s.dir, indent(strings.TrimSpace(down), "        "), slackemu.GroupDBA)
+`, s.roVar, s.dir, indent(strings.TrimSpace(down), "        "), slackemu.GroupDBA)
 }
 
 func indent(s, by string) string {

@@ -346,6 +346,7 @@ func (r *replicaSet) slash(text string) {
 // within the lease + 10 s when work was in flight, every action happens
 // once, and the thread says who resumed it.
 func TestReplicasKillOwnerAtEachStep(t *testing.T) {
+	heavy(t)
 	sent := redistest.Sentinel(t)
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
 	for _, k := range killSteps {
@@ -377,8 +378,8 @@ func simKillTarget(t *testing.T, sent *redistest.Sentinels, pg *dbtest.Postgres,
 kind: command
 command: [sh, -c, "touch %s && sleep 1 && echo rolling back && exec %s -path %s -database '$(DATABASE_URL)' down $(ROLLBOT_STEPS)"]
 secret_env:
-  DATABASE_URL: {env: MYAPP_MIGRATE_URL}
-timeout: 2m`, spawned, x.db.bin, x.db.dir))
+  DATABASE_URL: {env: %s}
+timeout: 2m`, spawned, x.db.bin, x.db.dir, x.db.urlVar))
 		})
 		x.db.recordGood(x.r.store, "app:v2")
 	}
@@ -625,6 +626,7 @@ func BenchmarkTakeoverAfterKill(b *testing.B) {
 // patch of the Deployment, one DO_NOT_DEPLOY patch of the bad ReplicaSet,
 // the one down Job, and nothing else.
 func TestReplicasKillOwnerOnKubernetes(t *testing.T) {
+	heavy(t)
 	sent := redistest.Sentinel(t)
 	c := kubetest.Start(t)
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
