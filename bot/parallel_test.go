@@ -19,7 +19,7 @@ import (
 // containers or rollbot processes: each of those takes a core for a while
 // as it starts, and more at once than the machine has cores only makes
 // every wait inside them late.
-var heavySlots = make(chan struct{}, 2)
+var heavySlots = make(chan struct{}, 3)
 
 // light marks t as a test that runs beside others: a rollbot in the test
 // process against the local Slack server, a Redis prefix of its own and
