@@ -42,7 +42,7 @@ services:
 // docker-compose up for web only; the verification passes and api is
 // never touched.
 func TestComposeRollbackThroughSlack(t *testing.T) {
-	heavy(t)
+	heavyLong(t)
 	cli := dockertest.Client(t)
 	ctx := context.Background()
 	v1 := dockertest.MustImage(t, cli, e2eGood)

@@ -34,7 +34,7 @@ func TestDemoConfigIsValid(t *testing.T) {
 // The demo runs on the embedded in-memory Redis: the lifecycle's scripts
 // and transactions work there too, and both demo services complete.
 func TestDemoCompletesOnEmbeddedRedis(t *testing.T) {
-	light(t)
+	lightLong(t)
 	mr := miniredis.RunT(t)
 	services, err := DemoServices()
 	if err != nil {

@@ -92,7 +92,7 @@ func decodeVerdict(t *testing.T, body string) verdictJSON {
 // incident) until an approver runs /rollback unlock; a wrong token gets
 // 401 and nothing else; the token is never logged.
 func TestDeployGateAfterRollback(t *testing.T) {
-	light(t)
+	lightLong(t)
 	svc, _ := simService(t, "myapp", time.Millisecond)
 	svc.DeployLock = true
 	ops := nettest.FreeAddr(t)

@@ -309,7 +309,7 @@ func (g *gitopsCluster) rollBackOwned(h *harness, eng handlers.Options, o gitops
 //   - ghost: its label names an Application that does not exist: the Owner
 //     row says so, and the confirmation changes nothing.
 func TestArgoCDOwnedRollbackThroughSlack(t *testing.T) {
-	heavy(t)
+	heavyLong(t)
 	g := startGitops(t, kubetest.ArgoCDCRDs)
 	argoOwned := func(name string) map[string]string { return map[string]string{"argocd.argoproj.io/instance": name} }
 	myapp := g.service("myapp", argoOwned("myapp"), gitopsApp, "rollbot", kube.GitOpsRole)

@@ -20,7 +20,7 @@ import (
 // message ends in its final state. How long that takes is
 // BenchmarkTenIncidents' figure, not this test's.
 func TestTenIncidentsWithinSlackRateLimits(t *testing.T) {
-	light(t)
+	lightLong(t)
 	took, waits := tenIncidents(t)
 	t.Logf("10 incidents: last message in its final state %s after the commands; longest waits for a turn: %v", took.Round(100*time.Millisecond), waits)
 }

@@ -346,7 +346,7 @@ func (r *replicaSet) slash(text string) {
 // within the lease + 10 s when work was in flight, every action happens
 // once, and the thread says who resumed it.
 func TestReplicasKillOwnerAtEachStep(t *testing.T) {
-	heavy(t)
+	heavyLong(t)
 	sent := redistest.Sentinel(t)
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})
 	for _, k := range killSteps {
@@ -626,7 +626,7 @@ func BenchmarkTakeoverAfterKill(b *testing.B) {
 // patch of the Deployment, one DO_NOT_DEPLOY patch of the bad ReplicaSet,
 // the one down Job, and nothing else.
 func TestReplicasKillOwnerOnKubernetes(t *testing.T) {
-	heavy(t)
+	heavyLong(t)
 	sent := redistest.Sentinel(t)
 	c := kubetest.Start(t)
 	pg := dbtest.StartPostgres(t, dbtest.PostgresOptions{})

@@ -52,7 +52,7 @@ func measuredOver(t *testing.T, text, check string) time.Duration {
 //     little traffic), with the baseline p95 measured from the samples
 //     before the deploy (no baseline_p95 is configured).
 func TestScrapeHistoryThroughSlack(t *testing.T) {
-	heavy(t)
+	heavyLong(t)
 	cli := dockertest.Client(t)
 	ctx := context.Background()
 	release, err := dockertest.EnsureSwarm(ctx, cli)

@@ -59,7 +59,7 @@ func (p *deployedAtPlatform) Snapshot(ctx context.Context) (*platforms.Snapshot,
 //  3. a new deploy, after which myapp and payments both fail: likely not
 //     this deploy, 2 of 3 services degraded.
 func TestDeploymentRelatedVerdictWithPrometheus(t *testing.T) {
-	heavy(t)
+	heavyLong(t)
 	bin := promtest.BuildSampleApp(t)
 	apps := map[string]*promtest.SampleApp{}
 	var targets []promtest.Target
