@@ -1,7 +1,12 @@
 package bot
 
 import (
+	"os"
+	"slices"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary, like rollbot, has run every package's initialisation:
@@ -32,6 +37,61 @@ func TestReleaseStartupPages(t *testing.T) {
 			t.Fatalf("data segment byte %d is %d after releasing pages, was written %d", i, b, i%251)
 		}
 	}
+	// The executable's tables read only the touched pages back from now
+	// on (VmFlags "rr", random read); its code keeps read-ahead.
+	tables, code := 0, 0
+	for _, m := range exeMappings(t) {
+		if m.exec {
+			code++
+			if m.randomRead {
+				t.Errorf("code mapping %s is marked random read", m.line)
+			}
+			continue
+		}
+		tables++
+		if !m.randomRead {
+			t.Errorf("mapping %s of the executable is not marked random read after the release", m.line)
+		}
+	}
+	if tables == 0 || code == 0 {
+		t.Errorf("%d table and %d code mappings of the executable in /proc/self/smaps; expected both", tables, code)
+	}
+}
+
+type smapsEntry struct {
+	line       string
+	exec       bool
+	randomRead bool
+}
+
+// exeMappings reads the test binary's own mappings from /proc/self/smaps.
+func exeMappings(t *testing.T) []smapsEntry {
+	t.Helper()
+	var exe unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
+		t.Fatal(err)
+	}
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []smapsEntry
+	var cur *smapsEntry
+	for line := range strings.Lines(string(smaps)) {
+		line = strings.TrimSpace(line)
+		if m, ok := parseMapping(line); ok {
+			cur = nil
+			if m.inode == exe.Ino {
+				out = append(out, smapsEntry{line: line, exec: m.exec})
+				cur = &out[len(out)-1]
+			}
+			continue
+		}
+		if flags, ok := strings.CutPrefix(line, "VmFlags:"); ok && cur != nil {
+			cur.randomRead = slices.Contains(strings.Fields(flags), "rr")
+		}
+	}
+	return out
 }
 
 // pagesCanary is in the executable's data segment (initialised, so not
@@ -47,7 +107,7 @@ func TestParseMapping(t *testing.T) {
 	}{
 		{"00400000-00402000 r--p 00000000 fd:01 1234 /usr/bin/rollbot", mapping{start: 0x400000, end: 0x402000, inode: 1234}, true},
 		{"0621a000-06b90000 rw-p 05e1a000 fd:01 1234 /usr/bin/rollbot", mapping{start: 0x621a000, end: 0x6b90000, inode: 1234}, true},
-		{"7ffd1000-7ffd3000 r-xp 00000000 00:00 0 [vdso]", mapping{start: 0x7ffd1000, end: 0x7ffd3000}, true},
+		{"7ffd1000-7ffd3000 r-xp 00000000 00:00 0 [vdso]", mapping{start: 0x7ffd1000, end: 0x7ffd3000, exec: true}, true},
 		{"garbage", mapping{}, false},
 		{"2000-1000 r--p 0 00:00 0", mapping{}, false},
 	} {
