@@ -21,8 +21,13 @@ hash=$( { cat .ci/k8s-tools/go.sum .ci/etcd-tools/go.sum; printf 'kwok %s\n' "$K
 dir="$ROLLBOT_CACHE/k8s-$hash"
 bin="$dir/bin"
 
+mkdir -p "$ROLLBOT_CACHE"
+# One build at a time: a second caller (a test package's TestMain while
+# CI's own setup builds) waits for the first and then finds its result,
+# instead of compiling the same ~2000 packages beside it.
+exec 9>"$ROLLBOT_CACHE/.k8s-build.lock"
+flock 9
 if [ ! -d "$bin" ]; then
-	mkdir -p "$ROLLBOT_CACHE"
 	tmp=$(mktemp -d "$ROLLBOT_CACHE/.k8s-build.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
 	mkdir -p "$tmp/bin"

@@ -165,3 +165,68 @@ func TestWritesAreTheServiceAccountsAsAnswered(t *testing.T) {
 		t.Errorf("Writes(default) = %v, %v; want none", other, err)
 	}
 }
+
+// Two builders of one cache take turns: k8s.sh waits while another holds
+// the build lock, then finds the other's result and builds nothing.
+func TestSetupScriptWaitsForAnotherBuild(t *testing.T) {
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := ToolsHash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	lock, err := os.OpenFile(filepath.Join(cache, ".k8s-build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", filepath.Join(root, ".ci", "setup.d", "k8s.sh"))
+	cmd.Env = append(os.Environ(), "ROLLBOT_CACHE="+cache, "ENVFILE=")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}()
+	select {
+	case err := <-done:
+		done <- err
+		t.Fatalf("k8s.sh ended while another build held the lock: %v\n%s", err, stderr.String())
+	case <-time.After(time.Second):
+	}
+	if strings.Contains(stderr.String(), "building") {
+		t.Fatalf("k8s.sh started building beside another build:\n%s", stderr.String())
+	}
+	// The other build finishes.
+	bin := filepath.Join(cache, "k8s-"+hash, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("k8s.sh after the other build: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("k8s.sh still running 30 s after the other build ended:\n%s", stderr.String())
+	}
+	if got := strings.TrimSpace(stdout.String()); got != bin || strings.Contains(stderr.String(), "building") {
+		t.Errorf("k8s.sh printed %q (stderr %q); want the other build's %s and no build", got, stderr.String(), bin)
+	}
+}
