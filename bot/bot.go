@@ -70,6 +70,11 @@ type Bot struct {
 	ops     *ops // nil when Options.OpsAddr is ""
 	// scrapes scrapes the services with a scrape: source in the background.
 	scrapes *scrape.Collector
+
+	// pages decides when the executable's pages are trimmed again
+	// (pages.go); starts paces the handlers of a burst.
+	pages  pageTrim
+	starts *startSlots
 }
 
 // Serve runs the production bot from a config and the environment until
@@ -141,7 +146,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if err := store.Ping(pctx); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	b := &Bot{api: api, store: store, log: o.Log, opts: o, metrics: m}
+	b := &Bot{api: api, store: store, log: o.Log, opts: o, metrics: m, starts: newStartSlots(burstStarts, burstStartHold)}
 	b.sm = socketmode.New(api, socketmode.OptionPingInterval(20*time.Second))
 	if o.Engine.Metrics == nil {
 		o.Engine.Metrics = m
@@ -259,7 +264,34 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 		return
 	}
 	b.log.Info("released the executable's start-up pages", "file_resident_kib_before", before, "file_resident_kib_after", after)
+	b.pages.trimmedAt(time.Now())
+	// After an incident or a burst, once rollbot is quiet again, the
+	// pages it brought in are returned the same way.
+	tick.Reset(idleTrim / 4)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !b.pages.due(time.Now()) {
+			continue
+		}
+		before, after, err := releaseStartupPages()
+		if err != nil {
+			b.log.Info("executable pages kept", "reason", err.Error())
+			return
+		}
+		b.log.Debug("released the executable's pages after a quiet spell", "file_resident_kib_before", before, "file_resident_kib_after", after)
+	}
 }
+
+// burstStarts handlers start at once under a burst, each holding its slot
+// for burstStartHold at most (see startSlots).
+const (
+	burstStarts    = 4
+	burstStartHold = 20 * time.Millisecond
+)
 
 // dispatch acknowledges every envelope before any Redis or platform work
 // (the duplicate check included) and hands the work to its own goroutine,
@@ -281,6 +313,13 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 		return
 	}
 	req := *evt.Request
+	if b.pages.busy(time.Now()) {
+		// Trimmed while idle: the work this envelope starts reads its
+		// tables ahead again.
+		if err := readAheadTables(); err != nil {
+			b.log.Debug("read-ahead not restored", "reason", err.Error())
+		}
+	}
 	switch evt.Type {
 	case socketmode.EventTypeSlashCommand:
 		b.sm.Ack(req)
@@ -360,6 +399,10 @@ func (b *Bot) first(ctx context.Context, key string) bool {
 // work runs a handler off the socket loop with a bounded context.
 func (b *Bot) work(op string, f func(ctx context.Context)) {
 	go func() {
+		b.pages.begin()
+		defer func() { b.pages.end(time.Now()) }()
+		release := b.starts.take()
+		defer release()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		defer func() {

@@ -68,6 +68,30 @@ func releaseStartupPages() (before, after int, err error) {
 	return before, after, err
 }
 
+// readAheadTables undoes the MADV_RANDOM of releaseStartupPages: a busy
+// process (a burst of commands, an incident) reads its tables back in
+// whole runs again instead of page by page.
+func readAheadTables() error {
+	var exe unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
+		return fmt.Errorf("stat /proc/self/exe: %w", err)
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return err
+	}
+	for line := range strings.Lines(string(maps)) {
+		m, ok := parseMapping(line)
+		if !ok || m.inode != exe.Ino || m.exec {
+			continue
+		}
+		if err := madvise(m, unix.MADV_NORMAL, "MADV_NORMAL"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func madvise(m mapping, advice int, name string) error {
 	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, uintptr(advice)); errno != 0 {
 		return fmt.Errorf("madvise(%s) %#x-%#x: %w", name, m.start, m.end, errno)

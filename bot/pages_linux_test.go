@@ -56,6 +56,15 @@ func TestReleaseStartupPages(t *testing.T) {
 	if tables == 0 || code == 0 {
 		t.Errorf("%d table and %d code mappings of the executable in /proc/self/smaps; expected both", tables, code)
 	}
+	// Busy again: the tables read ahead as before.
+	if err := readAheadTables(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range exeMappings(t) {
+		if m.randomRead {
+			t.Errorf("mapping %s is still marked random read after readAheadTables", m.line)
+		}
+	}
 }
 
 type smapsEntry struct {

@@ -8,3 +8,8 @@ import "errors"
 func releaseStartupPages() (before, after int, err error) {
 	return 0, 0, errors.ErrUnsupported
 }
+
+// readAheadTables is Linux only.
+func readAheadTables() error {
+	return errors.ErrUnsupported
+}
