@@ -239,6 +239,9 @@ services:
 	if err != nil || marks[v2].Incident == "" {
 		t.Errorf("v2 not marked DO_NOT_DEPLOY: %v %v", marks, err)
 	}
+	// The checklist is posted while RB-1 still holds the service; it
+	// gives it back when it completes.
+	h.waitStatus("RB-1", state.Completed)
 	h.slash(slackemu.UserAlice, "myapp --to e2e-v2")
 	h.waitLong("refusal to roll back to v2", textHas("is marked DO_NOT_DEPLOY"))
 }
