@@ -148,9 +148,12 @@ func (h *harness) waitStatusWithin(id string, want state.Status, within time.Dur
 	return in
 }
 
-func (h *harness) dump() string {
+func (h *harness) dump() string { return dumpMessages(h.emu) }
+
+// dumpMessages is every message in the incident channel, for a failure.
+func dumpMessages(emu *slackemu.Server) string {
 	var b strings.Builder
-	for _, m := range h.emu.Messages(slackemu.ChannelIncident) {
+	for _, m := range emu.Messages(slackemu.ChannelIncident) {
 		b.WriteString("--- " + m.TS + " eph=" + m.EphemeralFor + "\n" + m.PlainText() + "\n")
 	}
 	return b.String()

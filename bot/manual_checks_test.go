@@ -41,7 +41,7 @@ func answerChecksByHand(t testing.TB, emu *slackemu.Server, user string, n int, 
 		})
 		if err != nil {
 			cancel()
-			t.Fatalf("waiting for the checklist with %d checks by hand left: %v", left, err)
+			t.Fatalf("waiting for the checklist with %d checks by hand left: %v\nmessages:\n%s", left, err, dumpMessages(emu))
 		}
 		if left > 0 {
 			err = emu.ClickButton(ctx, user, slackemu.ChannelIncident, m.TS, handlers.ActCheckOK)
