@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // The bot package's tests are most of CI's time, and most of that is
@@ -36,6 +37,7 @@ func newTestGate(slots int) *testGate {
 // enter marks t parallel and waits for a slot, which t holds until it ends.
 func (g *testGate) enter(t *testing.T, long bool) {
 	t.Parallel()
+	asked := time.Now()
 	g.mu.Lock()
 	if long {
 		g.longWaiting++
@@ -48,6 +50,9 @@ func (g *testGate) enter(t *testing.T, long bool) {
 		g.longWaiting--
 	}
 	g.mu.Unlock()
+	// CI's summary lists the slowest tests by the time they ran, not by
+	// the time they waited here (.ci/testsummary reads this line).
+	t.Logf("gate: waited %s for a slot", time.Since(asked).Round(time.Millisecond))
 	t.Cleanup(func() {
 		g.mu.Lock()
 		g.free++

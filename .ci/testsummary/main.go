@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -71,7 +72,7 @@ func run(in io.Reader, out io.Writer, slowest int) error {
 					fmt.Fprint(out, strings.Join(output[k], ""))
 				}
 				if !strings.Contains(e.Test, "/") {
-					tests = append(tests, result{k, seconds(e.Elapsed), e.Action != "fail"})
+					tests = append(tests, result{k, seconds(e.Elapsed) - waited(output[k]), e.Action != "fail"})
 				}
 				delete(output, k)
 				continue
@@ -101,7 +102,7 @@ func run(in io.Reader, out io.Writer, slowest int) error {
 		tests = tests[:slowest]
 	}
 	if len(tests) > 0 {
-		fmt.Fprintf(out, "\nslowest tests:\n")
+		fmt.Fprintf(out, "\nslowest tests (time run, after any wait for a slot):\n")
 		for _, t := range tests {
 			mark := ""
 			if !t.passed {
@@ -111,6 +112,23 @@ func run(in io.Reader, out io.Writer, slowest int) error {
 		}
 	}
 	return nil
+}
+
+// gateLine is what a test that waits for a slot among the package's
+// parallel tests logs once it has one (bot/parallel_test.go).
+var gateLine = regexp.MustCompile(`gate: waited (\S+) for a slot`)
+
+// waited is how long a test waited for its slot before it ran, so that
+// the slowest list ranks tests by their own time.
+func waited(lines []string) time.Duration {
+	for _, l := range lines {
+		if m := gateLine.FindStringSubmatch(l); m != nil {
+			if d, err := time.ParseDuration(m[1]); err == nil {
+				return d
+			}
+		}
+	}
+	return 0
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -35,7 +35,7 @@ func TestRunPrintsFailuresAndSlowest(t *testing.T) {
 		"bad_test.go:9: want 1, got 2", "sub detail", "FAIL\tp\t9.6s", "ok  \tq\t0.1s",
 		"r/x.go:1:1: syntax error", "FAIL\tr [build failed]",
 		"--- unfinished: s TestHang\n    hang_test.go:3: waiting",
-		"slowest tests:\n      7s  p TestBad  (failed)\n",
+		"slowest tests (time run, after any wait for a slot):\n      7s  p TestBad  (failed)\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
@@ -45,5 +45,23 @@ func TestRunPrintsFailuresAndSlowest(t *testing.T) {
 		if strings.Contains(got, unwanted) {
 			t.Errorf("output has %q, which a plain go test would not print:\n%s", unwanted, got)
 		}
+	}
+}
+
+// A test that waited for a slot among the package's parallel tests is
+// ranked by the time it ran, not by its elapsed time.
+func TestSlowestNotCountingTheWaitForASlot(t *testing.T) {
+	in := strings.Join([]string{
+		`{"Action":"output","Package":"p","Test":"TestQueued","Output":"    parallel_test.go:50: gate: waited 4m0.5s for a slot\n"}`,
+		`{"Action":"pass","Package":"p","Test":"TestQueued","Elapsed":300.5}`,
+		`{"Action":"pass","Package":"p","Test":"TestFirst","Elapsed":90}`,
+	}, "\n")
+	var out strings.Builder
+	if err := run(strings.NewReader(in), &out, 2); err != nil {
+		t.Fatal(err)
+	}
+	want := "   1m30s  p TestFirst\n    1m0s  p TestQueued\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("slowest list:\n%s\nwant:\n%s", out.String(), want)
 	}
 }
