@@ -2,8 +2,13 @@ package redistest_test
 
 import (
 	"context"
+	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 
 	"rollbot/testkit/redistest"
 )
@@ -76,5 +81,28 @@ func TestClusterSpreadsSlots(t *testing.T) {
 	}
 	if len(masters) < 2 {
 		t.Fatalf("8 keys landed on %d master(s); want the slots spread over the three", len(masters))
+	}
+	// Each node's bus port is a claimed one (nettest), not its port plus
+	// 10000, which lands in the kernel's ephemeral range: CI saw a node
+	// abort there with "Address already in use".
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ephemeral, _ := strconv.Atoi(strings.Fields(string(b))[0])
+	err = c.(*redis.ClusterClient).ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		_, port, _ := net.SplitHostPort(n.Options().Addr)
+		got, err := n.ConfigGet(ctx, "cluster-port").Result()
+		if err != nil {
+			return err
+		}
+		bus, _ := strconv.Atoi(got["cluster-port"])
+		if p, _ := strconv.Atoi(port); bus == 0 || bus == p+10000 || bus >= ephemeral {
+			t.Errorf("node %s: cluster-port %q; want a claimed port below %d", n.Options().Addr, got["cluster-port"], ephemeral)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

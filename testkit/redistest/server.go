@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -74,11 +75,21 @@ func spawn(parent, bin string, conf []string) (*server, error) {
 		}
 		return nil, fmt.Errorf("%s not found on PATH (apt-get install %s): %w", bin, pkg, err)
 	}
-	ports, err := nettest.FreePorts(1)
+	// A cluster node also listens on a bus port, by default its port
+	// plus 10000: that one would come from no claim, so it is named.
+	cluster := slices.Contains(conf, "cluster-enabled yes")
+	n := 1
+	if cluster {
+		n = 2
+	}
+	ports, err := nettest.FreePorts(n)
 	if err != nil {
 		return nil, err
 	}
 	port := ports[0]
+	if cluster {
+		conf = append(slices.Clip(conf), "cluster-port "+strconv.Itoa(ports[1]))
+	}
 	dir := filepath.Join(parent, bin+"-"+strconv.Itoa(port))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
