@@ -94,11 +94,18 @@
     sendBtn.classList.toggle("ready", input.value.trim() !== "");
   };
   input.addEventListener("input", grow);
+  const sendKey = (e) => e.key === "Enter" && !e.shiftKey && !e.isComposing;
   input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    if (sendKey(e)) {
       e.preventDefault();
       $("#composer").requestSubmit();
     }
+  });
+  // The Enter that sent may still arrive as its own keypress (a driver
+  // such as chromedp sends the character apart from the key): it must not
+  // leave a newline in the cleared composer.
+  input.addEventListener("keypress", (e) => {
+    if (sendKey(e)) e.preventDefault();
   });
   $("#composer").addEventListener("submit", async (e) => {
     e.preventDefault();
