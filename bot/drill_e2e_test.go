@@ -29,7 +29,7 @@ import (
 // returns the Deployment as it was before the drill.
 func kubeDrillTarget(t *testing.T, prefix string) (*kubetest.Cluster, string, *appsv1.Deployment, *handlers.Service) {
 	t.Helper()
-	c := kubetest.Start(t)
+	c := kubetest.Shared(t)
 	ns := kubetest.CreateNamespace(t, c.AdminClient, prefix)
 	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)
 	before := kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")

@@ -22,7 +22,7 @@ import (
 // locks, incidents, DO_NOT_DEPLOY marks and timelines stay apart.
 func TestEnvironmentsStagingAndProd(t *testing.T) {
 	heavy(t)
-	c := kubetest.Start(t)
+	c := kubetest.Shared(t)
 	ns := kubetest.CreateNamespace(t, c.AdminClient, "env")
 	kubetest.CreateDeployment(t, c.AdminClient, ns, "myapp", "registry.local/myapp:v1", 3)
 	kubetest.WaitRolledOut(t, c.AdminClient, ns, "myapp")

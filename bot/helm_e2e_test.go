@@ -34,7 +34,7 @@ import (
 //     row says so, and the confirmation writes nothing.
 func TestHelmRollbackThroughSlack(t *testing.T) {
 	heavy(t)
-	c := kubetest.Start(t)
+	c := kubetest.Shared(t)
 	ch := helmtest.Chart(t)
 	type svcEnv struct {
 		ns  string

@@ -7,7 +7,17 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"rollbot/testkit/kubetest"
 )
+
+// TestMain stops the Kubernetes control plane the tests that need only a
+// namespace share (kubetest.Shared).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	kubetest.StopShared()
+	os.Exit(code)
+}
 
 // The bot package's tests are most of CI's time, and most of that is
 // waiting: for a soak, a lease to lapse, a pod to be replaced. They run

@@ -25,7 +25,7 @@ import (
 // partition, rolled back through its ControllerRevision, verified.
 func TestStatefulSetRollbackThroughSlack(t *testing.T) {
 	heavy(t)
-	c := kubetest.Start(t)
+	c := kubetest.Shared(t)
 	ctx := context.Background()
 	ns := kubetest.CreateNamespace(t, c.AdminClient, "sts")
 	replicas := int32(2)

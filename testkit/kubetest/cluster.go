@@ -129,6 +129,43 @@ func Start(t testing.TB) *Cluster {
 	return c
 }
 
+var shared struct {
+	once    sync.Once
+	cluster *Cluster
+	err     error
+}
+
+// Shared is one cluster for the tests of this process that only use
+// namespaced objects of their own (CreateNamespace): each control plane
+// costs a core for a while as it starts and a share of one while it runs,
+// so tests that can share one do. It starts on first use; StopShared
+// (from TestMain) stops it, and it dies with the process in any case.
+// A test that touches what is cluster-wide (nodes, cluster roles,
+// webhooks, CRDs, the container log files, the audit log of another
+// namespace) uses Start.
+func Shared(t testing.TB) *Cluster {
+	t.Helper()
+	shared.once.Do(func() {
+		// Not t.Logf: the cluster outlives the test that started it.
+		logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+		shared.cluster, shared.err = StartCluster(context.Background(), Options{Logf: logf})
+	})
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	if err := shared.cluster.Err(); err != nil {
+		t.Fatalf("the shared cluster: %v", err)
+	}
+	return shared.cluster
+}
+
+// StopShared stops the cluster Shared started, if any.
+func StopShared() {
+	if shared.cluster != nil {
+		shared.cluster.Stop()
+	}
+}
+
 // StartCluster starts etcd, kube-apiserver, kube-controller-manager,
 // kube-scheduler and kwok, creates the kwok node, and returns once pods can
 // be created. On error nothing is left running.

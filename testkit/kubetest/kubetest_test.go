@@ -230,3 +230,24 @@ func TestSetupScriptWaitsForAnotherBuild(t *testing.T) {
 		t.Errorf("k8s.sh printed %q (stderr %q); want the other build's %s and no build", got, stderr.String(), bin)
 	}
 }
+
+// Shared is one cluster for every test of the process, alive after the
+// test that started it ended, and gone after StopShared.
+func TestSharedOutlivesTheFirstTest(t *testing.T) {
+	var first *Cluster
+	t.Run("first", func(t *testing.T) { first = Shared(t) })
+	t.Run("second", func(t *testing.T) {
+		c := Shared(t)
+		if c != first {
+			t.Fatalf("second Shared = %p, want the first cluster %p", c, first)
+		}
+		ns := CreateNamespace(t, c.AdminClient, "shared")
+		if _, err := c.AdminClient.CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{}); err != nil {
+			t.Fatalf("the shared cluster after the first test ended: %v", err)
+		}
+	})
+	StopShared()
+	if _, err := os.Stat(first.Dir); !os.IsNotExist(err) {
+		t.Errorf("%s left behind by StopShared: %v", first.Dir, err)
+	}
+}
