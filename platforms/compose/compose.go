@@ -607,12 +607,21 @@ func (a *Adapter) MarkDoNotDeploy(ctx context.Context, rev platforms.Revision, b
 func (a *Adapter) waitReady(ctx context.Context, id string, report func(msg string)) error {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
+	var last error // what the last look saw, for the timeout's message
+	timedOut := func() error {
+		if last == nil {
+			return failed("not ready within %s", a.cfg.Timeout)
+		}
+		return failed("not ready within %s (last: %v)", a.cfg.Timeout, last)
+	}
 	lastMsg := ""
 	for {
 		in, err := a.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 		if err != nil {
 			if ctx.Err() != nil {
-				return failed("not ready within %s", a.cfg.Timeout)
+				// The deadline passed during the inspect (a slow engine):
+				// the previous look is still what the user needs to see.
+				return timedOut()
 			}
 			return a.eng.Err(err, "inspect container "+id)
 		}
@@ -623,13 +632,16 @@ func (a *Adapter) waitReady(ctx context.Context, id string, report func(msg stri
 		if isFinal(err) {
 			return err
 		}
+		if ctx.Err() == nil || last == nil {
+			last = err // not the probe cut short by the deadline
+		}
 		if msg := err.Error(); msg != lastMsg && report != nil {
 			report(msg)
 			lastMsg = msg
 		}
 		select {
 		case <-ctx.Done():
-			return failed("not ready within %s (last: %v)", a.cfg.Timeout, err)
+			return timedOut()
 		case <-time.After(a.poll):
 		}
 	}
