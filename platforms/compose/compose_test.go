@@ -301,9 +301,9 @@ services:
 	before := p.Container("web")
 	ctx := context.Background()
 
-	// 15 s: under a loaded CI the new container may take seconds to answer
-	// at all, and the message must carry its 503.
-	a := p.adapter(Config{Service: "web", HealthPath: "/health", Timeout: 15 * time.Second})
+	// 30 s: under a loaded CI the new container took more than 15 s to
+	// answer at all, and the message must carry its 503.
+	a := p.adapter(Config{Service: "web", HealthPath: "/health", Timeout: 30 * time.Second})
 	_, err := a.SetArtifact(ctx, badNoHC.Ref(), false, nil)
 	msg, _ := platforms.UserMessage(err)
 	if err == nil || !strings.Contains(msg, "did not become healthy") || !strings.Contains(msg, "503") || !strings.Contains(msg, "put the previous container") {
