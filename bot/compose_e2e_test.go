@@ -106,7 +106,7 @@ services:
 	// holds the traffic a bad deploy has by the time someone runs
 	// /rollback.
 	v2Up := time.Now()
-	wait.Every(t, 500*time.Millisecond, 2*time.Minute, "40 requests of v2 in the bot's scrape history", func() (bool, error) {
+	err := wait.UntilEvery(ctx, 500*time.Millisecond, 2*time.Minute, "40 requests of v2 in the bot's scrape history", func() (bool, error) {
 		m, err := services[0].Metrics.ErrorRatio(ctx, v2Up, time.Now())
 		if err != nil {
 			return false, err
@@ -114,6 +114,9 @@ services:
 		fromHistory := strings.Contains(m.Query, "scrape history")
 		return fromHistory && m.Requests >= 40, fmt.Errorf("%.0f requests measured (%s%s)", m.Requests, m.Query, m.Reason)
 	})
+	if err != nil { // the bot's log says what the background scrape met
+		t.Fatalf("%v\nlog:\n%s", err, h.logs.String())
+	}
 	apiBefore := p.Container("api")
 
 	h.slash(slackemu.UserAlice, `web --reason "5xx after the v2 deploy"`)

@@ -3,6 +3,7 @@ package scrape
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -232,7 +233,7 @@ func (c *Collector) sync(ctx context.Context, all []*tracked) {
 	}
 	claimed, err := c.shared.ClaimScrapes(ctx, c.owner, free, c.lease)
 	if err != nil {
-		if ctx.Err() == nil {
+		if !stopping(ctx) {
 			c.log.Warn("claim scrape leases", "err", err)
 		}
 		return
@@ -297,7 +298,7 @@ func (c *Collector) push(ctx context.Context, all []*tracked) {
 	if err != nil {
 		// Keep the samples for the next push; the lease may run out
 		// meanwhile, then the push says so.
-		if ctx.Err() == nil {
+		if !stopping(ctx) {
 			c.log.Warn("push scrape samples", "err", err)
 		}
 		return
@@ -321,6 +322,11 @@ func (c *Collector) push(ctx context.Context, all []*tracked) {
 		t.mu.Unlock()
 	}
 }
+
+// stopping reports whether ctx ended because the collector stops; a
+// round trip that ran out of its own time (a slow Redis) is logged, since
+// a lease that keeps missing its renewal loses the history.
+func stopping(ctx context.Context) bool { return errors.Is(context.Cause(ctx), context.Canceled) }
 
 func decodeLayouts(m map[string][]byte) map[uint32][]float64 {
 	out := make(map[uint32][]float64, len(m))

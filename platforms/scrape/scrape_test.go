@@ -428,3 +428,25 @@ func TestUnreachable(t *testing.T) {
 		}
 	})
 }
+
+// A push or claim that ran out of its own time is logged (a slow Redis
+// costs the lease, then the history); one cut short because the
+// collector stops is not.
+func TestStoppingIsOnlyTheCollectorsEnd(t *testing.T) {
+	parent, stop := context.WithCancel(context.Background())
+	short, cancel := context.WithTimeout(parent, time.Millisecond)
+	defer cancel()
+	<-short.Done()
+	if stopping(short) {
+		t.Error("a round trip past its own deadline counts as stopping: it would not be logged")
+	}
+	running, cancel2 := context.WithTimeout(parent, time.Hour)
+	defer cancel2()
+	if stopping(running) {
+		t.Error("a live context counts as stopping")
+	}
+	stop()
+	if !stopping(running) {
+		t.Error("the collector's end does not count as stopping: every shutdown would warn")
+	}
+}
