@@ -37,8 +37,8 @@ var claims = struct {
 	held map[int]*os.File // open, flock'ed for the life of the process
 }{held: map[int]*os.File{}}
 
-// portRange is [lo, hi] below the kernel's ephemeral range.
-func portRange() (lo, hi int) {
+// portRange is [lo, hi] below the kernel's ephemeral range, read once.
+var portRange = sync.OnceValues(func() (lo, hi int) {
 	hi = 32767
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
@@ -48,10 +48,14 @@ func portRange() (lo, hi int) {
 		}
 	}
 	return max(1024, hi-span+1), hi
-}
+})
 
-// lockDir is where the claims of all test processes on this machine meet.
-func lockDir() string { return filepath.Join(os.TempDir(), "rollbot-nettest-ports") }
+// lockDir is where the claims of all test processes on this machine meet;
+// it is made once.
+var lockDir = sync.OnceValues(func() (string, error) {
+	dir := filepath.Join(os.TempDir(), "rollbot-nettest-ports")
+	return dir, os.MkdirAll(dir, 0o777)
+})
 
 // claim takes port for this process, or reports that another process (or
 // this one) has it. The lock goes with the process.
@@ -61,10 +65,11 @@ func claim(port int) bool {
 	if claims.held[port] != nil {
 		return false
 	}
-	if err := os.MkdirAll(lockDir(), 0o777); err != nil {
+	dir, err := lockDir()
+	if err != nil {
 		return false
 	}
-	f, err := os.OpenFile(filepath.Join(lockDir(), strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
 		return false
 	}
@@ -100,7 +105,11 @@ func FreePorts(n int) ([]int, error) {
 		}
 	}
 	if len(ports) < n {
-		return nil, fmt.Errorf("only %d of %d loopback ports in %d-%d are free and unclaimed (claims in %s)", len(ports), n, lo, hi, lockDir())
+		dir, err := lockDir()
+		if err != nil {
+			return nil, fmt.Errorf("nettest: the claims' directory: %w", err)
+		}
+		return nil, fmt.Errorf("only %d of %d loopback ports in %d-%d are free and unclaimed (claims in %s)", len(ports), n, lo, hi, dir)
 	}
 	return ports, nil
 }
