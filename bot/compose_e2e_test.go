@@ -123,8 +123,8 @@ services:
 	a := h.waitLong("assessment", hasAction(handlers.ActConfirm))
 	text := a.PlainText()
 	wantAll(t, "assessment", text, "Bad version:* e2e-v2 ("+v2+")",
-		"Last known good:* e2e-v1 ("+v1+")",
-		"Proceed to rollback: Error rate, Failed readiness")
+		"Last known good:* e2e-v1 ("+v1+")")
+	wantProceed(t, text, []string{"Error rate", "Failed readiness"}, "Latency p95")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	// No smoke test: the critical user flows are a check by hand.
 	answerChecksByHand(t, h.emu, slackemu.UserBob, 1, 4*time.Minute)

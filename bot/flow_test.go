@@ -201,6 +201,33 @@ func wantAll(t *testing.T, what, text string, want ...string) {
 	}
 }
 
+// wantProceed checks the assessment recommends the rollback and names
+// every check in must as over its threshold; of the others it may name
+// only those in loadMay (a saturated CI machine slows a sample service,
+// and the latency check says so truthfully).
+func wantProceed(t *testing.T, text string, must []string, loadMay ...string) {
+	t.Helper()
+	_, rest, ok := strings.Cut(text, "Proceed to rollback: ")
+	named, _, over := strings.Cut(rest, " over threshold")
+	if !ok || !over {
+		t.Errorf("assessment does not recommend the rollback with the checks over threshold:\n%s", text)
+		return
+	}
+	got := strings.Split(named, ", ")
+	for _, m := range must {
+		if !slices.Contains(got, m) {
+			t.Errorf("recommendation names %q, want %q among them:\n%s", got, m, text)
+		}
+	}
+	for _, g := range got {
+		if !slices.Contains(must, g) && !slices.Contains(loadMay, g) {
+			t.Errorf("recommendation names %q, which should not be over threshold:\n%s", g, text)
+		} else if !slices.Contains(must, g) {
+			t.Logf("the loaded machine put %s over threshold too", g)
+		}
+	}
+}
+
 // storedAssessment is the assessment as the bot stored it with the incident.
 func (h *harness) storedAssessment(id string) handlers.Assessment {
 	h.t.Helper()

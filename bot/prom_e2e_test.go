@@ -333,8 +333,11 @@ func TestPrometheusMetricsRollbackThroughSlack(t *testing.T) {
 	var after, limit float64
 	if i := strings.LastIndex(line, " · "); !strings.HasPrefix(line, ":white_check_mark:") || i < 0 {
 		t.Errorf("latency item not ticked: %q", line)
-	} else if _, err := fmt.Sscanf(line[i+len(" · "):], "%f ms (limit %f ms", &after, &limit); err != nil || after > 100 || limit < 2*50 {
-		t.Errorf("latency item %q: want a p95 under 100ms against 2× a baseline in 50-100ms (%v)", line, err)
+	} else if _, err := fmt.Sscanf(line[i+len(" · "):], "%f ms (limit %f ms", &after, &limit); err != nil || after >= 250 || limit < 2*50 {
+		// The good mode's p95 is below the bad mode's 250-500ms bucket
+		// (a saturated CI machine has put it at 119ms, above its own
+		// 50-100ms bucket).
+		t.Errorf("latency item %q: want a p95 below the bad mode's 250ms against 2× a baseline in 50-100ms (%v)", line, err)
 	}
 	if line := checklistLine(v, "Health checks passing"); !strings.HasPrefix(line, ":white_check_mark:") || !strings.Contains(line, "1/1 health URLs answer 2xx") {
 		t.Errorf("health item: %q", line)

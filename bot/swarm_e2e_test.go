@@ -194,8 +194,8 @@ services:
 	text := a.PlainText()
 	wantAll(t, "assessment", text, "Bad version:* e2e-v2 ("+v2+")",
 		"Last known good:* e2e-v1 ("+v1+")",
-		"Proceed to rollback: Error rate, Failed readiness",
 		"scrape "+base+"/metrics")
+	wantProceed(t, text, []string{"Error rate", "Failed readiness"}, "Latency p95")
 	h.click(slackemu.UserBob, a.TS, handlers.ActConfirm)
 	// No smoke test: the critical user flows are a check by hand.
 	answerChecksByHand(t, h.emu, slackemu.UserBob, 1, 4*time.Minute)
