@@ -34,12 +34,13 @@ func (r *rollbackBot) handle(b *testBot, evt socketmode.Event) {
 	switch evt.Type {
 	case socketmode.EventTypeSlashCommand:
 		cmd := evt.Data.(slack.SlashCommand)
-		if err := b.sm.Ack(*evt.Request); err != nil {
-			r.fail(err)
-		}
+		// Recorded before the ack: the test reads it once the ack is in.
 		r.mu.Lock()
 		r.commands = append(r.commands, cmd)
 		r.mu.Unlock()
+		if err := b.sm.Ack(*evt.Request); err != nil {
+			r.fail(err)
+		}
 		approve := slack.NewButtonBlockElement("approve", "op-1", txt("Approve")).WithStyle(slack.StylePrimary)
 		reject := slack.NewButtonBlockElement("reject", "op-1", txt("Reject")).WithStyle(slack.StyleDanger).
 			WithConfirm(slack.NewConfirmationBlockObject(txt("Reject?"), md("The rollback of *"+cmd.Text+"* stops."), txt("Reject"), txt("Cancel")))
@@ -56,12 +57,12 @@ func (r *rollbackBot) handle(b *testBot, evt socketmode.Event) {
 		cb := evt.Data.(slack.InteractionCallback)
 		switch cb.Type {
 		case slack.InteractionTypeBlockActions:
-			if err := b.sm.Ack(*evt.Request); err != nil {
-				r.fail(err)
-			}
 			r.mu.Lock()
 			r.actions = append(r.actions, cb)
 			r.mu.Unlock()
+			if err := b.sm.Ack(*evt.Request); err != nil {
+				r.fail(err)
+			}
 			act := cb.ActionCallback.BlockActions[0]
 			switch act.ActionID {
 			case "approve":
@@ -105,6 +106,20 @@ func (r *rollbackBot) handle(b *testBot, evt socketmode.Event) {
 	}
 }
 
+// first returns the first recorded payload of a kind, failing the test
+// (never panicking while holding the lock) when there is none.
+func first[T any](t *testing.T, r *rollbackBot, what string, list *[]T) T {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(*list) == 0 {
+		var zero T
+		t.Fatalf("the bot recorded no %s", what)
+		return zero
+	}
+	return (*list)[0]
+}
+
 func (r *rollbackBot) errors() []error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -128,9 +143,7 @@ func TestSlackGoRoundTrip(t *testing.T) {
 	if err := s.SlashCommand(ctx, UserAlice, ChannelIncident, "/rollback", "checkout"); err != nil {
 		t.Fatalf("slash command: %v", err)
 	}
-	bot.mu.Lock()
-	cmd := bot.commands[0]
-	bot.mu.Unlock()
+	cmd := first(t, bot, "slash command", &bot.commands)
 	if cmd.UserID != UserAlice || cmd.UserName != "alice" || cmd.Command != "/rollback" || cmd.Text != "checkout" ||
 		cmd.ChannelID != ChannelIncident || cmd.ChannelName != "incident-rollbacks" || cmd.TeamID != TeamID ||
 		cmd.TriggerID == "" || !strings.HasPrefix(cmd.ResponseURL, s.base+"/response/") || cmd.APIAppID != AppID {
@@ -152,9 +165,7 @@ func TestSlackGoRoundTrip(t *testing.T) {
 	if err := s.ClickButton(ctx, UserBob, ChannelIncident, msg.TS, "approve"); err != nil {
 		t.Fatalf("click approve: %v", err)
 	}
-	bot.mu.Lock()
-	cb := bot.actions[0]
-	bot.mu.Unlock()
+	cb := first(t, bot, "block_actions", &bot.actions)
 	act := cb.ActionCallback.BlockActions
 	if cb.User.ID != UserBob || cb.User.Name != "bob" || len(act) != 1 || act[0].ActionID != "approve" || act[0].Value != "op-1" ||
 		act[0].BlockID == "" || act[0].Text.Text != "Approve" || cb.Container.MessageTs != msg.TS ||
@@ -205,9 +216,7 @@ func TestSlackGoRoundTrip(t *testing.T) {
 	if v, ok := s.CurrentView(UserAlice); !ok || v.ID != view.ID || v.Errors["why"] == "" {
 		t.Errorf("view after errors: %+v open=%v", v, ok)
 	}
-	bot.mu.Lock()
-	sub := bot.submitted[0]
-	bot.mu.Unlock()
+	sub := first(t, bot, "view_submission", &bot.submitted)
 	if sub.View.ID != view.ID || sub.View.CallbackID != "reason" || sub.User.ID != UserAlice || sub.View.State == nil {
 		t.Errorf("view_submission payload: %+v", sub)
 	}
