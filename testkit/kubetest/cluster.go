@@ -101,11 +101,29 @@ type Cluster struct {
 
 type proc struct {
 	name string
-	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
 	err  error // set before done is closed
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd // the running process (a restart replaces it)
+	stopping bool
 }
+
+// signal sends sig to the process now running.
+func (p *proc) signal(sig os.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopping = true
+	_ = p.cmd.Process.Signal(sig)
+}
+
+// kwokRestarts is how often kwok is started again after it died. kwok
+// v0.8.0 sometimes panics while it first matches its Stages (a nil
+// pointer in its CEL registry, seen once in CI: every test of the package
+// then failed); it keeps no state of its own (it reconciles the node and
+// pods from the API server), so starting it again is safe.
+const kwokRestarts = 3
 
 // Options tune StartCluster. The zero value is fine.
 type Options struct {
@@ -486,31 +504,74 @@ func writeKubeconfig(path, server, caFile, user, token string) error {
 
 // run starts bin/name with args, its output in Dir/name.log.
 func (c *Cluster) run(bin, name string, args ...string) (*proc, error) {
+	restarts := 0
+	if name == "kwok" {
+		restarts = kwokRestarts
+	}
 	logPath := filepath.Join(c.Dir, name+".log")
-	f, err := os.Create(logPath)
+	p := &proc{name: name, log: logPath, done: make(chan struct{})}
+	start := func() (*exec.Cmd, *os.File, error) {
+		f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, err
+		}
+		cmd := exec.Command(filepath.Join(bin, name), args...)
+		cmd.Dir = c.Dir
+		cmd.Stdout, cmd.Stderr = f, f
+		// Die with the test process even if it is killed; own process
+		// group so that a terminal's ^C reaches the test first.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		return cmd, f, nil
+	}
+	cmd, f, err := start()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(bin, name), args...)
-	cmd.Dir = c.Dir
-	cmd.Stdout, cmd.Stderr = f, f
-	// Die with the test process even if it is killed; own process group so
-	// that a terminal's ^C reaches the test first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	p.cmd = cmd
 	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
+		for {
+			err := cmd.Wait()
+			f.Close()
+			p.mu.Lock()
+			again := !p.stopping && restarts > 0
+			if again {
+				restarts--
+				appendNote(logPath, fmt.Sprintf("--- kubetest: %s exited (%v); starting it again ---", name, err))
+				if cmd, f, err = start(); err == nil {
+					p.cmd = cmd
+					p.mu.Unlock()
+					continue
+				}
+			}
+			p.err = err
+			p.mu.Unlock()
+			close(p.done)
+			return
+		}
 	}()
 	c.mu.Lock()
 	c.procs = append(c.procs, p)
 	c.mu.Unlock()
 	return p, nil
+}
+
+// appendNote adds a line of kubetest's own to a process's log.
+func appendNote(path, line string) {
+	if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+		fmt.Fprintf(f, "\n%s\n", line)
+		f.Close()
+	}
+}
+
+// pid is the process now running.
+func (p *proc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
 }
 
 // Err reports the first control-plane process that has exited, with the
@@ -580,11 +641,11 @@ func (c *Cluster) Stop() {
 				continue
 			default:
 			}
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			p.signal(syscall.SIGTERM)
 			select {
 			case <-p.done:
 			case <-time.After(5 * time.Second):
-				_ = p.cmd.Process.Kill()
+				p.signal(syscall.SIGKILL)
 				<-p.done
 			}
 		}

@@ -87,25 +87,41 @@ func TestClusterDetectsExitAndStopsClean(t *testing.T) {
 	if err := c.Err(); err != nil {
 		t.Fatalf("Err() on a healthy cluster: %v", err)
 	}
-	var kwok *proc
+	byName := map[string]*proc{}
 	for _, p := range c.procs {
-		if p.name == "kwok" {
-			kwok = p
-		}
+		byName[p.name] = p
 	}
-	if kwok == nil {
-		t.Fatal("no kwok process")
+	kwok, sched := byName["kwok"], byName["kube-scheduler"]
+	if kwok == nil || sched == nil {
+		t.Fatalf("processes %v; want kwok and kube-scheduler", byName)
 	}
-	if err := kwok.cmd.Process.Kill(); err != nil {
+	// kwok is started again when it dies (it sometimes panics at start):
+	// a new process, and the node it plays stays Ready.
+	old := kwok.pid()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 10*time.Second, "the cluster to report kwok's exit", func() (bool, error) { return c.Err() != nil, nil })
-	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "kwok exited") {
-		t.Fatalf("Err() after killing kwok = %v; want it reported", err)
+	wait.For(t, 10*time.Second, "kwok to be started again", func() (bool, error) { return kwok.pid() != old, nil })
+	if err := c.Err(); err != nil {
+		t.Fatalf("Err() after kwok was started again = %v; want nil", err)
+	}
+	if log := c.Logs("kwok", 200); !strings.Contains(log, "kubetest: kwok exited (signal: killed); starting it again") {
+		t.Errorf("kwok's log does not note the restart:\n%s", log)
+	}
+	ns := CreateNamespace(t, c.AdminClient, "restart")
+	CreateDeployment(t, c.AdminClient, ns, "app", "registry.local/app:v1", 1)
+	WaitRolledOut(t, c.AdminClient, ns, "app")
+	// Any other process's exit is reported.
+	if err := syscall.Kill(sched.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the cluster to report the scheduler's exit", func() (bool, error) { return c.Err() != nil, nil })
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "kube-scheduler exited") {
+		t.Fatalf("Err() after killing kube-scheduler = %v; want it reported", err)
 	}
 	pids := []int{}
 	for _, p := range c.procs {
-		pids = append(pids, p.cmd.Process.Pid)
+		pids = append(pids, p.pid())
 	}
 	c.Stop()
 	for _, pid := range pids {
