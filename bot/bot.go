@@ -267,12 +267,19 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 	b.pages.trimmedAt(time.Now())
 	// After an incident or a burst, once rollbot is quiet again, the
 	// pages it brought in are returned the same way.
-	tick.Reset(idleTrim / 4)
+	tick.Reset(idleUnmap / 4)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if b.pages.unmapDue(time.Now()) {
+			if err := unmapIdlePages(); err != nil {
+				b.log.Info("executable pages kept mapped", "reason", err.Error())
+				return
+			}
+			continue
 		}
 		if !b.pages.due(time.Now()) {
 			continue
@@ -291,6 +298,8 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 const (
 	burstStarts    = 4
 	burstStartHold = 20 * time.Millisecond
+	burstQuiet     = 5 * time.Millisecond
+	burstQuietMax  = 250 * time.Millisecond
 )
 
 // dispatch acknowledges every envelope before any Redis or platform work
@@ -313,6 +322,7 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 		return
 	}
 	req := *evt.Request
+	b.starts.envelope(time.Now())
 	if b.pages.busy(time.Now()) {
 		// Trimmed while idle: the work this envelope starts reads its
 		// tables ahead again.

@@ -2,6 +2,7 @@ package bot
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,15 +14,20 @@ import (
 // idleTrim and no handler runs, the pages are trimmed again, so the
 // memory an incident brought in is returned after it.
 type pageTrim struct {
-	mu      sync.Mutex
-	trimmed bool
-	last    time.Time // last envelope or handler end
-	running int       // handlers running
+	mu       sync.Mutex
+	trimmed  bool
+	last     time.Time // last envelope or handler end
+	running  int       // handlers running
+	unmapped time.Time // last trim or unmapIdlePages
 }
 
 // idleTrim is how long rollbot stays quiet before its pages are trimmed
-// again.
-const idleTrim = 2 * time.Minute
+// again; idleUnmap is how often a trimmed, quiet process unmaps the
+// executable pages its periodic work mapped back (unmapIdlePages).
+const (
+	idleTrim  = 2 * time.Minute
+	idleUnmap = time.Minute
+)
 
 // busy records an envelope. It reports whether the pages were trimmed, in
 // which case the caller restores read-ahead.
@@ -39,7 +45,20 @@ func (p *pageTrim) trimmedAt(now time.Time) {
 	p.mu.Lock()
 	p.trimmed = true
 	p.last = now
+	p.unmapped = now
 	p.mu.Unlock()
+}
+
+// unmapDue reports whether a trimmed process that has stayed quiet should
+// unmap its executable pages again now, and if so records it.
+func (p *pageTrim) unmapDue(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.trimmed || p.running > 0 || now.Sub(p.last) < idleUnmap || now.Sub(p.unmapped) < idleUnmap {
+		return false
+	}
+	p.unmapped = now
+	return true
 }
 
 // begin and end bracket a handler.
@@ -65,6 +84,7 @@ func (p *pageTrim) due(now time.Time) bool {
 		return false
 	}
 	p.trimmed = true
+	p.unmapped = now
 	return true
 }
 
@@ -75,17 +95,38 @@ func (p *pageTrim) due(now time.Time) bool {
 // reader, whose acks would wait for CPU behind them. A slow handler (a
 // platform that takes its whole budget) delays the next one by slotHold
 // at most.
+//
+// Before taking a slot a handler also waits, for quietMax at most, until
+// no envelope has arrived for quietFor: while envelopes stream in, their
+// acks have the CPU, and the work starts when the stream pauses. A lone
+// command waits quietFor (a few milliseconds).
 type startSlots struct {
 	slots chan struct{}
 	hold  time.Duration
+
+	quietFor, quietMax time.Duration
+	last               atomic.Int64 // UnixNano of the last envelope
 }
 
 func newStartSlots(n int, hold time.Duration) *startSlots {
-	return &startSlots{slots: make(chan struct{}, n), hold: hold}
+	return &startSlots{slots: make(chan struct{}, n), hold: hold, quietFor: burstQuiet, quietMax: burstQuietMax}
 }
 
-// take waits for a slot; release is safe to call more than once.
+// envelope records an envelope's arrival.
+func (s *startSlots) envelope(now time.Time) { s.last.Store(now.UnixNano()) }
+
+// take waits for a quiet socket and a slot; release is safe to call more
+// than once.
 func (s *startSlots) take() (release func()) {
+	give := time.Now().Add(s.quietMax)
+	for {
+		now := time.Now()
+		wait := time.Unix(0, s.last.Load()).Add(s.quietFor).Sub(now)
+		if wait <= 0 || !now.Before(give) {
+			break
+		}
+		time.Sleep(min(wait, give.Sub(now)))
+	}
 	s.slots <- struct{}{}
 	var once sync.Once
 	release = func() { once.Do(func() { <-s.slots }) }

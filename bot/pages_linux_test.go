@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +26,11 @@ func TestReleaseStartupPages(t *testing.T) {
 	if after >= before/2 {
 		t.Errorf("file-backed resident %d KiB after releasing, %d KiB before: expected less than half", after, before)
 	}
+	// The mapped part of the executable is back in the page cache,
+	// though not mapped: a later touch is a page-cache hit.
+	if cached := exeCachedFraction(t); cached < 0.95 {
+		t.Errorf("%.0f%% of the executable's mapped pages are in the page cache after the release; want them read back", 100*cached)
+	}
 	// Code, tables and variables paged out are read back on use: a
 	// config parses, and a variable of the data segment written before
 	// the release keeps its value.
@@ -35,6 +41,31 @@ func TestReleaseStartupPages(t *testing.T) {
 	for i, b := range pagesCanary {
 		if b != byte(i%251) {
 			t.Fatalf("data segment byte %d is %d after releasing pages, was written %d", i, b, i%251)
+		}
+	}
+	// Unmapping the pages again (an idle process, every idleUnmap)
+	// lowers the resident size, keeps the page cache and the data
+	// segment, and the code runs on.
+	if err := unmapIdlePages(); err != nil {
+		t.Fatal(err)
+	}
+	unmapped, err := fileResidentKiB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("file-backed resident after unmapIdlePages: %d KiB", unmapped)
+	if unmapped >= after {
+		t.Errorf("file-backed resident %d KiB after unmapIdlePages, %d KiB before: expected less", unmapped, after)
+	}
+	if cached := exeCachedFraction(t); cached < 0.95 {
+		t.Errorf("%.0f%% of the executable's mapped pages in the page cache after unmapIdlePages; want them kept", 100*cached)
+	}
+	if cfg, err := ParseConfig([]byte("incident_channels: [C1]\nservices:\n  b:\n    platform: simulated\n")); err != nil || len(cfg.Services) != 1 {
+		t.Fatalf("after unmapIdlePages: %v, %+v", err, cfg)
+	}
+	for i, b := range pagesCanary {
+		if b != byte(i%251) {
+			t.Fatalf("data segment byte %d is %d after unmapIdlePages, was written %d", i, b, i%251)
 		}
 	}
 	// The executable's tables read only the touched pages back from now
@@ -65,6 +96,40 @@ func TestReleaseStartupPages(t *testing.T) {
 			t.Errorf("mapping %s is still marked random read after readAheadTables", m.line)
 		}
 	}
+}
+
+// exeCachedFraction is the share of the executable's mapped pages that
+// are in the page cache (mincore), mapped by this process or not.
+func exeCachedFraction(t *testing.T) float64 {
+	t.Helper()
+	var exe unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
+		t.Fatal(err)
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := uintptr(os.Getpagesize())
+	total, in := 0, 0
+	for line := range strings.Lines(string(maps)) {
+		m, ok := parseMapping(line)
+		if !ok || m.inode != exe.Ino {
+			continue
+		}
+		vec := make([]byte, (m.end-m.start+page-1)/page)
+		if _, _, errno := unix.Syscall(unix.SYS_MINCORE, m.start, m.end-m.start, uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+			t.Fatalf("mincore %#x-%#x: %v", m.start, m.end, errno)
+		}
+		for _, v := range vec {
+			in += int(v & 1)
+		}
+		total += len(vec)
+	}
+	if total == 0 {
+		t.Fatal("no mapping of the executable in /proc/self/maps")
+	}
+	return float64(in) / float64(total)
 }
 
 type smapsEntry struct {
@@ -115,7 +180,7 @@ func TestParseMapping(t *testing.T) {
 		ok   bool
 	}{
 		{"00400000-00402000 r--p 00000000 fd:01 1234 /usr/bin/rollbot", mapping{start: 0x400000, end: 0x402000, inode: 1234}, true},
-		{"0621a000-06b90000 rw-p 05e1a000 fd:01 1234 /usr/bin/rollbot", mapping{start: 0x621a000, end: 0x6b90000, inode: 1234}, true},
+		{"0621a000-06b90000 rw-p 05e1a000 fd:01 1234 /usr/bin/rollbot", mapping{start: 0x621a000, end: 0x6b90000, write: true, offset: 0x5e1a000, inode: 1234}, true},
 		{"7ffd1000-7ffd3000 r-xp 00000000 00:00 0 [vdso]", mapping{start: 0x7ffd1000, end: 0x7ffd3000, exec: true}, true},
 		{"garbage", mapping{}, false},
 		{"2000-1000 r--p 0 00:00 0", mapping{}, false},

@@ -13,3 +13,8 @@ func releaseStartupPages() (before, after int, err error) {
 func readAheadTables() error {
 	return errors.ErrUnsupported
 }
+
+// unmapIdlePages is Linux only.
+func unmapIdlePages() error {
+	return errors.ErrUnsupported
+}

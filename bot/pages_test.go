@@ -42,6 +42,44 @@ func TestPageTrimTrimsOnlyWhenQuiet(t *testing.T) {
 	}
 }
 
+// A trimmed process unmaps its executable pages again every idleUnmap
+// while it stays quiet, never while busy or right after an envelope.
+func TestPageTrimUnmapsWhileIdle(t *testing.T) {
+	light(t)
+	var p pageTrim
+	t0 := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	if p.unmapDue(t0.Add(time.Hour)) {
+		t.Fatal("unmap due before the first trim")
+	}
+	p.trimmedAt(t0)
+	if p.unmapDue(t0.Add(idleUnmap - time.Second)) {
+		t.Fatal("unmap due before idleUnmap has passed since the trim")
+	}
+	if !p.unmapDue(t0.Add(idleUnmap)) {
+		t.Fatal("unmap not due after idleUnmap of quiet")
+	}
+	if p.unmapDue(t0.Add(idleUnmap + time.Second)) {
+		t.Fatal("unmap due again right after one")
+	}
+	if !p.unmapDue(t0.Add(2 * idleUnmap)) {
+		t.Fatal("unmap not due idleUnmap after the last one")
+	}
+	p.begin()
+	if p.unmapDue(t0.Add(10 * idleUnmap)) {
+		t.Fatal("unmap due while a handler runs")
+	}
+	p.end(t0.Add(10 * idleUnmap))
+	if p.unmapDue(t0.Add(10*idleUnmap + time.Second)) {
+		t.Fatal("unmap due right after a handler ended")
+	}
+	// An envelope makes the process busy: no unmapping until it is
+	// trimmed again.
+	p.busy(t0.Add(11 * idleUnmap))
+	if p.unmapDue(t0.Add(20 * idleUnmap)) {
+		t.Fatal("unmap due while not trimmed")
+	}
+}
+
 func TestStartSlotsPaceABurst(t *testing.T) {
 	light(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -88,5 +126,59 @@ func TestStartSlotsPaceABurst(t *testing.T) {
 		return n == 10, nil
 	}); err != nil {
 		t.Fatalf("%v (%d started)", err, n)
+	}
+}
+
+// Handlers wait for a pause in the envelopes before they start, and for
+// quietMax at most while envelopes keep coming.
+func TestStartSlotsWaitForAQuietSocket(t *testing.T) {
+	light(t)
+	s := newStartSlots(4, time.Hour)
+	s.quietFor, s.quietMax = 50*time.Millisecond, 10*time.Second
+
+	// A stream of envelopes every 5 ms for 300 ms: no handler starts
+	// during it, and one starts soon after it ends.
+	stop := make(chan struct{})
+	streamEnded := make(chan time.Time, 1)
+	go func() {
+		defer func() { streamEnded <- time.Now() }()
+		end := time.Now().Add(300 * time.Millisecond)
+		for time.Now().Before(end) {
+			s.envelope(time.Now())
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	s.take()()
+	started := time.Now()
+	close(stop)
+	if ended := <-streamEnded; started.Before(ended) {
+		t.Errorf("a handler started at %s, before the envelopes stopped at %s", started.Format(time.StampMicro), ended.Format(time.StampMicro))
+	}
+
+	// Envelopes that never stop: the handler starts after quietMax.
+	s.quietMax = 200 * time.Millisecond
+	stop = make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			s.envelope(time.Now())
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	done := make(chan struct{})
+	go func() { s.take()(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a handler waited past quietMax for a socket that never went quiet")
 	}
 }
