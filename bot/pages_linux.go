@@ -1,8 +1,6 @@
 package bot
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"strconv"
@@ -41,28 +39,17 @@ import (
 //
 // It returns the file-backed resident size before and after, in KiB.
 func releaseStartupPages() (before, after int, err error) {
-	var exe unix.Stat_t
-	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
-		return 0, 0, fmt.Errorf("stat /proc/self/exe: %w", err)
-	}
 	if before, err = fileResidentKiB(); err != nil {
 		return 0, 0, err
 	}
-	maps, err := os.ReadFile("/proc/self/maps")
+	mapped, err := ownMappings()
 	if err != nil {
-		return 0, 0, err
+		return before, 0, err
 	}
-	var mapped []mapping
-	sc := bufio.NewScanner(bytes.NewReader(maps))
-	for sc.Scan() {
-		m, ok := parseMapping(sc.Text())
-		if !ok || m.inode != exe.Ino {
-			continue
-		}
+	for _, m := range mapped {
 		if err := madvise(m, unix.MADV_PAGEOUT, "MADV_PAGEOUT"); err != nil {
 			return before, 0, err
 		}
-		mapped = append(mapped, m)
 		if m.exec {
 			continue
 		}
@@ -119,49 +106,92 @@ func refillPageCache(mapped []mapping) error {
 // while nothing happens); without it the kernel's fault-around (each
 // fault maps its 64 KB neighbourhood from the refilled page cache) let
 // the resident size creep up to ~20 MB of executable in five minutes.
+//
+// A mapping with any anonymous page is skipped: besides the data segment,
+// a dynamically linked rollbot (cgo: the SQL parser) has a RELRO mapping,
+// read-only but written by the dynamic loader before it was protected
+// (its relocated GOT); discarding those pages would put the file's
+// unrelocated bytes back and crash the next call through them.
 func unmapIdlePages() error {
-	var exe unix.Stat_t
-	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
-		return fmt.Errorf("stat /proc/self/exe: %w", err)
-	}
-	maps, err := os.ReadFile("/proc/self/maps")
+	anon, err := anonymousKiB()
 	if err != nil {
 		return err
 	}
-	for line := range strings.Lines(string(maps)) {
-		m, ok := parseMapping(line)
-		if !ok || m.inode != exe.Ino || m.write {
+	return adviseExe(func(m mapping) bool {
+		a, known := anon[m.start]
+		return !m.write && known && a == 0
+	}, unix.MADV_DONTNEED, "MADV_DONTNEED")
+}
+
+// anonymousKiB is each mapping's Anonymous size in /proc/self/smaps, by
+// start address: the pages of a file mapping the process has written
+// (copy-on-write).
+func anonymousKiB() (map[uintptr]int, error) {
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return nil, err
+	}
+	out := map[uintptr]int{}
+	var cur uintptr
+	for line := range strings.Lines(string(smaps)) {
+		if m, ok := parseMapping(line); ok {
+			cur = m.start
 			continue
 		}
-		if err := madvise(m, unix.MADV_DONTNEED, "MADV_DONTNEED"); err != nil {
-			return err
+		if v, ok := strings.CutPrefix(line, "Anonymous:"); ok {
+			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err != nil {
+				return nil, fmt.Errorf("/proc/self/smaps: %q: %w", line, err)
+			}
+			out[cur] = n
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // readAheadTables undoes the MADV_RANDOM of releaseStartupPages: a busy
 // process (a burst of commands, an incident) reads its tables back in
 // whole runs again instead of page by page.
 func readAheadTables() error {
-	var exe unix.Stat_t
-	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
-		return fmt.Errorf("stat /proc/self/exe: %w", err)
-	}
-	maps, err := os.ReadFile("/proc/self/maps")
+	return adviseExe(func(m mapping) bool { return !m.exec }, unix.MADV_NORMAL, "MADV_NORMAL")
+}
+
+// adviseExe gives advice to the mappings of the executable that which
+// selects.
+func adviseExe(which func(mapping) bool, advice int, name string) error {
+	mapped, err := ownMappings()
 	if err != nil {
 		return err
 	}
-	for line := range strings.Lines(string(maps)) {
-		m, ok := parseMapping(line)
-		if !ok || m.inode != exe.Ino || m.exec {
+	for _, m := range mapped {
+		if !which(m) {
 			continue
 		}
-		if err := madvise(m, unix.MADV_NORMAL, "MADV_NORMAL"); err != nil {
+		if err := madvise(m, advice, name); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ownMappings are the mappings of rollbot's own executable, from
+// /proc/self/maps.
+func ownMappings() ([]mapping, error) {
+	var exe unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
+		return nil, fmt.Errorf("stat /proc/self/exe: %w", err)
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return nil, err
+	}
+	var out []mapping
+	for line := range strings.Lines(string(maps)) {
+		if m, ok := parseMapping(line); ok && m.inode == exe.Ino {
+			out = append(out, m)
+		}
+	}
+	return out, nil
 }
 
 func madvise(m mapping, advice int, name string) error {
