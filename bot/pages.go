@@ -26,7 +26,7 @@ type pageTrim struct {
 // executable pages its periodic work mapped back (unmapIdlePages).
 const (
 	idleTrim  = 2 * time.Minute
-	idleUnmap = time.Minute
+	idleUnmap = 30 * time.Second
 )
 
 // busy records an envelope. It reports whether the pages were trimmed, in

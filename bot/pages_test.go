@@ -134,15 +134,18 @@ func TestStartSlotsPaceABurst(t *testing.T) {
 func TestStartSlotsWaitForAQuietSocket(t *testing.T) {
 	light(t)
 	s := newStartSlots(4, time.Hour)
-	s.quietFor, s.quietMax = 50*time.Millisecond, 10*time.Second
+	// quietFor is far above the stream's 5 ms pace: on a loaded machine
+	// the streaming goroutine itself was once not scheduled for 50 ms,
+	// a real pause in which a handler rightly started.
+	s.quietFor, s.quietMax = time.Second, 20*time.Second
 
-	// A stream of envelopes every 5 ms for 300 ms: no handler starts
+	// A stream of envelopes every 5 ms for 2 s: no handler starts
 	// during it, and one starts soon after it ends.
 	stop := make(chan struct{})
 	streamEnded := make(chan time.Time, 1)
 	go func() {
 		defer func() { streamEnded <- time.Now() }()
-		end := time.Now().Add(300 * time.Millisecond)
+		end := time.Now().Add(2 * time.Second)
 		for time.Now().Before(end) {
 			s.envelope(time.Now())
 			select {

@@ -124,7 +124,10 @@ func (s *Sentinels) KillMaster(t testing.TB) string {
 func (s *Sentinels) AwaitNewMaster(t testing.TB, old string) string {
 	t.Helper()
 	var addr string
-	waitFor(t, "the sentinels agree on a new master that accepts writes", 30*time.Second, func(ctx context.Context) error {
+	// 60 s: on a loaded CI machine one sentinel still named the old
+	// master after 30 s (it learns of the new one from the others'
+	// hello messages, every 2 s).
+	waitFor(t, "the sentinels agree on a new master that accepts writes", 60*time.Second, func(ctx context.Context) error {
 		var err error
 		addr, err = s.agreedMaster(ctx, old)
 		if err != nil {

@@ -350,7 +350,10 @@ func TestReplicasEleventhConnectionRefused(t *testing.T) {
 	wait.For(t, 20*time.Second, "the 11th client to connect after a slot freed up", func() (bool, error) {
 		return extra.connects() > 0, fmt.Errorf("errors %v", extra.connectionErrors())
 	})
-	if n := s.Connections(); n != 10 {
-		t.Errorf("open connections %d, want 10", n)
-	}
+	// The other nine stay; one of them may be reconnecting (a ping
+	// missed under load) at the moment the 11th gets in.
+	wait.For(t, 10*time.Second, "10 open connections", func() (bool, error) {
+		n := s.Connections()
+		return n == 10, fmt.Errorf("open connections %d, want 10", n)
+	})
 }
