@@ -2,7 +2,6 @@ package bot
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -99,33 +98,66 @@ func (p *pageTrim) due(now time.Time) bool {
 // Before taking a slot a handler also waits, for quietMax at most, until
 // no envelope has arrived for quietFor: while envelopes stream in, their
 // acks have the CPU, and the work starts when the stream pauses. A lone
-// command waits quietFor (a few milliseconds).
+// command waits quietFor (a few milliseconds). The waiting handlers share
+// one gate, opened by one timer: a burst of two hundred wakes the
+// scheduler once per quietFor while it lasts, not two hundred times.
 type startSlots struct {
 	slots chan struct{}
 	hold  time.Duration
 
 	quietFor, quietMax time.Duration
-	last               atomic.Int64 // UnixNano of the last envelope
+	mu                 sync.Mutex
+	last               time.Time     // the last envelope
+	quiet              chan struct{} // closed once no envelope came for quietFor
+	timer              *time.Timer   // set while quiet is open
 }
 
 func newStartSlots(n int, hold time.Duration) *startSlots {
-	return &startSlots{slots: make(chan struct{}, n), hold: hold, quietFor: burstQuiet, quietMax: burstQuietMax}
+	quiet := make(chan struct{})
+	close(quiet)
+	return &startSlots{slots: make(chan struct{}, n), hold: hold, quietFor: burstQuiet, quietMax: burstQuietMax, quiet: quiet}
 }
 
-// envelope records an envelope's arrival.
-func (s *startSlots) envelope(now time.Time) { s.last.Store(now.UnixNano()) }
+// envelope records an envelope's arrival: the gate closes until the
+// socket has been quiet for quietFor.
+func (s *startSlots) envelope(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last = now
+	if s.timer == nil {
+		s.quiet = make(chan struct{})
+		s.timer = time.AfterFunc(s.quietFor, s.check)
+	}
+}
+
+// check opens the gate if the socket has been quiet for quietFor, and
+// otherwise looks again when it will have been.
+func (s *startSlots) check() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if left := s.quietFor - time.Since(s.last); left > 0 {
+		s.timer.Reset(left)
+		return
+	}
+	close(s.quiet)
+	s.timer = nil
+}
 
 // take waits for a quiet socket and a slot; release is safe to call more
 // than once.
 func (s *startSlots) take() (release func()) {
-	give := time.Now().Add(s.quietMax)
-	for {
-		now := time.Now()
-		wait := time.Unix(0, s.last.Load()).Add(s.quietFor).Sub(now)
-		if wait <= 0 || !now.Before(give) {
-			break
+	s.mu.Lock()
+	quiet := s.quiet
+	s.mu.Unlock()
+	select {
+	case <-quiet:
+	default:
+		give := time.NewTimer(s.quietMax)
+		select {
+		case <-quiet:
+		case <-give.C:
 		}
-		time.Sleep(min(wait, give.Sub(now)))
+		give.Stop()
 	}
 	s.slots <- struct{}{}
 	var once sync.Once

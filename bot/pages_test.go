@@ -185,3 +185,32 @@ func TestStartSlotsWaitForAQuietSocket(t *testing.T) {
 		t.Fatal("a handler waited past quietMax for a socket that never went quiet")
 	}
 }
+
+// One quiet spell opens the gate for every handler waiting on it, and the
+// next envelope closes it again.
+func TestStartSlotsQuietReleasesEveryWaitingHandler(t *testing.T) {
+	light(t)
+	s := newStartSlots(64, time.Hour)
+	s.quietFor, s.quietMax = 300*time.Millisecond, time.Hour
+	for round := range 2 {
+		last := time.Now()
+		s.envelope(last)
+		started := make(chan time.Time, 50)
+		for range 50 {
+			go func() {
+				s.take()()
+				started <- time.Now()
+			}()
+		}
+		for i := range 50 {
+			select {
+			case at := <-started:
+				if at.Sub(last) < s.quietFor {
+					t.Fatalf("round %d: handler %d started %s after the last envelope, before quietFor (%s)", round, i, at.Sub(last), s.quietFor)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("round %d: %d of 50 waiting handlers started after the socket went quiet", round, i)
+			}
+		}
+	}
+}
