@@ -50,11 +50,12 @@ type Options struct {
 	// listener (nil: no receiver).
 	Alertmanager *AlertmanagerConfig
 	AlertToken   string
-	// ReleaseStartupPages: once connected to Slack and settled, hand the
-	// executable's pages that start-up touched back to the kernel
-	// (bot/pages_linux.go). Serve sets it; tests running the bot inside
-	// the test binary leave it off.
-	ReleaseStartupPages bool
+	// OwnProcess: the bot tends its process's memory: once connected to
+	// Slack and settled it hands the executable's pages that start-up
+	// touched back to the kernel (bot/pages_linux.go), and while quiet it
+	// keeps the heap's runway free for a burst (bot/runway.go). Serve
+	// sets it; tests running the bot inside the test binary leave it off.
+	OwnProcess bool
 }
 
 // Bot is a running rollbot.
@@ -123,7 +124,7 @@ func Serve(ctx context.Context, cfg *Config, env Env, log *slog.Logger) error {
 	checkAccess(ctx, services, log)
 	b, err := New(ctx, Options{Env: env, Redis: rdb, Prefix: cfg.RedisPrefix, Services: services, Engine: cfg.EngineOptions(), Log: log,
 		OpsAddr: opsAddr, GateToken: gateToken, Durability: ru.Durability(), Secrets: secrets, Alertmanager: cfg.Alertmanager, AlertToken: alertToken,
-		ReleaseStartupPages: true})
+		OwnProcess: true})
 	if err != nil {
 		return err
 	}
@@ -213,8 +214,9 @@ func (b *Bot) Run(ctx context.Context) error {
 	scrapeDone := make(chan struct{})
 	go func() { defer close(scrapeDone); b.scrapes.Run(sctx) }()
 	defer func() { scancel(); <-schemaDone; <-superDone; <-scrapeDone }()
-	if b.opts.ReleaseStartupPages {
+	if b.opts.OwnProcess {
 		go b.releaseStartupPages(sctx)
+		go b.keepHeapRunway(sctx)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- b.sm.RunContext(ctx) }()
@@ -234,6 +236,32 @@ func (b *Bot) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// keepHeapRunway collects garbage while the bot is quiet and the heap
+// has used a quarter of its runway (see keepHeapRunway in runway.go), so that a
+// burst of commands does not start a collection among its acks.
+func (b *Bot) keepHeapRunway(ctx context.Context) {
+	tick := time.NewTicker(runwayCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if b.pages.quiet(time.Now(), runwayQuiet) && keepHeapRunway() {
+			b.log.Debug("collected garbage while quiet, ahead of the next burst")
+		}
+	}
+}
+
+// runwayCheck is how often a quiet bot looks at its heap's runway;
+// runwayQuiet is how
+// long no envelope may have come and no handler run before it collects.
+const (
+	runwayCheck = 5 * time.Second
+	runwayQuiet = time.Second
+)
 
 // startupSettle is how long after the first Socket Mode connection
 // start-up counts as done: the first supervision pass, the first scrapes

@@ -60,6 +60,13 @@ func (p *pageTrim) unmapDue(now time.Time) bool {
 	return true
 }
 
+// quiet reports whether no envelope has come for d and no handler runs.
+func (p *pageTrim) quiet(now time.Time, d time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.running == 0 && now.Sub(p.last) >= d
+}
+
 // begin and end bracket a handler.
 func (p *pageTrim) begin() {
 	p.mu.Lock()

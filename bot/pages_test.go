@@ -214,3 +214,27 @@ func TestStartSlotsQuietReleasesEveryWaitingHandler(t *testing.T) {
 		}
 	}
 }
+
+// quiet: no envelope for the span asked and no handler running.
+func TestPageTrimQuiet(t *testing.T) {
+	var p pageTrim
+	t0 := time.Now()
+	if !p.quiet(t0, time.Second) {
+		t.Fatal("a bot that never had an envelope is not quiet")
+	}
+	p.busy(t0)
+	if p.quiet(t0.Add(999*time.Millisecond), time.Second) {
+		t.Fatal("quiet 999 ms after an envelope")
+	}
+	if !p.quiet(t0.Add(time.Second), time.Second) {
+		t.Fatal("not quiet a second after the last envelope")
+	}
+	p.begin()
+	if p.quiet(t0.Add(time.Hour), time.Second) {
+		t.Fatal("quiet while a handler runs")
+	}
+	p.end(t0.Add(time.Hour))
+	if !p.quiet(t0.Add(time.Hour+time.Second), time.Second) {
+		t.Fatal("not quiet a second after the last handler ended")
+	}
+}

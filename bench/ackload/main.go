@@ -14,8 +14,12 @@
 //  2. does the same with the ack-only client (this program re-executed
 //     with -ackonly), which is the floor for the machine and the server.
 //
-// It prints one table: min / median / max over the runs of ack p50 and p99
-// and of the idle RSS, for both.
+// It prints one table: min / median / max over the runs of ack p50 and p99,
+// of the idle RSS and of the page faults from the first command to the
+// last acknowledgement, for both. -idlefor sets how long rollbot idles
+// before the burst; past a minute a host that reclaims cold page cache
+// (DAMON, proactive reclaim) may have dropped the executable pages rollbot
+// unmapped, and the major faults column shows the disk reads that cost.
 //
 //	go run ./bench/ackload -idle deploy/rollbot.example.yaml [-runs 3]
 //
@@ -89,6 +93,9 @@ func runAckOnly() {
 
 type result struct {
 	p50, p99 time.Duration
+	// faults: page faults (minor, major) of the measured process from
+	// the first command to the last acknowledgement.
+	minflt, majflt int
 	// mem is idle: for rollbot, after it released its start-up pages;
 	// startup is rollbot's before that (2 s after it connected).
 	mem, startup memory
@@ -139,17 +146,19 @@ func drive(n, runs int, idleConfig, prebuilt string) error {
 			return fmt.Errorf("run %d, ack-only client: %w", run+1, err)
 		}
 		floor = append(floor, f)
-		fmt.Fprintf(os.Stderr, "run %d: rollbot p50 %s p99 %s rss %d KB; ack-only p50 %s p99 %s rss %d KB\n",
-			run+1, r.p50, r.p99, r.mem.rss, f.p50, f.p99, f.mem.rss)
+		fmt.Fprintf(os.Stderr, "run %d: rollbot p50 %s p99 %s rss %d KB faults %d/%d; ack-only p50 %s p99 %s rss %d KB faults %d/%d\n",
+			run+1, r.p50, r.p99, r.mem.rss, r.minflt, r.majflt, f.p50, f.p99, f.mem.rss, f.minflt, f.majflt)
 	}
 	fmt.Printf("%d concurrent /rollback commands over one Socket Mode connection, %d runs (min / median / max)\n\n", n, runs)
-	fmt.Println("| | ack p50 | ack p99 | idle RSS |")
-	fmt.Println("|---|---|---|---|")
+	fmt.Println("| | ack p50 | ack p99 | idle RSS | minor page faults during the burst | major (a disk read) |")
+	fmt.Println("|---|---|---|---|---|---|")
 	row := func(name string, rs []result) {
-		fmt.Printf("| %s | %s | %s | %s |\n", name,
+		fmt.Printf("| %s | %s | %s | %s | %s | %s |\n", name,
 			spread(rs, func(r result) float64 { return ms(r.p50) }, "%.1f ms"),
 			spread(rs, func(r result) float64 { return ms(r.p99) }, "%.1f ms"),
-			spread(rs, func(r result) float64 { return float64(r.mem.rss) / 1024 }, "%.1f MB"))
+			spread(rs, func(r result) float64 { return float64(r.mem.rss) / 1024 }, "%.1f MB"),
+			spread(rs, func(r result) float64 { return float64(r.minflt) }, "%.0f"),
+			spread(rs, func(r result) float64 { return float64(r.majflt) }, "%.0f"))
 	}
 	row("rollbot serve (simulated platform, real redis-server)", bot)
 	row("ack-only slack-go client", floor)
@@ -283,13 +292,21 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 			lat[i] = time.Since(t0)
 		})
 	}
+	min0, maj0, err := faultsOf(cmd.Process.Pid)
+	if err != nil {
+		return result{}, err
+	}
 	close(start)
 	wg.Wait()
+	min1, maj1, err := faultsOf(cmd.Process.Pid)
+	if err != nil {
+		return result{}, err
+	}
 	if err := errors.Join(errs...); err != nil {
 		return result{}, fmt.Errorf("commands not acknowledged: %w", err)
 	}
 	slices.Sort(lat)
-	r := result{p50: lat[n/2], p99: lat[(n*99+99)/100-1], mem: mem, startup: startup}
+	r := result{p50: lat[n/2], p99: lat[(n*99+99)/100-1], mem: mem, startup: startup, minflt: min1 - min0, majflt: maj1 - maj0}
 	if isBot {
 		if err := outcome(emu, n); err != nil {
 			return result{}, err
@@ -347,6 +364,27 @@ func memoryOf(pid int) (memory, error) {
 		return memory{}, errors.New("no VmRSS")
 	}
 	return m, nil
+}
+
+// faultsOf reads a process's minor and major page fault counts from
+// /proc/<pid>/stat (fields 10 and 12).
+func faultsOf(pid int) (minflt, majflt int, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after it (the state is field 3).
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 10 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	if minflt, err = strconv.Atoi(f[7]); err != nil {
+		return 0, 0, err
+	}
+	majflt, err = strconv.Atoi(f[9])
+	return minflt, majflt, err
 }
 
 // startRedis starts a throwaway redis-server on a free loopback port.
