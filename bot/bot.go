@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -74,8 +75,11 @@ type Bot struct {
 
 	// pages decides when the executable's pages are trimmed again
 	// (pages.go); starts paces the handlers of a burst.
-	pages  pageTrim
-	starts *startSlots
+	pages pageTrim
+	// readAheadDue: the first envelope after a trim came; the first
+	// handler to start turns the tables' read-ahead back on.
+	readAheadDue atomic.Bool
+	starts       *startSlots
 }
 
 // Serve runs the production bot from a config and the environment until
@@ -293,6 +297,7 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 	}
 	b.log.Info("released the executable's start-up pages", "file_resident_kib_before", before, "file_resident_kib_after", after)
 	b.pages.trimmedAt(time.Now())
+	b.warmAckPath()
 	// After an incident or a burst, once rollbot is quiet again, the
 	// pages it brought in are returned the same way.
 	tick.Reset(idleUnmap / 4)
@@ -307,6 +312,7 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 				b.log.Info("executable pages kept mapped", "reason", err.Error())
 				return
 			}
+			b.warmAckPath()
 			continue
 		}
 		if !b.pages.due(time.Now()) {
@@ -318,6 +324,15 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 			return
 		}
 		b.log.Debug("released the executable's pages after a quiet spell", "file_resident_kib_before", before, "file_resident_kib_after", after)
+		b.warmAckPath()
+	}
+}
+
+// warmAckPath maps the acknowledgement's code again after a trim or an
+// unmap (see warmAckPath in warm.go).
+func (b *Bot) warmAckPath() {
+	if err := warmAckPath(); err != nil {
+		b.log.Warn("acknowledgement path not warmed", "err", err.Error())
 	}
 }
 
@@ -353,10 +368,13 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 	b.starts.envelope(time.Now())
 	if b.pages.busy(time.Now()) {
 		// Trimmed while idle: the work this envelope starts reads its
-		// tables ahead again.
-		if err := readAheadTables(); err != nil {
-			b.log.Debug("read-ahead not restored", "reason", err.Error())
-		}
+		// tables ahead again, once the burst's acks are out (the first
+		// handler past the quiet gate turns it on). Not here: with
+		// read-ahead on, a table page the host has reclaimed is read
+		// back with its whole read-around window (8 MB on this
+		// machine's disk, ~3–5 ms a fault) while every later ack waits;
+		// page by page it is one small read.
+		b.readAheadDue.Store(true)
 	}
 	switch evt.Type {
 	case socketmode.EventTypeSlashCommand:
@@ -441,6 +459,11 @@ func (b *Bot) work(op string, f func(ctx context.Context)) {
 		defer func() { b.pages.end(time.Now()) }()
 		release := b.starts.take()
 		defer release()
+		if b.readAheadDue.CompareAndSwap(true, false) {
+			if err := readAheadTables(); err != nil {
+				b.log.Debug("read-ahead not restored", "reason", err.Error())
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		defer func() {

@@ -24,18 +24,20 @@ import (
 // variables) can only go to swap and stays without it, and a page another
 // process maps (a shared copy of the binary) stays.
 //
-// Then the executable's tables (read-only data, the pc-value tables, the
-// data segment: every mapping that is not code) are marked MADV_RANDOM:
-// without it a fault there reads ahead and maps the neighbouring pages of
-// the page cache too, and within minutes of idling the garbage collector's
-// and the periodic work's reads of type data and pc tables bring back
-// ~12 MB of tables that are used a few bytes at a time; with it only the
-// touched pages come back (~3 MB). Since the page cache is refilled this
-// matters only where the kernel has dropped it again (memory pressure).
-// The code keeps its read-ahead: code is run in runs of pages, and Linux
-// ignores MADV_RANDOM on executable mappings anyway. The cost is a few
-// hundred more page faults in the first seconds after the release, each a
-// page-cache hit.
+// Then the executable's mappings, code and tables alike, are marked
+// MADV_RANDOM: without it a fault reads ahead and maps the neighbouring
+// pages of the page cache too, and within minutes of idling the garbage
+// collector's and the periodic work's reads of type data and pc tables
+// bring back ~12 MB of tables that are used a few bytes at a time; with it
+// only the touched pages come back (~3 MB). It matters most where the
+// host has dropped the refilled page cache again: this machine's DAMON
+// reclaim drops unmapped file pages untouched for a minute, and a fault
+// with read-ahead then reads its whole read-around window (read_ahead_kb,
+// 8 MB here; ~3–5 ms) while every ack of a burst waits behind it. Code
+// was left with read-ahead until 2026-12-05; marked random too, the
+// first burst after 90 s idle acked with p99 11.9–14.0 ms instead of
+// 16–47 ms (bench/ackload -idlefor 90s). A busy process gets read-ahead
+// back once its burst's acks are out (readAheadTables).
 //
 // It returns the file-backed resident size before and after, in KiB.
 func releaseStartupPages() (before, after int, err error) {
@@ -49,9 +51,6 @@ func releaseStartupPages() (before, after int, err error) {
 	for _, m := range mapped {
 		if err := madvise(m, unix.MADV_PAGEOUT, "MADV_PAGEOUT"); err != nil {
 			return before, 0, err
-		}
-		if m.exec {
-			continue
 		}
 		if err := madvise(m, unix.MADV_RANDOM, "MADV_RANDOM"); err != nil {
 			return before, 0, err
@@ -150,10 +149,10 @@ func anonymousKiB() (map[uintptr]int, error) {
 }
 
 // readAheadTables undoes the MADV_RANDOM of releaseStartupPages: a busy
-// process (a burst of commands, an incident) reads its tables back in
-// whole runs again instead of page by page.
+// process (a burst of commands, an incident) reads its code and tables
+// back in whole runs again instead of page by page.
 func readAheadTables() error {
-	return adviseExe(func(m mapping) bool { return !m.exec }, unix.MADV_NORMAL, "MADV_NORMAL")
+	return adviseExe(func(m mapping) bool { return true }, unix.MADV_NORMAL, "MADV_NORMAL")
 }
 
 // adviseExe gives advice to the mappings of the executable that which
