@@ -310,7 +310,7 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 			case err == nil:
 				last = e.now()
 			case errors.Is(err, state.ErrFenced):
-				if _, now := o.current(); now != claim {
+				if ownMove(hctx, o, claim, 2*every) {
 					// The owner moved to its next step (a new fence)
 					// while this check was in flight: not a takeover.
 					continue
@@ -338,6 +338,34 @@ func (e *Engine) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, 
 		}
 	}()
 	return func() { stop(); <-done }
+}
+
+// ownMove reports whether the owner's claim changed from claim within
+// wait: a guard refused as fenced may have met the owner's own move to its
+// next step, committed in Redis (a new fence and lease) but not yet set
+// on o, which happens only once the store's call returns (after its
+// round trips, which a loaded machine stretches). Taken for a takeover,
+// that stopped a healthy step, and with it the lease it had just set went
+// unrenewed until the supervisor took the incident over from its own
+// replica a lease later (TestTenIncidentsWithinSlackRateLimits on a
+// loaded CI machine, 2026-12-05). A real takeover fences every write of
+// the old owner, so its claim never changes and this waits the whole
+// wait, two heartbeat periods, before the step stops.
+func ownMove(ctx context.Context, o *owned, claim state.Claim, wait time.Duration) bool {
+	give := time.Now().Add(wait)
+	for {
+		if _, now := o.current(); now != claim {
+			return true
+		}
+		if !time.Now().Before(give) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // handedOff reports whether the incident's own owner (claim) moved it out
