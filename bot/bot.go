@@ -79,7 +79,10 @@ type Bot struct {
 	// readAheadDue: the first envelope after a trim came; the first
 	// handler to start turns the tables' read-ahead back on.
 	readAheadDue atomic.Bool
-	starts       *startSlots
+	// warmWarned is set once a warm pass has failed and said so: later
+	// failures, every idleUnmap, go to the debug log.
+	warmWarned atomic.Bool
+	starts     *startSlots
 }
 
 // Serve runs the production bot from a config and the environment until
@@ -297,7 +300,7 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 	}
 	b.log.Info("released the executable's start-up pages", "file_resident_kib_before", before, "file_resident_kib_after", after)
 	b.pages.trimmedAt(time.Now())
-	b.warmAckPath()
+	b.warmAcks(ctx)
 	// After an incident or a burst, once rollbot is quiet again, the
 	// pages it brought in are returned the same way.
 	tick.Reset(idleUnmap / 4)
@@ -312,7 +315,7 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 				b.log.Info("executable pages kept mapped", "reason", err.Error())
 				return
 			}
-			b.warmAckPath()
+			b.warmAcks(ctx)
 			continue
 		}
 		if !b.pages.due(time.Now()) {
@@ -324,15 +327,22 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 			return
 		}
 		b.log.Debug("released the executable's pages after a quiet spell", "file_resident_kib_before", before, "file_resident_kib_after", after)
-		b.warmAckPath()
+		b.warmAcks(ctx)
 	}
 }
 
-// warmAckPath maps the acknowledgement's code again after a trim or an
+// warmAcks maps the acknowledgement's code again after a trim or an
 // unmap (see warmAckPath in warm.go).
-func (b *Bot) warmAckPath() {
-	if err := warmAckPath(); err != nil {
-		b.log.Warn("acknowledgement path not warmed", "err", err.Error())
+func (b *Bot) warmAcks(ctx context.Context) {
+	wctx, cancel := context.WithTimeoutCause(ctx, 3*time.Second, errWarmTimeout)
+	defer cancel()
+	err := b.warmAckPath(wctx)
+	switch {
+	case err == nil || ctx.Err() != nil:
+	case b.warmWarned.CompareAndSwap(false, true):
+		b.log.Warn("acknowledgement path not warmed; the first acks after a long idle may wait for disk reads", "err", err.Error())
+	default:
+		b.log.Debug("acknowledgement path not warmed", "err", err.Error())
 	}
 }
 
@@ -364,7 +374,6 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 	if evt.Request == nil {
 		return
 	}
-	req := *evt.Request
 	b.starts.envelope(time.Now())
 	if b.pages.busy(time.Now()) {
 		// Trimmed while idle: the work this envelope starts reads its
@@ -376,25 +385,37 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 		// page by page it is one small read.
 		b.readAheadDue.Store(true)
 	}
+	if op, work := b.acknowledge(ctx, b.sm, evt); work != nil {
+		b.work(op, work)
+	}
+}
+
+// acknowledge acks a request envelope on sm and returns the work it calls
+// for (nil: none, or none that waits for the ack). It touches no store or
+// platform: it is the whole of what an envelope waits for before its ack,
+// and warmAckPath (warm.go) runs it on canned envelopes to keep that code
+// mapped while rollbot idles.
+func (b *Bot) acknowledge(ctx context.Context, sm *socketmode.Client, evt socketmode.Event) (op string, work func(ctx context.Context)) {
+	req := *evt.Request
 	switch evt.Type {
 	case socketmode.EventTypeSlashCommand:
-		b.sm.Ack(req)
+		sm.Ack(req)
 		cmd, ok := evt.Data.(slack.SlashCommand)
 		if !ok {
-			return
+			return "", nil
 		}
-		b.work("command", func(ctx context.Context) {
+		return "command", func(ctx context.Context) {
 			if !b.first(ctx, firstNonEmpty(cmd.TriggerID, req.EnvelopeID)) {
 				return
 			}
 			b.engine.HandleCommand(ctx, handlers.SlashCommand{UserID: cmd.UserID, ChannelID: cmd.ChannelID,
 				ChannelName: cmd.ChannelName, Text: cmd.Text, TriggerID: cmd.TriggerID})
-		})
+		}
 	case socketmode.EventTypeInteractive:
 		cb, ok := evt.Data.(slack.InteractionCallback)
 		if !ok {
-			b.sm.Ack(req)
-			return
+			sm.Ack(req)
+			return "", nil
 		}
 		switch cb.Type {
 		case slack.InteractionTypeViewSubmission:
@@ -406,14 +427,15 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 				errs := b.engine.HandleView(vctx, viewSubmission(cb))
 				cancel()
 				if len(errs) > 0 {
-					b.sm.Ack(req, map[string]any{"response_action": "errors", "errors": errs})
+					sm.Ack(req, map[string]any{"response_action": "errors", "errors": errs})
 					return
 				}
-				b.sm.Ack(req)
+				sm.Ack(req)
 			}()
+			return "", nil
 		case slack.InteractionTypeBlockActions:
-			b.sm.Ack(req)
-			b.work("action", func(ctx context.Context) {
+			sm.Ack(req)
+			return "action", func(ctx context.Context) {
 				if !b.first(ctx, firstNonEmpty(cb.TriggerID, req.EnvelopeID)) {
 					return
 				}
@@ -425,13 +447,11 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 					}
 					b.engine.HandleAction(ctx, a)
 				}
-			})
-		default:
-			b.sm.Ack(req)
+			}
 		}
-	default:
-		b.sm.Ack(req)
 	}
+	sm.Ack(req)
+	return "", nil
 }
 
 // first reports whether a user action is new. The key is the action's
