@@ -8,8 +8,9 @@
 //
 // Writing, always with the service version read just before as a
 // compare-and-set (the engine refuses an update "out of sequence"; the
-// adapter re-reads the version to tell a concurrent change from other
-// failures and then wraps platforms.ErrConflict):
+// adapter re-reads the service: a changed spec is a concurrent change and
+// wraps platforms.ErrConflict, a version the engine moved on its own, as
+// an update's tasks progress, is written again):
 //   - Rollback uses the engine's native rollback when PreviousSpec runs the
 //     target image (like `docker service rollback`: the whole previous spec
 //     comes back, and the rollback_config of that spec paces it), else it
@@ -33,6 +34,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -503,8 +505,8 @@ func (a *Adapter) Deploy(ctx context.Context, artifact, from string, dryRun bool
 	cs.Image = artifact
 	spec.TaskTemplate.ContainerSpec = &cs
 	a.log.InfoContext(ctx, "swarm service update", "op", "deploy", "from", cur, "to", artifact, "version", svc.Version.Index)
-	if _, err := a.api.ServiceUpdate(ctx, svc.ID, client.ServiceUpdateOptions{Version: svc.Version, Spec: spec}); err != nil {
-		return platforms.Result{}, a.writeErr(ctx, svc, err, "update service "+name)
+	if _, err := a.update(ctx, svc, client.ServiceUpdateOptions{Spec: spec}, "update service "+name); err != nil {
+		return platforms.Result{}, err
 	}
 	return platforms.Result{Outcome: platforms.Done, Plan: plan,
 		Detail: fmt.Sprintf("deployed %s to swarm service %s (was %s)", docker.WithoutDigest(artifact), name, docker.WithoutDigest(cur))}, nil
@@ -527,7 +529,7 @@ func (a *Adapter) moveTo(ctx context.Context, svc swarm.Service, target string, 
 	}
 	native := allowNative && docker.SameImage(specImage(svc.PreviousSpec), target)
 	var plan []string
-	opts := client.ServiceUpdateOptions{Version: svc.Version}
+	var opts client.ServiceUpdateOptions
 	if native {
 		rc := svc.PreviousSpec.RollbackConfig
 		pace := "parallelism 1, no delay (swarm defaults)"
@@ -560,10 +562,11 @@ func (a *Adapter) moveTo(ctx context.Context, svc swarm.Service, target string, 
 			Detail: fmt.Sprintf("would move swarm service %s from %s to %s", name, docker.WithoutDigest(cur), docker.WithoutDigest(target))}, nil
 	}
 	a.log.InfoContext(ctx, "swarm service update", "op", "rollback", "from", cur, "to", target, "native", native, "version", svc.Version.Index)
-	if _, err := a.api.ServiceUpdate(ctx, svc.ID, opts); err != nil {
-		return platforms.Result{}, a.writeErr(ctx, svc, err, "update service "+name)
+	written, err := a.update(ctx, svc, opts, "update service "+name)
+	if err != nil {
+		return platforms.Result{}, err
 	}
-	if err := a.waitConverged(ctx, svc, target, native, progress); err != nil {
+	if err := a.waitConverged(ctx, written, target, native, progress); err != nil {
 		return platforms.Result{Plan: plan}, err
 	}
 	how := "updated"
@@ -574,19 +577,45 @@ func (a *Adapter) moveTo(ctx context.Context, svc swarm.Service, target string, 
 		Detail: fmt.Sprintf("swarm service %s %s from %s to %s; all tasks running", name, how, docker.WithoutDigest(cur), docker.WithoutDigest(target))}, nil
 }
 
-// writeErr explains a refused write. The engine answers a stale version
-// with a plain 500 ("update out of sequence"), so the adapter re-reads the
-// service: a moved version means someone else changed it.
-func (a *Adapter) writeErr(ctx context.Context, read swarm.Service, err error, op string) error {
-	if client.IsErrConnectionFailed(err) || errors.Is(err, context.DeadlineExceeded) {
-		return a.eng.Err(err, op)
+// update writes opts over svc, with the version read in svc as the
+// compare-and-set, and returns the service as it was when the write took.
+// The engine refuses a stale version with a plain 500 ("update out of
+// sequence"), so a refused write re-reads the service. The engine moves
+// the version itself while an update's tasks progress (the update status
+// is part of the versioned object): when the spec and the previous spec
+// are still what was read, the write is made again against the new
+// version, a few times at most. A change to either is someone else's, and
+// is reported as a conflict without writing over it.
+func (a *Adapter) update(ctx context.Context, svc swarm.Service, opts client.ServiceUpdateOptions, op string) (swarm.Service, error) {
+	for try := 1; ; try++ {
+		opts.Version = svc.Version
+		_, err := a.api.ServiceUpdate(ctx, svc.ID, opts)
+		if err == nil {
+			return svc, nil
+		}
+		if client.IsErrConnectionFailed(err) || errors.Is(err, context.DeadlineExceeded) {
+			return svc, a.eng.Err(err, op)
+		}
+		res, ierr := a.api.ServiceInspect(ctx, svc.ID, client.ServiceInspectOptions{})
+		if ierr != nil || res.Service.Version.Index == svc.Version.Index {
+			return svc, fmt.Errorf("%s: %w", op, err)
+		}
+		now := res.Service
+		if !reflect.DeepEqual(now.Spec, svc.Spec) || !reflect.DeepEqual(now.PreviousSpec, svc.PreviousSpec) {
+			return svc, a.conflict(fmt.Errorf("%s: version %d, now %d: %w: %w", op, svc.Version.Index, now.Version.Index, platforms.ErrConflict, err), now)
+		}
+		if try == engineMoves {
+			return svc, fmt.Errorf("%s: the engine moved the service's version %d times while rollbot wrote it, its spec unchanged: %w", op, try, err)
+		}
+		a.log.InfoContext(ctx, "swarm service version moved by the engine, spec unchanged; writing again",
+			"op", op, "version", svc.Version.Index, "now", now.Version.Index, "update", string(updateState(now)))
+		svc = now
 	}
-	now, ierr := a.api.ServiceInspect(ctx, read.ID, client.ServiceInspectOptions{})
-	if ierr == nil && now.Service.Version.Index != read.Version.Index {
-		return a.conflict(fmt.Errorf("%s: version %d, now %d: %w: %w", op, read.Version.Index, now.Service.Version.Index, platforms.ErrConflict, err), now.Service)
-	}
-	return fmt.Errorf("%s: %w", op, err)
 }
+
+// engineMoves is how many writes update makes while the engine alone
+// moves the version.
+const engineMoves = 5
 
 func (a *Adapter) conflict(cause error, now swarm.Service) error {
 	return platforms.Userf(cause,
@@ -718,8 +747,8 @@ func (a *Adapter) ScaleToZero(ctx context.Context, dryRun bool) (platforms.Resul
 	zero := uint64(0)
 	spec.Mode.Replicated = &swarm.ReplicatedService{Replicas: &zero}
 	a.log.InfoContext(ctx, "swarm service update", "op", "scale_to_zero", "replicas", *m.Replicas, "version", svc.Version.Index)
-	if _, err := a.api.ServiceUpdate(ctx, svc.ID, client.ServiceUpdateOptions{Version: svc.Version, Spec: spec}); err != nil {
-		return platforms.Result{}, a.writeErr(ctx, svc, err, "scale service "+name)
+	if _, err := a.update(ctx, svc, client.ServiceUpdateOptions{Spec: spec}, "scale service "+name); err != nil {
+		return platforms.Result{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()

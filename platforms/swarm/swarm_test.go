@@ -323,6 +323,59 @@ func TestConcurrentUpdateIsAConflict(t *testing.T) {
 	}
 }
 
+// TestEngineVersionMoveIsNotAConflict: the engine moves a service's
+// version itself while an update's tasks progress (here a deploy of the
+// unhealthy image, which swarm pauses). A write that meets such a move,
+// the spec unchanged, is made again against the new version, not refused
+// as someone else's change (CI, 2026-12-06: a deploy back over an update
+// the engine was pausing was refused "changed by someone else").
+func TestEngineVersionMoveIsNotAConflict(t *testing.T) {
+	parallel(t)
+	name := createService(t, good.Ref(), 1)
+	waitRunning(t, name, good.Ref(), 1)
+	deploy(t, name, bad.Ref())
+	a := newTestAdapter(t, Config{Service: name})
+	moving := &engineMoveAPI{dockerAPI: a.api, t: t}
+	a.api = moving
+	res, err := a.Deploy(context.Background(), good.Ref(), bad.Ref(), false)
+	if err != nil || res.Outcome != platforms.Done {
+		t.Fatalf("deploy back over the engine's own version move = %+v, %v", res, err)
+	}
+	if !moving.moved {
+		t.Fatal("the engine did not move the version between the read and the write: the test proved nothing")
+	}
+	if now := inspectService(t, name); specImage(&now.Spec) != good.Ref() {
+		t.Errorf("spec image %s, want %s", specImage(&now.Spec), good.Ref())
+	}
+}
+
+// engineMoveAPI holds the adapter's first write until the engine has
+// moved the service's version past the one the adapter read, on its own:
+// the spec still runs the image the adapter read.
+type engineMoveAPI struct {
+	dockerAPI
+	t     *testing.T
+	once  sync.Once
+	moved bool
+}
+
+func (e *engineMoveAPI) ServiceUpdate(ctx context.Context, id string, o client.ServiceUpdateOptions) (client.ServiceUpdateResult, error) {
+	e.once.Do(func() {
+		var read swarm.Service
+		err := wait.Until(ctx, time.Minute, "the engine to move the service's version", func() (bool, error) {
+			res, err := e.dockerAPI.ServiceInspect(ctx, id, client.ServiceInspectOptions{})
+			read = res.Service
+			return err == nil && read.Version.Index > o.Version.Index, err
+		})
+		if err != nil {
+			e.t.Error(err)
+			return
+		}
+		e.moved = specImage(&read.Spec) == bad.Ref()
+	})
+	return e.dockerAPI.ServiceUpdate(ctx, id, o)
+}
+
 // TestMissingImage: a rollback to an image the engine does not have fails
 // before any change, with the FAQ's fallback; with remote_images the
 // update goes out and the tasks' rejection ("No such image") is reported.
