@@ -83,6 +83,8 @@ type Bot struct {
 	// failures, every idleUnmap, go to the debug log.
 	warmWarned atomic.Bool
 	starts     *startSlots
+	// gc keeps collections out of a burst's acks (runway.go).
+	gc gcHold
 }
 
 // Serve runs the production bot from a config and the environment until
@@ -337,6 +339,9 @@ func (b *Bot) warmAcks(ctx context.Context) {
 	wctx, cancel := context.WithTimeoutCause(ctx, 3*time.Second, errWarmTimeout)
 	defer cancel()
 	err := b.warmAckPath(wctx)
+	// The pass's garbage is collected now, if it has used a quarter of
+	// the heap's runway, rather than by the burst that follows.
+	keepHeapRunway()
 	switch {
 	case err == nil || ctx.Err() != nil:
 	case b.warmWarned.CompareAndSwap(false, true):
@@ -375,6 +380,7 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 		return
 	}
 	b.starts.envelope(time.Now())
+	b.gc.envelope(time.Now())
 	if b.pages.busy(time.Now()) {
 		// Trimmed while idle: the work this envelope starts reads its
 		// tables ahead again, once the burst's acks are out (the first

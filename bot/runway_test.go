@@ -1,9 +1,14 @@
 package bot
 
 import (
+	"context"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"testing"
+	"time"
+
+	"rollbot/testkit/wait"
 )
 
 func TestRunwayLow(t *testing.T) {
@@ -59,5 +64,47 @@ func TestKeepHeapRunwayCollectsOnlyWhenLow(t *testing.T) {
 	}
 	if objects, live, goal := heapFigures(); runwayLow(objects, live, goal) {
 		t.Fatalf("runway still low after the collection: heap %d, live %d, goal %d", objects, live, goal)
+	}
+}
+
+// A burst's envelopes hold GOGC at burstGCPercent until none has come for
+// gcHoldAfter; then the value from before comes back. GOGC off is left
+// alone. Not parallel: GOGC is the process's.
+func TestGCHoldDuringABurst(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	percent := func() int { p := debug.SetGCPercent(-1); debug.SetGCPercent(p); return p }
+	var g gcHold
+	start := time.Now()
+	g.envelope(time.Now())
+	if p := percent(); p != burstGCPercent {
+		t.Fatalf("GOGC %d during a burst, want %d", p, burstGCPercent)
+	}
+	// Envelopes keep coming for twice the hold: still held.
+	var last time.Time
+	for time.Since(start) < 2*gcHoldAfter {
+		last = time.Now()
+		g.envelope(last)
+		time.Sleep(gcHoldAfter / 10)
+	}
+	if p := percent(); p != burstGCPercent {
+		t.Fatalf("GOGC %d while envelopes still come, want %d", p, burstGCPercent)
+	}
+	if err := wait.Until(context.Background(), 5*time.Second, "GOGC back to 100", func() (bool, error) {
+		return percent() == 100, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if quiet := time.Since(last); quiet < gcHoldAfter {
+		t.Errorf("GOGC restored %s after the last envelope; want %s or later", quiet, gcHoldAfter)
+	}
+
+	debug.SetGCPercent(-1)
+	g.envelope(time.Now())
+	if p := percent(); p != -1 {
+		t.Errorf("GOGC off became %d during a burst", p)
+	}
+	time.Sleep(2 * gcHoldAfter)
+	if p := percent(); p != -1 {
+		t.Errorf("GOGC off became %d after a burst", p)
 	}
 }

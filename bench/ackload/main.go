@@ -63,6 +63,7 @@ func main() {
 	idle := flag.String("idle", "", "only measure the idle memory of `rollbot serve` with this config file")
 	prebuilt := flag.String("bin", "", "measure this rollbot executable instead of building one")
 	flag.DurationVar(&idleFor, "idlefor", 2*time.Second, "how long rollbot idles after releasing its start-up pages before its memory is read")
+	flag.StringVar(&keepLogs, "keeplogs", "", "write each measured process's output (with GODEBUG=gctrace=1 in the environment, its collections) to a file in this `directory`")
 	flag.Parse()
 	if *ackOnly {
 		runAckOnly()
@@ -238,6 +239,11 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(),
 		"SLACK_BOT_TOKEN=" + slackemu.BotToken, "SLACK_APP_TOKEN=" + slackemu.AppToken,
 		"SLACK_API_URL=" + emu.APIURL(), "REDIS_URL=" + redisURL, "ROLLBOT_OPS_ADDR=off"}
+	if v := os.Getenv("GODEBUG"); v != "" {
+		// gctrace=1 and the like: the measured process's runtime
+		// reports go to its output, shown with -v.
+		cmd.Env = append(cmd.Env, "GODEBUG="+v)
+	}
 	if n == 0 {
 		// -idle: the variables its config names come from this
 		// environment, and the ops listener is on (an Alertmanager
@@ -249,7 +255,17 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 	if err := cmd.Start(); err != nil {
 		return result{}, err
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if keepLogs != "" {
+			f, err := os.CreateTemp(keepLogs, filepath.Base(bin)+"-*.log")
+			if err == nil {
+				f.WriteString(out.String())
+				f.Close()
+			}
+		}
+	}()
 	if err := wait.Until(context.Background(), 30*time.Second, "a Socket Mode connection", func() (bool, error) {
 		return len(emu.ConnectionIDs()) > 0, nil
 	}); err != nil {
@@ -332,8 +348,11 @@ func outcome(emu *slackemu.Server, n int) error {
 	})
 }
 
-// idleFor is -idlefor.
-var idleFor time.Duration
+// idleFor is -idlefor; keepLogs is -keeplogs.
+var (
+	idleFor  time.Duration
+	keepLogs string
+)
 
 // releasedPages is what rollbot logs once it has released its start-up
 // pages.
