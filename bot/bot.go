@@ -302,7 +302,7 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 	}
 	b.log.Info("released the executable's start-up pages", "file_resident_kib_before", before, "file_resident_kib_after", after)
 	b.pages.trimmedAt(time.Now())
-	hot := b.learnAckPath(ctx)
+	b.warmAcks(ctx)
 	// After an incident or a burst, once rollbot is quiet again, the
 	// pages it brought in are returned the same way.
 	tick.Reset(idleUnmap / 4)
@@ -317,7 +317,7 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 				b.log.Info("executable pages kept mapped", "reason", err.Error())
 				return
 			}
-			b.keepAckPath(ctx, hot)
+			b.warmAcks(ctx)
 			continue
 		}
 		if !b.pages.due(time.Now()) {
@@ -329,54 +329,7 @@ func (b *Bot) releaseStartupPages(ctx context.Context) {
 			return
 		}
 		b.log.Debug("released the executable's pages after a quiet spell", "file_resident_kib_before", before, "file_resident_kib_after", after)
-		hot = b.learnAckPath(ctx)
-	}
-}
-
-// learnAckPath runs a warm pass (warmAcks), notes which pages of the
-// executable it mapped (mappedExePages), unmaps them again and reads them
-// through the page cache (touchPageCache); keepAckPath then reads them
-// again after every unmap. The ack path then stays in the page cache, out
-// of reach of a host's cold-cache reclaim, without staying in rollbot's
-// resident size: kept mapped instead, the warm pass's pages and their
-// fault-around neighbours held 9 MB more resident executable (the example
-// config, 5 minutes idle, 2026-12-06: 32.3 MB resident, against 23.1 MB
-// the day before without the warm round trip). A burst then maps them
-// from the page cache (minor faults), not from disk.
-//
-// Where the page map cannot be read it returns nil, and keepAckPath keeps
-// the ack path mapped by a warm pass instead.
-func (b *Bot) learnAckPath(ctx context.Context) []fileRange {
-	b.warmAcks(ctx)
-	hot, err := mappedExePages()
-	if err == nil {
-		err = unmapIdlePages()
-	}
-	if err == nil {
-		err = touchPageCache(hot)
-	}
-	if err != nil {
-		b.log.Info("acknowledgement path kept mapped, not only cached", "reason", err.Error())
 		b.warmAcks(ctx)
-		return nil
-	}
-	var n int64
-	for _, r := range hot {
-		n += r.n
-	}
-	b.log.Debug("acknowledgement path kept in the page cache", "kib", n>>10, "ranges", len(hot))
-	return hot
-}
-
-// keepAckPath reads the learnt ack path through the page cache again
-// after an unmap, or without one maps it again with a warm pass.
-func (b *Bot) keepAckPath(ctx context.Context, hot []fileRange) {
-	if hot == nil {
-		b.warmAcks(ctx)
-		return
-	}
-	if err := touchPageCache(hot); err != nil {
-		b.log.Debug("acknowledgement path not read", "err", err.Error())
 	}
 }
 

@@ -1,7 +1,6 @@
 package bot
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"strconv"
@@ -77,12 +76,23 @@ func releaseStartupPages() (before, after int, err error) {
 // the process's resident size); under memory pressure the kernel drops it
 // and a touch reads from disk again, as before.
 func refillPageCache(mapped []mapping) error {
-	ranges := make([]fileRange, 0, len(mapped))
-	for _, m := range mapped {
-		ranges = append(ranges, fileRange{int64(m.offset), int64(m.end - m.start)})
-	}
-	if err := touchPageCache(ranges); err != nil {
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
 		return fmt.Errorf("refill page cache: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
+		return fmt.Errorf("refill page cache: fadvise: %w", err)
+	}
+	buf := make([]byte, 256<<10)
+	for _, m := range mapped {
+		for off, end := int64(m.offset), int64(m.offset)+int64(m.end-m.start); off < end; {
+			n, err := f.ReadAt(buf[:min(int64(len(buf)), end-off)], off)
+			if n == 0 || err != nil {
+				break // the end of the file (a mapping may run past it)
+			}
+			off += int64(n)
+		}
 	}
 	return nil
 }
@@ -233,81 +243,4 @@ func fileResidentKiB() (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("/proc/self/status: no RssFile")
-}
-
-// fileRange is a run of pages of the executable file: offset and length
-// in bytes.
-type fileRange struct{ off, n int64 }
-
-// mappedExePages is what unmapIdlePages would unmap and the process has
-// mapped now, as ranges of the executable file, from /proc/self/pagemap
-// (bit 63 of a page's entry: present; readable by the process itself
-// without privileges). Called right after a warm pass, it is the ack
-// path's pages and their fault-around neighbours.
-func mappedExePages() ([]fileRange, error) {
-	anon, err := anonymousKiB()
-	if err != nil {
-		return nil, err
-	}
-	mapped, err := ownMappings()
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open("/proc/self/pagemap")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	page := uintptr(os.Getpagesize())
-	var out []fileRange
-	for _, m := range mapped {
-		if a, known := anon[m.start]; m.write || !known || a != 0 {
-			continue
-		}
-		entries := make([]byte, 8*((m.end-m.start)/page))
-		if _, err := f.ReadAt(entries, int64(m.start/page*8)); err != nil {
-			return nil, fmt.Errorf("/proc/self/pagemap: %w", err)
-		}
-		for i := 0; i < len(entries); i += 8 {
-			if binary.LittleEndian.Uint64(entries[i:])&(1<<63) == 0 {
-				continue
-			}
-			off := int64(m.offset) + int64(i/8)*int64(page)
-			if k := len(out) - 1; k >= 0 && out[k].off+out[k].n == off {
-				out[k].n += int64(page)
-				continue
-			}
-			out = append(out, fileRange{off, int64(page)})
-		}
-	}
-	return out, nil
-}
-
-// touchPageCache reads the ranges of the executable through the page
-// cache, without mapping them: each page read counts as used for the
-// kernel's reclaim (a read marks the page accessed, which clears the idle
-// flag DAMON's physical-address monitoring sets), so a host that reclaims
-// cold page cache keeps them while the process's resident size does not
-// grow. Read page by page (POSIX_FADV_RANDOM): nothing beyond the ranges
-// is read ahead.
-func touchPageCache(ranges []fileRange) error {
-	f, err := os.Open("/proc/self/exe")
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
-		return fmt.Errorf("fadvise: %w", err)
-	}
-	buf := make([]byte, 256<<10)
-	for _, r := range ranges {
-		for off, end := r.off, r.off+r.n; off < end; {
-			n, err := f.ReadAt(buf[:min(int64(len(buf)), end-off)], off)
-			if n == 0 || err != nil {
-				break // the end of the file
-			}
-			off += int64(n)
-		}
-	}
-	return nil
 }

@@ -2,7 +2,6 @@ package bot
 
 import (
 	"os"
-	"reflect"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -244,69 +243,5 @@ func TestParseMapping(t *testing.T) {
 		if ok != c.ok || got != c.want {
 			t.Errorf("parseMapping(%q) = %+v, %v; want %+v, %v", c.line, got, ok, c.want, c.ok)
 		}
-	}
-}
-
-// After an unmap, the pages a piece of code maps back are found in the
-// page map, as ranges of the executable file (mappedExePages), and
-// reading them through the page cache (touchPageCache) does not map them.
-func TestMappedExePagesFindsTouchedCode(t *testing.T) {
-	runtime.GC()
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	if err := unmapIdlePages(); err != nil {
-		t.Fatal(err)
-	}
-	if cfg, err := ParseConfig([]byte("incident_channels: [C1]\nservices:\n  a:\n    platform: simulated\n")); err != nil || len(cfg.Services) != 1 {
-		t.Fatalf("ParseConfig: %v, %+v", err, cfg)
-	}
-	hot, err := mappedExePages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// ParseConfig's first instruction is on a page of the file that
-	// the list holds.
-	pc := reflect.ValueOf(ParseConfig).Pointer()
-	mapped, err := ownMappings()
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := int64(-1)
-	for _, m := range mapped {
-		if m.start <= pc && pc < m.end {
-			at = int64(m.offset) + int64(pc-m.start)
-		}
-	}
-	if at < 0 {
-		t.Fatalf("ParseConfig at %#x is in no mapping of the executable", pc)
-	}
-	var total int64
-	found := false
-	for i, r := range hot {
-		total += r.n
-		found = found || (r.off <= at && at < r.off+r.n)
-		if i > 0 && hot[i-1].off+hot[i-1].n == r.off {
-			t.Errorf("ranges %d and %d touch and were not joined: %+v %+v", i-1, i, hot[i-1], r)
-		}
-	}
-	if !found {
-		t.Errorf("file offset %#x of ParseConfig is in none of the %d mapped ranges (%d KiB)", at, len(hot), total>>10)
-	}
-	if err := unmapIdlePages(); err != nil {
-		t.Fatal(err)
-	}
-	if err := touchPageCache(hot); err != nil {
-		t.Fatal(err)
-	}
-	again, err := mappedExePages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var still int64
-	for _, r := range again {
-		still += r.n
-	}
-	t.Logf("mapped after ParseConfig: %d KiB in %d ranges; after unmapping and reading them: %d KiB", total>>10, len(hot), still>>10)
-	if still >= total/2 {
-		t.Errorf("%d KiB of the executable mapped after reading %d KiB through the page cache: reading mapped them", still>>10, total>>10)
 	}
 }

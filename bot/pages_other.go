@@ -18,16 +18,3 @@ func readAheadTables() error {
 func unmapIdlePages() error {
 	return errors.ErrUnsupported
 }
-
-// fileRange is a run of pages of the executable file.
-type fileRange struct{ off, n int64 }
-
-// mappedExePages is Linux only.
-func mappedExePages() ([]fileRange, error) {
-	return nil, errors.ErrUnsupported
-}
-
-// touchPageCache is Linux only.
-func touchPageCache([]fileRange) error {
-	return errors.ErrUnsupported
-}
