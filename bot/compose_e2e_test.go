@@ -114,8 +114,14 @@ services:
 		fromHistory := strings.Contains(m.Query, "scrape history")
 		return fromHistory && m.Requests >= 40, fmt.Errorf("%.0f requests measured (%s%s)", m.Requests, m.Query, m.Reason)
 	})
-	if err != nil { // the bot's log says what the background scrape met
-		t.Fatalf("%v\nlog:\n%s", err, h.logs.String())
+	if err != nil { // the bot's log says what the background scrape met,
+		// the containers what became of web (CI, 2026-12-06: v2 answered
+		// once, then its port refused connections for two minutes)
+		var state []string
+		for _, c := range p.Containers("web") {
+			state = append(state, fmt.Sprintf("%s %s: %s (%s)", c.ID[:12], c.Image, c.State, c.Status))
+		}
+		t.Fatalf("%v\nweb's containers: %v\nlog:\n%s", err, state, h.logs.String())
 	}
 	apiBefore := p.Container("api")
 
