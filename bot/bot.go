@@ -84,7 +84,7 @@ type Bot struct {
 	warmWarned atomic.Bool
 	starts     *startSlots
 	// gc keeps collections out of a burst's acks (runway.go).
-	gc gcHold
+	gc *gcHold
 }
 
 // Serve runs the production bot from a config and the environment until
@@ -156,7 +156,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if err := store.Ping(pctx); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	b := &Bot{api: api, store: store, log: o.Log, opts: o, metrics: m, starts: newStartSlots(burstStarts, burstStartHold)}
+	b := &Bot{api: api, store: store, log: o.Log, opts: o, metrics: m, starts: newStartSlots(burstStarts, burstStartHold), gc: newGCHold()}
 	b.sm = socketmode.New(api, socketmode.OptionPingInterval(20*time.Second))
 	if o.Engine.Metrics == nil {
 		o.Engine.Metrics = m

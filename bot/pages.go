@@ -114,40 +114,73 @@ type startSlots struct {
 
 	quietFor, quietMax time.Duration
 	mu                 sync.Mutex
-	last               time.Time     // the last envelope
 	quiet              chan struct{} // closed once no envelope came for quietFor
-	timer              *time.Timer   // set while quiet is open
+	burst              quietTimer
 }
 
 func newStartSlots(n int, hold time.Duration) *startSlots {
 	quiet := make(chan struct{})
 	close(quiet)
-	return &startSlots{slots: make(chan struct{}, n), hold: hold, quietFor: burstQuiet, quietMax: burstQuietMax, quiet: quiet}
+	s := &startSlots{slots: make(chan struct{}, n), hold: hold, quietFor: burstQuiet, quietMax: burstQuietMax, quiet: quiet}
+	s.burst.start = func() {
+		s.mu.Lock()
+		s.quiet = make(chan struct{})
+		s.mu.Unlock()
+	}
+	s.burst.end = func() {
+		s.mu.Lock()
+		close(s.quiet)
+		s.mu.Unlock()
+	}
+	return s
 }
 
 // envelope records an envelope's arrival: the gate closes until the
 // socket has been quiet for quietFor.
-func (s *startSlots) envelope(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.last = now
-	if s.timer == nil {
-		s.quiet = make(chan struct{})
-		s.timer = time.AfterFunc(s.quietFor, s.check)
+func (s *startSlots) envelope(now time.Time) { s.burst.mark(now, s.quietFor) }
+
+// quietTimer follows runs of events: start runs at the first event of a
+// run, end once no event has come for the given quiet time, from one
+// timer that is re-armed while events come (not one per event). startSlots
+// and gcHold keep their state changes in start and end.
+type quietTimer struct {
+	start, end func()
+
+	mu    sync.Mutex
+	last  time.Time // the last event
+	quiet time.Duration
+	timer *time.Timer // set while a run lasts
+}
+
+// mark records an event at now.
+func (q *quietTimer) mark(now time.Time, quiet time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.last, q.quiet = now, quiet
+	if q.timer == nil {
+		q.start()
+		q.timer = time.AfterFunc(quiet, q.check)
 	}
 }
 
-// check opens the gate if the socket has been quiet for quietFor, and
-// otherwise looks again when it will have been.
-func (s *startSlots) check() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if left := s.quietFor - time.Since(s.last); left > 0 {
-		s.timer.Reset(left)
+// check ends the run if no event has come for the quiet time, and
+// otherwise looks again when none will have.
+func (q *quietTimer) check() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if left := q.quiet - time.Since(q.last); left > 0 {
+		q.timer.Reset(left)
 		return
 	}
-	close(s.quiet)
-	s.timer = nil
+	q.end()
+	q.timer = nil
+}
+
+// running reports whether a run of events lasts.
+func (q *quietTimer) running() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.timer != nil
 }
 
 // take waits for a quiet socket and a slot; release is safe to call more

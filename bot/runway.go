@@ -4,7 +4,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"sync"
 	"time"
 )
 
@@ -65,10 +64,9 @@ func heapFigures() (objects, live, goal uint64) {
 // left alone. The heap may grow to burstGCPercent/100 times its live size
 // during a burst; it is an idle process's memory that the goal bounds.
 type gcHold struct {
-	mu    sync.Mutex
-	last  time.Time   // the last envelope
-	saved int         // GOGC before the hold
-	timer *time.Timer // set while held
+	burst quietTimer
+	held  bool // GOGC raised by this hold
+	saved int  // GOGC before the hold
 }
 
 const (
@@ -76,33 +74,25 @@ const (
 	gcHoldAfter    = 250 * time.Millisecond
 )
 
-// envelope records an envelope's arrival, raising GOGC if it is the first
-// of a burst.
-func (g *gcHold) envelope(now time.Time) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.last = now
-	if g.timer != nil {
-		return
+func newGCHold() *gcHold {
+	g := &gcHold{}
+	g.burst.start = func() {
+		old := debug.SetGCPercent(burstGCPercent)
+		if old < 0 || old >= burstGCPercent {
+			debug.SetGCPercent(old)
+			return
+		}
+		g.held, g.saved = true, old
 	}
-	old := debug.SetGCPercent(burstGCPercent)
-	if old < 0 || old >= burstGCPercent {
-		debug.SetGCPercent(old)
-		return
+	g.burst.end = func() {
+		if g.held {
+			debug.SetGCPercent(g.saved)
+			g.held = false
+		}
 	}
-	g.saved = old
-	g.timer = time.AfterFunc(gcHoldAfter, g.check)
+	return g
 }
 
-// check restores GOGC once no envelope has come for gcHoldAfter, and
-// otherwise looks again when none will have.
-func (g *gcHold) check() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if left := gcHoldAfter - time.Since(g.last); left > 0 {
-		g.timer.Reset(left)
-		return
-	}
-	debug.SetGCPercent(g.saved)
-	g.timer = nil
-}
+// envelope records an envelope's arrival, raising GOGC if it is the first
+// of a burst.
+func (g *gcHold) envelope(now time.Time) { g.burst.mark(now, gcHoldAfter) }

@@ -73,7 +73,7 @@ func TestKeepHeapRunwayCollectsOnlyWhenLow(t *testing.T) {
 func TestGCHoldDuringABurst(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	percent := func() int { p := debug.SetGCPercent(-1); debug.SetGCPercent(p); return p }
-	var g gcHold
+	g := newGCHold()
 	start := time.Now()
 	g.envelope(time.Now())
 	if p := percent(); p != burstGCPercent {
@@ -103,7 +103,11 @@ func TestGCHoldDuringABurst(t *testing.T) {
 	if p := percent(); p != -1 {
 		t.Errorf("GOGC off became %d during a burst", p)
 	}
-	time.Sleep(2 * gcHoldAfter)
+	if err := wait.Until(context.Background(), 5*time.Second, "the burst to end", func() (bool, error) {
+		return !g.burst.running(), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if p := percent(); p != -1 {
 		t.Errorf("GOGC off became %d after a burst", p)
 	}

@@ -51,12 +51,13 @@ func (b *Bot) warmAckPath(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	acked := make(chan error, 1)
+	envelopes := warmEnvelopes // read once: a reconnect's peer may outlive the pass
 	dialer := &websocket.Dialer{
 		HandshakeTimeout: 2 * time.Second,
 		NetDialContext: func(context.Context, string, string) (net.Conn, error) {
 			ours, peer := net.Pipe()
 			go func() {
-				err := warmPeer(peer)
+				err := warmPeer(peer, envelopes)
 				peer.Close()
 				select {
 				case acked <- err:
@@ -106,8 +107,9 @@ func (warmConnectionsOpen) Do(r *http.Request) (*http.Response, error) {
 
 // warmPeer is the server end of a warm pass: it completes the websocket
 // handshake (RFC 6455 §4.2), sends hello and the canned envelopes as
-// unmasked text frames and reads frames until every envelope is acked.
-func warmPeer(conn net.Conn) error {
+// unmasked text frames and reads frames until every one of envelopes is
+// acked.
+func warmPeer(conn net.Conn, envelopes [][]byte) error {
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReader(conn)
 	key := ""
@@ -133,7 +135,7 @@ func warmPeer(conn net.Conn) error {
 		return err
 	}
 	want := map[string]bool{}
-	for i, envelope := range append([][]byte{[]byte(`{"type":"hello","num_connections":1}`)}, warmEnvelopes...) {
+	for i, envelope := range append([][]byte{[]byte(`{"type":"hello","num_connections":1}`)}, envelopes...) {
 		if i > 0 {
 			var req socketmode.Request
 			if err := json.Unmarshal(envelope, &req); err != nil {

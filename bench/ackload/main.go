@@ -241,7 +241,7 @@ func measure(n int, bin string, args []string, redisURL string, isBot bool) (res
 		"SLACK_API_URL=" + emu.APIURL(), "REDIS_URL=" + redisURL, "ROLLBOT_OPS_ADDR=off"}
 	if v := os.Getenv("GODEBUG"); v != "" {
 		// gctrace=1 and the like: the measured process's runtime
-		// reports go to its output, shown with -v.
+		// reports go to its output, which -keeplogs keeps.
 		cmd.Env = append(cmd.Env, "GODEBUG="+v)
 	}
 	if n == 0 {
